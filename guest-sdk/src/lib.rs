@@ -1,0 +1,61 @@
+//! Write weir plugins as plain Rust functions.
+//!
+//! A plugin is one function with an attribute that says what kind of stage it is:
+//!
+//! ```ignore
+//! use weir_sdk::prelude::*;
+//!
+//! #[derive(Deserialize)]
+//! struct Config { min: f64 }
+//!
+//! #[derive(Deserialize)]
+//! struct Order { amount: f64 }
+//!
+//! #[filter]
+//! fn big_orders(rec: &Record, cfg: &Config) -> Result<bool> {
+//!     let order: Order = rec.json()?;
+//!     Ok(order.amount > cfg.min)
+//! }
+//! ```
+//!
+//! - `#[filter]`: `fn(&Record, [&Config], [&State]) -> Result<bool>` keeps or drops a record.
+//! - `#[transform]`: `fn(&Record, [&Config], [&State]) -> Result<R>` where `R` is a [`Record`],
+//!   an `Option<Record>` or a `Vec<Record>`: map and flat-map.
+//! - `#[window]` on an `impl Aggregate for T` block: event-time aggregation (see [`Aggregate`]).
+//!
+//! The configuration type is any `serde::Deserialize` type; it is parsed once when the plugin is
+//! loaded, so a bad config is rejected before the first record. Compiled for `wasm32`, the
+//! attribute generates the component's exports; compiled natively, the same plugin runs under
+//! [`testing::Harness`] in plain `cargo test`.
+
+mod error;
+mod record;
+mod state;
+mod window;
+
+#[doc(hidden)]
+pub mod __rt;
+pub mod log;
+pub mod testing;
+
+pub use error::{Error, Result};
+pub use record::Record;
+pub use state::State;
+pub use window::{Aggregate, Window};
+pub use weir_sdk_macros::{filter, transform, window};
+
+#[doc(hidden)]
+pub use serde_json as __serde_json;
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub use wit_bindgen as __wit_bindgen;
+
+/// Everything a plugin usually needs, in one `use`.
+pub mod prelude {
+    pub use crate::{
+        debug, error, fail, filter, info, transform, warn, window, Aggregate, Error, Record,
+        Result, State, Window,
+    };
+    pub use serde::{Deserialize, Serialize};
+    pub use serde_json::{json, Value};
+}

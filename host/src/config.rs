@@ -1,0 +1,303 @@
+//! Pipeline files (TOML) to checked settings.
+//!
+//! Every table rejects unknown keys, so a typo is an error naming the file, line and key rather
+//! than a setting silently ignored. Plugin paths resolve against the pipeline file's directory.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    ops::Range,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::engine::Limits;
+
+/// A pipeline file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Syntax errors and keys or types that do not fit; the message names line, column and key.
+    #[error("{}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("{}:{line}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+/// A parsed and checked pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The file it was read from.
+    pub path: PathBuf,
+    pub source: Option<SourceConfig>,
+    pub sink: Option<SinkConfig>,
+    pub stages: Vec<Stage>,
+    pub errors: ErrorsConfig,
+}
+
+/// One stage of the chain.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: String,
+    /// Absolute or relative to the working directory (already resolved against the file).
+    pub plugin: PathBuf,
+    /// The plugin's configuration as JSON text (`{}` when none is given).
+    pub config: String,
+    pub limits: Limits,
+    /// Line of the `[[stage]]` entry, for messages.
+    pub line: usize,
+}
+
+/// Where records come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub group: String,
+    /// librdkafka properties, passed through.
+    #[serde(default)]
+    pub kafka: BTreeMap<String, String>,
+}
+
+/// Where results go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    pub topic: String,
+    /// Defaults to the source's brokers.
+    pub brokers: Option<String>,
+    #[serde(default)]
+    pub kafka: BTreeMap<String, String>,
+}
+
+/// What happens to a record a plugin fails on.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorsConfig {
+    #[serde(default)]
+    pub policy: ErrorPolicy,
+    /// The dead-letter topic, for `policy = "dead-letter"`.
+    pub topic: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorPolicy {
+    /// Stop the pipeline without committing the failing record.
+    #[default]
+    Fail,
+    /// Count the record and go on.
+    Skip,
+    /// Send the record with its cause to the dead-letter topic.
+    DeadLetter,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    /// Largest linear memory of one instance, in MiB.
+    memory_mb: Option<u64>,
+    /// Longest one call (one batch) may take, in milliseconds.
+    timeout_ms: Option<u64>,
+}
+
+impl LimitsFile {
+    fn over(self, base: Limits) -> Limits {
+        Limits {
+            memory_bytes: self.memory_mb.map_or(base.memory_bytes, |mb| (mb as usize) << 20),
+            call_timeout: self.timeout_ms.map_or(base.call_timeout, Duration::from_millis),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    source: Option<SourceConfig>,
+    sink: Option<SinkConfig>,
+    #[serde(default, rename = "stage")]
+    stages: Vec<Spanned<StageFile>>,
+    #[serde(default)]
+    errors: ErrorsConfig,
+    #[serde(default)]
+    limits: LimitsFile,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StageFile {
+    name: Spanned<String>,
+    plugin: Spanned<String>,
+    config: Option<toml::Value>,
+    #[serde(default)]
+    limits: LimitsFile,
+}
+
+impl Pipeline {
+    /// Read and check the pipeline file at `path`.
+    pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Pipeline::parse(path, &text)
+    }
+
+    /// Check pipeline `text` as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
+        let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let invalid = |span: Range<usize>, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: line_of(text, span.start),
+            message,
+        };
+        if file.stages.is_empty() {
+            return Err(invalid(0..0, "no [[stage]]: a pipeline needs at least one".into()));
+        }
+        let base = path.parent().unwrap_or(Path::new(""));
+        let mut stages: Vec<Stage> = Vec::new();
+        for spanned in file.stages {
+            let span = spanned.span();
+            let stage = spanned.into_inner();
+            let name = stage.name.get_ref().trim().to_string();
+            if name.is_empty() {
+                return Err(invalid(stage.name.span(), "stage `name` is empty".into()));
+            }
+            if let Some(other) = stages.iter().find(|s| s.name == name) {
+                return Err(invalid(
+                    stage.name.span(),
+                    format!("stage name `{name}` is already used by the stage at line {}", other.line),
+                ));
+            }
+            let plugin = base.join(stage.plugin.get_ref());
+            let config = match stage.config {
+                None => "{}".to_string(),
+                Some(value) => serde_json::to_string(&value).map_err(|e| {
+                    invalid(span.clone(), format!("stage `{name}`: config cannot be turned into JSON: {e}"))
+                })?,
+            };
+            stages.push(Stage {
+                name,
+                plugin,
+                config,
+                limits: stage.limits.over(file.limits.over(Limits::default())),
+                line: line_of(text, span.start),
+            });
+        }
+        if file.errors.policy == ErrorPolicy::DeadLetter && file.errors.topic.is_none() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: text.lines().position(|l| l.trim() == "[errors]").map_or(1, |i| i + 1),
+                message: "errors.policy = \"dead-letter\" needs errors.topic".into(),
+            });
+        }
+        Ok(Pipeline {
+            path: path.to_path_buf(),
+            source: file.source,
+            sink: file.sink,
+            stages,
+            errors: file.errors,
+        })
+    }
+}
+
+/// 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+impl fmt::Display for ErrorPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorPolicy::Fail => "fail",
+            ErrorPolicy::Skip => "skip",
+            ErrorPolicy::DeadLetter => "dead-letter",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Pipeline, ConfigError> {
+        Pipeline::parse(Path::new("/p/pipeline.toml"), text)
+    }
+
+    #[test]
+    fn stages_resolve_against_the_file() {
+        let p = parse(
+            r#"
+[[stage]]
+name = "big"
+plugin = "plugins/json-filter.wasm"
+config = { where = [{ path = "/amount", op = "gt", value = 100 }] }
+limits = { memory_mb = 16 }
+
+[[stage]]
+name = "mask"
+plugin = "/abs/mask.wasm"
+"#,
+        )
+        .unwrap();
+        assert_eq!(p.stages.len(), 2);
+        assert_eq!(p.stages[0].plugin, Path::new("/p/plugins/json-filter.wasm"));
+        assert_eq!(p.stages[0].config, r#"{"where":[{"op":"gt","path":"/amount","value":100}]}"#);
+        assert_eq!(p.stages[0].limits.memory_bytes, 16 << 20);
+        assert_eq!(p.stages[0].line, 2);
+        assert_eq!(p.stages[1].plugin, Path::new("/abs/mask.wasm"));
+        assert_eq!(p.stages[1].config, "{}");
+        assert_eq!(p.stages[1].line, 8);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let err = parse("[[stage]]\nname = \"a\"\nplugin = \"a.wasm\"\nconfg = {}\n").unwrap_err().to_string();
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.contains("confg"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let err = parse("[[stage]]\nname = 3\nplugin = \"a.wasm\"\n").unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_stage_names_are_rejected() {
+        let err = parse("[[stage]]\nname = \"a\"\nplugin = \"a.wasm\"\n[[stage]]\nname = \"a\"\nplugin = \"b.wasm\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pipeline.toml:5"), "{err}");
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn dead_letter_needs_a_topic() {
+        let err = parse("[[stage]]\nname = \"a\"\nplugin = \"a.wasm\"\n[errors]\npolicy = \"dead-letter\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":4:"), "{err}");
+    }
+
+    #[test]
+    fn no_stages_is_an_error() {
+        assert!(parse("").unwrap_err().to_string().contains("at least one"));
+    }
+}

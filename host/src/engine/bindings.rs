@@ -1,0 +1,34 @@
+//! Host bindings of the WIT worlds. The `filter` world's bindings own the shared interfaces;
+//! the other worlds reuse them, so a record is the same Rust type in every stage.
+
+pub mod filter {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "filter",
+    });
+}
+
+pub mod transform {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "transform",
+        with: {
+            "weir:plugin/types": super::filter::weir::plugin::types,
+            "weir:plugin/host": super::filter::weir::plugin::host,
+            "weir:plugin/state": super::filter::weir::plugin::state,
+        },
+    });
+}
+
+pub mod window {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "window",
+        with: {
+            "weir:plugin/types": super::filter::weir::plugin::types,
+            "weir:plugin/host": super::filter::weir::plugin::host,
+        },
+    });
+}
+
+pub use filter::weir::plugin::{host, state, types};

@@ -1,0 +1,246 @@
+//! What a plugin instance can reach: its config, the log, and keyed state through a per-call
+//! overlay, so writes of a call that traps never reach the store.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use wasmtime::ResourceLimiter;
+
+use super::{
+    bindings::{host, state, types},
+    Limits, Record,
+};
+
+/// Largest value one state entry may hold.
+const MAX_STATE_VALUE: usize = 1 << 20;
+
+type StateKey = (Option<Vec<u8>>, String);
+
+/// A value and its expiry in event time (ms), if it has one.
+type Entry = (Vec<u8>, Option<i64>);
+
+/// Keyed state of one stage, shared by the instances that stage starts over time (a trap
+/// replaces the instance, not the state).
+pub type SharedState = Arc<Mutex<MemoryState>>;
+
+/// Keyed state in memory.
+#[derive(Default, Debug)]
+pub struct MemoryState {
+    entries: BTreeMap<StateKey, Entry>,
+}
+
+impl MemoryState {
+    /// A new, empty store to share between instances.
+    pub fn shared() -> SharedState {
+        Arc::new(Mutex::new(MemoryState::default()))
+    }
+
+    /// How many entries it holds (expired ones included until overwritten).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Memory limit that remembers a denied growth, so the failure is reported as out-of-memory
+/// rather than as whatever trap the guest's allocator turns it into.
+pub(super) struct Limiter {
+    pub(super) max_bytes: usize,
+    denied: Option<usize>,
+}
+
+impl Limiter {
+    pub(super) fn take_denied(&mut self) -> Option<usize> {
+        self.denied.take()
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.denied = Some(desired);
+            // An error (not `Ok(false)`) traps at once instead of letting the guest limp on.
+            anyhow::bail!("memory limit of {} bytes exceeded", self.max_bytes);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The store data of one instance.
+pub(super) struct HostState {
+    plugin: String,
+    config: Arc<str>,
+    pub(super) limiter: Limiter,
+    pub(super) call_timeout: Duration,
+    state: Arc<Mutex<MemoryState>>,
+    /// The batch of the call in progress: state calls name a record by its index in it.
+    batch: Arc<Vec<Record>>,
+    /// Writes of the call in progress; `None` is a delete.
+    pending: BTreeMap<StateKey, Option<Entry>>,
+    panic: Option<String>,
+}
+
+impl HostState {
+    pub(super) fn new(plugin: String, config: Arc<str>, limits: Limits, state: Arc<Mutex<MemoryState>>) -> Self {
+        HostState {
+            plugin,
+            config,
+            limiter: Limiter {
+                max_bytes: limits.memory_bytes,
+                denied: None,
+            },
+            call_timeout: limits.call_timeout,
+            state,
+            batch: Arc::new(Vec::new()),
+            pending: BTreeMap::new(),
+            panic: None,
+        }
+    }
+
+    pub(super) fn begin(&mut self, batch: Arc<Vec<Record>>) {
+        self.batch = batch;
+        self.pending.clear();
+        self.panic = None;
+    }
+
+    /// Apply the call's state writes.
+    pub(super) fn commit(&mut self) {
+        self.batch = Arc::new(Vec::new());
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut store = lock(&self.state);
+        for (key, entry) in std::mem::take(&mut self.pending) {
+            match entry {
+                Some(entry) => store.entries.insert(key, entry),
+                None => store.entries.remove(&key),
+            };
+        }
+    }
+
+    /// Forget the call's state writes.
+    pub(super) fn rollback(&mut self) {
+        self.batch = Arc::new(Vec::new());
+        self.pending.clear();
+    }
+
+    pub(super) fn take_panic(&mut self) -> Option<String> {
+        self.panic.take()
+    }
+
+    /// The state key and event time of record `rec` of the current batch.
+    fn record(&self, rec: u32) -> wasmtime::Result<(Option<Vec<u8>>, i64)> {
+        match self.batch.get(rec as usize) {
+            Some(r) => Ok((r.key.clone(), r.timestamp)),
+            None => anyhow::bail!(
+                "plugin `{}` asked for the state of record {rec} in a batch of {}",
+                self.plugin,
+                self.batch.len()
+            ),
+        }
+    }
+
+    fn lookup(&self, key: &StateKey, now: i64) -> Option<Vec<u8>> {
+        let entry = match self.pending.get(key) {
+            Some(pending) => pending.clone(),
+            None => lock(&self.state).entries.get(key).cloned(),
+        };
+        match entry {
+            Some((_, Some(expires))) if now >= expires => None,
+            Some((value, _)) => Some(value),
+            None => None,
+        }
+    }
+}
+
+fn lock(state: &Mutex<MemoryState>) -> std::sync::MutexGuard<'_, MemoryState> {
+    // A panic while holding the lock cannot leave a half-applied entry: inserts are atomic.
+    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn config(&mut self) -> String {
+        self.config.to_string()
+    }
+
+    fn log(&mut self, level: types::Level, message: String) {
+        let plugin = &self.plugin;
+        match level {
+            types::Level::Trace => tracing::trace!(plugin, "{message}"),
+            types::Level::Debug => tracing::debug!(plugin, "{message}"),
+            types::Level::Info => tracing::info!(plugin, "{message}"),
+            types::Level::Warn => tracing::warn!(plugin, "{message}"),
+            types::Level::Error => {
+                // The SDK's panic hook logs the panic just before the trap: keep it for the error.
+                if let Some(panic) = message.strip_prefix("panic: ") {
+                    self.panic = Some(format!("panicked: {panic}"));
+                }
+                tracing::error!(plugin, "{message}")
+            }
+        }
+    }
+}
+
+impl state::Host for HostState {
+    fn get(&mut self, rec: u32, name: String) -> Option<Vec<u8>> {
+        let (key, now) = self.record(rec).ok()?;
+        self.lookup(&(key, name), now)
+    }
+
+    fn put(&mut self, rec: u32, name: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), String> {
+        let (key, now) = self.record(rec).map_err(|e| e.to_string())?;
+        if value.len() > MAX_STATE_VALUE {
+            return Err(format!(
+                "state value `{name}` is {} bytes, over the limit of {MAX_STATE_VALUE}",
+                value.len()
+            ));
+        }
+        let expires = ttl_ms.map(|ttl| now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)));
+        self.pending.insert((key, name), Some((value, expires)));
+        Ok(())
+    }
+
+    fn delete(&mut self, rec: u32, name: String) {
+        if let Ok((key, _)) = self.record(rec) {
+            self.pending.insert((key, name), None);
+        }
+    }
+
+    fn scan(&mut self, rec: u32, prefix: String) -> Vec<(String, Vec<u8>)> {
+        let Ok((key, now)) = self.record(rec) else {
+            return Vec::new();
+        };
+        let mut found: BTreeMap<String, Option<Entry>> = lock(&self.state)
+            .entries
+            .range((key.clone(), prefix.clone())..)
+            .take_while(|((k, name), _)| *k == key && name.starts_with(&prefix))
+            .map(|((_, name), entry)| (name.clone(), Some(entry.clone())))
+            .collect();
+        for ((k, name), entry) in self.pending.range((key.clone(), prefix.clone())..) {
+            if *k != key || !name.starts_with(&prefix) {
+                break;
+            }
+            found.insert(name.clone(), entry.clone());
+        }
+        found
+            .into_iter()
+            .filter_map(|(name, entry)| match entry {
+                Some((value, expires)) if expires.is_none_or(|t| now < t) => Some((name, value)),
+                _ => None,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,609 @@
+//! Loads plugin components and calls them, inside a sandbox with bounded time and memory.
+//!
+//! A [`Plugin`] is a compiled, type-checked, pre-linked component: loading validates the file,
+//! finds which world it implements and checks its imports, so a bad file fails here and never
+//! on the data path. An [`Instance`] is one live copy with its own linear memory and config,
+//! owned by one stage of one partition task (instances are not thread-safe; pre-linking makes
+//! new ones cheap). Plugins get no WASI at all: only the weir `host` and `state` imports.
+//!
+//! Every call runs under an epoch deadline (a background thread ticks the engine's epoch) and a
+//! memory limit. A trap or a blown limit poisons the instance: it is dropped, a fresh one is made,
+//! and the batch is replayed record by record to pin the failure on the record that caused it.
+
+mod bindings;
+mod cache;
+mod host;
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use sha2::{Digest, Sha256};
+use wasmtime::{
+    component::{types::ComponentItem, Component, Linker},
+    Store,
+};
+
+pub use bindings::types::{Event as Record, Header, Level};
+use bindings::{filter, transform, window};
+pub use host::{MemoryState, SharedState};
+use host::HostState;
+
+/// What kind of stage a plugin is, from the world its component implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Filter,
+    Transform,
+    Window,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Filter => "filter",
+            Kind::Transform => "transform",
+            Kind::Window => "window",
+        })
+    }
+}
+
+/// Bounds on one plugin instance.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Most linear memory an instance may grow to.
+    pub memory_bytes: usize,
+    /// Longest one call (one batch) may run before it is interrupted.
+    pub call_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 64 << 20,
+            call_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A plugin that could not be loaded or started.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin `{plugin}`: cannot read {}: {source}", path.display())]
+    Read {
+        plugin: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("plugin `{plugin}`: {} is not a valid wasm component: {reason}", path.display())]
+    Invalid {
+        plugin: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("plugin `{plugin}`: {reason}")]
+    WrongWorld { plugin: String, reason: String },
+    #[error("plugin `{plugin}` was rejected by its init: {message}")]
+    Init { plugin: String, message: String },
+    #[error("plugin `{plugin}` failed to start: {source}")]
+    Start {
+        plugin: String,
+        #[source]
+        source: wasmtime::Error,
+    },
+    #[error("engine setup failed: {0}")]
+    Engine(#[source] wasmtime::Error),
+}
+
+/// Why one record failed in one plugin: what the dead-letter headers and error summaries say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The plugin returned an error for the record.
+    Plugin,
+    /// The plugin trapped (a panic, or a wasm fault).
+    Trap,
+    /// The call ran past the time limit.
+    Timeout,
+    /// The plugin tried to grow its memory past the limit.
+    OutOfMemory,
+}
+
+impl ErrorKind {
+    /// The name used in logs and dead-letter headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Plugin => "plugin-error",
+            ErrorKind::Trap => "trap",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::OutOfMemory => "out-of-memory",
+        }
+    }
+}
+
+/// One record's failure in one plugin.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("plugin `{plugin}` {}: {message}", kind.as_str())]
+pub struct RecordError {
+    pub plugin: String,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// The wasmtime engine with weir's sandbox settings, a linker of the host imports and the
+/// on-disk cache of compiled components.
+pub struct Engine {
+    engine: wasmtime::Engine,
+    linker: Linker<HostState>,
+    cache: Option<PathBuf>,
+}
+
+/// How often the epoch advances: the granularity of call timeouts.
+const TICK: Duration = Duration::from_millis(5);
+
+impl Engine {
+    /// An engine that caches compiled components in `cache_dir` (none: compile every time).
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, PluginError> {
+        let mut config = wasmtime::Config::new();
+        // Epochs rather than fuel: a deadline check costs a load and compare at loop heads and
+        // calls, fuel metering costs an add on every block.
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = wasmtime::Engine::new(&config).map_err(PluginError::Engine)?;
+
+        let mut linker = Linker::new(&engine);
+        bindings::host::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(PluginError::Engine)?;
+        bindings::state::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(PluginError::Engine)?;
+
+        // The ticker holds the engine weakly: it runs while any plugin or instance still holds
+        // the engine (they outlive this wrapper) and stops once the last one is gone.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("weir-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            })
+            .map_err(|e| PluginError::Engine(e.into()))?;
+
+        Ok(Engine {
+            engine,
+            linker,
+            cache: cache_dir,
+        })
+    }
+
+    /// The default cache directory: `$WEIR_CACHE_DIR`, else `~/.cache/weir/components`.
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        if let Some(dir) = std::env::var_os("WEIR_CACHE_DIR") {
+            return Some(PathBuf::from(dir));
+        }
+        let home = std::env::var_os("HOME")?;
+        Some(Path::new(&home).join(".cache/weir/components"))
+    }
+
+    /// Load the component at `path` as the plugin called `name`.
+    pub fn load(&self, name: &str, path: &Path) -> Result<Plugin, PluginError> {
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            plugin: name.to_string(),
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.load_bytes(name, path, &bytes)
+    }
+
+    /// Load a component from memory; `path` is only used in messages.
+    pub fn load_bytes(&self, name: &str, path: &Path, bytes: &[u8]) -> Result<Plugin, PluginError> {
+        let invalid = |reason: String| PluginError::Invalid {
+            plugin: name.to_string(),
+            path: path.to_path_buf(),
+            reason,
+        };
+        if wasmparser::Parser::is_core_wasm(bytes) {
+            return Err(invalid(
+                "it is a core wasm module, not a component (build it with `weir build`, which \
+                 turns the module into a component)"
+                    .into(),
+            ));
+        }
+        if !wasmparser::Parser::is_component(bytes) {
+            return Err(invalid("it does not start with the wasm component header".into()));
+        }
+        let hash = hex::encode(Sha256::digest(bytes));
+        let component = cache::compile(&self.engine, self.cache.as_deref(), &hash, bytes)
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        let wrong_world = |reason: String| PluginError::WrongWorld {
+            plugin: name.to_string(),
+            reason,
+        };
+        let kind = detect_kind(&self.engine, &component).map_err(wrong_world)?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| wrong_world(format!("cannot be linked: {e:#}")))?;
+        let check = |e: wasmtime::Error| wrong_world(format!("does not match the weir:plugin/{kind} world: {e:#}"));
+        let pre = match kind {
+            Kind::Filter => Pre::Filter(filter::FilterPre::new(instance_pre).map_err(check)?),
+            Kind::Transform => Pre::Transform(transform::TransformPre::new(instance_pre).map_err(check)?),
+            Kind::Window => Pre::Window(window::WindowPre::new(instance_pre).map_err(check)?),
+        };
+        Ok(Plugin {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            hash,
+            kind,
+            pre: Arc::new(pre),
+            engine: self.engine.clone(),
+        })
+    }
+}
+
+/// Which world a component implements, from its exports; and no imports beyond weir's own.
+fn detect_kind(engine: &wasmtime::Engine, component: &Component) -> Result<Kind, String> {
+    let ty = component.component_type();
+    for (name, _) in ty.imports(engine) {
+        let known = ["weir:plugin/host@", "weir:plugin/state@", "weir:plugin/types@"];
+        if !known.iter().any(|k| name.starts_with(k)) {
+            return Err(format!(
+                "imports `{name}`, which weir does not provide: plugins get no files, network, \
+                 clock or environment, only the weir:plugin host and state interfaces"
+            ));
+        }
+    }
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .filter(|(_, item)| matches!(item, ComponentItem::ComponentFunc(_)))
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let has = |f: &str| exports.iter().any(|e| e == f);
+    match (has("filter"), has("transform"), has("accumulate")) {
+        (true, false, false) => Ok(Kind::Filter),
+        (false, true, false) => Ok(Kind::Transform),
+        (false, false, true) => Ok(Kind::Window),
+        _ => Err(format!(
+            "is not a weir plugin: it exports [{}], but a plugin implements exactly one of the \
+             weir:plugin@0.1.0 worlds `filter`, `transform` or `window`",
+            exports.join(", ")
+        )),
+    }
+}
+
+enum Pre {
+    Filter(filter::FilterPre<HostState>),
+    Transform(transform::TransformPre<HostState>),
+    Window(window::WindowPre<HostState>),
+}
+
+/// A loaded plugin: compiled, checked and pre-linked, ready to instantiate.
+#[derive(Clone)]
+pub struct Plugin {
+    name: String,
+    path: PathBuf,
+    hash: String,
+    kind: Kind,
+    pre: Arc<Pre>,
+    engine: wasmtime::Engine,
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("kind", &self.kind)
+            .field("hash", &self.hash)
+            .finish()
+    }
+}
+
+impl Plugin {
+    /// The stage name it was loaded as.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Which world it implements.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Lowercase hex SHA-256 of the component file.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A live instance with `config` (JSON text) that has passed the plugin's `init`.
+    pub fn instantiate(&self, config: &str, limits: Limits, state: SharedState) -> Result<Instance, PluginError> {
+        let config: Arc<str> = Arc::from(config);
+        let (store, exports) = self.start(&config, limits, &state)?;
+        Ok(Instance {
+            plugin: self.clone(),
+            config,
+            limits,
+            state,
+            store,
+            exports,
+            poisoned: false,
+            restarts: 0,
+        })
+    }
+
+    fn start(&self, config: &Arc<str>, limits: Limits, state: &SharedState) -> Result<(Store<HostState>, Exports), PluginError> {
+        let start = |source: wasmtime::Error| PluginError::Start {
+            plugin: self.name.clone(),
+            source,
+        };
+        let mut store = Store::new(
+            &self.engine,
+            HostState::new(self.name.clone(), config.clone(), limits, state.clone()),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(deadline_ticks(limits.call_timeout));
+        store.epoch_deadline_trap();
+        let (exports, init) = match &*self.pre {
+            Pre::Filter(pre) => {
+                let b = pre.instantiate(&mut store).map_err(start)?;
+                let init = b.call_init(&mut store);
+                (Exports::Filter(b), init)
+            }
+            Pre::Transform(pre) => {
+                let b = pre.instantiate(&mut store).map_err(start)?;
+                let init = b.call_init(&mut store);
+                (Exports::Transform(b), init)
+            }
+            Pre::Window(pre) => {
+                let b = pre.instantiate(&mut store).map_err(start)?;
+                let init = b.call_init(&mut store);
+                (Exports::Window(b), init)
+            }
+        };
+        match init {
+            Ok(Ok(())) => Ok((store, exports)),
+            Ok(Err(message)) => Err(PluginError::Init {
+                plugin: self.name.clone(),
+                message,
+            }),
+            Err(trap) => {
+                let (kind, message) = classify(&trap, store.data_mut());
+                Err(PluginError::Init {
+                    plugin: self.name.clone(),
+                    message: format!("{}: {message}", kind.as_str()),
+                })
+            }
+        }
+    }
+}
+
+fn deadline_ticks(timeout: Duration) -> u64 {
+    (timeout.as_millis() / TICK.as_millis()).max(1) as u64 + 1
+}
+
+enum Exports {
+    Filter(filter::Filter),
+    Transform(transform::Transform),
+    /// Started (so `init` checks its config) but not called yet: window stages come with the
+    /// windows runtime.
+    #[allow(dead_code)]
+    Window(window::Window),
+}
+
+/// The outcome of one input record in one stage: its outputs, or why it failed.
+pub type Outcome = Result<Vec<Record>, Failed>;
+
+/// A record a stage failed on, handed back with the error so nothing is lost.
+#[derive(Debug)]
+pub struct Failed {
+    pub record: Record,
+    pub error: RecordError,
+}
+
+/// One live plugin instance; owned by one stage of one partition task.
+pub struct Instance {
+    plugin: Plugin,
+    config: Arc<str>,
+    limits: Limits,
+    state: SharedState,
+    store: Store<HostState>,
+    exports: Exports,
+    poisoned: bool,
+    restarts: u64,
+}
+
+impl fmt::Debug for Instance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instance")
+            .field("plugin", &self.plugin)
+            .field("restarts", &self.restarts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    /// The plugin this is an instance of.
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+
+    /// How many times a trap or blown limit made this stage start a fresh instance.
+    pub fn restarts(&self) -> u64 {
+        self.restarts
+    }
+
+    /// Run a batch: one outcome per input, in order. A filter passes a kept record through
+    /// unchanged; a transform's outputs keep the source coordinates of their input.
+    pub fn process(&mut self, records: Vec<Record>) -> Vec<Outcome> {
+        if records.is_empty() {
+            return Vec::new();
+        }
+        let records = Arc::new(records);
+        let outcome = self.call(&records);
+        let records = Arc::try_unwrap(records).unwrap_or_else(|shared| (*shared).clone());
+        match outcome {
+            Ok(verdicts) => self.finish(records, verdicts),
+            Err(_) if records.len() > 1 => {
+                // One record brought the whole call down; replay them one at a time on fresh
+                // instances to find it. State writes of the failed call were discarded.
+                records
+                    .into_iter()
+                    .map(|rec| self.process(vec![rec]).pop().expect("one outcome per record"))
+                    .collect()
+            }
+            Err(error) => records.into_iter().map(|record| Err(Failed { record, error: error.clone() })).collect(),
+        }
+    }
+
+    /// One call into the plugin for the whole batch.
+    fn call(&mut self, records: &Arc<Vec<Record>>) -> Result<Verdicts, RecordError> {
+        if self.poisoned {
+            self.restart()?;
+        }
+        self.store.data_mut().begin(records.clone());
+        self.store.set_epoch_deadline(deadline_ticks(self.limits.call_timeout));
+        let result = match &self.exports {
+            Exports::Filter(f) => f
+                .call_filter(&mut self.store, records)
+                .map(Verdicts::Filter),
+            Exports::Transform(t) => t
+                .call_transform(&mut self.store, records)
+                .map(Verdicts::Transform),
+            Exports::Window(_) => Ok(Verdicts::Unsupported),
+        };
+        match result {
+            Ok(verdicts) => {
+                self.store.data_mut().commit();
+                Ok(verdicts)
+            }
+            Err(trap) => {
+                let data = self.store.data_mut();
+                data.rollback();
+                let (kind, message) = classify(&trap, data);
+                self.poisoned = true;
+                Err(RecordError {
+                    plugin: self.plugin.name.clone(),
+                    kind,
+                    message,
+                })
+            }
+        }
+    }
+
+    fn restart(&mut self) -> Result<(), RecordError> {
+        let (store, exports) = self
+            .plugin
+            .start(&self.config, self.limits, &self.state)
+            .map_err(|e| RecordError {
+                plugin: self.plugin.name.clone(),
+                kind: ErrorKind::Trap,
+                message: format!("could not start a fresh instance after a trap: {e}"),
+            })?;
+        self.store = store;
+        self.exports = exports;
+        self.poisoned = false;
+        self.restarts += 1;
+        Ok(())
+    }
+
+    fn finish(&self, records: Vec<Record>, verdicts: Verdicts) -> Vec<Outcome> {
+        let failed = |record: Record, message: String| {
+            Err(Failed {
+                record,
+                error: RecordError {
+                    plugin: self.plugin.name.clone(),
+                    kind: ErrorKind::Plugin,
+                    message,
+                },
+            })
+        };
+        let n = records.len();
+        let got = match &verdicts {
+            Verdicts::Filter(v) => v.len(),
+            Verdicts::Transform(v) => v.len(),
+            Verdicts::Unsupported => n,
+        };
+        if got != n {
+            let message = format!("returned {got} results for a batch of {n} records");
+            return records.into_iter().map(|r| failed(r, message.clone())).collect();
+        }
+        match verdicts {
+            Verdicts::Filter(v) => records
+                .into_iter()
+                .zip(v)
+                .map(|(rec, keep)| match keep {
+                    Ok(true) => Ok(vec![rec]),
+                    Ok(false) => Ok(Vec::new()),
+                    Err(message) => failed(rec, message),
+                })
+                .collect(),
+            Verdicts::Transform(v) => records
+                .into_iter()
+                .zip(v)
+                .map(|(rec, outs)| match outs {
+                    Ok(outs) => Ok(outs
+                        .into_iter()
+                        .map(|o| Record {
+                            key: o.key,
+                            value: o.value,
+                            headers: o.headers,
+                            timestamp: o.timestamp,
+                            topic: rec.topic.clone(),
+                            partition: rec.partition,
+                            offset: rec.offset,
+                        })
+                        .collect()),
+                    Err(message) => failed(rec, message),
+                })
+                .collect(),
+            Verdicts::Unsupported => records
+                .into_iter()
+                .map(|r| failed(r, "window plugins run in window stages, which this version of weir cannot run yet".into()))
+                .collect(),
+        }
+    }
+}
+
+enum Verdicts {
+    Filter(Vec<Result<bool, String>>),
+    Transform(Vec<Result<Vec<bindings::types::Output>, String>>),
+    Unsupported,
+}
+
+/// Name a failed call: a blown limit, a timeout, or a trap (with the panic message if the
+/// plugin logged one on the way down).
+fn classify(err: &wasmtime::Error, host: &mut HostState) -> (ErrorKind, String) {
+    if let Some(wanted) = host.limiter.take_denied() {
+        return (
+            ErrorKind::OutOfMemory,
+            format!(
+                "tried to grow its memory to {} bytes, past the limit of {} bytes",
+                wanted, host.limiter.max_bytes
+            ),
+        );
+    }
+    let panic = host.take_panic();
+    match err.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => (
+            ErrorKind::Timeout,
+            format!("ran past the call time limit of {:?}", host.call_timeout),
+        ),
+        Some(trap) => {
+            let message = match panic {
+                Some(panic) => format!("{panic} (wasm trap: {trap})"),
+                None => format!("wasm trap: {trap}"),
+            };
+            (ErrorKind::Trap, message)
+        }
+        None => (ErrorKind::Trap, format!("{err:#}")),
+    }
+}

@@ -1,0 +1,169 @@
+//! The `weir` command line.
+
+use std::{
+    io::{BufReader, Write},
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use weir::{
+    config::Pipeline,
+    engine::{Engine, Kind, Limits},
+    local::{self, Format},
+    pipeline::Chain,
+};
+
+#[derive(Parser)]
+#[command(name = "weir", version, about = "Kafka stream processing with WebAssembly plugins")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a plugin crate.
+    New {
+        /// Directory to create; its name is the crate's name.
+        name: PathBuf,
+        #[arg(long, value_enum, default_value = "filter")]
+        kind: KindArg,
+    },
+    /// Build plugin crates to wasm components (`DIR.wasm` beside each crate).
+    Build {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Write the components into this directory instead.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+    /// Run JSONL records through one plugin or a pipeline's chain, without a broker.
+    Test {
+        /// A plugin component (`.wasm`) or a pipeline file (`.toml`).
+        target: PathBuf,
+        /// Input records, one JSON document per line (`-` for stdin).
+        #[arg(long)]
+        input: PathBuf,
+        /// The plugin's configuration as JSON (single plugin only).
+        #[arg(long)]
+        config: Option<String>,
+        #[arg(long, value_enum, default_value = "value")]
+        format: Format,
+    },
+    /// Check a pipeline file and load its plugins with their configs, without running.
+    Check { pipeline: PathBuf },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KindArg {
+    Filter,
+    Transform,
+    Window,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| "warn,weir=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::New { name, kind } => {
+            let kind = match kind {
+                KindArg::Filter => Kind::Filter,
+                KindArg::Transform => Kind::Transform,
+                KindArg::Window => Kind::Window,
+            };
+            weir::scaffold::new_plugin(&name, kind)?;
+            println!("created {kind} plugin {}", name.display());
+            println!("  test it:  cd {} && cargo test", name.display());
+            println!("  build it: weir build {}", name.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build { paths, out_dir } => {
+            for out in weir::build::build(&paths, out_dir.as_deref())? {
+                println!("{}", out.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test {
+            target,
+            input,
+            config,
+            format,
+        } => test(&target, &input, config.as_deref(), format),
+        Command::Check { pipeline } => check(&pipeline),
+    }
+}
+
+fn engine() -> Result<Engine> {
+    Ok(Engine::new(Engine::default_cache_dir())?)
+}
+
+fn test(target: &Path, input: &Path, config: Option<&str>, format: Format) -> Result<ExitCode> {
+    let engine = engine()?;
+    let mut chain = if target.extension().is_some_and(|e| e == "toml") {
+        if config.is_some() {
+            bail!("--config is for a single plugin; a pipeline file configures each stage");
+        }
+        Chain::from_pipeline(&engine, &Pipeline::load(target)?)?
+    } else {
+        let config = config.unwrap_or("{}");
+        serde_json::from_str::<serde_json::Value>(config).context("--config is not valid JSON")?;
+        Chain::single(&engine, target, config, Limits::default())?
+    };
+    let source = input.display().to_string();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut err = std::io::stderr();
+    let summary = if input == Path::new("-") {
+        local::run(&mut chain, std::io::stdin().lock(), "stdin", format, &mut out, &mut err)?
+    } else {
+        let file = std::fs::File::open(input).with_context(|| format!("cannot open input {source}"))?;
+        local::run(&mut chain, BufReader::new(file), &source, format, &mut out, &mut err)?
+    };
+    out.flush()?;
+    let restarts: u64 = chain.instances().map(|(_, i)| i.restarts()).sum();
+    let secs = summary.elapsed.as_secs_f64();
+    eprintln!(
+        "weir test: {} in, {} out, {} filtered, {} errors in {:.1} ms ({:.0} records/s){}",
+        summary.input,
+        summary.output,
+        summary.filtered,
+        summary.errors,
+        secs * 1e3,
+        summary.input as f64 / secs.max(1e-9),
+        if restarts > 0 { format!(", {restarts} instance restarts") } else { String::new() },
+    );
+    Ok(if summary.errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn check(path: &Path) -> Result<ExitCode> {
+    let pipeline = Pipeline::load(path)?;
+    let engine = engine()?;
+    let chain = Chain::from_pipeline(&engine, &pipeline)?;
+    println!("{}: ok, {} stages", path.display(), pipeline.stages.len());
+    for (name, instance) in chain.instances() {
+        let plugin = instance.plugin();
+        println!(
+            "  {name}: {} {} (sha256:{})",
+            plugin.kind(),
+            plugin.path().display(),
+            &plugin.hash()[..12]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

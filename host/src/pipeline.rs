@@ -1,0 +1,103 @@
+//! A chain of stages that records run through in batches.
+//!
+//! A batch goes through stage 1 whole, then its outputs through stage 2, and so on: each
+//! stage is one call per batch, which is what makes wasm affordable. Every record carries the
+//! source coordinates (topic, partition, offset) of the input it came from, so a failure deep
+//! in the chain still names the input, and offsets can be committed per input.
+
+use std::path::Path;
+
+use crate::{
+    config::{Pipeline, Stage},
+    engine::{Engine, Instance, Kind, Limits, MemoryState, PluginError, Record, RecordError},
+};
+
+/// A record that failed in some stage.
+#[derive(Debug)]
+pub struct Failure {
+    /// The record as it entered the failing stage.
+    pub record: Record,
+    /// The stage it failed in.
+    pub stage: String,
+    pub error: RecordError,
+}
+
+/// What a batch turned into.
+#[derive(Debug, Default)]
+pub struct BatchOutput {
+    /// Outputs of the last stage, in input order.
+    pub records: Vec<Record>,
+    pub failures: Vec<Failure>,
+}
+
+/// Live instances of every stage of a pipeline, for one partition's records.
+pub struct Chain {
+    stages: Vec<(String, Instance)>,
+}
+
+impl Chain {
+    /// Load and start every stage of `pipeline`.
+    pub fn from_pipeline(engine: &Engine, pipeline: &Pipeline) -> Result<Chain, PluginError> {
+        let stages = pipeline
+            .stages
+            .iter()
+            .map(|stage| Ok((stage.name.clone(), start(engine, stage)?)))
+            .collect::<Result<_, PluginError>>()?;
+        Ok(Chain { stages })
+    }
+
+    /// A chain of the single plugin at `path` with `config` (JSON text).
+    pub fn single(engine: &Engine, path: &Path, config: &str, limits: Limits) -> Result<Chain, PluginError> {
+        let name = path.file_stem().map_or("plugin".into(), |s| s.to_string_lossy().into_owned());
+        let stage = Stage {
+            name: name.clone(),
+            plugin: path.to_path_buf(),
+            config: config.to_string(),
+            limits,
+            line: 0,
+        };
+        Ok(Chain {
+            stages: vec![(name, start(engine, &stage)?)],
+        })
+    }
+
+    /// The stages' instances, in order.
+    pub fn instances(&self) -> impl Iterator<Item = (&str, &Instance)> {
+        self.stages.iter().map(|(name, i)| (name.as_str(), i))
+    }
+
+    /// Run one batch through every stage.
+    pub fn process(&mut self, batch: Vec<Record>) -> BatchOutput {
+        let mut records = batch;
+        let mut failures = Vec::new();
+        for (name, instance) in &mut self.stages {
+            if records.is_empty() {
+                break;
+            }
+            let outcomes = instance.process(records);
+            records = Vec::with_capacity(outcomes.len());
+            for outcome in outcomes {
+                match outcome {
+                    Ok(outputs) => records.extend(outputs),
+                    Err(failed) => failures.push(Failure {
+                        record: failed.record,
+                        stage: name.clone(),
+                        error: failed.error,
+                    }),
+                }
+            }
+        }
+        BatchOutput { records, failures }
+    }
+}
+
+fn start(engine: &Engine, stage: &Stage) -> Result<Instance, PluginError> {
+    let plugin = engine.load(&stage.name, &stage.plugin)?;
+    if plugin.kind() == Kind::Window {
+        return Err(PluginError::WrongWorld {
+            plugin: stage.name.clone(),
+            reason: "is a window plugin; window stages are not supported by this version of weir yet".into(),
+        });
+    }
+    plugin.instantiate(&stage.config, stage.limits, MemoryState::shared())
+}

@@ -32,7 +32,10 @@ fn batch(values: Vec<Value>) -> Vec<Record> {
     values
         .into_iter()
         .enumerate()
-        .map(|(i, v)| Record { offset: i as i64, ..rec("k", v) })
+        .map(|(i, v)| Record {
+            offset: i as i64,
+            ..rec("k", v)
+        })
         .collect()
 }
 
@@ -44,9 +47,13 @@ fn json_of(outcome: &Outcome) -> Value {
 
 fn misbehave(limits: Limits) -> weir::engine::Instance {
     let e = engine();
-    let plugin = e.load("misbehave", &common::component("misbehave")).unwrap();
+    let plugin = e
+        .load("misbehave", &common::component("misbehave"))
+        .unwrap();
     assert_eq!(plugin.kind(), Kind::Transform);
-    plugin.instantiate("{}", limits, MemoryState::shared()).unwrap()
+    plugin
+        .instantiate("{}", limits, MemoryState::shared())
+        .unwrap()
 }
 
 #[test]
@@ -56,15 +63,24 @@ fn filter_keeps_matching_records_unchanged() {
     assert_eq!(plugin.kind(), Kind::Filter);
     assert_eq!(plugin.hash().len(), 64);
     let cfg = json!({"where": [{"path": "/amount", "op": "gt", "value": 100}]}).to_string();
-    let mut inst = plugin.instantiate(&cfg, Limits::default(), MemoryState::shared()).unwrap();
-    let input = batch(vec![json!({"amount": 150}), json!({"amount": 5}), json!({"amount": 101})]);
+    let mut inst = plugin
+        .instantiate(&cfg, Limits::default(), MemoryState::shared())
+        .unwrap();
+    let input = batch(vec![
+        json!({"amount": 150}),
+        json!({"amount": 5}),
+        json!({"amount": 101}),
+    ]);
     let out = inst.process(input.clone());
     assert_eq!(out.len(), 3);
     let kept = |i: usize| {
         let out = out[i].as_ref().unwrap();
         assert_eq!(out.len(), 1);
         let (a, b) = (&out[0], &input[i]);
-        assert_eq!((&a.key, &a.value, a.timestamp, &a.topic, a.offset), (&b.key, &b.value, b.timestamp, &b.topic, b.offset));
+        assert_eq!(
+            (&a.key, &a.value, a.timestamp, &a.topic, a.offset),
+            (&b.key, &b.value, b.timestamp, &b.topic, b.offset)
+        );
     };
     kept(0);
     assert!(out[1].as_ref().unwrap().is_empty());
@@ -74,7 +90,11 @@ fn filter_keeps_matching_records_unchanged() {
 #[test]
 fn a_record_error_does_not_fail_its_batch() {
     let mut inst = misbehave(Limits::default());
-    let out = inst.process(batch(vec![json!({}), json!({"fail": "bad order"}), json!({})]));
+    let out = inst.process(batch(vec![
+        json!({}),
+        json!({"fail": "bad order"}),
+        json!({}),
+    ]));
     assert_eq!(json_of(&out[0])["seen"], 1);
     let err = &out[1].as_ref().unwrap_err().error;
     assert_eq!(err.kind, ErrorKind::Plugin);
@@ -92,9 +112,17 @@ fn a_panic_is_pinned_on_its_record_and_its_state_writes_are_discarded() {
     assert_eq!(json_of(&out[0])["seen"], 1);
     let failed = out[1].as_ref().unwrap_err();
     assert_eq!(failed.error.kind, ErrorKind::Trap);
-    assert!(failed.error.message.contains("asked to panic"), "{}", failed.error.message);
+    assert!(
+        failed.error.message.contains("asked to panic"),
+        "{}",
+        failed.error.message
+    );
     assert_eq!(failed.record.offset, 1, "the failing record is handed back");
-    assert_eq!(json_of(&out[2])["seen"], 2, "the panicking call's state write must not land");
+    assert_eq!(
+        json_of(&out[2])["seen"],
+        2,
+        "the panicking call's state write must not land"
+    );
     assert!(inst.restarts() >= 1);
     // The fresh instance goes on working.
     let out = inst.process(batch(vec![json!({})]));
@@ -120,7 +148,11 @@ fn allocating_past_the_limit_is_out_of_memory() {
         memory_bytes: 16 << 20,
         ..Limits::default()
     });
-    let out = inst.process(batch(vec![json!({"alloc_mb": 1}), json!({"alloc_mb": 64}), json!({})]));
+    let out = inst.process(batch(vec![
+        json!({"alloc_mb": 1}),
+        json!({"alloc_mb": 64}),
+        json!({}),
+    ]));
     assert_eq!(json_of(&out[0])["seen"], 1);
     let err = &out[1].as_ref().unwrap_err().error;
     assert_eq!(err.kind, ErrorKind::OutOfMemory, "{err}");
@@ -131,7 +163,11 @@ fn allocating_past_the_limit_is_out_of_memory() {
 #[test]
 fn state_is_scoped_by_key() {
     let mut inst = misbehave(Limits::default());
-    let input = vec![rec("a", json!({})), rec("b", json!({})), rec("a", json!({}))];
+    let input = vec![
+        rec("a", json!({})),
+        rec("b", json!({})),
+        rec("a", json!({})),
+    ];
     let out = inst.process(input);
     let seen: Vec<Value> = out.iter().map(|o| json_of(o)["seen"].clone()).collect();
     assert_eq!(seen, vec![json!(1), json!(1), json!(2)]);
@@ -142,11 +178,18 @@ fn a_config_the_plugin_rejects_fails_the_load() {
     let e = engine();
     let plugin = e.load("big", &common::component("json-filter")).unwrap();
     let err = plugin
-        .instantiate(r#"{"where": [{"path": "/a", "op": "near"}]}"#, Limits::default(), MemoryState::shared())
+        .instantiate(
+            r#"{"where": [{"path": "/a", "op": "near"}]}"#,
+            Limits::default(),
+            MemoryState::shared(),
+        )
         .unwrap_err();
     assert!(matches!(err, PluginError::Init { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("plugin `big`") && msg.contains("unknown op `near`"), "{msg}");
+    assert!(
+        msg.contains("plugin `big`") && msg.contains("unknown op `near`"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -154,19 +197,40 @@ fn files_that_are_not_components_are_named_and_explained() {
     let e = engine();
     let dir = common::scratch();
     let cases: [(&str, &[u8], &str); 3] = [
-        ("garbage.wasm", b"this is not wasm at all", "component header"),
-        ("core.wasm", b"\0asm\x01\0\0\0", "core wasm module, not a component"),
-        ("truncated.wasm", b"\0asm\x0d\0\x01\0\x01", "not a valid wasm component"),
+        (
+            "garbage.wasm",
+            b"this is not wasm at all",
+            "component header",
+        ),
+        (
+            "core.wasm",
+            b"\0asm\x01\0\0\0",
+            "core wasm module, not a component",
+        ),
+        (
+            "truncated.wasm",
+            b"\0asm\x0d\0\x01\0\x01",
+            "not a valid wasm component",
+        ),
     ];
     for (file, bytes, expected) in cases {
         let path = dir.path().join(file);
         std::fs::write(&path, bytes).unwrap();
         let err = e.load("p", &path).unwrap_err().to_string();
         assert!(err.contains(expected), "{file}: {err}");
-        assert!(err.contains("plugin `p`") && err.contains(file), "{file}: {err}");
+        assert!(
+            err.contains("plugin `p`") && err.contains(file),
+            "{file}: {err}"
+        );
     }
-    let missing = e.load("p", Path::new("/nonexistent/x.wasm")).unwrap_err().to_string();
-    assert!(missing.contains("cannot read /nonexistent/x.wasm"), "{missing}");
+    let missing = e
+        .load("p", Path::new("/nonexistent/x.wasm"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        missing.contains("cannot read /nonexistent/x.wasm"),
+        "{missing}"
+    );
 }
 
 #[test]
@@ -200,10 +264,19 @@ fn components_of_other_worlds_are_rejected() {
 fn a_window_plugin_is_not_a_filter_or_transform_stage() {
     let dir = common::scratch();
     let path = dir.path().join("p.toml");
-    let text = format!("[[stage]]\nname = \"w\"\nplugin = \"{}\"\n", common::component("count-window").display());
+    let text = format!(
+        "[[stage]]\nname = \"w\"\nplugin = \"{}\"\n",
+        common::component("count-window").display()
+    );
     std::fs::write(&path, text).unwrap();
-    let err = Chain::from_pipeline(&engine(), &Pipeline::load(&path).unwrap()).err().unwrap().to_string();
-    assert!(err.contains("plugin `w`") && err.contains("window plugin"), "{err}");
+    let err = Chain::from_pipeline(&engine(), &Pipeline::load(&path).unwrap())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("plugin `w`") && err.contains("window plugin"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -211,9 +284,16 @@ fn compiled_components_are_cached_by_content() {
     let cache = common::scratch();
     let e = Engine::new(Some(cache.path().to_path_buf())).unwrap();
     let first = e.load("a", &common::component("json-filter")).unwrap();
-    let entries: Vec<_> = std::fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    let entries: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(entries.len(), 1);
-    assert!(entries[0].file_name().unwrap().to_string_lossy().starts_with(first.hash()));
+    assert!(entries[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with(first.hash()));
     // A second load is served from the cache, and a damaged entry is recompiled, not trusted.
     e.load("b", &common::component("json-filter")).unwrap();
     std::fs::write(&entries[0], b"damaged").unwrap();

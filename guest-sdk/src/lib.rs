@@ -41,8 +41,8 @@ pub mod testing;
 pub use error::{Error, Result};
 pub use record::Record;
 pub use state::State;
-pub use window::{Aggregate, Window};
 pub use weir_sdk_macros::{filter, transform, window};
+pub use window::{Aggregate, Window};
 
 #[doc(hidden)]
 pub use serde_json as __serde_json;

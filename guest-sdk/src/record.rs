@@ -51,7 +51,8 @@ impl Record {
             .value
             .as_deref()
             .ok_or_else(|| Error::msg("record has no value (tombstone)"))?;
-        serde_json::from_slice(value).map_err(|e| Error::msg(format!("value is not the expected JSON: {e}")))
+        serde_json::from_slice(value)
+            .map_err(|e| Error::msg(format!("value is not the expected JSON: {e}")))
     }
 
     /// The value as UTF-8 text.

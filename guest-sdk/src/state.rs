@@ -1,6 +1,6 @@
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::{Error, Result, __rt};
+use crate::{__rt, Error, Result};
 
 /// Keyed state for the record being processed: values live in the host's store, scoped to this
 /// stage and the record's key, and survive plugin reloads and restarts.
@@ -20,9 +20,11 @@ impl State {
     /// The value stored under `name`, if any.
     pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
         match self.get_bytes(name) {
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Error::msg(format!("state `{name}` does not hold the expected JSON: {e}"))),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::msg(format!(
+                    "state `{name}` does not hold the expected JSON: {e}"
+                ))
+            }),
             None => Ok(None),
         }
     }
@@ -33,7 +35,12 @@ impl State {
     }
 
     /// Store `value` under `name` until `ttl_ms` after the record's event time.
-    pub fn put_with_ttl<T: Serialize + ?Sized>(&self, name: &str, value: &T, ttl_ms: u64) -> Result<()> {
+    pub fn put_with_ttl<T: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        value: &T,
+        ttl_ms: u64,
+    ) -> Result<()> {
         self.put_bytes(name, &serde_json::to_vec(value)?, Some(ttl_ms))
     }
 

@@ -11,12 +11,7 @@
 //! The harness keeps state in memory with the host's semantics (scoped by record key, TTL in
 //! event time) and collects log lines for the test to inspect.
 
-use std::{
-    cell::RefCell,
-    collections::BTreeMap,
-    marker::PhantomData,
-    rc::Rc,
-};
+use std::{cell::RefCell, collections::BTreeMap, marker::PhantomData, rc::Rc};
 
 use crate::{
     __rt::{self, FilterPlugin, HostApi, Plugin, TransformPlugin, WindowPlugin},
@@ -25,6 +20,8 @@ use crate::{
 };
 
 /// A harness for the plugin defined in the current crate, with `config` (a `serde_json::Value`).
+// `crate` here is meant to be the calling crate: that is where the attribute put the plugin.
+#[allow(clippy::crate_in_macro_def)]
 #[macro_export]
 macro_rules! harness {
     () => {
@@ -63,7 +60,10 @@ impl<P: Plugin> Harness<P> {
     }
 
     fn batch<R>(&self, records: Vec<Record>, f: impl FnOnce(Vec<Record>) -> R) -> R {
-        *self.host.batch.borrow_mut() = records.iter().map(|r| (r.key.clone(), r.timestamp)).collect();
+        *self.host.batch.borrow_mut() = records
+            .iter()
+            .map(|r| (r.key.clone(), r.timestamp))
+            .collect();
         with_host(&self.host, || f(records))
     }
 }
@@ -76,10 +76,12 @@ impl<P: FilterPlugin> Harness<P> {
 
     /// The filter's verdicts for a batch, as one host call would give them.
     pub fn filter_all(&self, records: Vec<Record>) -> Vec<Result<bool>> {
-        self.batch(records, |records| __rt::filter_batch::<P>(&self.config, records.into_iter()))
-            .into_iter()
-            .map(|r| r.map_err(Error::msg))
-            .collect()
+        self.batch(records, |records| {
+            __rt::filter_batch::<P, _>(&self.config, records.iter())
+        })
+        .into_iter()
+        .map(|r| r.map_err(Error::msg))
+        .collect()
     }
 }
 
@@ -91,33 +93,82 @@ impl<P: TransformPlugin> Harness<P> {
 
     /// The transform's outputs for a batch, as one host call would give them.
     pub fn transform_all(&self, records: Vec<Record>) -> Vec<Result<Vec<Record>>> {
-        self.batch(records, |records| __rt::transform_batch::<P>(&self.config, records.into_iter()))
-            .into_iter()
-            .map(|r| r.map_err(Error::msg))
-            .collect()
+        self.batch(records, |records| {
+            __rt::transform_batch::<P, _>(&self.config, records.iter())
+        })
+        .into_iter()
+        .map(|r| r.map_err(Error::msg))
+        .collect()
     }
 }
 
 impl<P: WindowPlugin> Harness<P> {
     /// Fold `records` into a fresh accumulator of `window` and emit it, as the host does when
     /// the window fires. Records the plugin rejects are returned as errors beside the output.
-    pub fn window(&self, window: &Window, records: Vec<Record>) -> Result<(Vec<Record>, Vec<(u32, String)>)> {
+    pub fn window(
+        &self,
+        window: &Window,
+        records: Vec<Record>,
+    ) -> Result<(Vec<Record>, __rt::RecordErrors)> {
         with_host(&self.host, || {
-            let (acc, errors) = __rt::accumulate::<P::Agg>(&self.config, window, None, records.into_iter())
-                .map_err(Error::msg)?;
+            let (acc, errors) =
+                __rt::accumulate::<P::Agg>(&self.config, window, None, records.into_iter())
+                    .map_err(Error::msg)?;
             let out = __rt::emit::<P::Agg>(&self.config, window, &acc).map_err(Error::msg)?;
             Ok((out, errors))
         })
     }
 
     /// Aggregate `a` and `b` separately, merge them (as merging sessions do) and emit.
-    pub fn window_merged(&self, window: &Window, a: Vec<Record>, b: Vec<Record>) -> Result<Vec<Record>> {
+    pub fn window_merged(
+        &self,
+        window: &Window,
+        a: Vec<Record>,
+        b: Vec<Record>,
+    ) -> Result<Vec<Record>> {
         with_host(&self.host, || {
-            let (a, _) = __rt::accumulate::<P::Agg>(&self.config, window, None, a.into_iter()).map_err(Error::msg)?;
-            let (b, _) = __rt::accumulate::<P::Agg>(&self.config, window, None, b.into_iter()).map_err(Error::msg)?;
+            let (a, _) = __rt::accumulate::<P::Agg>(&self.config, window, None, a.into_iter())
+                .map_err(Error::msg)?;
+            let (b, _) = __rt::accumulate::<P::Agg>(&self.config, window, None, b.into_iter())
+                .map_err(Error::msg)?;
             let merged = __rt::merge::<P::Agg>(&self.config, window, &a, &b).map_err(Error::msg)?;
             __rt::emit::<P::Agg>(&self.config, window, &merged).map_err(Error::msg)
         })
+    }
+}
+
+/// A loaded plugin of any kind behind one interface: each input gives its outputs (a kept
+/// record for a filter) or an error. For hosts that run plugins natively, such as benchmarks
+/// that compare a plugin with its own wasm build.
+pub trait Native {
+    fn process(&self, records: Vec<Record>) -> Vec<Result<Vec<Record>>>;
+}
+
+/// [`Native`] for a filter.
+pub struct NativeFilter<P: FilterPlugin>(pub Harness<P>);
+/// [`Native`] for a transform.
+pub struct NativeTransform<P: TransformPlugin>(pub Harness<P>);
+
+impl<P: FilterPlugin> Native for NativeFilter<P> {
+    fn process(&self, records: Vec<Record>) -> Vec<Result<Vec<Record>>> {
+        self.0.batch(records, |records| {
+            let verdicts = __rt::filter_batch::<P, _>(&self.0.config, records.iter());
+            records
+                .into_iter()
+                .zip(verdicts)
+                .map(|(rec, keep)| match keep {
+                    Ok(true) => Ok(vec![rec]),
+                    Ok(false) => Ok(Vec::new()),
+                    Err(e) => Err(Error::msg(e)),
+                })
+                .collect()
+        })
+    }
+}
+
+impl<P: TransformPlugin> Native for NativeTransform<P> {
+    fn process(&self, records: Vec<Record>) -> Vec<Result<Vec<Record>>> {
+        self.0.transform_all(records)
     }
 }
 
@@ -129,6 +180,8 @@ fn with_host<R>(host: &Rc<MemoryHost>, f: impl FnOnce() -> R) -> R {
 }
 
 type StateKey = (Option<Vec<u8>>, String);
+/// A value and its expiry in event time (ms), if it has one.
+type Entry = (Vec<u8>, Option<i64>);
 
 /// State and logs in memory, with the host's scoping and TTL rules.
 #[derive(Default)]
@@ -138,7 +191,7 @@ struct MemoryHost {
     /// Key and event time of each record in the current batch.
     batch: RefCell<Vec<(Option<Vec<u8>>, i64)>>,
     /// Value and expiry (event time, ms) per key and name.
-    state: RefCell<BTreeMap<StateKey, (Vec<u8>, Option<i64>)>>,
+    state: RefCell<BTreeMap<StateKey, Entry>>,
 }
 
 impl MemoryHost {
@@ -171,7 +224,13 @@ impl HostApi for MemoryHost {
         }
     }
 
-    fn state_put(&self, rec: u32, name: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), String> {
+    fn state_put(
+        &self,
+        rec: u32,
+        name: &str,
+        value: &[u8],
+        ttl_ms: Option<u64>,
+    ) -> Result<(), String> {
         let (key, now) = self.record(rec);
         let expires = ttl_ms.map(|ttl| now.saturating_add(ttl.min(i64::MAX as u64) as i64));
         self.state

@@ -31,11 +31,10 @@ pub enum BuildError {
     NoArtifact { package: String },
     #[error("{}: cannot make a component: {reason}", module.display())]
     Componentize { module: PathBuf, reason: String },
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -91,11 +90,20 @@ impl Toolchain {
 /// Whether rustup's active toolchain has the wasm32 std installed, looked up on disk (`rustup
 /// target list` may try the network on some versions).
 fn rustup_has_target() -> bool {
-    let Ok(out) = Command::new("rustc").args(["--print", "sysroot"]).stderr(Stdio::null()).output() else {
+    let Ok(out) = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .stderr(Stdio::null())
+        .output()
+    else {
         return false;
     };
     let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    !sysroot.is_empty() && Path::new(&sysroot).join("lib/rustlib").join(TARGET).join("lib").is_dir()
+    !sysroot.is_empty()
+        && Path::new(&sysroot)
+            .join("lib/rustlib")
+            .join(TARGET)
+            .join("lib")
+            .is_dir()
 }
 
 /// A plugin crate to build.
@@ -116,10 +124,18 @@ fn package(dir: &Path) -> Result<Package, BuildError> {
     if !manifest.is_file() {
         return Err(not_a_crate("no Cargo.toml".into()));
     }
-    let manifest = manifest.canonicalize().map_err(|e| not_a_crate(e.to_string()))?;
+    let manifest = manifest
+        .canonicalize()
+        .map_err(|e| not_a_crate(e.to_string()))?;
     let dir = manifest.parent().expect("a manifest path has a parent");
     let out = Command::new("cargo")
-        .args(["metadata", "--no-deps", "--format-version", "1", "--manifest-path"])
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .stderr(Stdio::inherit())
         .output()
@@ -127,8 +143,8 @@ fn package(dir: &Path) -> Result<Package, BuildError> {
     if !out.status.success() {
         return Err(not_a_crate("cargo metadata failed".into()));
     }
-    let meta: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| not_a_crate(format!("bad cargo metadata: {e}")))?;
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| not_a_crate(format!("bad cargo metadata: {e}")))?;
     let name = meta["packages"]
         .as_array()
         .into_iter()
@@ -150,11 +166,17 @@ fn package(dir: &Path) -> Result<Package, BuildError> {
 /// next to its crate as `DIR.wasm`, or into `out_dir` if given. Returns the component paths.
 pub fn build(dirs: &[PathBuf], out_dir: Option<&Path>) -> Result<Vec<PathBuf>, BuildError> {
     let toolchain = Toolchain::detect()?;
-    let packages = dirs.iter().map(|d| package(d)).collect::<Result<Vec<_>, _>>()?;
+    let packages = dirs
+        .iter()
+        .map(|d| package(d))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut outputs = Vec::new();
     let mut groups: Vec<Vec<&Package>> = Vec::new();
     for p in &packages {
-        match groups.iter_mut().find(|g| g[0].workspace_root == p.workspace_root) {
+        match groups
+            .iter_mut()
+            .find(|g| g[0].workspace_root == p.workspace_root)
+        {
             Some(group) => group.push(p),
             None => groups.push(vec![p]),
         }
@@ -181,7 +203,10 @@ pub fn build(dirs: &[PathBuf], out_dir: Option<&Path>) -> Result<Vec<PathBuf>, B
 }
 
 /// Run cargo for the packages of one workspace; returns (package, core module path) pairs.
-fn cargo_build(toolchain: &Toolchain, group: &[&Package]) -> Result<Vec<(String, PathBuf)>, BuildError> {
+fn cargo_build(
+    toolchain: &Toolchain,
+    group: &[&Package],
+) -> Result<Vec<(String, PathBuf)>, BuildError> {
     let root = &group[0].workspace_root;
     let manifest = root.join("Cargo.toml");
     let has_profile = std::fs::read_to_string(&manifest)
@@ -191,7 +216,12 @@ fn cargo_build(toolchain: &Toolchain, group: &[&Package]) -> Result<Vec<(String,
     cmd.arg("build")
         .arg("--manifest-path")
         .arg(&manifest)
-        .args(["--target", TARGET, "--message-format", "json-render-diagnostics"])
+        .args([
+            "--target",
+            TARGET,
+            "--message-format",
+            "json-render-diagnostics",
+        ])
         // Apart from the host build: another compiler and target would only evict its cache.
         .arg("--target-dir")
         .arg(group[0].target_dir.join("weir-wasm"));
@@ -207,10 +237,18 @@ fn cargo_build(toolchain: &Toolchain, group: &[&Package]) -> Result<Vec<(String,
         cmd.args(["-p", &p.name]);
     }
     cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
-    let crates = group.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
-    let mut child = cmd.spawn().map_err(|source| BuildError::Io {
-        path: PathBuf::from(if *toolchain == Toolchain::DebianWeb { DEBIAN_CARGO } else { "cargo" }),
-        source,
+    let crates = group
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut child = cmd.spawn().map_err(|cause| BuildError::Io {
+        path: PathBuf::from(if *toolchain == Toolchain::DebianWeb {
+            DEBIAN_CARGO
+        } else {
+            "cargo"
+        }),
+        cause,
     })?;
     let mut modules = Vec::new();
     for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
@@ -224,7 +262,10 @@ fn cargo_build(toolchain: &Toolchain, group: &[&Package]) -> Result<Vec<(String,
         let is_cdylib = msg["target"]["kind"]
             .as_array()
             .is_some_and(|kinds| kinds.iter().any(|k| k == "cdylib"));
-        let name = msg["target"]["name"].as_str().unwrap_or_default().replace('_', "-");
+        let name = msg["target"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .replace('_', "-");
         if !is_cdylib {
             continue;
         }
@@ -239,9 +280,9 @@ fn cargo_build(toolchain: &Toolchain, group: &[&Package]) -> Result<Vec<(String,
             }
         }
     }
-    let status = child.wait().map_err(|source| BuildError::Io {
+    let status = child.wait().map_err(|cause| BuildError::Io {
         path: manifest.clone(),
-        source,
+        cause,
     })?;
     if !status.success() {
         return Err(BuildError::Cargo { crates });
@@ -251,9 +292,9 @@ fn cargo_build(toolchain: &Toolchain, group: &[&Package]) -> Result<Vec<(String,
 
 /// Wrap a core module carrying a component-type section into a component at `out`.
 pub fn componentize(module: &Path, out: &Path) -> Result<(), BuildError> {
-    let bytes = std::fs::read(module).map_err(|source| BuildError::Io {
+    let bytes = std::fs::read(module).map_err(|cause| BuildError::Io {
         path: module.to_path_buf(),
-        source,
+        cause,
     })?;
     let component = wit_component::ComponentEncoder::default()
         .module(&bytes)
@@ -264,12 +305,12 @@ pub fn componentize(module: &Path, out: &Path) -> Result<(), BuildError> {
         })?;
     // Write then rename, so a watcher (hot reload) never sees half a component.
     let tmp = out.with_extension("wasm.tmp");
-    std::fs::write(&tmp, component).map_err(|source| BuildError::Io {
+    std::fs::write(&tmp, component).map_err(|cause| BuildError::Io {
         path: tmp.clone(),
-        source,
+        cause,
     })?;
-    std::fs::rename(&tmp, out).map_err(|source| BuildError::Io {
+    std::fs::rename(&tmp, out).map_err(|cause| BuildError::Io {
         path: out.to_path_buf(),
-        source,
+        cause,
     })
 }

@@ -19,11 +19,10 @@ use crate::engine::Limits;
 /// A pipeline file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Syntax errors and keys or types that do not fit; the message names line, column and key.
     #[error("{}: {message}", path.display())]
@@ -117,8 +116,12 @@ struct LimitsFile {
 impl LimitsFile {
     fn over(self, base: Limits) -> Limits {
         Limits {
-            memory_bytes: self.memory_mb.map_or(base.memory_bytes, |mb| (mb as usize) << 20),
-            call_timeout: self.timeout_ms.map_or(base.call_timeout, Duration::from_millis),
+            memory_bytes: self
+                .memory_mb
+                .map_or(base.memory_bytes, |mb| (mb as usize) << 20),
+            call_timeout: self
+                .timeout_ms
+                .map_or(base.call_timeout, Duration::from_millis),
         }
     }
 }
@@ -149,9 +152,9 @@ struct StageFile {
 impl Pipeline {
     /// Read and check the pipeline file at `path`.
     pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         Pipeline::parse(path, &text)
     }
@@ -168,7 +171,10 @@ impl Pipeline {
             message,
         };
         if file.stages.is_empty() {
-            return Err(invalid(0..0, "no [[stage]]: a pipeline needs at least one".into()));
+            return Err(invalid(
+                0..0,
+                "no [[stage]]: a pipeline needs at least one".into(),
+            ));
         }
         let base = path.parent().unwrap_or(Path::new(""));
         let mut stages: Vec<Stage> = Vec::new();
@@ -182,14 +188,20 @@ impl Pipeline {
             if let Some(other) = stages.iter().find(|s| s.name == name) {
                 return Err(invalid(
                     stage.name.span(),
-                    format!("stage name `{name}` is already used by the stage at line {}", other.line),
+                    format!(
+                        "stage name `{name}` is already used by the stage at line {}",
+                        other.line
+                    ),
                 ));
             }
             let plugin = base.join(stage.plugin.get_ref());
             let config = match stage.config {
                 None => "{}".to_string(),
                 Some(value) => serde_json::to_string(&value).map_err(|e| {
-                    invalid(span.clone(), format!("stage `{name}`: config cannot be turned into JSON: {e}"))
+                    invalid(
+                        span.clone(),
+                        format!("stage `{name}`: config cannot be turned into JSON: {e}"),
+                    )
                 })?,
             };
             stages.push(Stage {
@@ -203,7 +215,10 @@ impl Pipeline {
         if file.errors.policy == ErrorPolicy::DeadLetter && file.errors.topic.is_none() {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
-                line: text.lines().position(|l| l.trim() == "[errors]").map_or(1, |i| i + 1),
+                line: text
+                    .lines()
+                    .position(|l| l.trim() == "[errors]")
+                    .map_or(1, |i| i + 1),
                 message: "errors.policy = \"dead-letter\" needs errors.topic".into(),
             });
         }
@@ -258,7 +273,10 @@ plugin = "/abs/mask.wasm"
         .unwrap();
         assert_eq!(p.stages.len(), 2);
         assert_eq!(p.stages[0].plugin, Path::new("/p/plugins/json-filter.wasm"));
-        assert_eq!(p.stages[0].config, r#"{"where":[{"op":"gt","path":"/amount","value":100}]}"#);
+        assert_eq!(
+            p.stages[0].config,
+            r#"{"where":[{"op":"gt","path":"/amount","value":100}]}"#
+        );
         assert_eq!(p.stages[0].limits.memory_bytes, 16 << 20);
         assert_eq!(p.stages[0].line, 2);
         assert_eq!(p.stages[1].plugin, Path::new("/abs/mask.wasm"));
@@ -268,14 +286,18 @@ plugin = "/abs/mask.wasm"
 
     #[test]
     fn unknown_key_names_line_and_key() {
-        let err = parse("[[stage]]\nname = \"a\"\nplugin = \"a.wasm\"\nconfg = {}\n").unwrap_err().to_string();
+        let err = parse("[[stage]]\nname = \"a\"\nplugin = \"a.wasm\"\nconfg = {}\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 4"), "{err}");
         assert!(err.contains("confg"), "{err}");
     }
 
     #[test]
     fn wrong_type_names_line() {
-        let err = parse("[[stage]]\nname = 3\nplugin = \"a.wasm\"\n").unwrap_err().to_string();
+        let err = parse("[[stage]]\nname = 3\nplugin = \"a.wasm\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2"), "{err}");
     }
 
@@ -290,9 +312,11 @@ plugin = "/abs/mask.wasm"
 
     #[test]
     fn dead_letter_needs_a_topic() {
-        let err = parse("[[stage]]\nname = \"a\"\nplugin = \"a.wasm\"\n[errors]\npolicy = \"dead-letter\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse(
+            "[[stage]]\nname = \"a\"\nplugin = \"a.wasm\"\n[errors]\npolicy = \"dead-letter\"\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains(":4:"), "{err}");
     }
 

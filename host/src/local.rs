@@ -9,7 +9,7 @@ use std::{
 };
 
 use base64::Engine as _;
-use serde_json::{Map, Value};
+use serde_json::{value::RawValue, Map, Value};
 
 use crate::{
     engine::{Header, Record},
@@ -98,9 +98,7 @@ fn flush(
         writeln!(
             err,
             "error: {source}:{}: stage `{}`: {}",
-            f.record.offset,
-            f.stage,
-            f.error
+            f.record.offset, f.stage, f.error
         )?;
     }
     // An input is "filtered" when nothing came out of it and it did not fail.
@@ -108,7 +106,10 @@ fn flush(
     produced.extend(result.failures.iter().map(|f| f.record.offset));
     produced.sort_unstable();
     produced.dedup();
-    summary.filtered += offsets.iter().filter(|o| produced.binary_search(o).is_err()).count() as u64;
+    summary.filtered += offsets
+        .iter()
+        .filter(|o| produced.binary_search(o).is_err())
+        .count() as u64;
     summary.errors += result.failures.len() as u64;
     summary.output += result.records.len() as u64;
     for rec in &result.records {
@@ -159,7 +160,10 @@ pub fn parse_line(line: &str, format: Format) -> Result<Record, String> {
                     let Value::String(v) = v else {
                         return Err(format!("header `{key}` must be a string"));
                     };
-                    rec.headers.push(Header { key, value: v.into_bytes() });
+                    rec.headers.push(Header {
+                        key,
+                        value: v.into_bytes(),
+                    });
                 }
             }
             if let Some(ts) = env.remove("timestamp") {
@@ -181,22 +185,40 @@ pub fn write_record(out: &mut impl Write, rec: &Record, format: Format) -> std::
             None => out.write_all(b"null\n"),
         },
         Format::Envelope => {
-            let mut env = Map::new();
-            env.insert("key".into(), rec.key.as_deref().map_or(Value::Null, text_or_base64));
-            env.insert(
-                "value".into(),
-                match &rec.value {
-                    None => Value::Null,
-                    Some(v) => serde_json::from_slice(v).unwrap_or_else(|_| text_or_base64(v)),
+            /// Field order as documented; the value's own JSON is written as the plugin made it.
+            #[derive(serde::Serialize)]
+            struct Envelope<'a> {
+                key: Value,
+                value: ValueOut<'a>,
+                headers: Map<String, Value>,
+                timestamp: i64,
+            }
+            #[derive(serde::Serialize)]
+            #[serde(untagged)]
+            enum ValueOut<'a> {
+                Json(&'a RawValue),
+                Other(Value),
+            }
+            let value = match &rec.value {
+                None => ValueOut::Other(Value::Null),
+                Some(v) => match std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| serde_json::from_str::<&RawValue>(s).ok())
+                {
+                    Some(raw) => ValueOut::Json(raw),
+                    None => ValueOut::Other(text_or_base64(v)),
                 },
-            );
-            let headers: Map<String, Value> = rec
-                .headers
-                .iter()
-                .map(|h| (h.key.clone(), text_or_base64(&h.value)))
-                .collect();
-            env.insert("headers".into(), Value::Object(headers));
-            env.insert("timestamp".into(), rec.timestamp.into());
+            };
+            let env = Envelope {
+                key: rec.key.as_deref().map_or(Value::Null, text_or_base64),
+                value,
+                headers: rec
+                    .headers
+                    .iter()
+                    .map(|h| (h.key.clone(), text_or_base64(&h.value)))
+                    .collect(),
+                timestamp: rec.timestamp,
+            };
             serde_json::to_writer(&mut *out, &env)?;
             out.write_all(b"\n")
         }
@@ -207,7 +229,9 @@ pub fn write_record(out: &mut impl Write, rec: &Record, format: Format) -> std::
 fn text_or_base64(bytes: &[u8]) -> Value {
     match std::str::from_utf8(bytes) {
         Ok(s) => Value::String(s.to_string()),
-        Err(_) => serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) }),
+        Err(_) => {
+            serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) })
+        }
     }
 }
 
@@ -229,10 +253,18 @@ mod tests {
 
     #[test]
     fn bad_lines_say_why() {
-        assert!(parse_line("{not json", Format::Value).unwrap_err().contains("not JSON"));
-        assert!(parse_line("[1]", Format::Envelope).unwrap_err().contains("object"));
-        assert!(parse_line(r#"{"val":1}"#, Format::Envelope).unwrap_err().contains("unknown envelope field `val`"));
-        assert!(parse_line(r#"{"timestamp":"x"}"#, Format::Envelope).unwrap_err().contains("integer"));
+        assert!(parse_line("{not json", Format::Value)
+            .unwrap_err()
+            .contains("not JSON"));
+        assert!(parse_line("[1]", Format::Envelope)
+            .unwrap_err()
+            .contains("object"));
+        assert!(parse_line(r#"{"val":1}"#, Format::Envelope)
+            .unwrap_err()
+            .contains("unknown envelope field `val`"));
+        assert!(parse_line(r#"{"timestamp":"x"}"#, Format::Envelope)
+            .unwrap_err()
+            .contains("integer"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The `weir` command line.
 
 use std::{
-    io::{BufReader, Write},
+    io::{BufReader, IsTerminal, Write},
     path::{Path, PathBuf},
     process::ExitCode,
 };
@@ -16,7 +16,11 @@ use weir::{
 };
 
 #[derive(Parser)]
-#[command(name = "weir", version, about = "Kafka stream processing with WebAssembly plugins")]
+#[command(
+    name = "weir",
+    version,
+    about = "Kafka stream processing with WebAssembly plugins"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -65,8 +69,10 @@ enum KindArg {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| "warn,weir=info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| "warn,weir=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -119,7 +125,7 @@ fn test(target: &Path, input: &Path, config: Option<&str>, format: Format) -> Re
         if config.is_some() {
             bail!("--config is for a single plugin; a pipeline file configures each stage");
         }
-        Chain::from_pipeline(&engine, &Pipeline::load(target)?)?
+        load_chain(&engine, &Pipeline::load(target)?)?
     } else {
         let config = config.unwrap_or("{}");
         serde_json::from_str::<serde_json::Value>(config).context("--config is not valid JSON")?;
@@ -130,10 +136,25 @@ fn test(target: &Path, input: &Path, config: Option<&str>, format: Format) -> Re
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut err = std::io::stderr();
     let summary = if input == Path::new("-") {
-        local::run(&mut chain, std::io::stdin().lock(), "stdin", format, &mut out, &mut err)?
+        local::run(
+            &mut chain,
+            std::io::stdin().lock(),
+            "stdin",
+            format,
+            &mut out,
+            &mut err,
+        )?
     } else {
-        let file = std::fs::File::open(input).with_context(|| format!("cannot open input {source}"))?;
-        local::run(&mut chain, BufReader::new(file), &source, format, &mut out, &mut err)?
+        let file =
+            std::fs::File::open(input).with_context(|| format!("cannot open input {source}"))?;
+        local::run(
+            &mut chain,
+            BufReader::new(file),
+            &source,
+            format,
+            &mut out,
+            &mut err,
+        )?
     };
     out.flush()?;
     let restarts: u64 = chain.instances().map(|(_, i)| i.restarts()).sum();
@@ -146,15 +167,37 @@ fn test(target: &Path, input: &Path, config: Option<&str>, format: Format) -> Re
         summary.errors,
         secs * 1e3,
         summary.input as f64 / secs.max(1e-9),
-        if restarts > 0 { format!(", {restarts} instance restarts") } else { String::new() },
+        if restarts > 0 {
+            format!(", {restarts} instance restarts")
+        } else {
+            String::new()
+        },
     );
-    Ok(if summary.errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if summary.errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The pipeline's chain; a stage that fails to load is named with its place in the file.
+fn load_chain(engine: &Engine, pipeline: &Pipeline) -> Result<Chain> {
+    Chain::from_pipeline(engine, pipeline).map_err(|e| {
+        let line = e
+            .plugin()
+            .and_then(|name| pipeline.stages.iter().find(|s| s.name == name))
+            .map_or(String::new(), |s| format!(":{}", s.line));
+        anyhow::Error::new(e).context(format!(
+            "{}{line}: stage failed to load",
+            pipeline.path.display()
+        ))
+    })
 }
 
 fn check(path: &Path) -> Result<ExitCode> {
     let pipeline = Pipeline::load(path)?;
     let engine = engine()?;
-    let chain = Chain::from_pipeline(&engine, &pipeline)?;
+    let chain = load_chain(&engine, &pipeline)?;
     println!("{}: ok, {} stages", path.display(), pipeline.stages.len());
     for (name, instance) in chain.instances() {
         let plugin = instance.plugin();

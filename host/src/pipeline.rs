@@ -47,8 +47,15 @@ impl Chain {
     }
 
     /// A chain of the single plugin at `path` with `config` (JSON text).
-    pub fn single(engine: &Engine, path: &Path, config: &str, limits: Limits) -> Result<Chain, PluginError> {
-        let name = path.file_stem().map_or("plugin".into(), |s| s.to_string_lossy().into_owned());
+    pub fn single(
+        engine: &Engine,
+        path: &Path,
+        config: &str,
+        limits: Limits,
+    ) -> Result<Chain, PluginError> {
+        let name = path
+            .file_stem()
+            .map_or("plugin".into(), |s| s.to_string_lossy().into_owned());
         let stage = Stage {
             name: name.clone(),
             plugin: path.to_path_buf(),
@@ -96,7 +103,9 @@ fn start(engine: &Engine, stage: &Stage) -> Result<Instance, PluginError> {
     if plugin.kind() == Kind::Window {
         return Err(PluginError::WrongWorld {
             plugin: stage.name.clone(),
-            reason: "is a window plugin; window stages are not supported by this version of weir yet".into(),
+            reason:
+                "is a window plugin; window stages are not supported by this version of weir yet"
+                    .into(),
         });
     }
     plugin.instantiate(&stage.config, stage.limits, MemoryState::shared())

@@ -11,11 +11,10 @@ pub enum ScaffoldError {
     Exists(PathBuf),
     #[error("`{0}` is not a usable crate name: use letters, digits, `-` and `_`, starting with a letter")]
     BadName(String),
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -37,7 +36,9 @@ pub fn new_plugin(dir: &Path, kind: Kind) -> Result<(), ScaffoldError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !valid {
         return Err(ScaffoldError::BadName(name));
     }
@@ -77,7 +78,7 @@ panic = "abort"
     };
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| ScaffoldError::Io { path, source }
+        move |cause| ScaffoldError::Io { path, cause }
     };
     let src = dir.join("src");
     std::fs::create_dir_all(&src).map_err(io(&src))?;
@@ -166,7 +167,7 @@ const WINDOW: &str = r#"//! Count records per key per window.
 
 use weir_sdk::prelude::*;
 
-struct Count;
+pub struct Count;
 
 #[window]
 impl Aggregate for Count {

@@ -16,14 +16,16 @@ const WIT: &str = include_str!("../../../wit/weir.wit");
 /// Make a function `fn(&Record, [&Config], [&State]) -> Result<bool>` the plugin's filter.
 #[proc_macro_attribute]
 pub fn filter(attr: TokenStream, item: TokenStream) -> TokenStream {
-    no_args(attr, "filter").unwrap_or_else(|| expand_fn(parse_macro_input!(item as ItemFn), Kind::Filter))
+    no_args(attr, "filter")
+        .unwrap_or_else(|| expand_fn(parse_macro_input!(item as ItemFn), Kind::Filter))
 }
 
 /// Make a function `fn(&Record, [&Config], [&State]) -> Result<R>` the plugin's transform;
 /// `R` is a `Record`, an `Option<Record>` or a `Vec<Record>`.
 #[proc_macro_attribute]
 pub fn transform(attr: TokenStream, item: TokenStream) -> TokenStream {
-    no_args(attr, "transform").unwrap_or_else(|| expand_fn(parse_macro_input!(item as ItemFn), Kind::Transform))
+    no_args(attr, "transform")
+        .unwrap_or_else(|| expand_fn(parse_macro_input!(item as ItemFn), Kind::Transform))
 }
 
 /// Make an `impl Aggregate for T` block the plugin's window aggregation.
@@ -72,7 +74,11 @@ fn no_args(attr: TokenStream, name: &str) -> Option<TokenStream> {
         return None;
     }
     let msg = format!("#[{name}] takes no arguments: configuration comes from the pipeline, as the function's `&Config` parameter");
-    Some(syn::Error::new(Span::call_site(), msg).to_compile_error().into())
+    Some(
+        syn::Error::new(Span::call_site(), msg)
+            .to_compile_error()
+            .into(),
+    )
 }
 
 /// What one parameter after the record is.
@@ -106,17 +112,26 @@ fn try_expand_fn(func: &ItemFn, kind: Kind) -> syn::Result<TokenStream2> {
             return Err(syn::Error::new(input.span(), usage));
         };
         let Type::Reference(reference) = &*arg.ty else {
-            return Err(syn::Error::new(arg.ty.span(), "parameters after the record are taken by reference: `&Config` or `&State`"));
+            return Err(syn::Error::new(
+                arg.ty.span(),
+                "parameters after the record are taken by reference: `&Config` or `&State`",
+            ));
         };
         let is_state = matches!(&*reference.elem, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "State"));
         if is_state {
             if params.iter().any(|p| matches!(p, Param::State)) {
-                return Err(syn::Error::new(arg.ty.span(), "only one `&State` parameter"));
+                return Err(syn::Error::new(
+                    arg.ty.span(),
+                    "only one `&State` parameter",
+                ));
             }
             params.push(Param::State);
         } else {
             if params.iter().any(|p| matches!(p, Param::Config(_))) {
-                return Err(syn::Error::new(arg.ty.span(), "only one configuration parameter"));
+                return Err(syn::Error::new(
+                    arg.ty.span(),
+                    "only one configuration parameter",
+                ));
             }
             params.push(Param::Config(reference.elem.clone()));
         }
@@ -135,10 +150,11 @@ fn try_expand_fn(func: &ItemFn, kind: Kind) -> syn::Result<TokenStream2> {
     let call = quote!(#name(rec #(, #args)*));
     let runtime_impl = match kind {
         Kind::Filter => quote! {
-            /// Keeps the plugin reachable in native builds, where no export uses it.
+            /// This crate's filter, loaded natively with `config` (benchmarks, embedding).
             #[doc(hidden)]
-            pub fn __weir_plugin() {
-                let _ = <__WeirPlugin as ::weir_sdk::__rt::FilterPlugin>::filter;
+            pub fn __weir_native(config: ::weir_sdk::__serde_json::Value) -> ::weir_sdk::Result<::std::boxed::Box<dyn ::weir_sdk::testing::Native>> {
+                let harness = ::weir_sdk::testing::Harness::<__WeirPlugin>::new(config)?;
+                Ok(::std::boxed::Box::new(::weir_sdk::testing::NativeFilter(harness)))
             }
             impl ::weir_sdk::__rt::FilterPlugin for __WeirPlugin {
                 fn filter(rec: &::weir_sdk::Record, cfg: &Self::Config, state: &::weir_sdk::State) -> ::weir_sdk::Result<bool> {
@@ -148,10 +164,11 @@ fn try_expand_fn(func: &ItemFn, kind: Kind) -> syn::Result<TokenStream2> {
             }
         },
         Kind::Transform => quote! {
-            /// Keeps the plugin reachable in native builds, where no export uses it.
+            /// This crate's transform, loaded natively with `config` (benchmarks, embedding).
             #[doc(hidden)]
-            pub fn __weir_plugin() {
-                let _ = <__WeirPlugin as ::weir_sdk::__rt::TransformPlugin>::transform;
+            pub fn __weir_native(config: ::weir_sdk::__serde_json::Value) -> ::weir_sdk::Result<::std::boxed::Box<dyn ::weir_sdk::testing::Native>> {
+                let harness = ::weir_sdk::testing::Harness::<__WeirPlugin>::new(config)?;
+                Ok(::std::boxed::Box::new(::weir_sdk::testing::NativeTransform(harness)))
             }
             impl ::weir_sdk::__rt::TransformPlugin for __WeirPlugin {
                 fn transform(rec: &::weir_sdk::Record, cfg: &Self::Config, state: &::weir_sdk::State) -> ::weir_sdk::Result<::std::vec::Vec<::weir_sdk::Record>> {
@@ -206,13 +223,13 @@ fn component_glue(kind: Kind) -> TokenStream2 {
     let exports = match kind {
         Kind::Filter => quote! {
             fn filter(events: Vec<t::Event>) -> Vec<Result<bool, String>> {
-                with_config(events.len(), |cfg| rt::filter_batch::<P>(cfg, events.into_iter().map(record)))
+                with_config(events.len(), |cfg| rt::filter_batch::<P, _>(cfg, events.into_iter().map(record)))
             }
         },
         Kind::Transform => quote! {
             fn transform(events: Vec<t::Event>) -> Vec<Result<Vec<t::Output>, String>> {
                 with_config(events.len(), |cfg| {
-                    rt::transform_batch::<P>(cfg, events.into_iter().map(record))
+                    rt::transform_batch::<P, _>(cfg, events.into_iter().map(record))
                         .into_iter()
                         .map(|r| r.map(|outs| outs.into_iter().map(output).collect()))
                         .collect()

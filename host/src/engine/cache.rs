@@ -9,7 +9,12 @@ use std::{
 use anyhow::Context;
 use wasmtime::component::Component;
 
-pub(super) fn compile(engine: &wasmtime::Engine, dir: Option<&Path>, hash: &str, bytes: &[u8]) -> anyhow::Result<Component> {
+pub(super) fn compile(
+    engine: &wasmtime::Engine,
+    dir: Option<&Path>,
+    hash: &str,
+    bytes: &[u8],
+) -> anyhow::Result<Component> {
     let Some(dir) = dir else {
         return Component::new(engine, bytes);
     };
@@ -22,7 +27,10 @@ pub(super) fn compile(engine: &wasmtime::Engine, dir: Option<&Path>, hash: &str,
         // header and version. A damaged file fails to deserialize and is compiled again.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(component) => return Ok(component),
-            Err(e) => tracing::warn!("ignoring damaged compile cache entry {}: {e:#}", path.display()),
+            Err(e) => tracing::warn!(
+                "ignoring damaged compile cache entry {}: {e:#}",
+                path.display()
+            ),
         }
     }
     let component = Component::new(engine, bytes)?;

@@ -63,7 +63,12 @@ impl Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             self.denied = Some(desired);
             // An error (not `Ok(false)`) traps at once instead of letting the guest limp on.
@@ -72,7 +77,12 @@ impl ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -92,7 +102,12 @@ pub(super) struct HostState {
 }
 
 impl HostState {
-    pub(super) fn new(plugin: String, config: Arc<str>, limits: Limits, state: Arc<Mutex<MemoryState>>) -> Self {
+    pub(super) fn new(
+        plugin: String,
+        config: Arc<str>,
+        limits: Limits,
+        state: Arc<Mutex<MemoryState>>,
+    ) -> Self {
         HostState {
             plugin,
             config,
@@ -166,7 +181,9 @@ impl HostState {
 
 fn lock(state: &Mutex<MemoryState>) -> std::sync::MutexGuard<'_, MemoryState> {
     // A panic while holding the lock cannot leave a half-applied entry: inserts are atomic.
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl types::Host for HostState {}
@@ -185,8 +202,9 @@ impl host::Host for HostState {
             types::Level::Warn => tracing::warn!(plugin, "{message}"),
             types::Level::Error => {
                 // The SDK's panic hook logs the panic just before the trap: keep it for the error.
+                // Its text is "panicked at FILE:LINE:COL:\nMESSAGE": keep it on one line.
                 if let Some(panic) = message.strip_prefix("panic: ") {
-                    self.panic = Some(format!("panicked: {panic}"));
+                    self.panic = Some(panic.replace('\n', " "));
                 }
                 tracing::error!(plugin, "{message}")
             }
@@ -200,7 +218,13 @@ impl state::Host for HostState {
         self.lookup(&(key, name), now)
     }
 
-    fn put(&mut self, rec: u32, name: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), String> {
+    fn put(
+        &mut self,
+        rec: u32,
+        name: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), String> {
         let (key, now) = self.record(rec).map_err(|e| e.to_string())?;
         if value.len() > MAX_STATE_VALUE {
             return Err(format!(

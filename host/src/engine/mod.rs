@@ -29,8 +29,8 @@ use wasmtime::{
 
 pub use bindings::types::{Event as Record, Header, Level};
 use bindings::{filter, transform, window};
-pub use host::{MemoryState, SharedState};
 use host::HostState;
+pub use host::{MemoryState, SharedState};
 
 /// What kind of stage a plugin is, from the world its component implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,11 +71,11 @@ impl Default for Limits {
 /// A plugin that could not be loaded or started.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error("plugin `{plugin}`: cannot read {}: {source}", path.display())]
+    #[error("plugin `{plugin}`: cannot read {}: {cause}", path.display())]
     Read {
         plugin: String,
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("plugin `{plugin}`: {} is not a valid wasm component: {reason}", path.display())]
     Invalid {
@@ -87,14 +87,13 @@ pub enum PluginError {
     WrongWorld { plugin: String, reason: String },
     #[error("plugin `{plugin}` was rejected by its init: {message}")]
     Init { plugin: String, message: String },
-    #[error("plugin `{plugin}` failed to start: {source}")]
+    #[error("plugin `{plugin}` failed to start: {cause:#}")]
     Start {
         plugin: String,
-        #[source]
-        source: wasmtime::Error,
+        cause: wasmtime::Error,
     },
-    #[error("engine setup failed: {0}")]
-    Engine(#[source] wasmtime::Error),
+    #[error("engine setup failed: {0:#}")]
+    Engine(wasmtime::Error),
 }
 
 /// Why one record failed in one plugin: what the dead-letter headers and error summaries say.
@@ -108,6 +107,20 @@ pub enum ErrorKind {
     Timeout,
     /// The plugin tried to grow its memory past the limit.
     OutOfMemory,
+}
+
+impl PluginError {
+    /// The plugin (stage) the error is about, if it is about one.
+    pub fn plugin(&self) -> Option<&str> {
+        match self {
+            PluginError::Read { plugin, .. }
+            | PluginError::Invalid { plugin, .. }
+            | PluginError::WrongWorld { plugin, .. }
+            | PluginError::Init { plugin, .. }
+            | PluginError::Start { plugin, .. } => Some(plugin),
+            PluginError::Engine(_) => None,
+        }
+    }
 }
 
 impl ErrorKind {
@@ -150,14 +163,23 @@ impl Engine {
         // calls, fuel metering costs an add on every block.
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        // 64x64->128-bit multiplies: float parsing and printing (JSON) lean on them, and
+        // without this proposal each one is a library call in wasm.
+        config.wasm_wide_arithmetic(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
         let engine = wasmtime::Engine::new(&config).map_err(PluginError::Engine)?;
 
         let mut linker = Linker::new(&engine);
-        bindings::host::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(PluginError::Engine)?;
-        bindings::state::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(PluginError::Engine)?;
+        bindings::host::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(PluginError::Engine)?;
+        bindings::state::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(PluginError::Engine)?;
 
         // The ticker holds the engine weakly: it runs while any plugin or instance still holds
         // the engine (they outlive this wrapper) and stops once the last one is gone.
@@ -191,10 +213,10 @@ impl Engine {
 
     /// Load the component at `path` as the plugin called `name`.
     pub fn load(&self, name: &str, path: &Path) -> Result<Plugin, PluginError> {
-        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+        let bytes = std::fs::read(path).map_err(|cause| PluginError::Read {
             plugin: name.to_string(),
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         self.load_bytes(name, path, &bytes)
     }
@@ -214,7 +236,9 @@ impl Engine {
             ));
         }
         if !wasmparser::Parser::is_component(bytes) {
-            return Err(invalid("it does not start with the wasm component header".into()));
+            return Err(invalid(
+                "it does not start with the wasm component header".into(),
+            ));
         }
         let hash = hex::encode(Sha256::digest(bytes));
         let component = cache::compile(&self.engine, self.cache.as_deref(), &hash, bytes)
@@ -228,10 +252,16 @@ impl Engine {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| wrong_world(format!("cannot be linked: {e:#}")))?;
-        let check = |e: wasmtime::Error| wrong_world(format!("does not match the weir:plugin/{kind} world: {e:#}"));
+        let check = |e: wasmtime::Error| {
+            wrong_world(format!(
+                "does not match the weir:plugin/{kind} world: {e:#}"
+            ))
+        };
         let pre = match kind {
             Kind::Filter => Pre::Filter(filter::FilterPre::new(instance_pre).map_err(check)?),
-            Kind::Transform => Pre::Transform(transform::TransformPre::new(instance_pre).map_err(check)?),
+            Kind::Transform => {
+                Pre::Transform(transform::TransformPre::new(instance_pre).map_err(check)?)
+            }
             Kind::Window => Pre::Window(window::WindowPre::new(instance_pre).map_err(check)?),
         };
         Ok(Plugin {
@@ -249,7 +279,11 @@ impl Engine {
 fn detect_kind(engine: &wasmtime::Engine, component: &Component) -> Result<Kind, String> {
     let ty = component.component_type();
     for (name, _) in ty.imports(engine) {
-        let known = ["weir:plugin/host@", "weir:plugin/state@", "weir:plugin/types@"];
+        let known = [
+            "weir:plugin/host@",
+            "weir:plugin/state@",
+            "weir:plugin/types@",
+        ];
         if !known.iter().any(|k| name.starts_with(k)) {
             return Err(format!(
                 "imports `{name}`, which weir does not provide: plugins get no files, network, \
@@ -325,7 +359,12 @@ impl Plugin {
     }
 
     /// A live instance with `config` (JSON text) that has passed the plugin's `init`.
-    pub fn instantiate(&self, config: &str, limits: Limits, state: SharedState) -> Result<Instance, PluginError> {
+    pub fn instantiate(
+        &self,
+        config: &str,
+        limits: Limits,
+        state: SharedState,
+    ) -> Result<Instance, PluginError> {
         let config: Arc<str> = Arc::from(config);
         let (store, exports) = self.start(&config, limits, &state)?;
         Ok(Instance {
@@ -340,10 +379,15 @@ impl Plugin {
         })
     }
 
-    fn start(&self, config: &Arc<str>, limits: Limits, state: &SharedState) -> Result<(Store<HostState>, Exports), PluginError> {
-        let start = |source: wasmtime::Error| PluginError::Start {
+    fn start(
+        &self,
+        config: &Arc<str>,
+        limits: Limits,
+        state: &SharedState,
+    ) -> Result<(Store<HostState>, Exports), PluginError> {
+        let start = |cause: wasmtime::Error| PluginError::Start {
             plugin: self.name.clone(),
-            source,
+            cause,
         };
         let mut store = Store::new(
             &self.engine,
@@ -400,7 +444,7 @@ enum Exports {
 }
 
 /// The outcome of one input record in one stage: its outputs, or why it failed.
-pub type Outcome = Result<Vec<Record>, Failed>;
+pub type Outcome = Result<Vec<Record>, Box<Failed>>;
 
 /// A record a stage failed on, handed back with the error so nothing is lost.
 #[derive(Debug)]
@@ -457,10 +501,22 @@ impl Instance {
                 // instances to find it. State writes of the failed call were discarded.
                 records
                     .into_iter()
-                    .map(|rec| self.process(vec![rec]).pop().expect("one outcome per record"))
+                    .map(|rec| {
+                        self.process(vec![rec])
+                            .pop()
+                            .expect("one outcome per record")
+                    })
                     .collect()
             }
-            Err(error) => records.into_iter().map(|record| Err(Failed { record, error: error.clone() })).collect(),
+            Err(error) => records
+                .into_iter()
+                .map(|record| {
+                    Err(Box::new(Failed {
+                        record,
+                        error: error.clone(),
+                    }))
+                })
+                .collect(),
         }
     }
 
@@ -470,7 +526,8 @@ impl Instance {
             self.restart()?;
         }
         self.store.data_mut().begin(records.clone());
-        self.store.set_epoch_deadline(deadline_ticks(self.limits.call_timeout));
+        self.store
+            .set_epoch_deadline(deadline_ticks(self.limits.call_timeout));
         let result = match &self.exports {
             Exports::Filter(f) => f
                 .call_filter(&mut self.store, records)
@@ -517,14 +574,14 @@ impl Instance {
 
     fn finish(&self, records: Vec<Record>, verdicts: Verdicts) -> Vec<Outcome> {
         let failed = |record: Record, message: String| {
-            Err(Failed {
+            Err(Box::new(Failed {
                 record,
                 error: RecordError {
                     plugin: self.plugin.name.clone(),
                     kind: ErrorKind::Plugin,
                     message,
                 },
-            })
+            }))
         };
         let n = records.len();
         let got = match &verdicts {
@@ -534,7 +591,10 @@ impl Instance {
         };
         if got != n {
             let message = format!("returned {got} results for a batch of {n} records");
-            return records.into_iter().map(|r| failed(r, message.clone())).collect();
+            return records
+                .into_iter()
+                .map(|r| failed(r, message.clone()))
+                .collect();
         }
         match verdicts {
             Verdicts::Filter(v) => records
@@ -598,9 +658,10 @@ fn classify(err: &wasmtime::Error, host: &mut HostState) -> (ErrorKind, String) 
             format!("ran past the call time limit of {:?}", host.call_timeout),
         ),
         Some(trap) => {
+            // `trap` reads "wasm trap: …"; a panic's own message says more, so it goes first.
             let message = match panic {
-                Some(panic) => format!("{panic} (wasm trap: {trap})"),
-                None => format!("wasm trap: {trap}"),
+                Some(panic) => format!("{panic} ({trap})"),
+                None => trap.to_string(),
             };
             (ErrorKind::Trap, message)
         }

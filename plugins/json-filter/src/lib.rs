@@ -56,9 +56,16 @@ impl TryFrom<RawCondition> for Condition {
     fn try_from(raw: RawCondition) -> std::result::Result<Self, String> {
         use std::cmp::Ordering::{Greater, Less};
         if !(raw.path.is_empty() || raw.path.starts_with('/')) {
-            return Err(format!("path `{}` is not a JSON pointer (it must start with `/`)", raw.path));
+            return Err(format!(
+                "path `{}` is not a JSON pointer (it must start with `/`)",
+                raw.path
+            ));
         }
-        let value = || raw.value.clone().ok_or_else(|| format!("op `{}` on `{}` needs a `value`", raw.op, raw.path));
+        let value = || {
+            raw.value
+                .clone()
+                .ok_or_else(|| format!("op `{}` on `{}` needs a `value`", raw.op, raw.path))
+        };
         let test = match raw.op.as_str() {
             "eq" => Test::Eq(value()?),
             "ne" => Test::Ne(value()?),
@@ -68,16 +75,25 @@ impl TryFrom<RawCondition> for Condition {
             "le" => Test::Cmp(Less, true, value()?),
             "exists" => Test::Exists,
             "regex" => match value()? {
-                Value::String(re) => Test::Regex(Regex::new(&re).map_err(|e| format!("bad regex on `{}`: {e}", raw.path))?),
+                Value::String(re) => Test::Regex(
+                    Regex::new(&re).map_err(|e| format!("bad regex on `{}`: {e}", raw.path))?,
+                ),
                 _ => return Err(format!("op `regex` on `{}` needs a string value", raw.path)),
             },
             "in" => match value()? {
                 Value::Array(items) => Test::In(items),
                 _ => return Err(format!("op `in` on `{}` needs an array value", raw.path)),
             },
-            other => return Err(format!("unknown op `{other}` (expected eq ne gt ge lt le exists regex in)")),
+            other => {
+                return Err(format!(
+                    "unknown op `{other}` (expected eq ne gt ge lt le exists regex in)"
+                ))
+            }
         };
-        Ok(Condition { path: raw.path, test })
+        Ok(Condition {
+            path: raw.path,
+            test,
+        })
     }
 }
 
@@ -136,7 +152,9 @@ mod tests {
 
     #[test]
     fn gt_keeps_big_amounts() {
-        let p = weir_sdk::harness!(json!({"where": [{"path": "/amount", "op": "gt", "value": 100}]})).unwrap();
+        let p =
+            weir_sdk::harness!(json!({"where": [{"path": "/amount", "op": "gt", "value": 100}]}))
+                .unwrap();
         assert!(p.filter(rec(json!({"amount": 150}))).unwrap());
         assert!(!p.filter(rec(json!({"amount": 100}))).unwrap());
         assert!(!p.filter(rec(json!({"other": 1}))).unwrap());
@@ -146,7 +164,9 @@ mod tests {
     fn every_op() {
         let doc = json!({"a": 5, "s": "hello", "n": null, "nested": {"x": "eu"}});
         let check = |op: &str, path: &str, value: Value| {
-            let p = weir_sdk::harness!(json!({"where": [{"path": path, "op": op, "value": value}]})).unwrap();
+            let p =
+                weir_sdk::harness!(json!({"where": [{"path": path, "op": op, "value": value}]}))
+                    .unwrap();
             p.filter(rec(doc.clone())).unwrap()
         };
         assert!(check("eq", "/a", json!(5.0)));
@@ -164,7 +184,8 @@ mod tests {
 
     #[test]
     fn any_and_all() {
-        let conds = json!([{"path": "/a", "op": "eq", "value": 1}, {"path": "/b", "op": "eq", "value": 2}]);
+        let conds =
+            json!([{"path": "/a", "op": "eq", "value": 1}, {"path": "/b", "op": "eq", "value": 2}]);
         let all = weir_sdk::harness!(json!({"where": conds, "match": "all"})).unwrap();
         let any = weir_sdk::harness!(json!({"where": conds, "match": "any"})).unwrap();
         assert!(!all.filter(rec(json!({"a": 1, "b": 3}))).unwrap());
@@ -181,7 +202,9 @@ mod tests {
             json!({"where": [], "match": "some"}),
             json!({"wher": []}),
         ] {
-            let err = weir_sdk::harness!(cfg.clone()).err().unwrap_or_else(|| panic!("{cfg} accepted"));
+            let err = weir_sdk::harness!(cfg.clone())
+                .err()
+                .unwrap_or_else(|| panic!("{cfg} accepted"));
             assert!(err.message().contains("invalid plugin config"), "{err}");
         }
     }

@@ -2,7 +2,7 @@
 
 use weir_sdk::prelude::*;
 
-struct Count;
+pub struct Count;
 
 #[window]
 impl Aggregate for Count {
@@ -35,11 +35,23 @@ mod tests {
     #[test]
     fn counts_and_merges() {
         let p = weir_sdk::harness!().unwrap();
-        let w = Window { key: None, start: 0, end: 10 };
-        let (out, errors) = p.window(&w, vec![Record::new("a"), Record::new("b")]).unwrap();
+        let w = Window {
+            key: None,
+            start: 0,
+            end: 10,
+        };
+        let (out, errors) = p
+            .window(&w, vec![Record::new("a"), Record::new("b")])
+            .unwrap();
         assert!(errors.is_empty());
         assert_eq!(out[0].json::<Value>().unwrap()["count"], 2);
-        let merged = p.window_merged(&w, vec![Record::new("a")], vec![Record::new("b"), Record::new("c")]).unwrap();
+        let merged = p
+            .window_merged(
+                &w,
+                vec![Record::new("a")],
+                vec![Record::new("b"), Record::new("c")],
+            )
+            .unwrap();
         assert_eq!(merged[0].json::<Value>().unwrap()["count"], 3);
     }
 }

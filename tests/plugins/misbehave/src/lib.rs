@@ -48,8 +48,23 @@ mod tests {
     fn counts_per_key_and_fails_on_request() {
         let p = weir_sdk::harness!(json!({})).unwrap();
         let rec = |v: Value| Record::from_json(&v).unwrap().with_key("k");
-        assert_eq!(p.transform(rec(json!({}))).unwrap()[0].json::<Value>().unwrap()["seen"], 1);
-        assert_eq!(p.transform(rec(json!({"fail": "no"}))).unwrap_err().message(), "no");
-        assert_eq!(p.transform(rec(json!({}))).unwrap()[0].json::<Value>().unwrap()["seen"], 3);
+        assert_eq!(
+            p.transform(rec(json!({}))).unwrap()[0]
+                .json::<Value>()
+                .unwrap()["seen"],
+            1
+        );
+        assert_eq!(
+            p.transform(rec(json!({"fail": "no"})))
+                .unwrap_err()
+                .message(),
+            "no"
+        );
+        assert_eq!(
+            p.transform(rec(json!({}))).unwrap()[0]
+                .json::<Value>()
+                .unwrap()["seen"],
+            3
+        );
     }
 }

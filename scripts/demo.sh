@@ -9,4 +9,4 @@ scripts/build-plugins.sh
 echo
 echo "demo: examples/orders.toml over examples/orders.jsonl"
 echo "demo: $(grep -c . examples/orders.jsonl) Debezium change events in; outputs:"
-cargo run -q -p weir -- test examples/orders.toml --input examples/orders.jsonl --format envelope
+"${CARGO_TARGET_DIR:-target}/debug/weir" test examples/orders.toml --input examples/orders.jsonl --format envelope

@@ -54,8 +54,16 @@ impl fmt::Debug for Error {
 
 /// Return early with an [`Error`] built like `format!`.
 ///
-/// ```ignore
-/// if amount < 0.0 { fail!("negative amount {amount}"); }
+/// ```
+/// use weir_sdk::{fail, Result};
+///
+/// fn check(amount: f64) -> Result<f64> {
+///     if amount < 0.0 {
+///         fail!("negative amount {amount}");
+///     }
+///     Ok(amount)
+/// }
+/// assert_eq!(check(-1.0).unwrap_err().message(), "negative amount -1");
 /// ```
 #[macro_export]
 macro_rules! fail {

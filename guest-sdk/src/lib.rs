@@ -2,7 +2,7 @@
 //!
 //! A plugin is one function with an attribute that says what kind of stage it is:
 //!
-//! ```ignore
+//! ```
 //! use weir_sdk::prelude::*;
 //!
 //! #[derive(Deserialize)]

@@ -1,10 +1,24 @@
 //! Run a plugin natively in `cargo test`, through the same code paths as in the host.
 //!
-//! ```ignore
-//! #[test]
-//! fn keeps_big_orders() {
+//! ```
+//! use weir_sdk::prelude::*;
+//!
+//! #[derive(Deserialize)]
+//! struct Config {
+//!     min: f64,
+//! }
+//!
+//! #[filter]
+//! fn big_orders(rec: &Record, cfg: &Config) -> Result<bool> {
+//!     Ok(rec.json::<Value>()?["amount"].as_f64().unwrap_or(0.0) > cfg.min)
+//! }
+//!
+//! // In a plugin crate this is a `#[test]` function.
+//! fn main() {
 //!     let plugin = weir_sdk::harness!(json!({ "min": 100 })).unwrap();
 //!     assert!(plugin.filter(Record::from_json(&json!({ "amount": 150 })).unwrap()).unwrap());
+//!     assert!(!plugin.filter(Record::from_json(&json!({ "amount": 50 })).unwrap()).unwrap());
+//!     assert!(weir_sdk::harness!(json!({ "min": "lots" })).is_err());
 //! }
 //! ```
 //!

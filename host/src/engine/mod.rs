@@ -163,9 +163,6 @@ impl Engine {
         // calls, fuel metering costs an add on every block.
         config.epoch_interruption(true);
         config.wasm_component_model(true);
-        // 64x64->128-bit multiplies: float parsing and printing (JSON) lean on them, and
-        // without this proposal each one is a library call in wasm.
-        config.wasm_wide_arithmetic(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
         let engine = wasmtime::Engine::new(&config).map_err(PluginError::Engine)?;
 

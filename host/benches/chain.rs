@@ -247,11 +247,45 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// Peak RSS of one side alone: this benchmark run again as a child process that generates the
+/// input, notes its RSS, runs only `side` on one thread and reports its peak.
+fn peak_rss_of(side: &str, n: usize) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("WEIR_BENCH_SIDE", side)
+        .env("WEIR_BENCH_RECORDS", n.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{side} child failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn child(side: &str, n: usize) {
+    let values = values(n);
+    let before = peak_rss_mib();
+    let run = match side {
+        "wasm" => run_wasm(&Engine::new(None).unwrap(), &values),
+        _ => run_native(&values),
+    };
+    std::hint::black_box(run.checksum);
+    println!(
+        "{side:<6} peak RSS {:>5.0} MiB, of which the input records {:.0} MiB",
+        peak_rss_mib(),
+        before
+    );
+}
+
 fn main() {
     let n: usize = std::env::var("WEIR_BENCH_RECORDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    if let Ok(side) = std::env::var("WEIR_BENCH_SIDE") {
+        return child(&side, n);
+    }
     let values = values(n);
     let avg = values.iter().map(Vec::len).sum::<usize>() / n.max(1);
     println!("chain: json-filter -> mask-pii (sha256) -> enrich, {n} records of ~{avg} bytes, batches of {BATCH}");
@@ -292,5 +326,7 @@ fn main() {
     let wasm2 = on_two_threads(&values, |v| run_wasm(&engine, v));
     let native2 = on_two_threads(&values, run_native);
     report("2 threads", &wasm2, &native2);
-    println!("peak RSS of the whole run: {:.0} MiB", peak_rss_mib());
+    println!("peak RSS, each side alone in its own process (1 thread):");
+    println!("  {}", peak_rss_of("wasm", n));
+    println!("  {}", peak_rss_of("native", n));
 }

@@ -166,6 +166,15 @@ impl Run {
         self
     }
 
+    /// stdout contains every one of `parts`.
+    #[track_caller]
+    fn assert_stdout_has(&self, parts: &[&str]) -> &Self {
+        for part in parts {
+            assert!(self.stdout.contains(part), "stdout lacks {part:?}:{self}");
+        }
+        self
+    }
+
     /// stderr contains every one of `parts`.
     #[track_caller]
     fn assert_stderr_has(&self, parts: &[&str]) -> &Self {
@@ -1502,4 +1511,60 @@ fn envelope_key_headers_and_timestamp_survive_transforms() {
         .assert_ok()
         .assert_records(&[envelope(json!("k1"), json!({"amount": 150}), headers, 11)])
         .assert_counts(counts(2, 1, 1, 0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. The README shows real files
+// ---------------------------------------------------------------------------------------------
+
+/// The first fenced block of `lang` in the README.
+fn readme_block(lang: &str) -> String {
+    let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    let start = readme
+        .find(&format!("```{lang}\n"))
+        .expect("README has the block")
+        + lang.len()
+        + 4;
+    let len = readme[start..].find("```").unwrap();
+    readme[start..start + len].to_string()
+}
+
+/// Lines without comments and blank lines, trimmed.
+fn significant_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split(" #").next().unwrap().trim().to_string())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+#[test]
+fn readme_pipeline_is_the_example_file_and_checks() {
+    let example = std::fs::read_to_string(common::root().join("examples/orders.toml")).unwrap();
+    assert_eq!(
+        significant_lines(&readme_block("toml")),
+        significant_lines(&example)
+    );
+    let path = common::root().join("examples/orders.toml");
+    weir(&[OsStr::new("check"), path.as_os_str()])
+        .assert_ok()
+        .assert_stdout_has(&["ok, 3 stages", "big-orders: filter"]);
+}
+
+#[test]
+fn readme_plugin_is_what_weir_new_writes() {
+    let dir = common::scratch();
+    let crate_dir = dir.path().join("big-orders");
+    weir(&[
+        OsStr::new("new"),
+        crate_dir.as_os_str(),
+        OsStr::new("--kind"),
+        OsStr::new("filter"),
+    ])
+    .assert_ok();
+    let written = std::fs::read_to_string(crate_dir.join("src/lib.rs")).unwrap();
+    let plugin = readme_block("rust");
+    assert!(
+        written.contains(plugin.trim()),
+        "README plugin not in the scaffold:\n{plugin}\n---\n{written}"
+    );
 }

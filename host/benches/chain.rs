@@ -101,11 +101,32 @@ fn wasm_chain(engine: &Engine) -> Vec<weir::engine::Instance> {
         .collect()
 }
 
-fn run_wasm(engine: &Engine, values: &[Vec<u8>]) -> Run {
-    let mut chain = wasm_chain(engine);
+/// Time `chain` over `values` in batches: it gets each batch's values and the offset of the first,
+/// and returns the batch's outputs; `value` reads an output's bytes for the checksum.
+fn timed<R>(
+    values: &[Vec<u8>],
+    mut chain: impl FnMut(&[Vec<u8>], usize) -> Vec<R>,
+    value: impl Fn(&R) -> &[u8],
+) -> Run {
     let started = Instant::now();
     let (mut outputs, mut sum) = (0, 0xcbf2_9ce4_8422_2325);
     for (b, chunk) in values.chunks(BATCH).enumerate() {
+        let batch = chain(chunk, b * BATCH);
+        outputs += batch.len();
+        for rec in &batch {
+            checksum(&mut sum, value(rec));
+        }
+    }
+    Run {
+        elapsed: started.elapsed(),
+        outputs,
+        checksum: sum,
+    }
+}
+
+fn run_wasm(engine: &Engine, values: &[Vec<u8>]) -> Run {
+    let mut chain = wasm_chain(engine);
+    let run_batch = |chunk: &[Vec<u8>], first: usize| {
         let mut batch: Vec<Record> = chunk
             .iter()
             .enumerate()
@@ -116,7 +137,7 @@ fn run_wasm(engine: &Engine, values: &[Vec<u8>]) -> Run {
                 timestamp: 0,
                 topic: "orders".into(),
                 partition: 0,
-                offset: (b * BATCH + i) as i64,
+                offset: (first + i) as i64,
             })
             .collect();
         for stage in &mut chain {
@@ -126,16 +147,11 @@ fn run_wasm(engine: &Engine, values: &[Vec<u8>]) -> Run {
                 .flat_map(|o| o.expect("no record fails in the benchmark"))
                 .collect();
         }
-        outputs += batch.len();
-        for rec in &batch {
-            checksum(&mut sum, rec.value.as_deref().unwrap_or_default());
-        }
-    }
-    Run {
-        elapsed: started.elapsed(),
-        outputs,
-        checksum: sum,
-    }
+        batch
+    };
+    timed(values, run_batch, |rec| {
+        rec.value.as_deref().unwrap_or_default()
+    })
 }
 
 fn native_chain() -> Vec<Box<dyn Native>> {
@@ -149,13 +165,11 @@ fn native_chain() -> Vec<Box<dyn Native>> {
 
 fn run_native(values: &[Vec<u8>]) -> Run {
     let chain = native_chain();
-    let started = Instant::now();
-    let (mut outputs, mut sum) = (0, 0xcbf2_9ce4_8422_2325);
-    for (b, chunk) in values.chunks(BATCH).enumerate() {
+    let run_batch = |chunk: &[Vec<u8>], first: usize| {
         let mut batch: Vec<weir_sdk::Record> = chunk
             .iter()
             .enumerate()
-            .map(|(i, v)| weir_sdk::Record::new(v.clone()).at("orders", 0, (b * BATCH + i) as i64))
+            .map(|(i, v)| weir_sdk::Record::new(v.clone()).at("orders", 0, (first + i) as i64))
             .collect();
         for stage in &chain {
             batch = stage
@@ -164,16 +178,11 @@ fn run_native(values: &[Vec<u8>]) -> Run {
                 .flat_map(|o| o.expect("no record fails in the benchmark"))
                 .collect();
         }
-        outputs += batch.len();
-        for rec in &batch {
-            checksum(&mut sum, rec.value.as_deref().unwrap_or_default());
-        }
-    }
-    Run {
-        elapsed: started.elapsed(),
-        outputs,
-        checksum: sum,
-    }
+        batch
+    };
+    timed(values, run_batch, |rec| {
+        rec.value.as_deref().unwrap_or_default()
+    })
 }
 
 /// Run `f` on each half of `values` on its own thread; the elapsed time is the slower thread's.

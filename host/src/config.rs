@@ -44,6 +44,7 @@ pub struct Pipeline {
     pub sink: Option<SinkConfig>,
     pub stages: Vec<Stage>,
     pub errors: ErrorsConfig,
+    pub delivery: DeliveryConfig,
 }
 
 /// One stage of the chain.
@@ -66,9 +67,16 @@ pub struct SourceConfig {
     pub brokers: String,
     pub topics: Vec<String>,
     pub group: String,
-    /// librdkafka properties, passed through.
+    /// Most records of one partition handed to the chain in one call.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// librdkafka consumer properties, passed through.
     #[serde(default)]
-    pub kafka: BTreeMap<String, String>,
+    pub kafka: KafkaProperties,
+}
+
+fn default_batch_size() -> usize {
+    512
 }
 
 /// Where results go.
@@ -78,8 +86,107 @@ pub struct SinkConfig {
     pub topic: String,
     /// Defaults to the source's brokers.
     pub brokers: Option<String>,
+    /// librdkafka producer properties, passed through (also used for the dead-letter topic).
     #[serde(default)]
-    pub kafka: BTreeMap<String, String>,
+    pub kafka: KafkaProperties,
+}
+
+/// librdkafka properties. Values may be written as TOML strings, numbers or booleans
+/// (`"linger.ms" = 5`), as librdkafka takes them all as text.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaProperties(pub BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for KafkaProperties {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Scalar {
+            Text(String),
+            Int(i64),
+            Float(f64),
+            Bool(bool),
+        }
+        let map = BTreeMap::<String, Scalar>::deserialize(d)?;
+        Ok(KafkaProperties(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Scalar::Text(s) => s,
+                        Scalar::Int(i) => i.to_string(),
+                        Scalar::Float(f) => f.to_string(),
+                        Scalar::Bool(b) => b.to_string(),
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// How results and source offsets are made durable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    #[serde(default)]
+    pub guarantee: Guarantee,
+    /// How often source offsets whose outputs the sink acknowledged are committed, e.g. `"5s"`
+    /// or `"500ms"`. Shorter means less to replay after a crash, more commit requests.
+    #[serde(default = "default_checkpoint_interval", deserialize_with = "duration")]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            guarantee: Guarantee::default(),
+            checkpoint_interval: default_checkpoint_interval(),
+        }
+    }
+}
+
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Guarantee {
+    /// Offsets are committed after the sink acknowledged the outputs: a crash may replay
+    /// records (duplicates downstream), never lose them.
+    #[default]
+    AtLeastOnce,
+    /// Outputs and offsets commit in one Kafka transaction.
+    ExactlyOnce,
+}
+
+/// `"250ms"`, `"5s"`, `"2m"`, or a whole number of milliseconds.
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Millis(u64),
+        Text(String),
+    }
+    let text = match Raw::deserialize(d)? {
+        Raw::Millis(ms) => return Ok(Duration::from_millis(ms)),
+        Raw::Text(text) => text,
+    };
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a duration; write e.g. \"500ms\", \"5s\" or \"1m\""
+        ))
+    })?;
+    match unit.trim() {
+        "ms" | "" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        other => Err(serde::de::Error::custom(format!(
+            "unknown unit `{other}` in `{text}`: use ms, s or m"
+        ))),
+    }
 }
 
 /// What happens to a record a plugin fails on.
@@ -135,6 +242,8 @@ struct File {
     stages: Vec<Spanned<StageFile>>,
     #[serde(default)]
     errors: ErrorsConfig,
+    #[serde(default)]
+    delivery: DeliveryConfig,
     #[serde(default)]
     limits: LimitsFile,
 }
@@ -222,13 +331,52 @@ impl Pipeline {
                 message: "errors.policy = \"dead-letter\" needs errors.topic".into(),
             });
         }
+        let line_with = |needle: &str| {
+            text.lines()
+                .position(|l| l.trim_start().starts_with(needle))
+                .map_or(1, |i| i + 1)
+        };
+        if let Some(source) = &file.source {
+            if source.batch_size == 0 {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line: line_with("batch_size"),
+                    message: "source.batch_size must be at least 1".into(),
+                });
+            }
+        }
+        if file.delivery.guarantee == Guarantee::ExactlyOnce {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: line_with("guarantee"),
+                message: "delivery.guarantee = \"exactly-once\" is not supported by this version \
+                          of weir yet; use \"at-least-once\""
+                    .into(),
+            });
+        }
         Ok(Pipeline {
             path: path.to_path_buf(),
             source: file.source,
             sink: file.sink,
             stages,
             errors: file.errors,
+            delivery: file.delivery,
         })
+    }
+}
+
+impl Pipeline {
+    /// The source and sink, for running against Kafka; a file without them can only be tested
+    /// locally.
+    pub fn kafka(&self) -> Result<(&SourceConfig, &SinkConfig), ConfigError> {
+        let missing = |what: &str| ConfigError::Invalid {
+            path: self.path.clone(),
+            line: 1,
+            message: format!("no [{what}] table: `weir run` needs [source] and [sink]"),
+        };
+        let source = self.source.as_ref().ok_or_else(|| missing("source"))?;
+        let sink = self.sink.as_ref().ok_or_else(|| missing("sink"))?;
+        Ok((source, sink))
     }
 }
 
@@ -318,6 +466,51 @@ plugin = "/abs/mask.wasm"
         .unwrap_err()
         .to_string();
         assert!(err.contains(":4:"), "{err}");
+    }
+
+    #[test]
+    fn kafka_tables_take_scalars_and_durations() {
+        let p = parse(
+            r#"
+[source]
+brokers = "k:9092"
+topics = ["in"]
+group = "g"
+kafka = { "session.timeout.ms" = 6000, "enable.partition.eof" = false, "client.id" = "w" }
+
+[sink]
+topic = "out"
+
+[[stage]]
+name = "a"
+plugin = "a.wasm"
+
+[delivery]
+checkpoint_interval = "250ms"
+"#,
+        )
+        .unwrap();
+        let (source, sink) = p.kafka().unwrap();
+        assert_eq!(source.batch_size, 512);
+        assert_eq!(source.kafka.0["session.timeout.ms"], "6000");
+        assert_eq!(source.kafka.0["enable.partition.eof"], "false");
+        assert_eq!(sink.brokers, None);
+        assert_eq!(p.delivery.checkpoint_interval, Duration::from_millis(250));
+        assert_eq!(p.delivery.guarantee, Guarantee::AtLeastOnce);
+    }
+
+    #[test]
+    fn bad_durations_are_named() {
+        let err = parse("[[stage]]\nname = \"a\"\nplugin = \"a.wasm\"\n[delivery]\ncheckpoint_interval = \"5 parsecs\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 5") && err.contains("parsecs"), "{err}");
+    }
+
+    #[test]
+    fn run_needs_source_and_sink() {
+        let p = parse("[[stage]]\nname = \"a\"\nplugin = \"a.wasm\"\n").unwrap();
+        assert!(p.kafka().unwrap_err().to_string().contains("[source]"));
     }
 
     #[test]

@@ -3,11 +3,18 @@
 //! - [`engine`] loads plugin components and calls them in a sandbox.
 //! - [`config`] reads pipeline files.
 //! - [`pipeline`] runs records through a chain of stages; [`local`] feeds it from files.
+//! - [`run`] runs a pipeline against Kafka: [`source`] → chain → [`sink`], with offsets
+//!   committed behind acknowledged output ([`checkpoint`]) and counted in [`metrics`].
 //! - [`build`] and [`scaffold`] are the plugin author's tools behind `weir build` and `weir new`.
 
 pub mod build;
+pub mod checkpoint;
 pub mod config;
 pub mod engine;
 pub mod local;
+pub mod metrics;
 pub mod pipeline;
+pub mod run;
 pub mod scaffold;
+pub mod sink;
+pub mod source;

@@ -12,7 +12,8 @@ use weir::{
     config::Pipeline,
     engine::{Engine, Kind, Limits},
     local::{self, Format},
-    pipeline::Chain,
+    pipeline::{Chain, Stages},
+    run::RunOptions,
 };
 
 #[derive(Parser)]
@@ -58,6 +59,13 @@ enum Command {
     },
     /// Check a pipeline file and load its plugins with their configs, without running.
     Check { pipeline: PathBuf },
+    /// Run a pipeline against Kafka until interrupted (SIGINT/SIGTERM: drain, commit, exit 0).
+    Run {
+        pipeline: PathBuf,
+        /// Threads running plugins; partitions are spread over them. Default: one per core.
+        #[arg(long)]
+        workers: Option<usize>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -112,6 +120,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
         } => test(&target, &input, config.as_deref(), format),
         Command::Check { pipeline } => check(&pipeline),
+        Command::Run { pipeline, workers } => run_pipeline(&pipeline, workers),
     }
 }
 
@@ -182,16 +191,73 @@ fn test(target: &Path, input: &Path, config: Option<&str>, format: Format) -> Re
 
 /// The pipeline's chain; a stage that fails to load is named with its place in the file.
 fn load_chain(engine: &Engine, pipeline: &Pipeline) -> Result<Chain> {
-    Chain::from_pipeline(engine, pipeline).map_err(|e| {
-        let line = e
-            .plugin()
-            .and_then(|name| pipeline.stages.iter().find(|s| s.name == name))
-            .map_or(String::new(), |s| format!(":{}", s.line));
-        anyhow::Error::new(e).context(format!(
-            "{}{line}: stage failed to load",
-            pipeline.path.display()
-        ))
-    })
+    Chain::from_pipeline(engine, pipeline).map_err(|e| stage_error(pipeline, e))
+}
+
+fn run_pipeline(path: &Path, workers: Option<usize>) -> Result<ExitCode> {
+    let pipeline = Pipeline::load(path)?;
+    pipeline.kafka()?;
+    let engine = engine()?;
+    let stages = load_stages(&engine, &pipeline)?;
+    let mut options = RunOptions::default();
+    if let Some(workers) = workers {
+        options.workers = workers;
+    }
+    let stop = options.stop.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let started = std::time::Instant::now();
+    let result = runtime.block_on(async move {
+        let mut task =
+            tokio::task::spawn_blocking(move || weir::run::run(&pipeline, &stages, options));
+        tokio::select! {
+            result = &mut task => return result,
+            signal = stop_signal() => {
+                tracing::info!("{signal}: draining and committing");
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        tokio::select! {
+            result = &mut task => result,
+            signal = stop_signal() => {
+                eprintln!("weir run: second {signal}, exiting without draining");
+                std::process::exit(130);
+            }
+        }
+    })?;
+    let counts = result?;
+    eprintln!(
+        "weir run: {counts} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The first of SIGINT and SIGTERM.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// The pipeline's stages, loaded; a stage that fails to load is named with its place in the file.
+fn load_stages(engine: &Engine, pipeline: &Pipeline) -> Result<Stages> {
+    Stages::load(engine, pipeline).map_err(|e| stage_error(pipeline, e))
+}
+
+fn stage_error(pipeline: &Pipeline, e: weir::engine::PluginError) -> anyhow::Error {
+    let line = e
+        .plugin()
+        .and_then(|name| pipeline.stages.iter().find(|s| s.name == name))
+        .map_or(String::new(), |s| format!(":{}", s.line));
+    anyhow::Error::new(e).context(format!(
+        "{}{line}: stage failed to load",
+        pipeline.path.display()
+    ))
 }
 
 fn check(path: &Path) -> Result<ExitCode> {

@@ -9,7 +9,9 @@ use std::path::Path;
 
 use crate::{
     config::{Pipeline, Stage},
-    engine::{Engine, Instance, Kind, Limits, MemoryState, PluginError, Record, RecordError},
+    engine::{
+        Engine, Instance, Kind, Limits, MemoryState, Plugin, PluginError, Record, RecordError,
+    },
 };
 
 /// A record that failed in some stage.
@@ -19,6 +21,8 @@ pub struct Failure {
     pub record: Record,
     /// The stage it failed in.
     pub stage: String,
+    /// Content hash of that stage's plugin, so a dead letter names the exact build that failed.
+    pub plugin_hash: String,
     pub error: RecordError,
 }
 
@@ -30,7 +34,40 @@ pub struct BatchOutput {
     pub failures: Vec<Failure>,
 }
 
-/// Live instances of every stage of a pipeline, for one partition's records.
+/// Every stage of a pipeline loaded (compiled, checked, pre-linked) once, to start as many
+/// chains from as there are workers.
+#[derive(Clone)]
+pub struct Stages {
+    stages: Vec<(Stage, Plugin)>,
+}
+
+impl Stages {
+    /// Load every stage's plugin.
+    pub fn load(engine: &Engine, pipeline: &Pipeline) -> Result<Stages, PluginError> {
+        let stages = pipeline
+            .stages
+            .iter()
+            .map(|stage| Ok((stage.clone(), load(engine, stage)?)))
+            .collect::<Result<_, PluginError>>()?;
+        Ok(Stages { stages })
+    }
+
+    /// Fresh instances of every stage, each past its `init`.
+    pub fn start(&self) -> Result<Chain, PluginError> {
+        let stages = self
+            .stages
+            .iter()
+            .map(|(stage, plugin)| {
+                let instance =
+                    plugin.instantiate(&stage.config, stage.limits, MemoryState::shared())?;
+                Ok((stage.name.clone(), instance))
+            })
+            .collect::<Result<_, PluginError>>()?;
+        Ok(Chain { stages })
+    }
+}
+
+/// Live instances of every stage of a pipeline, for one worker's records.
 pub struct Chain {
     stages: Vec<(String, Instance)>,
 }
@@ -38,12 +75,7 @@ pub struct Chain {
 impl Chain {
     /// Load and start every stage of `pipeline`.
     pub fn from_pipeline(engine: &Engine, pipeline: &Pipeline) -> Result<Chain, PluginError> {
-        let stages = pipeline
-            .stages
-            .iter()
-            .map(|stage| Ok((stage.name.clone(), start(engine, stage)?)))
-            .collect::<Result<_, PluginError>>()?;
-        Ok(Chain { stages })
+        Stages::load(engine, pipeline)?.start()
     }
 
     /// A chain of the single plugin at `path` with `config` (JSON text).
@@ -63,8 +95,10 @@ impl Chain {
             limits,
             line: 0,
         };
+        let plugin = load(engine, &stage)?;
+        let instance = plugin.instantiate(&stage.config, stage.limits, MemoryState::shared())?;
         Ok(Chain {
-            stages: vec![(name, start(engine, &stage)?)],
+            stages: vec![(name, instance)],
         })
     }
 
@@ -89,6 +123,7 @@ impl Chain {
                     Err(failed) => failures.push(Failure {
                         record: failed.record,
                         stage: name.clone(),
+                        plugin_hash: instance.plugin().hash().to_string(),
                         error: failed.error,
                     }),
                 }
@@ -98,7 +133,7 @@ impl Chain {
     }
 }
 
-fn start(engine: &Engine, stage: &Stage) -> Result<Instance, PluginError> {
+fn load(engine: &Engine, stage: &Stage) -> Result<Plugin, PluginError> {
     let plugin = engine.load(&stage.name, &stage.plugin)?;
     if plugin.kind() == Kind::Window {
         return Err(PluginError::WrongWorld {
@@ -108,5 +143,5 @@ fn start(engine: &Engine, stage: &Stage) -> Result<Instance, PluginError> {
                     .into(),
         });
     }
-    plugin.instantiate(&stage.config, stage.limits, MemoryState::shared())
+    Ok(plugin)
 }

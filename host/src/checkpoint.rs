@@ -1,0 +1,237 @@
+//! Which source offsets may be committed: at-least-once bookkeeping per partition.
+//!
+//! A batch's offsets become committable only when the sink has acknowledged every record derived
+//! from it *and* from every earlier batch of the same partition, so a commit never covers a
+//! record whose output could still be lost. Batches of one partition are processed in order by
+//! one worker, so their acknowledgements are tracked in a queue and the committable offset is
+//! the end of the longest fully acknowledged prefix.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Condvar, Mutex, MutexGuard,
+    },
+    time::{Duration, Instant},
+};
+
+use std::sync::Arc;
+
+/// Acknowledgements outstanding for the records derived from one batch.
+#[derive(Debug)]
+pub struct Acks {
+    /// Starts at one, a guard held until every record was handed to the sink, so the count
+    /// cannot reach zero while records are still being added.
+    pending: AtomicUsize,
+    failed: AtomicBool,
+}
+
+impl Acks {
+    pub fn new() -> Arc<Acks> {
+        Arc::new(Acks {
+            pending: AtomicUsize::new(1),
+            failed: AtomicBool::new(false),
+        })
+    }
+
+    /// One more record is on its way.
+    pub fn expect(&self) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A record's delivery ended, well or not.
+    pub fn delivered(&self, ok: bool) {
+        if !ok {
+            self.failed.store(true, Ordering::Release);
+        }
+        self.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// All records of the batch were handed over: drop the guard.
+    pub fn sealed(&self) {
+        self.delivered(true);
+    }
+
+    fn done(&self) -> Option<bool> {
+        (self.pending.load(Ordering::Acquire) == 0).then(|| !self.failed.load(Ordering::Acquire))
+    }
+}
+
+/// One assigned partition, from assignment to revocation. A re-assignment is a new value, so
+/// work queued for an old assignment can tell it is stale.
+#[derive(Debug)]
+pub struct Partition {
+    pub topic: String,
+    pub partition: i32,
+    /// The worker that runs this partition's batches (one worker keeps them in order).
+    pub worker: usize,
+    inner: Mutex<Progress>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    dispatched: u64,
+    processed: u64,
+    in_flight: VecDeque<(Arc<Acks>, i64)>,
+    /// The next offset to consume once everything before it is acknowledged.
+    committable: Option<i64>,
+    committed: Option<i64>,
+    /// A record failed under `policy = "fail"`: nothing at or after it may be committed.
+    halted: bool,
+    revoked: bool,
+}
+
+impl Partition {
+    pub fn new(topic: String, partition: i32, worker: usize) -> Arc<Partition> {
+        Arc::new(Partition {
+            topic,
+            partition,
+            worker,
+            inner: Mutex::new(Progress::default()),
+            changed: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Progress> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A batch was handed to the worker; false if the partition was revoked meanwhile (the batch
+    /// must then be dropped: the next owner consumes it again from the committed offset).
+    pub fn dispatch(&self) -> bool {
+        let mut p = self.lock();
+        if p.revoked {
+            return false;
+        }
+        p.dispatched += 1;
+        true
+    }
+
+    /// The worker finished a batch; once `acks` completes, offsets up to `next_offset` (exclusive)
+    /// may be committed. `halt` marks a batch cut short by a failing record.
+    pub fn processed(&self, acks: Arc<Acks>, next_offset: i64, halt: bool) {
+        let mut p = self.lock();
+        p.processed += 1;
+        if !p.halted {
+            p.in_flight.push_back((acks, next_offset));
+            p.halted = halt;
+        }
+        drop(p);
+        self.changed.notify_all();
+    }
+
+    /// The worker skipped a batch (the pipeline is stopping on an error).
+    pub fn abandoned(&self) {
+        let mut p = self.lock();
+        p.processed += 1;
+        p.halted = true;
+        drop(p);
+        self.changed.notify_all();
+    }
+
+    /// Stop taking batches; see [`Partition::dispatch`].
+    pub fn revoke(&self) {
+        self.lock().revoked = true;
+    }
+
+    /// Wait until the worker has finished every batch dispatched so far; false on timeout.
+    pub fn wait_processed(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut p = self.lock();
+        while p.processed < p.dispatched {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            p = self
+                .changed
+                .wait_timeout(p, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// The offset to commit now, if it moved since the last commit. A batch whose delivery
+    /// failed stays at the front forever: nothing after it is ever committed.
+    pub fn advance(&self) -> Option<i64> {
+        let mut p = self.lock();
+        while let Some((acks, next)) = p.in_flight.front() {
+            match acks.done() {
+                Some(true) => {
+                    p.committable = Some(*next);
+                    p.in_flight.pop_front();
+                }
+                _ => break,
+            }
+        }
+        let offset = p.committable?;
+        (p.committed != Some(offset)).then_some(offset)
+    }
+
+    /// `offset` (from [`Partition::advance`]) was committed.
+    pub fn committed(&self, offset: i64) {
+        self.lock().committed = Some(offset);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_only_the_acknowledged_prefix() {
+        let p = Partition::new("t".into(), 0, 0);
+        let (a, b) = (Acks::new(), Acks::new());
+        a.expect();
+        a.sealed();
+        b.expect();
+        b.sealed();
+        assert!(p.dispatch() && p.dispatch());
+        p.processed(a.clone(), 10, false);
+        p.processed(b.clone(), 20, false);
+        assert_eq!(p.advance(), None, "nothing acknowledged yet");
+        b.delivered(true);
+        assert_eq!(p.advance(), None, "a later batch alone commits nothing");
+        a.delivered(true);
+        assert_eq!(p.advance(), Some(20));
+        p.committed(20);
+        assert_eq!(p.advance(), None, "no change since the last commit");
+    }
+
+    #[test]
+    fn a_failed_delivery_blocks_every_later_offset() {
+        let p = Partition::new("t".into(), 0, 0);
+        let (a, b) = (Acks::new(), Acks::new());
+        a.expect();
+        a.sealed();
+        b.sealed();
+        p.processed(a.clone(), 10, false);
+        p.processed(b, 20, false);
+        a.delivered(false);
+        assert_eq!(p.advance(), None);
+    }
+
+    #[test]
+    fn a_halted_partition_commits_up_to_the_failing_record() {
+        let p = Partition::new("t".into(), 0, 0);
+        let (a, b) = (Acks::new(), Acks::new());
+        a.sealed();
+        b.sealed();
+        p.processed(a, 7, true);
+        p.processed(b, 20, false);
+        assert_eq!(p.advance(), Some(7));
+    }
+
+    #[test]
+    fn revoked_partitions_take_no_more_batches() {
+        let p = Partition::new("t".into(), 0, 0);
+        assert!(p.dispatch());
+        p.revoke();
+        assert!(!p.dispatch());
+        assert!(!p.wait_processed(Duration::from_millis(1)));
+        p.processed(Acks::new(), 1, false);
+        assert!(p.wait_processed(Duration::from_millis(1)));
+    }
+}

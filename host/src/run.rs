@@ -1,0 +1,683 @@
+//! `weir run`: a pipeline against Kafka, at-least-once.
+//!
+//! One consumer thread polls, groups records per partition into batches and hands each batch to
+//! the worker that owns its partition (one worker per core, each with its own instances of every
+//! stage), so partitions run in parallel and each keeps its order. Workers send outputs to the
+//! sink with the batch's [`Acks`]; the consumer thread commits, every checkpoint interval, the
+//! offsets whose outputs are all acknowledged. Queues between the steps are bounded: a slow sink
+//! blocks the workers, full worker queues block the consumer thread, and librdkafka's bounded
+//! prefetch then stops fetching.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
+use rdkafka::{
+    consumer::{CommitMode, Consumer as _, Rebalance},
+    error::{KafkaError, RDKafkaErrorCode},
+    metadata::Metadata,
+    Offset, TopicPartitionList,
+};
+
+use crate::{
+    checkpoint::{Acks, Partition},
+    config::{ErrorPolicy, Pipeline},
+    engine::{Header, PluginError, Record},
+    metrics::{Metrics, Snapshot},
+    pipeline::{Chain, Stages},
+    sink::{Fatal, SendError, Sink},
+    source::{self, Consumer},
+};
+
+/// Why a run ended other than by a stop request.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error("{what}: {cause}")]
+    Kafka { what: String, cause: KafkaError },
+    #[error("{0}")]
+    Topic(String),
+    /// A record failed under `policy = "fail"`, or a delivery failed: offsets were committed up
+    /// to (not including) the first record whose output is not safely in the sink.
+    #[error("pipeline stopped: {0}")]
+    Stopped(String),
+}
+
+/// How to run.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Threads running the chain; partitions are spread over them.
+    pub workers: usize,
+    /// Set it to drain, commit and return.
+    pub stop: Arc<AtomicBool>,
+    pub metrics: Arc<Metrics>,
+    /// How often to log progress (none: never).
+    pub report_every: Option<Duration>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            workers: thread::available_parallelism().map_or(2, |n| n.get()),
+            stop: Arc::default(),
+            metrics: Arc::default(),
+            report_every: Some(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// Bounded queue of batches in front of each worker.
+const WORKER_QUEUE: usize = 4;
+/// Longest wait for the sink on a rebalance or at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A batch of one partition on its way to a worker.
+struct Batch {
+    partition: Arc<Partition>,
+    records: Vec<Record>,
+    next_offset: i64,
+}
+
+/// What the consumer thread, the rebalance callback and the workers share.
+struct Shared {
+    assigned: Mutex<Assigned>,
+    sink: Sink,
+    sink_topic: String,
+    dead_letters: Option<String>,
+    policy: ErrorPolicy,
+    fatal: Arc<Fatal>,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Default)]
+struct Assigned {
+    partitions: HashMap<(String, i32), Arc<Partition>>,
+    /// Partitions per worker, to give a new one to the least loaded.
+    load: Vec<usize>,
+}
+
+/// Run `pipeline` (its stages already loaded as `stages`) until `options.stop` is set or a fatal
+/// error; returns the final counts.
+pub fn run(
+    pipeline: &Pipeline,
+    stages: &Stages,
+    options: RunOptions,
+) -> Result<Snapshot, RunError> {
+    let (source, sink_config) = pipeline.kafka()?;
+    let workers = options.workers.max(1);
+    let fatal = Arc::new(Fatal::default());
+    let metrics = options.metrics.clone();
+    let sink_brokers = sink_config.brokers.as_deref().unwrap_or(&source.brokers);
+    let sink = Sink::new(
+        sink_brokers,
+        &sink_config.kafka,
+        metrics.clone(),
+        fatal.clone(),
+    )
+    .map_err(|cause| RunError::Kafka {
+        what: format!("{}: [sink] settings", pipeline.path.display()),
+        cause,
+    })?;
+    let shared = Arc::new(Shared {
+        assigned: Mutex::new(Assigned {
+            partitions: HashMap::new(),
+            load: vec![0; workers],
+        }),
+        sink,
+        sink_topic: sink_config.topic.clone(),
+        dead_letters: (pipeline.errors.policy == ErrorPolicy::DeadLetter)
+            .then(|| pipeline.errors.topic.clone())
+            .flatten(),
+        policy: pipeline.errors.policy,
+        fatal: fatal.clone(),
+        metrics: metrics.clone(),
+    });
+
+    let on_rebalance = {
+        let shared = shared.clone();
+        move |consumer: &Consumer, rebalance: &Rebalance<'_>| shared.rebalance(consumer, rebalance)
+    };
+    let consumer = source::consumer(source, on_rebalance).map_err(|cause| RunError::Kafka {
+        what: format!("{}: [source] settings", pipeline.path.display()),
+        cause,
+    })?;
+
+    // Reach the brokers and check every topic before anything starts.
+    let Some(metadata) = wait_for_brokers(&consumer, &source.brokers, &options.stop) else {
+        return Ok(metrics.snapshot());
+    };
+    for topic in &source.topics {
+        require_topic(&metadata, topic, "source", &source.brokers)?;
+    }
+    let sink_metadata;
+    let sink_md = if sink_brokers == source.brokers {
+        &metadata
+    } else {
+        sink_metadata = shared
+            .sink
+            .metadata(Duration::from_secs(10))
+            .map_err(|cause| RunError::Kafka {
+                what: format!("sink brokers {sink_brokers}"),
+                cause,
+            })?;
+        &sink_metadata
+    };
+    require_topic(sink_md, &shared.sink_topic, "sink", sink_brokers)?;
+    if let Some(topic) = &shared.dead_letters {
+        require_topic(sink_md, topic, "dead-letter", sink_brokers)?;
+    }
+
+    // One chain per worker, all started before consuming so a bad config fails here.
+    let mut senders = Vec::with_capacity(workers);
+    let mut handles = Vec::with_capacity(workers);
+    for id in 0..workers {
+        let chain = stages.start()?;
+        let (tx, rx) = crossbeam_channel::bounded::<Batch>(WORKER_QUEUE);
+        let shared = shared.clone();
+        let handle = thread::Builder::new()
+            .name(format!("weir-worker-{id}"))
+            .spawn(move || work(chain, rx, &shared))
+            .expect("spawn a worker thread");
+        senders.push(tx);
+        handles.push(handle);
+    }
+
+    let topics: Vec<&str> = source.topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .map_err(|cause| RunError::Kafka {
+            what: format!("subscribing to {topics:?}"),
+            cause,
+        })?;
+    tracing::info!(
+        "running {} ({} stages, {workers} workers): {} -> {}",
+        pipeline.path.display(),
+        pipeline.stages.len(),
+        source.topics.join(","),
+        shared.sink_topic
+    );
+
+    let mut poller = Poller {
+        consumer: &consumer,
+        shared: &shared,
+        senders: &senders,
+        batch_size: source.batch_size,
+        pending: Vec::new(),
+    };
+    poller.run(
+        &options.stop,
+        pipeline.delivery.checkpoint_interval,
+        options.report_every,
+    );
+
+    // Drain: what the workers have gets processed and delivered, then committed. Batches not
+    // yet handed over are dropped; their offsets are not committed, so the next run reads them.
+    drop(poller);
+    drop(senders);
+    for handle in handles {
+        if handle.join().is_err() {
+            fatal.set("a worker thread panicked".into());
+        }
+    }
+    let in_flight = shared.sink.in_flight();
+    if in_flight > 0 {
+        tracing::info!("waiting for the sink to acknowledge {in_flight} records");
+    }
+    let timeout = if fatal.is_set() {
+        Duration::from_secs(10)
+    } else {
+        DRAIN_TIMEOUT
+    };
+    if let Err(e) = shared.sink.flush(timeout) {
+        fatal.set(format!(
+            "sink: {e} while draining; uncommitted records will be read again"
+        ));
+    }
+    shared.commit_all(&consumer);
+    drop(consumer); // leaves the group (a final revoke commits nothing new)
+    let snapshot = metrics.snapshot();
+    match fatal.get() {
+        Some(reason) => Err(RunError::Stopped(reason)),
+        None => Ok(snapshot),
+    }
+}
+
+/// Fetch cluster metadata, retrying with backoff while the brokers are unreachable; `None` if
+/// stopped meanwhile.
+fn wait_for_brokers(consumer: &Consumer, brokers: &str, stop: &AtomicBool) -> Option<Metadata> {
+    let mut attempt = 0;
+    loop {
+        match consumer.fetch_metadata(None, Duration::from_secs(5)) {
+            Ok(metadata) => return Some(metadata),
+            Err(e) => {
+                let delay = source::backoff(attempt);
+                tracing::warn!(
+                    "cannot reach the brokers at {brokers}: {e}; retrying in {}s",
+                    delay.as_secs()
+                );
+                let until = Instant::now() + delay;
+                while Instant::now() < until {
+                    if stop.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    thread::sleep(Duration::from_millis(50));
+                }
+                attempt += 1;
+            }
+        }
+    }
+}
+
+fn require_topic(
+    metadata: &Metadata,
+    topic: &str,
+    role: &str,
+    brokers: &str,
+) -> Result<(), RunError> {
+    let found = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty());
+    match found {
+        Some(_) => Ok(()),
+        None => Err(RunError::Topic(format!(
+            "{role} topic `{topic}` does not exist on {brokers}; create it first"
+        ))),
+    }
+}
+
+/// The consumer thread's loop and the batches it is filling.
+struct Poller<'a> {
+    consumer: &'a Consumer,
+    shared: &'a Shared,
+    senders: &'a [Sender<Batch>],
+    batch_size: usize,
+    pending: Vec<Batch>,
+}
+
+impl Poller<'_> {
+    fn run(&mut self, stop: &AtomicBool, checkpoint: Duration, report_every: Option<Duration>) {
+        let mut last_commit = Instant::now();
+        let mut last_report = Instant::now();
+        let started = Instant::now();
+        let mut reported = Snapshot::default();
+        while !stop.load(Ordering::Relaxed) && !self.shared.fatal.is_set() {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                None => self.dispatch_all(),
+                Some(first) => {
+                    self.take(first);
+                    // Take what librdkafka has already fetched, up to a few batches' worth.
+                    for _ in 0..self.batch_size * 4 {
+                        match self.consumer.poll(Duration::ZERO) {
+                            Some(next) => self.take(next),
+                            None => break,
+                        }
+                    }
+                    self.dispatch_all();
+                }
+            }
+            if last_commit.elapsed() >= checkpoint {
+                self.shared.commit_all(self.consumer);
+                last_commit = Instant::now();
+            }
+            if let Some(every) = report_every {
+                if last_report.elapsed() >= every {
+                    let now = self.shared.metrics.snapshot();
+                    let rate = (now.consumed - reported.consumed) as f64
+                        / last_report.elapsed().as_secs_f64();
+                    tracing::info!(
+                        "{now} ({rate:.0} records/s, up {:.0}s)",
+                        started.elapsed().as_secs_f64()
+                    );
+                    reported = now;
+                    last_report = Instant::now();
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, message: Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>) {
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => return self.consumer_error(e),
+        };
+        Metrics::add(&self.shared.metrics.consumed, 1);
+        let (topic, partition) = (message.topic(), message.partition());
+        use rdkafka::Message as _;
+        let index = match self
+            .pending
+            .iter()
+            .position(|b| b.partition.partition == partition && b.partition.topic == topic)
+        {
+            Some(i) => i,
+            None => {
+                let assigned = self.shared.lock_assigned();
+                let Some(p) = assigned.partitions.get(&(topic.to_string(), partition)) else {
+                    tracing::debug!(
+                        "dropping a record of unassigned partition {topic}[{partition}]"
+                    );
+                    return;
+                };
+                self.pending.push(Batch {
+                    partition: p.clone(),
+                    records: Vec::with_capacity(self.batch_size),
+                    next_offset: 0,
+                });
+                self.pending.len() - 1
+            }
+        };
+        let record = source::record(&message);
+        let batch = &mut self.pending[index];
+        batch.next_offset = record.offset + 1;
+        batch.records.push(record);
+        if batch.records.len() >= self.batch_size {
+            let batch = self.pending.swap_remove(index);
+            self.dispatch(batch);
+        }
+    }
+
+    fn consumer_error(&self, e: KafkaError) {
+        match e.rdkafka_error_code() {
+            Some(
+                RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed,
+            ) => self.shared.fatal.set(format!("source: {e}")),
+            _ => tracing::warn!("source: {e}"),
+        }
+    }
+
+    fn dispatch_all(&mut self) {
+        for batch in std::mem::take(&mut self.pending) {
+            self.dispatch(batch);
+        }
+    }
+
+    /// Hand `batch` to its worker, waiting while the worker's queue is full.
+    fn dispatch(&self, mut batch: Batch) {
+        if batch.records.is_empty() || !batch.partition.dispatch() {
+            return;
+        }
+        let sender = &self.senders[batch.partition.worker];
+        loop {
+            match sender.send_timeout(batch, Duration::from_millis(100)) {
+                Ok(()) => return,
+                Err(SendTimeoutError::Timeout(back)) if !self.shared.fatal.is_set() => batch = back,
+                Err(SendTimeoutError::Timeout(back) | SendTimeoutError::Disconnected(back)) => {
+                    back.partition.abandoned();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn lock_assigned(&self) -> std::sync::MutexGuard<'_, Assigned> {
+        self.assigned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn rebalance(&self, consumer: &Consumer, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let mut assigned = self.lock_assigned();
+                for e in list.elements() {
+                    let worker = (0..assigned.load.len())
+                        .min_by_key(|&w| assigned.load[w])
+                        .unwrap_or(0);
+                    assigned.load[worker] += 1;
+                    let key = (e.topic().to_string(), e.partition());
+                    tracing::info!("assigned {}[{}] to worker {worker}", key.0, key.1);
+                    assigned
+                        .partitions
+                        .insert(key.clone(), Partition::new(key.0, key.1, worker));
+                }
+            }
+            Rebalance::Revoke(list) => {
+                let revoked: Vec<Arc<Partition>> = {
+                    let mut assigned = self.lock_assigned();
+                    list.elements()
+                        .iter()
+                        .filter_map(|e| {
+                            let p = assigned
+                                .partitions
+                                .remove(&(e.topic().to_string(), e.partition()))?;
+                            assigned.load[p.worker] -= 1;
+                            Some(p)
+                        })
+                        .collect()
+                };
+                // Drain: let the workers finish what they have of these partitions, wait for
+                // the sink, commit, and only then let them go.
+                for p in &revoked {
+                    p.revoke();
+                }
+                for p in &revoked {
+                    if !p.wait_processed(DRAIN_TIMEOUT) {
+                        tracing::warn!(
+                            "{}[{}] revoked before its batches were processed",
+                            p.topic,
+                            p.partition
+                        );
+                    }
+                }
+                if let Err(e) = self.sink.flush(DRAIN_TIMEOUT) {
+                    tracing::warn!("sink: {e} while draining revoked partitions");
+                }
+                self.commit(consumer, &revoked);
+                for p in &revoked {
+                    tracing::info!("revoked {}[{}]", p.topic, p.partition);
+                }
+            }
+            Rebalance::Error(e) => tracing::warn!("rebalance: {e}"),
+        }
+    }
+
+    fn commit_all(&self, consumer: &Consumer) {
+        let partitions: Vec<Arc<Partition>> =
+            self.lock_assigned().partitions.values().cloned().collect();
+        self.commit(consumer, &partitions);
+    }
+
+    /// Commit the acknowledged offsets of `partitions`, synchronously: once a second is cheap,
+    /// and a commit that returns is one the next owner will see.
+    fn commit(&self, consumer: &Consumer, partitions: &[Arc<Partition>]) {
+        let mut list = TopicPartitionList::new();
+        let mut moved = Vec::new();
+        for p in partitions {
+            if let Some(offset) = p.advance() {
+                if list
+                    .add_partition_offset(&p.topic, p.partition, Offset::Offset(offset))
+                    .is_ok()
+                {
+                    moved.push((p, offset));
+                }
+            }
+        }
+        if moved.is_empty() {
+            return;
+        }
+        match consumer.commit(&list, CommitMode::Sync) {
+            Ok(()) => {
+                Metrics::add(&self.metrics.commits, 1);
+                for (p, offset) in moved {
+                    p.committed(offset);
+                }
+            }
+            Err(e) => {
+                tracing::warn!("committing offsets failed (retried at the next checkpoint): {e}")
+            }
+        }
+    }
+}
+
+/// A worker: runs the chain over its partitions' batches and hands the results to the sink.
+fn work(mut chain: Chain, batches: Receiver<Batch>, shared: &Shared) {
+    for batch in batches {
+        if shared.fatal.is_set() {
+            batch.partition.abandoned();
+            continue;
+        }
+        let count = batch.records.len();
+        let originals = shared.dead_letters.is_some().then(|| batch.records.clone());
+        let output = chain.process(batch.records);
+        let acks = Acks::new();
+        let mut failures: Vec<Failure> = output
+            .failures
+            .into_iter()
+            .map(|f| Failure {
+                offset: f.record.offset,
+                topic: f.record.topic,
+                partition: f.record.partition,
+                stage: f.stage,
+                plugin_hash: Some(f.plugin_hash),
+                kind: f.error.kind.as_str(),
+                message: f.error.message,
+            })
+            .collect();
+        // Under `fail`, nothing from the first failing record on goes out or gets committed.
+        let mut halt = match shared.policy {
+            ErrorPolicy::Fail => failures.iter().map(|f| f.offset).min(),
+            _ => None,
+        };
+        for record in &output.records {
+            if halt.is_some_and(|h| record.offset >= h) {
+                continue;
+            }
+            match shared.sink.send(&shared.sink_topic, record, &acks) {
+                Ok(()) => {}
+                Err(SendError::TooLarge { size, cause }) => {
+                    if shared.policy == ErrorPolicy::Fail {
+                        halt = Some(halt.map_or(record.offset, |h| h.min(record.offset)));
+                    }
+                    failures.push(Failure {
+                        offset: record.offset,
+                        topic: record.topic.clone(),
+                        partition: record.partition,
+                        stage: "sink".into(),
+                        plugin_hash: None,
+                        kind: "too-large",
+                        message: format!(
+                            "output of {size} bytes is larger than the sink accepts: {cause}"
+                        ),
+                    });
+                }
+                Err(e @ SendError::Failed { .. }) => shared.fatal.set(format!("sink: {e}")),
+            }
+        }
+        failures.sort_by_key(|f| f.offset);
+        // A flat-map may emit several refused outputs of one input: one dead letter per input.
+        failures.dedup_by_key(|f| f.offset);
+        for failure in &failures {
+            Metrics::add(&shared.metrics.failed, 1);
+            shared.handle(failure, originals.as_deref(), &acks, halt);
+        }
+        acks.sealed();
+        Metrics::add(&shared.metrics.processed, count);
+        batch
+            .partition
+            .processed(acks, halt.unwrap_or(batch.next_offset), halt.is_some());
+    }
+}
+
+/// A record that failed in a stage or at the sink, with where it came from.
+struct Failure {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    stage: String,
+    plugin_hash: Option<String>,
+    kind: &'static str,
+    message: String,
+}
+
+impl Failure {
+    fn place(&self) -> String {
+        format!(
+            "stage `{}` failed on {}[{}]@{}: {}: {}",
+            self.stage, self.topic, self.partition, self.offset, self.kind, self.message
+        )
+    }
+}
+
+impl Shared {
+    fn handle(
+        &self,
+        failure: &Failure,
+        originals: Option<&[Record]>,
+        acks: &Arc<Acks>,
+        halt: Option<i64>,
+    ) {
+        match self.policy {
+            ErrorPolicy::Fail => {
+                if halt == Some(failure.offset) {
+                    self.fatal.set(format!(
+                        "{}; errors.policy is \"fail\": stopped without committing that record",
+                        failure.place()
+                    ));
+                }
+            }
+            ErrorPolicy::Skip => {
+                Metrics::add(&self.metrics.skipped, 1);
+                tracing::warn!("{} (skipped)", failure.place());
+            }
+            ErrorPolicy::DeadLetter => {
+                let topic = self.dead_letters.as_deref().expect("checked by config");
+                let original = originals.and_then(|all| {
+                    all.binary_search_by_key(&failure.offset, |r| r.offset)
+                        .ok()
+                        .map(|i| &all[i])
+                });
+                let Some(original) = original else {
+                    self.fatal
+                        .set(format!("{} (its input was not found)", failure.place()));
+                    return;
+                };
+                let letter = dead_letter(original, failure);
+                match self.sink.send(topic, &letter, acks) {
+                    Ok(()) => {
+                        Metrics::add(&self.metrics.dead_lettered, 1);
+                        tracing::debug!("{} (dead-lettered to `{topic}`)", failure.place());
+                    }
+                    Err(e) => self.fatal.set(format!(
+                        "{}; sending it to the dead-letter topic failed: {e}",
+                        failure.place()
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// The original record with headers saying what went wrong where.
+fn dead_letter(original: &Record, failure: &Failure) -> Record {
+    let mut letter = original.clone();
+    let mut add = |key: &str, value: String| {
+        letter.headers.push(Header {
+            key: key.into(),
+            value: value.into_bytes(),
+        })
+    };
+    add("weir.error.stage", failure.stage.clone());
+    if let Some(hash) = &failure.plugin_hash {
+        add("weir.error.plugin.sha256", hash.clone());
+    }
+    add("weir.error.kind", failure.kind.into());
+    add("weir.error.message", failure.message.clone());
+    add("weir.source.topic", failure.topic.clone());
+    add("weir.source.partition", failure.partition.to_string());
+    add("weir.source.offset", failure.offset.to_string());
+    letter
+}

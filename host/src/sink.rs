@@ -1,0 +1,219 @@
+//! The Kafka producer that results and dead letters go out through.
+//!
+//! Every record carries the [`Acks`] of the source batch it came from; the delivery callback
+//! settles them, which is what lets the source commit offsets only behind acknowledged output.
+//! The producer's queue is bounded, and a full queue blocks the worker that sends: that is the
+//! backpressure that finally pauses consumption when the sink is slower than the source.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use rdkafka::{
+    config::ClientConfig,
+    error::{KafkaError, RDKafkaErrorCode},
+    message::{Header as KafkaHeader, Message, OwnedHeaders},
+    producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer},
+    ClientContext,
+};
+
+use crate::{
+    checkpoint::Acks,
+    config::KafkaProperties,
+    engine::{Header, Record},
+    metrics::Metrics,
+};
+
+/// The first fatal error of a run; later ones are consequences and are only logged.
+#[derive(Debug, Default)]
+pub struct Fatal(Mutex<Option<String>>);
+
+impl Fatal {
+    pub fn set(&self, message: String) {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            tracing::error!("{message}");
+            *slot = Some(message);
+        } else {
+            tracing::debug!("after the first fatal error: {message}");
+        }
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+}
+
+/// Why one record could not be handed to the producer.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Larger than the producer (or broker) accepts: a per-record fault the error policy decides on.
+    #[error("record of {size} bytes is larger than the sink accepts (message.max.bytes): {cause}")]
+    TooLarge { size: usize, cause: KafkaError },
+    /// Anything else: the pipeline cannot go on.
+    #[error("producing to `{topic}` failed: {cause}")]
+    Failed { topic: String, cause: KafkaError },
+}
+
+pub struct SinkContext {
+    metrics: Arc<Metrics>,
+    fatal: Arc<Fatal>,
+}
+
+impl ClientContext for SinkContext {}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = Arc<Acks>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, acks: Arc<Acks>) {
+        match result {
+            Ok(_) => {
+                Metrics::add(&self.metrics.delivered, 1);
+                acks.delivered(true);
+            }
+            Err((cause, message)) => {
+                // librdkafka has already retried for `message.timeout.ms`; this record is lost
+                // unless its source offset stays uncommitted, which `acks` sees to.
+                self.fatal.set(format!(
+                    "sink: delivery to `{}` partition {} failed: {cause}",
+                    message.topic(),
+                    message.partition()
+                ));
+                acks.delivered(false);
+            }
+        }
+    }
+}
+
+/// Producer settings weir starts from; the pipeline's `[sink.kafka]` overrides them.
+fn defaults(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        // Retries must not reorder or duplicate within a partition.
+        .set("enable.idempotence", "true")
+        // Java clients' partitioner, so keys land where Kafka Streams or Flink would put them.
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        // Bounded: a slow broker fills this and blocks the workers instead of growing memory.
+        .set("queue.buffering.max.kbytes", "65536")
+        .set("queue.buffering.max.messages", "100000");
+    config
+}
+
+/// The pipeline's producer.
+pub struct Sink {
+    producer: ThreadedProducer<SinkContext>,
+    metrics: Arc<Metrics>,
+    fatal: Arc<Fatal>,
+}
+
+impl Sink {
+    pub fn new(
+        brokers: &str,
+        properties: &KafkaProperties,
+        metrics: Arc<Metrics>,
+        fatal: Arc<Fatal>,
+    ) -> Result<Sink, KafkaError> {
+        let mut config = defaults(brokers);
+        for (k, v) in &properties.0 {
+            config.set(k, v);
+        }
+        let context = SinkContext {
+            metrics: metrics.clone(),
+            fatal: fatal.clone(),
+        };
+        Ok(Sink {
+            producer: config.create_with_context(context)?,
+            metrics,
+            fatal,
+        })
+    }
+
+    /// The sink cluster's metadata (all topics).
+    pub fn metadata(&self, timeout: Duration) -> Result<rdkafka::metadata::Metadata, KafkaError> {
+        self.producer.client().fetch_metadata(None, timeout)
+    }
+
+    /// Hand `record` to the producer for `topic`, waiting while its queue is full.
+    pub fn send(&self, topic: &str, record: &Record, acks: &Arc<Acks>) -> Result<(), SendError> {
+        let mut out = BaseRecord::with_opaque_to(topic, acks.clone());
+        if let Some(key) = &record.key {
+            out = out.key(key.as_slice());
+        }
+        if let Some(value) = &record.value {
+            out = out.payload(value.as_slice());
+        }
+        if !record.headers.is_empty() {
+            out = out.headers(headers(&record.headers));
+        }
+        if record.timestamp >= 0 {
+            out = out.timestamp(record.timestamp);
+        }
+        acks.expect();
+        let mut waits = 0u32;
+        loop {
+            match self.producer.send(out) {
+                Ok(()) => {
+                    Metrics::add(&self.metrics.produced, 1);
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    // Backpressure: wait for deliveries to make room. Give up only once the run
+                    // is failing anyway, so a dead broker cannot hold the worker forever.
+                    if !(self.fatal.is_set() && waits > 1000) =>
+                {
+                    out = back;
+                    waits += 1;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                    // Not a lost delivery but a record the sink refuses: withdraw it from the
+                    // batch's acknowledgements and let the error policy decide.
+                    acks.delivered(true);
+                    let size = record.value.as_ref().map_or(0, Vec::len)
+                        + record.key.as_ref().map_or(0, Vec::len);
+                    return Err(SendError::TooLarge {
+                        size,
+                        cause: KafkaError::MessageProduction(
+                            RDKafkaErrorCode::MessageSizeTooLarge,
+                        ),
+                    });
+                }
+                Err((cause, _)) => {
+                    acks.delivered(false);
+                    return Err(SendError::Failed {
+                        topic: topic.into(),
+                        cause,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Wait until every record handed over so far was acknowledged (or failed).
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(timeout)
+    }
+
+    /// Records not yet acknowledged.
+    pub fn in_flight(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
+}
+
+fn headers(headers: &[Header]) -> OwnedHeaders {
+    headers
+        .iter()
+        .fold(OwnedHeaders::new_with_capacity(headers.len()), |h, x| {
+            h.insert(KafkaHeader {
+                key: &x.key,
+                value: Some(&x.value),
+            })
+        })
+}

@@ -1,0 +1,87 @@
+//! The Kafka consumer that records come from.
+//!
+//! weir commits offsets itself, and only behind acknowledged output (see [`crate::checkpoint`]),
+//! so librdkafka's automatic commits and offset store are off. Rebalances are handed to the
+//! pipeline, which drains and commits revoked partitions before they go.
+
+use std::time::Duration;
+
+use rdkafka::{
+    config::ClientConfig,
+    consumer::{BaseConsumer, ConsumerContext, Rebalance},
+    error::KafkaError,
+    message::{BorrowedMessage, Headers, Message},
+    ClientContext,
+};
+
+use crate::{
+    config::SourceConfig,
+    engine::{Header, Record},
+};
+
+type RebalanceHook = Box<dyn Fn(&BaseConsumer<SourceContext>, &Rebalance<'_>) + Send + Sync>;
+
+/// Routes rebalance callbacks (which librdkafka runs inside `poll`) to the pipeline.
+pub struct SourceContext {
+    on_rebalance: RebalanceHook,
+}
+
+impl ClientContext for SourceContext {}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        (self.on_rebalance)(consumer, rebalance)
+    }
+}
+
+pub type Consumer = BaseConsumer<SourceContext>;
+
+/// A consumer in the source's group, not yet subscribed.
+pub fn consumer(
+    source: &SourceConfig,
+    on_rebalance: impl Fn(&Consumer, &Rebalance<'_>) + Send + Sync + 'static,
+) -> Result<Consumer, KafkaError> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &source.brokers)
+        .set("group.id", &source.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // As Kafka Streams does: a new group reads a topic from its beginning.
+        .set("auto.offset.reset", "earliest")
+        // Bounded prefetch: with a slow sink, consumption stops here rather than in memory.
+        .set("queued.max.messages.kbytes", "32768");
+    for (k, v) in &source.kafka.0 {
+        config.set(k, v);
+    }
+    config.create_with_context(SourceContext {
+        on_rebalance: Box::new(on_rebalance),
+    })
+}
+
+/// A consumed message as the chain sees it. A header without a value becomes an empty one.
+pub fn record(message: &BorrowedMessage<'_>) -> Record {
+    let headers = message.headers().map_or_else(Vec::new, |headers| {
+        headers
+            .iter()
+            .map(|h| Header {
+                key: h.key.to_string(),
+                value: h.value.map_or_else(Vec::new, <[u8]>::to_vec),
+            })
+            .collect()
+    });
+    Record {
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+        headers,
+        timestamp: message.timestamp().to_millis().unwrap_or(-1),
+        topic: message.topic().to_string(),
+        partition: message.partition(),
+        offset: message.offset(),
+    }
+}
+
+/// How long to wait before the `attempt`th retry of reaching the brokers: 1 s doubling to 30 s.
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_secs(1u64 << attempt.min(5)).min(Duration::from_secs(30))
+}

@@ -1,0 +1,336 @@
+//! A real Kafka-protocol broker for end-to-end tests, and plain rdkafka clients to feed it and
+//! read it back.
+//!
+//! The broker is the project's `scripts/kafka-broker.sh` (Tansu), started once per test binary
+//! on its own port (`WEIR_TEST_KAFKA_PORT`, default 19092) so it never meets a developer's broker.
+//! Every test uses topics and groups of its own, so tests run in parallel against one broker.
+
+#![allow(dead_code)]
+
+use std::{
+    collections::BTreeMap,
+    io::Read,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        OnceLock,
+    },
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    config::ClientConfig,
+    consumer::{BaseConsumer, Consumer},
+    message::{Header, Headers, Message, OwnedHeaders},
+    producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
+    Offset, TopicPartitionList,
+};
+
+use super::root;
+
+pub struct Kafka {
+    pub port: u16,
+    pub brokers: String,
+}
+
+/// The test broker, started on first use.
+pub fn kafka() -> &'static Kafka {
+    static KAFKA: OnceLock<Kafka> = OnceLock::new();
+    KAFKA.get_or_init(|| {
+        let port: u16 = std::env::var("WEIR_TEST_KAFKA_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(19092);
+        broker_script(port, "start");
+        Kafka {
+            port,
+            brokers: format!("127.0.0.1:{port}"),
+        }
+    })
+}
+
+/// Run `scripts/kafka-broker.sh COMMAND` for the broker on `port`; panics if it fails.
+pub fn broker_script(port: u16, command: &str) {
+    let out = Command::new(root().join("scripts/kafka-broker.sh"))
+        .arg(command)
+        .env("KAFKA_PORT", port.to_string())
+        .output()
+        .expect("run scripts/kafka-broker.sh");
+    assert!(
+        out.status.success(),
+        "kafka-broker.sh {command} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A name no other test (or earlier run against the same broker) uses.
+pub fn unique(name: &str) -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{name}-{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A record to produce.
+#[derive(Debug, Clone, Default)]
+pub struct In {
+    pub key: Option<String>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+    pub partition: Option<i32>,
+    pub timestamp: Option<i64>,
+}
+
+/// A record read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Out {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub value: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    pub timestamp: Option<i64>,
+}
+
+impl Kafka {
+    fn config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        c
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = self.config().create().unwrap();
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let results = rt
+            .block_on(admin.create_topics(&[topic], &AdminOptions::new()))
+            .expect("create topic");
+        for r in results {
+            r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
+        }
+    }
+
+    /// Produce `records` to `topic` and wait until every one is acknowledged.
+    pub fn produce(&self, topic: &str, records: &[In]) {
+        let producer: ThreadedProducer<DefaultProducerContext> = self
+            .config()
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.messages", "1000000")
+            .create()
+            .unwrap();
+        for r in records {
+            let mut rec = BaseRecord::<str, [u8]>::to(topic).payload(&r.value);
+            if let Some(k) = &r.key {
+                rec = rec.key(k.as_str());
+            }
+            if let Some(p) = r.partition {
+                rec = rec.partition(p);
+            }
+            if let Some(t) = r.timestamp {
+                rec = rec.timestamp(t);
+            }
+            if !r.headers.is_empty() {
+                let h = r.headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+                    h.insert(Header {
+                        key: k,
+                        value: Some(v.as_bytes()),
+                    })
+                });
+                rec = rec.headers(h);
+            }
+            let mut rec = rec;
+            loop {
+                match producer.send(rec) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        rec = back;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+        producer.flush(Duration::from_secs(60)).expect("flush");
+    }
+
+    /// Read `topic` from the start until `expected` records arrived and nothing more came for a
+    /// second (to catch extra records), or until `timeout`. Sorted by partition and offset.
+    pub fn read(&self, topic: &str, expected: usize, timeout: Duration) -> Vec<Out> {
+        let consumer: BaseConsumer = self
+            .config()
+            .set("group.id", unique("reader"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        let mut list = TopicPartitionList::new();
+        for p in md.topics()[0].partitions() {
+            list.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&list).unwrap();
+        let started = Instant::now();
+        let mut last = Instant::now();
+        let mut out = Vec::new();
+        while started.elapsed() < timeout {
+            if out.len() >= expected && last.elapsed() > Duration::from_secs(1) {
+                break;
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    last = Instant::now();
+                    let text =
+                        |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
+                    out.push(Out {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: text(m.key()),
+                        value: text(m.payload()),
+                        headers: m.headers().map_or_else(BTreeMap::new, |h| {
+                            h.iter()
+                                .map(|h| (h.key.to_string(), text(h.value).unwrap_or_default()))
+                                .collect()
+                        }),
+                        timestamp: m.timestamp().to_millis(),
+                    });
+                }
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                None => {}
+            }
+        }
+        out.sort_by_key(|o| (o.partition, o.offset));
+        out
+    }
+
+    /// The group's committed offset of each partition of `topic` (-1: none).
+    pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+        let consumer: BaseConsumer = self.config().set("group.id", group).create().unwrap();
+        let mut list = TopicPartitionList::new();
+        for p in 0..partitions {
+            list.add_partition(topic, p);
+        }
+        let committed = consumer
+            .committed_offsets(list, Duration::from_secs(10))
+            .unwrap();
+        (0..partitions)
+            .map(
+                |p| match committed.find_partition(topic, p).unwrap().offset() {
+                    Offset::Offset(o) => o,
+                    _ => -1,
+                },
+            )
+            .collect()
+    }
+}
+
+/// `weir run` as a child process, its stderr collected in a file.
+pub struct Weir {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Weir {
+    pub fn start(weir: &Path, pipeline: &Path) -> Weir {
+        let log = pipeline.with_extension("log");
+        let child = Command::new(weir)
+            .arg("run")
+            .arg(pipeline)
+            .env("WEIR_LOG", "warn,weir=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start weir run");
+        Weir { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            f.read_to_string(&mut text).ok();
+        }
+        text
+    }
+
+    /// Send `signal` (e.g. "TERM", "STOP").
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} {}", self.pid());
+    }
+
+    /// Wait up to `timeout` for the process to exit by itself; its exit code (None: killed by a
+    /// signal), or panics with the log if it did not exit.
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if started.elapsed() > timeout {
+                self.child.kill().ok();
+                panic!(
+                    "weir run did not exit within {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        self.signal("TERM");
+        self.wait(Duration::from_secs(60))
+    }
+
+    /// Wait until the log contains `text`.
+    pub fn wait_for_log(&mut self, text: &str, timeout: Duration) {
+        let started = Instant::now();
+        while !self.log().contains(text) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "weir run exited ({status}) before logging {text:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "weir run did not log {text:?} within {timeout:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Weir {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.child.kill().ok();
+            self.child.wait().ok();
+        }
+    }
+}

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use common::kafka::{kafka, unique, In, Out, Weir};
+use common::kafka::{kafka, rss, unique, Dedicated, In, Kafka, Out, Weir};
 use serde_json::{json, Value};
 
 fn weir_bin() -> &'static Path {
@@ -19,6 +19,7 @@ fn weir_bin() -> &'static Path {
 
 /// Topics and a group of one test, and the pipeline file that joins them.
 struct Setup {
+    kafka: Kafka,
     dir: tempfile::TempDir,
     source: String,
     sink: String,
@@ -29,8 +30,13 @@ struct Setup {
 
 impl Setup {
     fn new(name: &str, partitions: i32) -> Setup {
-        let k = kafka();
+        Setup::on(kafka(), name, partitions)
+    }
+
+    /// The same on broker `k`.
+    fn on(k: &Kafka, name: &str, partitions: i32) -> Setup {
         let s = Setup {
+            kafka: k.clone(),
             dir: common::scratch(),
             source: unique(&format!("{name}-in")),
             sink: unique(&format!("{name}-out")),
@@ -47,7 +53,7 @@ impl Setup {
     /// A pipeline file with `stages` (TOML) and `extra` tables, reading the source topic and
     /// writing the sink topic.
     fn pipeline(&self, stages: &str, extra: &str) -> PathBuf {
-        self.pipeline_with(&kafka().brokers, "", stages, extra)
+        self.pipeline_with(&self.kafka.brokers, "", stages, extra)
     }
 
     /// The same, with the source on `brokers` and more lines in `[sink]`.
@@ -81,7 +87,8 @@ checkpoint_interval = "200ms"
     }
 
     fn committed(&self) -> Vec<i64> {
-        kafka().committed(&self.group, &self.source, self.partitions)
+        self.kafka
+            .committed(&self.group, &self.source, self.partitions)
     }
 }
 
@@ -288,7 +295,9 @@ fn sha256_hex(path: &Path) -> String {
 /// Wait for `expected` records in the sink, stop weir cleanly, and return them.
 fn run_to_completion(setup: &Setup, pipeline: &Path, expected: usize) -> (Vec<Out>, String) {
     let mut weir = Weir::start(weir_bin(), pipeline);
-    let output = kafka().read(&setup.sink, expected, Duration::from_secs(90));
+    let output = setup
+        .kafka
+        .read(&setup.sink, expected, Duration::from_secs(90));
     let code = weir.stop();
     let log = weir.log();
     assert_eq!(code, Some(0), "weir run did not exit cleanly; log:\n{log}");
@@ -417,4 +426,271 @@ fn fail_policy_stops_before_the_failing_record_and_commits_up_to_it() {
         .collect();
     assert_eq!(ns, (0..20).collect::<Vec<u64>>(), "log:\n{log}");
     assert_eq!(setup.committed(), vec![20], "log:\n{log}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input and faults
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_missing_topic_is_a_clear_error() {
+    let setup = Setup::new("missing", 1);
+    let text = std::fs::read_to_string(setup.pipeline(&stages(), "")).unwrap();
+    for (role, topic) in [("source", &setup.source), ("sink", &setup.sink)] {
+        let path = setup.dir.path().join(format!("no-{role}.toml"));
+        std::fs::write(&path, text.replace(topic.as_str(), "no-such-topic")).unwrap();
+        let mut weir = Weir::start(weir_bin(), &path);
+        let code = weir.wait(Duration::from_secs(60));
+        let log = weir.log();
+        assert_eq!(code, Some(1), "log:\n{log}");
+        assert!(
+            log.contains(&format!(
+                "{role} topic `no-such-topic` does not exist on {}",
+                kafka().brokers
+            )),
+            "log:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn unreachable_brokers_are_retried_with_a_clear_message() {
+    // Nothing listens on this port: connection refused. weir says so, keeps trying, and still
+    // stops cleanly when asked.
+    let setup = Setup::new("unreachable", 1);
+    let pipeline = setup.pipeline_with("127.0.0.1:19093", "", &stages(), "");
+    let mut weir = Weir::start(weir_bin(), &pipeline);
+    weir.wait_for_log(
+        "cannot reach the brokers at 127.0.0.1:19093",
+        Duration::from_secs(30),
+    );
+    assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+
+    // A broker that does not answer at start (paused) and then does: weir waits, then runs.
+    let broker = Dedicated::start(19094);
+    let setup = Setup::on(&broker.kafka, "late", 1);
+    let input = orders(200);
+    broker.kafka.produce(&setup.source, &input);
+    broker.pause();
+    let mut weir = Weir::start(weir_bin(), &setup.pipeline(&stages(), ""));
+    weir.wait_for_log("cannot reach the brokers", Duration::from_secs(30));
+    broker.resume();
+    let expected = input
+        .iter()
+        .filter(|r| {
+            serde_json::from_slice::<Value>(&r.value).unwrap()["amount"].as_u64() > Some(100)
+        })
+        .count();
+    let output = broker
+        .kafka
+        .read(&setup.sink, expected, Duration::from_secs(90));
+    assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+    assert_eq!(output.len(), expected, "log:\n{}", weir.log());
+}
+
+#[test]
+fn an_output_too_large_for_the_sink_is_dead_lettered() {
+    let k = kafka();
+    let setup = Setup::new("oversized", 1);
+    // Outputs grow by a 1500-byte field; the sink takes at most 2000 bytes a record, so the
+    // three inputs with a 600-byte note become outputs it refuses. Their inputs still fit.
+    let input: Vec<In> = (0..20)
+        .map(|i| In {
+            key: Some(format!("k{i}")),
+            value:
+                json!({"n": i, "note": if i % 7 == 3 { "x".repeat(600) } else { String::new() }})
+                    .to_string()
+                    .into_bytes(),
+            ..In::default()
+        })
+        .collect();
+    k.produce(&setup.source, &input);
+    let stage = format!(
+        "[[stage]]\nname = \"pad\"\nplugin = \"{}\"\nconfig = {{ set = {{ \"/pad\" = \"{}\" }} }}\n",
+        plugin("enrich"),
+        "p".repeat(1500)
+    );
+    let extra = format!(
+        "[errors]\npolicy = \"dead-letter\"\ntopic = \"{}\"\n",
+        setup.dlq
+    );
+    let pipeline = setup.pipeline_with(
+        &k.brokers,
+        "kafka = { \"message.max.bytes\" = 2000 }",
+        &stage,
+        &extra,
+    );
+    let (output, log) = run_to_completion(&setup, &pipeline, 17);
+    let ns: Vec<u64> = output
+        .iter()
+        .map(|o| json_of(o)["n"].as_u64().unwrap())
+        .collect();
+    let small: Vec<u64> = (0..20).filter(|i| i % 7 != 3).collect();
+    assert_eq!(ns, small, "log:\n{log}");
+    let letters = k.read(&setup.dlq, 3, Duration::from_secs(30));
+    let ns: Vec<u64> = letters
+        .iter()
+        .map(|o| json_of(o)["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ns, vec![3, 10, 17], "log:\n{log}");
+    for letter in &letters {
+        assert_eq!(letter.headers["weir.error.stage"], "sink");
+        assert_eq!(letter.headers["weir.error.kind"], "too-large");
+        assert!(!letter.headers.contains_key("weir.error.plugin.sha256"));
+    }
+    assert_eq!(setup.committed(), vec![20]);
+}
+
+/// Outputs of `orders(n)` through `stages()`: per key, the order ids in order.
+fn expected_orders(input: &[In]) -> BTreeMap<String, Vec<u64>> {
+    let mut map: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for r in input {
+        let v: Value = serde_json::from_slice(&r.value).unwrap();
+        if v["amount"].as_u64() > Some(100) {
+            map.entry(r.key.clone().unwrap())
+                .or_default()
+                .push(v["id"].as_u64().unwrap());
+        }
+    }
+    map
+}
+
+/// Per key, the order ids of `output` with repeats removed (at-least-once may repeat a run of
+/// records after a fault, never lose one), and how many repeats there were.
+fn delivered_orders(output: &[Out]) -> (BTreeMap<String, Vec<u64>>, usize) {
+    let mut repeats = 0;
+    let map = by_key(output)
+        .into_iter()
+        .map(|(key, outs)| {
+            let mut seen = std::collections::BTreeSet::new();
+            let mut ids = Vec::new();
+            for o in outs {
+                let id = json_of(&o)["id"].as_u64().unwrap();
+                if seen.insert(id) {
+                    ids.push(id);
+                } else {
+                    repeats += 1;
+                }
+            }
+            (key, ids)
+        })
+        .collect();
+    (map, repeats)
+}
+
+#[test]
+fn a_broker_that_stops_answering_for_30s_loses_nothing() {
+    let broker = Dedicated::start(19095);
+    let setup = Setup::on(&broker.kafka, "pause", 2);
+    let input = orders(20_000);
+    broker.kafka.produce(&setup.source, &input[..10_000]);
+    let mut weir = Weir::start(weir_bin(), &setup.pipeline(&stages(), ""));
+    // Pause once records are flowing.
+    let some = broker.kafka.read(&setup.sink, 100, Duration::from_secs(60));
+    assert!(!some.is_empty(), "log:\n{}", weir.log());
+    broker.pause();
+    std::thread::sleep(Duration::from_secs(30));
+    broker.resume();
+    broker.kafka.produce(&setup.source, &input[10_000..]);
+    let want = expected_orders(&input);
+    let total: usize = want.values().map(Vec::len).sum();
+    let output = broker
+        .kafka
+        .read(&setup.sink, total, Duration::from_secs(120));
+    assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+    let (got, repeats) = delivered_orders(&output);
+    eprintln!(
+        "broker pause: {} outputs, {repeats} repeated after the pause",
+        output.len()
+    );
+    assert_eq!(
+        got,
+        want,
+        "every record, in order per key; log:\n{}",
+        weir.log()
+    );
+}
+
+#[test]
+fn a_stalled_sink_holds_memory_bounded_and_loses_nothing() {
+    // Source on the shared broker (always fast), sink on a broker that stops answering: weir's
+    // queues fill, then it must stop reading rather than buffer the whole backlog.
+    let sink_broker = Dedicated::start(19096);
+    let k = kafka();
+    let setup = Setup::new("stall", 2);
+    sink_broker.kafka.create_topic(&setup.sink, 2);
+    let input = orders(200_000);
+    k.produce(&setup.source, &input);
+    let pipeline = setup.pipeline_with(
+        &k.brokers,
+        &format!("brokers = \"{}\"", sink_broker.kafka.brokers),
+        &stages(),
+        "",
+    );
+    let mut weir = Weir::start(weir_bin(), &pipeline);
+    let first = sink_broker
+        .kafka
+        .read(&setup.sink, 1, Duration::from_secs(60));
+    assert!(!first.is_empty(), "log:\n{}", weir.log());
+    sink_broker.pause();
+    std::thread::sleep(Duration::from_secs(8));
+    let early = rss(weir.pid());
+    std::thread::sleep(Duration::from_secs(14));
+    let late = rss(weir.pid());
+    sink_broker.resume();
+    eprintln!(
+        "stalled sink: RSS {} MiB after 8 s, {} MiB after 22 s",
+        early >> 20,
+        late >> 20
+    );
+    assert!(
+        late < early + (32 << 20),
+        "memory grew by {} MiB while the sink was stalled",
+        (late - early) >> 20
+    );
+    let want = expected_orders(&input);
+    let total: usize = want.values().map(Vec::len).sum();
+    let output = sink_broker
+        .kafka
+        .read(&setup.sink, total, Duration::from_secs(180));
+    assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+    let (got, repeats) = delivered_orders(&output);
+    eprintln!("stalled sink: {} outputs, {repeats} repeated", output.len());
+    assert_eq!(got, want, "log:\n{}", weir.log());
+}
+
+#[test]
+fn two_instances_split_partitions_and_hand_them_over_cleanly() {
+    let k = kafka();
+    let setup = Setup::new("scale", 4);
+    let input = orders(12_000);
+    let pipeline = setup.pipeline(&stages(), "");
+    k.produce(&setup.source, &input[..4_000]);
+    let mut a = Weir::start(weir_bin(), &pipeline);
+    a.wait_for_log("assigned", Duration::from_secs(60));
+    let mut b = Weir::start(weir_bin(), &pipeline);
+    b.wait_for_log("assigned", Duration::from_secs(60));
+    k.produce(&setup.source, &input[4_000..8_000]);
+    // A leaves: its partitions are drained, committed, and taken over by B.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(a.stop(), Some(0), "log of A:\n{}", a.log());
+    k.produce(&setup.source, &input[8_000..]);
+    let want = expected_orders(&input);
+    let total: usize = want.values().map(Vec::len).sum();
+    let output = k.read(&setup.sink, total, Duration::from_secs(120));
+    assert_eq!(b.stop(), Some(0), "log of B:\n{}", b.log());
+    let (got, repeats) = delivered_orders(&output);
+    assert_eq!(got, want, "log of A:\n{}\nlog of B:\n{}", a.log(), b.log());
+    assert_eq!(
+        repeats,
+        0,
+        "a clean hand-over repeats nothing; log of A:\n{}\nlog of B:\n{}",
+        a.log(),
+        b.log()
+    );
+    let sources = k.read(&setup.source, input.len(), Duration::from_secs(30));
+    assert_eq!(
+        setup.committed(),
+        partition_ends(&sources, setup.partitions)
+    );
 }

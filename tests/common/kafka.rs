@@ -31,6 +31,7 @@ use rdkafka::{
 
 use super::root;
 
+#[derive(Clone)]
 pub struct Kafka {
     pub port: u16,
     pub brokers: String,
@@ -333,4 +334,72 @@ impl Drop for Weir {
             self.child.wait().ok();
         }
     }
+}
+
+/// A broker of one test's own on `port`, for faults that must not disturb other tests:
+/// paused with SIGSTOP (a broker that stops answering, as in a long GC pause or a network
+/// partition) and stopped when dropped.
+pub struct Dedicated {
+    pub kafka: Kafka,
+}
+
+impl Dedicated {
+    pub fn start(port: u16) -> Dedicated {
+        broker_script(port, "start");
+        Dedicated {
+            kafka: Kafka {
+                port,
+                brokers: format!("127.0.0.1:{port}"),
+            },
+        }
+    }
+
+    fn pid(&self) -> String {
+        let home = std::env::var("KAFKA_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/kafka-broker")
+            });
+        let pidfile = home.join(format!("broker-{}.pid", self.kafka.port));
+        std::fs::read_to_string(&pidfile)
+            .unwrap_or_else(|e| panic!("{}: {e}", pidfile.display()))
+            .trim()
+            .to_string()
+    }
+
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} broker");
+    }
+
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+}
+
+impl Drop for Dedicated {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-CONT").arg(self.pid()).status();
+        broker_script(self.kafka.port, "stop");
+    }
+}
+
+/// Resident memory of process `pid` in bytes.
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kb * 1024
 }

@@ -65,6 +65,8 @@ pub struct Partition {
     pub partition: i32,
     /// The worker that runs this partition's batches (one worker keeps them in order).
     pub worker: usize,
+    /// Set on revocation, read for every record polled: kept out of the lock.
+    revoked: AtomicBool,
     inner: Mutex<Progress>,
     changed: Condvar,
 }
@@ -79,7 +81,6 @@ struct Progress {
     committed: Option<i64>,
     /// A record failed under `policy = "fail"`: nothing at or after it may be committed.
     halted: bool,
-    revoked: bool,
 }
 
 impl Partition {
@@ -88,6 +89,7 @@ impl Partition {
             topic,
             partition,
             worker,
+            revoked: AtomicBool::new(false),
             inner: Mutex::new(Progress::default()),
             changed: Condvar::new(),
         })
@@ -100,11 +102,10 @@ impl Partition {
     /// A batch was handed to the worker; false if the partition was revoked meanwhile (the batch
     /// must then be dropped: the next owner consumes it again from the committed offset).
     pub fn dispatch(&self) -> bool {
-        let mut p = self.lock();
-        if p.revoked {
+        if self.is_revoked() {
             return false;
         }
-        p.dispatched += 1;
+        self.lock().dispatched += 1;
         true
     }
 
@@ -132,7 +133,11 @@ impl Partition {
 
     /// Stop taking batches; see [`Partition::dispatch`].
     pub fn revoke(&self) {
-        self.lock().revoked = true;
+        self.revoked.store(true, Ordering::Release);
+    }
+
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
     }
 
     /// Wait until the worker has finished every batch dispatched so far; false on timeout.

@@ -257,7 +257,7 @@ pub fn run(
 fn wait_for_brokers(consumer: &Consumer, brokers: &str, stop: &AtomicBool) -> Option<Metadata> {
     let mut attempt = 0;
     loop {
-        match consumer.fetch_metadata(None, Duration::from_secs(5)) {
+        match consumer.fetch_metadata(None, Duration::from_secs(2)) {
             Ok(metadata) => return Some(metadata),
             Err(e) => {
                 let delay = source::backoff(attempt);
@@ -355,11 +355,20 @@ impl Poller<'_> {
         Metrics::add(&self.shared.metrics.consumed, 1);
         let (topic, partition) = (message.topic(), message.partition());
         use rdkafka::Message as _;
-        let index = match self
+        let found = self
             .pending
             .iter()
-            .position(|b| b.partition.partition == partition && b.partition.topic == topic)
-        {
+            .position(|b| b.partition.partition == partition && b.partition.topic == topic);
+        // A batch of an assignment revoked since it was started (the rebalance ran inside
+        // `poll`) must not take records of the new assignment: it is dropped at dispatch.
+        let found = match found {
+            Some(i) if self.pending[i].partition.is_revoked() => {
+                self.pending.swap_remove(i);
+                None
+            }
+            found => found,
+        };
+        let index = match found {
             Some(i) => i,
             None => {
                 let assigned = self.shared.lock_assigned();

@@ -63,9 +63,18 @@ pub enum SendError {
 pub struct SinkContext {
     metrics: Arc<Metrics>,
     fatal: Arc<Fatal>,
+    errors: crate::source::ClientErrors,
 }
 
-impl ClientContext for SinkContext {}
+impl ClientContext for SinkContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        crate::source::client_log(level, facility, message)
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.report("sink", &error, reason)
+    }
+}
 
 impl ProducerContext for SinkContext {
     type DeliveryOpaque = Arc<Acks>;
@@ -127,6 +136,7 @@ impl Sink {
         let context = SinkContext {
             metrics: metrics.clone(),
             fatal: fatal.clone(),
+            errors: Default::default(),
         };
         Ok(Sink {
             producer: config.create_with_context(context)?,

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use rdkafka::{
-    config::ClientConfig,
+    config::{ClientConfig, RDKafkaLogLevel},
     consumer::{BaseConsumer, ConsumerContext, Rebalance},
     error::KafkaError,
     message::{BorrowedMessage, Headers, Message},
@@ -24,9 +24,55 @@ type RebalanceHook = Box<dyn Fn(&BaseConsumer<SourceContext>, &Rebalance<'_>) + 
 /// Routes rebalance callbacks (which librdkafka runs inside `poll`) to the pipeline.
 pub struct SourceContext {
     on_rebalance: RebalanceHook,
+    errors: ClientErrors,
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        client_log(level, facility, message)
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.report("source", &error, reason)
+    }
+}
+
+/// librdkafka's own log lines are for debugging it; the problems a user must see arrive through
+/// the error callback, which [`ClientErrors`] reports.
+pub(crate) fn client_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+            tracing::error!(target: "librdkafka", "{facility}: {message}")
+        }
+        _ => tracing::debug!(target: "librdkafka", "{facility}: {message}"),
+    }
+}
+
+/// Client-level errors (broker down, connection refused, …) as warnings, each distinct one at
+/// most once a minute: librdkafka repeats them on every reconnect attempt, and it retries by
+/// itself, so they are news, not failures.
+#[derive(Default)]
+pub(crate) struct ClientErrors {
+    last: std::sync::Mutex<Option<(String, std::time::Instant)>>,
+}
+
+impl ClientErrors {
+    pub(crate) fn report(&self, client: &str, error: &KafkaError, reason: &str) {
+        let text = format!("{error}: {reason}");
+        // "… (after 0ms in state CONNECT, 2 identical error(s) suppressed)" varies per attempt.
+        let gist = text.split(" (after ").next().unwrap_or(&text).to_string();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let repeated = last
+            .as_ref()
+            .is_some_and(|(g, at)| *g == gist && at.elapsed() < Duration::from_secs(60));
+        if repeated {
+            tracing::debug!("{client}: {text}");
+        } else {
+            tracing::warn!("{client}: {text}");
+            *last = Some((gist, std::time::Instant::now()));
+        }
+    }
+}
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -56,6 +102,7 @@ pub fn consumer(
     }
     config.create_with_context(SourceContext {
         on_rebalance: Box::new(on_rebalance),
+        errors: ClientErrors::default(),
     })
 }
 

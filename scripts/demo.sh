@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Set up, build the example plugins, and run the demo: sample Debezium order changes through a
-# three-stage chain (cdc-unwrap -> json-filter -> mask-pii) with `weir test`, no broker needed.
+# Set up, build the example plugins, and run the demo: `weir demo` streams generated Debezium
+# order changes through a three-stage chain (cdc-unwrap -> json-filter -> mask-pii,
+# examples/orders.toml) on an in-process Kafka cluster, so no broker is needed.
+# Arguments go to `weir demo` (e.g. --records 100000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 scripts/build-plugins.sh
 echo
-echo "demo: examples/orders.toml over examples/orders.jsonl"
-echo "demo: $(grep -c . examples/orders.jsonl) Debezium change events in; outputs:"
-"${CARGO_TARGET_DIR:-target}/debug/weir" test examples/orders.toml --input examples/orders.jsonl --format envelope
+echo "demo: weir demo $*"
+"${CARGO_TARGET_DIR:-target}/debug/weir" demo "$@"

@@ -6,8 +6,9 @@
 # other network access. The binary is unpacked once into $KAFKA_HOME/bin, checked against a pinned
 # SHA-256 (recorded beside it as tansu.sha256) and re-checked on every start.
 #
-#   kafka-broker.sh start|stop|restart|status|env|logs
+#   kafka-broker.sh start|stop|restart|status|env|logs|install
 #
+#   install  only fetch and check the binary (setup does this, so tests never download)
 #   start    idempotent: a broker already running on KAFKA_PORT is reported and left alone
 #   stop     stops only the process named in this port's pidfile (checked against its command line)
 #   status   exit 0 if running, 1 if not
@@ -189,5 +190,6 @@ case "${1:-}" in
     else say "running (pid $(pid_of "$PIDFILE")) but port $PORT does not accept connections"; fi ;;
   env) echo "export KAFKA_BROKERS=127.0.0.1:$PORT" ;;
   logs) cat "$LOG" ;;
-  *) echo "usage: $0 start|stop|restart|status|env|logs" >&2; exit 2 ;;
+  install) lock; install_binary; say "binary ready: $BIN" ;;
+  *) echo "usage: $0 start|stop|restart|status|env|logs|install" >&2; exit 2 ;;
 esac

@@ -4,8 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup.sh
+WEIR_SETUP_BROKER=1 scripts/setup.sh
 scripts/build-plugins.sh
+# The Kafka tests start their broker (scripts/kafka-broker.sh) on this port; stop it when done.
+export WEIR_TEST_KAFKA_PORT="${WEIR_TEST_KAFKA_PORT:-19092}"
+trap 'KAFKA_PORT=$WEIR_TEST_KAFKA_PORT scripts/kafka-broker.sh stop >/dev/null 2>&1 || true' EXIT
 echo "test: cargo fmt --check"
 cargo fmt --all -- --check
 echo "test: cargo clippy -D warnings"

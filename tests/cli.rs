@@ -1558,3 +1558,158 @@ fn readme_plugin_is_what_weir_new_writes() {
         "README plugin not in the scaffold:\n{plugin}\n---\n{written}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 9. weir demo: the example pipeline on an in-process Kafka cluster
+// ---------------------------------------------------------------------------------------------
+
+/// Run `weir ARGS…` in `cwd`, killing it (and failing the test) if it has not exited within
+/// `limit`: a demo that hangs must fail here, not hold the test run.
+fn run_for(cwd: &Path, args: &[&str], limit: std::time::Duration) -> Run {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .current_dir(cwd)
+        .env("WEIR_CACHE_DIR", target_dir().join("weir-cli-test-cache"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir starts");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            pipe.read_to_end(&mut text).expect("read weir's output");
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for weir") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().expect("kill weir");
+            child.wait().expect("reap weir");
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let run = Run {
+        command: format!("weir {}", args.join(" ")),
+        code: status.and_then(|s| s.code()),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    };
+    assert!(
+        status.is_some(),
+        "did not finish within {}s (killed):{run}",
+        limit.as_secs()
+    );
+    run
+}
+
+/// The number just before `label` in `line` (`"… 12 inserts, …"`, label `inserts`).
+#[track_caller]
+fn count_before(line: &str, label: &str) -> u64 {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words
+        .iter()
+        .position(|w| w.trim_end_matches([',', ':']) == label)
+        .unwrap_or_else(|| panic!("no `{label}` in {line:?}"));
+    assert!(at > 0, "nothing before `{label}` in {line:?}");
+    words[at - 1]
+        .parse()
+        .unwrap_or_else(|_| panic!("no number before `{label}` in {line:?}"))
+}
+
+#[test]
+fn demo_streams_generated_change_events_without_a_broker() {
+    const RECORDS: u64 = 2000;
+    // From the repository root, as scripts/demo.sh runs it: the default pipeline is the example.
+    let run = run_for(
+        &common::root(),
+        &["demo", "--records", &RECORDS.to_string()],
+        std::time::Duration::from_secs(300),
+    );
+    run.assert_ok();
+    let lines = run.stdout_lines();
+    let line = |prefix: &str| -> usize {
+        lines
+            .iter()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no stdout line starts with {prefix:?}:{run}"))
+    };
+
+    // What the generator says it made adds up to what was asked for.
+    let generated = lines[line("generated: ")];
+    let reads = count_before(generated, "snapshot");
+    let inserts = count_before(generated, "inserts");
+    let updates = count_before(generated, "updates");
+    let deletes = count_before(generated, "deletes");
+    let malformed = count_before(generated, "malformed");
+    assert_eq!(count_before(generated, "Debezium"), RECORDS, "{run}");
+    assert_eq!(
+        reads + inserts + updates + deletes + malformed,
+        RECORDS,
+        "{run}"
+    );
+    assert!(
+        malformed > 0 && deletes > 0,
+        "the demo shows dead letters and deletes:{run}"
+    );
+
+    // Every event went in; exactly the malformed ones were dead-lettered (they fail in `unwrap`),
+    // and at most the rows that survive `unwrap` (deletes are dropped) came out.
+    let summary = lines[line("summary: ")];
+    let out = count_before(summary, "out");
+    let dead = count_before(summary, "dead-lettered");
+    assert_eq!(count_before(summary, "in"), RECORDS, "{run}");
+    assert_eq!(dead, malformed, "{run}");
+    assert!(out > 0 && out <= reads + inserts + updates, "{run}");
+    assert_eq!(
+        count_before(lines[line("committed: ")], "of"),
+        RECORDS,
+        "every input offset was committed:{run}"
+    );
+
+    // The output topic holds the outputs, and the sample is big orders with emails hashed.
+    let heading = line("`orders.big`: ");
+    assert_eq!(count_before(lines[heading], "records;"), out, "{run}");
+    let sample = &lines[heading + 1..heading + 6];
+    for text in sample {
+        let record: Value = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("sample {text:?} is not JSON ({e}):{run}"));
+        let value = &record["value"];
+        let email = value["customer_email"].as_str().unwrap_or_default();
+        assert!(
+            email.len() == 64 && email.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')),
+            "customer_email is not masked with SHA-256 in {text}:{run}"
+        );
+        assert!(
+            value["amount"].as_f64().is_some_and(|a| a > 100.0),
+            "{text}:{run}"
+        );
+        assert!(
+            ["r", "c", "u"].contains(&value["__op"].as_str().unwrap_or_default()),
+            "{text}:{run}"
+        );
+        let key: Value = serde_json::from_str(record["key"].as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("key of {text} is not JSON ({e}):{run}"));
+        assert_eq!(key, json!({"id": value["id"]}), "{text}:{run}");
+    }
+
+    // The dead-letter topic holds the malformed events, each as it came, with its cause.
+    let heading = line("`orders.dlq`: ");
+    assert_eq!(count_before(lines[heading], "records;"), malformed, "{run}");
+    let letter: Value = serde_json::from_str(lines[heading + 1]).unwrap();
+    let original = letter["value"].as_str().unwrap_or_else(|| panic!("{run}"));
+    assert!(serde_json::from_str::<Value>(original).is_err(), "{run}");
+    assert_eq!(letter["headers"]["weir.error.stage"], "unwrap", "{run}");
+    assert_eq!(
+        letter["headers"]["weir.source.topic"], "orders.cdc",
+        "{run}"
+    );
+}

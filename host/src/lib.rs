@@ -4,12 +4,14 @@
 //! - [`config`] reads pipeline files.
 //! - [`pipeline`] runs records through a chain of stages; [`local`] feeds it from files.
 //! - [`run`] runs a pipeline against Kafka: [`source`] → chain → [`sink`], with offsets
-//!   committed behind acknowledged output ([`checkpoint`]) and counted in [`metrics`].
+//!   committed behind acknowledged output ([`checkpoint`]) and counted in [`metrics`]; [`demo`]
+//!   shows it off against an in-process Kafka cluster.
 //! - [`build`] and [`scaffold`] are the plugin author's tools behind `weir build` and `weir new`.
 
 pub mod build;
 pub mod checkpoint;
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod local;
 pub mod metrics;

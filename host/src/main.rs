@@ -66,6 +66,15 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Run a pipeline over generated Debezium order changes on an in-process Kafka cluster: no
+    /// broker needed. Its [source], [sink] and [errors] are replaced by the demo's topics.
+    Demo {
+        /// How many change events to generate.
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+        records: u64,
+        #[arg(long, default_value = "examples/orders.toml")]
+        pipeline: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -121,6 +130,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => test(&target, &input, config.as_deref(), format),
         Command::Check { pipeline } => check(&pipeline),
         Command::Run { pipeline, workers } => run_pipeline(&pipeline, workers),
+        Command::Demo { records, pipeline } => {
+            let pipeline = Pipeline::load(&pipeline)?;
+            let stages = load_stages(&engine()?, &pipeline)?;
+            weir::demo::run(pipeline, stages, records, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

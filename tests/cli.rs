@@ -1164,13 +1164,17 @@ fn check_prints_ok_and_each_stages_kind() {
     let run = weir(&[OsStr::new("check"), toml.as_os_str()]);
     run.assert_ok();
     let lines = run.stdout_lines();
-    assert_eq!(lines.len(), 4, "{run}");
+    assert_eq!(lines.len(), 5, "{run}");
     assert_eq!(
         lines[0],
         format!("{}: ok, 3 stages", toml.display()),
         "{run}"
     );
-    for (line, (stage, kind, name)) in lines[1..].iter().zip([
+    assert_eq!(
+        lines[4], "  no [source] and [sink]: `weir test` only",
+        "{run}"
+    );
+    for (line, (stage, kind, name)) in lines[1..4].iter().zip([
         ("unwrap", "transform", "cdc-unwrap"),
         ("big", "filter", "json-filter"),
         ("mask", "transform", "mask-pii"),
@@ -1189,6 +1193,21 @@ fn check_prints_ok_and_each_stages_kind() {
         );
     }
     assert!(run.errors().is_empty(), "{run}");
+}
+
+#[test]
+fn check_describes_where_records_come_from_and_go() {
+    let example = common::root().join("examples/orders.toml");
+    let run = weir(&[OsStr::new("check"), example.as_os_str()]);
+    run.assert_ok();
+    assert_eq!(
+        run.stdout_lines().last().copied(),
+        Some(
+            "  source: orders.cdc on 127.0.0.1:9092 (group weir-orders), sink: orders.big; \
+             errors: dead-letter to orders.dlq; at-least-once, checkpoint every 1s"
+        ),
+        "{run}"
+    );
 }
 
 #[test]

@@ -289,5 +289,27 @@ fn check(path: &Path) -> Result<ExitCode> {
             &plugin.hash()[..12]
         );
     }
+    if let (Some(source), Some(sink)) = (&pipeline.source, &pipeline.sink) {
+        println!(
+            "  source: {} on {} (group {}), sink: {}; errors: {}{}; {}, checkpoint every {:?}",
+            source.topics.join(", "),
+            source.brokers,
+            source.group,
+            sink.topic,
+            pipeline.errors.policy,
+            pipeline
+                .errors
+                .topic
+                .as_ref()
+                .map_or(String::new(), |t| format!(" to {t}")),
+            match pipeline.delivery.guarantee {
+                weir::config::Guarantee::AtLeastOnce => "at-least-once",
+                weir::config::Guarantee::ExactlyOnce => "exactly-once",
+            },
+            pipeline.delivery.checkpoint_interval
+        );
+    } else {
+        println!("  no [source] and [sink]: `weir test` only");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -283,10 +283,15 @@ fn check(path: &Path) -> Result<ExitCode> {
     for (name, instance) in chain.instances() {
         let plugin = instance.plugin();
         println!(
-            "  {name}: {} {} (sha256:{})",
+            "  {name}: {} {} (sha256:{}){}",
             plugin.kind(),
             plugin.path().display(),
-            &plugin.hash()[..12]
+            &plugin.hash()[..12],
+            if plugin.uses_state() {
+                ", keeps keyed state"
+            } else {
+                ""
+            }
         );
     }
     if let (Some(source), Some(sink)) = (&pipeline.source, &pipeline.sink) {

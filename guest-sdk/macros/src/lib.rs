@@ -44,7 +44,7 @@ pub fn window(attr: TokenStream, item: TokenStream) -> TokenStream {
         .to_compile_error()
         .into();
     }
-    let glue = component_glue(Kind::Window);
+    let glue = component_glue(Kind::Window, false);
     quote! {
         #item
 
@@ -179,7 +179,8 @@ fn try_expand_fn(func: &ItemFn, kind: Kind) -> syn::Result<TokenStream2> {
         },
         Kind::Window => unreachable!("windows are impl blocks"),
     };
-    let glue = component_glue(kind);
+    let keeps_state = params.iter().any(|p| matches!(p, Param::State));
+    let glue = component_glue(kind, keeps_state);
     Ok(quote! {
         #func
 
@@ -195,18 +196,20 @@ fn try_expand_fn(func: &ItemFn, kind: Kind) -> syn::Result<TokenStream2> {
 }
 
 /// The wasm32-only component: bindings of the world, the host imports behind `HostApi`, and
-/// exports that convert records and call the runtime.
-fn component_glue(kind: Kind) -> TokenStream2 {
+/// exports that convert records and call the runtime. A plugin without a `&State` parameter
+/// never references the state imports, so the linker drops them and the host knows from the
+/// component alone that the stage needs no store or changelog.
+fn component_glue(kind: Kind, keeps_state: bool) -> TokenStream2 {
     let world = match kind {
         Kind::Filter => "filter",
         Kind::Transform => "transform",
         Kind::Window => "window",
     };
     let state_impl = match kind {
-        Kind::Window => quote! {
+        _ if !keeps_state => quote! {
             fn state_get(&self, _: u32, _: &str) -> Option<Vec<u8>> { None }
             fn state_put(&self, _: u32, _: &str, _: &[u8], _: Option<u64>) -> Result<(), String> {
-                Err("window plugins keep their state in the accumulator".to_string())
+                Err("this plugin declares no `&State` parameter; window plugins keep their state in the accumulator".to_string())
             }
             fn state_delete(&self, _: u32, _: &str) {}
             fn state_scan(&self, _: u32, _: &str) -> Vec<(String, Vec<u8>)> { Vec::new() }

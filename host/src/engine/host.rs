@@ -17,35 +17,67 @@ use super::{
 /// Largest value one state entry may hold.
 const MAX_STATE_VALUE: usize = 1 << 20;
 
-type StateKey = (Option<Vec<u8>>, String);
+/// A state entry's address: the record key it belongs to and the name the plugin gave it.
+pub type StateKey = (Option<Vec<u8>>, String);
 
 /// A value and its expiry in event time (ms), if it has one.
-type Entry = (Vec<u8>, Option<i64>);
+pub type Entry = (Vec<u8>, Option<i64>);
 
-/// Keyed state of one stage, shared by the instances that stage starts over time (a trap
-/// replaces the instance, not the state).
-pub type SharedState = Arc<Mutex<MemoryState>>;
+/// Where an instance's keyed state lives. The engine reads through it and hands it each call's
+/// writes at once, after the call succeeded; what it does with them (memory, disk, changelog)
+/// is the backend's business. Expiry is checked by the engine, in event time.
+pub trait StateBackend: Send + Sync {
+    /// The entry at `key`, expired or not.
+    fn get(&self, key: &StateKey) -> Option<Entry>;
+    /// The entries of `record_key` whose names start with `prefix`, in name order.
+    fn scan(&self, record_key: &Option<Vec<u8>>, prefix: &str) -> Vec<(String, Entry)>;
+    /// One successful call's writes; `None` deletes.
+    fn apply(&self, writes: BTreeMap<StateKey, Option<Entry>>);
+}
 
-/// Keyed state in memory.
+/// Keyed state of one stage (for one partition), shared by the instances that stage starts over
+/// time: a trap replaces the instance, not the state.
+pub type SharedState = Arc<dyn StateBackend>;
+
+/// Keyed state in memory, for `weir test` and unit tests.
 #[derive(Default, Debug)]
 pub struct MemoryState {
-    entries: BTreeMap<StateKey, Entry>,
+    entries: Mutex<BTreeMap<StateKey, Entry>>,
 }
 
 impl MemoryState {
     /// A new, empty store to share between instances.
     pub fn shared() -> SharedState {
-        Arc::new(Mutex::new(MemoryState::default()))
+        Arc::new(MemoryState::default())
     }
 
-    /// How many entries it holds (expired ones included until overwritten).
-    pub fn len(&self) -> usize {
-        self.entries.len()
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<StateKey, Entry>> {
+        // A panic while holding the lock cannot leave a half-applied entry: inserts are atomic.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl StateBackend for MemoryState {
+    fn get(&self, key: &StateKey) -> Option<Entry> {
+        self.lock().get(key).cloned()
     }
 
-    /// Whether it holds nothing.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    fn scan(&self, record_key: &Option<Vec<u8>>, prefix: &str) -> Vec<(String, Entry)> {
+        self.lock()
+            .range((record_key.clone(), prefix.to_string())..)
+            .take_while(|((k, name), _)| k == record_key && name.starts_with(prefix))
+            .map(|((_, name), entry)| (name.clone(), entry.clone()))
+            .collect()
+    }
+
+    fn apply(&self, writes: BTreeMap<StateKey, Option<Entry>>) {
+        let mut entries = self.lock();
+        for (key, entry) in writes {
+            match entry {
+                Some(entry) => entries.insert(key, entry),
+                None => entries.remove(&key),
+            };
+        }
     }
 }
 
@@ -93,7 +125,7 @@ pub(super) struct HostState {
     config: Arc<str>,
     pub(super) limiter: Limiter,
     pub(super) call_timeout: Duration,
-    state: Arc<Mutex<MemoryState>>,
+    state: SharedState,
     /// The batch of the call in progress: state calls name a record by its index in it.
     batch: Arc<Vec<Record>>,
     /// Writes of the call in progress; `None` is a delete.
@@ -106,7 +138,7 @@ impl HostState {
         plugin: String,
         config: Arc<str>,
         limits: Limits,
-        state: Arc<Mutex<MemoryState>>,
+        state: SharedState,
     ) -> Self {
         HostState {
             plugin,
@@ -135,13 +167,12 @@ impl HostState {
         if self.pending.is_empty() {
             return;
         }
-        let mut store = lock(&self.state);
-        for (key, entry) in std::mem::take(&mut self.pending) {
-            match entry {
-                Some(entry) => store.entries.insert(key, entry),
-                None => store.entries.remove(&key),
-            };
-        }
+        self.state.apply(std::mem::take(&mut self.pending));
+    }
+
+    /// Read and write `state` from the next call on (a worker moving to another partition).
+    pub(super) fn set_state(&mut self, state: SharedState) {
+        self.state = state;
     }
 
     /// Forget the call's state writes.
@@ -169,7 +200,7 @@ impl HostState {
     fn lookup(&self, key: &StateKey, now: i64) -> Option<Vec<u8>> {
         let entry = match self.pending.get(key) {
             Some(pending) => pending.clone(),
-            None => lock(&self.state).entries.get(key).cloned(),
+            None => self.state.get(key),
         };
         match entry {
             Some((_, Some(expires))) if now >= expires => None,
@@ -177,13 +208,6 @@ impl HostState {
             None => None,
         }
     }
-}
-
-fn lock(state: &Mutex<MemoryState>) -> std::sync::MutexGuard<'_, MemoryState> {
-    // A panic while holding the lock cannot leave a half-applied entry: inserts are atomic.
-    state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl types::Host for HostState {}
@@ -247,11 +271,11 @@ impl state::Host for HostState {
         let Ok((key, now)) = self.record(rec) else {
             return Vec::new();
         };
-        let mut found: BTreeMap<String, Option<Entry>> = lock(&self.state)
-            .entries
-            .range((key.clone(), prefix.clone())..)
-            .take_while(|((k, name), _)| *k == key && name.starts_with(&prefix))
-            .map(|((_, name), entry)| (name.clone(), Some(entry.clone())))
+        let mut found: BTreeMap<String, Option<Entry>> = self
+            .state
+            .scan(&key, &prefix)
+            .into_iter()
+            .map(|(name, entry)| (name, Some(entry)))
             .collect();
         for ((k, name), entry) in self.pending.range((key.clone(), prefix.clone())..) {
             if *k != key || !name.starts_with(&prefix) {

@@ -30,7 +30,7 @@ use wasmtime::{
 pub use bindings::types::{Event as Record, Header, Level};
 use bindings::{filter, transform, window};
 use host::HostState;
-pub use host::{MemoryState, SharedState};
+pub use host::{Entry, MemoryState, SharedState, StateBackend, StateKey};
 
 /// What kind of stage a plugin is, from the world its component implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -245,6 +245,10 @@ impl Engine {
             reason,
         };
         let kind = detect_kind(&self.engine, &component).map_err(wrong_world)?;
+        let uses_state = component
+            .component_type()
+            .imports(&self.engine)
+            .any(|(name, _)| name.starts_with("weir:plugin/state@"));
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
@@ -266,6 +270,7 @@ impl Engine {
             path: path.to_path_buf(),
             hash,
             kind,
+            uses_state,
             pre: Arc::new(pre),
             engine: self.engine.clone(),
         })
@@ -319,6 +324,7 @@ pub struct Plugin {
     path: PathBuf,
     hash: String,
     kind: Kind,
+    uses_state: bool,
     pre: Arc<Pre>,
     engine: wasmtime::Engine,
 }
@@ -343,6 +349,12 @@ impl Plugin {
     /// Which world it implements.
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+
+    /// Whether it imports the state interface at all: a stage whose plugin does not needs no
+    /// store or changelog.
+    pub fn uses_state(&self) -> bool {
+        self.uses_state
     }
 
     /// Lowercase hex SHA-256 of the component file.
@@ -475,6 +487,13 @@ impl Instance {
     /// The plugin this is an instance of.
     pub fn plugin(&self) -> &Plugin {
         &self.plugin
+    }
+
+    /// Keep state in `state` from the next call on: a worker runs batches of several partitions,
+    /// each with state of its own.
+    pub fn set_state(&mut self, state: SharedState) {
+        self.store.data_mut().set_state(state.clone());
+        self.state = state;
     }
 
     /// How many times a trap or blown limit made this stage start a fresh instance.

@@ -694,3 +694,130 @@ fn two_instances_split_partitions_and_hand_them_over_cleanly() {
         partition_ends(&sources, setup.partitions)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Keyed state: restarts, lost state directories, partitions moving between instances
+// ---------------------------------------------------------------------------------------------
+
+/// `n` purchases over 10 keys; the amount of purchase `i` is `i % 13`.
+fn purchases(range: std::ops::Range<usize>) -> Vec<In> {
+    range
+        .map(|i| In {
+            key: Some(format!("k{}", i % 10)),
+            value: json!({"i": i, "amount": i % 13}).to_string().into_bytes(),
+            ..In::default()
+        })
+        .collect()
+}
+
+/// Per key, the `(count, sum)` each purchase must turn into, in order.
+fn running_totals(input: &[In]) -> BTreeMap<String, Vec<(u64, u64)>> {
+    let mut totals: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut out: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
+    for r in input {
+        let key = r.key.clone().unwrap();
+        let amount = serde_json::from_slice::<Value>(&r.value).unwrap()["amount"]
+            .as_u64()
+            .unwrap();
+        let t = totals.entry(key.clone()).or_default();
+        *t = (t.0 + 1, t.1 + amount);
+        out.entry(key).or_default().push(*t);
+    }
+    out
+}
+
+fn totals_of(output: &[Out]) -> BTreeMap<String, Vec<(u64, u64)>> {
+    by_key(output)
+        .into_iter()
+        .map(|(key, outs)| {
+            let totals = outs
+                .iter()
+                .map(|o| {
+                    let v = json_of(o);
+                    (v["count"].as_u64().unwrap(), v["sum"].as_u64().unwrap())
+                })
+                .collect();
+            (key, totals)
+        })
+        .collect()
+}
+
+fn totals_stage() -> String {
+    format!(
+        "[[stage]]\nname = \"totals\"\nplugin = \"{}\"\nconfig = {{ field = \"/amount\" }}\n",
+        plugin("running-total")
+    )
+}
+
+#[test]
+fn state_survives_restarts_and_a_lost_state_directory() {
+    let k = kafka();
+    let setup = Setup::new("state", 2);
+    let state_dir = setup.dir.path().join("state");
+    let pipeline = setup.pipeline(
+        &totals_stage(),
+        &format!("[state]\ndir = \"{}\"\n", state_dir.display()),
+    );
+    let input = purchases(0..1500);
+    let mut expected_len = 0;
+    for (round, range) in [(0, 0..500), (1, 500..1000), (2, 1000..1500)] {
+        if round == 2 {
+            // The machine lost its disk: the state comes back from the changelog.
+            std::fs::remove_dir_all(&state_dir).unwrap();
+        }
+        k.produce(&setup.source, &input[range.clone()]);
+        expected_len += range.len();
+        let mut weir = Weir::start(weir_bin(), &pipeline);
+        let output = k.read(&setup.sink, expected_len, Duration::from_secs(90));
+        assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+        assert_eq!(
+            totals_of(&output),
+            running_totals(&input[..range.end]),
+            "round {round}; log:\n{}",
+            weir.log()
+        );
+        if round == 2 {
+            assert!(
+                weir.log().contains("changes restored from"),
+                "log:\n{}",
+                weir.log()
+            );
+        }
+    }
+    let changelog = format!("{}-totals-changelog", setup.group);
+    let changes = k.read(&changelog, 1, Duration::from_secs(10));
+    assert!(!changes.is_empty(), "the changelog holds the state");
+}
+
+#[test]
+fn a_partition_moves_to_another_instance_with_its_state() {
+    let k = kafka();
+    let setup = Setup::new("state-move", 4);
+    let pipeline = setup.pipeline(
+        &totals_stage(),
+        &format!(
+            "[state]\ndir = \"{}\"\n",
+            setup.dir.path().join("state").display()
+        ),
+    );
+    let input = purchases(0..6000);
+    k.produce(&setup.source, &input[..2000]);
+    let mut a = Weir::start(weir_bin(), &pipeline);
+    a.wait_for_log("assigned", Duration::from_secs(60));
+    let mut b = Weir::start(weir_bin(), &pipeline);
+    b.wait_for_log("assigned", Duration::from_secs(60));
+    k.produce(&setup.source, &input[2000..4000]);
+    std::thread::sleep(Duration::from_secs(2));
+    // A leaves; B takes its partitions and rebuilds their state from the changelogs.
+    assert_eq!(a.stop(), Some(0), "log of A:\n{}", a.log());
+    k.produce(&setup.source, &input[4000..]);
+    let output = k.read(&setup.sink, input.len(), Duration::from_secs(120));
+    assert_eq!(b.stop(), Some(0), "log of B:\n{}", b.log());
+    assert_eq!(
+        totals_of(&output),
+        running_totals(&input),
+        "log of A:\n{}\nlog of B:\n{}",
+        a.log(),
+        b.log()
+    );
+}

@@ -17,6 +17,25 @@ use std::{
 
 use std::sync::Arc;
 
+use crate::state::PartitionState;
+
+/// One stateful stage's state for one partition, and the changelog its changes go to.
+pub struct StageState {
+    /// Index of the stage in the chain.
+    pub stage: usize,
+    pub changelog: String,
+    pub state: Arc<PartitionState>,
+}
+
+impl std::fmt::Debug for StageState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageState")
+            .field("stage", &self.stage)
+            .field("changelog", &self.changelog)
+            .finish()
+    }
+}
+
 /// Acknowledgements outstanding for the records derived from one batch.
 #[derive(Debug)]
 pub struct Acks {
@@ -47,6 +66,12 @@ impl Acks {
         self.pending.fetch_sub(1, Ordering::AcqRel);
     }
 
+    /// Something the batch's offsets depend on was lost (a state write, a changelog record):
+    /// they must never be committed.
+    pub fn fail(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
+
     /// All records of the batch were handed over: drop the guard.
     pub fn sealed(&self) {
         self.delivered(true);
@@ -65,6 +90,8 @@ pub struct Partition {
     pub partition: i32,
     /// The worker that runs this partition's batches (one worker keeps them in order).
     pub worker: usize,
+    /// The keyed state of each stateful stage for this partition.
+    pub states: Vec<StageState>,
     /// Set on revocation, read for every record polled: kept out of the lock.
     revoked: AtomicBool,
     inner: Mutex<Progress>,
@@ -84,11 +111,17 @@ struct Progress {
 }
 
 impl Partition {
-    pub fn new(topic: String, partition: i32, worker: usize) -> Arc<Partition> {
+    pub fn new(
+        topic: String,
+        partition: i32,
+        worker: usize,
+        states: Vec<StageState>,
+    ) -> Arc<Partition> {
         Arc::new(Partition {
             topic,
             partition,
             worker,
+            states,
             revoked: AtomicBool::new(false),
             inner: Mutex::new(Progress::default()),
             changed: Condvar::new(),
@@ -187,7 +220,7 @@ mod tests {
 
     #[test]
     fn commits_only_the_acknowledged_prefix() {
-        let p = Partition::new("t".into(), 0, 0);
+        let p = Partition::new("t".into(), 0, 0, Vec::new());
         let (a, b) = (Acks::new(), Acks::new());
         a.expect();
         a.sealed();
@@ -207,7 +240,7 @@ mod tests {
 
     #[test]
     fn a_failed_delivery_blocks_every_later_offset() {
-        let p = Partition::new("t".into(), 0, 0);
+        let p = Partition::new("t".into(), 0, 0, Vec::new());
         let (a, b) = (Acks::new(), Acks::new());
         a.expect();
         a.sealed();
@@ -220,7 +253,7 @@ mod tests {
 
     #[test]
     fn a_halted_partition_commits_up_to_the_failing_record() {
-        let p = Partition::new("t".into(), 0, 0);
+        let p = Partition::new("t".into(), 0, 0, Vec::new());
         let (a, b) = (Acks::new(), Acks::new());
         a.sealed();
         b.sealed();
@@ -231,7 +264,7 @@ mod tests {
 
     #[test]
     fn revoked_partitions_take_no_more_batches() {
-        let p = Partition::new("t".into(), 0, 0);
+        let p = Partition::new("t".into(), 0, 0, Vec::new());
         assert!(p.dispatch());
         p.revoke();
         assert!(!p.dispatch());

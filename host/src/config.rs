@@ -45,6 +45,9 @@ pub struct Pipeline {
     pub stages: Vec<Stage>,
     pub errors: ErrorsConfig,
     pub delivery: DeliveryConfig,
+    /// Where stages keep keyed state on disk (resolved against the file); `None`: the default
+    /// (see [`Pipeline::state_dir`]).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// One stage of the chain.
@@ -245,7 +248,15 @@ struct File {
     #[serde(default)]
     delivery: DeliveryConfig,
     #[serde(default)]
+    state: StateFile,
+    #[serde(default)]
     limits: LimitsFile,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    dir: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -361,11 +372,28 @@ impl Pipeline {
             stages,
             errors: file.errors,
             delivery: file.delivery,
+            state_dir: file.state.dir.map(|d| base.join(d)),
         })
     }
 }
 
 impl Pipeline {
+    /// The directory for keyed state: `[state] dir`, else `$WEIR_STATE_DIR/GROUP`, else
+    /// `$XDG_STATE_HOME/weir/GROUP` or `~/.local/state/weir/GROUP`.
+    pub fn state_dir(&self, group: &str) -> PathBuf {
+        if let Some(dir) = &self.state_dir {
+            return dir.clone();
+        }
+        let base = std::env::var_os("WEIR_STATE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("weir")))
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/weir"))
+            })
+            .unwrap_or_else(|| PathBuf::from(".weir-state"));
+        base.join(group)
+    }
+
     /// The source and sink, for running against Kafka; a file without them can only be tested
     /// locally.
     pub fn kafka(&self) -> Result<(&SourceConfig, &SinkConfig), ConfigError> {

@@ -10,6 +10,7 @@
 
 pub mod build;
 pub mod checkpoint;
+pub mod committed;
 pub mod config;
 pub mod demo;
 pub mod engine;
@@ -20,3 +21,4 @@ pub mod run;
 pub mod scaffold;
 pub mod sink;
 pub mod source;
+pub mod state;

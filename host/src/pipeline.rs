@@ -52,6 +52,16 @@ impl Stages {
         Ok(Stages { stages })
     }
 
+    /// The index and name of each stage whose plugin keeps keyed state.
+    pub fn stateful(&self) -> Vec<(usize, String)> {
+        self.stages
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, plugin))| plugin.uses_state())
+            .map(|(i, (stage, _))| (i, stage.name.clone()))
+            .collect()
+    }
+
     /// Fresh instances of every stage, each past its `init`.
     pub fn start(&self) -> Result<Chain, PluginError> {
         let stages = self
@@ -100,6 +110,11 @@ impl Chain {
         Ok(Chain {
             stages: vec![(name, instance)],
         })
+    }
+
+    /// Keep stage `stage`'s state in `state` from the next batch on.
+    pub fn set_state(&mut self, stage: usize, state: crate::engine::SharedState) {
+        self.stages[stage].1.set_state(state);
     }
 
     /// The stages' instances, in order.

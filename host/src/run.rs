@@ -11,8 +11,8 @@
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
+        atomic::{AtomicBool, AtomicI64, Ordering},
+        Arc, Mutex, OnceLock,
     },
     thread,
     time::{Duration, Instant},
@@ -27,13 +27,14 @@ use rdkafka::{
 };
 
 use crate::{
-    checkpoint::{Acks, Partition},
+    checkpoint::{Acks, Partition, StageState},
     config::{ErrorPolicy, Pipeline},
     engine::{Header, PluginError, Record},
     metrics::{Metrics, Snapshot},
     pipeline::{Chain, Stages},
-    sink::{Fatal, SendError, Sink},
+    sink::{ChangelogMarks, Fatal, SendError, Sink},
     source::{self, Consumer},
+    state::StateStore,
 };
 
 /// Why a run ended other than by a stop request.
@@ -43,6 +44,8 @@ pub enum RunError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     #[error("{what}: {cause}")]
     Kafka { what: String, cause: KafkaError },
     #[error("{0}")]
@@ -95,8 +98,125 @@ struct Shared {
     sink_topic: String,
     dead_letters: Option<String>,
     policy: ErrorPolicy,
+    state: Option<StateContext>,
     fatal: Arc<Fatal>,
     metrics: Arc<Metrics>,
+}
+
+/// Keyed state of the stateful stages: the store, their changelog topics, and where the sink
+/// reports changelog acknowledgements.
+struct StateContext {
+    store: Arc<StateStore>,
+    /// Stage index, stage name, changelog topic.
+    stages: Vec<(usize, String, String)>,
+    marks: ChangelogMarks,
+    /// Where the changelogs live: with the sink, so one producer (one transaction) writes both.
+    brokers: String,
+}
+
+/// The changelog topic of `stage` in consumer group `group`, named as Kafka Streams names its
+/// own.
+pub fn changelog_topic(group: &str, stage: &str) -> String {
+    format!("{group}-{stage}-changelog")
+}
+
+/// Open the state store and make sure every stateful stage has its changelog topic, with at
+/// least as many partitions as the widest source topic (changelog partition N holds the state
+/// of source partition N).
+fn prepare_state(
+    pipeline: &Pipeline,
+    stages: &Stages,
+    group: &str,
+    brokers: &str,
+    partitions: usize,
+) -> Result<Option<StateContext>, RunError> {
+    let stateful = stages.stateful();
+    if stateful.is_empty() {
+        return Ok(None);
+    }
+    let store = StateStore::open(&pipeline.state_dir(group))?;
+    let stages: Vec<(usize, String, String)> = stateful
+        .into_iter()
+        .map(|(i, name)| {
+            let topic = changelog_topic(group, &name);
+            (i, name, topic)
+        })
+        .collect();
+    let topics: Vec<&str> = stages.iter().map(|(_, _, t)| t.as_str()).collect();
+    ensure_changelogs(brokers, &topics, partitions)?;
+    let marks = topics
+        .iter()
+        .map(|t| {
+            let marks = (0..partitions)
+                .map(|_| Arc::new(AtomicI64::new(-1)))
+                .collect();
+            (t.to_string(), marks)
+        })
+        .collect();
+    Ok(Some(StateContext {
+        store,
+        stages,
+        marks,
+        brokers: brokers.to_string(),
+    }))
+}
+
+/// Create the changelog topics that do not exist yet (compacted: only the latest value of each
+/// key matters), and check that those that do are wide enough.
+fn ensure_changelogs(brokers: &str, topics: &[&str], partitions: usize) -> Result<(), RunError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let kafka = |what: String| move |cause| RunError::Kafka { what, cause };
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(kafka(format!("admin client for {brokers}")))?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map_err(kafka(format!("metadata of {brokers}")))?;
+    let mut missing = Vec::new();
+    for topic in topics {
+        let found = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == *topic && t.error().is_none());
+        match found {
+            Some(t) if t.partitions().len() < partitions => {
+                return Err(RunError::Topic(format!(
+                    "changelog topic `{topic}` has {} partitions, fewer than the source's \
+                     {partitions}",
+                    t.partitions().len()
+                )))
+            }
+            Some(_) => {}
+            None => missing.push(
+                NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(-1))
+                    .set("cleanup.policy", "compact"),
+            ),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RunError::Topic(format!("cannot create changelog topics: {e}")))?;
+    let results = runtime
+        .block_on(admin.create_topics(&missing, &AdminOptions::new()))
+        .map_err(kafka("creating changelog topics".into()))?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!("created changelog topic `{topic}`"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(RunError::Topic(format!(
+                    "cannot create changelog topic `{topic}`: {code}"
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Default)]
@@ -118,34 +238,17 @@ pub fn run(
     let fatal = Arc::new(Fatal::default());
     let metrics = options.metrics.clone();
     let sink_brokers = sink_config.brokers.as_deref().unwrap_or(&source.brokers);
-    let sink = Sink::new(
-        sink_brokers,
-        &sink_config.kafka,
-        metrics.clone(),
-        fatal.clone(),
-    )
-    .map_err(|cause| RunError::Kafka {
-        what: format!("{}: [sink] settings", pipeline.path.display()),
-        cause,
-    })?;
-    let shared = Arc::new(Shared {
-        assigned: Mutex::new(Assigned {
-            partitions: HashMap::new(),
-            load: vec![0; workers],
-        }),
-        sink,
-        sink_topic: sink_config.topic.clone(),
-        dead_letters: (pipeline.errors.policy == ErrorPolicy::DeadLetter)
-            .then(|| pipeline.errors.topic.clone())
-            .flatten(),
-        policy: pipeline.errors.policy,
-        fatal: fatal.clone(),
-        metrics: metrics.clone(),
-    });
 
+    // The rebalance callback needs what is built below; no rebalance can happen before the
+    // subscription, which comes after it is set.
+    let slot: Arc<OnceLock<Arc<Shared>>> = Arc::default();
     let on_rebalance = {
-        let shared = shared.clone();
-        move |consumer: &Consumer, rebalance: &Rebalance<'_>| shared.rebalance(consumer, rebalance)
+        let slot = slot.clone();
+        move |consumer: &Consumer, rebalance: &Rebalance<'_>| {
+            if let Some(shared) = slot.get() {
+                shared.rebalance(consumer, rebalance)
+            }
+        }
     };
     let consumer = source::consumer(source, on_rebalance).map_err(|cause| RunError::Kafka {
         what: format!("{}: [source] settings", pipeline.path.display()),
@@ -156,26 +259,58 @@ pub fn run(
     let Some(metadata) = wait_for_brokers(&consumer, &source.brokers, &options.stop) else {
         return Ok(metrics.snapshot());
     };
+    let mut partitions = 0;
     for topic in &source.topics {
-        require_topic(&metadata, topic, "source", &source.brokers)?;
+        partitions = partitions.max(require_topic(&metadata, topic, "source", &source.brokers)?);
     }
+    let state = prepare_state(pipeline, stages, &source.group, sink_brokers, partitions)?;
+    let marks = state
+        .as_ref()
+        .map_or_else(Default::default, |s| s.marks.clone());
+    let sink = Sink::new(
+        sink_brokers,
+        &sink_config.kafka,
+        marks,
+        metrics.clone(),
+        fatal.clone(),
+    )
+    .map_err(|cause| RunError::Kafka {
+        what: format!("{}: [sink] settings", pipeline.path.display()),
+        cause,
+    })?;
+    let dead_letters = (pipeline.errors.policy == ErrorPolicy::DeadLetter)
+        .then(|| pipeline.errors.topic.clone())
+        .flatten();
     let sink_metadata;
     let sink_md = if sink_brokers == source.brokers {
         &metadata
     } else {
-        sink_metadata = shared
-            .sink
-            .metadata(Duration::from_secs(10))
-            .map_err(|cause| RunError::Kafka {
-                what: format!("sink brokers {sink_brokers}"),
-                cause,
-            })?;
+        sink_metadata =
+            sink.metadata(Duration::from_secs(10))
+                .map_err(|cause| RunError::Kafka {
+                    what: format!("sink brokers {sink_brokers}"),
+                    cause,
+                })?;
         &sink_metadata
     };
-    require_topic(sink_md, &shared.sink_topic, "sink", sink_brokers)?;
-    if let Some(topic) = &shared.dead_letters {
+    require_topic(sink_md, &sink_config.topic, "sink", sink_brokers)?;
+    if let Some(topic) = &dead_letters {
         require_topic(sink_md, topic, "dead-letter", sink_brokers)?;
     }
+    let shared = Arc::new(Shared {
+        assigned: Mutex::new(Assigned {
+            partitions: HashMap::new(),
+            load: vec![0; workers],
+        }),
+        sink,
+        sink_topic: sink_config.topic.clone(),
+        dead_letters,
+        policy: pipeline.errors.policy,
+        state,
+        fatal: fatal.clone(),
+        metrics: metrics.clone(),
+    });
+    let _ = slot.set(shared.clone());
 
     // One chain per worker, all started before consuming so a bad config fails here.
     let mut senders = Vec::with_capacity(workers);
@@ -278,19 +413,20 @@ fn wait_for_brokers(consumer: &Consumer, brokers: &str, stop: &AtomicBool) -> Op
     }
 }
 
+/// Check that `topic` exists; its number of partitions.
 fn require_topic(
     metadata: &Metadata,
     topic: &str,
     role: &str,
     brokers: &str,
-) -> Result<(), RunError> {
+) -> Result<usize, RunError> {
     let found = metadata
         .topics()
         .iter()
         .find(|t| t.name() == topic)
         .filter(|t| t.error().is_none() && !t.partitions().is_empty());
     match found {
-        Some(_) => Ok(()),
+        Some(t) => Ok(t.partitions().len()),
         None => Err(RunError::Topic(format!(
             "{role} topic `{topic}` does not exist on {brokers}; create it first"
         ))),
@@ -448,10 +584,20 @@ impl Shared {
                         .unwrap_or(0);
                     assigned.load[worker] += 1;
                     let key = (e.topic().to_string(), e.partition());
+                    let states = match self.restore(&key.0, key.1) {
+                        Ok(states) => states,
+                        Err(e) => {
+                            self.fatal.set(format!(
+                                "cannot restore the state of {}[{}]: {e}",
+                                key.0, key.1
+                            ));
+                            Vec::new()
+                        }
+                    };
                     tracing::info!("assigned {}[{}] to worker {worker}", key.0, key.1);
                     assigned
                         .partitions
-                        .insert(key.clone(), Partition::new(key.0, key.1, worker));
+                        .insert(key.clone(), Partition::new(key.0, key.1, worker, states));
                 }
             }
             Rebalance::Revoke(list) => {
@@ -492,6 +638,41 @@ impl Shared {
             }
             Rebalance::Error(e) => tracing::warn!("rebalance: {e}"),
         }
+    }
+
+    /// The state of every stateful stage for `topic`/`partition`, brought up to date from the
+    /// changelogs before the partition's first record is processed.
+    fn restore(&self, topic: &str, partition: i32) -> Result<Vec<StageState>, RunError> {
+        let Some(ctx) = &self.state else {
+            return Ok(Vec::new());
+        };
+        let mut states = Vec::with_capacity(ctx.stages.len());
+        for (stage, name, changelog) in &ctx.stages {
+            let mark = ctx.marks[changelog]
+                .get(partition as usize)
+                .cloned()
+                .ok_or_else(|| {
+                    RunError::Topic(format!(
+                        "changelog `{changelog}` has no partition {partition}: the source topic \
+                         grew after the changelog was created"
+                    ))
+                })?;
+            let state = ctx.store.partition(name, topic, partition, mark);
+            let started = Instant::now();
+            let (applied, from, to) =
+                state.restore_from_changelog(&ctx.brokers, changelog, partition)?;
+            tracing::info!(
+                "stage `{name}` state of {topic}[{partition}]: {applied} changes restored from \
+                 `{changelog}` offsets {from}..{to} in {:.0} ms",
+                started.elapsed().as_secs_f64() * 1e3
+            );
+            states.push(StageState {
+                stage: *stage,
+                changelog: changelog.clone(),
+                state: Arc::new(state),
+            });
+        }
+        Ok(states)
     }
 
     fn commit_all(&self, consumer: &Consumer) {
@@ -541,8 +722,38 @@ fn work(mut chain: Chain, batches: Receiver<Batch>, shared: &Shared) {
         }
         let count = batch.records.len();
         let originals = shared.dead_letters.is_some().then(|| batch.records.clone());
+        for s in &batch.partition.states {
+            chain.set_state(s.stage, s.state.clone());
+        }
         let output = chain.process(batch.records);
         let acks = Acks::new();
+        // State changes go to the store and the changelog with the batch's outputs, so the
+        // batch's offsets are committed only once its changelog records are acknowledged too.
+        for s in &batch.partition.states {
+            match s.state.flush() {
+                Ok(changes) => {
+                    for change in changes {
+                        let sent = shared.sink.send_change(
+                            &s.changelog,
+                            batch.partition.partition,
+                            &change.key,
+                            change.value.as_deref(),
+                            &acks,
+                        );
+                        if let Err(e) = sent {
+                            acks.fail();
+                            shared
+                                .fatal
+                                .set(format!("changelog `{}`: {e}", s.changelog));
+                        }
+                    }
+                }
+                Err(e) => {
+                    acks.fail();
+                    shared.fatal.set(format!("{e}"));
+                }
+            }
+        }
         let mut failures: Vec<Failure> = output
             .failures
             .into_iter()

@@ -6,7 +6,10 @@
 //! backpressure that finally pauses consumption when the sink is slower than the source.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -60,9 +63,13 @@ pub enum SendError {
     Failed { topic: String, cause: KafkaError },
 }
 
+/// Per changelog topic, per partition: the highest offset the broker acknowledged.
+pub type ChangelogMarks = std::collections::HashMap<String, Vec<Arc<AtomicI64>>>;
+
 pub struct SinkContext {
     metrics: Arc<Metrics>,
     fatal: Arc<Fatal>,
+    marks: ChangelogMarks,
     errors: crate::source::ClientErrors,
 }
 
@@ -81,8 +88,17 @@ impl ProducerContext for SinkContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, acks: Arc<Acks>) {
         match result {
-            Ok(_) => {
+            Ok(message) => {
                 Metrics::add(&self.metrics.delivered, 1);
+                if !self.marks.is_empty() {
+                    if let Some(mark) = self
+                        .marks
+                        .get(message.topic())
+                        .and_then(|m| m.get(message.partition() as usize))
+                    {
+                        mark.fetch_max(message.offset(), Ordering::AcqRel);
+                    }
+                }
                 acks.delivered(true);
             }
             Err((cause, message)) => {
@@ -126,6 +142,7 @@ impl Sink {
     pub fn new(
         brokers: &str,
         properties: &KafkaProperties,
+        marks: ChangelogMarks,
         metrics: Arc<Metrics>,
         fatal: Arc<Fatal>,
     ) -> Result<Sink, KafkaError> {
@@ -136,6 +153,7 @@ impl Sink {
         let context = SinkContext {
             metrics: metrics.clone(),
             fatal: fatal.clone(),
+            marks,
             errors: Default::default(),
         };
         Ok(Sink {
@@ -165,14 +183,43 @@ impl Sink {
         if record.timestamp >= 0 {
             out = out.timestamp(record.timestamp);
         }
+        let size =
+            record.value.as_ref().map_or(0, Vec::len) + record.key.as_ref().map_or(0, Vec::len);
+        self.produce(out, size, acks)?;
+        Metrics::add(&self.metrics.produced, 1);
+        Ok(())
+    }
+
+    /// Hand a changelog record (`value` `None`: a tombstone) to the producer for `partition` of
+    /// `topic`.
+    pub fn send_change(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+        acks: &Arc<Acks>,
+    ) -> Result<(), SendError> {
+        let mut out = BaseRecord::with_opaque_to(topic, acks.clone())
+            .key(key)
+            .partition(partition);
+        if let Some(value) = value {
+            out = out.payload(value);
+        }
+        self.produce(out, key.len() + value.map_or(0, <[u8]>::len), acks)
+    }
+
+    fn produce(
+        &self,
+        mut out: BaseRecord<'_, [u8], [u8], Arc<Acks>>,
+        size: usize,
+        acks: &Arc<Acks>,
+    ) -> Result<(), SendError> {
         acks.expect();
         let mut waits = 0u32;
         loop {
             match self.producer.send(out) {
-                Ok(()) => {
-                    Metrics::add(&self.metrics.produced, 1);
-                    return Ok(());
-                }
+                Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                     // Backpressure: wait for deliveries to make room. Give up only once the run
                     // is failing anyway, so a dead broker cannot hold the worker forever.
@@ -186,8 +233,6 @@ impl Sink {
                     // Not a lost delivery but a record the sink refuses: withdraw it from the
                     // batch's acknowledgements and let the error policy decide.
                     acks.delivered(true);
-                    let size = record.value.as_ref().map_or(0, Vec::len)
-                        + record.key.as_ref().map_or(0, Vec::len);
                     return Err(SendError::TooLarge {
                         size,
                         cause: KafkaError::MessageProduction(
@@ -195,10 +240,10 @@ impl Sink {
                         ),
                     });
                 }
-                Err((cause, _)) => {
+                Err((cause, back)) => {
                     acks.delivered(false);
                     return Err(SendError::Failed {
-                        topic: topic.into(),
+                        topic: back.topic.to_string(),
                         cause,
                     });
                 }

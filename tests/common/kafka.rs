@@ -247,7 +247,8 @@ pub struct Weir {
 
 impl Weir {
     pub fn start(weir: &Path, pipeline: &Path) -> Weir {
-        let log = pipeline.with_extension("log");
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let log = pipeline.with_extension(format!("{}.log", RUNS.fetch_add(1, Ordering::Relaxed)));
         let child = Command::new(weir)
             .arg("run")
             .arg(pipeline)

@@ -1,0 +1,1051 @@
+//! What weir costs end to end: `weir run` with a three-stage wasm pipeline (json-filter →
+//! mask-pii → enrich) against a plain rdkafka consume→produce passthrough, both with the same
+//! client settings, reading the same records from the same broker, in one run.
+//!
+//! ```text
+//! cargo bench -p weir --bench kafka                          # 1M records
+//! WEIR_BENCH_RECORDS=50000 cargo bench -p weir --bench kafka # a quick look
+//! ```
+//!
+//! The passthrough is the most any Kafka-to-Kafka processor can do with these clients, this
+//! broker and these cores: it does nothing to a record but copy it (key, value, headers,
+//! timestamp). The ratio of the two steady-state rates is the share of that throughput weir keeps
+//! while it also copies records into the chain, runs three wasm stages over them (JSON parsing,
+//! SHA-256, re-encoding) and commits behind acknowledged output. The issue's target is 0.8.
+//!
+//! 1. The broker is the project's `scripts/kafka-broker.sh` (Tansu, in memory) on its own port
+//!    (`KAFKA_PORT`, default 19192; stopped at the end if this run started it), or the one at
+//!    `$KAFKA_BROKERS`. Topics and groups get unique names.
+//! 2. N order events (~200-byte JSON as in the `chain` benchmark, keyed, one header each) are
+//!    produced once into an input topic of P partitions.
+//! 3. Throughput: each side reads that topic from the start in a consumer group of its own and
+//!    writes every output to an output topic of its own:
+//!    - raw: one thread polling a `BaseConsumer` and handing each record to a `ThreadedProducer`,
+//!      offsets committed at the end;
+//!    - weir: `weir::run::run` with the pipeline (one worker per core), stopped once it has
+//!      processed N records and every output is acknowledged.
+//!
+//!    Start-up (client creation, group join, first fetch: until the first record is consumed) is
+//!    reported apart from the steady-state rate (N / time from the first record consumed to the
+//!    last output acknowledged). Both output topics are read back and counted. Where the cores
+//!    go: CPU of this process (also by thread: weir's workers, its consumer thread, librdkafka's
+//!    threads, delivery reports) and of the broker over each side's steady state, per record,
+//!    and the CPU the three stages alone take on the same records (one thread, no Kafka).
+//! 4. Latency: weir runs the same pipeline on a fresh topic while records are produced at a fixed
+//!    moderate rate, each with its send time as the record timestamp (weir keeps timestamps); a
+//!    reader notes receive time − timestamp of every output (and, for reference, of every input:
+//!    the broker's own producer→consumer hop). Millisecond resolution, as Kafka timestamps. This
+//!    broker holds a fetch that finds no new records for the whole `fetch.wait.max.ms`, so weir
+//!    runs twice: with its default consumer settings, and with that wait cut to 10 ms.
+//!
+//! Environment: `WEIR_BENCH_RECORDS` (N, default 1000000), `WEIR_BENCH_PARTITIONS` (P, default 2),
+//! `WEIR_BENCH_WORKERS` (weir's workers, default one per core), `WEIR_BENCH_LATENCY_RATE`
+//! (records/s, default 5000), `WEIR_BENCH_LATENCY_SECS` (default 10), `KAFKA_BROKERS`,
+//! `KAFKA_PORT`, `WEIR_LOG` (weir's log filter, default `warn`).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        Arc, Mutex,
+    },
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use rdkafka::{
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    config::ClientConfig,
+    consumer::{BaseConsumer, CommitMode, Consumer},
+    message::{Header, Message, OwnedHeaders},
+    producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer},
+    ClientContext, Offset, TopicPartitionList,
+};
+use serde_json::json;
+use weir::{
+    config::Pipeline,
+    engine::{Engine, Header as RecordHeader, Record},
+    metrics::{Metrics, Snapshot},
+    pipeline::Stages,
+    run::RunOptions,
+};
+
+/// weir's consumer settings (`host/src/source.rs`), which the raw side uses too.
+const CONSUMER: &[(&str, &str)] = &[
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+    ("auto.offset.reset", "earliest"),
+    ("queued.max.messages.kbytes", "32768"),
+];
+/// What the benchmark's pipeline adds in `[source] kafka` (the broker needs sessions of ≥ 6 s),
+/// and the raw side with it.
+const SOURCE_KAFKA: &[(&str, &str)] = &[("session.timeout.ms", "6000")];
+/// weir's sink defaults (`defaults` in `host/src/sink.rs`), which the raw side uses too.
+const PRODUCER: &[(&str, &str)] = &[
+    ("enable.idempotence", "true"),
+    ("partitioner", "murmur2_random"),
+    ("linger.ms", "5"),
+    ("queue.buffering.max.kbytes", "65536"),
+    ("queue.buffering.max.messages", "100000"),
+];
+
+/// The latency reader's longest fetch wait. This broker answers a fetch that finds no new
+/// records only when the wait is over, even if records arrive meanwhile: with librdkafka's
+/// default (500 ms) a reader would add up to half a second to every latency.
+const READER_FETCH_WAIT_MS: &str = "10";
+
+/// Longest a phase may take before the benchmark gives up.
+const PHASE_TIMEOUT: Duration = Duration::from_secs(1800);
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v} is not a valid value")),
+        Err(_) => default,
+    }
+}
+
+/// The pipeline's stages, configured as in the `chain` benchmark (the filter keeps ~75%).
+const STAGES: &str = r#"
+[[stage]]
+name = "big-orders"
+plugin = "plugins/json-filter.wasm"
+config = { where = [{ path = "/amount", op = "gt", value = 50 }] }
+
+[[stage]]
+name = "mask"
+plugin = "plugins/mask-pii.wasm"
+config = { fields = ["/customer/email", "/card/number"], mode = "hash" }
+
+[[stage]]
+name = "enrich"
+plugin = "plugins/enrich.wasm"
+config = { set = { "/pipeline" = "weir" }, lookup = [{ from = "/country", into = "/region", table = { DE = "eu", FR = "eu", NL = "eu", US = "na", CA = "na" }, default = "other" }], derive = [{ into = "/amount_cents", from = "/amount", multiply = 100 }] }
+"#;
+
+/// What the filter stage keeps: `amount > 50` of order `i`.
+fn passes(i: usize) -> bool {
+    ((i * 37) % 20000) as f64 / 100.0 > 50.0
+}
+
+/// Order event `i` as in the `chain` benchmark, with its key (the customer).
+fn order(i: usize) -> (String, Vec<u8>) {
+    let countries = ["DE", "FR", "US", "NL", "BR", "CA", "JP"];
+    let value = json!({
+        "id": i,
+        "customer": {"email": format!("user{}@example.com", i % 9973), "tier": "gold"},
+        "card": {"number": format!("4111-1111-{:04}-{:04}", i % 10000, (i * 7) % 10000)},
+        "amount": ((i * 37) % 20000) as f64 / 100.0,
+        "currency": "EUR",
+        "country": countries[i % countries.len()],
+        "items": i % 5 + 1,
+        "ts": 1_700_000_000_000u64 + i as u64,
+    })
+    .to_string()
+    .into_bytes();
+    (format!("customer-{}", i % 9973), value)
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
+
+/// A name no earlier run against the same broker used.
+fn unique(name: &str) -> String {
+    format!("bench-{name}-{}-{}", std::process::id(), now_micros())
+}
+
+/// Name and CPU seconds (user + system) of the process or thread whose `/proc/.../stat` file is
+/// at `path`; `None` if unreadable. Linux counts them in ticks of 1/100 s.
+fn stat_cpu(path: impl AsRef<Path>) -> Option<(String, f64)> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some((stat[open + 1..close].to_string(), ticks as f64 / 100.0))
+}
+
+/// CPU seconds used so far by process `pid` (this one if none).
+fn cpu_secs(pid: Option<u32>) -> Option<f64> {
+    let path = pid.map_or("/proc/self/stat".into(), |p| format!("/proc/{p}/stat"));
+    stat_cpu(path).map(|(_, secs)| secs)
+}
+
+/// CPU seconds of this process, of its threads by role, and of the broker at one moment.
+#[derive(Clone)]
+struct Cpu {
+    own: f64,
+    threads: Vec<(&'static str, f64)>,
+    broker: Option<f64>,
+}
+
+/// What a thread of this process does, by its name.
+fn role(name: &str) -> &'static str {
+    match name {
+        n if n.starts_with("weir-worker") => "workers (chain, sink.send)",
+        "weir-run" => "weir's consumer thread",
+        n if n.starts_with("rdk:") => "librdkafka threads",
+        // `ThreadedProducer`'s thread ("producer polling thread", cut to 15 characters).
+        n if n.starts_with("producer poll") => "delivery reports",
+        n if n.starts_with("weir-") => "other weir threads",
+        _ => "bench main thread",
+    }
+}
+
+/// CPU seconds of this process's threads, summed by [`role`].
+fn threads_cpu() -> Vec<(&'static str, f64)> {
+    let mut by_role: Vec<(&'static str, f64)> = Vec::new();
+    let tasks = std::fs::read_dir("/proc/self/task").into_iter().flatten();
+    for (name, secs) in tasks
+        .flatten()
+        .filter_map(|t| stat_cpu(t.path().join("stat")))
+    {
+        let role = role(&name);
+        match by_role.iter_mut().find(|(r, _)| *r == role) {
+            Some(entry) => entry.1 += secs,
+            None => by_role.push((role, secs)),
+        }
+    }
+    by_role
+}
+
+/// The broker, and whether this run started it: then it stops it at the end, else it deletes
+/// the topics it created (the broker keeps everything in memory).
+struct Broker {
+    brokers: String,
+    /// Port and pid of the broker this run manages.
+    port: Option<u16>,
+    pid: Option<u32>,
+    started_here: bool,
+    topics: Mutex<Vec<String>>,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        if let Ok(brokers) = std::env::var("KAFKA_BROKERS") {
+            return Broker {
+                brokers,
+                port: None,
+                pid: None,
+                started_here: false,
+                topics: Mutex::default(),
+            };
+        }
+        let port: u16 = env_or("KAFKA_PORT", 19192);
+        let running = broker_script(port, "status", false);
+        broker_script(port, "start", true);
+        let home = std::env::var_os("KAFKA_HOME").map_or_else(
+            || PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/kafka-broker"),
+            PathBuf::from,
+        );
+        let pid = std::fs::read_to_string(home.join(format!("broker-{port}.pid")))
+            .ok()
+            .and_then(|p| p.trim().parse().ok());
+        Broker {
+            brokers: format!("127.0.0.1:{port}"),
+            port: Some(port),
+            pid,
+            started_here: !running,
+            topics: Mutex::default(),
+        }
+    }
+
+    fn cpu(&self) -> Cpu {
+        Cpu {
+            own: cpu_secs(None).unwrap_or(f64::NAN),
+            threads: threads_cpu(),
+            broker: self.pid.and_then(|p| cpu_secs(Some(p))),
+        }
+    }
+
+    fn config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        c
+    }
+
+    fn admin<T>(
+        &self,
+        call: impl AsyncFnOnce(&AdminClient<DefaultClientContext>, &AdminOptions) -> T,
+    ) -> T {
+        let admin: AdminClient<DefaultClientContext> = self.config().create().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(call(&admin, &AdminOptions::new()))
+    }
+
+    fn create_topic(&self, name: &str, partitions: i32) {
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let results = self
+            .admin(async |admin, options| admin.create_topics(&[topic], options).await)
+            .expect("create topic");
+        for r in results {
+            r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
+        }
+        self.topics.lock().unwrap().push(name.to_string());
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        match (self.started_here, self.port) {
+            (true, Some(port)) => {
+                broker_script(port, "stop", false);
+            }
+            _ => {
+                let topics = std::mem::take(&mut *self.topics.lock().unwrap());
+                let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+                if let Err(e) =
+                    self.admin(async |admin, options| admin.delete_topics(&names, options).await)
+                {
+                    eprintln!("deleting the benchmark's topics: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Run `scripts/kafka-broker.sh COMMAND` for the broker on `port`; whether it succeeded
+/// (panics on failure if `must`).
+fn broker_script(port: u16, command: &str, must: bool) -> bool {
+    let out = Command::new(root().join("scripts/kafka-broker.sh"))
+        .arg(command)
+        .env("KAFKA_PORT", port.to_string())
+        .output()
+        .expect("run scripts/kafka-broker.sh");
+    assert!(
+        out.status.success() || !must,
+        "kafka-broker.sh {command} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.status.success()
+}
+
+/// Delivery reports, counted.
+#[derive(Default)]
+struct Acked {
+    ok: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl ClientContext for Acked {}
+
+impl ProducerContext for Acked {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.ok.fetch_add(1, Relaxed),
+            Err((e, _)) => {
+                if self.failed.fetch_add(1, Relaxed) == 0 {
+                    eprintln!("delivery failed: {e}");
+                }
+                0
+            }
+        };
+    }
+}
+
+/// Send `record`, waiting while the producer's queue is full (as weir's sink does).
+fn send(producer: &ThreadedProducer<Acked>, mut record: BaseRecord<'_, [u8], [u8]>) {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                back,
+            )) => {
+                record = back;
+                thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => panic!("producing failed: {e}"),
+        }
+    }
+}
+
+/// Produce orders `0..n` to `topic`, keyed, with one header each; the time it took.
+fn load(broker: &Broker, topic: &str, n: usize) -> Duration {
+    let producer: ThreadedProducer<Acked> = broker
+        .config()
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "500000")
+        .create_with_context(Acked::default())
+        .unwrap();
+    let started = Instant::now();
+    for i in 0..n {
+        let (key, value) = order(i);
+        let trace = format!("t{i}");
+        let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+            key: "trace",
+            value: Some(trace.as_bytes()),
+        });
+        let record = BaseRecord::to(topic)
+            .key(key.as_bytes())
+            .payload(value.as_slice())
+            .headers(headers);
+        send(&producer, record);
+    }
+    producer.flush(Duration::from_secs(600)).expect("flush");
+    let acked = producer.context().ok.load(Relaxed);
+    assert_eq!(acked, n as u64, "not every input record was acknowledged");
+    started.elapsed()
+}
+
+/// One side's run over the input topic.
+struct Side {
+    /// From creating the clients to the first record consumed.
+    startup: Duration,
+    /// From the first record consumed to the last output acknowledged.
+    steady: Duration,
+    /// Records consumed and outputs acknowledged.
+    consumed: u64,
+    delivered: u64,
+    /// Committing and closing (raw), draining, committing and leaving (weir).
+    shutdown: Duration,
+    /// CPU over the steady state.
+    cpu: (Cpu, Cpu),
+}
+
+/// The passthrough: every record of `input` copied to `output` by one thread.
+fn raw(broker: &Broker, input: &str, output: &str, n: u64) -> Side {
+    let started = Instant::now();
+    let mut config = broker.config();
+    config.set("group.id", unique("raw-group"));
+    for (k, v) in CONSUMER.iter().chain(SOURCE_KAFKA) {
+        config.set(*k, *v);
+    }
+    let consumer: BaseConsumer = config.create().unwrap();
+    let mut config = broker.config();
+    for (k, v) in PRODUCER {
+        config.set(*k, *v);
+    }
+    let producer: ThreadedProducer<Acked> = config.create_with_context(Acked::default()).unwrap();
+    consumer.subscribe(&[input]).unwrap();
+
+    let mut first: Option<(Instant, Cpu)> = None;
+    let mut consumed = 0u64;
+    let mut next: Vec<(i32, i64)> = Vec::new();
+    while consumed < n {
+        assert!(started.elapsed() < PHASE_TIMEOUT, "raw: timed out");
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = message.unwrap_or_else(|e| panic!("raw: consuming failed: {e}"));
+        if first.is_none() {
+            first = Some((Instant::now(), broker.cpu()));
+        }
+        let mut record = BaseRecord::to(output);
+        if let Some(key) = m.key() {
+            record = record.key(key);
+        }
+        if let Some(payload) = m.payload() {
+            record = record.payload(payload);
+        }
+        if let Some(headers) = m.headers() {
+            record = record.headers(headers.detach());
+        }
+        if let Some(ts) = m.timestamp().to_millis() {
+            record = record.timestamp(ts);
+        }
+        send(&producer, record);
+        consumed += 1;
+        match next.iter_mut().find(|(p, _)| *p == m.partition()) {
+            Some(entry) => entry.1 = m.offset() + 1,
+            None => next.push((m.partition(), m.offset() + 1)),
+        }
+    }
+    producer.flush(Duration::from_secs(600)).expect("flush");
+    let (first, cpu0) = first.expect("consumed at least one record");
+    let done = Instant::now();
+    let cpu1 = broker.cpu();
+    let mut list = TopicPartitionList::new();
+    for (p, offset) in next {
+        list.add_partition_offset(input, p, Offset::Offset(offset))
+            .unwrap();
+    }
+    consumer.commit(&list, CommitMode::Sync).expect("commit");
+    let acked = producer.context();
+    assert_eq!(acked.failed.load(Relaxed), 0, "raw: deliveries failed");
+    let delivered = acked.ok.load(Relaxed);
+    drop(consumer);
+    drop(producer);
+    Side {
+        startup: first - started,
+        steady: done - first,
+        consumed,
+        delivered,
+        shutdown: done.elapsed(),
+        cpu: (cpu0, cpu1),
+    }
+}
+
+/// The benchmark's pipeline from `input` to `output`, with `extra` consumer properties.
+fn pipeline(
+    broker: &Broker,
+    input: &str,
+    output: &str,
+    group: &str,
+    extra: &[(&str, &str)],
+) -> Pipeline {
+    let kafka: Vec<String> = SOURCE_KAFKA
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| format!("\"{k}\" = \"{v}\""))
+        .collect();
+    let text = format!(
+        "[source]\nbrokers = \"{}\"\ntopics = [\"{input}\"]\ngroup = \"{group}\"\nkafka = {{ {} }}\n\n\
+         [sink]\ntopic = \"{output}\"\n{STAGES}",
+        broker.brokers,
+        kafka.join(", "),
+    );
+    // Plugin paths resolve against the (notional) file's directory: the repository root.
+    Pipeline::parse(&root().join("kafka-bench.toml"), &text)
+        .unwrap_or_else(|e| panic!("the benchmark's pipeline: {e}"))
+}
+
+/// `weir::run::run` on its own thread, with `watch` called on the caller's thread every
+/// millisecond with the counts until it returns true; then stopped. Returns what `watch`'s
+/// last call saw, the final counts and the time from setting stop to `run` returning.
+fn with_weir(
+    pipeline: &Pipeline,
+    stages: &Stages,
+    workers: usize,
+    mut watch: impl FnMut(Snapshot) -> bool,
+) -> (Snapshot, Duration) {
+    let metrics = Arc::new(Metrics::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let options = RunOptions {
+        workers,
+        stop: stop.clone(),
+        metrics: metrics.clone(),
+        report_every: None,
+    };
+    thread::scope(|s| {
+        let handle = thread::Builder::new()
+            .name("weir-run".into())
+            .spawn_scoped(s, || weir::run::run(pipeline, stages, options))
+            .unwrap();
+        // Should `watch` panic, weir must still stop, or the scope would wait for it forever.
+        let _stop = SetOnDrop(&stop);
+        loop {
+            if handle.is_finished() {
+                let result = handle.join().expect("weir::run::run panicked");
+                panic!("weir stopped by itself: {result:?}");
+            }
+            if watch(metrics.snapshot()) {
+                break;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        let stopping = Instant::now();
+        stop.store(true, Relaxed);
+        let counts = handle
+            .join()
+            .expect("weir::run::run panicked")
+            .unwrap_or_else(|e| panic!("weir run failed: {e}"));
+        (counts, stopping.elapsed())
+    })
+}
+
+/// Sets its flag when dropped, also while unwinding.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Relaxed);
+    }
+}
+
+/// weir over the input topic, stopped once it has processed `n` records and every output was
+/// acknowledged.
+fn weir(broker: &Broker, pipeline: &Pipeline, stages: &Stages, workers: usize, n: u64) -> Side {
+    let started = Instant::now();
+    let mut first: Option<(Instant, Cpu)> = None;
+    let mut done: Option<(Instant, Cpu)> = None;
+    let (counts, shutdown) = with_weir(pipeline, stages, workers, |now| {
+        assert!(
+            started.elapsed() < PHASE_TIMEOUT,
+            "weir: timed out at {now}"
+        );
+        if first.is_none() && now.consumed > 0 {
+            first = Some((Instant::now(), broker.cpu()));
+        }
+        if now.processed >= n && now.delivered == now.produced {
+            done = Some((Instant::now(), broker.cpu()));
+        }
+        done.is_some()
+    });
+    let ((first, cpu0), (done, cpu1)) = (first.unwrap(), done.unwrap());
+    Side {
+        startup: first - started,
+        steady: done - first,
+        consumed: counts.consumed,
+        delivered: counts.delivered,
+        shutdown,
+        cpu: (cpu0, cpu1),
+    }
+}
+
+/// CPU µs per input record of the chain alone: the same stages over orders `0..n` as weir's
+/// workers get them (batches of 512 records with key, header and coordinates), on this thread,
+/// without Kafka.
+fn chain_alone(stages: &Stages, n: usize) -> f64 {
+    let mut chain = stages.start().unwrap();
+    let batches: Vec<Vec<Record>> = (0..n)
+        .collect::<Vec<usize>>()
+        .chunks(512)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|&i| {
+                    let (key, value) = order(i);
+                    Record {
+                        key: Some(key.into_bytes()),
+                        value: Some(value),
+                        headers: vec![RecordHeader {
+                            key: "trace".into(),
+                            value: format!("t{i}").into_bytes(),
+                        }],
+                        timestamp: 1_700_000_000_000,
+                        topic: "orders".into(),
+                        partition: (i % 2) as i32,
+                        offset: i as i64,
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let thread_cpu = || stat_cpu("/proc/thread-self/stat").map_or(f64::NAN, |(_, secs)| secs);
+    let before = thread_cpu();
+    let mut outputs = 0;
+    for batch in batches {
+        let out = chain.process(batch);
+        assert!(out.failures.is_empty(), "the chain failed on a record");
+        outputs += out.records.len();
+    }
+    let cpu = thread_cpu() - before;
+    assert_eq!(outputs, (0..n).filter(|&i| passes(i)).count());
+    cpu * 1e6 / n as f64
+}
+
+/// Read every partition of `topic` from the start until `expected` records arrived and nothing
+/// more came for a second; the number of records and of those whose value `check` accepts.
+fn count(broker: &Broker, topic: &str, expected: u64, check: impl Fn(&[u8]) -> bool) -> (u64, u64) {
+    let consumer: BaseConsumer = broker
+        .config()
+        .set("group.id", unique("count"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    assign_all(&consumer, &[topic]);
+    let started = Instant::now();
+    let mut last = Instant::now();
+    let (mut n, mut ok) = (0u64, 0u64);
+    while started.elapsed() < PHASE_TIMEOUT {
+        if n >= expected && last.elapsed() > Duration::from_secs(1) {
+            break;
+        }
+        if n < expected && last.elapsed() > Duration::from_secs(60) {
+            break; // nothing more is coming
+        }
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.unwrap_or_else(|e| panic!("reading {topic}: {e}"));
+            last = Instant::now();
+            n += 1;
+            if check(m.payload().unwrap_or_default()) {
+                ok += 1;
+            }
+        }
+    }
+    (n, ok)
+}
+
+/// Assign every partition of `topics` from its beginning (no group join).
+fn assign_all(consumer: &BaseConsumer, topics: &[&str]) {
+    let mut list = TopicPartitionList::new();
+    for topic in topics {
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        for p in md.topics()[0].partitions() {
+            list.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .unwrap();
+        }
+    }
+    consumer.assign(&list).unwrap();
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Percentiles of a phase's latencies, in milliseconds.
+struct Percentiles {
+    count: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+fn percentiles(mut ms: Vec<f64>) -> Percentiles {
+    ms.sort_by(f64::total_cmp);
+    let at = |p: f64| {
+        let i = ((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len().max(1)) - 1;
+        ms.get(i).copied().unwrap_or(f64::NAN)
+    };
+    Percentiles {
+        count: ms.len(),
+        p50: at(0.50),
+        p99: at(0.99),
+        max: ms.last().copied().unwrap_or(f64::NAN),
+    }
+}
+
+/// What the latency phase measured.
+struct Latency {
+    sent: usize,
+    send_rate: f64,
+    expected: usize,
+    warm_up: Duration,
+    input: Percentiles,
+    output: Percentiles,
+}
+
+/// weir on a fresh topic fed at `rate` records/s for `secs` seconds; latencies of every input
+/// and output as a reader sees them.
+fn latency(
+    broker: &Broker,
+    stages: &Stages,
+    workers: usize,
+    partitions: i32,
+    rate: f64,
+    secs: f64,
+    extra: &[(&str, &str)],
+) -> Latency {
+    let (input, output) = (unique("latency-in"), unique("latency-out"));
+    broker.create_topic(&input, partitions);
+    broker.create_topic(&output, partitions);
+    let pipeline = pipeline(broker, &input, &output, &unique("latency-group"), extra);
+    let total = (rate * secs).round() as usize;
+    let expected = (0..total).filter(|&i| passes(i)).count();
+    let orders: Vec<(String, Vec<u8>)> = (0..total).map(order).collect();
+
+    // The load producer lingers as weir's sink does (and librdkafka by default): this broker
+    // hands out few record batches per fetch, so single-record batches would starve readers.
+    let producer: ThreadedProducer<Acked> = broker
+        .config()
+        .set("linger.ms", "5")
+        .create_with_context(Acked::default())
+        .unwrap();
+    // (topic is output, timestamp ms, receive time µs) of every record the reader sees.
+    let seen: Mutex<Vec<(bool, i64, i64)>> = Mutex::new(Vec::with_capacity(2 * total + 2));
+    let outputs = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+
+    let mut result = None;
+    with_weir(&pipeline, stages, workers, |_| {
+        let sent_at = Instant::now();
+        thread::scope(|s| {
+            s.spawn(|| {
+                let reader: BaseConsumer = broker
+                    .config()
+                    .set("group.id", unique("latency-reader"))
+                    .set("fetch.wait.max.ms", READER_FETCH_WAIT_MS)
+                    .set("enable.auto.commit", "false")
+                    .create()
+                    .unwrap();
+                assign_all(&reader, &[&input, &output]);
+                while !done.load(Relaxed) {
+                    if let Some(m) = reader.poll(Duration::from_millis(50)) {
+                        let m = m.unwrap_or_else(|e| panic!("latency reader: {e}"));
+                        let received = now_micros();
+                        let is_output = m.topic() == output;
+                        let ts = m.timestamp().to_millis().unwrap_or(0);
+                        seen.lock().unwrap().push((is_output, ts, received));
+                        if is_output {
+                            outputs.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+            });
+            let _done = SetOnDrop(&done);
+            let wait_outputs = |want: u64, timeout: Duration| {
+                let started = Instant::now();
+                while outputs.load(Relaxed) < want && started.elapsed() < timeout {
+                    thread::sleep(Duration::from_millis(5));
+                }
+            };
+            // Warm-up: one record through, so weir has joined its group and the reader reads.
+            let warm = (0..).find(|&i| passes(i)).unwrap();
+            let (key, value) = order(warm);
+            send(
+                &producer,
+                BaseRecord::to(&input)
+                    .key(key.as_bytes())
+                    .payload(value.as_slice()),
+            );
+            wait_outputs(1, Duration::from_secs(120));
+            assert_eq!(
+                outputs.load(Relaxed),
+                1,
+                "the warm-up record did not come through"
+            );
+            let warm_up = sent_at.elapsed();
+
+            let start = Instant::now();
+            let mut first_ts = None;
+            let period = Duration::from_secs_f64(1.0 / rate);
+            for (i, (key, value)) in orders.iter().enumerate() {
+                let due = start + period * i as u32;
+                let now = Instant::now();
+                if due > now {
+                    thread::sleep(due - now);
+                }
+                let ts = now_micros() / 1000;
+                first_ts.get_or_insert(ts);
+                let record = BaseRecord::to(&input)
+                    .key(key.as_bytes())
+                    .payload(value.as_slice())
+                    .timestamp(ts);
+                send(&producer, record);
+            }
+            let send_rate = total as f64 / start.elapsed().as_secs_f64();
+            producer.flush(Duration::from_secs(60)).expect("flush");
+            wait_outputs(1 + expected as u64, Duration::from_secs(60));
+            thread::sleep(Duration::from_millis(500)); // the reader's last inputs and stray extras
+            done.store(true, Relaxed);
+
+            let seen = std::mem::take(&mut *seen.lock().unwrap());
+            // The warm-up record went out before the first timed one and is left out.
+            let first_ts = first_ts.unwrap_or(0);
+            let ms = |want_output: bool| {
+                seen.iter()
+                    .filter(|(is_output, ts, _)| *is_output == want_output && *ts >= first_ts)
+                    .map(|(_, ts, received)| (received - ts * 1000) as f64 / 1000.0)
+                    .collect::<Vec<f64>>()
+            };
+            result = Some(Latency {
+                sent: total,
+                send_rate,
+                expected,
+                warm_up,
+                input: percentiles(ms(false)),
+                output: percentiles(ms(true)),
+            });
+        });
+        true
+    });
+    result.unwrap()
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let n: usize = env_or("WEIR_BENCH_RECORDS", 1_000_000);
+    let partitions: i32 = env_or("WEIR_BENCH_PARTITIONS", 2);
+    let workers: usize = env_or(
+        "WEIR_BENCH_WORKERS",
+        thread::available_parallelism().map_or(2, |c| c.get()),
+    );
+    let rate: f64 = env_or("WEIR_BENCH_LATENCY_RATE", 5000.0);
+    let secs: f64 = env_or("WEIR_BENCH_LATENCY_SECS", 10.0);
+    assert!(n > 0 && partitions > 0 && workers > 0 && rate > 0.0);
+
+    let broker = Broker::start();
+    let expected = (0..n).filter(|&i| passes(i)).count() as u64;
+    let avg = (0..1000.min(n)).map(|i| order(i).1.len()).sum::<usize>() / 1000.min(n);
+    println!(
+        "kafka: {n} order events of ~{avg} bytes (key, 1 header) over {partitions} partitions; broker {}{}; {} cores",
+        broker.brokers,
+        match (broker.port, broker.started_here) {
+            (Some(_), true) => " (Tansu, started by this run)",
+            (Some(_), false) => " (Tansu, already running)",
+            (None, _) => " ($KAFKA_BROKERS)",
+        },
+        thread::available_parallelism().map_or(0, |c| c.get()),
+    );
+    println!("pipeline: json-filter (amount > 50, keeps {expected}) -> mask-pii (sha256) -> enrich; {workers} weir workers, batches of 512");
+
+    let load_started = Instant::now();
+    let engine = Engine::new(Engine::default_cache_dir()).unwrap();
+    let input = unique("in");
+    let (raw_out, weir_out) = (unique("raw-out"), unique("weir-out"));
+    for topic in [&input, &raw_out, &weir_out] {
+        broker.create_topic(topic, partitions);
+    }
+    let weir_pipeline = pipeline(&broker, &input, &weir_out, &unique("weir-group"), &[]);
+    let stages = Stages::load(&engine, &weir_pipeline)
+        .unwrap_or_else(|e| panic!("{e} (run scripts/build-plugins.sh first)"));
+    println!(
+        "wasm: 3 components loaded in {:.0} ms (component cache: {})",
+        load_started.elapsed().as_secs_f64() * 1e3,
+        Engine::default_cache_dir().map_or("none".into(), |d| d.display().to_string())
+    );
+
+    let took = load(&broker, &input, n);
+    println!(
+        "input: {n} records produced in {:.1} s ({:.0} records/s)",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64()
+    );
+
+    let raw = raw(&broker, &input, &raw_out, n as u64);
+    let weir = weir(&broker, &weir_pipeline, &stages, workers, n as u64);
+
+    let verify = Instant::now();
+    let (raw_read, _) = count(&broker, &raw_out, n as u64, |_| true);
+    let (weir_read, weir_ok) = count(&broker, &weir_out, expected, |v| {
+        contains(v, br#""pipeline":"weir""#) && !contains(v, b"@example.com")
+    });
+    let verify = verify.elapsed();
+
+    let rate_of = |s: &Side| n as f64 / s.steady.as_secs_f64();
+    println!();
+    println!(
+        "{:<5} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>15}",
+        "side",
+        "start-up",
+        "steady",
+        "records/s",
+        "consumed",
+        "outputs",
+        "read back",
+        "shutdown",
+        "CPU µs/record"
+    );
+    for (name, side, read) in [("raw", &raw, raw_read), ("weir", &weir, weir_read)] {
+        let (c0, c1) = &side.cpu;
+        let per = |a: f64, b: f64| (b - a) * 1e6 / n as f64;
+        let broker_cpu = match (c0.broker, c1.broker) {
+            (Some(a), Some(b)) => format!("{:.1}", per(a, b)),
+            _ => "-".into(),
+        };
+        println!(
+            "{name:<5} {:>7.2} s {:>7.2} s {:>10.0} {:>9} {:>9} {:>9} {:>7.2} s {:>6.1} + {broker_cpu:>4}",
+            side.startup.as_secs_f64(),
+            side.steady.as_secs_f64(),
+            rate_of(side),
+            side.consumed,
+            side.delivered,
+            read,
+            side.shutdown.as_secs_f64(),
+            per(c0.own, c1.own),
+        );
+    }
+    let ratio = rate_of(&weir) / rate_of(&raw);
+    println!(
+        "ratio weir/raw (steady state): {ratio:.2} (target >= 0.80: {})",
+        if ratio >= 0.8 { "met" } else { "NOT met" }
+    );
+    for (name, side) in [("raw", &raw), ("weir", &weir)] {
+        let (c0, c1) = &side.cpu;
+        let parts: Vec<String> = c1
+            .threads
+            .iter()
+            .map(|&(role, secs)| {
+                let before = c0
+                    .threads
+                    .iter()
+                    .find(|(r, _)| *r == role)
+                    .map_or(0.0, |t| t.1);
+                (role, (secs - before) * 1e6 / n as f64)
+            })
+            .filter(|&(_, per)| per >= 0.05)
+            .map(|(role, per)| format!("{role} {per:.1}"))
+            .collect();
+        println!("  {name:<4} CPU µs/record by thread: {}", parts.join(", "));
+    }
+    println!(
+        "  the 3 stages alone (same records in batches of 512, one thread, no Kafka): {:.1} CPU µs/record",
+        chain_alone(&stages, n.min(100_000))
+    );
+    println!(
+        "start-up: clients, group join, first fetch; steady: first record consumed to last output acknowledged;\n\
+         CPU: this process + the broker over the steady state, per input record (1/100 s ticks); outputs read back in {:.1} s",
+        verify.as_secs_f64()
+    );
+
+    let mut wrong = Vec::new();
+    if raw.consumed != n as u64 || raw.delivered != n as u64 || raw_read != n as u64 {
+        wrong.push(format!(
+            "raw: consumed {}, delivered {}, read back {raw_read}; expected {n}",
+            raw.consumed, raw.delivered
+        ));
+    }
+    if weir.delivered != expected || weir_read != expected || weir_ok != expected {
+        wrong.push(format!(
+            "weir: delivered {}, read back {weir_read} ({weir_ok} masked and enriched); expected {expected}",
+            weir.delivered
+        ));
+    }
+    if weir.consumed < n as u64 {
+        wrong.push(format!("weir: consumed {} of {n}", weir.consumed));
+    }
+
+    println!();
+    println!(
+        "latency: records at {rate:.0} records/s for {secs} s into a fresh topic, record timestamp = send time (load producer linger.ms=5), \
+         read back by a reader with fetch.wait.max.ms={READER_FETCH_WAIT_MS}"
+    );
+    let wait = [("fetch.wait.max.ms", READER_FETCH_WAIT_MS)];
+    let runs: [(&str, &[(&str, &str)]); 2] = [
+        (
+            "weir, default consumer settings (fetch.wait.max.ms=500)",
+            &[],
+        ),
+        ("weir with fetch.wait.max.ms=10 in [source] kafka", &wait),
+    ];
+    for (label, extra) in runs {
+        let lat = latency(&broker, &stages, workers, partitions, rate, secs, extra);
+        println!(
+            "  {label}: {} records sent ({:.0}/s achieved); first record through the fresh weir after {:.2} s",
+            lat.sent,
+            lat.send_rate,
+            lat.warm_up.as_secs_f64()
+        );
+        for (hop, p) in [
+            ("input  (producer -> broker -> reader)", &lat.input),
+            (
+                "output (... -> broker -> weir -> broker -> reader)",
+                &lat.output,
+            ),
+        ] {
+            println!(
+                "    {hop:<51} {:>6} records   p50 {:>6.1} ms   p99 {:>6.1} ms   max {:>6.1} ms",
+                p.count, p.p50, p.p99, p.max
+            );
+        }
+        if lat.output.count != lat.expected || lat.input.count != lat.sent {
+            wrong.push(format!(
+                "latency ({label}): read {} inputs of {} and {} outputs of {}",
+                lat.input.count, lat.sent, lat.output.count, lat.expected
+            ));
+        }
+    }
+
+    drop(broker);
+    assert!(wrong.is_empty(), "wrong counts:\n  {}", wrong.join("\n  "));
+}

@@ -1,0 +1,531 @@
+//! Keyed state on disk, with a changelog topic as its source of truth.
+//!
+//! Each stage that keeps state has, per source partition, a namespace in one embedded LSM store
+//! (fjall) per process, and a changelog topic (`{group}-{stage}-changelog`, partitioned like the
+//! input) that receives every change as a full value or a tombstone. The local store is a cache:
+//! it can be deleted, or be stale from an earlier ownership of the partition, and is brought up
+//! to date from the changelog when the partition is assigned. Because changelog records carry
+//! whole values, replaying one the store already has is harmless, so the store only needs to
+//! remember a changelog offset it has *at least* reached.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+
+use crate::engine::{Entry, StateBackend, StateKey};
+
+/// The state directory cannot be used, or a changelog cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("restoring state from changelog `{topic}` partition {partition}: {cause}")]
+    Restore {
+        topic: String,
+        partition: i32,
+        cause: Box<crate::committed::CommittedError>,
+    },
+    #[error("state directory {}: {cause}", dir.display())]
+    Open { dir: PathBuf, cause: String },
+    #[error("state store {}: {cause}", dir.display())]
+    Store { dir: PathBuf, cause: fjall::Error },
+}
+
+/// How many processes may share one state directory (each takes its own `instance-N`).
+const INSTANCES: usize = 64;
+
+/// One process's store of every stage's state.
+pub struct StateStore {
+    dir: PathBuf,
+    db: Database,
+    data: Keyspace,
+    /// Per stage and partition: the changelog offset the data is known to include.
+    meta: Keyspace,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore")
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+impl StateStore {
+    /// Open the store under `dir`, in the first `instance-N` subdirectory no other live process
+    /// holds: several processes of one group may run on one machine. A store that cannot be
+    /// opened (corrupt) is moved aside and started empty, to be rebuilt from the changelogs.
+    pub fn open(dir: &Path) -> Result<Arc<StateStore>, StateError> {
+        std::fs::create_dir_all(dir).map_err(|e| StateError::Open {
+            dir: dir.to_path_buf(),
+            cause: e.to_string(),
+        })?;
+        for n in 0..INSTANCES {
+            let path = dir.join(format!("instance-{n}"));
+            match Self::open_at(&path) {
+                Ok(store) => return Ok(Arc::new(store)),
+                Err(fjall::Error::Locked) => continue,
+                Err(cause) => {
+                    let aside = dir.join(format!(
+                        "instance-{n}.corrupt-{}",
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs())
+                    ));
+                    tracing::error!(
+                        "state store {} cannot be opened ({cause}); moving it to {} and \
+                         rebuilding state from the changelogs",
+                        path.display(),
+                        aside.display()
+                    );
+                    std::fs::rename(&path, &aside).map_err(|e| StateError::Open {
+                        dir: path.clone(),
+                        cause: format!("cannot be opened ({cause}) nor moved aside ({e})"),
+                    })?;
+                    return Self::open_at(&path)
+                        .map(Arc::new)
+                        .map_err(|cause| StateError::Store { dir: path, cause });
+                }
+            }
+        }
+        Err(StateError::Open {
+            dir: dir.to_path_buf(),
+            cause: format!("all {INSTANCES} instance directories are in use by other processes"),
+        })
+    }
+
+    fn open_at(path: &Path) -> Result<StateStore, fjall::Error> {
+        let db = Database::builder(path).open()?;
+        let data = db.keyspace("data", KeyspaceCreateOptions::default)?;
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        tracing::info!("state store: {}", path.display());
+        Ok(StateStore {
+            dir: path.to_path_buf(),
+            db,
+            data,
+            meta,
+        })
+    }
+
+    /// Where this process's store is.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The state of `stage` for source partition `topic`/`partition`; `reached` is where the
+    /// sink reports the highest acknowledged offset of its changelog partition.
+    pub fn partition(
+        self: &Arc<Self>,
+        stage: &str,
+        topic: &str,
+        partition: i32,
+        reached: Arc<AtomicI64>,
+    ) -> PartitionState {
+        let mut namespace = Vec::with_capacity(stage.len() + topic.len() + 8);
+        put_str(&mut namespace, stage);
+        put_str(&mut namespace, topic);
+        namespace.extend_from_slice(&partition.to_be_bytes());
+        let mut topic_prefix = Vec::new();
+        put_str(&mut topic_prefix, topic);
+        PartitionState {
+            store: self.clone(),
+            namespace,
+            topic_prefix,
+            dirty: Mutex::new(BTreeMap::new()),
+            changelog_reached: reached,
+        }
+    }
+
+    fn error(&self, cause: fjall::Error) -> StateError {
+        StateError::Store {
+            dir: self.dir.clone(),
+            cause,
+        }
+    }
+}
+
+/// One stage's state for one source partition: the store's namespace plus the changes made
+/// since they were last written out.
+pub struct PartitionState {
+    store: Arc<StateStore>,
+    /// `stage`, `topic`, `partition`: prefix of this state's keys in the store.
+    namespace: Vec<u8>,
+    /// `topic`: prefix of this state's keys in the changelog partition, which may be shared by
+    /// partitions of several source topics.
+    topic_prefix: Vec<u8>,
+    dirty: Mutex<BTreeMap<StateKey, Option<Entry>>>,
+    /// The highest changelog offset the sink acknowledged for this partition (-1: none yet).
+    changelog_reached: Arc<AtomicI64>,
+}
+
+/// A change to write to the changelog: key and value (`None`: a tombstone) as bytes.
+pub struct Change {
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+impl PartitionState {
+    fn dirty(&self) -> std::sync::MutexGuard<'_, BTreeMap<StateKey, Option<Entry>>> {
+        self.dirty.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The changelog offset to restore from: the store includes every change before it.
+    pub fn restore_from(&self) -> Result<i64, StateError> {
+        let value = self
+            .store
+            .meta
+            .get(&self.namespace)
+            .map_err(|e| self.store.error(e))?;
+        Ok(value
+            .and_then(|v| <[u8; 8]>::try_from(&*v).ok())
+            .map_or(0, i64::from_be_bytes))
+    }
+
+    /// Bring the store up to date from changelog partition `partition` of `topic` on `brokers`:
+    /// read (committed records only) from where the store is known to have reached to the end.
+    /// Returns how many changes were applied and the offsets read from and to.
+    pub fn restore_from_changelog(
+        &self,
+        brokers: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(usize, i64, i64), StateError> {
+        const CHUNK: usize = 10_000;
+        let from = self.restore_from()?;
+        let read = |from: i64| {
+            let mut chunk: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+            let mut applied = 0;
+            let mut failed = None;
+            let end = crate::committed::read_committed_with(
+                brokers,
+                topic,
+                partition,
+                from,
+                Duration::from_secs(30),
+                |rec| {
+                    if failed.is_some() {
+                        return;
+                    }
+                    let next = rec.offset + 1;
+                    chunk.push((rec.key.unwrap_or_default(), rec.value));
+                    if chunk.len() >= CHUNK {
+                        let records = chunk.iter().map(|(k, v)| (k.as_slice(), v.as_deref()));
+                        match self.restore(records, next) {
+                            Ok(n) => applied += n,
+                            Err(e) => failed = Some(e),
+                        }
+                        chunk.clear();
+                    }
+                },
+            );
+            (end, chunk, applied, failed)
+        };
+        let (mut end, mut chunk, mut applied, mut failed) = read(from);
+        let mut start = from;
+        if let Err(crate::committed::CommittedError::OffsetOutOfRange { .. }) = &end {
+            // The changelog was recreated or truncated below what the store had reached:
+            // replay it whole (whole values make that safe for every key it holds).
+            tracing::warn!(
+                "changelog `{topic}` partition {partition} no longer has offset {from}; \
+                 restoring it from its beginning"
+            );
+            start = 0;
+            (end, chunk, applied, failed) = read(0);
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let end = end.map_err(|cause| StateError::Restore {
+            topic: topic.to_string(),
+            partition,
+            cause: Box::new(cause),
+        })?;
+        let records = chunk.iter().map(|(k, v)| (k.as_slice(), v.as_deref()));
+        applied += self.restore(records, end.last_stable_offset.max(start))?;
+        Ok((applied, start, end.last_stable_offset))
+    }
+
+    /// Apply changelog records read from `offset` on (those of other source topics sharing the
+    /// changelog partition are skipped); `next` is the offset after the last one read.
+    pub fn restore<'a>(
+        &self,
+        records: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+        next: i64,
+    ) -> Result<usize, StateError> {
+        let mut batch = self.store.db.batch();
+        let mut applied = 0;
+        for (key, value) in records {
+            let Some(rest) = key.strip_prefix(self.topic_prefix.as_slice()) else {
+                continue;
+            };
+            let mut local = self.namespace.clone();
+            local.extend_from_slice(rest);
+            match value {
+                Some(v) => batch.insert(&self.store.data, local, v.to_vec()),
+                None => batch.remove(&self.store.data, local),
+            }
+            applied += 1;
+        }
+        batch.insert(&self.store.meta, self.namespace.clone(), next.to_be_bytes());
+        batch.commit().map_err(|e| self.store.error(e))?;
+        self.changelog_reached.fetch_max(next - 1, Ordering::AcqRel);
+        Ok(applied)
+    }
+
+    /// Take the changes since the last call and write them to the store; returns them for the
+    /// changelog. The store's changelog mark moves to what the sink has acknowledged so far,
+    /// which these changes (already in the store) can only be ahead of.
+    pub fn flush(&self) -> Result<Vec<Change>, StateError> {
+        let dirty = std::mem::take(&mut *self.dirty());
+        if dirty.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut batch = self.store.db.batch();
+        let mut changes = Vec::with_capacity(dirty.len());
+        for ((record_key, name), entry) in dirty {
+            let mut key = self.topic_prefix.clone();
+            put_state_key(&mut key, &record_key, &name);
+            let mut local = self.namespace.clone();
+            local.extend_from_slice(&key[self.topic_prefix.len()..]);
+            let value = entry.map(|(value, expires)| encode_entry(&value, expires));
+            match &value {
+                Some(v) => batch.insert(&self.store.data, local, v.clone()),
+                None => batch.remove(&self.store.data, local),
+            }
+            changes.push(Change { key, value });
+        }
+        let reached = self.changelog_reached.load(Ordering::Acquire);
+        if reached >= 0 {
+            batch.insert(
+                &self.store.meta,
+                self.namespace.clone(),
+                (reached + 1).to_be_bytes(),
+            );
+        }
+        batch.commit().map_err(|e| self.store.error(e))?;
+        Ok(changes)
+    }
+
+    fn local_key(&self, record_key: &Option<Vec<u8>>, name: &str) -> Vec<u8> {
+        let mut key = self.namespace.clone();
+        put_state_key(&mut key, record_key, name);
+        key
+    }
+}
+
+impl StateBackend for PartitionState {
+    fn get(&self, key: &StateKey) -> Option<Entry> {
+        if let Some(entry) = self.dirty().get(key) {
+            return entry.clone();
+        }
+        match self.store.data.get(self.local_key(&key.0, &key.1)) {
+            Ok(value) => value.and_then(|v| decode_entry(&v)),
+            Err(e) => {
+                // The plugin API has no error for reads; a failing disk is the run's problem.
+                tracing::error!("state store {}: read failed: {e}", self.store.dir.display());
+                None
+            }
+        }
+    }
+
+    fn scan(&self, record_key: &Option<Vec<u8>>, prefix: &str) -> Vec<(String, Entry)> {
+        let start = self.local_key(record_key, prefix);
+        let names_at = self.local_key(record_key, "").len();
+        let mut found: BTreeMap<String, Option<Entry>> = BTreeMap::new();
+        for item in self.store.data.prefix(&start) {
+            match item.into_inner() {
+                Ok((k, v)) => {
+                    let name = String::from_utf8_lossy(&k[names_at..]).into_owned();
+                    found.insert(name, decode_entry(&v));
+                }
+                Err(e) => {
+                    tracing::error!("state store {}: scan failed: {e}", self.store.dir.display());
+                    break;
+                }
+            }
+        }
+        let dirty = self.dirty();
+        for ((k, name), entry) in dirty.range((record_key.clone(), prefix.to_string())..) {
+            if k != record_key || !name.starts_with(prefix) {
+                break;
+            }
+            found.insert(name.clone(), entry.clone());
+        }
+        found
+            .into_iter()
+            .filter_map(|(name, entry)| Some((name, entry?)))
+            .collect()
+    }
+
+    fn apply(&self, writes: BTreeMap<StateKey, Option<Entry>>) {
+        self.dirty().extend(writes);
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Record key (with its absence told apart from an empty key), then the entry's name, so that
+/// one record key's entries sort together and a name prefix is a key prefix.
+fn put_state_key(out: &mut Vec<u8>, record_key: &Option<Vec<u8>>, name: &str) {
+    match record_key {
+        None => out.push(0),
+        Some(k) => {
+            out.push(1);
+            out.extend_from_slice(&(k.len() as u32).to_be_bytes());
+            out.extend_from_slice(k);
+        }
+    }
+    out.extend_from_slice(name.as_bytes());
+}
+
+/// Expiry (event time ms, `i64::MIN` for none) then the value.
+fn encode_entry(value: &[u8], expires: Option<i64>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + value.len());
+    out.extend_from_slice(&expires.unwrap_or(i64::MIN).to_be_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+fn decode_entry(bytes: &[u8]) -> Option<Entry> {
+    let (expires, value) = bytes.split_first_chunk::<8>()?;
+    let expires = i64::from_be_bytes(*expires);
+    Some((value.to_vec(), (expires != i64::MIN).then_some(expires)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark() -> Arc<AtomicI64> {
+        Arc::new(AtomicI64::new(-1))
+    }
+
+    fn key(k: &str, name: &str) -> StateKey {
+        (Some(k.as_bytes().to_vec()), name.to_string())
+    }
+
+    fn write(state: &PartitionState, k: &str, name: &str, value: Option<&str>) {
+        let mut w = BTreeMap::new();
+        w.insert(key(k, name), value.map(|v| (v.as_bytes().to_vec(), None)));
+        state.apply(w);
+    }
+
+    #[test]
+    fn reads_see_unflushed_writes_and_flushed_ones_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let changes;
+        {
+            let store = StateStore::open(dir.path()).unwrap();
+            let s = store.partition("count", "orders", 3, mark());
+            write(&s, "a", "n", Some("1"));
+            write(&s, "a", "sum", Some("10"));
+            write(&s, "b", "n", Some("7"));
+            assert_eq!(s.get(&key("a", "n")).unwrap().0, b"1");
+            changes = s.flush().unwrap();
+            write(&s, "b", "n", None);
+            assert_eq!(
+                s.get(&key("b", "n")),
+                None,
+                "a pending delete hides the stored value"
+            );
+            let names: Vec<String> = s
+                .scan(&Some(b"a".to_vec()), "")
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            assert_eq!(names, ["n", "sum"]);
+            s.flush().unwrap();
+        }
+        assert_eq!(changes.len(), 3);
+        let store = StateStore::open(dir.path()).unwrap();
+        let s = store.partition("count", "orders", 3, mark());
+        assert_eq!(s.get(&key("a", "sum")).unwrap().0, b"10");
+        assert_eq!(s.get(&key("b", "n")), None);
+        // Other stages and partitions are other namespaces.
+        assert_eq!(
+            store
+                .partition("count", "orders", 4, mark())
+                .get(&key("a", "n")),
+            None
+        );
+        assert_eq!(
+            store
+                .partition("other", "orders", 3, mark())
+                .get(&key("a", "n")),
+            None
+        );
+    }
+
+    #[test]
+    fn a_store_is_rebuilt_from_its_changelog() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&dir.path().join("a")).unwrap();
+        let s = store.partition("count", "orders", 0, mark());
+        write(&s, "a", "n", Some("1"));
+        write(&s, "b", "n", Some("2"));
+        let mut log: Vec<Change> = s.flush().unwrap();
+        write(&s, "a", "n", None);
+        log.extend(s.flush().unwrap());
+        // A record of another source topic sharing the changelog partition.
+        let mut foreign = Vec::new();
+        put_str(&mut foreign, "payments");
+        put_state_key(&mut foreign, &Some(b"a".to_vec()), "n");
+        log.push(Change {
+            key: foreign,
+            value: Some(encode_entry(b"9", None)),
+        });
+
+        let other = StateStore::open(&dir.path().join("b")).unwrap();
+        let r = other.partition("count", "orders", 0, mark());
+        assert_eq!(r.restore_from().unwrap(), 0);
+        let applied = r
+            .restore(
+                log.iter().map(|c| (c.key.as_slice(), c.value.as_deref())),
+                log.len() as i64,
+            )
+            .unwrap();
+        assert_eq!(applied, 3);
+        assert_eq!(r.get(&key("a", "n")), None);
+        assert_eq!(r.get(&key("b", "n")).unwrap().0, b"2");
+        assert_eq!(r.restore_from().unwrap(), log.len() as i64);
+    }
+
+    #[test]
+    fn two_processes_get_two_instance_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = StateStore::open(dir.path()).unwrap();
+        let b = StateStore::open(dir.path()).unwrap();
+        assert_ne!(a.dir(), b.dir());
+    }
+
+    #[test]
+    fn a_corrupt_store_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let inst = dir.path().join("instance-0");
+        std::fs::create_dir_all(&inst).unwrap();
+        std::fs::write(inst.join("version"), b"garbage").unwrap();
+        std::fs::write(inst.join("keyspaces"), b"garbage").unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(store.dir(), inst);
+        let moved = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("corrupt")
+            })
+            .count();
+        assert_eq!(moved, 1);
+    }
+}

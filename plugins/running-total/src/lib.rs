@@ -1,0 +1,128 @@
+//! A per-key running count and sum of one numeric field: each record becomes the updated
+//! totals of its key, like a Kafka Streams `groupByKey().aggregate()`.
+//!
+//! ```json
+//! {"field": "/amount"}
+//! ```
+//! emits, with the record's key, headers and timestamp, `{"count": 3, "sum": 42}`. The sum stays
+//! an exact integer while every value is one, and becomes a float after the first that is not.
+//! A record without a number at `field` is an error for that record (the totals are left
+//! alone); a tombstone forgets the key's totals and passes through.
+
+use weir_sdk::prelude::*;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// JSON pointer to the number to add up.
+    field: String,
+}
+
+/// What the host keeps per key.
+#[derive(Default, Serialize, Deserialize)]
+struct Totals {
+    count: u64,
+    sum: Sum,
+}
+
+#[derive(Clone, Copy, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Sum {
+    Int(i64),
+    Float(f64),
+}
+
+impl Default for Sum {
+    fn default() -> Self {
+        Sum::Int(0)
+    }
+}
+
+impl Sum {
+    fn add(self, n: &serde_json::Number) -> Sum {
+        match (self, n.as_i64()) {
+            (Sum::Int(s), Some(i)) => match s.checked_add(i) {
+                Some(sum) => Sum::Int(sum),
+                None => Sum::Float(s as f64 + i as f64),
+            },
+            (Sum::Int(s), None) => Sum::Float(s as f64 + n.as_f64().unwrap_or(0.0)),
+            (Sum::Float(s), _) => Sum::Float(s + n.as_f64().unwrap_or(0.0)),
+        }
+    }
+}
+
+#[transform]
+fn running_total(rec: &Record, cfg: &Config, state: &State) -> Result<Record> {
+    if rec.value.is_none() {
+        state.delete("totals");
+        return Ok(rec.clone());
+    }
+    let value: Value = rec.json()?;
+    let Some(Value::Number(n)) = value.pointer(&cfg.field) else {
+        fail!("no number at {}", cfg.field);
+    };
+    let mut totals: Totals = state.get("totals")?.unwrap_or_default();
+    totals.count += 1;
+    totals.sum = totals.sum.add(n);
+    state.put("totals", &totals)?;
+    rec.clone().with_json(&totals)
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_sdk::prelude::*;
+
+    fn order(key: &str, amount: Value) -> Record {
+        Record::from_json(&json!({ "amount": amount }))
+            .unwrap()
+            .with_key(key)
+    }
+
+    #[test]
+    fn totals_are_kept_per_key() {
+        let p = weir_sdk::harness!(json!({ "field": "/amount" })).unwrap();
+        let totals = |r: Record| p.transform(r).unwrap()[0].json::<Value>().unwrap();
+        assert_eq!(totals(order("a", json!(5))), json!({"count": 1, "sum": 5}));
+        assert_eq!(totals(order("b", json!(7))), json!({"count": 1, "sum": 7}));
+        assert_eq!(
+            totals(order("a", json!(10))),
+            json!({"count": 2, "sum": 15})
+        );
+        assert_eq!(
+            totals(order("a", json!(0.5))),
+            json!({"count": 3, "sum": 15.5})
+        );
+    }
+
+    #[test]
+    fn a_record_without_the_field_fails_and_changes_nothing() {
+        let p = weir_sdk::harness!(json!({ "field": "/amount" })).unwrap();
+        p.transform(order("a", json!(1))).unwrap();
+        let err = p
+            .transform(
+                Record::from_json(&json!({"price": 3}))
+                    .unwrap()
+                    .with_key("a"),
+            )
+            .unwrap_err();
+        assert_eq!(err.message(), "no number at /amount");
+        let next = p.transform(order("a", json!(2))).unwrap();
+        assert_eq!(
+            next[0].json::<Value>().unwrap(),
+            json!({"count": 2, "sum": 3})
+        );
+    }
+
+    #[test]
+    fn a_tombstone_resets_the_key() {
+        let p = weir_sdk::harness!(json!({ "field": "/amount" })).unwrap();
+        p.transform(order("a", json!(4))).unwrap();
+        let gone = p.transform(order("a", json!(0)).without_value()).unwrap();
+        assert_eq!(gone[0].value, None);
+        let next = p.transform(order("a", json!(1))).unwrap();
+        assert_eq!(
+            next[0].json::<Value>().unwrap(),
+            json!({"count": 1, "sum": 1})
+        );
+    }
+}

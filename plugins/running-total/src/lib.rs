@@ -4,7 +4,9 @@
 //! ```json
 //! {"field": "/amount"}
 //! ```
-//! emits, with the record's key, headers and timestamp, `{"count": 3, "sum": 42}`. The sum stays
+//! emits, with the record's key, headers and timestamp, `{"count": 3, "sum": 42}`; with
+//! `"into": "/totals"` it emits the record itself with the totals put there instead, so each
+//! output still says which input it came from. The sum stays
 //! an exact integer while every value is one, and becomes a float after the first that is not.
 //! A record without a number at `field` is an error for that record (the totals are left
 //! alone); a tombstone forgets the key's totals and passes through.
@@ -16,6 +18,9 @@ use weir_sdk::prelude::*;
 struct Config {
     /// JSON pointer to the number to add up.
     field: String,
+    /// JSON pointer in the record to put the totals at, instead of replacing the record.
+    #[serde(default)]
+    into: Option<String>,
 }
 
 /// What the host keeps per key.
@@ -65,7 +70,37 @@ fn running_total(rec: &Record, cfg: &Config, state: &State) -> Result<Record> {
     totals.count += 1;
     totals.sum = totals.sum.add(n);
     state.put("totals", &totals)?;
-    rec.clone().with_json(&totals)
+    match &cfg.into {
+        None => rec.clone().with_json(&totals),
+        Some(pointer) => {
+            let mut value = value;
+            put_at(&mut value, pointer, serde_json::to_value(&totals)?)?;
+            rec.clone().with_json(&value)
+        }
+    }
+}
+
+/// Put `new` at JSON pointer `pointer` in `value`, creating missing parent objects.
+fn put_at(value: &mut Value, pointer: &str, new: Value) -> Result<()> {
+    let Some(path) = pointer.strip_prefix('/') else {
+        fail!("`into` must be a JSON pointer such as \"/totals\", got {pointer:?}");
+    };
+    let mut at = value;
+    let parts: Vec<String> = path
+        .split('/')
+        .map(|p| p.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    for (i, part) in parts.iter().enumerate() {
+        let Value::Object(map) = at else {
+            fail!("cannot put totals at {pointer}: a parent is not an object");
+        };
+        if i + 1 == parts.len() {
+            map.insert(part.clone(), new);
+            return Ok(());
+        }
+        at = map.entry(part.clone()).or_insert_with(|| json!({}));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -110,6 +145,16 @@ mod tests {
         assert_eq!(
             next[0].json::<Value>().unwrap(),
             json!({"count": 2, "sum": 3})
+        );
+    }
+
+    #[test]
+    fn totals_can_be_put_into_the_record() {
+        let p = weir_sdk::harness!(json!({ "field": "/amount", "into": "/totals" })).unwrap();
+        let out = p.transform(order("a", json!(5))).unwrap();
+        assert_eq!(
+            out[0].json::<Value>().unwrap(),
+            json!({"amount": 5, "totals": {"count": 1, "sum": 5}})
         );
     }
 

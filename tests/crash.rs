@@ -41,6 +41,21 @@ impl Rng {
 
 #[test]
 fn at_least_once_survives_repeated_kill_9_without_losing_a_record() {
+    crash_test(Guarantee::AtLeastOnce);
+}
+
+#[test]
+fn exactly_once_survives_repeated_kill_9_with_every_record_counted_once() {
+    crash_test(Guarantee::ExactlyOnce);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Guarantee {
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+fn crash_test(guarantee: Guarantee) {
     let records = env("WEIR_CRASH_RECORDS", 100_000);
     let kills = env("WEIR_CRASH_KILLS", 5);
     let seed = std::time::SystemTime::now()
@@ -80,6 +95,7 @@ topic = "{sink}"
 
 [delivery]
 checkpoint_interval = "200ms"
+guarantee = "{guarantee}"
 
 [state]
 dir = "{state}"
@@ -90,6 +106,10 @@ plugin = "{plugin}"
 config = {{ field = "/amount", into = "/totals" }}
 "#,
             brokers = k.brokers,
+            guarantee = match guarantee {
+                Guarantee::AtLeastOnce => "at-least-once",
+                Guarantee::ExactlyOnce => "exactly-once",
+            },
             state = dir.path().join("state").display(),
             plugin = common::component("running-total").display(),
         ),
@@ -97,13 +117,13 @@ config = {{ field = "/amount", into = "/totals" }}
     .unwrap();
 
     let bin = Path::new(env!("CARGO_BIN_EXE_weir"));
-    eprintln!("crash test: {records} records, {kills} kills, seed {seed}");
+    eprintln!("crash test ({guarantee:?}): {records} records, {kills} kills, seed {seed}");
     for kill in 1..=kills {
         let mut weir = Weir::start(bin, &pipeline);
         // Kill it at a random moment once it has partitions (joining the group after the last
         // kill waits for the dead member's session to time out: killing sooner tests nothing).
         weir.wait_for_log("assigned", Duration::from_secs(60));
-        let after = Duration::from_millis(100 + rng.next() % 1_000);
+        let after = Duration::from_millis(300 + rng.next() % 2_500);
         std::thread::sleep(after);
         weir.signal("KILL");
         assert_eq!(
@@ -111,6 +131,9 @@ config = {{ field = "/amount", into = "/totals" }}
             None,
             "killed by a signal"
         );
+        if std::env::var_os("WEIR_CRASH_VERBOSE").is_some() {
+            eprintln!("--- log of run {kill} ---\n{}", weir.log());
+        }
         eprintln!(
             "crash test: kill {kill} {:.1}s after the assignment, committed {:?}",
             after.as_secs_f64(),
@@ -132,7 +155,12 @@ config = {{ field = "/amount", into = "/totals" }}
     }
     assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
 
-    let output = k.read(&sink, records, Duration::from_secs(120));
+    // Exactly once, only committed transactions count: read the way a read_committed consumer
+    // must (the test broker's own read_committed also delivers aborted records).
+    let output = match guarantee {
+        Guarantee::AtLeastOnce => k.read(&sink, records, Duration::from_secs(120)),
+        Guarantee::ExactlyOnce => committed_records(&k.brokers, &sink, partitions),
+    };
     let mut seen = BTreeSet::new();
     let mut last: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for out in &output {
@@ -160,6 +188,31 @@ config = {{ field = "/amount", into = "/totals" }}
         "lost inputs (first ones): {:?}",
         &missing[..missing.len().min(20)]
     );
+    if guarantee == Guarantee::ExactlyOnce {
+        assert_eq!(duplicates, 0, "exactly once: no input may have two outputs");
+        // Every output carries exactly the totals of its key up to its input, in order.
+        let mut by_id: BTreeMap<u64, (String, u64, u64)> = BTreeMap::new();
+        for out in &output {
+            let v: Value = serde_json::from_str(out.value.as_deref().unwrap()).unwrap();
+            by_id.insert(
+                v["i"].as_u64().unwrap(),
+                (
+                    out.key.clone().unwrap(),
+                    v["totals"]["count"].as_u64().unwrap(),
+                    v["totals"]["sum"].as_u64().unwrap(),
+                ),
+            );
+        }
+        let mut totals: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for i in 0..records as u64 {
+            let key = format!("k{}", i % 100);
+            let t = totals.entry(key.clone()).or_default();
+            *t = (t.0 + 1, t.1 + i % 97);
+            assert_eq!(by_id[&i], (key, t.0, t.1), "totals of input {i}");
+        }
+        eprintln!("crash test: every output carries the exact totals of its key");
+        return;
+    }
 
     // State counted every input at least once.
     let mut exact: BTreeMap<String, (u64, u64)> = BTreeMap::new();
@@ -177,6 +230,28 @@ config = {{ field = "/amount", into = "/totals" }}
         overcounted += got_count - count;
     }
     eprintln!("crash test: state counted {overcounted} replayed inputs twice (at least once)");
+}
+
+/// Every committed record of `topic`, as the output of a read_committed consumer.
+fn committed_records(brokers: &str, topic: &str, partitions: i32) -> Vec<common::kafka::Out> {
+    let mut out = Vec::new();
+    for partition in 0..partitions {
+        let read =
+            weir::committed::read_committed(brokers, topic, partition, 0, Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("reading {topic}[{partition}]: {e}"));
+        let text = |b: Option<Vec<u8>>| b.map(|b| String::from_utf8_lossy(&b).into_owned());
+        for r in read.records {
+            out.push(common::kafka::Out {
+                partition,
+                offset: r.offset,
+                key: text(r.key),
+                value: text(r.value),
+                headers: BTreeMap::new(),
+                timestamp: Some(r.timestamp),
+            });
+        }
+    }
+    out
 }
 
 /// One past the last offset of each partition, from reading the topic (the test broker's

@@ -92,6 +92,11 @@ pub struct Partition {
     pub worker: usize,
     /// The keyed state of each stateful stage for this partition.
     pub states: Vec<StageState>,
+    /// Exactly once: this partition's transactional producer (outputs, changelogs and offsets
+    /// of the partition commit together).
+    pub transaction: Option<crate::sink::Sink>,
+    /// The offset after the last record processed (-1: none yet).
+    next: std::sync::atomic::AtomicI64,
     /// Set on revocation, read for every record polled: kept out of the lock.
     revoked: AtomicBool,
     inner: Mutex<Progress>,
@@ -116,12 +121,15 @@ impl Partition {
         partition: i32,
         worker: usize,
         states: Vec<StageState>,
+        transaction: Option<crate::sink::Sink>,
     ) -> Arc<Partition> {
         Arc::new(Partition {
             topic,
             partition,
             worker,
             states,
+            transaction,
+            next: std::sync::atomic::AtomicI64::new(-1),
             revoked: AtomicBool::new(false),
             inner: Mutex::new(Progress::default()),
             changed: Condvar::new(),
@@ -145,6 +153,7 @@ impl Partition {
     /// The worker finished a batch; once `acks` completes, offsets up to `next_offset` (exclusive)
     /// may be committed. `halt` marks a batch cut short by a failing record.
     pub fn processed(&self, acks: Arc<Acks>, next_offset: i64, halt: bool) {
+        self.next.store(next_offset, Ordering::Release);
         let mut p = self.lock();
         p.processed += 1;
         if !p.halted {
@@ -167,6 +176,12 @@ impl Partition {
     /// Stop taking batches; see [`Partition::dispatch`].
     pub fn revoke(&self) {
         self.revoked.store(true, Ordering::Release);
+    }
+
+    /// The offset after the last record processed, if any was.
+    pub fn next_offset(&self) -> Option<i64> {
+        let next = self.next.load(Ordering::Acquire);
+        (next >= 0).then_some(next)
     }
 
     pub fn is_revoked(&self) -> bool {
@@ -220,7 +235,7 @@ mod tests {
 
     #[test]
     fn commits_only_the_acknowledged_prefix() {
-        let p = Partition::new("t".into(), 0, 0, Vec::new());
+        let p = Partition::new("t".into(), 0, 0, Vec::new(), None);
         let (a, b) = (Acks::new(), Acks::new());
         a.expect();
         a.sealed();
@@ -240,7 +255,7 @@ mod tests {
 
     #[test]
     fn a_failed_delivery_blocks_every_later_offset() {
-        let p = Partition::new("t".into(), 0, 0, Vec::new());
+        let p = Partition::new("t".into(), 0, 0, Vec::new(), None);
         let (a, b) = (Acks::new(), Acks::new());
         a.expect();
         a.sealed();
@@ -253,7 +268,7 @@ mod tests {
 
     #[test]
     fn a_halted_partition_commits_up_to_the_failing_record() {
-        let p = Partition::new("t".into(), 0, 0, Vec::new());
+        let p = Partition::new("t".into(), 0, 0, Vec::new(), None);
         let (a, b) = (Acks::new(), Acks::new());
         a.sealed();
         b.sealed();
@@ -264,7 +279,7 @@ mod tests {
 
     #[test]
     fn revoked_partitions_take_no_more_batches() {
-        let p = Partition::new("t".into(), 0, 0, Vec::new());
+        let p = Partition::new("t".into(), 0, 0, Vec::new(), None);
         assert!(p.dispatch());
         p.revoke();
         assert!(!p.dispatch());

@@ -356,15 +356,6 @@ impl Pipeline {
                 });
             }
         }
-        if file.delivery.guarantee == Guarantee::ExactlyOnce {
-            return Err(ConfigError::Invalid {
-                path: path.to_path_buf(),
-                line: line_with("guarantee"),
-                message: "delivery.guarantee = \"exactly-once\" is not supported by this version \
-                          of weir yet; use \"at-least-once\""
-                    .into(),
-            });
-        }
         Ok(Pipeline {
             path: path.to_path_buf(),
             source: file.source,

@@ -28,6 +28,7 @@ use rdkafka::{
 
 use crate::{
     checkpoint::{Acks, Partition, StageState},
+    config::Guarantee,
     config::{ErrorPolicy, Pipeline},
     engine::{Header, PluginError, Record},
     metrics::{Metrics, Snapshot},
@@ -84,6 +85,15 @@ const WORKER_QUEUE: usize = 4;
 /// Longest wait for the sink on a rebalance or at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// What a worker is asked to do.
+enum Work {
+    Batch(Batch),
+    /// Exactly once: commit the partition's open transaction (it is being revoked), then say so.
+    Close(Arc<Partition>, Sender<()>),
+    /// Finish: commit (or, after a fatal error, abort) what is open, and exit.
+    Stop,
+}
+
 /// A batch of one partition on its way to a worker.
 struct Batch {
     partition: Arc<Partition>,
@@ -99,8 +109,22 @@ struct Shared {
     dead_letters: Option<String>,
     policy: ErrorPolicy,
     state: Option<StateContext>,
+    /// Exactly once: what a partition's transactional producer is made from.
+    exactly_once: Option<ExactlyOnce>,
+    workers: OnceLock<Vec<Sender<Work>>>,
     fatal: Arc<Fatal>,
     metrics: Arc<Metrics>,
+}
+
+/// Exactly once: one transactional producer per source partition, whose transactions carry the
+/// partition's outputs, changelog records and source offset (Kafka Streams' first EOS design:
+/// fencing by partition keeps working when a crashed instance never comes back).
+struct ExactlyOnce {
+    brokers: String,
+    properties: crate::config::KafkaProperties,
+    group: String,
+    /// The consumer's group metadata as of the last rebalance, for `send_offsets_to_transaction`.
+    group_metadata: Mutex<Option<Arc<rdkafka::consumer::ConsumerGroupMetadata>>>,
 }
 
 /// Keyed state of the stateful stages: the store, their changelog topics, and where the sink
@@ -307,6 +331,15 @@ pub fn run(
         dead_letters,
         policy: pipeline.errors.policy,
         state,
+        exactly_once: (pipeline.delivery.guarantee == Guarantee::ExactlyOnce).then(|| {
+            ExactlyOnce {
+                brokers: sink_brokers.to_string(),
+                properties: sink_config.kafka.clone(),
+                group: source.group.clone(),
+                group_metadata: Mutex::new(None),
+            }
+        }),
+        workers: OnceLock::new(),
         fatal: fatal.clone(),
         metrics: metrics.clone(),
     });
@@ -317,15 +350,17 @@ pub fn run(
     let mut handles = Vec::with_capacity(workers);
     for id in 0..workers {
         let chain = stages.start()?;
-        let (tx, rx) = crossbeam_channel::bounded::<Batch>(WORKER_QUEUE);
+        let (tx, rx) = crossbeam_channel::bounded::<Work>(WORKER_QUEUE);
         let shared = shared.clone();
+        let interval = pipeline.delivery.checkpoint_interval;
         let handle = thread::Builder::new()
             .name(format!("weir-worker-{id}"))
-            .spawn(move || work(chain, rx, &shared))
+            .spawn(move || work(chain, rx, &shared, interval))
             .expect("spawn a worker thread");
         senders.push(tx);
         handles.push(handle);
     }
+    let _ = shared.workers.set(senders);
 
     let topics: Vec<&str> = source.topics.iter().map(String::as_str).collect();
     consumer
@@ -345,7 +380,6 @@ pub fn run(
     let mut poller = Poller {
         consumer: &consumer,
         shared: &shared,
-        senders: &senders,
         batch_size: source.batch_size,
         pending: Vec::new(),
     };
@@ -358,7 +392,9 @@ pub fn run(
     // Drain: what the workers have gets processed and delivered, then committed. Batches not
     // yet handed over are dropped; their offsets are not committed, so the next run reads them.
     drop(poller);
-    drop(senders);
+    for worker in shared.workers.get().into_iter().flatten() {
+        let _ = worker.send(Work::Stop);
+    }
     for handle in handles {
         if handle.join().is_err() {
             fatal.set("a worker thread panicked".into());
@@ -437,7 +473,6 @@ fn require_topic(
 struct Poller<'a> {
     consumer: &'a Consumer,
     shared: &'a Shared,
-    senders: &'a [Sender<Batch>],
     batch_size: usize,
     pending: Vec<Batch>,
 }
@@ -551,17 +586,27 @@ impl Poller<'_> {
     }
 
     /// Hand `batch` to its worker, waiting while the worker's queue is full.
-    fn dispatch(&self, mut batch: Batch) {
+    fn dispatch(&self, batch: Batch) {
         if batch.records.is_empty() || !batch.partition.dispatch() {
             return;
         }
-        let sender = &self.senders[batch.partition.worker];
+        let Some(sender) = self
+            .shared
+            .workers
+            .get()
+            .and_then(|w| w.get(batch.partition.worker))
+        else {
+            return batch.partition.abandoned();
+        };
+        let mut work = Work::Batch(batch);
         loop {
-            match sender.send_timeout(batch, Duration::from_millis(100)) {
+            match sender.send_timeout(work, Duration::from_millis(100)) {
                 Ok(()) => return,
-                Err(SendTimeoutError::Timeout(back)) if !self.shared.fatal.is_set() => batch = back,
+                Err(SendTimeoutError::Timeout(back)) if !self.shared.fatal.is_set() => work = back,
                 Err(SendTimeoutError::Timeout(back) | SendTimeoutError::Disconnected(back)) => {
-                    back.partition.abandoned();
+                    if let Work::Batch(batch) = back {
+                        batch.partition.abandoned();
+                    }
                     return;
                 }
             }
@@ -577,6 +622,10 @@ impl Shared {
     fn rebalance(&self, consumer: &Consumer, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
+                if let Some(eos) = &self.exactly_once {
+                    *eos.group_metadata.lock().unwrap_or_else(|e| e.into_inner()) =
+                        consumer.group_metadata().map(Arc::new);
+                }
                 let mut assigned = self.lock_assigned();
                 for e in list.elements() {
                     let worker = (0..assigned.load.len())
@@ -584,20 +633,24 @@ impl Shared {
                         .unwrap_or(0);
                     assigned.load[worker] += 1;
                     let key = (e.topic().to_string(), e.partition());
-                    let states = match self.restore(&key.0, key.1) {
-                        Ok(states) => states,
+                    // The producer first: fencing the previous owner aborts its open
+                    // transaction, which must be settled before its changelog is read.
+                    let started = self
+                        .start_transaction(&key.0, key.1)
+                        .and_then(|txn| Ok((txn, self.restore(&key.0, key.1)?)));
+                    let (transaction, states) = match started {
+                        Ok(started) => started,
                         Err(e) => {
-                            self.fatal.set(format!(
-                                "cannot restore the state of {}[{}]: {e}",
-                                key.0, key.1
-                            ));
-                            Vec::new()
+                            self.fatal
+                                .set(format!("cannot take over {}[{}]: {e}", key.0, key.1));
+                            (None, Vec::new())
                         }
                     };
                     tracing::info!("assigned {}[{}] to worker {worker}", key.0, key.1);
-                    assigned
-                        .partitions
-                        .insert(key.clone(), Partition::new(key.0, key.1, worker, states));
+                    assigned.partitions.insert(
+                        key.clone(),
+                        Partition::new(key.0, key.1, worker, states, transaction),
+                    );
                 }
             }
             Rebalance::Revoke(list) => {
@@ -628,10 +681,29 @@ impl Shared {
                         );
                     }
                 }
-                if let Err(e) = self.sink.flush(DRAIN_TIMEOUT) {
-                    tracing::warn!("sink: {e} while draining revoked partitions");
+                if self.exactly_once.is_some() {
+                    // Each worker commits the transaction of its revoked partitions.
+                    for p in &revoked {
+                        let (done, closed) = crossbeam_channel::bounded(1);
+                        let sent = self
+                            .workers
+                            .get()
+                            .and_then(|w| w.get(p.worker))
+                            .is_some_and(|w| w.send(Work::Close(p.clone(), done)).is_ok());
+                        if sent && closed.recv_timeout(DRAIN_TIMEOUT).is_err() {
+                            tracing::warn!(
+                                "{}[{}]: its transaction was not committed in time",
+                                p.topic,
+                                p.partition
+                            );
+                        }
+                    }
+                } else {
+                    if let Err(e) = self.sink.flush(DRAIN_TIMEOUT) {
+                        tracing::warn!("sink: {e} while draining revoked partitions");
+                    }
+                    self.commit(consumer, &revoked);
                 }
-                self.commit(consumer, &revoked);
                 for p in &revoked {
                     tracing::info!("revoked {}[{}]", p.topic, p.partition);
                 }
@@ -675,7 +747,118 @@ impl Shared {
         Ok(states)
     }
 
+    /// Exactly once: the partition's transactional producer, with a transaction open.
+    fn start_transaction(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<crate::sink::Sink>, RunError> {
+        let Some(eos) = &self.exactly_once else {
+            return Ok(None);
+        };
+        let id = format!("weir-{}-{topic}-{partition}", eos.group);
+        let marks = self
+            .state
+            .as_ref()
+            .map_or_else(Default::default, |s| s.marks.clone());
+        Sink::transactional(
+            &eos.brokers,
+            &eos.properties,
+            &id,
+            marks,
+            self.metrics.clone(),
+            self.fatal.clone(),
+        )
+        .map(Some)
+        .map_err(|cause| RunError::Kafka {
+            what: format!("transactional producer `{id}`"),
+            cause,
+        })
+    }
+
+    /// Exactly once: commit partition `p`'s open transaction with its state changes and the
+    /// offset after its last processed record; after a fatal error, abort it instead.
+    fn checkpoint(&self, p: &Partition) {
+        let Some(txn) = &p.transaction else {
+            return;
+        };
+        if self.fatal.is_set() {
+            txn.abort();
+            return;
+        }
+        let Some(next) = p.next_offset() else {
+            return;
+        };
+        let acks = Acks::new();
+        let mut pending = Vec::with_capacity(p.states.len());
+        for s in &p.states {
+            let (changes, to_store) = s.state.take();
+            for change in changes {
+                let sent = txn.send_change(
+                    &s.changelog,
+                    p.partition,
+                    &change.key,
+                    change.value.as_deref(),
+                    &acks,
+                );
+                if let Err(e) = sent {
+                    self.fatal.set(format!("changelog `{}`: {e}", s.changelog));
+                    txn.abort();
+                    return;
+                }
+            }
+            pending.push((s, to_store));
+        }
+        let group = self.exactly_once.as_ref().and_then(|e| {
+            e.group_metadata
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        });
+        let Some(group) = group else {
+            self.fatal
+                .set("exactly once: no consumer group metadata to commit offsets with".into());
+            txn.abort();
+            return;
+        };
+        let mut offsets = TopicPartitionList::new();
+        if let Err(e) = offsets.add_partition_offset(&p.topic, p.partition, Offset::Offset(next)) {
+            self.fatal.set(format!("{}[{}]: {e}", p.topic, p.partition));
+            return;
+        }
+        match txn.commit(&offsets, &group) {
+            Ok(()) => {
+                Metrics::add(&self.metrics.commits, 1);
+                for (s, to_store) in pending {
+                    if let Err(e) = s.state.persist(to_store) {
+                        self.fatal.set(format!("{e}"));
+                    }
+                }
+            }
+            Err(e) => {
+                let fenced = matches!(
+                    e.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
+                );
+                self.fatal.set(format!(
+                    "committing the transaction of {}[{}] failed: {e}{}",
+                    p.topic,
+                    p.partition,
+                    if fenced {
+                        " (another instance took this partition over; this one stops writing)"
+                    } else {
+                        ""
+                    }
+                ));
+                txn.abort();
+            }
+        }
+    }
+
     fn commit_all(&self, consumer: &Consumer) {
+        if self.exactly_once.is_some() {
+            return;
+        }
         let partitions: Vec<Arc<Partition>> =
             self.lock_assigned().partitions.values().cloned().collect();
         self.commit(consumer, &partitions);
@@ -713,13 +896,55 @@ impl Shared {
     }
 }
 
-/// A worker: runs the chain over its partitions' batches and hands the results to the sink.
-fn work(mut chain: Chain, batches: Receiver<Batch>, shared: &Shared) {
-    for batch in batches {
+/// A worker: runs the chain over its partitions' batches and hands the results to the sink;
+/// under exactly once, it also commits each of its partitions' transactions every checkpoint
+/// interval (a partition's records and its transaction stay on one thread).
+fn work(mut chain: Chain, inbox: Receiver<Work>, shared: &Shared, interval: Duration) {
+    let mut open: Vec<Arc<Partition>> = Vec::new();
+    let mut last = Instant::now();
+    loop {
+        let wait = interval.saturating_sub(last.elapsed());
+        match inbox.recv_timeout(wait) {
+            Ok(Work::Batch(batch)) => {
+                let partition = batch.partition.clone();
+                process(&mut chain, batch, shared);
+                if partition.transaction.is_some()
+                    && !open.iter().any(|p| Arc::ptr_eq(p, &partition))
+                {
+                    open.push(partition);
+                }
+            }
+            Ok(Work::Close(partition, done)) => {
+                if let Some(i) = open.iter().position(|p| Arc::ptr_eq(p, &partition)) {
+                    shared.checkpoint(&open.swap_remove(i));
+                }
+                let _ = done.send(());
+            }
+            Ok(Work::Stop) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+        }
+        if last.elapsed() >= interval {
+            for p in open.drain(..) {
+                shared.checkpoint(&p);
+            }
+            last = Instant::now();
+        }
+    }
+    for p in open {
+        shared.checkpoint(&p);
+    }
+}
+
+/// Run one batch through the chain and hand its outputs, dead letters and (at least once)
+/// state changes to the sink.
+fn process(chain: &mut Chain, batch: Batch, shared: &Shared) {
+    {
         if shared.fatal.is_set() {
             batch.partition.abandoned();
-            continue;
+            return;
         }
+        // Exactly once: everything of this partition goes into its open transaction.
+        let sink = batch.partition.transaction.as_ref().unwrap_or(&shared.sink);
         let count = batch.records.len();
         let originals = shared.dead_letters.is_some().then(|| batch.records.clone());
         for s in &batch.partition.states {
@@ -727,13 +952,15 @@ fn work(mut chain: Chain, batches: Receiver<Batch>, shared: &Shared) {
         }
         let output = chain.process(batch.records);
         let acks = Acks::new();
-        // State changes go to the store and the changelog with the batch's outputs, so the
-        // batch's offsets are committed only once its changelog records are acknowledged too.
-        for s in &batch.partition.states {
+        // At least once, state changes go to the store and the changelog with the batch's
+        // outputs, so the batch's offsets are committed only once its changelog records are
+        // acknowledged too. Exactly once, they wait for the partition's next commit.
+        let at_least_once = batch.partition.transaction.is_none();
+        for s in batch.partition.states.iter().filter(|_| at_least_once) {
             match s.state.flush() {
                 Ok(changes) => {
                     for change in changes {
-                        let sent = shared.sink.send_change(
+                        let sent = sink.send_change(
                             &s.changelog,
                             batch.partition.partition,
                             &change.key,
@@ -776,7 +1003,7 @@ fn work(mut chain: Chain, batches: Receiver<Batch>, shared: &Shared) {
             if halt.is_some_and(|h| record.offset >= h) {
                 continue;
             }
-            match shared.sink.send(&shared.sink_topic, record, &acks) {
+            match sink.send(&shared.sink_topic, record, &acks) {
                 Ok(()) => {}
                 Err(SendError::TooLarge { size, cause }) => {
                     if shared.policy == ErrorPolicy::Fail {
@@ -802,7 +1029,7 @@ fn work(mut chain: Chain, batches: Receiver<Batch>, shared: &Shared) {
         failures.dedup_by_key(|f| f.offset);
         for failure in &failures {
             Metrics::add(&shared.metrics.failed, 1);
-            shared.handle(failure, originals.as_deref(), &acks, halt);
+            shared.handle(sink, failure, originals.as_deref(), &acks, halt);
         }
         acks.sealed();
         Metrics::add(&shared.metrics.processed, count);
@@ -835,6 +1062,7 @@ impl Failure {
 impl Shared {
     fn handle(
         &self,
+        sink: &Sink,
         failure: &Failure,
         originals: Option<&[Record]>,
         acks: &Arc<Acks>,
@@ -866,7 +1094,7 @@ impl Shared {
                     return;
                 };
                 let letter = dead_letter(original, failure);
-                match self.sink.send(topic, &letter, acks) {
+                match sink.send(topic, &letter, acks) {
                     Ok(()) => {
                         Metrics::add(&self.metrics.dead_lettered, 1);
                         tracing::debug!("{} (dead-lettered to `{topic}`)", failure.place());

@@ -131,6 +131,15 @@ fn defaults(brokers: &str) -> ClientConfig {
     config
 }
 
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink").finish_non_exhaustive()
+    }
+}
+
+/// How long a transaction step may take before it counts as failed.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The pipeline's producer.
 pub struct Sink {
     producer: ThreadedProducer<SinkContext>,
@@ -146,9 +155,40 @@ impl Sink {
         metrics: Arc<Metrics>,
         fatal: Arc<Fatal>,
     ) -> Result<Sink, KafkaError> {
+        Self::create(brokers, properties, None, marks, metrics, fatal)
+    }
+
+    /// A transactional producer for one source partition, with a transaction open. Its id is
+    /// the partition's, so a new owner fences the previous one: `init_transactions` aborts
+    /// whatever transaction that one left open, and its producer can never write again.
+    pub fn transactional(
+        brokers: &str,
+        properties: &KafkaProperties,
+        id: &str,
+        marks: ChangelogMarks,
+        metrics: Arc<Metrics>,
+        fatal: Arc<Fatal>,
+    ) -> Result<Sink, KafkaError> {
+        let sink = Self::create(brokers, properties, Some(id), marks, metrics, fatal)?;
+        sink.producer.init_transactions(TRANSACTION_TIMEOUT)?;
+        sink.producer.begin_transaction()?;
+        Ok(sink)
+    }
+
+    fn create(
+        brokers: &str,
+        properties: &KafkaProperties,
+        transactional_id: Option<&str>,
+        marks: ChangelogMarks,
+        metrics: Arc<Metrics>,
+        fatal: Arc<Fatal>,
+    ) -> Result<Sink, KafkaError> {
         let mut config = defaults(brokers);
         for (k, v) in &properties.0 {
             config.set(k, v);
+        }
+        if let Some(id) = transactional_id {
+            config.set("transactional.id", id);
         }
         let context = SinkContext {
             metrics: metrics.clone(),
@@ -161,6 +201,26 @@ impl Sink {
             metrics,
             fatal,
         })
+    }
+
+    /// Commit everything sent since the last commit together with the source `offsets`, as
+    /// one transaction, and open the next one.
+    pub fn commit(
+        &self,
+        offsets: &rdkafka::TopicPartitionList,
+        group: &rdkafka::consumer::ConsumerGroupMetadata,
+    ) -> Result<(), KafkaError> {
+        self.producer
+            .send_offsets_to_transaction(offsets, group, TRANSACTION_TIMEOUT)?;
+        self.producer.commit_transaction(TRANSACTION_TIMEOUT)?;
+        self.producer.begin_transaction()
+    }
+
+    /// Drop everything sent since the last commit.
+    pub fn abort(&self) {
+        if let Err(e) = self.producer.abort_transaction(TRANSACTION_TIMEOUT) {
+            tracing::warn!("aborting a transaction failed: {e}");
+        }
     }
 
     /// The sink cluster's metadata (all topics).

@@ -164,6 +164,11 @@ pub struct PartitionState {
     changelog_reached: Arc<AtomicI64>,
 }
 
+/// Changes taken for the changelog, to write to the store once committed.
+pub struct Pending {
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
 /// A change to write to the changelog: key and value (`None`: a tombstone) as bytes.
 pub struct Change {
     pub key: Vec<u8>,
@@ -279,28 +284,56 @@ impl PartitionState {
     }
 
     /// Take the changes since the last call and write them to the store; returns them for the
-    /// changelog. The store's changelog mark moves to what the sink has acknowledged so far,
-    /// which these changes (already in the store) can only be ahead of.
+    /// changelog (at least once: the store may run ahead of the changelog, which replays
+    /// harmlessly).
     pub fn flush(&self) -> Result<Vec<Change>, StateError> {
-        let dirty = std::mem::take(&mut *self.dirty());
-        if dirty.is_empty() {
-            return Ok(Vec::new());
+        let (changes, pending) = self.take();
+        if !changes.is_empty() {
+            self.persist(pending)?;
         }
-        let mut batch = self.store.db.batch();
+        Ok(changes)
+    }
+
+    /// Take the changes since the last call, for the changelog, and what to write to the store
+    /// once they are committed (exactly once: the store must never hold a change its changelog
+    /// transaction did not commit). Until [`PartitionState::persist`] the changes are invisible
+    /// to reads: call both between two batches.
+    pub fn take(&self) -> (Vec<Change>, Pending) {
+        let dirty = std::mem::take(&mut *self.dirty());
         let mut changes = Vec::with_capacity(dirty.len());
         for ((record_key, name), entry) in dirty {
             let mut key = self.topic_prefix.clone();
             put_state_key(&mut key, &record_key, &name);
-            let mut local = self.namespace.clone();
-            local.extend_from_slice(&key[self.topic_prefix.len()..]);
             let value = entry.map(|(value, expires)| encode_entry(&value, expires));
-            match &value {
-                Some(v) => batch.insert(&self.store.data, local, v.clone()),
-                None => batch.remove(&self.store.data, local),
-            }
             changes.push(Change { key, value });
         }
+        let pending = Pending {
+            writes: changes
+                .iter()
+                .map(|c| {
+                    let mut local = self.namespace.clone();
+                    local.extend_from_slice(&c.key[self.topic_prefix.len()..]);
+                    (local, c.value.clone())
+                })
+                .collect(),
+        };
+        (changes, pending)
+    }
+
+    /// Write taken changes to the store, with the changelog offset the sink has acknowledged so
+    /// far as the point to restore from.
+    pub fn persist(&self, pending: Pending) -> Result<(), StateError> {
         let reached = self.changelog_reached.load(Ordering::Acquire);
+        if pending.writes.is_empty() && reached < 0 {
+            return Ok(());
+        }
+        let mut batch = self.store.db.batch();
+        for (key, value) in pending.writes {
+            match value {
+                Some(v) => batch.insert(&self.store.data, key, v),
+                None => batch.remove(&self.store.data, key),
+            }
+        }
         if reached >= 0 {
             batch.insert(
                 &self.store.meta,
@@ -308,8 +341,7 @@ impl PartitionState {
                 (reached + 1).to_be_bytes(),
             );
         }
-        batch.commit().map_err(|e| self.store.error(e))?;
-        Ok(changes)
+        batch.commit().map_err(|e| self.store.error(e))
     }
 
     fn local_key(&self, record_key: &Option<Vec<u8>>, name: &str) -> Vec<u8> {

@@ -159,7 +159,7 @@ config = {{ field = "/amount", into = "/totals" }}
     // must (the test broker's own read_committed also delivers aborted records).
     let output = match guarantee {
         Guarantee::AtLeastOnce => k.read(&sink, records, Duration::from_secs(120)),
-        Guarantee::ExactlyOnce => committed_records(&k.brokers, &sink, partitions),
+        Guarantee::ExactlyOnce => k.read_committed(&sink, partitions),
     };
     let mut seen = BTreeSet::new();
     let mut last: BTreeMap<String, (u64, u64)> = BTreeMap::new();
@@ -230,28 +230,6 @@ config = {{ field = "/amount", into = "/totals" }}
         overcounted += got_count - count;
     }
     eprintln!("crash test: state counted {overcounted} replayed inputs twice (at least once)");
-}
-
-/// Every committed record of `topic`, as the output of a read_committed consumer.
-fn committed_records(brokers: &str, topic: &str, partitions: i32) -> Vec<common::kafka::Out> {
-    let mut out = Vec::new();
-    for partition in 0..partitions {
-        let read =
-            weir::committed::read_committed(brokers, topic, partition, 0, Duration::from_secs(30))
-                .unwrap_or_else(|e| panic!("reading {topic}[{partition}]: {e}"));
-        let text = |b: Option<Vec<u8>>| b.map(|b| String::from_utf8_lossy(&b).into_owned());
-        for r in read.records {
-            out.push(common::kafka::Out {
-                partition,
-                offset: r.offset,
-                key: text(r.key),
-                value: text(r.value),
-                headers: BTreeMap::new(),
-                timestamp: Some(r.timestamp),
-            });
-        }
-    }
-    out
 }
 
 /// One past the last offset of each partition, from reading the topic (the test broker's

@@ -65,7 +65,7 @@ brokers = "{brokers}"
 topics = ["{source}"]
 group = "{group}"
 batch_size = 64
-kafka = {{ "session.timeout.ms" = 6000 }}
+kafka = {{ "session.timeout.ms" = 6000{debug} }}
 
 [sink]
 topic = "{sink_topic}"
@@ -80,6 +80,10 @@ checkpoint_interval = "200ms"
             source = self.source,
             group = self.group,
             sink_topic = self.sink,
+            // librdkafka's debug contexts for the consumer, e.g. "cgrp,fetch", to chase a failure.
+            debug = std::env::var("WEIR_TEST_KAFKA_DEBUG")
+                .map(|d| format!(", debug = \"{d}\""))
+                .unwrap_or_default(),
         );
         let path = self.dir.path().join("pipeline.toml");
         std::fs::write(&path, text).unwrap();
@@ -820,4 +824,70 @@ fn a_partition_moves_to_another_instance_with_its_state() {
         a.log(),
         b.log()
     );
+}
+
+#[test]
+#[ignore = "exactly once across a rebalance between two live instances: in about 1 run of 3 the \
+            instance that takes over stops consuming part of its partitions (no error; seen on \
+            the Tansu test broker); under investigation, see the issue 5 notes"]
+fn exactly_once_partitions_handed_over_keep_exact_results() {
+    let k = kafka();
+    let setup = Setup::new("eos-move", 4);
+    let pipeline = setup.pipeline(
+        &totals_stage().replace(
+            "field = \"/amount\"",
+            "field = \"/amount\", into = \"/totals\"",
+        ),
+        &format!(
+            "[state]\ndir = \"{}\"\n",
+            setup.dir.path().join("state").display()
+        ),
+    );
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    std::fs::write(
+        &pipeline,
+        text.replace("[delivery]\n", "[delivery]\nguarantee = \"exactly-once\"\n"),
+    )
+    .unwrap();
+    let input = purchases(0..9000);
+    k.produce(&setup.source, &input[..3000]);
+    let mut a = Weir::start(weir_bin(), &pipeline);
+    a.wait_for_log("assigned", Duration::from_secs(60));
+    let mut b = Weir::start(weir_bin(), &pipeline);
+    b.wait_for_log("assigned", Duration::from_secs(60));
+    k.produce(&setup.source, &input[3000..6000]);
+    std::thread::sleep(Duration::from_secs(2));
+    // A leaves: each worker commits its partitions' transactions, then B fences A's producers,
+    // rebuilds the state from the changelogs and carries on. (Repeated kill -9 of one instance
+    // is the crash test's business.)
+    assert_eq!(a.stop(), Some(0), "log of A:\n{}", a.log());
+    k.produce(&setup.source, &input[6000..]);
+    let sources = k.read(&setup.source, input.len(), Duration::from_secs(30));
+    let ends = partition_ends(&sources, setup.partitions);
+    let started = std::time::Instant::now();
+    while setup.committed() != ends {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "B did not finish; log of B:\n{}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(b.stop(), Some(0), "log of B:\n{}", b.log());
+    let output = k.read_committed(&setup.sink, setup.partitions);
+    let mut got: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
+    for o in &output {
+        let v = json_of(o);
+        got.entry(o.key.clone().unwrap()).or_default().push((
+            v["totals"]["count"].as_u64().unwrap(),
+            v["totals"]["sum"].as_u64().unwrap(),
+        ));
+    }
+    assert_eq!(
+        output.len(),
+        input.len(),
+        "every input exactly once; log of B:\n{}",
+        b.log()
+    );
+    assert_eq!(got, running_totals(&input), "log of B:\n{}", b.log());
 }

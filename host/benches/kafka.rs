@@ -30,7 +30,9 @@
 //!    last output acknowledged). Both output topics are read back and counted. Where the cores
 //!    go: CPU of this process (also by thread: weir's workers, its consumer thread, librdkafka's
 //!    threads, delivery reports) and of the broker over each side's steady state, per record,
-//!    and the CPU the three stages alone take on the same records (one thread, no Kafka).
+//!    and the CPU the three stages alone take on the same records (one thread, no Kafka). Also
+//!    printed: the cores other processes took meanwhile; figures from a busy machine (say, above
+//!    0.1 cores) are not comparable with a quiet one's, ratios less so than rates.
 //! 4. Latency: weir runs the same pipeline on a fresh topic while records are produced at a fixed
 //!    moderate rate, each with its send time as the record timestamp (weir keeps timestamps); a
 //!    reader notes receive time − timestamp of every output (and, for reference, of every input:
@@ -190,6 +192,26 @@ struct Cpu {
     own: f64,
     threads: Vec<(&'static str, f64)>,
     broker: Option<f64>,
+    /// CPU seconds every process on the machine has used since boot.
+    machine: f64,
+}
+
+/// Busy CPU seconds of the whole machine since boot (`/proc/stat`: all but idle and iowait).
+fn machine_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    if ticks.len() < 5 {
+        return f64::NAN;
+    }
+    (ticks.iter().sum::<u64>() - ticks[3] - ticks[4]) as f64 / 100.0
 }
 
 /// What a thread of this process does, by its name.
@@ -268,6 +290,7 @@ impl Broker {
             own: cpu_secs(None).unwrap_or(f64::NAN),
             threads: threads_cpu(),
             broker: self.pid.and_then(|p| cpu_secs(Some(p))),
+            machine: machine_cpu_secs(),
         }
     }
 
@@ -976,7 +999,15 @@ fn main() {
             .filter(|&(_, per)| per >= 0.05)
             .map(|(role, per)| format!("{role} {per:.1}"))
             .collect();
-        println!("  {name:<4} CPU µs/record by thread: {}", parts.join(", "));
+        // Whatever else ran meanwhile took cores from both the broker and the side measured.
+        let others = (c1.machine - c0.machine)
+            - (c1.own - c0.own)
+            - c1.broker.zip(c0.broker).map_or(0.0, |(b1, b0)| b1 - b0);
+        println!(
+            "  {name:<4} CPU µs/record by thread: {}; other processes meanwhile: {:.2} cores",
+            parts.join(", "),
+            (others / side.steady.as_secs_f64()).max(0.0)
+        );
     }
     println!(
         "  the 3 stages alone (same records in batches of 512, one thread, no Kafka): {:.1} CPU µs/record",

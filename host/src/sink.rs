@@ -131,6 +131,27 @@ fn defaults(brokers: &str) -> ClientConfig {
     config
 }
 
+impl Sink {
+    fn producer(&self) -> &ThreadedProducer<SinkContext> {
+        self.producer
+            .as_ref()
+            .expect("a live sink has its producer")
+    }
+}
+
+impl Drop for Sink {
+    /// Destroying a transactional producer can block (librdkafka settles its transaction state
+    /// with the coordinator), and the last reference to a revoked partition's producer may be
+    /// dropped on the consumer thread, inside a rebalance: let it go on a thread of its own.
+    fn drop(&mut self) {
+        if let Some(producer) = self.producer.take().filter(|_| self.transactional) {
+            let _ = std::thread::Builder::new()
+                .name("weir-producer-close".into())
+                .spawn(move || drop(producer));
+        }
+    }
+}
+
 impl std::fmt::Debug for Sink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sink").finish_non_exhaustive()
@@ -142,7 +163,9 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The pipeline's producer.
 pub struct Sink {
-    producer: ThreadedProducer<SinkContext>,
+    /// Always `Some` until dropped (see `Drop`).
+    producer: Option<ThreadedProducer<SinkContext>>,
+    transactional: bool,
     metrics: Arc<Metrics>,
     fatal: Arc<Fatal>,
 }
@@ -170,8 +193,8 @@ impl Sink {
         fatal: Arc<Fatal>,
     ) -> Result<Sink, KafkaError> {
         let sink = Self::create(brokers, properties, Some(id), marks, metrics, fatal)?;
-        sink.producer.init_transactions(TRANSACTION_TIMEOUT)?;
-        sink.producer.begin_transaction()?;
+        sink.producer().init_transactions(TRANSACTION_TIMEOUT)?;
+        sink.producer().begin_transaction()?;
         Ok(sink)
     }
 
@@ -197,7 +220,8 @@ impl Sink {
             errors: Default::default(),
         };
         Ok(Sink {
-            producer: config.create_with_context(context)?,
+            producer: Some(config.create_with_context(context)?),
+            transactional: transactional_id.is_some(),
             metrics,
             fatal,
         })
@@ -210,22 +234,22 @@ impl Sink {
         offsets: &rdkafka::TopicPartitionList,
         group: &rdkafka::consumer::ConsumerGroupMetadata,
     ) -> Result<(), KafkaError> {
-        self.producer
+        self.producer()
             .send_offsets_to_transaction(offsets, group, TRANSACTION_TIMEOUT)?;
-        self.producer.commit_transaction(TRANSACTION_TIMEOUT)?;
-        self.producer.begin_transaction()
+        self.producer().commit_transaction(TRANSACTION_TIMEOUT)?;
+        self.producer().begin_transaction()
     }
 
     /// Drop everything sent since the last commit.
     pub fn abort(&self) {
-        if let Err(e) = self.producer.abort_transaction(TRANSACTION_TIMEOUT) {
+        if let Err(e) = self.producer().abort_transaction(TRANSACTION_TIMEOUT) {
             tracing::warn!("aborting a transaction failed: {e}");
         }
     }
 
     /// The sink cluster's metadata (all topics).
     pub fn metadata(&self, timeout: Duration) -> Result<rdkafka::metadata::Metadata, KafkaError> {
-        self.producer.client().fetch_metadata(None, timeout)
+        self.producer().client().fetch_metadata(None, timeout)
     }
 
     /// Hand `record` to the producer for `topic`, waiting while its queue is full.
@@ -278,7 +302,7 @@ impl Sink {
         acks.expect();
         let mut waits = 0u32;
         loop {
-            match self.producer.send(out) {
+            match self.producer().send(out) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                     // Backpressure: wait for deliveries to make room. Give up only once the run
@@ -313,12 +337,12 @@ impl Sink {
 
     /// Wait until every record handed over so far was acknowledged (or failed).
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.producer.flush(timeout)
+        self.producer().flush(timeout)
     }
 
     /// Records not yet acknowledged.
     pub fn in_flight(&self) -> i32 {
-        self.producer.in_flight_count()
+        self.producer().in_flight_count()
     }
 }
 

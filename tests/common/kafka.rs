@@ -218,6 +218,35 @@ impl Kafka {
         out
     }
 
+    /// Every committed record of `topic`, as a read_committed consumer must see it (the test
+    /// broker's own read_committed also delivers records of aborted transactions), in partition
+    /// and offset order; headers are left out.
+    pub fn read_committed(&self, topic: &str, partitions: i32) -> Vec<Out> {
+        let mut out = Vec::new();
+        for partition in 0..partitions {
+            let read = weir::committed::read_committed(
+                &self.brokers,
+                topic,
+                partition,
+                0,
+                Duration::from_secs(30),
+            )
+            .unwrap_or_else(|e| panic!("reading {topic}[{partition}]: {e}"));
+            let text = |b: Option<Vec<u8>>| b.map(|b| String::from_utf8_lossy(&b).into_owned());
+            for r in read.records {
+                out.push(Out {
+                    partition,
+                    offset: r.offset,
+                    key: text(r.key),
+                    value: text(r.value),
+                    headers: BTreeMap::new(),
+                    timestamp: Some(r.timestamp),
+                });
+            }
+        }
+        out
+    }
+
     /// The group's committed offset of each partition of `topic` (-1: none).
     pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
         let consumer: BaseConsumer = self.config().set("group.id", group).create().unwrap();
@@ -252,7 +281,10 @@ impl Weir {
         let child = Command::new(weir)
             .arg("run")
             .arg(pipeline)
-            .env("WEIR_LOG", "warn,weir=debug")
+            .env(
+                "WEIR_LOG",
+                std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "warn,weir=debug".into()),
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

@@ -1,4 +1,4 @@
-//! `weir run`: a pipeline against Kafka, at-least-once.
+//! `weir run`: a pipeline against Kafka, at least once or exactly once.
 //!
 //! One consumer thread polls, groups records per partition into batches and hands each batch to
 //! the worker that owns its partition (one worker per core, each with its own instances of every
@@ -7,6 +7,10 @@
 //! offsets whose outputs are all acknowledged. Queues between the steps are bounded: a slow sink
 //! blocks the workers, full worker queues block the consumer thread, and librdkafka's bounded
 //! prefetch then stops fetching.
+//!
+//! Exactly once, each partition has a transactional producer instead, and the worker that owns
+//! the partition commits its outputs, state changes and offset in one transaction every
+//! checkpoint interval ([`Shared::checkpoint`]); the consumer commits nothing itself.
 
 use std::{
     collections::HashMap,
@@ -938,105 +942,103 @@ fn work(mut chain: Chain, inbox: Receiver<Work>, shared: &Shared, interval: Dura
 /// Run one batch through the chain and hand its outputs, dead letters and (at least once)
 /// state changes to the sink.
 fn process(chain: &mut Chain, batch: Batch, shared: &Shared) {
-    {
-        if shared.fatal.is_set() {
-            batch.partition.abandoned();
-            return;
-        }
-        // Exactly once: everything of this partition goes into its open transaction.
-        let sink = batch.partition.transaction.as_ref().unwrap_or(&shared.sink);
-        let count = batch.records.len();
-        let originals = shared.dead_letters.is_some().then(|| batch.records.clone());
-        for s in &batch.partition.states {
-            chain.set_state(s.stage, s.state.clone());
-        }
-        let output = chain.process(batch.records);
-        let acks = Acks::new();
-        // At least once, state changes go to the store and the changelog with the batch's
-        // outputs, so the batch's offsets are committed only once its changelog records are
-        // acknowledged too. Exactly once, they wait for the partition's next commit.
-        let at_least_once = batch.partition.transaction.is_none();
-        for s in batch.partition.states.iter().filter(|_| at_least_once) {
-            match s.state.flush() {
-                Ok(changes) => {
-                    for change in changes {
-                        let sent = sink.send_change(
-                            &s.changelog,
-                            batch.partition.partition,
-                            &change.key,
-                            change.value.as_deref(),
-                            &acks,
-                        );
-                        if let Err(e) = sent {
-                            acks.fail();
-                            shared
-                                .fatal
-                                .set(format!("changelog `{}`: {e}", s.changelog));
-                        }
-                    }
-                }
-                Err(e) => {
-                    acks.fail();
-                    shared.fatal.set(format!("{e}"));
-                }
-            }
-        }
-        let mut failures: Vec<Failure> = output
-            .failures
-            .into_iter()
-            .map(|f| Failure {
-                offset: f.record.offset,
-                topic: f.record.topic,
-                partition: f.record.partition,
-                stage: f.stage,
-                plugin_hash: Some(f.plugin_hash),
-                kind: f.error.kind.as_str(),
-                message: f.error.message,
-            })
-            .collect();
-        // Under `fail`, nothing from the first failing record on goes out or gets committed.
-        let mut halt = match shared.policy {
-            ErrorPolicy::Fail => failures.iter().map(|f| f.offset).min(),
-            _ => None,
-        };
-        for record in &output.records {
-            if halt.is_some_and(|h| record.offset >= h) {
-                continue;
-            }
-            match sink.send(&shared.sink_topic, record, &acks) {
-                Ok(()) => {}
-                Err(SendError::TooLarge { size, cause }) => {
-                    if shared.policy == ErrorPolicy::Fail {
-                        halt = Some(halt.map_or(record.offset, |h| h.min(record.offset)));
-                    }
-                    failures.push(Failure {
-                        offset: record.offset,
-                        topic: record.topic.clone(),
-                        partition: record.partition,
-                        stage: "sink".into(),
-                        plugin_hash: None,
-                        kind: "too-large",
-                        message: format!(
-                            "output of {size} bytes is larger than the sink accepts: {cause}"
-                        ),
-                    });
-                }
-                Err(e @ SendError::Failed { .. }) => shared.fatal.set(format!("sink: {e}")),
-            }
-        }
-        failures.sort_by_key(|f| f.offset);
-        // A flat-map may emit several refused outputs of one input: one dead letter per input.
-        failures.dedup_by_key(|f| f.offset);
-        for failure in &failures {
-            Metrics::add(&shared.metrics.failed, 1);
-            shared.handle(sink, failure, originals.as_deref(), &acks, halt);
-        }
-        acks.sealed();
-        Metrics::add(&shared.metrics.processed, count);
-        batch
-            .partition
-            .processed(acks, halt.unwrap_or(batch.next_offset), halt.is_some());
+    if shared.fatal.is_set() {
+        batch.partition.abandoned();
+        return;
     }
+    // Exactly once: everything of this partition goes into its open transaction.
+    let sink = batch.partition.transaction.as_ref().unwrap_or(&shared.sink);
+    let count = batch.records.len();
+    let originals = shared.dead_letters.is_some().then(|| batch.records.clone());
+    for s in &batch.partition.states {
+        chain.set_state(s.stage, s.state.clone());
+    }
+    let output = chain.process(batch.records);
+    let acks = Acks::new();
+    // At least once, state changes go to the store and the changelog with the batch's
+    // outputs, so the batch's offsets are committed only once its changelog records are
+    // acknowledged too. Exactly once, they wait for the partition's next commit.
+    let at_least_once = batch.partition.transaction.is_none();
+    for s in batch.partition.states.iter().filter(|_| at_least_once) {
+        match s.state.flush() {
+            Ok(changes) => {
+                for change in changes {
+                    let sent = sink.send_change(
+                        &s.changelog,
+                        batch.partition.partition,
+                        &change.key,
+                        change.value.as_deref(),
+                        &acks,
+                    );
+                    if let Err(e) = sent {
+                        acks.fail();
+                        shared
+                            .fatal
+                            .set(format!("changelog `{}`: {e}", s.changelog));
+                    }
+                }
+            }
+            Err(e) => {
+                acks.fail();
+                shared.fatal.set(format!("{e}"));
+            }
+        }
+    }
+    let mut failures: Vec<Failure> = output
+        .failures
+        .into_iter()
+        .map(|f| Failure {
+            offset: f.record.offset,
+            topic: f.record.topic,
+            partition: f.record.partition,
+            stage: f.stage,
+            plugin_hash: Some(f.plugin_hash),
+            kind: f.error.kind.as_str(),
+            message: f.error.message,
+        })
+        .collect();
+    // Under `fail`, nothing from the first failing record on goes out or gets committed.
+    let mut halt = match shared.policy {
+        ErrorPolicy::Fail => failures.iter().map(|f| f.offset).min(),
+        _ => None,
+    };
+    for record in &output.records {
+        if halt.is_some_and(|h| record.offset >= h) {
+            continue;
+        }
+        match sink.send(&shared.sink_topic, record, &acks) {
+            Ok(()) => {}
+            Err(SendError::TooLarge { size, cause }) => {
+                if shared.policy == ErrorPolicy::Fail {
+                    halt = Some(halt.map_or(record.offset, |h| h.min(record.offset)));
+                }
+                failures.push(Failure {
+                    offset: record.offset,
+                    topic: record.topic.clone(),
+                    partition: record.partition,
+                    stage: "sink".into(),
+                    plugin_hash: None,
+                    kind: "too-large",
+                    message: format!(
+                        "output of {size} bytes is larger than the sink accepts: {cause}"
+                    ),
+                });
+            }
+            Err(e @ SendError::Failed { .. }) => shared.fatal.set(format!("sink: {e}")),
+        }
+    }
+    failures.sort_by_key(|f| f.offset);
+    // A flat-map may emit several refused outputs of one input: one dead letter per input.
+    failures.dedup_by_key(|f| f.offset);
+    for failure in &failures {
+        Metrics::add(&shared.metrics.failed, 1);
+        shared.handle(sink, failure, originals.as_deref(), &acks, halt);
+    }
+    acks.sealed();
+    Metrics::add(&shared.metrics.processed, count);
+    batch
+        .partition
+        .processed(acks, halt.unwrap_or(batch.next_offset), halt.is_some());
 }
 
 /// A record that failed in a stage or at the sink, with where it came from.

@@ -272,9 +272,16 @@ pub fn run(
     let slot: Arc<OnceLock<Arc<Shared>>> = Arc::default();
     let on_rebalance = {
         let slot = slot.clone();
-        move |consumer: &Consumer, rebalance: &Rebalance<'_>| {
+        move |consumer: &Consumer, rebalance: &Rebalance<'_>, after: bool| {
             if let Some(shared) = slot.get() {
-                shared.rebalance(consumer, rebalance)
+                if after {
+                    // Only now does the group metadata carry the new generation: offsets sent
+                    // to a transaction with the old one are refused (or, on some brokers,
+                    // silently dropped).
+                    shared.refresh_group_metadata(consumer);
+                } else {
+                    shared.rebalance(consumer, rebalance)
+                }
             }
         }
     };
@@ -504,6 +511,7 @@ impl Poller<'_> {
             }
             if last_commit.elapsed() >= checkpoint {
                 self.shared.commit_all(self.consumer);
+                self.shared.refresh_group_metadata(self.consumer);
                 last_commit = Instant::now();
             }
             if let Some(every) = report_every {
@@ -515,6 +523,18 @@ impl Poller<'_> {
                         "{now} ({rate:.0} records/s, up {:.0}s)",
                         started.elapsed().as_secs_f64()
                     );
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        if let Ok(positions) = self.consumer.position() {
+                            let positions: Vec<String> = positions
+                                .elements()
+                                .iter()
+                                .map(|e| {
+                                    format!("{}[{}]@{:?}", e.topic(), e.partition(), e.offset())
+                                })
+                                .collect();
+                            tracing::debug!("positions: {}", positions.join(" "));
+                        }
+                    }
                     reported = now;
                     last_report = Instant::now();
                 }
@@ -626,10 +646,7 @@ impl Shared {
     fn rebalance(&self, consumer: &Consumer, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
-                if let Some(eos) = &self.exactly_once {
-                    *eos.group_metadata.lock().unwrap_or_else(|e| e.into_inner()) =
-                        consumer.group_metadata().map(Arc::new);
-                }
+                self.refresh_group_metadata(consumer);
                 let mut assigned = self.lock_assigned();
                 for e in list.elements() {
                     let worker = (0..assigned.load.len())
@@ -749,6 +766,14 @@ impl Shared {
             });
         }
         Ok(states)
+    }
+
+    /// Exactly once: take the consumer's current group metadata for the next commits.
+    fn refresh_group_metadata(&self, consumer: &Consumer) {
+        if let Some(eos) = &self.exactly_once {
+            *eos.group_metadata.lock().unwrap_or_else(|e| e.into_inner()) =
+                consumer.group_metadata().map(Arc::new);
+        }
     }
 
     /// Exactly once: the partition's transactional producer, with a transaction open.

@@ -19,7 +19,8 @@ use crate::{
     engine::{Header, Record},
 };
 
-type RebalanceHook = Box<dyn Fn(&BaseConsumer<SourceContext>, &Rebalance<'_>) + Send + Sync>;
+/// Called before (`false`) and after (`true`) each rebalance takes effect.
+type RebalanceHook = Box<dyn Fn(&BaseConsumer<SourceContext>, &Rebalance<'_>, bool) + Send + Sync>;
 
 /// Routes rebalance callbacks (which librdkafka runs inside `poll`) to the pipeline.
 pub struct SourceContext {
@@ -76,7 +77,11 @@ impl ClientErrors {
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        (self.on_rebalance)(consumer, rebalance)
+        (self.on_rebalance)(consumer, rebalance, false)
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        (self.on_rebalance)(consumer, rebalance, true)
     }
 }
 
@@ -85,7 +90,7 @@ pub type Consumer = BaseConsumer<SourceContext>;
 /// A consumer in the source's group, not yet subscribed.
 pub fn consumer(
     source: &SourceConfig,
-    on_rebalance: impl Fn(&Consumer, &Rebalance<'_>) + Send + Sync + 'static,
+    on_rebalance: impl Fn(&Consumer, &Rebalance<'_>, bool) + Send + Sync + 'static,
 ) -> Result<Consumer, KafkaError> {
     let mut config = ClientConfig::new();
     config

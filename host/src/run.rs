@@ -511,7 +511,6 @@ impl Poller<'_> {
             }
             if last_commit.elapsed() >= checkpoint {
                 self.shared.commit_all(self.consumer);
-                self.shared.refresh_group_metadata(self.consumer);
                 last_commit = Instant::now();
             }
             if let Some(every) = report_every {

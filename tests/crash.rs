@@ -14,10 +14,10 @@ mod common;
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::Path,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use common::kafka::{kafka, unique, In, Weir};
+use common::kafka::{kafka, partition_ends, unique, In, Weir};
 use serde_json::{json, Value};
 
 fn env(name: &str, default: usize) -> usize {
@@ -143,16 +143,13 @@ config = {{ field = "/amount", into = "/totals" }}
 
     // The last run goes to the end, then stops cleanly.
     let mut weir = Weir::start(bin, &pipeline);
-    let ends = ends(k, &source, partitions, records);
-    let started = Instant::now();
-    while k.committed(&group, &source, partitions) != ends {
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "the last run did not finish; log:\n{}",
-            weir.log()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let sources = k.read(&source, records, Duration::from_secs(120));
+    let ends = partition_ends(&sources, partitions);
+    assert!(
+        k.wait_committed(&group, &source, &ends, Duration::from_secs(600)),
+        "the last run did not finish; log:\n{}",
+        weir.log()
+    );
     assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
 
     // Exactly once, only committed transactions count: read the way a read_committed consumer
@@ -230,14 +227,4 @@ config = {{ field = "/amount", into = "/totals" }}
         overcounted += got_count - count;
     }
     eprintln!("crash test: state counted {overcounted} replayed inputs twice (at least once)");
-}
-
-/// One past the last offset of each partition, from reading the topic (the test broker's
-/// watermarks are not reliable).
-fn ends(k: &common::kafka::Kafka, topic: &str, partitions: i32, records: usize) -> Vec<i64> {
-    let mut ends = vec![0i64; partitions as usize];
-    for r in k.read(topic, records, Duration::from_secs(120)) {
-        ends[r.partition as usize] = ends[r.partition as usize].max(r.offset + 1);
-    }
-    ends
 }

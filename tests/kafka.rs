@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use common::kafka::{kafka, rss, unique, Dedicated, In, Kafka, Out, Weir};
+use common::kafka::{kafka, partition_ends, rss, unique, Dedicated, In, Kafka, Out, Weir};
 use serde_json::{json, Value};
 
 fn weir_bin() -> &'static Path {
@@ -356,15 +356,6 @@ fn dead_letter_policy_sends_failed_records_with_their_cause() {
     }
     let ends = partition_ends(&sources, setup.partitions);
     assert_eq!(setup.committed(), ends, "log:\n{log}");
-}
-
-/// One past the last offset of each partition in `records`.
-fn partition_ends(records: &[Out], partitions: i32) -> Vec<i64> {
-    let mut ends = vec![0i64; partitions as usize];
-    for r in records {
-        ends[r.partition as usize] = ends[r.partition as usize].max(r.offset + 1);
-    }
-    ends
 }
 
 #[test]
@@ -875,15 +866,11 @@ fn exactly_once_hand_over(kill: bool) {
     k.produce(&setup.source, &input[6000..]);
     let sources = k.read(&setup.source, input.len(), Duration::from_secs(30));
     let ends = partition_ends(&sources, setup.partitions);
-    let started = std::time::Instant::now();
-    while setup.committed() != ends {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "B did not finish; log of B:\n{}",
-            b.log()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    assert!(
+        k.wait_committed(&setup.group, &setup.source, &ends, Duration::from_secs(120)),
+        "B did not finish; log of B:\n{}",
+        b.log()
+    );
     assert_eq!(b.stop(), Some(0), "log of B:\n{}", b.log());
     let output = k.read_committed(&setup.sink, setup.partitions);
     let mut got: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();

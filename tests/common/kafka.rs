@@ -247,6 +247,24 @@ impl Kafka {
         out
     }
 
+    /// Wait until `group` has committed `ends` on `topic`; false if `timeout` passed first.
+    pub fn wait_committed(
+        &self,
+        group: &str,
+        topic: &str,
+        ends: &[i64],
+        timeout: Duration,
+    ) -> bool {
+        let started = Instant::now();
+        while self.committed(group, topic, ends.len() as i32) != ends {
+            if started.elapsed() > timeout {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        true
+    }
+
     /// The group's committed offset of each partition of `topic` (-1: none).
     pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
         let consumer: BaseConsumer = self.config().set("group.id", group).create().unwrap();
@@ -266,6 +284,16 @@ impl Kafka {
             )
             .collect()
     }
+}
+
+/// One past the last offset of each partition in `records` (counted by reading: the test
+/// broker's watermarks are not reliable).
+pub fn partition_ends(records: &[Out], partitions: i32) -> Vec<i64> {
+    let mut ends = vec![0i64; partitions as usize];
+    for r in records {
+        ends[r.partition as usize] = ends[r.partition as usize].max(r.offset + 1);
+    }
+    ends
 }
 
 /// `weir run` as a child process, its stderr collected in a file.

@@ -390,8 +390,12 @@ impl StageFile {
             None => LateOutput::Drop,
             Some(LateFile::Named(n)) if n == "drop" => LateOutput::Drop,
             Some(LateFile::Named(n)) if n == "dead-letter" => {
-                if errors.topic.is_none() {
-                    return Err("late = \"dead-letter\" needs errors.topic".into());
+                if errors.policy != ErrorPolicy::DeadLetter {
+                    return Err(
+                        "late = \"dead-letter\" needs errors.policy = \"dead-letter\" \
+                                (and errors.topic)"
+                            .into(),
+                    );
                 }
                 LateOutput::DeadLetter
             }

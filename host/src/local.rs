@@ -73,7 +73,9 @@ pub fn run(
                 writeln!(err, "error: {source}:{line_no}: {e}")?;
             }
         }
-        if batch.len() == BATCH {
+        // Window stages advance the watermark per batch: one record per batch makes a file's
+        // result that of a stream with a watermark after every record, whatever its size.
+        if batch.len() == BATCH || chain.has_windows() {
             flush(chain, &mut batch, source, format, &mut summary, out, err)?;
         }
     }

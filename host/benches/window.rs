@@ -94,7 +94,10 @@ fn measure(chain: &mut Chain, input: &[Record], mut after_batch: impl FnMut()) -
     for batch in input.chunks(BATCH) {
         let out = chain.process(batch.to_vec());
         assert!(out.failures.is_empty(), "{:?}", out.failures.first());
-        assert!(out.late.is_empty(), "no record is late by more than the bound");
+        assert!(
+            out.late.is_empty(),
+            "no record is late by more than the bound"
+        );
         fired += out.records.len();
         after_batch();
     }

@@ -40,6 +40,10 @@
 //!    broker holds a fetch that finds no new records for the whole `fetch.wait.max.ms`, so weir
 //!    runs twice: with its default consumer settings, and with that wait cut to 10 ms.
 //!
+//! 5. Guarantees: a one-stage keyed running total (state get and put per record, on-disk store,
+//!    changelog topic) over the same input, at least once and exactly once, each steady-state
+//!    rate and their ratio (the issue's target: exactly once at 0.6 of at least once or better).
+//!
 //! Environment: `WEIR_BENCH_RECORDS` (N, default 1000000), `WEIR_BENCH_PARTITIONS` (P, default 2),
 //! `WEIR_BENCH_WORKERS` (weir's workers, default one per core), `WEIR_BENCH_LATENCY_RATE`
 //! (records/s, default 5000), `WEIR_BENCH_LATENCY_SECS` (default 10), `KAFKA_BROKERS`,
@@ -544,6 +548,32 @@ fn pipeline(
         .unwrap_or_else(|e| panic!("the benchmark's pipeline: {e}"))
 }
 
+/// A one-stage running-total pipeline from `input` to `output` under `guarantee`, keeping its
+/// state under `dir`.
+fn state_pipeline(
+    broker: &Broker,
+    input: &str,
+    output: &str,
+    guarantee: &str,
+    dir: &Path,
+) -> Pipeline {
+    let kafka: Vec<String> = SOURCE_KAFKA
+        .iter()
+        .map(|(k, v)| format!("\"{k}\" = \"{v}\""))
+        .collect();
+    let text = format!(
+        "[source]\nbrokers = \"{}\"\ntopics = [\"{input}\"]\ngroup = \"{}\"\nkafka = {{ {} }}\n\n\
+         [sink]\ntopic = \"{output}\"\n\n[delivery]\nguarantee = \"{guarantee}\"\n\n[state]\ndir = \"{}\"\n\n\
+         [[stage]]\nname = \"totals\"\nplugin = \"plugins/running-total.wasm\"\nconfig = {{ field = \"/amount\" }}\n",
+        broker.brokers,
+        unique(&format!("{guarantee}-group")),
+        kafka.join(", "),
+        dir.display(),
+    );
+    Pipeline::parse(&root().join("kafka-bench.toml"), &text)
+        .unwrap_or_else(|e| panic!("the state pipeline: {e}"))
+}
+
 /// `weir::run::run` on its own thread, with `watch` called on the caller's thread every
 /// millisecond with the counts until it returns true; then stopped. Returns what `watch`'s
 /// last call saw, the final counts and the time from setting stop to `run` returning.
@@ -1020,6 +1050,38 @@ fn main() {
     );
 
     let mut wrong = Vec::new();
+    // Exactly once against at least once: a keyed running total (state get + put per record)
+    // over the same input, each with its own group, output and state directory.
+    println!();
+    println!("guarantees: running-total (per-key count and sum: one state get and put per record), state on disk, changelog per stage");
+    let mut rates = Vec::new();
+    for guarantee in ["at-least-once", "exactly-once"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = unique(&format!("{guarantee}-out"));
+        broker.create_topic(&out, partitions);
+        let p = state_pipeline(&broker, &input, &out, guarantee, dir.path());
+        let stages = Stages::load(&engine, &p).unwrap();
+        let side = crate::weir(&broker, &p, &stages, workers, n as u64);
+        let (read, _) = count(&broker, &out, n as u64, |_| true);
+        let rate = n as f64 / side.steady.as_secs_f64();
+        println!(
+            "  {guarantee:<14} start-up {:>5.2} s, steady {:>6.2} s: {rate:>7.0} records/s; {} outputs acknowledged, {read} read back, shutdown {:.2} s",
+            side.startup.as_secs_f64(),
+            side.steady.as_secs_f64(),
+            side.delivered,
+            side.shutdown.as_secs_f64()
+        );
+        if read < n as u64 {
+            wrong.push(format!("{guarantee}: read back {read} of {n}"));
+        }
+        rates.push(rate);
+    }
+    let ratio = rates[1] / rates[0];
+    println!(
+        "  ratio exactly-once/at-least-once: {ratio:.2} (target >= 0.60: {})",
+        if ratio >= 0.6 { "met" } else { "NOT met" }
+    );
+
     if raw.consumed != n as u64 || raw.delivered != n as u64 || raw_read != n as u64 {
         wrong.push(format!(
             "raw: consumed {}, delivered {}, read back {raw_read}; expected {n}",

@@ -89,15 +89,15 @@ impl ProducerContext for SinkContext {
     fn delivery(&self, result: &DeliveryResult<'_>, acks: Arc<Acks>) {
         match result {
             Ok(message) => {
-                Metrics::add(&self.metrics.delivered, 1);
-                if !self.marks.is_empty() {
-                    if let Some(mark) = self
-                        .marks
-                        .get(message.topic())
-                        .and_then(|m| m.get(message.partition() as usize))
-                    {
-                        mark.fetch_max(message.offset(), Ordering::AcqRel);
+                // Changelog records advance their partition's mark; the rest (outputs, dead
+                // letters, late records) count as delivered, beside `produced`.
+                match self.marks.get(message.topic()) {
+                    Some(marks) => {
+                        if let Some(mark) = marks.get(message.partition() as usize) {
+                            mark.fetch_max(message.offset(), Ordering::AcqRel);
+                        }
                     }
+                    None => Metrics::add(&self.metrics.delivered, 1),
                 }
                 acks.delivered(true);
             }

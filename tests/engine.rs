@@ -106,6 +106,25 @@ fn a_record_error_does_not_fail_its_batch() {
 }
 
 #[test]
+fn an_oversized_state_value_fails_its_record_with_a_clear_error() {
+    let mut inst = misbehave(Limits::default());
+    let out = inst.process(batch(vec![
+        json!({"state_kb": 1024}),
+        json!({"state_kb": 1025}),
+        json!({}),
+    ]));
+    assert_eq!(json_of(&out[0])["seen"], 1, "1 MiB is allowed");
+    let err = &out[1].as_ref().unwrap_err().error;
+    assert_eq!(err.kind, ErrorKind::Plugin);
+    assert_eq!(
+        err.message,
+        "state value `blob` is 1049600 bytes, over the limit of 1048576"
+    );
+    assert_eq!(json_of(&out[2])["seen"], 3, "the batch goes on");
+    assert_eq!(inst.restarts(), 0, "a refused put is an error, not a trap");
+}
+
+#[test]
 fn a_panic_is_pinned_on_its_record_and_its_state_writes_are_discarded() {
     let mut inst = misbehave(Limits::default());
     let out = inst.process(batch(vec![json!({}), json!({"panic": true}), json!({})]));

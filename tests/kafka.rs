@@ -819,18 +819,35 @@ fn a_partition_moves_to_another_instance_with_its_state() {
 
 #[test]
 fn exactly_once_partitions_handed_over_keep_exact_results() {
-    exactly_once_hand_over(false);
+    exactly_once_hand_over(Leave::Stop);
 }
 
 #[test]
 fn exactly_once_an_instance_killed_hands_its_partitions_over_with_exact_results() {
-    exactly_once_hand_over(true);
+    exactly_once_hand_over(Leave::Kill);
 }
 
-/// Two instances under exactly once; A leaves (SIGTERM, or SIGKILL mid-transaction) and B takes
-/// its partitions: B fences A's producers (aborting what A left open), rebuilds the state from
-/// the changelogs and carries on. Every input must come out exactly once with exact totals.
-fn exactly_once_hand_over(kill: bool) {
+#[test]
+fn exactly_once_a_frozen_instance_is_fenced_and_writes_nothing_after() {
+    exactly_once_hand_over(Leave::Freeze);
+}
+
+/// How instance A leaves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Leave {
+    /// SIGTERM: a clean shutdown.
+    Stop,
+    /// SIGKILL, likely mid-transaction.
+    Kill,
+    /// SIGSTOP until B has taken everything over and finished, then SIGCONT: a zombie whose
+    /// producers were fenced meanwhile.
+    Freeze,
+}
+
+/// Two instances under exactly once; A leaves and B takes its partitions: B fences A's
+/// producers (aborting what A left open), rebuilds the state from the changelogs and carries on.
+/// Every input must come out exactly once with exact totals; a zombie A must not add anything.
+fn exactly_once_hand_over(leave: Leave) {
     let k = kafka();
     let setup = Setup::new("eos-move", 4);
     let pipeline = setup.pipeline(
@@ -857,11 +874,13 @@ fn exactly_once_hand_over(kill: bool) {
     b.wait_for_log("assigned", Duration::from_secs(60));
     k.produce(&setup.source, &input[3000..6000]);
     std::thread::sleep(Duration::from_secs(2));
-    if kill {
-        a.signal("KILL");
-        assert_eq!(a.wait(Duration::from_secs(10)), None);
-    } else {
-        assert_eq!(a.stop(), Some(0), "log of A:\n{}", a.log());
+    match leave {
+        Leave::Kill => {
+            a.signal("KILL");
+            assert_eq!(a.wait(Duration::from_secs(10)), None);
+        }
+        Leave::Stop => assert_eq!(a.stop(), Some(0), "log of A:\n{}", a.log()),
+        Leave::Freeze => a.signal("STOP"),
     }
     k.produce(&setup.source, &input[6000..]);
     let sources = k.read(&setup.source, input.len(), Duration::from_secs(30));
@@ -871,6 +890,23 @@ fn exactly_once_hand_over(kill: bool) {
         "B did not finish; log of B:\n{}",
         b.log()
     );
+    if leave == Leave::Freeze {
+        // The zombie wakes up with transactions open on producers B has fenced: it must stop
+        // writing (exit, or give its partitions up and rejoin), never commit over B.
+        a.signal("CONT");
+        std::thread::sleep(Duration::from_secs(15));
+        let code = if a.running() {
+            a.stop()
+        } else {
+            a.wait(Duration::ZERO)
+        };
+        let log = a.log();
+        eprintln!("zombie A: exit code {code:?}");
+        assert!(
+            code == Some(0) || log.contains("another instance took this partition over"),
+            "A neither rejoined cleanly nor stopped as fenced; log of A:\n{log}"
+        );
+    }
     assert_eq!(b.stop(), Some(0), "log of B:\n{}", b.log());
     let output = k.read_committed(&setup.sink, setup.partitions);
     let mut got: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();

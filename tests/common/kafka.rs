@@ -362,6 +362,11 @@ impl Weir {
         }
     }
 
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     /// SIGTERM, then the exit code.
     pub fn stop(&mut self) -> Option<i32> {
         self.signal("TERM");

@@ -1,6 +1,7 @@
 //! Fails on request, to test how the host contains plugins. Each JSON input may ask for:
-//! `{"panic": true}`, `{"loop": true}`, `{"alloc_mb": N}` or `{"fail": "message"}`; anything
-//! else passes through with `seen`, a per-key count kept in state, added.
+//! `{"panic": true}`, `{"loop": true}`, `{"alloc_mb": N}`, `{"fail": "message"}` or
+//! `{"state_kb": N}` (store N KiB under `blob`); anything else passes through with `seen`, a
+//! per-key count kept in state, added.
 
 use weir_sdk::prelude::*;
 
@@ -32,6 +33,9 @@ fn misbehave(rec: &Record, cfg: &Config, state: &State) -> Result<Record> {
     }
     if let Some(msg) = cmd["fail"].as_str() {
         fail!("{msg}");
+    }
+    if let Some(kb) = cmd["state_kb"].as_u64() {
+        state.put_bytes("blob", &vec![7u8; (kb as usize) << 10], None)?;
     }
     cmd["seen"] = json!(seen);
     if let Some(tag) = &cfg.tag {

@@ -890,10 +890,16 @@ impl Shared {
                 }
             }
             Err(e) => {
+                // librdkafka reports a fencing as the broker's code or, inside a failed
+                // transactional call, as its own `_FENCED`.
                 let fenced = matches!(
                     e.rdkafka_error_code(),
-                    Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
-                );
+                    Some(
+                        RDKafkaErrorCode::ProducerFenced
+                            | RDKafkaErrorCode::InvalidProducerEpoch
+                            | RDKafkaErrorCode::Fenced
+                    )
+                ) || e.to_string().contains("fences the current one");
                 self.fatal.set(format!(
                     "committing the transaction of {}[{}] failed: {e}{}",
                     p.topic,
@@ -904,7 +910,10 @@ impl Shared {
                         ""
                     }
                 ));
-                txn.abort();
+                // A fenced producer cannot abort; its successor already did.
+                if !fenced {
+                    txn.abort();
+                }
             }
         }
     }

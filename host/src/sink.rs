@@ -160,6 +160,8 @@ impl std::fmt::Debug for Sink {
 
 /// How long a transaction step may take before it counts as failed.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest an abort may hold up a shutdown.
+const ABORT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The pipeline's producer.
 pub struct Sink {
@@ -244,9 +246,11 @@ impl Sink {
         self.producer().begin_transaction()
     }
 
-    /// Drop everything sent since the last commit.
+    /// Drop everything sent since the last commit. Only ever done on the way down, so briefly:
+    /// a transaction left open is aborted anyway when the next owner of the transactional id
+    /// fences this producer.
     pub fn abort(&self) {
-        if let Err(e) = self.producer().abort_transaction(TRANSACTION_TIMEOUT) {
+        if let Err(e) = self.producer().abort_transaction(ABORT_TIMEOUT) {
             tracing::warn!("aborting a transaction failed: {e}");
         }
     }

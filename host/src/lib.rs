@@ -17,6 +17,7 @@ pub mod engine;
 pub mod local;
 pub mod metrics;
 pub mod pipeline;
+pub mod reload;
 pub mod run;
 pub mod scaffold;
 pub mod sink;

@@ -214,6 +214,10 @@ fn run_pipeline(path: &Path, workers: Option<usize>) -> Result<ExitCode> {
     pipeline.kafka()?;
     let engine = engine()?;
     let stages = load_stages(&engine, &pipeline)?;
+    // Hot reload: the watcher owns the engine from here on; it swaps in what changes.
+    let reloader = weir::reload::Reloader::start(engine, &pipeline, &stages)?;
+    let live = reloader.live();
+    let trigger = reloader.trigger();
     let mut options = RunOptions::default();
     if let Some(workers) = workers {
         options.workers = workers;
@@ -224,8 +228,19 @@ fn run_pipeline(path: &Path, workers: Option<usize>) -> Result<ExitCode> {
         .build()?;
     let started = std::time::Instant::now();
     let result = runtime.block_on(async move {
-        let mut task =
-            tokio::task::spawn_blocking(move || weir::run::run(&pipeline, &stages, options));
+        // SIGHUP: check every plugin and the pipeline file now. Installed before the run starts,
+        // so a SIGHUP never falls to its default action (exit).
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .expect("install a SIGHUP handler");
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading");
+                trigger.reload_now();
+            }
+        });
+        let mut task = tokio::task::spawn_blocking(move || {
+            weir::run::run_reloading(&pipeline, &stages, Some(live), options)
+        });
         tokio::select! {
             result = &mut task => return result,
             signal = stop_signal() => {
@@ -241,6 +256,7 @@ fn run_pipeline(path: &Path, workers: Option<usize>) -> Result<ExitCode> {
             }
         }
     })?;
+    drop(reloader);
     let counts = result?;
     eprintln!(
         "weir run: {counts} in {:.1}s",

@@ -77,6 +77,25 @@ impl Stages {
     }
 }
 
+impl Stages {
+    /// Stages whose plugins are already loaded, in chain order: hot reload assembles a new
+    /// version from the plugins it reuses and the ones it just validated.
+    pub fn from_loaded(stages: Vec<(Stage, Plugin)>) -> Stages {
+        Stages { stages }
+    }
+
+    /// Each stage's settings and loaded plugin, in chain order.
+    pub fn loaded(&self) -> &[(Stage, Plugin)] {
+        &self.stages
+    }
+}
+
+/// Load one stage's plugin, refusing what a stage cannot run (as [`Stages::load`] does for
+/// every stage): hot reload loads stages added to a running pipeline through it.
+pub fn load_stage(engine: &Engine, stage: &Stage) -> Result<Plugin, PluginError> {
+    load(engine, stage)
+}
+
 /// Live instances of every stage of a pipeline, for one worker's records.
 pub struct Chain {
     stages: Vec<(String, Instance)>,

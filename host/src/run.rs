@@ -36,7 +36,8 @@ use crate::{
     config::{ErrorPolicy, Pipeline},
     engine::{Header, PluginError, Record},
     metrics::{Metrics, Snapshot},
-    pipeline::{Chain, Stages},
+    pipeline::Stages,
+    reload::{Live, LiveChain},
     sink::{ChangelogMarks, Fatal, SendError, Sink},
     source::{self, Consumer},
     state::StateStore,
@@ -261,6 +262,17 @@ pub fn run(
     stages: &Stages,
     options: RunOptions,
 ) -> Result<Snapshot, RunError> {
+    run_reloading(pipeline, stages, None, options)
+}
+
+/// [`run`], with the workers moving to each version of the stages that `live` publishes (hot
+/// reload, see [`crate::reload`]) between batches.
+pub fn run_reloading(
+    pipeline: &Pipeline,
+    stages: &Stages,
+    live: Option<Arc<Live>>,
+    options: RunOptions,
+) -> Result<Snapshot, RunError> {
     let (source, sink_config) = pipeline.kafka()?;
     let workers = options.workers.max(1);
     let fatal = Arc::new(Fatal::default());
@@ -359,8 +371,11 @@ pub fn run(
     // One chain per worker, all started before consuming so a bad config fails here.
     let mut senders = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
+    if let Some(live) = &live {
+        live.set_workers(workers);
+    }
     for id in 0..workers {
-        let chain = stages.start()?;
+        let chain = LiveChain::start(stages, live.as_ref())?;
         let (tx, rx) = crossbeam_channel::bounded::<Work>(WORKER_QUEUE);
         let shared = shared.clone();
         let interval = pipeline.delivery.checkpoint_interval;
@@ -927,7 +942,7 @@ impl Shared {
 /// A worker: runs the chain over its partitions' batches and hands the results to the sink;
 /// under exactly once, it also commits each of its partitions' transactions every checkpoint
 /// interval (a partition's records and its transaction stay on one thread).
-fn work(mut chain: Chain, inbox: Receiver<Work>, shared: &Shared, interval: Duration) {
+fn work(mut chain: LiveChain, inbox: Receiver<Work>, shared: &Shared, interval: Duration) {
     let mut open: Vec<Arc<Partition>> = Vec::new();
     let mut last = Instant::now();
     loop {
@@ -935,6 +950,7 @@ fn work(mut chain: Chain, inbox: Receiver<Work>, shared: &Shared, interval: Dura
         match inbox.recv_timeout(wait) {
             Ok(Work::Batch(batch)) => {
                 let partition = batch.partition.clone();
+                chain.refresh();
                 process(&mut chain, batch, shared);
                 if partition.transaction.is_some()
                     && !open.iter().any(|p| Arc::ptr_eq(p, &partition))
@@ -965,7 +981,7 @@ fn work(mut chain: Chain, inbox: Receiver<Work>, shared: &Shared, interval: Dura
 
 /// Run one batch through the chain and hand its outputs, dead letters and (at least once)
 /// state changes to the sink.
-fn process(chain: &mut Chain, batch: Batch, shared: &Shared) {
+fn process(chain: &mut LiveChain, batch: Batch, shared: &Shared) {
     if shared.fatal.is_set() {
         batch.partition.abandoned();
         return;

@@ -1,0 +1,912 @@
+//! Hot reload: new plugin builds and pipeline changes swapped into a running `weir run`.
+//!
+//! A watcher thread ([`Reloader`]) watches the directories of the pipeline file and of every
+//! stage's plugin (directories, not files: editors and build tools replace files by rename, which
+//! a watch on the file itself would lose). After a quiet period ([`QUIET`]) it reads the changed
+//! files, compares content hashes (a touch without a change does nothing), and builds a candidate
+//! version of the stages *off the data path*: the new component is compiled, its world checked,
+//! and every stage instantiated with its config so `init` judges it. Only a fully validated
+//! version is published; anything else is rejected with one log line naming the file and the
+//! reason, and the running version stays.
+//!
+//! Publishing bumps a generation counter. Each worker ([`LiveChain`]) compares it with its own at
+//! the top of every batch (one atomic load) and, when it moved, takes a chain of the new version
+//! (started ahead of time by the watcher thread, so the swap itself is a pointer move). A batch
+//! therefore runs wholly on one version, and since a partition's batches run in order on one
+//! worker, each partition's records move from older to newer versions only, none lost and none
+//! processed twice. Keyed state belongs to the host, not the instance ([`Chain::set_state`] hands
+//! it to the stage every batch), so it carries over.
+//!
+//! What a running pipeline can take live: a stage's plugin file, `config` and `limits`, and
+//! adding, removing or reordering stages. What it cannot (the source, sink, delivery guarantee,
+//! error policy, state directory; a stage that starts keeping state, which needs a changelog
+//! topic restored at partition assignment) is logged as needing a restart and ignored.
+//!
+//! A new version is also on trial for its first records ([`TRIAL_RECORDS`]): if more than
+//! [`ROLLBACK_RATE`] of them fail, the version it replaced is put back and the rollback counted.
+
+use std::{
+    collections::{HashMap, HashSet},
+    ops::{Deref, DerefMut},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use notify::{
+    event::{AccessKind, AccessMode},
+    EventKind, RecursiveMode, Watcher,
+};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    config::{Pipeline, Stage},
+    engine::{Engine, Plugin, PluginError, Record, SharedState},
+    pipeline::{self, BatchOutput, Chain, Stages},
+};
+
+/// How long a watched file must stay unchanged before it is read: a build tool writing a file in
+/// several steps is left to finish.
+pub const QUIET: Duration = Duration::from_millis(200);
+
+/// How many records a new version is judged on before it is trusted.
+pub const TRIAL_RECORDS: u64 = 1000;
+
+/// The share of failed records among a new version's first [`TRIAL_RECORDS`] above which the
+/// previous version is put back.
+pub const ROLLBACK_RATE: f64 = 0.05;
+
+/// Hot reload could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("hot reload: cannot watch {}: {cause}", path.display())]
+    Watch { path: PathBuf, cause: notify::Error },
+    #[error("hot reload: cannot start the watcher thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// One validated set of stages, as published to the workers.
+pub struct Version {
+    generation: u64,
+    stages: Stages,
+    /// For each stage of the first version (whose indices the partitions' state refers to), its
+    /// index in this version; `None` if it was removed.
+    state_index: Vec<Option<usize>>,
+    /// Chains of this version started by the watcher thread, for workers to take without paying
+    /// for instantiation on the data path.
+    spares: Mutex<Vec<Chain>>,
+    /// Set while the version is on trial.
+    trial: Option<Trial>,
+}
+
+/// A new version's first records: how many, how many failed, and what to go back to.
+struct Trial {
+    records: AtomicU64,
+    failed: AtomicU64,
+    previous: Arc<Version>,
+    /// Set once the verdict is in, so it is given once.
+    decided: std::sync::atomic::AtomicBool,
+}
+
+impl Version {
+    /// The generation: 0 for the stages `weir run` started with, one more for every swap.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The stages of this version.
+    pub fn stages(&self) -> &Stages {
+        &self.stages
+    }
+
+    fn first(stages: Stages) -> Version {
+        let state_index = (0..stages.loaded().len()).map(Some).collect();
+        Version {
+            generation: 0,
+            stages,
+            state_index,
+            spares: Mutex::default(),
+            trial: None,
+        }
+    }
+}
+
+/// What the watcher thread and the workers share: the current version and its generation.
+pub struct Live {
+    generation: AtomicU64,
+    current: Mutex<Arc<Version>>,
+    /// Names of the first version's stages, by index: what partitions' state indices mean.
+    base: Vec<String>,
+    /// Names of the first version's stages that keep state: the only ones with changelogs.
+    base_stateful: HashSet<String>,
+    /// How many workers run chains: how many spare chains to start for a new version.
+    workers: AtomicUsize,
+    /// To ask the watcher thread for a rollback.
+    requests: Sender<Msg>,
+    swaps: AtomicU64,
+    rejected: AtomicU64,
+    rollbacks: AtomicU64,
+}
+
+impl Live {
+    /// The version now published.
+    pub fn current(&self) -> Arc<Version> {
+        lock(&self.current).clone()
+    }
+
+    /// Tell the watcher how many workers run chains, so it starts that many for each version.
+    pub fn set_workers(&self, workers: usize) {
+        self.workers.store(workers, Ordering::Relaxed);
+    }
+
+    /// Versions swapped in so far (rollbacks included).
+    pub fn swaps(&self) -> u64 {
+        self.swaps.load(Ordering::Relaxed)
+    }
+
+    /// Candidate versions rejected so far.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Versions rolled back so far.
+    pub fn rollbacks(&self) -> u64 {
+        self.rollbacks.load(Ordering::Relaxed)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One worker's chain, kept on the newest published version between batches.
+///
+/// It dereferences to the [`Chain`], so the worker calls the chain as before; only
+/// [`LiveChain::set_state`] (which translates the state's stage index to this version's) and
+/// [`LiveChain::process`] (which judges a version on trial) stand in front of it.
+pub struct LiveChain {
+    chain: Chain,
+    version: Arc<Version>,
+    live: Option<Arc<Live>>,
+    /// A generation this worker failed to start, not tried again.
+    failed: Option<u64>,
+}
+
+impl LiveChain {
+    /// A chain of the current version of `live`, or of `stages` when nothing is reloaded.
+    pub fn start(stages: &Stages, live: Option<&Arc<Live>>) -> Result<LiveChain, PluginError> {
+        let version = match live {
+            Some(live) => live.current(),
+            None => Arc::new(Version::first(stages.clone())),
+        };
+        let chain = version.stages.start()?;
+        Ok(LiveChain {
+            chain,
+            version,
+            live: live.cloned(),
+            failed: None,
+        })
+    }
+
+    /// The generation this chain runs.
+    pub fn generation(&self) -> u64 {
+        self.version.generation
+    }
+
+    /// At a batch boundary: move to the newest published version if there is one.
+    pub fn refresh(&mut self) {
+        let Some(live) = &self.live else {
+            return;
+        };
+        let generation = live.generation.load(Ordering::Acquire);
+        if generation == self.version.generation || self.failed == Some(generation) {
+            return;
+        }
+        let version = live.current();
+        let spare = lock(&version.spares).pop();
+        let chain = match spare {
+            Some(chain) => Ok(chain),
+            None => version.stages.start(),
+        };
+        match chain {
+            Ok(chain) => {
+                // The old chain is dropped here, after its last batch and before the next one.
+                self.chain = chain;
+                self.version = version;
+                self.failed = None;
+            }
+            Err(e) => {
+                // Validated on the watcher thread, so this is a resource problem; the worker
+                // stays on its version rather than stall.
+                tracing::error!(
+                    "reload: a worker could not start generation {}, staying on {}: {e}",
+                    version.generation,
+                    self.version.generation
+                );
+                self.failed = Some(version.generation);
+            }
+        }
+    }
+
+    /// Keep the state of the first version's stage `stage` in `state` from the next batch on
+    /// (translated to its index in this version; nothing if the stage was removed).
+    pub fn set_state(&mut self, stage: usize, state: SharedState) {
+        if let Some(Some(index)) = self.version.state_index.get(stage) {
+            self.chain.set_state(*index, state);
+        }
+    }
+
+    /// Run one batch through the chain; while the version is on trial, count its failures and
+    /// ask for a rollback once they are too many.
+    pub fn process(&mut self, batch: Vec<Record>) -> BatchOutput {
+        let count = batch.len() as u64;
+        let output = self.chain.process(batch);
+        if let (Some(trial), Some(live)) = (&self.version.trial, &self.live) {
+            if !trial.decided.load(Ordering::Relaxed) {
+                let failed = output.failures.len() as u64;
+                let records = trial.records.fetch_add(count, Ordering::Relaxed) + count;
+                let failures = trial.failed.fetch_add(failed, Ordering::Relaxed) + failed;
+                match verdict(records, failures) {
+                    Verdict::Pending => {}
+                    Verdict::Keep => trial.decided.store(true, Ordering::Relaxed),
+                    Verdict::RollBack => {
+                        if !trial.decided.swap(true, Ordering::Relaxed) {
+                            let _ = live.requests.send(Msg::RollBack {
+                                generation: self.version.generation,
+                                records,
+                                failures,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        output
+    }
+}
+
+impl Deref for LiveChain {
+    type Target = Chain;
+    fn deref(&self) -> &Chain {
+        &self.chain
+    }
+}
+
+impl DerefMut for LiveChain {
+    fn deref_mut(&mut self) -> &mut Chain {
+        &mut self.chain
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Pending,
+    Keep,
+    RollBack,
+}
+
+/// Whether `failures` among a new version's first `records` condemn it. It is rolled back as
+/// soon as the failures exceed the rate over the whole trial (waiting for the rest would only
+/// send more records through a bad version), and kept once the trial is over.
+fn verdict(records: u64, failures: u64) -> Verdict {
+    let allowed = (TRIAL_RECORDS as f64 * ROLLBACK_RATE) as u64;
+    if failures > allowed {
+        Verdict::RollBack
+    } else if records >= TRIAL_RECORDS {
+        Verdict::Keep
+    } else {
+        Verdict::Pending
+    }
+}
+
+enum Msg {
+    /// Paths the file system says changed.
+    Changed(Vec<PathBuf>),
+    /// Check every watched file now (SIGHUP).
+    CheckAll,
+    RollBack {
+        generation: u64,
+        records: u64,
+        failures: u64,
+    },
+    Stop,
+}
+
+/// Asks a running reloader to check every file now (what SIGHUP does).
+#[derive(Clone)]
+pub struct Trigger(Sender<Msg>);
+
+impl Trigger {
+    pub fn reload_now(&self) {
+        let _ = self.0.send(Msg::CheckAll);
+    }
+}
+
+/// The watcher thread; stopped when dropped.
+pub struct Reloader {
+    live: Arc<Live>,
+    requests: Sender<Msg>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Reloader {
+    /// Watch `pipeline`'s file and its stages' plugins (`stages`, already loaded by `engine`).
+    pub fn start(
+        engine: Engine,
+        pipeline: &Pipeline,
+        stages: &Stages,
+    ) -> Result<Reloader, ReloadError> {
+        let (requests, inbox) = crossbeam_channel::unbounded();
+        let live = Arc::new(Live {
+            generation: AtomicU64::new(0),
+            current: Mutex::new(Arc::new(Version::first(stages.clone()))),
+            base: stages
+                .loaded()
+                .iter()
+                .map(|(s, _)| s.name.clone())
+                .collect(),
+            base_stateful: stages
+                .stateful()
+                .into_iter()
+                .map(|(_, name)| name)
+                .collect(),
+            workers: AtomicUsize::new(1),
+            requests: requests.clone(),
+            swaps: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            rollbacks: AtomicU64::new(0),
+        });
+        let events = requests.clone();
+        let watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+                Ok(event) if is_change(&event.kind) => {
+                    let _ = events.send(Msg::Changed(event.paths));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("reload: file watcher: {e}"),
+            })
+            .map_err(|cause| ReloadError::Watch {
+                path: pipeline.path.clone(),
+                cause,
+            })?;
+        let mut watch = Watch {
+            engine,
+            live: live.clone(),
+            started: pipeline.clone(),
+            pipeline_file: key(&pipeline.path),
+            pipeline_hash: std::fs::read(&pipeline.path).ok().map(|b| sha256(&b)),
+            watcher,
+            dirs: HashSet::new(),
+        };
+        watch.watch(&pipeline.path)?;
+        for (stage, _) in stages.loaded() {
+            watch.watch(&stage.plugin)?;
+        }
+        let thread = thread::Builder::new()
+            .name("weir-reload".into())
+            .spawn(move || watch.run(inbox))
+            .map_err(ReloadError::Thread)?;
+        Ok(Reloader {
+            live,
+            requests,
+            thread: Some(thread),
+        })
+    }
+
+    /// What the workers share with the watcher.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.clone()
+    }
+
+    /// A handle that asks for a check of every file.
+    pub fn trigger(&self) -> Trigger {
+        Trigger(self.requests.clone())
+    }
+}
+
+impl Drop for Reloader {
+    fn drop(&mut self) {
+        let _ = self.requests.send(Msg::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Whether a file system event may have changed a file's content: opening or reading it (which
+/// the watcher itself does) may not, or every check would trigger the next.
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+/// How a watched file is matched to events: its directory, resolved, joined with its name (the
+/// watcher reports paths under the directory it was given).
+fn key(path: &Path) -> PathBuf {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    match path.file_name() {
+        Some(name) => dir.join(name),
+        None => dir,
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The watcher thread's state.
+struct Watch {
+    engine: Engine,
+    live: Arc<Live>,
+    /// The pipeline as `weir run` started it: what cannot change without a restart.
+    started: Pipeline,
+    pipeline_file: PathBuf,
+    /// Hash of the pipeline file as last read.
+    pipeline_hash: Option<String>,
+    watcher: notify::RecommendedWatcher,
+    dirs: HashSet<PathBuf>,
+}
+
+impl Watch {
+    /// Watch the directory of `file`.
+    fn watch(&mut self, file: &Path) -> Result<(), ReloadError> {
+        let Some(dir) = key(file).parent().map(Path::to_path_buf) else {
+            return Ok(());
+        };
+        if self.dirs.contains(&dir) {
+            return Ok(());
+        }
+        self.watcher
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(|cause| ReloadError::Watch {
+                path: dir.clone(),
+                cause,
+            })?;
+        self.dirs.insert(dir);
+        Ok(())
+    }
+
+    fn run(mut self, inbox: Receiver<Msg>) {
+        let mut dirty: HashSet<PathBuf> = HashSet::new();
+        let mut deadline: Option<Instant> = None;
+        let mut all = false;
+        loop {
+            let msg = match deadline {
+                Some(d) => inbox.recv_deadline(d),
+                None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match msg {
+                Ok(Msg::Changed(paths)) => {
+                    let watched = self.watched();
+                    let before = dirty.len();
+                    dirty.extend(paths.into_iter().filter(|p| watched.contains(p)));
+                    if dirty.len() > before || !dirty.is_empty() {
+                        deadline = Some(Instant::now() + QUIET);
+                    }
+                }
+                Ok(Msg::CheckAll) => {
+                    tracing::info!("reload: checking every stage's plugin and the pipeline file");
+                    all = true;
+                    deadline = Some(Instant::now());
+                }
+                Ok(Msg::RollBack {
+                    generation,
+                    records,
+                    failures,
+                }) => self.roll_back(generation, records, failures),
+                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => {
+                    deadline = None;
+                    if all {
+                        dirty.extend(self.watched());
+                        all = false;
+                    }
+                    if !dirty.is_empty() {
+                        self.check(&std::mem::take(&mut dirty));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The files whose changes matter: the pipeline file and every current stage's plugin.
+    fn watched(&self) -> HashSet<PathBuf> {
+        let current = self.live.current();
+        let mut files: HashSet<PathBuf> = current
+            .stages
+            .loaded()
+            .iter()
+            .map(|(s, _)| key(&s.plugin))
+            .collect();
+        files.insert(self.pipeline_file.clone());
+        files
+    }
+
+    /// Build a candidate from the changed files, validate it, and publish it if it is whole.
+    fn check(&mut self, dirty: &HashSet<PathBuf>) {
+        let current = self.live.current();
+        let mut wanted: Vec<Stage> = current
+            .stages
+            .loaded()
+            .iter()
+            .map(|(s, _)| s.clone())
+            .collect();
+        if dirty.contains(&self.pipeline_file) {
+            if let Some(stages) = self.read_pipeline() {
+                wanted = stages;
+            }
+        }
+        let (candidate, changed) = match self.candidate(&current, &wanted, dirty) {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                tracing::debug!("reload: no change to apply");
+                return;
+            }
+            Err(rejection) => {
+                self.live.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("{rejection}");
+                return;
+            }
+        };
+        // Every stage started with its config: `init` has the last word before publishing.
+        let chain = match candidate.start() {
+            Ok(chain) => chain,
+            Err(e) => {
+                self.live.rejected.fetch_add(1, Ordering::Relaxed);
+                let file = e
+                    .plugin()
+                    .and_then(|name| candidate.loaded().iter().find(|(s, _)| s.name == name))
+                    .map_or_else(|| self.started.path.clone(), |(s, _)| s.plugin.clone());
+                tracing::error!(
+                    "reload: {} rejected, the running version stays: {e}",
+                    file.display()
+                );
+                return;
+            }
+        };
+        for (stage, _) in candidate.loaded() {
+            if let Err(e) = self.watch(&stage.plugin) {
+                tracing::warn!("{e}; changes to it will need a SIGHUP");
+            }
+        }
+        let generation = self.publish(candidate, chain, Some(current));
+        tracing::info!(
+            "reload: generation {generation} published: {}",
+            changed.join("; ")
+        );
+    }
+
+    /// Read the pipeline file again; the stages it now wants, or `None` if it did not change,
+    /// cannot be read, or only changed what needs a restart.
+    fn read_pipeline(&mut self) -> Option<Vec<Stage>> {
+        let path = &self.started.path;
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::error!(
+                    "reload: {}: cannot read it, the running pipeline stays: {e}",
+                    path.display()
+                );
+                return None;
+            }
+        };
+        let hash = sha256(text.as_bytes());
+        if self.pipeline_hash.as_deref() == Some(hash.as_str()) {
+            return None;
+        }
+        let pipeline = match Pipeline::parse(path, &text) {
+            Ok(p) => p,
+            Err(e) => {
+                self.live.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("reload: {e}; the running pipeline stays");
+                return None;
+            }
+        };
+        self.pipeline_hash = Some(hash);
+        let needs_restart = restart_only_changes(&self.started, &pipeline);
+        if !needs_restart.is_empty() {
+            tracing::warn!(
+                "reload: {}: {} changed, which needs a restart of `weir run`; ignored until then \
+                 (stage changes, if any, still apply)",
+                path.display(),
+                needs_restart.join(", ")
+            );
+        }
+        Some(pipeline.stages)
+    }
+
+    /// The version the stages in `wanted` make, reusing the loaded plugins of unchanged files;
+    /// `None` if it is the current one. What changed is described for the log.
+    #[allow(clippy::type_complexity)]
+    fn candidate(
+        &self,
+        current: &Version,
+        wanted: &[Stage],
+        dirty: &HashSet<PathBuf>,
+    ) -> Result<Option<(Stages, Vec<String>)>, String> {
+        let running = current.stages.loaded();
+        let mut loaded: HashMap<PathBuf, Plugin> = HashMap::new();
+        let mut stages = Vec::with_capacity(wanted.len());
+        let mut changed = Vec::new();
+        for stage in wanted {
+            let old = running.iter().find(|(s, _)| s.name == stage.name);
+            let file = key(&stage.plugin);
+            let plugin = match old {
+                Some((s, p)) if key(&s.plugin) == file && !dirty.contains(&file) => p.clone(),
+                _ => match loaded.get(&file) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = self.load(stage, old.map(|(_, p)| p))?;
+                        loaded.insert(file, p.clone());
+                        p
+                    }
+                },
+            };
+            if let Some((_, p)) = old {
+                if p.kind() != plugin.kind() {
+                    return Err(format!(
+                        "reload: {} rejected, the running version stays: stage `{}` runs a {} \
+                         plugin and this is a {} plugin (the wrong world for the stage)",
+                        stage.plugin.display(),
+                        stage.name,
+                        p.kind(),
+                        plugin.kind()
+                    ));
+                }
+            }
+            if plugin.uses_state() && !self.live.base_stateful.contains(&stage.name) {
+                return Err(format!(
+                    "reload: {} rejected, the running version stays: stage `{}` would keep keyed \
+                     state, which needs its changelog set up when partitions are assigned: \
+                     restart `weir run` to add a stateful stage",
+                    stage.plugin.display(),
+                    stage.name
+                ));
+            }
+            match old {
+                None => changed.push(format!("stage `{}` added", stage.name)),
+                Some((s, p)) => {
+                    if p.hash() != plugin.hash() {
+                        changed.push(format!(
+                            "stage `{}` runs {} (sha256:{})",
+                            stage.name,
+                            stage.plugin.display(),
+                            &plugin.hash()[..12]
+                        ));
+                    }
+                    if s.config != stage.config {
+                        changed.push(format!("stage `{}` config", stage.name));
+                    }
+                    if s.limits.memory_bytes != stage.limits.memory_bytes
+                        || s.limits.call_timeout != stage.limits.call_timeout
+                    {
+                        changed.push(format!("stage `{}` limits", stage.name));
+                    }
+                }
+            }
+            stages.push((stage.clone(), plugin));
+        }
+        for (s, _) in running {
+            if !wanted.iter().any(|w| w.name == s.name) {
+                changed.push(format!("stage `{}` removed", s.name));
+            }
+        }
+        let order = |list: &[(Stage, Plugin)]| -> Vec<String> {
+            list.iter().map(|(s, _)| s.name.clone()).collect()
+        };
+        if changed.is_empty() && order(running) != order(&stages) {
+            changed.push(format!("stages reordered: {}", order(&stages).join(", ")));
+        }
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((Stages::from_loaded(stages), changed)))
+    }
+
+    /// Load `stage`'s plugin file as it is now; `old` is the plugin the stage runs, if any.
+    fn load(&self, stage: &Stage, old: Option<&Plugin>) -> Result<Plugin, String> {
+        let rejected = |reason: String| {
+            format!(
+                "reload: {} rejected, the running version stays: {reason}",
+                stage.plugin.display()
+            )
+        };
+        let Some(old) = old else {
+            // A new stage: loaded as `weir run` loads stages at start.
+            return pipeline::load_stage(&self.engine, stage).map_err(|e| rejected(e.to_string()));
+        };
+        let before = std::fs::metadata(&stage.plugin).map_err(|e| rejected(e.to_string()))?;
+        let bytes = std::fs::read(&stage.plugin).map_err(|e| rejected(e.to_string()))?;
+        let after = std::fs::metadata(&stage.plugin).map_err(|e| rejected(e.to_string()))?;
+        if before.len() != after.len()
+            || before.modified().ok() != after.modified().ok()
+            || after.len() != bytes.len() as u64
+        {
+            return Err(rejected(
+                "it changed while being read (still being written?); it is read again on its \
+                 next change"
+                    .into(),
+            ));
+        }
+        if sha256(&bytes) == old.hash() {
+            return Ok(old.clone());
+        }
+        self.engine
+            .load_bytes(&stage.name, &stage.plugin, &bytes)
+            .map_err(|e| rejected(e.to_string()))
+    }
+
+    /// Publish `stages` (validated; `chain` is one of its chains) as the next generation, with
+    /// `previous` to go back to if the new version fails its trial.
+    fn publish(&self, stages: Stages, chain: Chain, previous: Option<Arc<Version>>) -> u64 {
+        let mut spares = vec![chain];
+        let workers = self.live.workers.load(Ordering::Relaxed).max(1);
+        while spares.len() < workers {
+            match stages.start() {
+                Ok(chain) => spares.push(chain),
+                Err(_) => break, // the workers start their own
+            }
+        }
+        let state_index = self
+            .live
+            .base
+            .iter()
+            .map(|name| stages.loaded().iter().position(|(s, _)| &s.name == name))
+            .collect();
+        let mut current = lock(&self.live.current);
+        let generation = current.generation + 1;
+        *current = Arc::new(Version {
+            generation,
+            stages,
+            state_index,
+            spares: Mutex::new(spares),
+            trial: previous.map(|previous| Trial {
+                records: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+                // Only one step back is kept: the version before it is already trusted or gone.
+                previous: Arc::new(Version {
+                    generation: previous.generation,
+                    stages: previous.stages.clone(),
+                    state_index: previous.state_index.clone(),
+                    spares: Mutex::default(),
+                    trial: None,
+                }),
+                decided: std::sync::atomic::AtomicBool::new(false),
+            }),
+        });
+        self.live.generation.store(generation, Ordering::Release);
+        drop(current);
+        self.live.swaps.fetch_add(1, Ordering::Relaxed);
+        generation
+    }
+
+    /// Put back the version that generation `generation` replaced, if it is still the current
+    /// one.
+    fn roll_back(&mut self, generation: u64, records: u64, failures: u64) {
+        let current = self.live.current();
+        if current.generation != generation {
+            return;
+        }
+        let Some(trial) = &current.trial else {
+            return;
+        };
+        let previous = trial.previous.stages.clone();
+        let chain = match previous.start() {
+            Ok(chain) => chain,
+            Err(e) => {
+                tracing::error!(
+                    "reload: generation {generation} failed {failures} of its first {records} \
+                     records, but the previous version cannot be started again: {e}"
+                );
+                return;
+            }
+        };
+        let back = self.publish(previous, chain, None);
+        self.live.rollbacks.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            "reload: generation {generation} failed {failures} of its first {records} records \
+             (more than {:.0}% of {TRIAL_RECORDS}): rolled back to generation {} as generation \
+             {back} ({} rollbacks so far)",
+            ROLLBACK_RATE * 100.0,
+            trial.previous.generation,
+            self.live.rollbacks()
+        );
+    }
+}
+
+/// The tables of `new` that differ from `started` and cannot change while running.
+fn restart_only_changes(started: &Pipeline, new: &Pipeline) -> Vec<&'static str> {
+    // The settings types are plain data without `PartialEq`; their debug text compares them
+    // field by field.
+    let differs =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let mut changed = Vec::new();
+    if differs(&started.source, &new.source) {
+        changed.push("[source]");
+    }
+    if differs(&started.sink, &new.sink) {
+        changed.push("[sink]");
+    }
+    if differs(&started.delivery, &new.delivery) {
+        changed.push("[delivery]");
+    }
+    if differs(&started.errors, &new.errors) {
+        changed.push("[errors]");
+    }
+    if started.state_dir != new.state_dir {
+        changed.push("[state]");
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trial_is_kept_or_rolled_back_on_its_failure_rate() {
+        assert_eq!(verdict(10, 0), Verdict::Pending);
+        assert_eq!(verdict(999, 50), Verdict::Pending);
+        assert_eq!(verdict(1000, 50), Verdict::Keep);
+        assert_eq!(verdict(100, 51), Verdict::RollBack);
+        assert_eq!(verdict(5000, 51), Verdict::RollBack);
+    }
+
+    #[test]
+    fn reads_and_opens_are_not_changes() {
+        use notify::event::{CreateKind, ModifyKind, RenameMode};
+        assert!(!is_change(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!is_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(is_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(is_change(&EventKind::Create(CreateKind::File)));
+        assert!(is_change(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::To
+        ))));
+    }
+
+    #[test]
+    fn only_source_sink_delivery_errors_and_state_need_a_restart() {
+        let text = |topic: &str, config: &str| {
+            format!(
+                "[source]\nbrokers = \"b\"\ntopics = [\"{topic}\"]\ngroup = \"g\"\n[sink]\n\
+                 topic = \"out\"\n[[stage]]\nname = \"a\"\nplugin = \"a.wasm\"\nconfig = {config}\n"
+            )
+        };
+        let path = Path::new("/p/pipeline.toml");
+        let started = Pipeline::parse(path, &text("in", "{ x = 1 }")).unwrap();
+        let config_only = Pipeline::parse(path, &text("in", "{ x = 2 }")).unwrap();
+        assert!(restart_only_changes(&started, &config_only).is_empty());
+        let topic = Pipeline::parse(path, &text("other", "{ x = 1 }")).unwrap();
+        assert_eq!(restart_only_changes(&started, &topic), vec!["[source]"]);
+    }
+
+    #[test]
+    fn files_are_matched_by_resolved_directory_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.wasm");
+        let roundabout = dir.path().join(".").join("p.wasm");
+        assert_eq!(key(&file), key(&roundabout));
+        assert_eq!(
+            key(&file),
+            dir.path().canonicalize().unwrap().join("p.wasm")
+        );
+    }
+}

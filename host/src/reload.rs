@@ -215,6 +215,11 @@ impl LiveChain {
         };
         match chain {
             Ok(chain) => {
+                tracing::debug!(
+                    "{} now runs generation {}",
+                    thread::current().name().unwrap_or("a worker"),
+                    version.generation
+                );
                 // The old chain is dropped here, after its last batch and before the next one.
                 self.chain = chain;
                 self.version = version;
@@ -382,11 +387,13 @@ impl Reloader {
             pipeline_hash: std::fs::read(&pipeline.path).ok().map(|b| sha256(&b)),
             watcher,
             dirs: HashSet::new(),
+            files: HashSet::new(),
         };
         watch.watch(&pipeline.path)?;
         for (stage, _) in stages.loaded() {
             watch.watch(&stage.plugin)?;
         }
+        watch.files = watch.watched();
         let thread = thread::Builder::new()
             .name("weir-reload".into())
             .spawn(move || watch.run(inbox))
@@ -456,7 +463,10 @@ struct Watch {
     /// Hash of the pipeline file as last read.
     pipeline_hash: Option<String>,
     watcher: notify::RecommendedWatcher,
+    /// Directories watched.
     dirs: HashSet<PathBuf>,
+    /// Files whose events count (see [`Watch::watched`]).
+    files: HashSet<PathBuf>,
 }
 
 impl Watch {
@@ -489,10 +499,12 @@ impl Watch {
             };
             match msg {
                 Ok(Msg::Changed(paths)) => {
-                    let watched = self.watched();
-                    let before = dirty.len();
-                    dirty.extend(paths.into_iter().filter(|p| watched.contains(p)));
-                    if dirty.len() > before || !dirty.is_empty() {
+                    // Only a watched file restarts the quiet period: other files in the same
+                    // directories (a log being written, say) must not hold a check back.
+                    let mut relevant = paths.into_iter().filter(|p| self.files.contains(p));
+                    if let Some(first) = relevant.next() {
+                        dirty.insert(first);
+                        dirty.extend(relevant);
                         deadline = Some(Instant::now() + QUIET);
                     }
                 }
@@ -510,7 +522,7 @@ impl Watch {
                 Err(RecvTimeoutError::Timeout) => {
                     deadline = None;
                     if all {
-                        dirty.extend(self.watched());
+                        dirty.extend(self.files.iter().cloned());
                         all = false;
                     }
                     if !dirty.is_empty() {
@@ -534,6 +546,16 @@ impl Watch {
         files
     }
 
+    /// Watch the directories of the current version's files, and match events against them.
+    fn watch_current(&mut self) {
+        for file in self.watched() {
+            if let Err(e) = self.watch(&file) {
+                tracing::warn!("{e}; changes there need a SIGHUP to be seen");
+            }
+        }
+        self.files = self.watched();
+    }
+
     /// Build a candidate from the changed files, validate it, and publish it if it is whole.
     fn check(&mut self, dirty: &HashSet<PathBuf>) {
         let current = self.live.current();
@@ -543,9 +565,11 @@ impl Watch {
             .iter()
             .map(|(s, _)| s.clone())
             .collect();
+        let mut pipeline_changed = false;
         if dirty.contains(&self.pipeline_file) {
             if let Some(stages) = self.read_pipeline() {
                 wanted = stages;
+                pipeline_changed = true;
             }
         }
         let (candidate, changed) = match self.candidate(&current, &wanted, dirty) {
@@ -565,23 +589,25 @@ impl Watch {
             Ok(chain) => chain,
             Err(e) => {
                 self.live.rejected.fetch_add(1, Ordering::Relaxed);
-                let file = e
+                // Name the file that brought the change: the plugin, or the pipeline file when
+                // that changed too (a config `init` refuses, say).
+                let plugin = e
                     .plugin()
                     .and_then(|name| candidate.loaded().iter().find(|(s, _)| s.name == name))
-                    .map_or_else(|| self.started.path.clone(), |(s, _)| s.plugin.clone());
-                tracing::error!(
-                    "reload: {} rejected, the running version stays: {e}",
-                    file.display()
-                );
+                    .map(|(s, _)| s.plugin.display().to_string());
+                let file = match (pipeline_changed, plugin) {
+                    (false, Some(plugin)) => plugin,
+                    (true, Some(plugin)) => {
+                        format!("{} (with {plugin})", self.started.path.display())
+                    }
+                    (_, None) => self.started.path.display().to_string(),
+                };
+                tracing::error!("reload: {file} rejected, the running version stays: {e}");
                 return;
             }
         };
-        for (stage, _) in candidate.loaded() {
-            if let Err(e) = self.watch(&stage.plugin) {
-                tracing::warn!("{e}; changes to it will need a SIGHUP");
-            }
-        }
         let generation = self.publish(candidate, chain, Some(current));
+        self.watch_current();
         tracing::info!(
             "reload: generation {generation} published: {}",
             changed.join("; ")
@@ -814,6 +840,7 @@ impl Watch {
             }
         };
         let back = self.publish(previous, chain, None);
+        self.watch_current();
         self.live.rollbacks.fetch_add(1, Ordering::Relaxed);
         tracing::error!(
             "reload: generation {generation} failed {failures} of its first {records} records \

@@ -292,6 +292,23 @@ fn by_key(output: &[Out]) -> BTreeMap<String, Vec<Value>> {
 
 /// Check that the output holds every input `0..total` exactly once, each key's in order.
 fn every_input_once(output: &[Out], total: u64, log: &str) {
+    each_input_once(output, total, log);
+    in_key_order(output);
+}
+
+/// Check that each key's outputs are in input order.
+fn in_key_order(output: &[Out]) {
+    for (key, values) in by_key(output) {
+        let ns: Vec<u64> = values.iter().map(|v| v["n"].as_u64().unwrap()).collect();
+        assert!(
+            ns.windows(2).all(|w| w[0] < w[1]),
+            "key {key} out of order: {ns:?}"
+        );
+    }
+}
+
+/// Check that `output` holds every input `0..total` exactly once, in any order.
+fn each_input_once(output: &[Out], total: u64, log: &str) {
     let mut ns: Vec<u64> = output
         .iter()
         .map(|o| json_of(o)["n"].as_u64().unwrap())
@@ -314,13 +331,6 @@ fn every_input_once(output: &[Out], total: u64, log: &str) {
             ns.len(),
             &missing[..missing.len().min(20)],
             &twice[..twice.len().min(20)]
-        );
-    }
-    for (key, values) in by_key(output) {
-        let ns: Vec<u64> = values.iter().map(|v| v["n"].as_u64().unwrap()).collect();
-        assert!(
-            ns.windows(2).all(|w| w[0] < w[1]),
-            "key {key} out of order: {ns:?}"
         );
     }
 }
@@ -505,4 +515,174 @@ fn broken_versions_are_rejected_and_the_running_one_stays() {
         5,
         "one line per rejected version; log:\n{log}"
     );
+}
+
+/// Produce `count` records from `from` on and wait for them in the sink; their values, in
+/// offset order per key, flattened.
+fn produce_and_read(setup: &Setup, from: u64, count: u64) -> Vec<Value> {
+    let records: Vec<In> = (from..from + count).map(input).collect();
+    setup.kafka.produce(&setup.source, &records);
+    setup
+        .kafka
+        .read(
+            &setup.sink,
+            (from + count) as usize,
+            Duration::from_secs(60),
+        )
+        .iter()
+        .map(json_of)
+        .filter(|v| (from..from + count).contains(&v["n"].as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn sighup_and_weir_reload_pick_up_a_change_the_watcher_cannot_see() {
+    let setup = Setup::new("sighup", 2);
+    // The stage's plugin is a symlink to a release elsewhere, as deploy tools lay files out: the
+    // release is rewritten where no watched directory sees it.
+    let releases = setup.dir.path().join("releases");
+    std::fs::create_dir(&releases).unwrap();
+    let release = releases.join("tag.wasm");
+    std::fs::copy(common::component("tag-v1"), &release).unwrap();
+    let pipeline = setup.write_pipeline(&setup.topics(), "{}", "");
+    std::os::unix::fs::symlink(&release, setup.plugin()).unwrap();
+    let mut weir = Weir::start(weir_bin(), &pipeline);
+    weir.wait_for_log("assigned", Duration::from_secs(60));
+    produce_and_expect(&setup, &weir, 0, 20, 1);
+
+    replace_in_place(&common::component("tag-v2"), &release);
+    weir.signal("HUP");
+    weir.wait_for_log("generation 1 published", Duration::from_secs(60));
+    produce_and_expect(&setup, &weir, 20, 20, 2);
+
+    // `weir reload PIPELINE` finds the running process by its pipeline file and does the same.
+    replace_in_place(&common::component("tag-v1"), &release);
+    let out = std::process::Command::new(weir_bin())
+        .arg("reload")
+        .arg(&pipeline)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "weir reload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("pid {}", weir.pid())),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    weir.wait_for_log("generation 2 published", Duration::from_secs(60));
+    produce_and_expect(&setup, &weir, 40, 20, 1);
+    let (output, log) = finish(&setup, weir, 60);
+    every_input_once(&output, 60, &log);
+}
+
+#[test]
+fn stage_configs_additions_removals_and_order_apply_live() {
+    let setup = Setup::new("stages", 2);
+    let mut weir = setup.start("{ field = \"version\" }", "");
+    let chunk = |from| produce_and_read(&setup, from, 30);
+    let fields = |values: &[Value]| -> Vec<Vec<String>> {
+        values
+            .iter()
+            .map(|v| {
+                let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+                keys.sort();
+                keys
+            })
+            .collect()
+    };
+    let all = |keys: &[&str]| -> Vec<Vec<String>> {
+        vec![keys.iter().map(|k| k.to_string()).collect(); 30]
+    };
+    assert_eq!(fields(&chunk(0)), all(&["n", "version"]));
+
+    // A config change and a stage added after it, which doubles what `tag` wrote.
+    let double = |from: &str| {
+        format!(
+            "[[stage]]\nname = \"double\"\nplugin = \"{}\"\nconfig = {{ derive = [{{ into = \
+             \"/double\", from = \"/{from}\", multiply = 2 }}] }}\n",
+            common::component("enrich").display()
+        )
+    };
+    setup.write_pipeline(
+        &setup.topics(),
+        "{ field = \"release\" }",
+        &double("release"),
+    );
+    weir.wait_for_log("generation 1 published", Duration::from_secs(60));
+    let values = chunk(30);
+    assert_eq!(fields(&values), all(&["double", "n", "release"]));
+    assert!(values.iter().all(|v| v["double"] == 2));
+
+    // The same two stages the other way round: `double` finds nothing to double yet.
+    let text = std::fs::read_to_string(setup.pipeline_path()).unwrap();
+    let tag_at = text.find("[[stage]]\nname = \"tag\"").unwrap();
+    let double_at = text.find("[[stage]]\nname = \"double\"").unwrap();
+    let reordered = format!(
+        "{}{}\n{}",
+        &text[..tag_at],
+        &text[double_at..],
+        &text[tag_at..double_at]
+    );
+    std::fs::write(setup.pipeline_path(), reordered).unwrap();
+    weir.wait_for_log("generation 2 published", Duration::from_secs(60));
+    assert!(weir.log().contains("stages reordered: double, tag"));
+    assert_eq!(fields(&chunk(60)), all(&["n", "release"]));
+
+    // `double` removed, and the first config back.
+    setup.write_pipeline(&setup.topics(), "{ field = \"version\" }", "");
+    weir.wait_for_log("generation 3 published", Duration::from_secs(60));
+    assert_eq!(fields(&chunk(90)), all(&["n", "version"]));
+    let (output, log) = finish(&setup, weir, 120);
+    every_input_once(&output, 120, &log);
+}
+
+#[test]
+fn a_new_version_that_fails_its_first_records_is_rolled_back() {
+    let setup = Setup::new("rollback", 2);
+    let extra = format!(
+        "[errors]\npolicy = \"dead-letter\"\ntopic = \"{}\"\n",
+        setup.dlq
+    );
+    // Version 2 fails every record under this config: a bad release.
+    let mut weir = setup.start("{ fail_version = 2 }", &extra);
+    produce_and_expect(&setup, &weir, 0, 20, 1);
+    replace_by_rename(&common::component("tag-v2"), &setup.plugin());
+    weir.wait_for_log("generation 1 published", Duration::from_secs(60));
+    let failing: Vec<In> = (20..220).map(input).collect();
+    setup.kafka.produce(&setup.source, &failing);
+    weir.wait_for_log(
+        "rolled back to generation 0 as generation 2",
+        Duration::from_secs(60),
+    );
+    let last: Vec<In> = (220..240).map(input).collect();
+    setup.kafka.produce(&setup.source, &last);
+    // The dead letters first (at least the failures that condemned version 2), then the rest
+    // in the sink.
+    let wait = Duration::from_secs(60);
+    let dlq = setup.kafka.read(&setup.dlq, 51, wait);
+    let sink = setup.kafka.read(&setup.sink, 240 - dlq.len(), wait);
+    let code = weir.stop();
+    let log = weir.log();
+    assert_eq!(code, Some(0), "log:\n{log}");
+    // Every record once: in the sink if a good version ran it, dead-lettered if the bad one did.
+    let mut all = sink.clone();
+    all.extend(dlq.iter().cloned());
+    each_input_once(&all, 240, &log);
+    in_key_order(&sink);
+    assert!(
+        sink.iter().all(|o| json_of(o)["version"] == 1),
+        "log:\n{log}"
+    );
+    // More than 5% of the trial, and not many more: the bad version was stopped early.
+    assert!(
+        dlq.len() > 50 && dlq.len() < 200,
+        "{} dead letters; log:\n{log}",
+        dlq.len()
+    );
+    assert!(dlq
+        .iter()
+        .all(|o| o.headers["weir.error.message"].contains("version 2 fails")));
 }

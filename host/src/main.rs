@@ -66,6 +66,9 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Make a running `weir run PIPELINE` check its plugins and pipeline file now (sends it
+    /// SIGHUP); changes it can apply live are applied, the rest is logged by it.
+    Reload { pipeline: PathBuf },
     /// Run a pipeline over generated Debezium order changes on an in-process Kafka cluster: no
     /// broker needed. Its [source], [sink] and [errors] are replaced by the demo's topics.
     Demo {
@@ -130,6 +133,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => test(&target, &input, config.as_deref(), format),
         Command::Check { pipeline } => check(&pipeline),
         Command::Run { pipeline, workers } => run_pipeline(&pipeline, workers),
+        Command::Reload { pipeline } => reload(&pipeline),
         Command::Demo { records, pipeline } => {
             let pipeline = Pipeline::load(&pipeline)?;
             let stages = load_stages(&engine()?, &pipeline)?;
@@ -262,6 +266,24 @@ fn run_pipeline(path: &Path, workers: Option<usize>) -> Result<ExitCode> {
         "weir run: {counts} in {:.1}s",
         started.elapsed().as_secs_f64()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reload(pipeline: &Path) -> Result<ExitCode> {
+    let pids = weir::reload::runs_of(pipeline);
+    if pids.is_empty() {
+        bail!("no `weir run {}` is running here", pipeline.display());
+    }
+    for pid in pids {
+        let sent = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .context("cannot run `kill`")?;
+        if !sent.success() {
+            bail!("could not send SIGHUP to `weir run` (pid {pid})");
+        }
+        println!("asked `weir run` (pid {pid}) to reload");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

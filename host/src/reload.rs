@@ -30,7 +30,7 @@ use std::{
     ops::{Deref, DerefMut},
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard,
     },
     thread,
@@ -86,11 +86,15 @@ pub struct Version {
 
 /// A new version's first records: how many, how many failed, and what to go back to.
 struct Trial {
+    /// The stages this version changed or added: only their failures count against it, so a
+    /// pipeline that fails some records anyway does not roll back a good release.
+    stages: HashSet<String>,
     records: AtomicU64,
     failed: AtomicU64,
-    previous: Arc<Version>,
+    previous_generation: u64,
+    previous: Stages,
     /// Set once the verdict is in, so it is given once.
-    decided: std::sync::atomic::AtomicBool,
+    decided: AtomicBool,
 }
 
 impl Version {
@@ -253,7 +257,11 @@ impl LiveChain {
         let output = self.chain.process(batch);
         if let (Some(trial), Some(live)) = (&self.version.trial, &self.live) {
             if !trial.decided.load(Ordering::Relaxed) {
-                let failed = output.failures.len() as u64;
+                let failed = output
+                    .failures
+                    .iter()
+                    .filter(|f| trial.stages.contains(&f.stage))
+                    .count() as u64;
                 let records = trial.records.fetch_add(count, Ordering::Relaxed) + count;
                 let failures = trial.failed.fetch_add(failed, Ordering::Relaxed) + failed;
                 match verdict(records, failures) {
@@ -791,6 +799,28 @@ impl Watch {
             .iter()
             .map(|name| stages.loaded().iter().position(|(s, _)| &s.name == name))
             .collect();
+        let trial = previous.map(|previous| Trial {
+            stages: stages
+                .loaded()
+                .iter()
+                .filter(|(stage, plugin)| {
+                    !previous.stages.loaded().iter().any(|(s, p)| {
+                        s.name == stage.name
+                            && p.hash() == plugin.hash()
+                            && s.config == stage.config
+                            && s.limits.memory_bytes == stage.limits.memory_bytes
+                            && s.limits.call_timeout == stage.limits.call_timeout
+                    })
+                })
+                .map(|(stage, _)| stage.name.clone())
+                .collect(),
+            records: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            // Only one step back is kept: the version before it is trusted (or was rolled back).
+            previous_generation: previous.generation,
+            previous: previous.stages.clone(),
+            decided: AtomicBool::new(false),
+        });
         let mut current = lock(&self.live.current);
         let generation = current.generation + 1;
         *current = Arc::new(Version {
@@ -798,19 +828,7 @@ impl Watch {
             stages,
             state_index,
             spares: Mutex::new(spares),
-            trial: previous.map(|previous| Trial {
-                records: AtomicU64::new(0),
-                failed: AtomicU64::new(0),
-                // Only one step back is kept: the version before it is already trusted or gone.
-                previous: Arc::new(Version {
-                    generation: previous.generation,
-                    stages: previous.stages.clone(),
-                    state_index: previous.state_index.clone(),
-                    spares: Mutex::default(),
-                    trial: None,
-                }),
-                decided: std::sync::atomic::AtomicBool::new(false),
-            }),
+            trial,
         });
         self.live.generation.store(generation, Ordering::Release);
         drop(current);
@@ -828,7 +846,7 @@ impl Watch {
         let Some(trial) = &current.trial else {
             return;
         };
-        let previous = trial.previous.stages.clone();
+        let previous = trial.previous.clone();
         let chain = match previous.start() {
             Ok(chain) => chain,
             Err(e) => {
@@ -847,10 +865,65 @@ impl Watch {
              (more than {:.0}% of {TRIAL_RECORDS}): rolled back to generation {} as generation \
              {back} ({} rollbacks so far)",
             ROLLBACK_RATE * 100.0,
-            trial.previous.generation,
+            trial.previous_generation,
             self.live.rollbacks()
         );
     }
+}
+
+/// The processes running `weir run` on the pipeline file `pipeline`, found in `/proc` (Linux):
+/// what `weir reload` sends SIGHUP to. A process is one when its program is called `weir`, its
+/// subcommand is `run` and its pipeline argument, resolved against its working directory, is the
+/// same file.
+pub fn runs_of(pipeline: &Path) -> Vec<u32> {
+    let Ok(wanted) = pipeline.canonicalize() else {
+        return Vec::new();
+    };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let Some(file) = run_argument(&args) else {
+            continue;
+        };
+        let file = Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(file));
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
+            continue;
+        };
+        if cwd.join(file).canonicalize().is_ok_and(|f| f == wanted) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// The pipeline argument of a `weir run` command line, if it is one.
+fn run_argument<'a>(args: &[&'a [u8]]) -> Option<&'a [u8]> {
+    let program = args.first()?;
+    if program.rsplit(|b| *b == b'/').next() != Some(b"weir".as_slice()) {
+        return None;
+    }
+    let mut rest = args[1..].iter().skip_while(|a| **a != b"run").skip(1);
+    while let Some(arg) = rest.next() {
+        if *arg == b"--workers" {
+            rest.next();
+        } else if !arg.starts_with(b"-") && !arg.is_empty() {
+            return Some(arg);
+        }
+    }
+    None
 }
 
 /// The tables of `new` that differ from `started` and cannot change while running.
@@ -881,6 +954,29 @@ fn restart_only_changes(started: &Pipeline, new: &Pipeline) -> Vec<&'static str>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_pipeline_of_a_weir_run_command_line() {
+        let args = |line: &'static str| -> Vec<&'static [u8]> {
+            line.split(' ').map(str::as_bytes).collect()
+        };
+        let found = |line| run_argument(&args(line));
+        assert_eq!(
+            found("/usr/bin/weir run p.toml"),
+            Some(b"p.toml".as_slice())
+        );
+        assert_eq!(
+            found("weir run --workers 2 p.toml"),
+            Some(b"p.toml".as_slice())
+        );
+        assert_eq!(
+            found("weir run --workers=2 a/p.toml"),
+            Some(b"a/p.toml".as_slice())
+        );
+        assert_eq!(found("weir check p.toml"), None);
+        assert_eq!(found("vim run p.toml"), None);
+        assert_eq!(found("/bin/notweir run p.toml"), None);
+    }
 
     #[test]
     fn a_trial_is_kept_or_rolled_back_on_its_failure_rate() {

@@ -246,18 +246,19 @@ fn input(n: u64) -> In {
     }
 }
 
-/// Produces records 0, 1, 2, … in small chunks until stopped; `stop` returns how many.
+/// Produces records `from`, `from + 1`, … in small chunks until stopped; `stop` returns the
+/// number after the last one.
 struct Stream {
     stop: Arc<AtomicBool>,
     handle: thread::JoinHandle<u64>,
 }
 
 impl Stream {
-    fn start(k: &Kafka, topic: &str) -> Stream {
+    fn start(k: &Kafka, topic: &str, from: u64) -> Stream {
         let stop = Arc::new(AtomicBool::new(false));
         let (k, topic, flag) = (k.clone(), topic.to_string(), stop.clone());
         let handle = thread::spawn(move || {
-            let mut next = 0;
+            let mut next = from;
             while !flag.load(Ordering::Relaxed) {
                 let chunk: Vec<In> = (next..next + 20).map(input).collect();
                 k.produce(&topic, &chunk);
@@ -349,9 +350,10 @@ fn finish(setup: &Setup, mut weir: Weir, expected: u64) -> (Vec<Out>, String) {
 #[test]
 fn a_plugin_replaced_ten_times_under_a_stream_processes_every_record_once() {
     let setup = Setup::new("swaps", 3);
-    let weir = setup.start("{}", "");
-    let mut weir = weir;
-    let stream = Stream::start(&setup.kafka, &setup.source);
+    let mut weir = setup.start("{}", "");
+    // The first version has records of every key before anything is swapped.
+    produce_and_expect(&setup, &weir, 0, 60, 1);
+    let stream = Stream::start(&setup.kafka, &setup.source, 60);
     let versions = [common::component("tag-v1"), common::component("tag-v2")];
     for swap in 1..=10u64 {
         // Generation `swap` runs version 2 when odd, 1 when even; half the swaps rename a new

@@ -6,6 +6,7 @@
 //! - [`run`] runs a pipeline against Kafka: [`source`] → chain → [`sink`], with offsets
 //!   committed behind acknowledged output ([`checkpoint`]) and counted in [`metrics`]; [`demo`]
 //!   shows it off against an in-process Kafka cluster.
+//! - [`reload`] swaps changed plugins and stage settings into a running pipeline.
 //! - [`build`] and [`scaffold`] are the plugin author's tools behind `weir build` and `weir new`.
 
 pub mod build;

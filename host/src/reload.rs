@@ -18,15 +18,17 @@
 //! it to the stage every batch), so it carries over.
 //!
 //! What a running pipeline can take live: a stage's plugin file, `config` and `limits`, and
-//! adding, removing or reordering stages. What it cannot (the source, sink, delivery guarantee,
-//! error policy, state directory; a stage that starts keeping state, which needs a changelog
-//! topic restored at partition assignment) is logged as needing a restart and ignored.
+//! adding, removing or reordering stages. The source, sink, delivery guarantee, error policy and
+//! state directory cannot change while running: a change to them is logged as needing a restart
+//! and ignored. Nor can a stage start keeping state (its changelog topic is set up and restored
+//! when partitions are assigned): such a version is rejected. A stage's state carries over to
+//! its new version as it is; there is no migration.
 //!
 //! A new version is also on trial for its first records ([`TRIAL_RECORDS`]): if more than
 //! [`ROLLBACK_RATE`] of them fail, the version it replaced is put back and the rollback counted.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     ops::{Deref, DerefMut},
     path::{Path, PathBuf},
     sync::{
@@ -671,24 +673,20 @@ impl Watch {
         dirty: &HashSet<PathBuf>,
     ) -> Result<Option<(Stages, Vec<String>)>, String> {
         let running = current.stages.loaded();
-        let mut loaded: HashMap<PathBuf, Plugin> = HashMap::new();
         let mut stages = Vec::with_capacity(wanted.len());
         let mut changed = Vec::new();
         for stage in wanted {
             let old = running.iter().find(|(s, _)| s.name == stage.name);
             let file = key(&stage.plugin);
-            let plugin = match old {
-                Some((s, p)) if key(&s.plugin) == file && !dirty.contains(&file) => p.clone(),
-                _ => match loaded.get(&file) {
-                    Some(p) => p.clone(),
-                    None => {
-                        let p = self.load(stage, old.map(|(_, p)| p))?;
-                        loaded.insert(file, p.clone());
-                        p
-                    }
-                },
+            // A new build of the file a stage runs must implement the stage's world; a stage
+            // the pipeline file adds or points at another file is loaded as at start.
+            let same_file = old.filter(|(s, _)| key(&s.plugin) == file);
+            let plugin = match same_file {
+                Some((_, p)) if !dirty.contains(&file) => p.clone(),
+                Some((_, p)) => self.load(stage, Some(p))?,
+                None => self.load(stage, None)?,
             };
-            if let Some((_, p)) = old {
+            if let Some((_, p)) = same_file {
                 if p.kind() != plugin.kind() {
                     return Err(format!(
                         "reload: {} rejected, the running version stays: stage `{}` runs a {} \
@@ -749,7 +747,8 @@ impl Watch {
         Ok(Some((Stages::from_loaded(stages), changed)))
     }
 
-    /// Load `stage`'s plugin file as it is now; `old` is the plugin the stage runs, if any.
+    /// Load `stage`'s plugin file as it is now; `old` is the plugin the stage runs from that
+    /// file, if any.
     fn load(&self, stage: &Stage, old: Option<&Plugin>) -> Result<Plugin, String> {
         let rejected = |reason: String| {
             format!(

@@ -79,8 +79,9 @@ fn published(reloader: &Reloader, generation: u64) {
     }
 }
 
-#[test]
-fn a_replaced_plugin_runs_from_the_next_batch_on() {
+/// A pipeline of one `tag` stage running `tag-v1` from a file of its own, watched; the
+/// directory, the plugin file, the reloader and a worker's chain.
+fn watched_tag() -> (tempfile::TempDir, PathBuf, Reloader, LiveChain) {
     let dir = common::scratch();
     let plugin = dir.path().join("tag.wasm");
     std::fs::copy(common::component("tag-v1"), &plugin).unwrap();
@@ -90,8 +91,26 @@ fn a_replaced_plugin_runs_from_the_next_batch_on() {
     let engine = Engine::new(Engine::default_cache_dir()).unwrap();
     let stages = Stages::load(&engine, &pipeline).unwrap();
     let reloader = Reloader::start(engine, &pipeline, &stages).unwrap();
+    let chain = LiveChain::start(&stages, Some(&reloader.live())).unwrap();
+    (dir, plugin, reloader, chain)
+}
+
+/// Wait until the reloader has checked changed files `checks` times.
+fn checked(reloader: &Reloader, checks: u64) {
+    let started = Instant::now();
+    while reloader.live().checks() < checks {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no check {checks} within 30s"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_replaced_plugin_runs_from_the_next_batch_on() {
+    let (_dir, plugin, reloader, mut chain) = watched_tag();
     let live = reloader.live();
-    let mut chain = LiveChain::start(&stages, Some(&live)).unwrap();
 
     assert!(values(&mut chain, 0, 3).iter().all(|v| v["version"] == 1));
     replace_by_rename(&common::component("tag-v2"), &plugin);
@@ -108,6 +127,39 @@ fn a_replaced_plugin_runs_from_the_next_batch_on() {
     assert!(values(&mut chain, 9, 3).iter().all(|v| v["version"] == 1));
     assert_eq!(live.swaps(), 2);
     assert_eq!(live.rejected(), 0);
+}
+
+#[test]
+fn a_file_rewritten_unchanged_publishes_nothing() {
+    let (_dir, plugin, reloader, _chain) = watched_tag();
+    replace_in_place(&common::component("tag-v1"), &plugin);
+    checked(&reloader, 1);
+    assert_eq!(reloader.live().current().generation(), 0);
+    assert_eq!(reloader.live().rejected(), 0);
+}
+
+#[test]
+fn a_file_caught_half_written_is_rejected_and_loaded_once_whole() {
+    let (_dir, plugin, reloader, mut chain) = watched_tag();
+    let bytes = std::fs::read(common::component("tag-v2")).unwrap();
+    let (head, tail) = bytes.split_at(bytes.len() / 2);
+    // The writer stops halfway for longer than the quiet period.
+    std::fs::write(&plugin, head).unwrap();
+    checked(&reloader, 1);
+    assert_eq!(reloader.live().rejected(), 1);
+    assert_eq!(reloader.live().current().generation(), 0);
+    chain.refresh();
+    assert!(values(&mut chain, 0, 2).iter().all(|v| v["version"] == 1));
+    // Once it has finished, the whole file goes in.
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&plugin)
+        .unwrap();
+    std::io::Write::write_all(&mut file, tail).unwrap();
+    drop(file);
+    published(&reloader, 1);
+    chain.refresh();
+    assert!(values(&mut chain, 2, 2).iter().all(|v| v["version"] == 2));
 }
 
 #[test]

@@ -66,8 +66,6 @@ pub const ROLLBACK_RATE: f64 = 0.05;
 /// Hot reload could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    #[error("hot reload: cannot watch {}: {cause}", path.display())]
-    Watch { path: PathBuf, cause: notify::Error },
     #[error("hot reload: cannot start the watcher thread: {0}")]
     Thread(std::io::Error),
 }
@@ -134,6 +132,7 @@ pub struct Live {
     workers: AtomicUsize,
     /// To ask the watcher thread for a rollback.
     requests: Sender<Msg>,
+    checks: AtomicU64,
     swaps: AtomicU64,
     rejected: AtomicU64,
     rollbacks: AtomicU64,
@@ -148,6 +147,11 @@ impl Live {
     /// Tell the watcher how many workers run chains, so it starts that many for each version.
     pub fn set_workers(&self, workers: usize) {
         self.workers.store(workers, Ordering::Relaxed);
+    }
+
+    /// Checks of changed files done so far, whatever their outcome.
+    pub fn checks(&self) -> u64 {
+        self.checks.load(Ordering::Relaxed)
     }
 
     /// Versions swapped in so far (rollbacks included).
@@ -372,6 +376,7 @@ impl Reloader {
                 .collect(),
             workers: AtomicUsize::new(1),
             requests: requests.clone(),
+            checks: AtomicU64::new(0),
             swaps: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             rollbacks: AtomicU64::new(0),
@@ -384,11 +389,16 @@ impl Reloader {
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!("reload: file watcher: {e}"),
+            });
+        // Without a watcher (no inotify instances left, say) the pipeline still runs, and
+        // SIGHUP still reloads.
+        let watcher = watcher
+            .map_err(|e| {
+                tracing::warn!(
+                    "reload: cannot watch files ({e}): changes are picked up on SIGHUP only"
+                )
             })
-            .map_err(|cause| ReloadError::Watch {
-                path: pipeline.path.clone(),
-                cause,
-            })?;
+            .ok();
         let mut watch = Watch {
             engine,
             live: live.clone(),
@@ -399,11 +409,7 @@ impl Reloader {
             dirs: HashSet::new(),
             files: HashSet::new(),
         };
-        watch.watch(&pipeline.path)?;
-        for (stage, _) in stages.loaded() {
-            watch.watch(&stage.plugin)?;
-        }
-        watch.files = watch.watched();
+        watch.watch_current();
         let thread = thread::Builder::new()
             .name("weir-reload".into())
             .spawn(move || watch.run(inbox))
@@ -472,7 +478,7 @@ struct Watch {
     pipeline_file: PathBuf,
     /// Hash of the pipeline file as last read.
     pipeline_hash: Option<String>,
-    watcher: notify::RecommendedWatcher,
+    watcher: Option<notify::RecommendedWatcher>,
     /// Directories watched.
     dirs: HashSet<PathBuf>,
     /// Files whose events count (see [`Watch::watched`]).
@@ -480,22 +486,24 @@ struct Watch {
 }
 
 impl Watch {
-    /// Watch the directory of `file`.
-    fn watch(&mut self, file: &Path) -> Result<(), ReloadError> {
-        let Some(dir) = key(file).parent().map(Path::to_path_buf) else {
-            return Ok(());
+    /// Watch the directory of `file` (once).
+    fn watch(&mut self, file: &Path) {
+        let file = key(file);
+        let (Some(dir), Some(watcher)) = (file.parent(), &mut self.watcher) else {
+            return;
         };
-        if self.dirs.contains(&dir) {
-            return Ok(());
+        if self.dirs.contains(dir) {
+            return;
         }
-        self.watcher
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(|cause| ReloadError::Watch {
-                path: dir.clone(),
-                cause,
-            })?;
-        self.dirs.insert(dir);
-        Ok(())
+        match watcher.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                self.dirs.insert(dir.to_path_buf());
+            }
+            Err(e) => tracing::warn!(
+                "reload: cannot watch {}: {e}; changes there are picked up on SIGHUP only",
+                dir.display()
+            ),
+        }
     }
 
     fn run(mut self, inbox: Receiver<Msg>) {
@@ -537,6 +545,7 @@ impl Watch {
                     }
                     if !dirty.is_empty() {
                         self.check(&std::mem::take(&mut dirty));
+                        self.live.checks.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
@@ -559,9 +568,7 @@ impl Watch {
     /// Watch the directories of the current version's files, and match events against them.
     fn watch_current(&mut self) {
         for file in self.watched() {
-            if let Err(e) = self.watch(&file) {
-                tracing::warn!("{e}; changes there need a SIGHUP to be seen");
-            }
+            self.watch(&file);
         }
         self.files = self.watched();
     }

@@ -548,6 +548,15 @@ fn broken_versions_are_rejected_and_the_running_one_stays() {
     wait_for_rejection(&mut weir, &pipeline, "asked to trap in init");
     produce_and_expect(&setup, &weir, 100, 20, 1);
 
+    // A pipeline file that does not parse.
+    std::fs::write(setup.pipeline_path(), "[[stage]\nname = \"tag\"\n").unwrap();
+    weir.wait_for_log(
+        &format!("reload: {pipeline}: TOML parse error"),
+        Duration::from_secs(60),
+    );
+    assert!(weir.log().contains("the running pipeline stays"));
+    produce_and_expect(&setup, &weir, 120, 20, 1);
+
     // A change only a restart can apply.
     let other = unique("broken-other");
     setup.write_pipeline(&format!("{}, \"{other}\"", setup.topics()), config, "");
@@ -555,15 +564,15 @@ fn broken_versions_are_rejected_and_the_running_one_stays() {
         "[source] changed, which needs a restart of `weir run`; ignored",
         Duration::from_secs(60),
     );
-    produce_and_expect(&setup, &weir, 120, 20, 1);
+    produce_and_expect(&setup, &weir, 140, 20, 1);
 
     // After all that, a good version still goes in.
     setup.write_pipeline(&setup.topics(), config, "");
     replace_by_rename(&common::component("tag-v2"), &plugin);
     weir.wait_for_log("generation 1 published", Duration::from_secs(60));
-    produce_and_expect(&setup, &weir, 140, 20, 2);
-    let (output, log) = finish(&setup, weir, 160);
-    every_input_once(&output, 160, &log);
+    produce_and_expect(&setup, &weir, 160, 20, 2);
+    let (output, log) = finish(&setup, weir, 180);
+    every_input_once(&output, 180, &log);
     assert_eq!(
         log.matches("rejected, the running version stays").count(),
         5,

@@ -24,8 +24,9 @@
 //! when partitions are assigned): such a version is rejected. A stage's state carries over to
 //! its new version as it is; there is no migration.
 //!
-//! A new version is also on trial for its first records ([`TRIAL_RECORDS`]): if more than
-//! [`ROLLBACK_RATE`] of them fail, the version it replaced is put back and the rollback counted.
+//! A new version is also on trial for its first records (`[reload] trial_records`, default
+//! [`TRIAL_RECORDS`]): if its changed stages fail more than `rollback_rate` of them (default
+//! [`ROLLBACK_RATE`]), the version it replaced is put back and the rollback counted.
 
 use std::{
     collections::HashSet,
@@ -56,12 +57,60 @@ use crate::{
 /// several steps is left to finish.
 pub const QUIET: Duration = Duration::from_millis(200);
 
-/// How many records a new version is judged on before it is trusted.
+/// How many records a new version is judged on before it is trusted, by default.
 pub const TRIAL_RECORDS: u64 = 1000;
 
 /// The share of failed records among a new version's first [`TRIAL_RECORDS`] above which the
 /// previous version is put back.
 pub const ROLLBACK_RATE: f64 = 0.05;
+
+/// Hot reload settings: the pipeline file's `[reload]` table.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Watch the files for changes (default); if false, only SIGHUP (`weir reload`) reloads.
+    #[serde(default = "yes")]
+    pub watch: bool,
+    /// How many records a new version is judged on.
+    #[serde(default = "trial_records")]
+    pub trial_records: u64,
+    /// The share of those records (0 to 1) that may fail in the stages the version changed
+    /// before the previous version is put back; 1 never rolls back.
+    #[serde(default = "rollback_rate", deserialize_with = "share")]
+    pub rollback_rate: f64,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            watch: true,
+            trial_records: TRIAL_RECORDS,
+            rollback_rate: ROLLBACK_RATE,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn trial_records() -> u64 {
+    TRIAL_RECORDS
+}
+
+fn rollback_rate() -> f64 {
+    ROLLBACK_RATE
+}
+
+fn share<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let share = <f64 as serde::Deserialize>::deserialize(d)?;
+    if !(0.0..=1.0).contains(&share) {
+        return Err(serde::de::Error::custom(format!(
+            "rollback_rate is a share between 0 and 1, not {share}"
+        )));
+    }
+    Ok(share)
+}
 
 /// Hot reload could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +138,7 @@ struct Trial {
     /// The stages this version changed or added: only their failures count against it, so a
     /// pipeline that fails some records anyway does not roll back a good release.
     stages: HashSet<String>,
+    settings: ReloadConfig,
     records: AtomicU64,
     failed: AtomicU64,
     previous_generation: u64,
@@ -270,7 +320,7 @@ impl LiveChain {
                     .count() as u64;
                 let records = trial.records.fetch_add(count, Ordering::Relaxed) + count;
                 let failures = trial.failed.fetch_add(failed, Ordering::Relaxed) + failed;
-                match verdict(records, failures) {
+                match verdict(&trial.settings, records, failures) {
                     Verdict::Pending => {}
                     Verdict::Keep => trial.decided.store(true, Ordering::Relaxed),
                     Verdict::RollBack => {
@@ -312,11 +362,11 @@ enum Verdict {
 /// Whether `failures` among a new version's first `records` condemn it. It is rolled back as
 /// soon as the failures exceed the rate over the whole trial (waiting for the rest would only
 /// send more records through a bad version), and kept once the trial is over.
-fn verdict(records: u64, failures: u64) -> Verdict {
-    let allowed = (TRIAL_RECORDS as f64 * ROLLBACK_RATE) as u64;
-    if failures > allowed {
+fn verdict(settings: &ReloadConfig, records: u64, failures: u64) -> Verdict {
+    let allowed = (settings.trial_records as f64 * settings.rollback_rate) as u64;
+    if failures > allowed && settings.rollback_rate < 1.0 {
         Verdict::RollBack
-    } else if records >= TRIAL_RECORDS {
+    } else if records >= settings.trial_records {
         Verdict::Keep
     } else {
         Verdict::Pending
@@ -382,29 +432,34 @@ impl Reloader {
             rollbacks: AtomicU64::new(0),
         });
         let events = requests.clone();
-        let watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-                Ok(event) if is_change(&event.kind) => {
-                    let _ = events.send(Msg::Changed(event.paths));
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!("reload: file watcher: {e}"),
-            });
-        // Without a watcher (no inotify instances left, say) the pipeline still runs, and
-        // SIGHUP still reloads.
-        let watcher = watcher
-            .map_err(|e| {
-                tracing::warn!(
-                    "reload: cannot watch files ({e}): changes are picked up on SIGHUP only"
-                )
-            })
-            .ok();
+        let on_event = move |event: notify::Result<notify::Event>| match event {
+            Ok(event) if is_change(&event.kind) => {
+                let _ = events.send(Msg::Changed(event.paths));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("reload: file watcher: {e}"),
+        };
+        // Without a watcher (not wanted, or no inotify instances left) the pipeline still runs,
+        // and SIGHUP still reloads.
+        let watcher = if pipeline.reload.watch {
+            notify::recommended_watcher(on_event)
+                .map_err(|e| {
+                    tracing::warn!(
+                        "reload: cannot watch files ({e}): changes are picked up on SIGHUP only"
+                    )
+                })
+                .ok()
+        } else {
+            tracing::info!("reload: not watching files ([reload] watch = false): SIGHUP reloads");
+            None
+        };
         let mut watch = Watch {
             engine,
             live: live.clone(),
             started: pipeline.clone(),
             pipeline_file: key(&pipeline.path),
             pipeline_hash: std::fs::read(&pipeline.path).ok().map(|b| sha256(&b)),
+            settings: pipeline.reload,
             watcher,
             dirs: HashSet::new(),
             files: HashSet::new(),
@@ -478,6 +533,8 @@ struct Watch {
     pipeline_file: PathBuf,
     /// Hash of the pipeline file as last read.
     pipeline_hash: Option<String>,
+    /// `[reload]` as last read (its trial settings apply to the next version).
+    settings: ReloadConfig,
     watcher: Option<notify::RecommendedWatcher>,
     /// Directories watched.
     dirs: HashSet<PathBuf>,
@@ -658,6 +715,7 @@ impl Watch {
             }
         };
         self.pipeline_hash = Some(hash);
+        self.settings = pipeline.reload;
         let needs_restart = restart_only_changes(&self.started, &pipeline);
         if !needs_restart.is_empty() {
             tracing::warn!(
@@ -820,6 +878,7 @@ impl Watch {
                 })
                 .map(|(stage, _)| stage.name.clone())
                 .collect(),
+            settings: self.settings,
             records: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             // Only one step back is kept: the version before it is trusted (or was rolled back).
@@ -868,9 +927,10 @@ impl Watch {
         self.live.rollbacks.fetch_add(1, Ordering::Relaxed);
         tracing::error!(
             "reload: generation {generation} failed {failures} of its first {records} records \
-             (more than {:.0}% of {TRIAL_RECORDS}): rolled back to generation {} as generation \
+             (more than {}% of {}): rolled back to generation {} as generation \
              {back} ({} rollbacks so far)",
-            ROLLBACK_RATE * 100.0,
+            trial.settings.rollback_rate * 100.0,
+            trial.settings.trial_records,
             trial.previous_generation,
             self.live.rollbacks()
         );
@@ -954,6 +1014,9 @@ fn restart_only_changes(started: &Pipeline, new: &Pipeline) -> Vec<&'static str>
     if started.state_dir != new.state_dir {
         changed.push("[state]");
     }
+    if started.reload.watch != new.reload.watch {
+        changed.push("[reload] watch");
+    }
     changed
 }
 
@@ -985,12 +1048,53 @@ mod tests {
     }
 
     #[test]
+    fn reload_settings_default_and_are_checked() {
+        let stage = "[[stage]]\nname = \"a\"\nplugin = \"a.wasm\"\n";
+        let path = Path::new("/p/pipeline.toml");
+        let p = Pipeline::parse(path, stage).unwrap();
+        assert_eq!(p.reload, ReloadConfig::default());
+        let p = Pipeline::parse(
+            path,
+            &format!("{stage}[reload]\nwatch = false\ntrial_records = 50\nrollback_rate = 0.5\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            p.reload,
+            ReloadConfig {
+                watch: false,
+                trial_records: 50,
+                rollback_rate: 0.5
+            }
+        );
+        let err = Pipeline::parse(path, &format!("{stage}[reload]\nrollback_rate = 5\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 5") && err.contains("between 0 and 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_trial_is_kept_or_rolled_back_on_its_failure_rate() {
-        assert_eq!(verdict(10, 0), Verdict::Pending);
-        assert_eq!(verdict(999, 50), Verdict::Pending);
-        assert_eq!(verdict(1000, 50), Verdict::Keep);
-        assert_eq!(verdict(100, 51), Verdict::RollBack);
-        assert_eq!(verdict(5000, 51), Verdict::RollBack);
+        let default = ReloadConfig::default();
+        assert_eq!(verdict(&default, 10, 0), Verdict::Pending);
+        assert_eq!(verdict(&default, 999, 50), Verdict::Pending);
+        assert_eq!(verdict(&default, 1000, 50), Verdict::Keep);
+        assert_eq!(verdict(&default, 100, 51), Verdict::RollBack);
+        assert_eq!(verdict(&default, 5000, 51), Verdict::RollBack);
+        let never = ReloadConfig {
+            rollback_rate: 1.0,
+            ..default
+        };
+        assert_eq!(verdict(&never, 1000, 1000), Verdict::Keep);
+        let strict = ReloadConfig {
+            trial_records: 10,
+            rollback_rate: 0.0,
+            ..default
+        };
+        assert_eq!(verdict(&strict, 1, 1), Verdict::RollBack);
+        assert_eq!(verdict(&strict, 10, 0), Verdict::Keep);
     }
 
     #[test]

@@ -78,15 +78,16 @@ impl Stages {
 }
 
 impl Stages {
-    /// Stages whose plugins are already loaded, in chain order: hot reload assembles a new
-    /// version from the plugins it reuses and the ones it just validated.
-    pub fn from_loaded(stages: Vec<(Stage, Plugin)>) -> Stages {
-        Stages { stages }
+    /// Each stage's settings and loaded plugin, in chain order.
+    pub fn loaded(&self) -> impl ExactSizeIterator<Item = (&Stage, &Plugin)> + '_ {
+        self.stages.iter().map(|(stage, plugin)| (stage, plugin))
     }
 
-    /// Each stage's settings and loaded plugin, in chain order.
-    pub fn loaded(&self) -> &[(Stage, Plugin)] {
-        &self.stages
+    /// The next version of these stages (hot reload): `stages` in their new order, plugins
+    /// already loaded and validated. Whatever the chains of a stage share beyond its plugin
+    /// carries over to the stage of the same name.
+    pub fn next_version(&self, stages: Vec<(Stage, Plugin)>) -> Stages {
+        Stages { stages }
     }
 }
 

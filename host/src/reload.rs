@@ -235,7 +235,12 @@ pub struct LiveChain {
     live: Option<Arc<Live>>,
     /// A generation this worker failed to start, not tried again.
     failed: Option<u64>,
+    /// What the worker does to each chain it runs (see [`LiveChain::prepare_each`]).
+    prepare: Option<Prepare>,
 }
+
+/// See [`LiveChain::prepare_each`].
+type Prepare = Box<dyn Fn(&mut Chain) + Send>;
 
 impl LiveChain {
     /// A chain of the current version of `live`, or of `stages` when nothing is reloaded.
@@ -250,7 +255,16 @@ impl LiveChain {
             version,
             live: live.cloned(),
             failed: None,
+            prepare: None,
         })
+    }
+
+    /// Run `prepare` on this chain now and on every chain this worker moves to: what a worker
+    /// sets on its chain once (how window stages hold fired windows, say) must hold for every
+    /// version it runs.
+    pub fn prepare_each(&mut self, prepare: impl Fn(&mut Chain) + Send + 'static) {
+        prepare(&mut self.chain);
+        self.prepare = Some(Box::new(prepare));
     }
 
     /// The generation this chain runs.
@@ -274,7 +288,10 @@ impl LiveChain {
             None => version.stages.start(),
         };
         match chain {
-            Ok(chain) => {
+            Ok(mut chain) => {
+                if let Some(prepare) = &self.prepare {
+                    prepare(&mut chain);
+                }
                 tracing::debug!(
                     "{} now runs generation {}",
                     thread::current().name().unwrap_or("a worker"),
@@ -414,11 +431,7 @@ impl Reloader {
         let live = Arc::new(Live {
             generation: AtomicU64::new(0),
             current: Mutex::new(Arc::new(Version::first(stages.clone()))),
-            base: stages
-                .loaded()
-                .iter()
-                .map(|(s, _)| s.name.clone())
-                .collect(),
+            base: stages.loaded().map(|(s, _)| s.name.clone()).collect(),
             base_stateful: stages
                 .stateful()
                 .into_iter()
@@ -615,7 +628,6 @@ impl Watch {
         let mut files: HashSet<PathBuf> = current
             .stages
             .loaded()
-            .iter()
             .map(|(s, _)| key(&s.plugin))
             .collect();
         files.insert(self.pipeline_file.clone());
@@ -633,12 +645,7 @@ impl Watch {
     /// Build a candidate from the changed files, validate it, and publish it if it is whole.
     fn check(&mut self, dirty: &HashSet<PathBuf>) {
         let current = self.live.current();
-        let mut wanted: Vec<Stage> = current
-            .stages
-            .loaded()
-            .iter()
-            .map(|(s, _)| s.clone())
-            .collect();
+        let mut wanted: Vec<Stage> = current.stages.loaded().map(|(s, _)| s.clone()).collect();
         let mut pipeline_changed = false;
         if dirty.contains(&self.pipeline_file) {
             if let Some(stages) = self.read_pipeline() {
@@ -667,7 +674,7 @@ impl Watch {
                 // that changed too (a config `init` refuses, say).
                 let plugin = e
                     .plugin()
-                    .and_then(|name| candidate.loaded().iter().find(|(s, _)| s.name == name))
+                    .and_then(|name| candidate.loaded().find(|(s, _)| s.name == name))
                     .map(|(s, _)| s.plugin.display().to_string());
                 let file = match (pipeline_changed, plugin) {
                     (false, Some(plugin)) => plugin,
@@ -737,7 +744,7 @@ impl Watch {
         wanted: &[Stage],
         dirty: &HashSet<PathBuf>,
     ) -> Result<Option<(Stages, Vec<String>)>, String> {
-        let running = current.stages.loaded();
+        let running: Vec<(&Stage, &Plugin)> = current.stages.loaded().collect();
         let mut stages = Vec::with_capacity(wanted.len());
         let mut changed = Vec::new();
         for stage in wanted {
@@ -747,7 +754,7 @@ impl Watch {
             // the pipeline file adds or points at another file is loaded as at start.
             let same_file = old.filter(|(s, _)| key(&s.plugin) == file);
             let plugin = match same_file {
-                Some((_, p)) if !dirty.contains(&file) => p.clone(),
+                Some((_, p)) if !dirty.contains(&file) => (*p).clone(),
                 Some((_, p)) => self.load(stage, Some(p))?,
                 None => self.load(stage, None)?,
             };
@@ -795,21 +802,20 @@ impl Watch {
             }
             stages.push((stage.clone(), plugin));
         }
-        for (s, _) in running {
+        for (s, _) in &running {
             if !wanted.iter().any(|w| w.name == s.name) {
                 changed.push(format!("stage `{}` removed", s.name));
             }
         }
-        let order = |list: &[(Stage, Plugin)]| -> Vec<String> {
-            list.iter().map(|(s, _)| s.name.clone()).collect()
-        };
-        if changed.is_empty() && order(running) != order(&stages) {
-            changed.push(format!("stages reordered: {}", order(&stages).join(", ")));
+        let before: Vec<&str> = running.iter().map(|(s, _)| s.name.as_str()).collect();
+        let after: Vec<&str> = stages.iter().map(|(s, _)| s.name.as_str()).collect();
+        if changed.is_empty() && before != after {
+            changed.push(format!("stages reordered: {}", after.join(", ")));
         }
         if changed.is_empty() {
             return Ok(None);
         }
-        Ok(Some((Stages::from_loaded(stages), changed)))
+        Ok(Some((current.stages.next_version(stages), changed)))
     }
 
     /// Load `stage`'s plugin file as it is now; `old` is the plugin the stage runs from that
@@ -861,14 +867,13 @@ impl Watch {
             .live
             .base
             .iter()
-            .map(|name| stages.loaded().iter().position(|(s, _)| &s.name == name))
+            .map(|name| stages.loaded().position(|(s, _)| &s.name == name))
             .collect();
         let trial = previous.map(|previous| Trial {
             stages: stages
                 .loaded()
-                .iter()
                 .filter(|(stage, plugin)| {
-                    !previous.stages.loaded().iter().any(|(s, p)| {
+                    !previous.stages.loaded().any(|(s, p)| {
                         s.name == stage.name
                             && p.hash() == plugin.hash()
                             && s.config == stage.config

@@ -202,6 +202,68 @@ fn a_config_change_keeps_the_stage_state() {
     assert_eq!(after[1]["seen"], 4);
 }
 
+/// Says "delivered" once set, as the sink's acknowledgements do.
+#[derive(Default)]
+struct Acked(AtomicBool);
+
+impl weir::window::Delivered for Acked {
+    fn delivered(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[test]
+fn a_window_stage_swapped_while_a_fired_window_awaits_delivery_fires_it_once() {
+    let dir = common::scratch();
+    let path = dir.path().join("pipeline.toml");
+    let text = |note: &str| {
+        format!(
+            "[[stage]]\nname = \"win\"\nplugin = \"{}\"\nconfig = {{ note = \"{note}\" }}\n\
+             window = {{ kind = \"tumbling\", size = \"1m\" }}\ntime = {{ field = \"/ts\" }}\n",
+            common::component("count-window").display()
+        )
+    };
+    std::fs::write(&path, text("a")).unwrap();
+    let pipeline = Pipeline::load(&path).unwrap();
+    let engine = Engine::new(Engine::default_cache_dir()).unwrap();
+    let stages = Stages::load(&engine, &pipeline).unwrap();
+    let reloader = Reloader::start(engine, &pipeline, &stages).unwrap();
+    let mut chain = LiveChain::start(&stages, Some(&reloader.live())).unwrap();
+    // At least once, as `weir run` sets it: a fired window is marked only once its output is
+    // delivered.
+    chain.prepare_each(|c| c.defer_until_delivered());
+    let state = MemoryState::shared();
+    let event = |offset: i64, ts: i64| Record {
+        key: Some(b"k".to_vec()),
+        value: Some(json!({ "ts": ts }).to_string().into_bytes()),
+        offset,
+        ..record(0)
+    };
+    let batch = |chain: &mut LiveChain, records: Vec<Record>| {
+        chain.set_state(0, state.clone());
+        let out = chain.process(records);
+        assert!(out.failures.is_empty(), "{:?}", out.failures);
+        let acked = Arc::new(Acked::default());
+        let delivered: Arc<dyn weir::window::Delivered> = acked.clone();
+        chain.hold(&delivered);
+        (out.records, acked)
+    };
+    let (fired, acked) = batch(
+        &mut chain,
+        vec![event(0, 1_000), event(1, 2_000), event(2, 61_000)],
+    );
+    assert_eq!(fired.len(), 1, "[0, 1m) fires with 2 records");
+
+    // A new version while that window's output is still on its way.
+    std::fs::write(&path, text("b")).unwrap();
+    published(&reloader, 1);
+    chain.refresh();
+    assert_eq!(chain.generation(), 1);
+    acked.0.store(true, Ordering::Relaxed);
+    let (again, _) = batch(&mut chain, vec![event(3, 62_000)]);
+    assert!(again.is_empty(), "[0, 1m) fired a second time: {again:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // `weir run` against the test broker
 // ---------------------------------------------------------------------------------------------

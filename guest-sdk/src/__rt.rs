@@ -172,9 +172,20 @@ pub fn emit<A: Aggregate>(
     acc: &[u8],
 ) -> Result<Vec<Record>, String> {
     let acc = decode_acc::<A>(acc)?;
-    A::emit(window, &acc, cfg)
+    let mut records = A::emit(window, &acc, cfg)
         .map(IntoRecords::into_records)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    // A window's result belongs to the window's key and, as in Flink, to its last instant,
+    // unless the plugin says otherwise.
+    for rec in &mut records {
+        if rec.key.is_none() {
+            rec.key.clone_from(&window.key);
+        }
+        if rec.timestamp == 0 {
+            rec.timestamp = window.end - 1;
+        }
+    }
+    Ok(records)
 }
 
 fn decode_acc<A: Aggregate>(bytes: &[u8]) -> Result<A::Acc, String> {

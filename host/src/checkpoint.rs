@@ -82,6 +82,12 @@ impl Acks {
     }
 }
 
+impl crate::window::Delivered for Acks {
+    fn delivered(&self) -> bool {
+        self.done() == Some(true)
+    }
+}
+
 /// One assigned partition, from assignment to revocation. A re-assignment is a new value, so
 /// work queued for an old assignment can tell it is stale.
 #[derive(Debug)]

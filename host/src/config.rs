@@ -8,13 +8,17 @@ use std::{
     fmt,
     ops::Range,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::engine::Limits;
+use crate::{
+    engine::Limits,
+    window::{EventTime, LateOutput, WindowKind, WindowSpec},
+};
 
 /// A pipeline file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +65,8 @@ pub struct Stage {
     /// The plugin's configuration as JSON text (`{}` when none is given).
     pub config: String,
     pub limits: Limits,
+    /// Window stages: how records are grouped in event time.
+    pub window: Option<Arc<WindowSpec>>,
     /// Line of the `[[stage]]` entry, for messages.
     pub line: usize,
 }
@@ -188,8 +194,10 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error
         "ms" | "" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        "d" => Ok(Duration::from_secs(n * 86400)),
         other => Err(serde::de::Error::custom(format!(
-            "unknown unit `{other}` in `{text}`: use ms, s or m"
+            "unknown unit `{other}` in `{text}`: use ms, s, m, h or d"
         ))),
     }
 }
@@ -271,6 +279,147 @@ struct StageFile {
     config: Option<toml::Value>,
     #[serde(default)]
     limits: LimitsFile,
+    window: Option<WindowFile>,
+    time: Option<TimeFile>,
+    watermark: Option<WatermarkFile>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    allowed_lateness: Option<Duration>,
+    late: Option<LateFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+enum WindowFile {
+    Tumbling {
+        #[serde(deserialize_with = "duration")]
+        size: Duration,
+    },
+    Sliding {
+        #[serde(deserialize_with = "duration")]
+        size: Duration,
+        #[serde(deserialize_with = "duration")]
+        slide: Duration,
+    },
+    Session {
+        #[serde(deserialize_with = "duration")]
+        gap: Duration,
+    },
+}
+
+/// `"record"` or `{ field = "/ts" }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TimeFile {
+    Named(String),
+    Field { field: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WatermarkFile {
+    #[serde(default, deserialize_with = "optional_duration")]
+    max_out_of_order: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    idle_timeout: Option<Duration>,
+}
+
+/// `"drop"`, `"dead-letter"` or `{ topic = "…" }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum LateFile {
+    Named(String),
+    Topic { topic: String },
+}
+
+fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+impl StageFile {
+    /// The window settings, checked; `None` for a stage that is not a window stage.
+    fn window(&self, errors: &ErrorsConfig) -> Result<Option<WindowSpec>, String> {
+        let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as i64;
+        let Some(window) = &self.window else {
+            let stray = [
+                (self.time.is_some(), "time"),
+                (self.watermark.is_some(), "watermark"),
+                (self.allowed_lateness.is_some(), "allowed_lateness"),
+                (self.late.is_some(), "late"),
+            ];
+            return match stray.iter().find(|(set, _)| *set) {
+                Some((_, key)) => Err(format!(
+                    "`{key}` is a window setting, but the stage has no `window`"
+                )),
+                None => Ok(None),
+            };
+        };
+        let positive = |what: &str, d: Duration| {
+            if d.is_zero() {
+                Err(format!("window {what} must be longer than 0"))
+            } else {
+                Ok(ms(d))
+            }
+        };
+        let kind = match window {
+            WindowFile::Tumbling { size } => WindowKind::Tumbling {
+                size: positive("size", *size)?,
+            },
+            WindowFile::Sliding { size, slide } => WindowKind::Sliding {
+                size: positive("size", *size)?,
+                slide: positive("slide", *slide)?,
+            },
+            WindowFile::Session { gap } => WindowKind::Session {
+                gap: positive("gap", *gap)?,
+            },
+        };
+        let time = match &self.time {
+            None => EventTime::Record,
+            Some(TimeFile::Named(name)) if name == "record" => EventTime::Record,
+            Some(TimeFile::Named(other)) => {
+                return Err(format!(
+                    "time = \"{other}\": write \"record\" (the Kafka timestamp) or \
+                     {{ field = \"/json/pointer\" }}"
+                ))
+            }
+            Some(TimeFile::Field { field }) if field.starts_with('/') => {
+                EventTime::Field(field.clone())
+            }
+            Some(TimeFile::Field { field }) => {
+                return Err(format!(
+                    "time.field = \"{field}\" is not a JSON pointer (those start with `/`)"
+                ))
+            }
+        };
+        let late = match &self.late {
+            None => LateOutput::Drop,
+            Some(LateFile::Named(n)) if n == "drop" => LateOutput::Drop,
+            Some(LateFile::Named(n)) if n == "dead-letter" => {
+                if errors.policy != ErrorPolicy::DeadLetter {
+                    return Err(
+                        "late = \"dead-letter\" needs errors.policy = \"dead-letter\" \
+                                (and errors.topic)"
+                            .into(),
+                    );
+                }
+                LateOutput::DeadLetter
+            }
+            Some(LateFile::Named(other)) => {
+                return Err(format!(
+                    "late = \"{other}\": write \"drop\", \"dead-letter\" or {{ topic = \"…\" }}"
+                ))
+            }
+            Some(LateFile::Topic { topic }) => LateOutput::Topic(topic.clone()),
+        };
+        let watermark = self.watermark.as_ref();
+        Ok(Some(WindowSpec {
+            kind,
+            time,
+            max_out_of_order: watermark.and_then(|w| w.max_out_of_order).map_or(0, ms),
+            idle_timeout: watermark.and_then(|w| w.idle_timeout),
+            allowed_lateness: self.allowed_lateness.map_or(0, ms),
+            late,
+        }))
+    }
 }
 
 impl Pipeline {
@@ -318,6 +467,9 @@ impl Pipeline {
                     ),
                 ));
             }
+            let window = stage
+                .window(&file.errors)
+                .map_err(|e| invalid(span.clone(), format!("stage `{name}`: {e}")))?;
             let plugin = base.join(stage.plugin.get_ref());
             let config = match stage.config {
                 None => "{}".to_string(),
@@ -333,6 +485,7 @@ impl Pipeline {
                 plugin,
                 config,
                 limits: stage.limits.over(file.limits.over(Limits::default())),
+                window: window.map(Arc::new),
                 line: line_of(text, span.start),
             });
         }

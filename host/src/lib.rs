@@ -2,7 +2,8 @@
 //!
 //! - [`engine`] loads plugin components and calls them in a sandbox.
 //! - [`config`] reads pipeline files.
-//! - [`pipeline`] runs records through a chain of stages; [`local`] feeds it from files.
+//! - [`pipeline`] runs records through a chain of stages ([`window`] stages aggregate in
+//!   event time); [`local`] feeds it from files.
 //! - [`run`] runs a pipeline against Kafka: [`source`] → chain → [`sink`], with offsets
 //!   committed behind acknowledged output ([`checkpoint`]) and counted in [`metrics`]; [`demo`]
 //!   shows it off against an in-process Kafka cluster.
@@ -24,3 +25,4 @@ pub mod scaffold;
 pub mod sink;
 pub mod source;
 pub mod state;
+pub mod window;

@@ -34,6 +34,8 @@ pub struct Summary {
     pub filtered: u64,
     /// Unreadable lines plus records a stage failed on.
     pub errors: u64,
+    /// Records a window stage found too late for all their windows.
+    pub late: u64,
     pub elapsed: Duration,
 }
 
@@ -71,11 +73,16 @@ pub fn run(
                 writeln!(err, "error: {source}:{line_no}: {e}")?;
             }
         }
-        if batch.len() == BATCH {
+        // Window stages advance the watermark per batch: one record per batch makes a file's
+        // result that of a stream with a watermark after every record, whatever its size.
+        if batch.len() == BATCH || chain.has_windows() {
             flush(chain, &mut batch, source, format, &mut summary, out, err)?;
         }
     }
     flush(chain, &mut batch, source, format, &mut summary, out, err)?;
+    // The input is bounded: its end passes every window, as in Flink's batch mode.
+    let rest = chain.finish();
+    report(rest, &[], source, format, &mut summary, out, err)?;
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
@@ -94,6 +101,35 @@ fn flush(
     }
     let offsets: Vec<i64> = batch.iter().map(|r| r.offset).collect();
     let result = chain.process(std::mem::take(batch));
+    // Records a window stage takes in come out later, as window results: not "filtered".
+    let offsets = if chain.has_windows() {
+        &[][..]
+    } else {
+        &offsets
+    };
+    report(result, offsets, source, format, summary, out, err)
+}
+
+/// Write a chain's outputs and errors and count them; `offsets` are the inputs' offsets, to
+/// count those that produced nothing.
+fn report(
+    result: crate::pipeline::BatchOutput,
+    offsets: &[i64],
+    source: &str,
+    format: Format,
+    summary: &mut Summary,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> std::io::Result<()> {
+    for late in &result.late {
+        writeln!(
+            err,
+            "late: {source}:{}: stage `{}`: behind the watermark {} by more than the allowed \
+             lateness",
+            late.record.offset, late.stage, late.watermark
+        )?;
+    }
+    summary.late += result.late.len() as u64;
     for f in &result.failures {
         writeln!(
             err,
@@ -104,6 +140,7 @@ fn flush(
     // An input is "filtered" when nothing came out of it and it did not fail.
     let mut produced: Vec<i64> = result.records.iter().map(|r| r.offset).collect();
     produced.extend(result.failures.iter().map(|f| f.record.offset));
+    produced.extend(result.late.iter().map(|l| l.record.offset));
     produced.sort_unstable();
     produced.dedup();
     summary.filtered += offsets

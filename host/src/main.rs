@@ -188,11 +188,16 @@ fn test(target: &Path, input: &Path, config: Option<&str>, format: Format) -> Re
     let restarts: u64 = chain.instances().map(|(_, i)| i.restarts()).sum();
     let secs = summary.elapsed.as_secs_f64();
     eprintln!(
-        "weir test: {} in, {} out, {} filtered, {} errors in {:.1} ms ({:.0} records/s){}",
+        "weir test: {} in, {} out, {} filtered, {} errors{} in {:.1} ms ({:.0} records/s){}",
         summary.input,
         summary.output,
         summary.filtered,
         summary.errors,
+        if summary.late > 0 {
+            format!(", {} late", summary.late)
+        } else {
+            String::new()
+        },
         secs * 1e3,
         summary.input as f64 / secs.max(1e-9),
         if restarts > 0 {
@@ -318,10 +323,10 @@ fn check(path: &Path) -> Result<ExitCode> {
     let engine = engine()?;
     let chain = load_chain(&engine, &pipeline)?;
     println!("{}: ok, {} stages", path.display(), pipeline.stages.len());
-    for (name, instance) in chain.instances() {
+    for ((name, instance), stage) in chain.instances().zip(&pipeline.stages) {
         let plugin = instance.plugin();
         println!(
-            "  {name}: {} {} (sha256:{}){}",
+            "  {name}: {} {} (sha256:{}){}{}",
             plugin.kind(),
             plugin.path().display(),
             &plugin.hash()[..12],
@@ -329,7 +334,11 @@ fn check(path: &Path) -> Result<ExitCode> {
                 ", keeps keyed state"
             } else {
                 ""
-            }
+            },
+            stage
+                .window
+                .as_ref()
+                .map_or(String::new(), |w| format!(", {}", w.describe()))
         );
     }
     if let (Some(source), Some(sink)) = (&pipeline.source, &pipeline.sink) {

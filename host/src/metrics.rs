@@ -19,6 +19,8 @@ pub struct Metrics {
     pub dead_lettered: AtomicU64,
     /// Failed records dropped by `policy = "skip"`.
     pub skipped: AtomicU64,
+    /// Records a window stage found too late for all their windows.
+    pub late: AtomicU64,
     /// Source offsets committed (sum over partitions of records covered by commits).
     pub commits: AtomicU64,
 }
@@ -33,6 +35,7 @@ pub struct Snapshot {
     pub failed: u64,
     pub dead_lettered: u64,
     pub skipped: u64,
+    pub late: u64,
     pub commits: u64,
 }
 
@@ -46,6 +49,7 @@ impl Metrics {
             failed: self.failed.load(Relaxed),
             dead_lettered: self.dead_lettered.load(Relaxed),
             skipped: self.skipped.load(Relaxed),
+            late: self.late.load(Relaxed),
             commits: self.commits.load(Relaxed),
         }
     }
@@ -68,6 +72,10 @@ impl std::fmt::Display for Snapshot {
             self.dead_lettered,
             self.skipped,
             self.commits
-        )
+        )?;
+        if self.late > 0 {
+            write!(f, ", {} late", self.late)?;
+        }
+        Ok(())
     }
 }

@@ -292,6 +292,7 @@ impl LiveChain {
                 if let Some(prepare) = &self.prepare {
                     prepare(&mut chain);
                 }
+                chain.adopt(&mut self.chain);
                 tracing::debug!(
                     "{} now runs generation {}",
                     thread::current().name().unwrap_or("a worker"),
@@ -770,7 +771,19 @@ impl Watch {
                     ));
                 }
             }
-            if plugin.uses_state() && !self.live.base_stateful.contains(&stage.name) {
+            if let Some((s, _)) = old {
+                if s.window != stage.window {
+                    return Err(format!(
+                        "reload: {} rejected, the running pipeline stays: stage `{}` changes its \
+                         window settings, which its stored windows were made with: restart \
+                         `weir run` to change them",
+                        self.started.path.display(),
+                        stage.name
+                    ));
+                }
+            }
+            let keeps_state = plugin.uses_state() || stage.window.is_some();
+            if keeps_state && !self.live.base_stateful.contains(&stage.name) {
                 return Err(format!(
                     "reload: {} rejected, the running version stays: stage `{}` would keep keyed \
                      state, which needs its changelog set up when partitions are assigned: \

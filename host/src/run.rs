@@ -36,11 +36,12 @@ use crate::{
     config::{ErrorPolicy, Pipeline},
     engine::{Header, PluginError, Record},
     metrics::{Metrics, Snapshot},
-    pipeline::Stages,
+    pipeline::{BatchOutput, Chain, Stages},
     reload::{Live, LiveChain},
     sink::{ChangelogMarks, Fatal, SendError, Sink},
     source::{self, Consumer},
     state::StateStore,
+    window::{Clock, Delivered, LateOutput},
 };
 
 /// Why a run ended other than by a stop request.
@@ -117,6 +118,8 @@ struct Shared {
     /// Exactly once: what a partition's transactional producer is made from.
     exactly_once: Option<ExactlyOnce>,
     workers: OnceLock<Vec<Sender<Work>>>,
+    /// Window stages' watermarks: assigned partitions hold them back, revoked ones stop to.
+    clocks: Vec<Arc<Clock>>,
     fatal: Arc<Fatal>,
     metrics: Arc<Metrics>,
 }
@@ -344,6 +347,12 @@ pub fn run_reloading(
     if let Some(topic) = &dead_letters {
         require_topic(sink_md, topic, "dead-letter", sink_brokers)?;
     }
+    for stage in &pipeline.stages {
+        if let Some(LateOutput::Topic(topic)) = stage.window.as_ref().map(|w| &w.late) {
+            let what = format!("stage `{}` late", stage.name);
+            require_topic(sink_md, topic, &what, sink_brokers)?;
+        }
+    }
     let shared = Arc::new(Shared {
         assigned: Mutex::new(Assigned {
             partitions: HashMap::new(),
@@ -363,6 +372,7 @@ pub fn run_reloading(
             }
         }),
         workers: OnceLock::new(),
+        clocks: stages.clocks(),
         fatal: fatal.clone(),
         metrics: metrics.clone(),
     });
@@ -682,6 +692,9 @@ impl Shared {
                         }
                     };
                     tracing::info!("assigned {}[{}] to worker {worker}", key.0, key.1);
+                    for clock in &self.clocks {
+                        clock.assign(&key.0, key.1, Instant::now());
+                    }
                     assigned.partitions.insert(
                         key.clone(),
                         Partition::new(key.0, key.1, worker, states, transaction),
@@ -706,6 +719,9 @@ impl Shared {
                 // the sink, commit, and only then let them go.
                 for p in &revoked {
                     p.revoke();
+                    for clock in &self.clocks {
+                        clock.forget(&p.topic, p.partition);
+                    }
                 }
                 for p in &revoked {
                     if !p.wait_processed(DRAIN_TIMEOUT) {
@@ -939,23 +955,42 @@ impl Shared {
     }
 }
 
+/// How often window stages look at the watermark between batches (Flink's default
+/// auto-watermark interval): it moves with other partitions' records and with idleness.
+const WINDOW_TICK: Duration = Duration::from_millis(200);
+
 /// A worker: runs the chain over its partitions' batches and hands the results to the sink;
 /// under exactly once, it also commits each of its partitions' transactions every checkpoint
 /// interval (a partition's records and its transaction stay on one thread).
 fn work(mut chain: LiveChain, inbox: Receiver<Work>, shared: &Shared, interval: Duration) {
+    let windows = chain.has_windows();
+    if windows && shared.exactly_once.is_none() {
+        // Every version this worker moves to (hot reload) holds fired windows the same way.
+        chain.prepare_each(|c| c.defer_until_delivered());
+    }
     let mut open: Vec<Arc<Partition>> = Vec::new();
+    // Window stages: the partitions this worker ran, to fire their windows between batches.
+    let mut owned: Vec<Arc<Partition>> = Vec::new();
     let mut last = Instant::now();
+    let mut ticked = Instant::now();
+    let touch = |open: &mut Vec<Arc<Partition>>, partition: &Arc<Partition>| {
+        if partition.transaction.is_some() && !open.iter().any(|p| Arc::ptr_eq(p, partition)) {
+            open.push(partition.clone());
+        }
+    };
     loop {
-        let wait = interval.saturating_sub(last.elapsed());
+        let mut wait = interval.saturating_sub(last.elapsed());
+        if windows {
+            wait = wait.min(WINDOW_TICK.saturating_sub(ticked.elapsed()));
+        }
         match inbox.recv_timeout(wait) {
             Ok(Work::Batch(batch)) => {
                 let partition = batch.partition.clone();
                 chain.refresh();
                 process(&mut chain, batch, shared);
-                if partition.transaction.is_some()
-                    && !open.iter().any(|p| Arc::ptr_eq(p, &partition))
-                {
-                    open.push(partition);
+                touch(&mut open, &partition);
+                if windows && !owned.iter().any(|p| Arc::ptr_eq(p, &partition)) {
+                    owned.push(partition);
                 }
             }
             Ok(Work::Close(partition, done)) => {
@@ -966,6 +1001,20 @@ fn work(mut chain: LiveChain, inbox: Receiver<Work>, shared: &Shared, interval: 
             }
             Ok(Work::Stop) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+        }
+        if windows && ticked.elapsed() >= WINDOW_TICK {
+            owned.retain(|p| {
+                if p.is_revoked() {
+                    chain.forget(&p.topic, p.partition);
+                }
+                !p.is_revoked()
+            });
+            for p in &owned {
+                if tick(&mut chain, p, shared) {
+                    touch(&mut open, p);
+                }
+            }
+            ticked = Instant::now();
         }
         if last.elapsed() >= interval {
             for p in open.drain(..) {
@@ -979,33 +1028,71 @@ fn work(mut chain: LiveChain, inbox: Receiver<Work>, shared: &Shared, interval: 
     }
 }
 
-/// Run one batch through the chain and hand its outputs, dead letters and (at least once)
-/// state changes to the sink.
+/// Run one batch through the chain and hand what came of it to the sink.
 fn process(chain: &mut LiveChain, batch: Batch, shared: &Shared) {
     if shared.fatal.is_set() {
         batch.partition.abandoned();
         return;
     }
-    // Exactly once: everything of this partition goes into its open transaction.
-    let sink = batch.partition.transaction.as_ref().unwrap_or(&shared.sink);
     let count = batch.records.len();
     let originals = shared.dead_letters.is_some().then(|| batch.records.clone());
     for s in &batch.partition.states {
         chain.set_state(s.stage, s.state.clone());
     }
     let output = chain.process(batch.records);
+    deliver(
+        chain,
+        output,
+        &batch.partition,
+        batch.next_offset,
+        originals.as_deref(),
+        shared,
+    );
+    Metrics::add(&shared.metrics.processed, count);
+}
+
+/// Fire the windows of `partition` that the watermark passed since its last batch; true if
+/// anything came of it.
+fn tick(chain: &mut LiveChain, partition: &Arc<Partition>, shared: &Shared) -> bool {
+    let Some(next) = partition.next_offset() else {
+        return false;
+    };
+    if shared.fatal.is_set() || !partition.dispatch() {
+        return false;
+    }
+    for s in &partition.states {
+        chain.set_state(s.stage, s.state.clone());
+    }
+    let output = chain.advance(&partition.topic, partition.partition);
+    let any = !(output.records.is_empty() && output.failures.is_empty());
+    deliver(chain, output, partition, next, None, shared);
+    any
+}
+
+/// Hand a chain's outputs, dead letters, late records and (at least once) state changes to
+/// the sink, and record what the partition may commit once they are acknowledged.
+fn deliver(
+    chain: &mut Chain,
+    output: BatchOutput,
+    partition: &Arc<Partition>,
+    next_offset: i64,
+    originals: Option<&[Record]>,
+    shared: &Shared,
+) {
+    // Exactly once: everything of this partition goes into its open transaction.
+    let sink = partition.transaction.as_ref().unwrap_or(&shared.sink);
     let acks = Acks::new();
     // At least once, state changes go to the store and the changelog with the batch's
     // outputs, so the batch's offsets are committed only once its changelog records are
     // acknowledged too. Exactly once, they wait for the partition's next commit.
-    let at_least_once = batch.partition.transaction.is_none();
-    for s in batch.partition.states.iter().filter(|_| at_least_once) {
+    let at_least_once = partition.transaction.is_none();
+    for s in partition.states.iter().filter(|_| at_least_once) {
         match s.state.flush() {
             Ok(changes) => {
                 for change in changes {
                     let sent = sink.send_change(
                         &s.changelog,
-                        batch.partition.partition,
+                        partition.partition,
                         &change.key,
                         change.value.as_deref(),
                         &acks,
@@ -1029,17 +1116,19 @@ fn process(chain: &mut LiveChain, batch: Batch, shared: &Shared) {
         .into_iter()
         .map(|f| Failure {
             offset: f.record.offset,
-            topic: f.record.topic,
+            topic: f.record.topic.clone(),
             partition: f.record.partition,
             stage: f.stage,
             plugin_hash: Some(f.plugin_hash),
             kind: f.error.kind.as_str(),
             message: f.error.message,
+            // A window the plugin could not render stands for no single input.
+            own: (f.record.offset < 0).then_some(f.record),
         })
         .collect();
     // Under `fail`, nothing from the first failing record on goes out or gets committed.
     let mut halt = match shared.policy {
-        ErrorPolicy::Fail => failures.iter().map(|f| f.offset).min(),
+        ErrorPolicy::Fail => failures.iter().map(|f| f.offset).filter(|&o| o >= 0).min(),
         _ => None,
     };
     for record in &output.records {
@@ -1062,23 +1151,78 @@ fn process(chain: &mut LiveChain, batch: Batch, shared: &Shared) {
                     message: format!(
                         "output of {size} bytes is larger than the sink accepts: {cause}"
                     ),
+                    own: None,
                 });
             }
             Err(e @ SendError::Failed { .. }) => shared.fatal.set(format!("sink: {e}")),
         }
     }
+    for late in output.late {
+        if halt.is_some_and(|h| late.record.offset >= h) {
+            continue;
+        }
+        Metrics::add(&shared.metrics.late, 1);
+        let place = || {
+            format!(
+                "stage `{}`: {}[{}]@{} is behind the watermark {} by more than the allowed \
+                 lateness",
+                late.stage,
+                late.record.topic,
+                late.record.partition,
+                late.record.offset,
+                late.watermark
+            )
+        };
+        match &late.to {
+            LateOutput::Drop => tracing::debug!("{} (dropped)", place()),
+            LateOutput::Topic(topic) => {
+                if let Err(e) = sink.send(topic, &late.record, &acks) {
+                    acks.fail();
+                    shared
+                        .fatal
+                        .set(format!("{}; sending it to `{topic}` failed: {e}", place()));
+                }
+            }
+            LateOutput::DeadLetter => {
+                let failure = Failure {
+                    offset: late.record.offset,
+                    topic: late.record.topic.clone(),
+                    partition: late.record.partition,
+                    stage: late.stage.clone(),
+                    plugin_hash: Some(late.plugin_hash.clone()),
+                    kind: crate::engine::ErrorKind::Late.as_str(),
+                    message: format!(
+                        "behind the watermark {} by more than the allowed lateness",
+                        late.watermark
+                    ),
+                    own: None,
+                };
+                shared.handle(sink, &failure, originals, &acks, None);
+            }
+        }
+    }
     failures.sort_by_key(|f| f.offset);
     // A flat-map may emit several refused outputs of one input: one dead letter per input.
-    failures.dedup_by_key(|f| f.offset);
+    failures.dedup_by(|a, b| a.offset == b.offset && a.offset >= 0);
     for failure in &failures {
         Metrics::add(&shared.metrics.failed, 1);
-        shared.handle(sink, failure, originals.as_deref(), &acks, halt);
+        if failure.own.is_some() && shared.policy == ErrorPolicy::Fail {
+            // Not tied to one input: nothing of this partition may be committed from here on.
+            acks.fail();
+            shared.fatal.set(format!(
+                "{}; errors.policy is \"fail\": stopped",
+                failure.place()
+            ));
+            continue;
+        }
+        shared.handle(sink, failure, originals, &acks, halt);
+    }
+    if at_least_once {
+        let delivered: Arc<dyn Delivered> = acks.clone();
+        chain.hold(&delivered);
     }
     acks.sealed();
-    Metrics::add(&shared.metrics.processed, count);
-    batch
-        .partition
-        .processed(acks, halt.unwrap_or(batch.next_offset), halt.is_some());
+    partition.processed(acks, halt.unwrap_or(next_offset), halt.is_some());
 }
 
 /// A record that failed in a stage or at the sink, with where it came from.
@@ -1090,6 +1234,8 @@ struct Failure {
     plugin_hash: Option<String>,
     kind: &'static str,
     message: String,
+    /// The record to dead-letter when it is not one of the batch's inputs.
+    own: Option<Record>,
 }
 
 impl Failure {
@@ -1125,10 +1271,12 @@ impl Shared {
             }
             ErrorPolicy::DeadLetter => {
                 let topic = self.dead_letters.as_deref().expect("checked by config");
-                let original = originals.and_then(|all| {
-                    all.binary_search_by_key(&failure.offset, |r| r.offset)
-                        .ok()
-                        .map(|i| &all[i])
+                let original = failure.own.as_ref().or_else(|| {
+                    originals.and_then(|all| {
+                        all.binary_search_by_key(&failure.offset, |r| r.offset)
+                            .ok()
+                            .map(|i| &all[i])
+                    })
                 });
                 let Some(original) = original else {
                     self.fatal

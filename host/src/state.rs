@@ -398,6 +398,43 @@ impl StateBackend for PartitionState {
     fn apply(&self, writes: BTreeMap<StateKey, Option<Entry>>) {
         self.dirty().extend(writes);
     }
+
+    fn all(&self) -> Vec<(StateKey, Entry)> {
+        let at = self.namespace.len();
+        let mut found: BTreeMap<StateKey, Option<Entry>> = BTreeMap::new();
+        for item in self.store.data.prefix(&self.namespace) {
+            match item.into_inner() {
+                Ok((k, v)) => {
+                    if let Some(key) = get_state_key(&k[at..]) {
+                        found.insert(key, decode_entry(&v));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("state store {}: scan failed: {e}", self.store.dir.display());
+                    break;
+                }
+            }
+        }
+        found.extend(self.dirty().iter().map(|(k, e)| (k.clone(), e.clone())));
+        found
+            .into_iter()
+            .filter_map(|(key, entry)| Some((key, entry?)))
+            .collect()
+    }
+}
+
+/// The inverse of [`put_state_key`].
+fn get_state_key(bytes: &[u8]) -> Option<StateKey> {
+    let (&tag, rest) = bytes.split_first()?;
+    let (record_key, name) = match tag {
+        0 => (None, rest),
+        _ => {
+            let (len, rest) = rest.split_first_chunk::<4>()?;
+            let len = u32::from_be_bytes(*len) as usize;
+            (Some(rest.get(..len)?.to_vec()), rest.get(len..)?)
+        }
+    };
+    Some((record_key, String::from_utf8(name.to_vec()).ok()?))
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {

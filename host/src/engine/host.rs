@@ -33,6 +33,8 @@ pub trait StateBackend: Send + Sync {
     fn scan(&self, record_key: &Option<Vec<u8>>, prefix: &str) -> Vec<(String, Entry)>;
     /// One successful call's writes; `None` deletes.
     fn apply(&self, writes: BTreeMap<StateKey, Option<Entry>>);
+    /// Every entry, in key order: window stages rebuild their timers from it.
+    fn all(&self) -> Vec<(StateKey, Entry)>;
 }
 
 /// Keyed state of one stage (for one partition), shared by the instances that stage starts over
@@ -78,6 +80,13 @@ impl StateBackend for MemoryState {
                 None => entries.remove(&key),
             };
         }
+    }
+
+    fn all(&self) -> Vec<(StateKey, Entry)> {
+        self.lock()
+            .iter()
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect()
     }
 }
 

@@ -27,7 +27,7 @@ use wasmtime::{
     Store,
 };
 
-pub use bindings::types::{Event as Record, Header, Level};
+pub use bindings::types::{Event as Record, Header, KeyedWindow, Level, Output, Pane, PaneResult};
 use bindings::{filter, transform, window};
 use host::HostState;
 pub use host::{Entry, MemoryState, SharedState, StateBackend, StateKey};
@@ -107,6 +107,10 @@ pub enum ErrorKind {
     Timeout,
     /// The plugin tried to grow its memory past the limit.
     OutOfMemory,
+    /// A window stage could not read the record's event time.
+    EventTime,
+    /// A record came later than its window's allowed lateness (a window stage's `late` output).
+    Late,
 }
 
 impl PluginError {
@@ -131,6 +135,8 @@ impl ErrorKind {
             ErrorKind::Trap => "trap",
             ErrorKind::Timeout => "timeout",
             ErrorKind::OutOfMemory => "out-of-memory",
+            ErrorKind::EventTime => "event-time",
+            ErrorKind::Late => "late",
         }
     }
 }
@@ -446,9 +452,6 @@ fn deadline_ticks(timeout: Duration) -> u64 {
 enum Exports {
     Filter(filter::Filter),
     Transform(transform::Transform),
-    /// Started (so `init` checks its config) but not called yet: window stages come with the
-    /// windows runtime.
-    #[allow(dead_code)]
     Window(window::Window),
 }
 
@@ -538,25 +541,66 @@ impl Instance {
 
     /// One call into the plugin for the whole batch.
     fn call(&mut self, records: &Arc<Vec<Record>>) -> Result<Verdicts, RecordError> {
+        self.guarded(records.clone(), |exports, store| match exports {
+            Exports::Filter(f) => f.call_filter(store, records).map(Verdicts::Filter),
+            Exports::Transform(t) => t.call_transform(store, records).map(Verdicts::Transform),
+            Exports::Window(_) => Ok(Verdicts::Unsupported),
+        })
+    }
+
+    /// Window plugins: fold each pane's records into its accumulator. `Err` means the call
+    /// trapped or blew a limit; the next call runs on a fresh instance.
+    pub fn accumulate(
+        &mut self,
+        panes: &[Pane],
+    ) -> Result<Vec<Result<PaneResult, String>>, RecordError> {
+        self.guarded(Arc::default(), |exports, store| match exports {
+            Exports::Window(w) => w.call_accumulate(store, panes),
+            _ => Err(wasmtime::Error::msg("not a window plugin")),
+        })
+    }
+
+    /// Window plugins: merge the accumulators of two sessions of one key.
+    pub fn merge(
+        &mut self,
+        window: &KeyedWindow,
+        a: &[u8],
+        b: &[u8],
+    ) -> Result<Result<Vec<u8>, String>, RecordError> {
+        self.guarded(Arc::default(), |exports, store| match exports {
+            Exports::Window(w) => w.call_merge(store, window, a, b),
+            _ => Err(wasmtime::Error::msg("not a window plugin")),
+        })
+    }
+
+    /// Window plugins: render fired windows, one list of outputs per window.
+    pub fn emit(
+        &mut self,
+        fired: &[(KeyedWindow, Vec<u8>)],
+    ) -> Result<Vec<Result<Vec<Output>, String>>, RecordError> {
+        self.guarded(Arc::default(), |exports, store| match exports {
+            Exports::Window(w) => w.call_emit(store, fired),
+            _ => Err(wasmtime::Error::msg("not a window plugin")),
+        })
+    }
+
+    /// Run `call` on a live instance under the time limit; state writes stick only if it
+    /// returns, and a trap poisons the instance so the next call starts a fresh one.
+    fn guarded<T>(
+        &mut self,
+        records: Arc<Vec<Record>>,
+        call: impl FnOnce(&Exports, &mut Store<HostState>) -> wasmtime::Result<T>,
+    ) -> Result<T, RecordError> {
         if self.poisoned {
             self.restart()?;
         }
-        self.store.data_mut().begin(records.clone());
+        self.store.data_mut().begin(records);
         self.store
             .set_epoch_deadline(deadline_ticks(self.limits.call_timeout));
-        let result = match &self.exports {
-            Exports::Filter(f) => f
-                .call_filter(&mut self.store, records)
-                .map(Verdicts::Filter),
-            Exports::Transform(t) => t
-                .call_transform(&mut self.store, records)
-                .map(Verdicts::Transform),
-            Exports::Window(_) => Ok(Verdicts::Unsupported),
-        };
-        match result {
-            Ok(verdicts) => {
+        match call(&self.exports, &mut self.store) {
+            Ok(value) => {
                 self.store.data_mut().commit();
-                Ok(verdicts)
+                Ok(value)
             }
             Err(trap) => {
                 let data = self.store.data_mut();

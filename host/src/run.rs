@@ -1003,6 +1003,9 @@ fn work(mut chain: LiveChain, inbox: Receiver<Work>, shared: &Shared, interval: 
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
         }
         if windows && ticked.elapsed() >= WINDOW_TICK {
+            // Between batches as much as before one: a worker whose partitions are idle still
+            // moves to a new version for the windows it fires.
+            chain.refresh();
             owned.retain(|p| {
                 if p.is_revoked() {
                     chain.forget(&p.topic, p.partition);

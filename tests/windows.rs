@@ -525,3 +525,173 @@ fn tumbling_windows_through_kafka() {
 fn session_windows_through_kafka() {
     windows_through_kafka(Kind::Session(60));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Crashes
+// ---------------------------------------------------------------------------------------------
+
+/// `weir run` with a tumbling sum window killed with SIGKILL at random moments and restarted,
+/// then run to the end: exactly once, every window comes out once (read as read_committed) with
+/// its exact count and sum; at least once, every window comes out, none below the exact count.
+fn windows_survive_kill_9(exactly_once: bool) {
+    let kills = std::env::var("WEIR_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut rng = Rng(seed);
+    let k = kafka();
+    let (source, sink) = (unique("wcrash-in"), unique("wcrash-out"));
+    k.create_topic(&source, 3);
+    k.create_topic(&sink, 3);
+    let disorder = 300;
+    let events = events(seed, 40_000, 30, disorder);
+    let partition_of = |key: &str| key[1..].parse::<i32>().unwrap() % 3;
+    let mut input: Vec<In> = events
+        .iter()
+        .map(|(key, ts, amount)| In {
+            key: Some(key.clone()),
+            value: event(key, *ts, *amount).to_string().into_bytes(),
+            partition: Some(partition_of(key)),
+            ..In::default()
+        })
+        .collect();
+    let far = events.iter().map(|e| e.1).max().unwrap() + 86_400_000;
+    for p in 0..3 {
+        input.push(In {
+            key: Some("flush".into()),
+            value: event("flush", far, 0).to_string().into_bytes(),
+            partition: Some(p),
+            ..In::default()
+        });
+    }
+    k.produce(&source, &input);
+    let dir = common::scratch();
+    let group = unique("wcrash");
+    let head = format!(
+        r#"[source]
+brokers = "{brokers}"
+topics = ["{source}"]
+group = "{group}"
+batch_size = 200
+kafka = {{ "session.timeout.ms" = 6000 }}
+
+[sink]
+topic = "{sink}"
+
+[delivery]
+checkpoint_interval = "200ms"
+guarantee = "{guarantee}"
+
+[state]
+dir = "state"
+"#,
+        brokers = k.brokers,
+        guarantee = if exactly_once {
+            "exactly-once"
+        } else {
+            "at-least-once"
+        },
+    );
+    let settings = format!(
+        "window = {}\ntime = {{ field = \"/ts\" }}\nwatermark = {{ max_out_of_order = {disorder} }}",
+        Kind::Tumbling(2_000).toml()
+    );
+    let p = pipeline(
+        dir.path(),
+        "sum-window",
+        r#"{ field = "/amount" }"#,
+        &settings,
+        &head,
+    );
+    eprintln!("window crash test (exactly once: {exactly_once}): {kills} kills, seed {seed}");
+    for kill in 1..=kills {
+        let mut weir = Weir::start(weir_bin(), &p);
+        weir.wait_for_log("assigned", Duration::from_secs(60));
+        let after = Duration::from_millis(300 + rng.below(2_000));
+        std::thread::sleep(after);
+        weir.signal("KILL");
+        assert_eq!(
+            weir.wait(Duration::from_secs(10)),
+            None,
+            "killed by a signal"
+        );
+        eprintln!(
+            "window crash test: kill {kill} {:.1}s after the assignment, committed {:?}",
+            after.as_secs_f64(),
+            k.committed(&group, &source, 3)
+        );
+    }
+    let mut weir = Weir::start(weir_bin(), &p);
+    let sources = k.read(&source, input.len(), Duration::from_secs(120));
+    let ends = common::kafka::partition_ends(&sources, 3);
+    assert!(
+        k.wait_committed(&group, &source, &ends, Duration::from_secs(300)),
+        "the last run did not finish; log:\n{}",
+        weir.log()
+    );
+    // Windows the last partitions' flush records released fire within a tick.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+    if std::env::var_os("WEIR_CRASH_VERBOSE").is_some() {
+        eprintln!("--- log of the last run ---\n{}", weir.log());
+    }
+
+    let want = direct(Kind::Tumbling(2_000), &events);
+    let output = if exactly_once {
+        k.read_committed(&sink, 3)
+    } else {
+        k.read(&sink, want.len(), Duration::from_secs(60))
+    };
+    let mut got: BTreeMap<(String, i64, i64), Vec<(i64, i64)>> = BTreeMap::new();
+    for out in &output {
+        let v: Value = serde_json::from_str(out.value.as_deref().unwrap()).unwrap();
+        let id = (
+            out.key.clone().unwrap(),
+            v["start"].as_i64().unwrap(),
+            v["end"].as_i64().unwrap(),
+        );
+        got.entry(id)
+            .or_default()
+            .push((v["count"].as_i64().unwrap(), v["sum"].as_i64().unwrap()));
+    }
+    let missing: Vec<_> = want.keys().filter(|id| !got.contains_key(*id)).collect();
+    let duplicates: usize = got.values().map(|v| v.len() - 1).sum();
+    eprintln!(
+        "window crash test: {} results for {} windows: {duplicates} duplicates, {} missing",
+        output.len(),
+        want.len(),
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "windows never emitted: {:?}",
+        &missing[..missing.len().min(10)]
+    );
+    assert_eq!(got.len(), want.len(), "no window that should not exist");
+    for (id, exact) in &want {
+        let results = &got[id];
+        if exactly_once {
+            assert_eq!(results, &vec![*exact], "window {id:?}");
+        } else {
+            assert!(
+                results.iter().all(|r| r.0 >= exact.0),
+                "window {id:?}: {results:?} counts fewer than the exact {exact:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn windows_are_exactly_once_across_kill_9() {
+    windows_survive_kill_9(true);
+}
+
+#[test]
+fn windows_lose_nothing_across_kill_9_at_least_once() {
+    windows_survive_kill_9(false);
+}

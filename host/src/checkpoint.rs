@@ -170,6 +170,13 @@ impl Partition {
         self.changed.notify_all();
     }
 
+    /// The worker finished work that moves no offset (windows fired before any record of this
+    /// assignment was processed).
+    pub fn settled(&self) {
+        self.lock().processed += 1;
+        self.changed.notify_all();
+    }
+
     /// The worker skipped a batch (the pipeline is stopping on an error).
     pub fn abandoned(&self) {
         let mut p = self.lock();

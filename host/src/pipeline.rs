@@ -82,12 +82,13 @@ impl Stages {
             .collect()
     }
 
-    /// The watermark clocks of the window stages, to tell them of assigned and revoked
-    /// partitions.
-    pub fn clocks(&self) -> Vec<Arc<Clock>> {
+    /// The watermark clocks of the window stages, by stage index, to tell them of assigned and
+    /// revoked partitions.
+    pub fn clocks(&self) -> Vec<(usize, Arc<Clock>)> {
         self.stages
             .iter()
-            .filter_map(|(_, _, clock)| clock.clone())
+            .enumerate()
+            .filter_map(|(i, (_, _, clock))| Some((i, clock.clone()?)))
             .collect()
     }
 

@@ -41,7 +41,7 @@ use crate::{
     sink::{ChangelogMarks, Fatal, SendError, Sink},
     source::{self, Consumer},
     state::StateStore,
-    window::{Clock, Delivered, LateOutput},
+    window::{self, Clock, Delivered, LateOutput},
 };
 
 /// Why a run ended other than by a stop request.
@@ -119,7 +119,7 @@ struct Shared {
     exactly_once: Option<ExactlyOnce>,
     workers: OnceLock<Vec<Sender<Work>>>,
     /// Window stages' watermarks: assigned partitions hold them back, revoked ones stop to.
-    clocks: Vec<Arc<Clock>>,
+    clocks: Vec<(usize, Arc<Clock>)>,
     fatal: Arc<Fatal>,
     metrics: Arc<Metrics>,
 }
@@ -391,7 +391,7 @@ pub fn run_reloading(
         let interval = pipeline.delivery.checkpoint_interval;
         let handle = thread::Builder::new()
             .name(format!("weir-worker-{id}"))
-            .spawn(move || work(chain, rx, &shared, interval))
+            .spawn(move || work(id, chain, rx, &shared, interval))
             .expect("spawn a worker thread");
         senders.push(tx);
         handles.push(handle);
@@ -692,8 +692,13 @@ impl Shared {
                         }
                     };
                     tracing::info!("assigned {}[{}] to worker {worker}", key.0, key.1);
-                    for clock in &self.clocks {
-                        clock.assign(&key.0, key.1, Instant::now());
+                    for (stage, clock) in &self.clocks {
+                        match states.iter().find(|s| s.stage == *stage) {
+                            Some(s) => {
+                                window::resume(clock, &*s.state, &key.0, key.1, Instant::now())
+                            }
+                            None => clock.assign(&key.0, key.1, Instant::now()),
+                        }
                     }
                     assigned.partitions.insert(
                         key.clone(),
@@ -719,7 +724,7 @@ impl Shared {
                 // the sink, commit, and only then let them go.
                 for p in &revoked {
                     p.revoke();
-                    for clock in &self.clocks {
+                    for (_, clock) in &self.clocks {
                         clock.forget(&p.topic, p.partition);
                     }
                 }
@@ -845,9 +850,7 @@ impl Shared {
             txn.abort();
             return;
         }
-        let Some(next) = p.next_offset() else {
-            return;
-        };
+        let next = p.next_offset();
         let acks = Acks::new();
         let mut pending = Vec::with_capacity(p.states.len());
         for s in &p.states {
@@ -881,9 +884,12 @@ impl Shared {
             return;
         };
         let mut offsets = TopicPartitionList::new();
-        if let Err(e) = offsets.add_partition_offset(&p.topic, p.partition, Offset::Offset(next)) {
-            self.fatal.set(format!("{}[{}]: {e}", p.topic, p.partition));
-            return;
+        if let Some(next) = next {
+            let added = offsets.add_partition_offset(&p.topic, p.partition, Offset::Offset(next));
+            if let Err(e) = added {
+                self.fatal.set(format!("{}[{}]: {e}", p.topic, p.partition));
+                return;
+            }
         }
         match txn.commit(&offsets, &group) {
             Ok(()) => {
@@ -962,14 +968,21 @@ const WINDOW_TICK: Duration = Duration::from_millis(200);
 /// A worker: runs the chain over its partitions' batches and hands the results to the sink;
 /// under exactly once, it also commits each of its partitions' transactions every checkpoint
 /// interval (a partition's records and its transaction stay on one thread).
-fn work(mut chain: LiveChain, inbox: Receiver<Work>, shared: &Shared, interval: Duration) {
+fn work(
+    id: usize,
+    mut chain: LiveChain,
+    inbox: Receiver<Work>,
+    shared: &Shared,
+    interval: Duration,
+) {
     let windows = chain.has_windows();
     if windows && shared.exactly_once.is_none() {
         // Every version this worker moves to (hot reload) holds fired windows the same way.
         chain.prepare_each(|c| c.defer_until_delivered());
     }
     let mut open: Vec<Arc<Partition>> = Vec::new();
-    // Window stages: the partitions this worker ran, to fire their windows between batches.
+    // Window stages: the partitions assigned to this worker, to fire their windows between
+    // batches (including those with nothing left to read).
     let mut owned: Vec<Arc<Partition>> = Vec::new();
     let mut last = Instant::now();
     let mut ticked = Instant::now();
@@ -989,9 +1002,6 @@ fn work(mut chain: LiveChain, inbox: Receiver<Work>, shared: &Shared, interval: 
                 chain.refresh();
                 process(&mut chain, batch, shared);
                 touch(&mut open, &partition);
-                if windows && !owned.iter().any(|p| Arc::ptr_eq(p, &partition)) {
-                    owned.push(partition);
-                }
             }
             Ok(Work::Close(partition, done)) => {
                 if let Some(i) = open.iter().position(|p| Arc::ptr_eq(p, &partition)) {
@@ -999,19 +1009,36 @@ fn work(mut chain: LiveChain, inbox: Receiver<Work>, shared: &Shared, interval: 
                 }
                 let _ = done.send(());
             }
-            Ok(Work::Stop) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            Ok(Work::Stop) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                // Windows the watermark passed since the last tick go out with the last commit.
+                for p in owned.iter().filter(|p| !p.is_revoked()) {
+                    if tick(&mut chain, p, shared) {
+                        touch(&mut open, p);
+                    }
+                }
+                break;
+            }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
         }
         if windows && ticked.elapsed() >= WINDOW_TICK {
             // Between batches as much as before one: a worker whose partitions are idle still
             // moves to a new version for the windows it fires.
             chain.refresh();
-            owned.retain(|p| {
-                if p.is_revoked() {
-                    chain.forget(&p.topic, p.partition);
-                }
-                !p.is_revoked()
-            });
+            let assigned: Vec<Arc<Partition>> = {
+                let all = shared.lock_assigned();
+                all.partitions
+                    .values()
+                    .filter(|p| p.worker == id)
+                    .cloned()
+                    .collect()
+            };
+            for gone in owned
+                .iter()
+                .filter(|p| !assigned.iter().any(|a| Arc::ptr_eq(a, p)))
+            {
+                chain.forget(&gone.topic, gone.partition);
+            }
+            owned = assigned;
             for p in &owned {
                 if tick(&mut chain, p, shared) {
                     touch(&mut open, p);
@@ -1047,7 +1074,7 @@ fn process(chain: &mut LiveChain, batch: Batch, shared: &Shared) {
         chain,
         output,
         &batch.partition,
-        batch.next_offset,
+        Some(batch.next_offset),
         originals.as_deref(),
         shared,
     );
@@ -1057,9 +1084,6 @@ fn process(chain: &mut LiveChain, batch: Batch, shared: &Shared) {
 /// Fire the windows of `partition` that the watermark passed since its last batch; true if
 /// anything came of it.
 fn tick(chain: &mut LiveChain, partition: &Arc<Partition>, shared: &Shared) -> bool {
-    let Some(next) = partition.next_offset() else {
-        return false;
-    };
     if shared.fatal.is_set() || !partition.dispatch() {
         return false;
     }
@@ -1068,7 +1092,14 @@ fn tick(chain: &mut LiveChain, partition: &Arc<Partition>, shared: &Shared) -> b
     }
     let output = chain.advance(&partition.topic, partition.partition);
     let any = !(output.records.is_empty() && output.failures.is_empty());
-    deliver(chain, output, partition, next, None, shared);
+    deliver(
+        chain,
+        output,
+        partition,
+        partition.next_offset(),
+        None,
+        shared,
+    );
     any
 }
 
@@ -1078,7 +1109,7 @@ fn deliver(
     chain: &mut Chain,
     output: BatchOutput,
     partition: &Arc<Partition>,
-    next_offset: i64,
+    next_offset: Option<i64>,
     originals: Option<&[Record]>,
     shared: &Shared,
 ) {
@@ -1225,7 +1256,12 @@ fn deliver(
         chain.hold(&delivered);
     }
     acks.sealed();
-    partition.processed(acks, halt.unwrap_or(next_offset), halt.is_some());
+    match (halt, next_offset) {
+        (Some(halt), _) => partition.processed(acks, halt, true),
+        (None, Some(next)) => partition.processed(acks, next, false),
+        // Nothing consumed yet: no offset moves, whatever the outputs' fate.
+        (None, None) => partition.settled(),
+    }
 }
 
 /// A record that failed in a stage or at the sink, with where it came from.

@@ -234,8 +234,12 @@ impl Sink {
         offsets: &rdkafka::TopicPartitionList,
         group: &rdkafka::consumer::ConsumerGroupMetadata,
     ) -> Result<(), KafkaError> {
-        self.producer()
-            .send_offsets_to_transaction(offsets, group, TRANSACTION_TIMEOUT)?;
+        // A partition with nothing consumed in this run (a window firing on the watermark alone)
+        // commits its outputs and state without moving its offset.
+        if offsets.count() > 0 {
+            self.producer()
+                .send_offsets_to_transaction(offsets, group, TRANSACTION_TIMEOUT)?;
+        }
         self.producer().commit_transaction(TRANSACTION_TIMEOUT)?;
         self.producer().begin_transaction()
     }

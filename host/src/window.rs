@@ -27,7 +27,7 @@ use std::{
 
 use crate::engine::{
     Entry, ErrorKind, Header, Instance, KeyedWindow, Output, Pane, PaneResult, Record, RecordError,
-    SharedState, StateKey,
+    SharedState, StateBackend, StateKey,
 };
 
 /// How a window stage groups records in time; every length in milliseconds.
@@ -708,6 +708,13 @@ impl<A: Aggregator> WindowStage<A> {
                 timers.push((Some(end - 1), id));
             }
         }
+        // The partition's progress in event time is kept with its windows: after a restart or a
+        // move, a partition with nothing new to read must not hold the watermark back.
+        if let Some(max_ts) = max_ts {
+            if read_progress(&*state).is_none_or(|stored| stored < max_ts) {
+                writes.insert(progress_key(), Some((max_ts.to_be_bytes().to_vec(), None)));
+            }
+        }
         state.apply(writes);
         let panes = self
             .partitions
@@ -896,6 +903,25 @@ fn sessions(
         s.members.sort_unstable();
     }
     merged
+}
+
+/// State entry of a partition's largest event time (not a window: window names are `w` + hex).
+fn progress_key() -> StateKey {
+    (None, "max-event-time".into())
+}
+
+fn read_progress(state: &dyn StateBackend) -> Option<i64> {
+    let (value, _) = state.get(&progress_key())?;
+    Some(i64::from_be_bytes(value.as_slice().try_into().ok()?))
+}
+
+/// A partition was assigned with `state` as its window stage's state: it joins the stage's
+/// watermark where it left off (or, new, holding it back until it has records or goes idle).
+pub fn resume(clock: &Clock, state: &dyn StateBackend, topic: &str, partition: i32, now: Instant) {
+    clock.assign(topic, partition, now);
+    if let Some(max_ts) = read_progress(state) {
+        clock.observe(topic, partition, Some(max_ts), now);
+    }
 }
 
 /// Apply held changes whose outputs were delivered.
@@ -1416,6 +1442,29 @@ mod tests {
                 .all(|((_, name), _)| name != &entry_name(0, 1_000)),
             "a fired window without lateness is removed"
         );
+    }
+
+    #[test]
+    fn a_resumed_partition_with_nothing_new_does_not_hold_the_watermark_back() {
+        let (s0, s1) = (MemoryState::shared(), MemoryState::shared());
+        let now = Instant::now();
+        let mut s = stage(spec(WindowKind::Tumbling { size: 1_000 }));
+        s.clock.assign("t", 0, now);
+        s.clock.assign("t", 1, now);
+        s.set_state(s0.clone());
+        s.process(vec![rec(0, 0, "a", 9_000, "1")], now);
+        s.set_state(s1.clone());
+        s.process(vec![rec(1, 0, "b", 2_000, "2")], now);
+        drop(s);
+        // A restart: partition 0 has nothing left to read, partition 1 goes on.
+        let mut s = stage(spec(WindowKind::Tumbling { size: 1_000 }));
+        resume(&s.clock, &*s0, "t", 0, now);
+        resume(&s.clock, &*s1, "t", 1, now);
+        assert_eq!(s.clock.watermark(now), 1_999);
+        s.set_state(s1.clone());
+        let out = seen(s.process(vec![rec(1, 1, "b", 5_000, "3")], now));
+        assert_eq!(out.fired, ["b 2000..3000: 2"]);
+        assert_eq!(s.clock.watermark(now), 4_999);
     }
 
     #[test]

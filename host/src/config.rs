@@ -52,6 +52,8 @@ pub struct Pipeline {
     /// Where stages keep keyed state on disk (resolved against the file); `None`: the default
     /// (see [`Pipeline::state_dir`]).
     pub state_dir: Option<PathBuf>,
+    /// Hot reload (`[reload]`).
+    pub reload: crate::reload::ReloadConfig,
 }
 
 /// One stage of the chain.
@@ -259,6 +261,8 @@ struct File {
     state: StateFile,
     #[serde(default)]
     limits: LimitsFile,
+    #[serde(default)]
+    reload: crate::reload::ReloadConfig,
 }
 
 #[derive(Default, Deserialize)]
@@ -517,6 +521,7 @@ impl Pipeline {
             errors: file.errors,
             delivery: file.delivery,
             state_dir: file.state.dir.map(|d| base.join(d)),
+            reload: file.reload,
         })
     }
 }

@@ -7,6 +7,7 @@
 //! - [`run`] runs a pipeline against Kafka: [`source`] → chain → [`sink`], with offsets
 //!   committed behind acknowledged output ([`checkpoint`]) and counted in [`metrics`]; [`demo`]
 //!   shows it off against an in-process Kafka cluster.
+//! - [`reload`] swaps changed plugins and stage settings into a running pipeline.
 //! - [`build`] and [`scaffold`] are the plugin author's tools behind `weir build` and `weir new`.
 
 pub mod build;
@@ -18,6 +19,7 @@ pub mod engine;
 pub mod local;
 pub mod metrics;
 pub mod pipeline;
+pub mod reload;
 pub mod run;
 pub mod scaffold;
 pub mod sink;

@@ -66,6 +66,9 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Make a running `weir run PIPELINE` check its plugins and pipeline file now (sends it
+    /// SIGHUP); changes it can apply live are applied, the rest is logged by it.
+    Reload { pipeline: PathBuf },
     /// Run a pipeline over generated Debezium order changes on an in-process Kafka cluster: no
     /// broker needed. Its [source], [sink] and [errors] are replaced by the demo's topics.
     Demo {
@@ -130,6 +133,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => test(&target, &input, config.as_deref(), format),
         Command::Check { pipeline } => check(&pipeline),
         Command::Run { pipeline, workers } => run_pipeline(&pipeline, workers),
+        Command::Reload { pipeline } => reload(&pipeline),
         Command::Demo { records, pipeline } => {
             let pipeline = Pipeline::load(&pipeline)?;
             let stages = load_stages(&engine()?, &pipeline)?;
@@ -219,6 +223,10 @@ fn run_pipeline(path: &Path, workers: Option<usize>) -> Result<ExitCode> {
     pipeline.kafka()?;
     let engine = engine()?;
     let stages = load_stages(&engine, &pipeline)?;
+    // Hot reload: the watcher owns the engine from here on; it swaps in what changes.
+    let reloader = weir::reload::Reloader::start(engine, &pipeline, &stages)?;
+    let live = reloader.live();
+    let trigger = reloader.trigger();
     let mut options = RunOptions::default();
     if let Some(workers) = workers {
         options.workers = workers;
@@ -229,8 +237,19 @@ fn run_pipeline(path: &Path, workers: Option<usize>) -> Result<ExitCode> {
         .build()?;
     let started = std::time::Instant::now();
     let result = runtime.block_on(async move {
-        let mut task =
-            tokio::task::spawn_blocking(move || weir::run::run(&pipeline, &stages, options));
+        // SIGHUP: check every plugin and the pipeline file now. Installed before the run starts,
+        // so a SIGHUP never falls to its default action (exit).
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .expect("install a SIGHUP handler");
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading");
+                trigger.reload_now();
+            }
+        });
+        let mut task = tokio::task::spawn_blocking(move || {
+            weir::run::run_reloading(&pipeline, &stages, Some(live), options)
+        });
         tokio::select! {
             result = &mut task => return result,
             signal = stop_signal() => {
@@ -246,11 +265,30 @@ fn run_pipeline(path: &Path, workers: Option<usize>) -> Result<ExitCode> {
             }
         }
     })?;
+    drop(reloader);
     let counts = result?;
     eprintln!(
         "weir run: {counts} in {:.1}s",
         started.elapsed().as_secs_f64()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reload(pipeline: &Path) -> Result<ExitCode> {
+    let pids = weir::reload::runs_of(pipeline);
+    if pids.is_empty() {
+        bail!("no `weir run {}` is running here", pipeline.display());
+    }
+    for pid in pids {
+        let sent = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .context("cannot run `kill`")?;
+        if !sent.success() {
+            bail!("could not send SIGHUP to `weir run` (pid {pid})");
+        }
+        println!("asked `weir run` (pid {pid}) to reload");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -115,6 +115,42 @@ impl Stages {
     }
 }
 
+impl Stages {
+    /// Each stage's settings and loaded plugin, in chain order.
+    pub fn loaded(&self) -> impl ExactSizeIterator<Item = (&Stage, &Plugin)> + '_ {
+        self.stages.iter().map(|(stage, plugin, _)| (stage, plugin))
+    }
+
+    /// The next version of these stages (hot reload): `stages` in their new order, plugins
+    /// already loaded and validated. Whatever the chains of a stage share beyond its plugin
+    /// carries over to the stage of the same name: a window stage keeps its watermark clock
+    /// (reload refuses changes to a window's settings).
+    pub fn next_version(&self, stages: Vec<(Stage, Plugin)>) -> Stages {
+        let stages = stages
+            .into_iter()
+            .map(|(stage, plugin)| {
+                let kept = self
+                    .stages
+                    .iter()
+                    .find(|(s, _, _)| s.name == stage.name)
+                    .and_then(|(_, _, clock)| clock.clone());
+                let clock = stage
+                    .window
+                    .as_ref()
+                    .map(|w| kept.unwrap_or_else(|| Arc::new(Clock::new(w))));
+                (stage, plugin, clock)
+            })
+            .collect();
+        Stages { stages }
+    }
+}
+
+/// Load one stage's plugin, refusing what a stage cannot run (as [`Stages::load`] does for
+/// every stage): hot reload loads stages added to a running pipeline through it.
+pub fn load_stage(engine: &Engine, stage: &Stage) -> Result<Plugin, PluginError> {
+    load(engine, stage)
+}
+
 /// One stage's live part.
 #[allow(clippy::large_enum_variant)] // a handful per worker; boxing would only add a hop
 enum Step {
@@ -204,6 +240,20 @@ impl Chain {
         for (_, step) in &mut self.stages {
             if let Step::Window(w) = step {
                 w.hold(delivered);
+            }
+        }
+    }
+
+    /// Take over what the window stages of `old`, the chain this one replaces (hot reload),
+    /// keep in memory, stage by stage of the same name: their timers and the fired windows
+    /// that wait for their outputs' delivery, which would otherwise fire again.
+    pub fn adopt(&mut self, old: &mut Chain) {
+        for (name, step) in &mut self.stages {
+            if let Step::Window(w) = step {
+                let before = old.stages.iter_mut().find(|(n, _)| n == name);
+                if let Some((_, Step::Window(o))) = before {
+                    w.adopt(o);
+                }
             }
         }
     }

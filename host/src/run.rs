@@ -37,6 +37,7 @@ use crate::{
     engine::{Header, PluginError, Record},
     metrics::{Metrics, Snapshot},
     pipeline::{BatchOutput, Chain, Stages},
+    reload::{Live, LiveChain},
     sink::{ChangelogMarks, Fatal, SendError, Sink},
     source::{self, Consumer},
     state::StateStore,
@@ -268,6 +269,17 @@ pub fn run(
     stages: &Stages,
     options: RunOptions,
 ) -> Result<Snapshot, RunError> {
+    run_reloading(pipeline, stages, None, options)
+}
+
+/// [`run`], with the workers moving to each version of the stages that `live` publishes (hot
+/// reload, see [`crate::reload`]) between batches.
+pub fn run_reloading(
+    pipeline: &Pipeline,
+    stages: &Stages,
+    live: Option<Arc<Live>>,
+    options: RunOptions,
+) -> Result<Snapshot, RunError> {
     let (source, sink_config) = pipeline.kafka()?;
     let workers = options.workers.max(1);
     let fatal = Arc::new(Fatal::default());
@@ -373,8 +385,11 @@ pub fn run(
     // One chain per worker, all started before consuming so a bad config fails here.
     let mut senders = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
+    if let Some(live) = &live {
+        live.set_workers(workers);
+    }
     for id in 0..workers {
-        let chain = stages.start()?;
+        let chain = LiveChain::start(stages, live.as_ref())?;
         let (tx, rx) = crossbeam_channel::bounded::<Work>(WORKER_QUEUE);
         let shared = shared.clone();
         let interval = pipeline.delivery.checkpoint_interval;
@@ -966,10 +981,17 @@ const WINDOW_TICK: Duration = Duration::from_millis(200);
 /// A worker: runs the chain over its partitions' batches and hands the results to the sink;
 /// under exactly once, it also commits each of its partitions' transactions every checkpoint
 /// interval (a partition's records and its transaction stay on one thread).
-fn work(id: usize, mut chain: Chain, inbox: Receiver<Work>, shared: &Shared, interval: Duration) {
+fn work(
+    id: usize,
+    mut chain: LiveChain,
+    inbox: Receiver<Work>,
+    shared: &Shared,
+    interval: Duration,
+) {
     let windows = chain.has_windows();
     if windows && shared.exactly_once.is_none() {
-        chain.defer_until_delivered();
+        // Every version this worker moves to (hot reload) holds fired windows the same way.
+        chain.prepare_each(|c| c.defer_until_delivered());
     }
     let mut open: Vec<Arc<Partition>> = Vec::new();
     // Window stages: the partitions assigned to this worker, to fire their windows between
@@ -990,6 +1012,7 @@ fn work(id: usize, mut chain: Chain, inbox: Receiver<Work>, shared: &Shared, int
         match inbox.recv_timeout(wait) {
             Ok(Work::Batch(batch)) => {
                 let partition = batch.partition.clone();
+                chain.refresh();
                 process(&mut chain, batch, shared);
                 touch(&mut open, &partition);
             }
@@ -1017,6 +1040,9 @@ fn work(id: usize, mut chain: Chain, inbox: Receiver<Work>, shared: &Shared, int
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
         }
         if windows && ticked.elapsed() >= WINDOW_TICK {
+            // Between batches as much as before one: a worker whose partitions are idle still
+            // moves to a new version for the windows it fires.
+            chain.refresh();
             let assigned: Vec<Arc<Partition>> = {
                 let all = shared.lock_assigned();
                 all.partitions
@@ -1052,7 +1078,7 @@ fn work(id: usize, mut chain: Chain, inbox: Receiver<Work>, shared: &Shared, int
 }
 
 /// Run one batch through the chain and hand what came of it to the sink.
-fn process(chain: &mut Chain, batch: Batch, shared: &Shared) {
+fn process(chain: &mut LiveChain, batch: Batch, shared: &Shared) {
     // A revoked partition's queued batches are left to its next owner, which reads them again
     // from the committed offset: a revocation waits for the batch in hand, not for the queue
     // (a long drain would outlast the group's patience and commit with a stale generation).
@@ -1079,7 +1105,7 @@ fn process(chain: &mut Chain, batch: Batch, shared: &Shared) {
 
 /// Fire the windows of `partition` that the watermark passed since its last batch; true if
 /// anything came of it.
-fn tick(chain: &mut Chain, partition: &Arc<Partition>, shared: &Shared) -> bool {
+fn tick(chain: &mut LiveChain, partition: &Arc<Partition>, shared: &Shared) -> bool {
     if shared.fatal.is_set() || !partition.dispatch() {
         return false;
     }

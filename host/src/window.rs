@@ -431,6 +431,12 @@ impl<A: Aggregator> WindowStage<A> {
         }
     }
 
+    /// Take over what `old`, this stage's instance in the chain this one replaces (hot reload,
+    /// same window settings), keeps per partition.
+    pub fn adopt(&mut self, old: &mut WindowStage<A>) {
+        self.partitions = std::mem::take(&mut old.partitions);
+    }
+
     /// Forget a revoked partition's windows (its state stays in the store).
     pub fn forget(&mut self, topic: &str, partition: i32) {
         self.partitions.remove(&(topic.to_string(), partition));

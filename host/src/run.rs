@@ -98,7 +98,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// What a worker is asked to do.
 enum Work {
     Batch(Batch),
-    /// Exactly once: abort the partition's open transaction (it is being revoked), then say so.
+    /// Exactly once: commit the partition's open transaction (it is being revoked), then say so.
     Close(Arc<Partition>, Sender<()>),
     /// Finish: commit (or, after a fatal error, abort) what is open, and exit.
     Stop,
@@ -675,6 +675,14 @@ impl Shared {
         match rebalance {
             Rebalance::Assign(list) => {
                 self.refresh_group_metadata(consumer);
+                // Every new partition holds the window watermarks back from the start: a worker
+                // firing windows while the later ones are still being restored would see too
+                // high a watermark and fire windows early.
+                for e in list.elements() {
+                    for (_, clock) in &self.clocks {
+                        clock.assign(e.topic(), e.partition(), Instant::now());
+                    }
+                }
                 let mut assigned = self.lock_assigned();
                 for e in list.elements() {
                     let worker = (0..assigned.load.len())
@@ -728,9 +736,6 @@ impl Shared {
                 // the sink, commit, and only then let them go.
                 for p in &revoked {
                     p.revoke();
-                    for (_, clock) in &self.clocks {
-                        clock.forget(&p.topic, p.partition);
-                    }
                 }
                 for p in &revoked {
                     if !p.wait_processed(DRAIN_TIMEOUT) {
@@ -764,7 +769,12 @@ impl Shared {
                     }
                     self.commit(consumer, &revoked);
                 }
+                // Only now that no worker touches them: a batch in hand would otherwise put an
+                // aborted batch's progress back into the watermark.
                 for p in &revoked {
+                    for (_, clock) in &self.clocks {
+                        clock.forget(&p.topic, p.partition);
+                    }
                     tracing::info!("revoked {}[{}]", p.topic, p.partition);
                 }
             }
@@ -1017,14 +1027,8 @@ fn work(
                 touch(&mut open, &partition);
             }
             Ok(Work::Close(partition, done)) => {
-                // Revoked mid-rebalance: abort what is open rather than commit it. An offset
-                // commit sent while the group changes generation may be refused, and the test
-                // broker drops it silently while the outputs commit (one batch duplicated per
-                // occurrence); aborted, the next owner simply redoes since the last checkpoint.
                 if let Some(i) = open.iter().position(|p| Arc::ptr_eq(p, &partition)) {
-                    if let Some(txn) = &open.swap_remove(i).transaction {
-                        txn.abort();
-                    }
+                    shared.checkpoint(&open.swap_remove(i));
                 }
                 let _ = done.send(());
             }

@@ -193,15 +193,21 @@ impl Clock {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A partition was assigned: it holds the watermark back until it has records or goes idle.
+    /// A partition was assigned: it holds the watermark back until it has records (or its
+    /// progress is restored from state) or it goes idle. The stage watermark starts over from the
+    /// partitions' own progress: what a revoked partition's aborted work had advanced it to must
+    /// not make its redone records late.
     pub fn assign(&self, topic: &str, partition: i32, now: Instant) {
-        self.lock()
-            .partitions
-            .entry((topic.to_string(), partition))
-            .or_insert(Progress {
+        let mut inner = self.lock();
+        if let std::collections::hash_map::Entry::Vacant(slot) =
+            inner.partitions.entry((topic.to_string(), partition))
+        {
+            slot.insert(Progress {
                 max_ts: None,
                 active: now,
             });
+            inner.watermark = i64::MIN;
+        }
     }
 
     /// A partition was revoked: it no longer holds the watermark back.

@@ -969,33 +969,7 @@ fn apply(state: &SharedState, changes: Vec<Change>) {
 /// Fold panes; when the call traps, fold them one at a time on fresh instances so the trap is
 /// pinned on one pane's records.
 fn accumulate<A: Aggregator>(agg: &mut A, panes: &[Pane]) -> Vec<Result<PaneResult, RecordError>> {
-    if panes.is_empty() {
-        return Vec::new();
-    }
-    let plugin = agg.name().to_string();
-    let failed = |message: String| RecordError {
-        plugin: plugin.clone(),
-        kind: ErrorKind::Plugin,
-        message,
-    };
-    match agg.accumulate(panes) {
-        Ok(results) if results.len() == panes.len() => {
-            results.into_iter().map(|r| r.map_err(&failed)).collect()
-        }
-        Ok(results) => {
-            let message = format!(
-                "returned {} results for {} windows",
-                results.len(),
-                panes.len()
-            );
-            panes.iter().map(|_| Err(failed(message.clone()))).collect()
-        }
-        Err(error) if panes.len() == 1 => vec![Err(error)],
-        Err(_) => panes
-            .iter()
-            .flat_map(|p| accumulate(agg, std::slice::from_ref(p)))
-            .collect(),
-    }
+    pinned(agg, panes, A::accumulate)
 }
 
 /// Render fired windows, pinning a trap on one window the same way.
@@ -1003,7 +977,20 @@ fn emit<A: Aggregator>(
     agg: &mut A,
     fired: &[(KeyedWindow, Vec<u8>)],
 ) -> Vec<Result<Vec<Output>, RecordError>> {
-    if fired.is_empty() {
+    pinned(agg, fired, A::emit)
+}
+
+/// A batch call into the plugin: one result per item, or a trap.
+type AggregatorCall<A, T, R> = fn(&mut A, &[T]) -> Result<Vec<Result<R, String>>, RecordError>;
+
+/// One result per item from one `call` over all `items`; a plugin error names the plugin, a
+/// wrong number of results fails them all, and a trap is retried item by item.
+fn pinned<A: Aggregator, T, R>(
+    agg: &mut A,
+    items: &[T],
+    call: AggregatorCall<A, T, R>,
+) -> Vec<Result<R, RecordError>> {
+    if items.is_empty() {
         return Vec::new();
     }
     let plugin = agg.name().to_string();
@@ -1012,22 +999,22 @@ fn emit<A: Aggregator>(
         kind: ErrorKind::Plugin,
         message,
     };
-    match agg.emit(fired) {
-        Ok(results) if results.len() == fired.len() => {
+    match call(agg, items) {
+        Ok(results) if results.len() == items.len() => {
             results.into_iter().map(|r| r.map_err(&failed)).collect()
         }
         Ok(results) => {
             let message = format!(
                 "returned {} results for {} windows",
                 results.len(),
-                fired.len()
+                items.len()
             );
-            fired.iter().map(|_| Err(failed(message.clone()))).collect()
+            items.iter().map(|_| Err(failed(message.clone()))).collect()
         }
-        Err(error) if fired.len() == 1 => vec![Err(error)],
-        Err(_) => fired
+        Err(error) if items.len() == 1 => vec![Err(error)],
+        Err(_) => items
             .iter()
-            .flat_map(|w| emit(agg, std::slice::from_ref(w)))
+            .flat_map(|item| pinned(agg, std::slice::from_ref(item), call))
             .collect(),
     }
 }

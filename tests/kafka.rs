@@ -895,7 +895,7 @@ fn exactly_once_hand_over(leave: Leave) {
     let sources = k.read(&setup.source, input.len(), Duration::from_secs(30));
     let ends = partition_ends(&sources, setup.partitions);
     assert!(
-        k.wait_committed(&setup.group, &setup.source, &ends, Duration::from_secs(120)),
+        k.wait_positions(&setup.group, &setup.source, &ends, Duration::from_secs(120)),
         "B did not finish; log of B:\n{}",
         b.log()
     );

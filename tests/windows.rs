@@ -4,9 +4,6 @@
 
 mod common;
 
-/// Serialises the kill -9 tests of this binary.
-static KILL_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
@@ -537,10 +534,6 @@ fn session_windows_through_kafka() {
 /// then run to the end: exactly once, every window comes out once (read as read_committed) with
 /// its exact count and sum; at least once, every window comes out, none below the exact count.
 fn windows_survive_kill_9(exactly_once: bool) {
-    // One kill test at a time: run side by side under CPU contention, exactly once has produced
-    // duplicates (a known open bug, see the issue notes); serialised, each test checks its
-    // guarantee on a machine it has to itself.
-    let _one_at_a_time = KILL_TESTS.lock().unwrap_or_else(|e| e.into_inner());
     let kills = std::env::var("WEIR_CRASH_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -576,7 +569,10 @@ fn windows_survive_kill_9(exactly_once: bool) {
             ..In::default()
         });
     }
-    k.produce(&source, &input);
+    // A slice of the input arrives before each run, so every run has records in flight when
+    // it is killed, however fast the ones before it were.
+    let slice = input.len().div_ceil(kills + 1);
+    let mut slices = input.chunks(slice);
     let dir = common::scratch();
     let group = unique("wcrash");
     let head = format!(
@@ -617,6 +613,7 @@ dir = "state"
     );
     eprintln!("window crash test (exactly once: {exactly_once}): {kills} kills, seed {seed}");
     for kill in 1..=kills {
+        k.produce(&source, slices.next().unwrap_or_default());
         let mut weir = Weir::start(weir_bin(), &p);
         weir.wait_for_log("assigned", Duration::from_secs(60));
         let after = Duration::from_millis(300 + rng.below(2_000));
@@ -630,14 +627,26 @@ dir = "state"
         eprintln!(
             "window crash test: kill {kill} {:.1}s after the assignment, committed {:?}",
             after.as_secs_f64(),
-            k.committed(&group, &source, 3)
+            if exactly_once {
+                k.positions(&group, &source, 3)
+            } else {
+                k.committed(&group, &source, 3)
+            }
         );
+    }
+    for rest in slices {
+        k.produce(&source, rest);
     }
     let mut weir = Weir::start(weir_bin(), &p);
     let sources = k.read(&source, input.len(), Duration::from_secs(120));
     let ends = common::kafka::partition_ends(&sources, 3);
+    let finished = if exactly_once {
+        k.wait_positions(&group, &source, &ends, Duration::from_secs(300))
+    } else {
+        k.wait_committed(&group, &source, &ends, Duration::from_secs(300))
+    };
     assert!(
-        k.wait_committed(&group, &source, &ends, Duration::from_secs(300)),
+        finished,
         "the last run did not finish; log:\n{}",
         weir.log()
     );
@@ -693,10 +702,8 @@ dir = "state"
     }
 }
 
-/// Shares the open exactly-once bug of `tests/crash.rs` (about 1 run in 3 beside another kill
-/// test: a window with a wrong count). Run it with `cargo test -p weir --test windows -- --ignored`.
+/// Exactly once, every window comes out once with its exact count and sum.
 #[test]
-#[ignore = "open bug: exactly once across kill -9 (see tests/crash.rs)"]
 fn windows_are_exactly_once_across_kill_9() {
     windows_survive_kill_9(true);
 }

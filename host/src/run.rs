@@ -131,13 +131,35 @@ struct Shared {
 /// Exactly once: one transactional producer per source partition, whose transactions carry the
 /// partition's outputs, changelog records and source offset (Kafka Streams' first EOS design:
 /// fencing by partition keeps working when a crashed instance never comes back).
+///
+/// The offset goes twice into each transaction: to the group (`send_offsets_to_transaction`, for
+/// lag monitoring and Kafka's tools) and as a record in the pipeline's offsets topic, which is
+/// where a new owner resumes from, as Flink keeps source positions in its own checkpoints. A
+/// record commits or aborts with the outputs by the log's own markers, on any broker; group
+/// offsets commit with them on Kafka, but the test broker (Tansu 0.6) defers a transaction's
+/// group offsets until every transaction overlapping it in an output partition has ended, and
+/// loses them if their producer dies first — with a producer per partition, nearly always.
 struct ExactlyOnce {
     brokers: String,
     properties: crate::config::KafkaProperties,
     group: String,
     /// The consumer's group metadata as of the last rebalance, for `send_offsets_to_transaction`.
     group_metadata: Mutex<Option<Arc<rdkafka::consumer::ConsumerGroupMetadata>>>,
+    /// Partition N holds the positions of source partitions N, keyed by source topic.
+    offsets_topic: String,
+    /// Changelog marks, with the offsets topic's: the sink counts writes to them as bookkeeping,
+    /// not as delivered records.
+    marks: ChangelogMarks,
 }
+
+/// The topic where an exactly-once pipeline in consumer group `group` records, in each
+/// transaction, the source position the transaction's outputs reach.
+pub fn offsets_topic(group: &str) -> String {
+    format!("{group}-offsets")
+}
+
+/// How long reading a partition's recorded position may take before the assignment fails.
+const POSITION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Keyed state of the stateful stages: the store, their changelog topics, and where the sink
 /// reports changelog acknowledgements.
@@ -255,6 +277,14 @@ fn ensure_changelogs(brokers: &str, topics: &[&str], partitions: usize) -> Resul
     Ok(())
 }
 
+/// What [`Shared::take_over`] gets ready for a newly assigned partition.
+struct Takeover {
+    transaction: Option<Sink>,
+    /// Where to start reading, when the pipeline keeps the position itself.
+    position: Option<i64>,
+    states: Vec<StageState>,
+}
+
 #[derive(Default)]
 struct Assigned {
     partitions: HashMap<(String, i32), Arc<Partition>>,
@@ -299,9 +329,10 @@ pub fn run_reloading(
                     // silently dropped).
                     shared.refresh_group_metadata(consumer);
                 } else {
-                    shared.rebalance(consumer, rebalance)
+                    return shared.rebalance(consumer, rebalance);
                 }
             }
+            Vec::new()
         }
     };
     let consumer = source::consumer(source, on_rebalance).map_err(|cause| RunError::Kafka {
@@ -357,6 +388,30 @@ pub fn run_reloading(
             require_topic(sink_md, topic, &what, sink_brokers)?;
         }
     }
+    let exactly_once = match pipeline.delivery.guarantee {
+        Guarantee::ExactlyOnce => {
+            let offsets_topic = offsets_topic(&source.group);
+            ensure_changelogs(sink_brokers, &[&offsets_topic], partitions)?;
+            let mut marks = state
+                .as_ref()
+                .map_or_else(Default::default, |s| s.marks.clone());
+            marks.insert(
+                offsets_topic.clone(),
+                (0..partitions)
+                    .map(|_| Arc::new(AtomicI64::new(-1)))
+                    .collect(),
+            );
+            Some(ExactlyOnce {
+                brokers: sink_brokers.to_string(),
+                properties: sink_config.kafka.clone(),
+                group: source.group.clone(),
+                group_metadata: Mutex::new(None),
+                offsets_topic,
+                marks,
+            })
+        }
+        Guarantee::AtLeastOnce => None,
+    };
     let shared = Arc::new(Shared {
         assigned: Mutex::new(Assigned {
             partitions: HashMap::new(),
@@ -367,14 +422,7 @@ pub fn run_reloading(
         dead_letters,
         policy: pipeline.errors.policy,
         state,
-        exactly_once: (pipeline.delivery.guarantee == Guarantee::ExactlyOnce).then(|| {
-            ExactlyOnce {
-                brokers: sink_brokers.to_string(),
-                properties: sink_config.kafka.clone(),
-                group: source.group.clone(),
-                group_metadata: Mutex::new(None),
-            }
-        }),
+        exactly_once,
         workers: OnceLock::new(),
         clocks: stages.clocks(),
         fatal: fatal.clone(),
@@ -671,7 +719,10 @@ impl Shared {
         self.assigned.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn rebalance(&self, consumer: &Consumer, rebalance: &Rebalance<'_>) {
+    /// Take over assigned partitions (returning where to start reading those whose position the
+    /// pipeline keeps itself), or drain and let go of revoked ones.
+    fn rebalance(&self, consumer: &Consumer, rebalance: &Rebalance<'_>) -> source::Positions {
+        let mut positions = Vec::new();
         match rebalance {
             Rebalance::Assign(list) => {
                 self.refresh_group_metadata(consumer);
@@ -683,38 +734,62 @@ impl Shared {
                         clock.assign(e.topic(), e.partition(), Instant::now());
                     }
                 }
+                // Taking a partition over is a few round trips to the brokers (fencing its
+                // previous producer, reading its position and changelogs): all at once.
+                let keys: Vec<(String, i32)> = list
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                let taken: Vec<_> = thread::scope(|scope| {
+                    let takeovers: Vec<_> = keys
+                        .iter()
+                        .map(|(topic, partition)| scope.spawn(|| self.take_over(topic, *partition)))
+                        .collect();
+                    takeovers
+                        .into_iter()
+                        .map(|t| t.join().expect("a takeover does not panic"))
+                        .collect()
+                });
                 let mut assigned = self.lock_assigned();
-                for e in list.elements() {
+                for ((topic, partition), started) in keys.into_iter().zip(taken) {
                     let worker = (0..assigned.load.len())
                         .min_by_key(|&w| assigned.load[w])
                         .unwrap_or(0);
                     assigned.load[worker] += 1;
-                    let key = (e.topic().to_string(), e.partition());
-                    // The producer first: fencing the previous owner aborts its open
-                    // transaction, which must be settled before its changelog is read.
-                    let started = self
-                        .start_transaction(&key.0, key.1)
-                        .and_then(|txn| Ok((txn, self.restore(&key.0, key.1)?)));
                     let (transaction, states) = match started {
-                        Ok(started) => started,
+                        Ok(Takeover {
+                            transaction,
+                            position,
+                            states,
+                        }) => {
+                            if let Some(offset) = position {
+                                tracing::info!(
+                                    "{topic}[{partition}] resumes at offset {offset}, as its last \
+                                     committed transaction recorded"
+                                );
+                                positions.push((topic.clone(), partition, offset));
+                            }
+                            (transaction, states)
+                        }
                         Err(e) => {
                             self.fatal
-                                .set(format!("cannot take over {}[{}]: {e}", key.0, key.1));
+                                .set(format!("cannot take over {topic}[{partition}]: {e}"));
                             (None, Vec::new())
                         }
                     };
-                    tracing::info!("assigned {}[{}] to worker {worker}", key.0, key.1);
+                    tracing::info!("assigned {topic}[{partition}] to worker {worker}");
                     for (stage, clock) in &self.clocks {
                         match states.iter().find(|s| s.stage == *stage) {
                             Some(s) => {
-                                window::resume(clock, &*s.state, &key.0, key.1, Instant::now())
+                                window::resume(clock, &*s.state, &topic, partition, Instant::now())
                             }
-                            None => clock.assign(&key.0, key.1, Instant::now()),
+                            None => clock.assign(&topic, partition, Instant::now()),
                         }
                     }
                     assigned.partitions.insert(
-                        key.clone(),
-                        Partition::new(key.0, key.1, worker, states, transaction),
+                        (topic.clone(), partition),
+                        Partition::new(topic, partition, worker, states, transaction),
                     );
                 }
             }
@@ -780,6 +855,50 @@ impl Shared {
             }
             Rebalance::Error(e) => tracing::warn!("rebalance: {e}"),
         }
+        positions
+    }
+
+    /// What a new owner of `topic`/`partition` needs before its first record: under exactly
+    /// once its producer (created first: fencing the previous owner aborts that one's open
+    /// transaction, which must be settled before anything of it is read) and its position; its
+    /// stages' state, brought up to date from the changelogs.
+    fn take_over(&self, topic: &str, partition: i32) -> Result<Takeover, RunError> {
+        let transaction = self.start_transaction(topic, partition)?;
+        let position = self.position(topic, partition)?;
+        let states = self.restore(topic, partition)?;
+        Ok(Takeover {
+            transaction,
+            position,
+            states,
+        })
+    }
+
+    /// Exactly once: where `topic`/`partition` resumes, as its last committed transaction
+    /// recorded it in the offsets topic (none yet: from the group's committed offset). Read only
+    /// once the partition's producer has fenced the previous owner, whose open transaction would
+    /// otherwise hold the read back.
+    fn position(&self, topic: &str, partition: i32) -> Result<Option<i64>, RunError> {
+        let Some(eos) = &self.exactly_once else {
+            return Ok(None);
+        };
+        let mut position = None;
+        crate::committed::read_committed_with(
+            &eos.brokers,
+            &eos.offsets_topic,
+            partition,
+            0,
+            POSITION_TIMEOUT,
+            |record| {
+                if record.key.as_deref() == Some(topic.as_bytes()) {
+                    position = record
+                        .value
+                        .as_deref()
+                        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok());
+                }
+            },
+        )
+        .map_err(|e| RunError::Topic(format!("reading `{}`: {e}", eos.offsets_topic)))?;
+        Ok(position)
     }
 
     /// The state of every stateful stage for `topic`/`partition`, brought up to date from the
@@ -835,15 +954,11 @@ impl Shared {
             return Ok(None);
         };
         let id = format!("weir-{}-{topic}-{partition}", eos.group);
-        let marks = self
-            .state
-            .as_ref()
-            .map_or_else(Default::default, |s| s.marks.clone());
         Sink::transactional(
             &eos.brokers,
             &eos.properties,
             &id,
-            marks,
+            eos.marks.clone(),
             self.metrics.clone(),
             self.fatal.clone(),
         )
@@ -897,6 +1012,21 @@ impl Shared {
             txn.abort();
             return;
         };
+        if let (Some(next), Some(eos)) = (next, &self.exactly_once) {
+            let value = next.to_string();
+            let sent = txn.send_change(
+                &eos.offsets_topic,
+                p.partition,
+                p.topic.as_bytes(),
+                Some(value.as_bytes()),
+                &acks,
+            );
+            if let Err(e) = sent {
+                self.fatal.set(format!("`{}`: {e}", eos.offsets_topic));
+                txn.abort();
+                return;
+            }
+        }
         let mut offsets = TopicPartitionList::new();
         if let Some(next) = next {
             let added = offsets.add_partition_offset(&p.topic, p.partition, Offset::Offset(next));

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use rdkafka::{
     config::{ClientConfig, RDKafkaLogLevel},
-    consumer::{BaseConsumer, ConsumerContext, Rebalance},
-    error::KafkaError,
+    consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance, RebalanceProtocol},
+    error::{KafkaError, RDKafkaErrorCode},
     message::{BorrowedMessage, Headers, Message},
-    ClientContext,
+    types::RDKafkaRespErr,
+    ClientContext, Offset, TopicPartitionList,
 };
 
 use crate::{
@@ -19,8 +20,14 @@ use crate::{
     engine::{Header, Record},
 };
 
-/// Called before (`false`) and after (`true`) each rebalance takes effect.
-type RebalanceHook = Box<dyn Fn(&BaseConsumer<SourceContext>, &Rebalance<'_>, bool) + Send + Sync>;
+/// Called before (`false`) and after (`true`) each rebalance takes effect. Before an assignment,
+/// it returns where to start reading partitions whose position the pipeline keeps itself.
+type RebalanceHook =
+    Box<dyn Fn(&BaseConsumer<SourceContext>, &Rebalance<'_>, bool) -> Positions + Send + Sync>;
+
+/// Where to start reading assigned partitions: topic, partition, offset. Partitions not named
+/// start from the group's committed offset.
+pub type Positions = Vec<(String, i32, i64)>;
 
 /// Routes rebalance callbacks (which librdkafka runs inside `poll`) to the pipeline.
 pub struct SourceContext {
@@ -76,12 +83,51 @@ impl ClientErrors {
 }
 
 impl ConsumerContext for SourceContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        (self.on_rebalance)(consumer, rebalance, false)
+    /// rdkafka's own handling, plus start positions: under exactly once the position of a
+    /// partition is the one its last committed transaction recorded, which must be in place
+    /// before the assignment takes effect (a seek afterwards races with librdkafka's fetch of
+    /// the group's committed offsets).
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let assign = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+        let revoke = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS;
+        let positions = (self.on_rebalance)(consumer, &event(err, tpl), false);
+        if assign {
+            for (topic, partition, offset) in positions {
+                if let Err(e) = tpl.set_partition_offset(&topic, partition, Offset::Offset(offset))
+                {
+                    tracing::warn!("cannot start {topic}[{partition}] at {offset}: {e}");
+                }
+            }
+        }
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let done = match (assign, revoke, cooperative) {
+            (true, _, true) => consumer.incremental_assign(tpl),
+            (true, _, false) => consumer.assign(tpl),
+            (_, true, true) => consumer.incremental_unassign(tpl),
+            (_, true, false) => consumer.unassign(),
+            // As rdkafka's default: an error drops the assignment.
+            _ => consumer.unassign(),
+        };
+        if let Err(e) = done {
+            tracing::warn!("rebalance: applying the assignment failed: {e}");
+        }
+        (self.on_rebalance)(consumer, &event(err, tpl), true);
     }
+}
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        (self.on_rebalance)(consumer, rebalance, true)
+fn event(err: RDKafkaRespErr, tpl: &TopicPartitionList) -> Rebalance<'_> {
+    match err {
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(tpl),
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(tpl),
+        _ => Rebalance::Error(KafkaError::Rebalance(RDKafkaErrorCode::from(err))),
     }
 }
 
@@ -90,7 +136,7 @@ pub type Consumer = BaseConsumer<SourceContext>;
 /// A consumer in the source's group, not yet subscribed.
 pub fn consumer(
     source: &SourceConfig,
-    on_rebalance: impl Fn(&Consumer, &Rebalance<'_>, bool) + Send + Sync + 'static,
+    on_rebalance: impl Fn(&Consumer, &Rebalance<'_>, bool) -> Positions + Send + Sync + 'static,
 ) -> Result<Consumer, KafkaError> {
     let mut config = ClientConfig::new();
     config

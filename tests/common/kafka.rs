@@ -265,6 +265,54 @@ impl Kafka {
         true
     }
 
+    /// Exactly once: wait until the last committed transactions of `group` recorded `ends` as
+    /// the positions of `topic`; false if `timeout` passed first.
+    pub fn wait_positions(
+        &self,
+        group: &str,
+        topic: &str,
+        ends: &[i64],
+        timeout: Duration,
+    ) -> bool {
+        let started = Instant::now();
+        while self.positions(group, topic, ends.len() as i32) != ends {
+            if started.elapsed() > timeout {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        true
+    }
+
+    /// Exactly once: the position of each partition of `topic` as the last committed
+    /// transaction of `group` recorded it (-1: none). This, not the group's committed offsets,
+    /// is where an exactly-once pipeline resumes: the test broker defers and can lose group
+    /// offsets sent to transactions (see `weir::run::offsets_topic`).
+    pub fn positions(&self, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+        let offsets = weir::run::offsets_topic(group);
+        (0..partitions)
+            .map(|partition| {
+                let read = weir::committed::read_committed(
+                    &self.brokers,
+                    &offsets,
+                    partition,
+                    0,
+                    Duration::from_secs(30),
+                );
+                let records = match read {
+                    Ok(read) => read.records,
+                    Err(_) => return -1, // not created yet
+                };
+                records
+                    .iter()
+                    .rev()
+                    .find(|r| r.key.as_deref() == Some(topic.as_bytes()))
+                    .and_then(|r| String::from_utf8_lossy(r.value.as_deref()?).parse().ok())
+                    .unwrap_or(-1)
+            })
+            .collect()
+    }
+
     /// The group's committed offset of each partition of `topic` (-1: none).
     pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
         let consumer: BaseConsumer = self.config().set("group.id", group).create().unwrap();

@@ -597,6 +597,31 @@ mod tests {
     }
 
     #[test]
+    fn entries_keep_the_version_that_wrote_them_and_old_entries_read_as_version_0() {
+        // Version 0 is encoded as before state versions existed: stores and changelogs written
+        // then read the same.
+        let old = encode_entry(&Entry::new(b"v".to_vec(), 0));
+        assert_eq!(old, [&i64::MIN.to_be_bytes()[..], b"v"].concat());
+        assert_eq!(decode_entry(&old), Some(Entry::new(b"v".to_vec(), 0)));
+        let with_ttl = Entry {
+            value: b"{}".to_vec(),
+            expires: Some(1_700_000_000_000),
+            version: 0,
+        };
+        assert_eq!(decode_entry(&encode_entry(&with_ttl)), Some(with_ttl));
+        for version in [1, 7, u32::MAX] {
+            let entry = Entry {
+                value: b"{\"count\":3}".to_vec(),
+                expires: Some(42),
+                version,
+            };
+            assert_eq!(decode_entry(&encode_entry(&entry)), Some(entry));
+        }
+        let empty = Entry::new(Vec::new(), 3);
+        assert_eq!(decode_entry(&encode_entry(&empty)), Some(empty));
+    }
+
+    #[test]
     fn two_processes_get_two_instance_directories() {
         let dir = tempfile::tempdir().unwrap();
         let a = StateStore::open(dir.path()).unwrap();

@@ -51,6 +51,9 @@ macro_rules! harness {
     };
 }
 
+/// One host call of a plugin over a batch: one result per record.
+type BatchCall<'a, R> = dyn Fn(&[Record]) -> Vec<Result<R, String>> + 'a;
+
 /// A plugin loaded with its configuration, and an in-memory host.
 pub struct Harness<P: Plugin> {
     host: Rc<MemoryHost>,
@@ -125,11 +128,7 @@ impl<P: Plugin> Harness<P> {
     /// One host call over `records`, with the host's outcome when a value the call reads cannot
     /// be migrated: the call's writes are dropped and its records replayed one at a time, so the
     /// record that read it fails alone.
-    fn call<R>(
-        &self,
-        records: Vec<Record>,
-        f: &dyn Fn(&[Record]) -> Vec<Result<R, String>>,
-    ) -> Vec<Result<R, String>> {
+    fn call<R>(&self, records: Vec<Record>, f: &BatchCall<'_, R>) -> Vec<Result<R, String>> {
         *self.host.batch.borrow_mut() = records
             .iter()
             .map(|r| (r.key.clone(), r.timestamp))

@@ -319,3 +319,97 @@ fn compiled_components_are_cached_by_content() {
     let again = e.load("c", &common::component("json-filter")).unwrap();
     assert_eq!(again.hash(), first.hash());
 }
+
+fn counter(e: &Engine, build: &str, state: &weir::engine::SharedState) -> weir::engine::Instance {
+    e.load("count", &common::component(build))
+        .unwrap()
+        .instantiate("{}", Limits::default(), state.clone())
+        .unwrap()
+}
+
+fn counts(out: &[Outcome]) -> Vec<Value> {
+    out.iter().map(|o| json_of(o)["count"].clone()).collect()
+}
+
+#[test]
+fn state_an_older_build_wrote_is_migrated_before_a_newer_build_reads_it() {
+    let e = engine();
+    let state = MemoryState::shared();
+    let mut v1 = counter(&e, "count-v1", &state);
+    assert_eq!(v1.state_version(), 0);
+    let out = v1.process(vec![
+        rec("a", json!({})),
+        rec("a", json!({})),
+        rec("b", json!({})),
+    ]);
+    assert_eq!(counts(&out), [1, 2, 1]);
+
+    // count-v2 stores `{"count": …}` where count-v1 stored `{"n": …}`.
+    let mut v2 = counter(&e, "count-v2", &state);
+    assert_eq!(v2.state_version(), 1);
+    let out = v2.process(vec![
+        rec("a", json!({})),
+        rec("b", json!({})),
+        rec("c", json!({})),
+    ]);
+    assert_eq!(counts(&out), [3, 2, 1]);
+    let stored = state.get(&(Some(b"a".to_vec()), "seen".into())).unwrap();
+    assert_eq!(
+        (
+            stored.version,
+            serde_json::from_slice::<Value>(&stored.value).unwrap()
+        ),
+        (1, json!({ "count": 3 }))
+    );
+
+    // Going back to the first build: it must not misread what the second wrote.
+    let out = v1.process(vec![rec("a", json!({}))]);
+    let err = &out[0].as_ref().unwrap_err().error;
+    assert_eq!(err.kind, ErrorKind::Migration, "{err}");
+    assert_eq!(
+        err.message,
+        "state `seen` of key `a` was written by state version 1 of the plugin, newer than this \
+         build's 0: a build cannot read the state of a later one"
+    );
+}
+
+#[test]
+fn a_value_that_cannot_be_migrated_fails_its_record_naming_plugin_and_key() {
+    let e = engine();
+    let state = MemoryState::shared();
+    let entry = |v: Value| Some(weir::engine::Entry::new(v.to_string().into_bytes(), 0));
+    let mut writes = std::collections::BTreeMap::new();
+    writes.insert(
+        (Some(b"good".to_vec()), "seen".into()),
+        entry(json!({ "n": 1 })),
+    );
+    writes.insert(
+        (Some(b"bad".to_vec()), "seen".into()),
+        entry(json!({ "x": 1 })),
+    );
+    state.apply(writes);
+
+    let mut v2 = counter(&e, "count-v2", &state);
+    let out = v2.process(vec![
+        rec("good", json!({})),
+        rec("bad", json!({})),
+        rec("good", json!({})),
+    ]);
+    let failed = out[1].as_ref().unwrap_err();
+    assert_eq!(failed.error.kind, ErrorKind::Migration);
+    assert_eq!(failed.error.plugin, "count");
+    assert_eq!(
+        failed.error.message,
+        "state `seen` of key `bad` was written by state version 0 and could not be migrated to \
+         version 1: a count of state version 0 without `n`: {\"x\":1}"
+    );
+    assert_eq!(
+        failed.error.to_string().split(':').next(),
+        Some("plugin `count` state-migration")
+    );
+    // The other records go on, and the value that could not be migrated is left as it was.
+    assert_eq!(json_of(&out[0])["count"], 2);
+    assert_eq!(json_of(&out[2])["count"], 3);
+    let bad = state.get(&(Some(b"bad".to_vec()), "seen".into())).unwrap();
+    assert_eq!((bad.version, bad.value), (0, b"{\"x\":1}".to_vec()));
+}

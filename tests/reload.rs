@@ -276,6 +276,8 @@ struct Setup {
     sink: String,
     dlq: String,
     group: String,
+    /// Run under `[delivery] guarantee = "exactly-once"`.
+    exactly_once: bool,
 }
 
 impl Setup {
@@ -288,11 +290,20 @@ impl Setup {
             sink: unique(&format!("{name}-out")),
             dlq: unique(&format!("{name}-dlq")),
             group: unique(&format!("{name}-group")),
+            exactly_once: false,
         };
         k.create_topic(&s.source, partitions);
         k.create_topic(&s.sink, partitions);
         k.create_topic(&s.dlq, 1);
         s
+    }
+
+    /// The same, under exactly once.
+    fn exactly_once(self) -> Setup {
+        Setup {
+            exactly_once: true,
+            ..self
+        }
     }
 
     /// The plugin file the pipeline's stage runs (replaced by the tests).
@@ -321,6 +332,7 @@ topic = "{sink}"
 
 [delivery]
 checkpoint_interval = "200ms"
+{guarantee}
 
 [[stage]]
 name = "tag"
@@ -332,6 +344,11 @@ config = {config}
             brokers = self.kafka.brokers,
             group = self.group,
             sink = self.sink,
+            guarantee = if self.exactly_once {
+                "guarantee = \"exactly-once\""
+            } else {
+                ""
+            },
         );
         let path = self.pipeline_path();
         std::fs::write(&path, text).unwrap();
@@ -343,7 +360,12 @@ config = {config}
     }
 
     fn start(&self, config: &str, extra: &str) -> Weir {
-        std::fs::copy(common::component("tag-v1"), self.plugin()).unwrap();
+        self.start_with("tag-v1", config, extra)
+    }
+
+    /// [`Setup::start`] with the component `build` as the stage's plugin.
+    fn start_with(&self, build: &str, config: &str, extra: &str) -> Weir {
+        std::fs::copy(common::component(build), self.plugin()).unwrap();
         let pipeline = self.write_pipeline(&self.topics(), config, extra);
         let mut weir = Weir::start(weir_bin(), &pipeline);
         weir.wait_for_log("assigned", Duration::from_secs(60));
@@ -450,7 +472,8 @@ fn each_input_once(output: &[Out], total: u64, log: &str) {
     }
 }
 
-/// Stop `weir` cleanly after reading `expected` records of the sink.
+/// Stop `weir` cleanly after reading `expected` records of the sink; under exactly once, the
+/// output is what a read_committed reader sees once it has stopped.
 fn finish(setup: &Setup, mut weir: Weir, expected: u64) -> (Vec<Out>, String) {
     let output = setup
         .kafka
@@ -458,12 +481,25 @@ fn finish(setup: &Setup, mut weir: Weir, expected: u64) -> (Vec<Out>, String) {
     let code = weir.stop();
     let log = weir.log();
     assert_eq!(code, Some(0), "weir run did not exit cleanly; log:\n{log}");
+    if setup.exactly_once {
+        return (setup.kafka.read_committed(&setup.sink, 3), log);
+    }
     (output, log)
 }
 
 #[test]
 fn a_plugin_replaced_ten_times_under_a_stream_processes_every_record_once() {
-    let setup = Setup::new("swaps", 3);
+    replace_ten_times_under_a_stream(Setup::new("swaps", 3));
+}
+
+#[test]
+fn under_exactly_once_a_plugin_replaced_ten_times_commits_every_record_once() {
+    replace_ten_times_under_a_stream(Setup::new("swaps-eos", 3).exactly_once());
+}
+
+/// The plugin replaced 10 times while a stream runs through it (on 3 partitions); every input
+/// comes out once, processed by one version, versions moving forward per key.
+fn replace_ten_times_under_a_stream(setup: Setup) {
     let mut weir = setup.start("{}", "");
     // The first version has records of every key before anything is swapped.
     produce_and_expect(&setup, &weir, 0, 60, 1);
@@ -492,6 +528,10 @@ fn a_plugin_replaced_ten_times_under_a_stream_processes_every_record_once() {
     let (output, log) = finish(&setup, weir, total);
     every_input_once(&output, total, &log);
     assert!(!log.contains("rejected"), "log:\n{log}");
+    assert!(
+        log.contains(", 10 swaps (0 rolled back) in "),
+        "the run's counts show the swaps; log:\n{log}"
+    );
 
     // Per key (so per source partition), versions only move forward: the tags run 1, 2, 1, …
     // in at most as many runs as there were versions, starting with the first.
@@ -810,4 +850,42 @@ fn a_new_version_that_fails_its_first_records_is_rolled_back() {
     assert!(dlq
         .iter()
         .all(|o| o.headers["weir.error.message"].contains("version 2 fails")));
+    assert!(
+        log.contains(", 2 swaps (1 rolled back) in "),
+        "the run's counts show the swap and the rollback; log:\n{log}"
+    );
+}
+
+#[test]
+fn a_version_that_renames_a_field_of_its_state_counts_on_from_the_old_one() {
+    let setup = Setup::new("migrate", 3);
+    // count-v1 keeps `{"n": …}` per key; count-v2 keeps `{"count": …}` and migrates.
+    let mut weir = setup.start_with("count-v1", "{}", "");
+    let before = produce_and_read(&setup, 0, 120);
+    assert!(
+        before.iter().all(|v| v["version"] == 1),
+        "log:\n{}",
+        weir.log()
+    );
+    replace_by_rename(&common::component("count-v2"), &setup.plugin());
+    weir.wait_for_log("generation 1 published", Duration::from_secs(60));
+    let after = produce_and_read(&setup, 120, 120);
+    assert!(
+        after.iter().all(|v| v["version"] == 2),
+        "log:\n{}",
+        weir.log()
+    );
+    let (output, log) = finish(&setup, weir, 240);
+    every_input_once(&output, 240, &log);
+    assert!(!log.contains("state-migration"), "log:\n{log}");
+    // Each of the six keys had 20 records counted by version 1, then 20 by version 2, which
+    // went on from 21: the count of each output is its place among its key's records.
+    for (key, values) in by_key(&output) {
+        let counts: Vec<(u64, u64)> = values
+            .iter()
+            .map(|v| (v["version"].as_u64().unwrap(), v["count"].as_u64().unwrap()))
+            .collect();
+        let want: Vec<(u64, u64)> = (1..=40).map(|c| (if c <= 20 { 1 } else { 2 }, c)).collect();
+        assert_eq!(counts, want, "key {key}; log:\n{log}");
+    }
 }

@@ -99,6 +99,87 @@ pub trait TransformPlugin: Plugin {
     fn transform(rec: &Record, cfg: &Self::Config, state: &State) -> Result<Vec<Record>>;
 }
 
+/// A `#[state(version = N)]` declaration: the shape of the state this build writes, and how to
+/// bring older values up to date.
+pub trait StateSchema {
+    const VERSION: u32;
+    fn migrate(from: u32, name: &str, old: serde_json::Value) -> Result<serde_json::Value>;
+}
+
+/// A plugin's [`StateSchema`], if it declares one, as plain data.
+#[derive(Clone, Copy)]
+pub struct Schema {
+    pub version: u32,
+    pub migrate: fn(u32, &str, serde_json::Value) -> Result<serde_json::Value>,
+}
+
+/// Finds a plugin's [`StateSchema`] where the plugin may or may not have one: the attributes
+/// expand separately, so the one that exports the component cannot know whether a `#[state]`
+/// item exists. Method lookup on `&Probe<P>` takes [`Declared`] when `P` implements
+/// `StateSchema` and falls back to [`Undeclared`] (one auto-ref further) when not; it works on a
+/// concrete `P`, which is what the attributes have. See [`crate::__schema`].
+pub struct Probe<P>(std::marker::PhantomData<P>);
+
+impl<P> Probe<P> {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Probe(std::marker::PhantomData)
+    }
+}
+
+pub trait Declared {
+    fn schema(&self) -> Option<Schema>;
+}
+
+impl<P: StateSchema> Declared for Probe<P> {
+    fn schema(&self) -> Option<Schema> {
+        Some(Schema {
+            version: P::VERSION,
+            migrate: P::migrate,
+        })
+    }
+}
+
+pub trait Undeclared {
+    fn schema(&self) -> Option<Schema>;
+}
+
+impl<P> Undeclared for &Probe<P> {
+    fn schema(&self) -> Option<Schema> {
+        None
+    }
+}
+
+/// The `#[state]` declaration of plugin type `$p` (a concrete type), if it has one.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __schema {
+    ($p:ty) => {{
+        #[allow(unused_imports)]
+        use $crate::__rt::{Declared as _, Undeclared as _};
+        (&$crate::__rt::Probe::<$p>::new()).schema()
+    }};
+}
+
+/// Run a plugin's migration on stored bytes: state values (and accumulators) are JSON.
+pub fn migrate_bytes(
+    schema: Option<Schema>,
+    from: u32,
+    name: &str,
+    value: &[u8],
+) -> Result<Vec<u8>, String> {
+    let Some(schema) = schema else {
+        return Err(format!(
+            "the plugin declares no #[state(version = …)], so it cannot migrate `{name}` from \
+             version {from}"
+        ));
+    };
+    let old: serde_json::Value = serde_json::from_slice(value)
+        .map_err(|e| format!("`{name}` of state version {from} is not JSON: {e}"))?;
+    let new = (schema.migrate)(from, name, old).map_err(|e| e.to_string())?;
+    serde_json::to_vec(&new).map_err(|e| format!("migrated `{name}` does not encode: {e}"))
+}
+
 /// A `#[window]` aggregation.
 pub trait WindowPlugin: Plugin {
     type Agg: Aggregate<Config = Self::Config>;

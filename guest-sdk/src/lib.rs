@@ -22,6 +22,31 @@
 //! - `#[transform]`: `fn(&Record, [&Config], [&State]) -> Result<R>` where `R` is a [`Record`],
 //!   an `Option<Record>` or a `Vec<Record>`: map and flat-map.
 //! - `#[window]` on an `impl Aggregate for T` block: event-time aggregation (see [`Aggregate`]).
+//! - `#[state(version = N)]`, beside one of those, on a function that brings state an older
+//!   build wrote up to date, when a new build changes the shape of what it stores:
+//!
+//! ```
+//! use weir_sdk::prelude::*;
+//!
+//! #[transform]
+//! fn count(rec: &Record, state: &State) -> Result<Record> {
+//!     let mut seen: Value = state.get("seen")?.unwrap_or(json!({ "count": 0 }));
+//!     seen["count"] = json!(seen["count"].as_u64().unwrap_or(0) + 1);
+//!     state.put("seen", &seen)?;
+//!     rec.clone().with_json(&seen)
+//! }
+//!
+//! /// The first build (state version 0, as every plugin without `#[state]`) stored `{"n": …}`;
+//! /// this one calls it `count`. The host runs this on each value an older build wrote, before
+//! /// this build reads it.
+//! #[state(version = 1)]
+//! fn migrate(from: u32, old: Value) -> Result<Value> {
+//!     match old.get("n") {
+//!         Some(n) => Ok(json!({ "count": n })),
+//!         None => fail!("state version {from} without `n`: {old}"),
+//!     }
+//! }
+//! ```
 //!
 //! The configuration type is any `serde::Deserialize` type; it is parsed once when the plugin is
 //! loaded, so a bad config is rejected before the first record. Compiled for `wasm32`, the
@@ -41,7 +66,7 @@ pub mod testing;
 pub use error::{Error, Result};
 pub use record::Record;
 pub use state::State;
-pub use weir_sdk_macros::{filter, transform, window};
+pub use weir_sdk_macros::{filter, state, transform, window};
 pub use window::{Aggregate, Window};
 
 #[doc(hidden)]
@@ -53,7 +78,7 @@ pub use wit_bindgen as __wit_bindgen;
 /// Everything a plugin usually needs, in one `use`.
 pub mod prelude {
     pub use crate::{
-        debug, error, fail, filter, info, transform, warn, window, Aggregate, Error, Record,
+        debug, error, fail, filter, info, state, transform, warn, window, Aggregate, Error, Record,
         Result, State, Window,
     };
     pub use serde::{Deserialize, Serialize};

@@ -23,7 +23,9 @@
 //! ```
 //!
 //! The harness keeps state in memory with the host's semantics (scoped by record key, TTL in
-//! event time) and collects log lines for the test to inspect.
+//! event time, values tagged with the state version that wrote them and migrated before a newer
+//! build reads them) and collects log lines for the test to inspect. To test a `#[state]`
+//! migration, seed the state an older build left with [`Harness::put_state_as`].
 
 use std::{cell::RefCell, collections::BTreeMap, marker::PhantomData, rc::Rc};
 
@@ -42,9 +44,15 @@ macro_rules! harness {
         $crate::harness!($crate::__serde_json::json!({}))
     };
     ($config:expr) => {
-        $crate::testing::Harness::<crate::__WeirPlugin>::new($config)
+        $crate::testing::Harness::<crate::__WeirPlugin>::with_schema(
+            $config,
+            $crate::__schema!(crate::__WeirPlugin),
+        )
     };
 }
+
+/// One host call of a plugin over a batch: one result per record.
+type BatchCall<'a, R> = dyn Fn(&[Record]) -> Vec<Result<R, String>> + 'a;
 
 /// A plugin loaded with its configuration, and an in-memory host.
 pub struct Harness<P: Plugin> {
@@ -55,9 +63,16 @@ pub struct Harness<P: Plugin> {
 
 impl<P: Plugin> Harness<P> {
     /// Load the plugin with `config`, as the host does: a config the plugin rejects is an error.
+    /// [`harness!`](crate::harness) also finds the plugin's `#[state]` declaration.
     pub fn new(config: serde_json::Value) -> Result<Self> {
+        Self::with_schema(config, None)
+    }
+
+    /// [`Harness::new`] for a plugin with state declaration `schema`.
+    pub fn with_schema(config: serde_json::Value, schema: Option<__rt::Schema>) -> Result<Self> {
         let host = Rc::new(MemoryHost {
             config: config.to_string(),
+            schema,
             ..MemoryHost::default()
         });
         let config = with_host(&host, __rt::load_config::<P::Config>).map_err(Error::msg)?;
@@ -73,12 +88,72 @@ impl<P: Plugin> Harness<P> {
         self.host.logs.borrow().clone()
     }
 
-    fn batch<R>(&self, records: Vec<Record>, f: impl FnOnce(Vec<Record>) -> R) -> R {
+    /// Store `value` under `name` for record key `key` as a build of state version `version`
+    /// wrote it: the state an upgrade finds.
+    pub fn put_state_as<T: serde::Serialize + ?Sized>(
+        &self,
+        version: u32,
+        key: impl Into<Vec<u8>>,
+        name: &str,
+        value: &T,
+    ) -> Result<()> {
+        let entry = Entry {
+            value: serde_json::to_vec(value)?,
+            expires: None,
+            version,
+        };
+        self.host
+            .state
+            .borrow_mut()
+            .insert((Some(key.into()), name.to_string()), entry);
+        Ok(())
+    }
+
+    /// What the plugin's `#[state]` migration makes of `old`, stored under `name` by a build of
+    /// state version `from`.
+    pub fn migrate(
+        &self,
+        from: u32,
+        name: &str,
+        old: serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        let bytes = serde_json::to_vec(&old)?;
+        let new = with_host(&self.host, || {
+            __rt::migrate_bytes(self.host.schema, from, name, &bytes)
+        })
+        .map_err(Error::msg)?;
+        Ok(serde_json::from_slice(&new)?)
+    }
+
+    /// One host call over `records`, with the host's outcome when a value the call reads cannot
+    /// be migrated: the call's writes are dropped and its records replayed one at a time, so the
+    /// record that read it fails alone.
+    fn call<R>(&self, records: Vec<Record>, f: &BatchCall<'_, R>) -> Vec<Result<R, String>> {
         *self.host.batch.borrow_mut() = records
             .iter()
             .map(|r| (r.key.clone(), r.timestamp))
             .collect();
-        with_host(&self.host, || f(records))
+        self.host.pending.borrow_mut().clear();
+        let results = with_host(&self.host, || f(&records));
+        let failed = self.host.failed.borrow_mut().take();
+        let pending = std::mem::take(&mut *self.host.pending.borrow_mut());
+        match failed {
+            None => {
+                let mut state = self.host.state.borrow_mut();
+                for (key, entry) in pending {
+                    match entry {
+                        Some(entry) => state.insert(key, entry),
+                        None => state.remove(&key),
+                    };
+                }
+                results
+            }
+            Some(why) if records.len() == 1 => vec![Err(why)],
+            Some(_) => records
+                .into_iter()
+                .flat_map(|rec| self.call(vec![rec], f))
+                .collect(),
+        }
     }
 }
 
@@ -90,7 +165,7 @@ impl<P: FilterPlugin> Harness<P> {
 
     /// The filter's verdicts for a batch, as one host call would give them.
     pub fn filter_all(&self, records: Vec<Record>) -> Vec<Result<bool>> {
-        self.batch(records, |records| {
+        self.call(records, &|records| {
             __rt::filter_batch::<P, _>(&self.config, records.iter())
         })
         .into_iter()
@@ -107,7 +182,7 @@ impl<P: TransformPlugin> Harness<P> {
 
     /// The transform's outputs for a batch, as one host call would give them.
     pub fn transform_all(&self, records: Vec<Record>) -> Vec<Result<Vec<Record>>> {
-        self.batch(records, |records| {
+        self.call(records, &|records| {
             __rt::transform_batch::<P, _>(&self.config, records.iter())
         })
         .into_iter()
@@ -165,18 +240,16 @@ pub struct NativeTransform<P: TransformPlugin>(pub Harness<P>);
 
 impl<P: FilterPlugin> Native for NativeFilter<P> {
     fn process(&self, records: Vec<Record>) -> Vec<Result<Vec<Record>>> {
-        self.0.batch(records, |records| {
-            let verdicts = __rt::filter_batch::<P, _>(&self.0.config, records.iter());
-            records
-                .into_iter()
-                .zip(verdicts)
-                .map(|(rec, keep)| match keep {
-                    Ok(true) => Ok(vec![rec]),
-                    Ok(false) => Ok(Vec::new()),
-                    Err(e) => Err(Error::msg(e)),
-                })
-                .collect()
-        })
+        let verdicts = self.0.filter_all(records.clone());
+        records
+            .into_iter()
+            .zip(verdicts)
+            .map(|(rec, keep)| match keep {
+                Ok(true) => Ok(vec![rec]),
+                Ok(false) => Ok(Vec::new()),
+                Err(e) => Err(e),
+            })
+            .collect()
     }
 }
 
@@ -194,18 +267,30 @@ fn with_host<R>(host: &Rc<MemoryHost>, f: impl FnOnce() -> R) -> R {
 }
 
 type StateKey = (Option<Vec<u8>>, String);
-/// A value and its expiry in event time (ms), if it has one.
-type Entry = (Vec<u8>, Option<i64>);
 
-/// State and logs in memory, with the host's scoping and TTL rules.
+/// A stored value, as the host keeps it.
+#[derive(Clone)]
+struct Entry {
+    value: Vec<u8>,
+    /// Expiry in event time (ms), if it has one.
+    expires: Option<i64>,
+    /// The state version of the build that wrote it.
+    version: u32,
+}
+
+/// State and logs in memory, with the host's scoping, TTL and versioning rules.
 #[derive(Default)]
 struct MemoryHost {
     config: String,
+    schema: Option<__rt::Schema>,
     logs: RefCell<Vec<(Level, String)>>,
     /// Key and event time of each record in the current batch.
     batch: RefCell<Vec<(Option<Vec<u8>>, i64)>>,
-    /// Value and expiry (event time, ms) per key and name.
     state: RefCell<BTreeMap<StateKey, Entry>>,
+    /// Writes of the call in progress (`None` deletes), applied when it ends well.
+    pending: RefCell<BTreeMap<StateKey, Option<Entry>>>,
+    /// Why the call in progress must fail: a value it read could not be migrated.
+    failed: RefCell<Option<String>>,
 }
 
 impl MemoryHost {
@@ -215,6 +300,46 @@ impl MemoryHost {
             .get(rec as usize)
             .cloned()
             .unwrap_or_else(|| panic!("state access for record {rec}, which is not in the batch"))
+    }
+
+    fn version(&self) -> u32 {
+        self.schema.map_or(0, |s| s.version)
+    }
+
+    fn lookup(&self, key: &StateKey) -> Option<Entry> {
+        match self.pending.borrow().get(key) {
+            Some(pending) => pending.clone(),
+            None => self.state.borrow().get(key).cloned(),
+        }
+    }
+
+    /// `entry`'s value in this build's shape, as the host gives it: migrated if an older build
+    /// wrote it. A value that cannot be is `None` here, and fails the call (see `Harness::call`).
+    fn readable(&self, key: &StateKey, entry: Entry) -> Option<Vec<u8>> {
+        let version = self.version();
+        let why = if entry.version == version {
+            return Some(entry.value);
+        } else if entry.version > version {
+            format!(
+                "was written by state version {}, newer than this build's {version}",
+                entry.version
+            )
+        } else {
+            match __rt::migrate_bytes(self.schema, entry.version, &key.1, &entry.value) {
+                Ok(value) => return Some(value),
+                Err(e) => format!(
+                    "was written by state version {} and could not be migrated to version \
+                     {version}: {e}",
+                    entry.version
+                ),
+            }
+        };
+        let shown = match &key.0 {
+            Some(k) => format!("`{}`", String::from_utf8_lossy(k)),
+            None => "(none)".into(),
+        };
+        *self.failed.borrow_mut() = Some(format!("state `{}` of key {shown} {why}", key.1));
+        None
     }
 }
 
@@ -230,11 +355,11 @@ impl HostApi for MemoryHost {
 
     fn state_get(&self, rec: u32, name: &str) -> Option<Vec<u8>> {
         let (key, now) = self.record(rec);
-        let state = self.state.borrow();
-        let (value, expires) = state.get(&(key, name.to_string()))?;
-        match expires {
-            Some(t) if now >= *t => None,
-            _ => Some(value.clone()),
+        let key = (key, name.to_string());
+        let entry = self.lookup(&key)?;
+        match entry.expires {
+            Some(t) if now >= t => None,
+            _ => self.readable(&key, entry),
         }
     }
 
@@ -247,25 +372,48 @@ impl HostApi for MemoryHost {
     ) -> Result<(), String> {
         let (key, now) = self.record(rec);
         let expires = ttl_ms.map(|ttl| now.saturating_add(ttl.min(i64::MAX as u64) as i64));
-        self.state
+        let entry = Entry {
+            value: value.to_vec(),
+            expires,
+            version: self.version(),
+        };
+        self.pending
             .borrow_mut()
-            .insert((key, name.to_string()), (value.to_vec(), expires));
+            .insert((key, name.to_string()), Some(entry));
         Ok(())
     }
 
     fn state_delete(&self, rec: u32, name: &str) {
         let (key, _) = self.record(rec);
-        self.state.borrow_mut().remove(&(key, name.to_string()));
+        self.pending
+            .borrow_mut()
+            .insert((key, name.to_string()), None);
     }
 
     fn state_scan(&self, rec: u32, prefix: &str) -> Vec<(String, Vec<u8>)> {
         let (key, now) = self.record(rec);
-        self.state
+        let in_range = |k: &Option<Vec<u8>>, name: &str| *k == key && name.starts_with(prefix);
+        let start = (key.clone(), prefix.to_string());
+        let mut found: BTreeMap<String, Option<Entry>> = self
+            .state
             .borrow()
-            .range((key.clone(), prefix.to_string())..)
-            .take_while(|((k, name), _)| *k == key && name.starts_with(prefix))
-            .filter(|(_, (_, expires))| expires.is_none_or(|t| now < t))
-            .map(|((_, name), (value, _))| (name.clone(), value.clone()))
+            .range(start.clone()..)
+            .take_while(|((k, name), _)| in_range(k, name))
+            .map(|((_, name), entry)| (name.clone(), Some(entry.clone())))
+            .collect();
+        for ((k, name), entry) in self.pending.borrow().range(start..) {
+            if !in_range(k, name) {
+                break;
+            }
+            found.insert(name.clone(), entry.clone());
+        }
+        found
+            .into_iter()
+            .filter_map(|(name, entry)| {
+                let entry = entry.filter(|e| e.expires.is_none_or(|t| now < t))?;
+                let value = self.readable(&(key.clone(), name.clone()), entry)?;
+                Some((name, value))
+            })
             .collect()
     }
 }

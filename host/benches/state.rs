@@ -24,7 +24,7 @@ use std::{
 use serde_json::json;
 use weir::{
     config::Pipeline,
-    engine::{Engine, MemoryState, Record, SharedState, StateBackend},
+    engine::{Engine, Entry, MemoryState, Record, SharedState, StateBackend},
     pipeline::Chain,
     state::{PartitionState, StateStore},
 };
@@ -50,10 +50,10 @@ fn store_alone(state: &dyn StateBackend, n: usize, mut flush: impl FnMut()) -> f
         let k = (key(i), "totals".to_string());
         let count = state
             .get(&k)
-            .map_or(0, |(v, _)| u64::from_le_bytes(v[..8].try_into().unwrap()));
+            .map_or(0, |e| u64::from_le_bytes(e.value[..8].try_into().unwrap()));
         let mut value = (count + 1).to_le_bytes().to_vec();
         value.extend_from_slice(b"{\"count\":1,\"sum\":42}");
-        state.apply(BTreeMap::from([(k, Some((value, None)))]));
+        state.apply(BTreeMap::from([(k, Some(Entry::new(value, 0)))]));
         if i % BATCH == BATCH - 1 {
             flush();
         }

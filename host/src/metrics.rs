@@ -23,6 +23,10 @@ pub struct Metrics {
     pub late: AtomicU64,
     /// Source offsets committed (sum over partitions of records covered by commits).
     pub commits: AtomicU64,
+    /// Versions of the stages swapped in by hot reload, rollbacks included.
+    pub swaps: AtomicU64,
+    /// Of those, rollbacks to the version before one that failed its trial.
+    pub rollbacks: AtomicU64,
 }
 
 /// One reading of [`Metrics`].
@@ -37,6 +41,8 @@ pub struct Snapshot {
     pub skipped: u64,
     pub late: u64,
     pub commits: u64,
+    pub swaps: u64,
+    pub rollbacks: u64,
 }
 
 impl Metrics {
@@ -51,6 +57,8 @@ impl Metrics {
             skipped: self.skipped.load(Relaxed),
             late: self.late.load(Relaxed),
             commits: self.commits.load(Relaxed),
+            swaps: self.swaps.load(Relaxed),
+            rollbacks: self.rollbacks.load(Relaxed),
         }
     }
 
@@ -76,6 +84,29 @@ impl std::fmt::Display for Snapshot {
         if self.late > 0 {
             write!(f, ", {} late", self.late)?;
         }
+        if self.swaps > 0 {
+            write!(f, ", {} swaps ({} rolled back)", self.swaps, self.rollbacks)?;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swaps_and_late_records_are_shown_only_once_there_are_any() {
+        let metrics = Metrics::default();
+        Metrics::add(&metrics.consumed, 3);
+        let quiet = metrics.snapshot().to_string();
+        assert!(
+            !quiet.contains("swaps") && !quiet.contains("late"),
+            "{quiet}"
+        );
+        Metrics::add(&metrics.swaps, 2);
+        Metrics::add(&metrics.rollbacks, 1);
+        let shown = metrics.snapshot().to_string();
+        assert!(shown.ends_with(", 2 swaps (1 rolled back)"), "{shown}");
     }
 }

@@ -22,7 +22,9 @@
 //! state directory cannot change while running: a change to them is logged as needing a restart
 //! and ignored. Nor can a stage start keeping state (its changelog topic is set up and restored
 //! when partitions are assigned): such a version is rejected. A stage's state carries over to
-//! its new version as it is; there is no migration.
+//! its new version as it is; a version that changes the shape of its state declares a higher
+//! state version and migrates older values as it reads them (see the `versioned-state` WIT
+//! world and `engine::host`).
 //!
 //! A new version is also on trial for its first records (`[reload] trial_records`, default
 //! [`TRIAL_RECORDS`]): if its changed stages fail more than `rollback_rate` of them (default
@@ -50,6 +52,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     config::{Pipeline, Stage},
     engine::{Engine, Plugin, PluginError, Record, SharedState},
+    metrics::Metrics,
     pipeline::{self, BatchOutput, Chain, Stages},
 };
 
@@ -183,9 +186,9 @@ pub struct Live {
     /// To ask the watcher thread for a rollback.
     requests: Sender<Msg>,
     checks: AtomicU64,
-    swaps: AtomicU64,
     rejected: AtomicU64,
-    rollbacks: AtomicU64,
+    /// Swaps and rollbacks are counted where the run reports its counts (see [`Live::report_to`]).
+    metrics: Mutex<Arc<Metrics>>,
 }
 
 impl Live {
@@ -206,7 +209,23 @@ impl Live {
 
     /// Versions swapped in so far (rollbacks included).
     pub fn swaps(&self) -> u64 {
-        self.swaps.load(Ordering::Relaxed)
+        lock(&self.metrics).swaps.load(Ordering::Relaxed)
+    }
+
+    /// Count swaps and rollbacks in `metrics` (a run's) from now on, those so far included.
+    pub fn report_to(&self, metrics: Arc<Metrics>) {
+        let mut current = lock(&self.metrics);
+        if !Arc::ptr_eq(&current, &metrics) {
+            Metrics::add(
+                &metrics.swaps,
+                current.swaps.load(Ordering::Relaxed) as usize,
+            );
+            Metrics::add(
+                &metrics.rollbacks,
+                current.rollbacks.load(Ordering::Relaxed) as usize,
+            );
+            *current = metrics;
+        }
     }
 
     /// Candidate versions rejected so far.
@@ -216,7 +235,7 @@ impl Live {
 
     /// Versions rolled back so far.
     pub fn rollbacks(&self) -> u64 {
-        self.rollbacks.load(Ordering::Relaxed)
+        lock(&self.metrics).rollbacks.load(Ordering::Relaxed)
     }
 }
 
@@ -441,9 +460,8 @@ impl Reloader {
             workers: AtomicUsize::new(1),
             requests: requests.clone(),
             checks: AtomicU64::new(0),
-            swaps: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
-            rollbacks: AtomicU64::new(0),
+            metrics: Mutex::default(),
         });
         let events = requests.clone();
         let on_event = move |event: notify::Result<notify::Event>| match event {
@@ -915,7 +933,7 @@ impl Watch {
         });
         self.live.generation.store(generation, Ordering::Release);
         drop(current);
-        self.live.swaps.fetch_add(1, Ordering::Relaxed);
+        Metrics::add(&lock(&self.live.metrics).swaps, 1);
         generation
     }
 
@@ -942,7 +960,7 @@ impl Watch {
         };
         let back = self.publish(previous, chain, None);
         self.watch_current();
-        self.live.rollbacks.fetch_add(1, Ordering::Relaxed);
+        Metrics::add(&lock(&self.live.metrics).rollbacks, 1);
         tracing::error!(
             "reload: generation {generation} failed {failures} of its first {records} records \
              (more than {}% of {}): rolled back to generation {} as generation \

@@ -435,6 +435,7 @@ pub fn run_reloading(
     let mut handles = Vec::with_capacity(workers);
     if let Some(live) = &live {
         live.set_workers(workers);
+        live.report_to(metrics.clone());
     }
     for id in 0..workers {
         let chain = LiveChain::start(stages, live.as_ref())?;

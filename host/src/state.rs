@@ -304,7 +304,7 @@ impl PartitionState {
         for ((record_key, name), entry) in dirty {
             let mut key = self.topic_prefix.clone();
             put_state_key(&mut key, &record_key, &name);
-            let value = entry.map(|(value, expires)| encode_entry(&value, expires));
+            let value = entry.map(|entry| encode_entry(&entry));
             changes.push(Change { key, value });
         }
         let pending = Pending {
@@ -456,18 +456,43 @@ fn put_state_key(out: &mut Vec<u8>, record_key: &Option<Vec<u8>>, name: &str) {
     out.extend_from_slice(name.as_bytes());
 }
 
-/// Expiry (event time ms, `i64::MIN` for none) then the value.
-fn encode_entry(value: &[u8], expires: Option<i64>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + value.len());
-    out.extend_from_slice(&expires.unwrap_or(i64::MIN).to_be_bytes());
-    out.extend_from_slice(value);
+/// Marks an entry written by a build of state version 1 or later.
+///
+/// Entries of version 0 keep the layout they had before state versions existed, so stores and
+/// changelogs written then read as version 0 and nothing changes for plugins that never declare
+/// a version. Such an entry starts with its expiry: `i64::MIN` (no expiry, `0x80…`) or a record
+/// time plus a TTL. Read as an expiry, this marker would be a time over 8,900 years before 1970,
+/// which no Kafka record has (Kafka refuses negative timestamps other than -1).
+const VERSIONED: [u8; 2] = [0xFF, 0xFE];
+
+/// Version 0: expiry (event time ms, `i64::MIN` for none) then the value. Later versions:
+/// [`VERSIONED`], the version, then the same.
+fn encode_entry(entry: &Entry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(14 + entry.value.len());
+    if entry.version > 0 {
+        out.extend_from_slice(&VERSIONED);
+        out.extend_from_slice(&entry.version.to_be_bytes());
+    }
+    out.extend_from_slice(&entry.expires.unwrap_or(i64::MIN).to_be_bytes());
+    out.extend_from_slice(&entry.value);
     out
 }
 
 fn decode_entry(bytes: &[u8]) -> Option<Entry> {
-    let (expires, value) = bytes.split_first_chunk::<8>()?;
+    let (version, rest) = match bytes.strip_prefix(&VERSIONED) {
+        Some(rest) if rest.len() >= 12 => {
+            let (version, rest) = rest.split_first_chunk::<4>()?;
+            (u32::from_be_bytes(*version), rest)
+        }
+        _ => (0, bytes),
+    };
+    let (expires, value) = rest.split_first_chunk::<8>()?;
     let expires = i64::from_be_bytes(*expires);
-    Some((value.to_vec(), (expires != i64::MIN).then_some(expires)))
+    Some(Entry {
+        value: value.to_vec(),
+        expires: (expires != i64::MIN).then_some(expires),
+        version,
+    })
 }
 
 #[cfg(test)]
@@ -484,7 +509,10 @@ mod tests {
 
     fn write(state: &PartitionState, k: &str, name: &str, value: Option<&str>) {
         let mut w = BTreeMap::new();
-        w.insert(key(k, name), value.map(|v| (v.as_bytes().to_vec(), None)));
+        w.insert(
+            key(k, name),
+            value.map(|v| Entry::new(v.as_bytes().to_vec(), 0)),
+        );
         state.apply(w);
     }
 
@@ -498,7 +526,7 @@ mod tests {
             write(&s, "a", "n", Some("1"));
             write(&s, "a", "sum", Some("10"));
             write(&s, "b", "n", Some("7"));
-            assert_eq!(s.get(&key("a", "n")).unwrap().0, b"1");
+            assert_eq!(s.get(&key("a", "n")).unwrap().value, b"1");
             changes = s.flush().unwrap();
             write(&s, "b", "n", None);
             assert_eq!(
@@ -517,7 +545,7 @@ mod tests {
         assert_eq!(changes.len(), 3);
         let store = StateStore::open(dir.path()).unwrap();
         let s = store.partition("count", "orders", 3, mark());
-        assert_eq!(s.get(&key("a", "sum")).unwrap().0, b"10");
+        assert_eq!(s.get(&key("a", "sum")).unwrap().value, b"10");
         assert_eq!(s.get(&key("b", "n")), None);
         // Other stages and partitions are other namespaces.
         assert_eq!(
@@ -550,7 +578,7 @@ mod tests {
         put_state_key(&mut foreign, &Some(b"a".to_vec()), "n");
         log.push(Change {
             key: foreign,
-            value: Some(encode_entry(b"9", None)),
+            value: Some(encode_entry(&Entry::new(b"9".to_vec(), 0))),
         });
 
         let other = StateStore::open(&dir.path().join("b")).unwrap();
@@ -564,8 +592,33 @@ mod tests {
             .unwrap();
         assert_eq!(applied, 3);
         assert_eq!(r.get(&key("a", "n")), None);
-        assert_eq!(r.get(&key("b", "n")).unwrap().0, b"2");
+        assert_eq!(r.get(&key("b", "n")).unwrap().value, b"2");
         assert_eq!(r.restore_from().unwrap(), log.len() as i64);
+    }
+
+    #[test]
+    fn entries_keep_the_version_that_wrote_them_and_old_entries_read_as_version_0() {
+        // Version 0 is encoded as before state versions existed: stores and changelogs written
+        // then read the same.
+        let old = encode_entry(&Entry::new(b"v".to_vec(), 0));
+        assert_eq!(old, [&i64::MIN.to_be_bytes()[..], b"v"].concat());
+        assert_eq!(decode_entry(&old), Some(Entry::new(b"v".to_vec(), 0)));
+        let with_ttl = Entry {
+            value: b"{}".to_vec(),
+            expires: Some(1_700_000_000_000),
+            version: 0,
+        };
+        assert_eq!(decode_entry(&encode_entry(&with_ttl)), Some(with_ttl));
+        for version in [1, 7, u32::MAX] {
+            let entry = Entry {
+                value: b"{\"count\":3}".to_vec(),
+                expires: Some(42),
+                version,
+            };
+            assert_eq!(decode_entry(&encode_entry(&entry)), Some(entry));
+        }
+        let empty = Entry::new(Vec::new(), 3);
+        assert_eq!(decode_entry(&encode_entry(&empty)), Some(empty));
     }
 
     #[test]

@@ -271,6 +271,20 @@ pub trait Aggregator {
     ) -> Result<Vec<Result<Vec<Output>, String>>, RecordError>;
     /// The plugin's name, for errors the host finds itself.
     fn name(&self) -> &str;
+    /// The version of the shape of the accumulators this build writes.
+    fn state_version(&self) -> u32 {
+        0
+    }
+    /// An accumulator an older build wrote, in this build's shape.
+    fn migrate(
+        &mut self,
+        from: u32,
+        name: &str,
+        value: &[u8],
+    ) -> Result<Result<Vec<u8>, String>, RecordError> {
+        let _ = (from, name, value);
+        Ok(Err("the plugin exports no migration".into()))
+    }
 }
 
 impl Aggregator for Instance {
@@ -299,6 +313,19 @@ impl Aggregator for Instance {
 
     fn name(&self) -> &str {
         self.plugin().name()
+    }
+
+    fn state_version(&self) -> u32 {
+        Instance::state_version(self)
+    }
+
+    fn migrate(
+        &mut self,
+        from: u32,
+        name: &str,
+        value: &[u8],
+    ) -> Result<Result<Vec<u8>, String>, RecordError> {
+        Instance::migrate(self, from, name, value)
     }
 }
 
@@ -461,9 +488,9 @@ impl<A: Aggregator> WindowStage<A> {
             let state = state.unwrap_or_else(crate::engine::MemoryState::shared);
             let lateness = self.spec.allowed_lateness;
             let mut timers = Timers::default();
-            for ((key, name), (value, _)) in state.all() {
+            for ((key, name), entry) in state.all() {
                 if let Some((_, end)) = parse_entry_name(&name) {
-                    let fired = value.first() == Some(&FIRED);
+                    let fired = entry.value.first() == Some(&FIRED);
                     let at = if fired {
                         (end - 1).saturating_add(lateness)
                     } else {
@@ -631,9 +658,10 @@ impl<A: Aggregator> WindowStage<A> {
             };
             let seeded = match merges.get(&(key.clone(), start, end)) {
                 Some(olds) => self.merge_stored(&state, &window, olds),
-                None => Ok(state
+                None => state
                     .get(&(key.clone(), entry_name(start, end)))
-                    .map(|(value, _)| value.get(1..).unwrap_or_default().to_vec())),
+                    .map(|entry| stored_acc(&mut self.agg, &window, entry))
+                    .transpose(),
             };
             let acc = match seeded {
                 Ok(acc) => acc,
@@ -696,14 +724,17 @@ impl<A: Aggregator> WindowStage<A> {
                 (_, _, true) => FIRED,
                 (Some(_), None, false) => state
                     .get(&id)
-                    .and_then(|(v, _)| v.first().copied())
+                    .and_then(|e| e.value.first().copied())
                     .unwrap_or(0),
                 _ => 0,
             };
             let mut value = Vec::with_capacity(acc.len() + 1);
             value.push(if due && self.defer { 0 } else { fired });
             value.extend_from_slice(&acc);
-            writes.insert(id.clone(), Some((value, None)));
+            writes.insert(
+                id.clone(),
+                Some(Entry::new(value, self.agg.state_version())),
+            );
             for &(s, e) in merged.into_iter().flatten() {
                 timers.push((None, (id.0.clone(), entry_name(s, e))));
             }
@@ -718,7 +749,10 @@ impl<A: Aggregator> WindowStage<A> {
         // move, a partition with nothing new to read must not hold the watermark back.
         if let Some(max_ts) = max_ts {
             if read_progress(&*state).is_none_or(|stored| stored < max_ts) {
-                writes.insert(progress_key(), Some((max_ts.to_be_bytes().to_vec(), None)));
+                writes.insert(
+                    progress_key(),
+                    Some(Entry::new(max_ts.to_be_bytes().to_vec(), 0)),
+                );
             }
         }
         state.apply(writes);
@@ -755,10 +789,15 @@ impl<A: Aggregator> WindowStage<A> {
     ) -> Result<Option<Vec<u8>>, RecordError> {
         let mut acc: Option<Vec<u8>> = None;
         for &(s, e) in olds {
-            let Some((value, _)) = state.get(&(window.key.clone(), entry_name(s, e))) else {
+            let Some(entry) = state.get(&(window.key.clone(), entry_name(s, e))) else {
                 continue;
             };
-            let stored = value.get(1..).unwrap_or_default().to_vec();
+            let part = KeyedWindow {
+                key: window.key.clone(),
+                start: s,
+                end: e,
+            };
+            let stored = stored_acc(&mut self.agg, &part, entry)?;
             acc = Some(match acc {
                 None => stored,
                 Some(a) => self
@@ -799,10 +838,10 @@ impl<A: Aggregator> WindowStage<A> {
             let Some((_, end)) = parse_entry_name(&id.1) else {
                 continue;
             };
-            let Some((value, _)) = panes.state.get(&id) else {
+            let Some(entry) = panes.state.get(&id) else {
                 continue;
             };
-            if value.first() != Some(&FIRED) && at == end - 1 {
+            if entry.value.first() != Some(&FIRED) && at == end - 1 {
                 due.push(id.clone());
             }
             let cleanup = (end - 1).saturating_add(lateness);
@@ -815,7 +854,7 @@ impl<A: Aggregator> WindowStage<A> {
         }
         let mut fired = Vec::with_capacity(due.len());
         for id in &due {
-            if let (Some((start, end)), Some((value, _))) =
+            if let (Some((start, end)), Some(entry)) =
                 (parse_entry_name(&id.1), panes.state.get(id))
             {
                 let window = KeyedWindow {
@@ -823,7 +862,14 @@ impl<A: Aggregator> WindowStage<A> {
                     start,
                     end,
                 };
-                fired.push((window, value.get(1..).unwrap_or_default().to_vec()));
+                match stored_acc(&mut self.agg, &window, entry.clone()) {
+                    Ok(acc) => fired.push((window, acc)),
+                    Err(error) => {
+                        let acc = entry.value.get(1..).unwrap_or_default().to_vec();
+                        out.failures
+                            .push((window_failure(&window, acc, topic, partition), error));
+                    }
+                }
             }
         }
         let offset = panes.last_offset;
@@ -836,15 +882,7 @@ impl<A: Aggregator> WindowStage<A> {
                         .map(|o| window_record(o, &window, topic, partition, offset)),
                 ),
                 Err(error) => {
-                    let record = Record {
-                        key: window.key.clone(),
-                        value: Some(acc),
-                        headers: window_headers(&window),
-                        timestamp: window.end - 1,
-                        topic: topic.to_string(),
-                        partition,
-                        offset: -1,
-                    };
+                    let record = window_failure(&window, acc, topic, partition);
                     out.failures.push((record, error));
                 }
             }
@@ -917,8 +955,8 @@ fn progress_key() -> StateKey {
 }
 
 fn read_progress(state: &dyn StateBackend) -> Option<i64> {
-    let (value, _) = state.get(&progress_key())?;
-    Some(i64::from_be_bytes(value.as_slice().try_into().ok()?))
+    let entry = state.get(&progress_key())?;
+    Some(i64::from_be_bytes(entry.value.as_slice().try_into().ok()?))
 }
 
 /// A partition was assigned with `state` as its window stage's state: it joins the stage's
@@ -954,11 +992,12 @@ fn apply(state: &SharedState, changes: Vec<Change>) {
                 writes.insert(key, None);
             }
             Change::MarkFired(key) => {
-                if let Some((mut value, expiry)) = state.get(&key) {
-                    if let Some(flag) = value.first_mut() {
+                // The accumulator is left as it is, so is the version of the build that wrote it.
+                if let Some(mut entry) = state.get(&key) {
+                    if let Some(flag) = entry.value.first_mut() {
                         *flag = FIRED;
                     }
-                    writes.insert(key, Some((value, expiry)));
+                    writes.insert(key, Some(entry));
                 }
             }
         }
@@ -1016,6 +1055,68 @@ fn pinned<A: Aggregator, T, R>(
             .iter()
             .flat_map(|item| pinned(agg, std::slice::from_ref(item), call))
             .collect(),
+    }
+}
+
+/// The accumulator of `window` stored in `entry` (a "fired" flag, then the plugin's bytes), in
+/// the shape of the running build: accumulators an older build wrote are migrated as they are
+/// read, like plugins' own state (see `engine::host`), so a window that spans an upgrade goes on
+/// from what the old build folded in.
+fn stored_acc<A: Aggregator>(
+    agg: &mut A,
+    window: &KeyedWindow,
+    entry: Entry,
+) -> Result<Vec<u8>, RecordError> {
+    let acc = entry.value.get(1..).unwrap_or_default();
+    let version = agg.state_version();
+    if entry.version == version {
+        return Ok(acc.to_vec());
+    }
+    let why = if entry.version > version {
+        format!(
+            "was written by state version {} of the plugin, newer than this build's {version}: a \
+             build cannot read the state of a later one",
+            entry.version
+        )
+    } else {
+        match agg.migrate(entry.version, "accumulator", acc) {
+            Ok(Ok(acc)) => return Ok(acc),
+            Ok(Err(e)) => format!(
+                "was written by state version {} and could not be migrated to version \
+                 {version}: {e}",
+                entry.version
+            ),
+            Err(trap) => format!(
+                "was written by state version {} and could not be migrated to version \
+                 {version}: {}: {}",
+                entry.version,
+                trap.kind.as_str(),
+                trap.message
+            ),
+        }
+    };
+    Err(RecordError {
+        plugin: agg.name().to_string(),
+        kind: ErrorKind::Migration,
+        message: format!(
+            "the accumulator of window [{}, {}) of key {} {why}",
+            window.start,
+            window.end,
+            crate::engine::describe_key(&window.key)
+        ),
+    })
+}
+
+/// What a failure of fired window `window` is reported as: its key and accumulator, offset -1.
+fn window_failure(window: &KeyedWindow, acc: Vec<u8>, topic: &str, partition: i32) -> Record {
+    Record {
+        key: window.key.clone(),
+        value: Some(acc),
+        headers: window_headers(window),
+        timestamp: window.end - 1,
+        topic: topic.to_string(),
+        partition,
+        offset: -1,
     }
 }
 
@@ -1434,6 +1535,97 @@ mod tests {
                 .iter()
                 .all(|((_, name), _)| name != &entry_name(0, 1_000)),
             "a fired window without lateness is removed"
+        );
+    }
+
+    /// [`Collect`], a build later: state version 1, whose accumulators mark what came from
+    /// version 0 with `m`; an accumulator holding `x` cannot be migrated.
+    struct Migrating(Collect);
+
+    impl Aggregator for Migrating {
+        fn accumulate(
+            &mut self,
+            panes: &[Pane],
+        ) -> Result<Vec<Result<PaneResult, String>>, RecordError> {
+            self.0.accumulate(panes)
+        }
+
+        fn merge(
+            &mut self,
+            window: &KeyedWindow,
+            a: &[u8],
+            b: &[u8],
+        ) -> Result<Result<Vec<u8>, String>, RecordError> {
+            self.0.merge(window, a, b)
+        }
+
+        fn emit(
+            &mut self,
+            fired: &[(KeyedWindow, Vec<u8>)],
+        ) -> Result<Vec<Result<Vec<Output>, String>>, RecordError> {
+            self.0.emit(fired)
+        }
+
+        fn name(&self) -> &str {
+            "collect"
+        }
+
+        fn state_version(&self) -> u32 {
+            1
+        }
+
+        fn migrate(
+            &mut self,
+            from: u32,
+            name: &str,
+            value: &[u8],
+        ) -> Result<Result<Vec<u8>, String>, RecordError> {
+            assert_eq!((from, name), (0, "accumulator"));
+            let text = String::from_utf8_lossy(value);
+            if text.contains('x') {
+                return Ok(Err("cannot migrate x".into()));
+            }
+            let items: Vec<String> = text.split(',').map(|v| format!("m{v}")).collect();
+            Ok(Ok(items.join(",").into_bytes()))
+        }
+    }
+
+    #[test]
+    fn accumulators_an_older_build_wrote_are_migrated_as_they_are_read() {
+        let state = MemoryState::shared();
+        let spec = Arc::new(spec(WindowKind::Tumbling { size: 1_000 }));
+        let clock = Arc::new(Clock::new(&spec));
+        let mut old = WindowStage::new(spec.clone(), Collect, clock.clone());
+        old.set_state(state.clone());
+        feed(
+            &mut old,
+            &[("a", 100, "1"), ("a", 200, "2"), ("b", 300, "x")],
+        );
+        drop(old);
+
+        let mut new = WindowStage::new(spec, Migrating(Collect), clock);
+        new.set_state(state.clone());
+        // `a`'s window is migrated when the next record folds in, `b`'s when it fires.
+        let now = Instant::now();
+        let out = seen(new.process(vec![rec(0, 3, "a", 400, "3")], now));
+        assert_eq!(out, Seen::default());
+        let window = (Some(b"a".to_vec()), entry_name(0, 1_000));
+        assert_eq!(state.get(&window).unwrap().version, 1);
+        let out = new.process(vec![rec(0, 4, "c", 1_500, "4")], now);
+        let failures: Vec<(String, ErrorKind)> = out
+            .failures
+            .iter()
+            .map(|(_, e)| (e.message.clone(), e.kind))
+            .collect();
+        assert_eq!(seen(out).fired, ["a 0..1000: 3,m1,m2"]);
+        assert_eq!(
+            failures,
+            [(
+                "the accumulator of window [0, 1000) of key `b` was written by state version 0 \
+                 and could not be migrated to version 1: cannot migrate x"
+                    .to_string(),
+                ErrorKind::Migration
+            )]
         );
     }
 

@@ -62,6 +62,64 @@ pub fn window(attr: TokenStream, item: TokenStream) -> TokenStream {
     .into()
 }
 
+/// Declare that this plugin's state has changed shape: `#[state(version = N)]` on the function
+/// that brings values written by older versions up to date,
+/// `fn(from: u32, [name: &str], old: Value) -> Result<Value>`. Goes beside the plugin's
+/// `#[filter]`, `#[transform]` or `#[window]` item, in the same module.
+#[proc_macro_attribute]
+pub fn state(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let func = parse_macro_input!(item as ItemFn);
+    match expand_state(attr.into(), &func) {
+        Ok(tokens) => tokens.into(),
+        Err(err) => {
+            let err = err.to_compile_error();
+            quote!(#func #err).into()
+        }
+    }
+}
+
+fn expand_state(attr: TokenStream2, func: &ItemFn) -> syn::Result<TokenStream2> {
+    let usage = "expected #[state(version = N)], N the version of the shape this build writes \
+                 (1 for the first change)";
+    let mut version: Option<u32> = None;
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("version") {
+            let lit: syn::LitInt = meta.value()?.parse()?;
+            version = Some(lit.base10_parse()?);
+            Ok(())
+        } else {
+            Err(meta.error(usage))
+        }
+    });
+    syn::parse::Parser::parse2(parser, attr)?;
+    let version = match version {
+        Some(0) | None => return Err(syn::Error::new(Span::call_site(), usage)),
+        Some(v) => v,
+    };
+    let name = &func.sig.ident;
+    let call =
+        match func.sig.inputs.len() {
+            2 => quote!(#name(from, old)),
+            3 => quote!(#name(from, name, old)),
+            _ => return Err(syn::Error::new(
+                func.sig.span(),
+                "expected `fn(from: u32, [name: &str], old: Value) -> Result<Value>`: `old` is \
+                 a value a build of state version `from` wrote under `name`",
+            )),
+        };
+    Ok(quote! {
+        #func
+
+        impl ::weir_sdk::__rt::StateSchema for __WeirPlugin {
+            const VERSION: u32 = #version;
+            fn migrate(from: u32, name: &str, old: ::weir_sdk::__serde_json::Value) -> ::weir_sdk::Result<::weir_sdk::__serde_json::Value> {
+                let _ = name;
+                #call
+            }
+        }
+    })
+}
+
 #[derive(Clone, Copy)]
 enum Kind {
     Filter,
@@ -153,7 +211,7 @@ fn try_expand_fn(func: &ItemFn, kind: Kind) -> syn::Result<TokenStream2> {
             /// This crate's filter, loaded natively with `config` (benchmarks, embedding).
             #[doc(hidden)]
             pub fn __weir_native(config: ::weir_sdk::__serde_json::Value) -> ::weir_sdk::Result<::std::boxed::Box<dyn ::weir_sdk::testing::Native>> {
-                let harness = ::weir_sdk::testing::Harness::<__WeirPlugin>::new(config)?;
+                let harness = ::weir_sdk::testing::Harness::<__WeirPlugin>::with_schema(config, ::weir_sdk::__schema!(__WeirPlugin))?;
                 Ok(::std::boxed::Box::new(::weir_sdk::testing::NativeFilter(harness)))
             }
             impl ::weir_sdk::__rt::FilterPlugin for __WeirPlugin {
@@ -167,7 +225,7 @@ fn try_expand_fn(func: &ItemFn, kind: Kind) -> syn::Result<TokenStream2> {
             /// This crate's transform, loaded natively with `config` (benchmarks, embedding).
             #[doc(hidden)]
             pub fn __weir_native(config: ::weir_sdk::__serde_json::Value) -> ::weir_sdk::Result<::std::boxed::Box<dyn ::weir_sdk::testing::Native>> {
-                let harness = ::weir_sdk::testing::Harness::<__WeirPlugin>::new(config)?;
+                let harness = ::weir_sdk::testing::Harness::<__WeirPlugin>::with_schema(config, ::weir_sdk::__schema!(__WeirPlugin))?;
                 Ok(::std::boxed::Box::new(::weir_sdk::testing::NativeTransform(harness)))
             }
             impl ::weir_sdk::__rt::TransformPlugin for __WeirPlugin {
@@ -205,6 +263,12 @@ fn component_glue(kind: Kind, keeps_state: bool) -> TokenStream2 {
         Kind::Transform => "transform",
         Kind::Window => "window",
     };
+    // Every SDK plugin also exports the versioned-state functions (version 0 unless it has a
+    // `#[state]` item), so its builds can later change the shape of their state.
+    let wit = format!(
+        "{WIT}\nworld sdk-{world} {{\n    include {world};\n    include versioned-state;\n}}\n"
+    );
+    let sdk_world = format!("sdk-{world}");
     let state_impl = match kind {
         _ if !keeps_state => quote! {
             fn state_get(&self, _: u32, _: &str) -> Option<Vec<u8>> { None }
@@ -282,8 +346,8 @@ fn component_glue(kind: Kind, keeps_state: bool) -> TokenStream2 {
         #[allow(clippy::all, unused)]
         mod __weir_component {
             ::weir_sdk::__wit_bindgen::generate!({
-                inline: #WIT,
-                world: #world,
+                inline: #wit,
+                world: #sdk_world,
                 runtime_path: "::weir_sdk::__wit_bindgen::rt",
             });
 
@@ -292,6 +356,11 @@ fn component_glue(kind: Kind, keeps_state: bool) -> TokenStream2 {
 
             type P = super::__WeirPlugin;
             type Cfg = <P as rt::Plugin>::Config;
+
+            /// The plugin's `#[state]` declaration, if it has one.
+            fn schema() -> Option<rt::Schema> {
+                ::weir_sdk::__schema!(P)
+            }
             #window_helpers
 
             ::std::thread_local! {
@@ -351,6 +420,13 @@ fn component_glue(kind: Kind, keeps_state: bool) -> TokenStream2 {
                     Ok(())
                 }
                 #exports
+
+                fn state_version() -> u32 {
+                    schema().map_or(0, |s| s.version)
+                }
+                fn migrate_state(written_by: u32, name: String, value: Vec<u8>) -> Result<Vec<u8>, String> {
+                    rt::migrate_bytes(schema(), written_by, &name, &value)
+                }
             }
             export!(Component);
         }

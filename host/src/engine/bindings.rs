@@ -5,6 +5,12 @@ pub mod filter {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "filter",
+        // A value that cannot be migrated to the reading build's shape traps the call: reads
+        // have no error of their own, and the plugin must not go on without its state.
+        imports: {
+            "weir:plugin/state.get": trappable,
+            "weir:plugin/state.scan": trappable,
+        },
     });
 }
 
@@ -28,6 +34,13 @@ pub mod window {
             "weir:plugin/types": super::filter::weir::plugin::types,
             "weir:plugin/host": super::filter::weir::plugin::host,
         },
+    });
+}
+
+pub mod versioned {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "versioned-state",
     });
 }
 

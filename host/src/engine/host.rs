@@ -20,8 +20,27 @@ const MAX_STATE_VALUE: usize = 1 << 20;
 /// A state entry's address: the record key it belongs to and the name the plugin gave it.
 pub type StateKey = (Option<Vec<u8>>, String);
 
-/// A value and its expiry in event time (ms), if it has one.
-pub type Entry = (Vec<u8>, Option<i64>);
+/// A stored value: what the plugin stored, when it expires and which build wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub value: Vec<u8>,
+    /// Expiry in event time (ms), if it has one.
+    pub expires: Option<i64>,
+    /// The state version of the build that wrote it (see the `versioned-state` WIT world): a
+    /// build reading a value an older one wrote has it migrated first.
+    pub version: u32,
+}
+
+impl Entry {
+    /// A value written by a build of state version `version`, with no expiry.
+    pub fn new(value: Vec<u8>, version: u32) -> Entry {
+        Entry {
+            value,
+            expires: None,
+            version,
+        }
+    }
+}
 
 /// Where an instance's keyed state lives. The engine reads through it and hands it each call's
 /// writes at once, after the call succeeded; what it does with them (memory, disk, changelog)
@@ -140,6 +159,57 @@ pub(super) struct HostState {
     /// Writes of the call in progress; `None` is a delete.
     pending: BTreeMap<StateKey, Option<Entry>>,
     panic: Option<String>,
+    /// The state version of this build: what its writes are tagged with, and what older values
+    /// are migrated to before it reads them.
+    pub(super) version: u32,
+    /// Migrates older values for this instance (none: the plugin exports no migration).
+    pub(super) migrator: Option<Box<Migrator>>,
+    /// Why the call in progress was stopped: a value it read could not be migrated.
+    migration_failed: Option<String>,
+}
+
+/// Migrates the values older builds wrote for an instance that reads them. It runs the
+/// plugin's `migrate-state` on a second instance of the plugin, started when first needed: the
+/// reading instance is in the middle of a call, and a component instance cannot be re-entered.
+pub(crate) struct Migrator {
+    plugin: super::Plugin,
+    config: Arc<str>,
+    limits: Limits,
+    instance: Option<super::Instance>,
+}
+
+impl Migrator {
+    pub(super) fn new(plugin: super::Plugin, config: Arc<str>, limits: Limits) -> Migrator {
+        Migrator {
+            plugin,
+            config,
+            limits,
+            instance: None,
+        }
+    }
+
+    fn migrate(&mut self, from: u32, name: &str, value: &[u8]) -> Result<Vec<u8>, String> {
+        let instance = match &mut self.instance {
+            Some(instance) => instance,
+            None => self.instance.insert(
+                self.plugin
+                    .instantiate(&self.config, self.limits, MemoryState::shared())
+                    .map_err(|e| format!("cannot start an instance to migrate with: {e}"))?,
+            ),
+        };
+        match instance.migrate(from, name, value) {
+            Ok(result) => result,
+            Err(e) => Err(format!("{}: {}", e.kind.as_str(), e.message)),
+        }
+    }
+}
+
+/// A record key as error messages show it.
+pub(crate) fn describe_key(key: &Option<Vec<u8>>) -> String {
+    match key {
+        Some(k) => format!("`{}`", String::from_utf8_lossy(k)),
+        None => "(none)".into(),
+    }
 }
 
 impl HostState {
@@ -161,6 +231,9 @@ impl HostState {
             batch: Arc::new(Vec::new()),
             pending: BTreeMap::new(),
             panic: None,
+            version: 0,
+            migrator: None,
+            migration_failed: None,
         }
     }
 
@@ -168,6 +241,7 @@ impl HostState {
         self.batch = batch;
         self.pending.clear();
         self.panic = None;
+        self.migration_failed = None;
     }
 
     /// Apply the call's state writes.
@@ -194,6 +268,10 @@ impl HostState {
         self.panic.take()
     }
 
+    pub(super) fn take_migration_failure(&mut self) -> Option<String> {
+        self.migration_failed.take()
+    }
+
     /// The state key and event time of record `rec` of the current batch.
     fn record(&self, rec: u32) -> wasmtime::Result<(Option<Vec<u8>>, i64)> {
         match self.batch.get(rec as usize) {
@@ -206,16 +284,59 @@ impl HostState {
         }
     }
 
-    fn lookup(&self, key: &StateKey, now: i64) -> Option<Vec<u8>> {
+    fn lookup(&mut self, key: &StateKey, now: i64) -> wasmtime::Result<Option<Vec<u8>>> {
         let entry = match self.pending.get(key) {
             Some(pending) => pending.clone(),
             None => self.state.get(key),
         };
         match entry {
-            Some((_, Some(expires))) if now >= expires => None,
-            Some((value, _)) => Some(value),
-            None => None,
+            Some(entry) if entry.expires.is_some_and(|t| now >= t) => Ok(None),
+            Some(entry) => self.readable(&key.0, &key.1, entry).map(Some),
+            None => Ok(None),
         }
+    }
+
+    /// `entry`'s value in this build's shape. Lazily, on read: migrating a whole stage's state
+    /// at a swap would hold the partition up for as long as its store is big, and most keys
+    /// may never be read again. The migrated value is not written back; the plugin's next write
+    /// stores it in the new shape. A value that cannot be migrated stops the call (the record
+    /// fails under the error policy) rather than be handed over in a shape the build does not
+    /// know.
+    fn readable(
+        &mut self,
+        key: &Option<Vec<u8>>,
+        name: &str,
+        entry: Entry,
+    ) -> wasmtime::Result<Vec<u8>> {
+        if entry.version == self.version {
+            return Ok(entry.value);
+        }
+        let why = if entry.version > self.version {
+            format!(
+                "was written by state version {} of the plugin, newer than this build's {}: \
+                 a build cannot read the state of a later one",
+                entry.version, self.version
+            )
+        } else {
+            match &mut self.migrator {
+                Some(migrator) => match migrator.migrate(entry.version, name, &entry.value) {
+                    Ok(value) => return Ok(value),
+                    Err(e) => format!(
+                        "was written by state version {} and could not be migrated to version \
+                         {}: {e}",
+                        entry.version, self.version
+                    ),
+                },
+                None => format!(
+                    "was written by state version {}, and this build (version {}) exports no \
+                     migration",
+                    entry.version, self.version
+                ),
+            }
+        };
+        let message = format!("state `{name}` of key {} {why}", describe_key(key));
+        self.migration_failed = Some(message.clone());
+        Err(anyhow::anyhow!(message))
     }
 }
 
@@ -246,8 +367,10 @@ impl host::Host for HostState {
 }
 
 impl state::Host for HostState {
-    fn get(&mut self, rec: u32, name: String) -> Option<Vec<u8>> {
-        let (key, now) = self.record(rec).ok()?;
+    fn get(&mut self, rec: u32, name: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        let Ok((key, now)) = self.record(rec) else {
+            return Ok(None);
+        };
         self.lookup(&(key, name), now)
     }
 
@@ -266,7 +389,12 @@ impl state::Host for HostState {
             ));
         }
         let expires = ttl_ms.map(|ttl| now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)));
-        self.pending.insert((key, name), Some((value, expires)));
+        let entry = Entry {
+            value,
+            expires,
+            version: self.version,
+        };
+        self.pending.insert((key, name), Some(entry));
         Ok(())
     }
 
@@ -276,9 +404,9 @@ impl state::Host for HostState {
         }
     }
 
-    fn scan(&mut self, rec: u32, prefix: String) -> Vec<(String, Vec<u8>)> {
+    fn scan(&mut self, rec: u32, prefix: String) -> wasmtime::Result<Vec<(String, Vec<u8>)>> {
         let Ok((key, now)) = self.record(rec) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let mut found: BTreeMap<String, Option<Entry>> = self
             .state
@@ -292,12 +420,16 @@ impl state::Host for HostState {
             }
             found.insert(name.clone(), entry.clone());
         }
-        found
-            .into_iter()
-            .filter_map(|(name, entry)| match entry {
-                Some((value, expires)) if expires.is_none_or(|t| now < t) => Some((name, value)),
-                _ => None,
-            })
-            .collect()
+        let mut live = Vec::with_capacity(found.len());
+        for (name, entry) in found {
+            match entry {
+                Some(entry) if entry.expires.is_none_or(|t| now < t) => {
+                    let value = self.readable(&key, &name, entry)?;
+                    live.push((name, value));
+                }
+                _ => {}
+            }
+        }
+        Ok(live)
     }
 }

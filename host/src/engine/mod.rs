@@ -28,7 +28,8 @@ use wasmtime::{
 };
 
 pub use bindings::types::{Event as Record, Header, KeyedWindow, Level, Output, Pane, PaneResult};
-use bindings::{filter, transform, window};
+use bindings::{filter, transform, versioned, window};
+pub(crate) use host::describe_key;
 use host::HostState;
 pub use host::{Entry, MemoryState, SharedState, StateBackend, StateKey};
 
@@ -111,6 +112,9 @@ pub enum ErrorKind {
     EventTime,
     /// A record came later than its window's allowed lateness (a window stage's `late` output).
     Late,
+    /// State the record needed was written by another build of the plugin and could not be
+    /// migrated to this build's shape.
+    Migration,
 }
 
 impl PluginError {
@@ -137,6 +141,7 @@ impl ErrorKind {
             ErrorKind::OutOfMemory => "out-of-memory",
             ErrorKind::EventTime => "event-time",
             ErrorKind::Late => "late",
+            ErrorKind::Migration => "state-migration",
         }
     }
 }
@@ -264,12 +269,24 @@ impl Engine {
                 "does not match the weir:plugin/{kind} world: {e:#}"
             ))
         };
-        let pre = match kind {
-            Kind::Filter => Pre::Filter(filter::FilterPre::new(instance_pre).map_err(check)?),
-            Kind::Transform => {
-                Pre::Transform(transform::TransformPre::new(instance_pre).map_err(check)?)
+        let exports = match kind {
+            Kind::Filter => {
+                KindIndices::Filter(filter::FilterIndices::new(&instance_pre).map_err(check)?)
             }
-            Kind::Window => Pre::Window(window::WindowPre::new(instance_pre).map_err(check)?),
+            Kind::Transform => KindIndices::Transform(
+                transform::TransformIndices::new(&instance_pre).map_err(check)?,
+            ),
+            Kind::Window => {
+                KindIndices::Window(window::WindowIndices::new(&instance_pre).map_err(check)?)
+            }
+        };
+        // Optional: plugins built before state versions existed, or whose state never changed
+        // shape, do not export them.
+        let versioned = versioned::VersionedStateIndices::new(&instance_pre).ok();
+        let pre = Pre {
+            instance_pre,
+            exports,
+            versioned,
         };
         Ok(Plugin {
             name: name.to_string(),
@@ -317,10 +334,17 @@ fn detect_kind(engine: &wasmtime::Engine, component: &Component) -> Result<Kind,
     }
 }
 
-enum Pre {
-    Filter(filter::FilterPre<HostState>),
-    Transform(transform::TransformPre<HostState>),
-    Window(window::WindowPre<HostState>),
+/// A pre-linked component and where its exports are.
+struct Pre {
+    instance_pre: wasmtime::component::InstancePre<HostState>,
+    exports: KindIndices,
+    versioned: Option<versioned::VersionedStateIndices>,
+}
+
+enum KindIndices {
+    Filter(filter::FilterIndices),
+    Transform(transform::TransformIndices),
+    Window(window::WindowIndices),
 }
 
 /// A loaded plugin: compiled, checked and pre-linked, ready to instantiate.
@@ -381,7 +405,7 @@ impl Plugin {
         state: SharedState,
     ) -> Result<Instance, PluginError> {
         let config: Arc<str> = Arc::from(config);
-        let (store, exports) = self.start(&config, limits, &state)?;
+        let (store, exports, versioned) = self.start(&config, limits, &state)?;
         Ok(Instance {
             plugin: self.clone(),
             config,
@@ -389,17 +413,19 @@ impl Plugin {
             state,
             store,
             exports,
+            versioned,
             poisoned: false,
             restarts: 0,
         })
     }
 
+    #[allow(clippy::type_complexity)]
     fn start(
         &self,
         config: &Arc<str>,
         limits: Limits,
         state: &SharedState,
-    ) -> Result<(Store<HostState>, Exports), PluginError> {
+    ) -> Result<(Store<HostState>, Exports, Option<versioned::VersionedState>), PluginError> {
         let start = |cause: wasmtime::Error| PluginError::Start {
             plugin: self.name.clone(),
             cause,
@@ -411,25 +437,54 @@ impl Plugin {
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(deadline_ticks(limits.call_timeout));
         store.epoch_deadline_trap();
-        let (exports, init) = match &*self.pre {
-            Pre::Filter(pre) => {
-                let b = pre.instantiate(&mut store).map_err(start)?;
+        let instance = self
+            .pre
+            .instance_pre
+            .instantiate(&mut store)
+            .map_err(start)?;
+        let (exports, init) = match &self.pre.exports {
+            KindIndices::Filter(ix) => {
+                let b = ix.load(&mut store, &instance).map_err(start)?;
                 let init = b.call_init(&mut store);
                 (Exports::Filter(b), init)
             }
-            Pre::Transform(pre) => {
-                let b = pre.instantiate(&mut store).map_err(start)?;
+            KindIndices::Transform(ix) => {
+                let b = ix.load(&mut store, &instance).map_err(start)?;
                 let init = b.call_init(&mut store);
                 (Exports::Transform(b), init)
             }
-            Pre::Window(pre) => {
-                let b = pre.instantiate(&mut store).map_err(start)?;
+            KindIndices::Window(ix) => {
+                let b = ix.load(&mut store, &instance).map_err(start)?;
                 let init = b.call_init(&mut store);
                 (Exports::Window(b), init)
             }
         };
+        let versioned = match &self.pre.versioned {
+            Some(ix) => Some(ix.load(&mut store, &instance).map_err(start)?),
+            None => None,
+        };
         match init {
-            Ok(Ok(())) => Ok((store, exports)),
+            Ok(Ok(())) => {
+                if let Some(v) = &versioned {
+                    let version = v.call_state_version(&mut store).map_err(|trap| {
+                        let (kind, message) = classify(&trap, store.data_mut());
+                        PluginError::Init {
+                            plugin: self.name.clone(),
+                            message: format!("state-version: {}: {message}", kind.as_str()),
+                        }
+                    })?;
+                    let data = store.data_mut();
+                    data.version = version;
+                    if version > 0 {
+                        data.migrator = Some(Box::new(host::Migrator::new(
+                            self.clone(),
+                            config.clone(),
+                            limits,
+                        )));
+                    }
+                }
+                Ok((store, exports, versioned))
+            }
             Ok(Err(message)) => Err(PluginError::Init {
                 plugin: self.name.clone(),
                 message,
@@ -473,6 +528,7 @@ pub struct Instance {
     state: SharedState,
     store: Store<HostState>,
     exports: Exports,
+    versioned: Option<versioned::VersionedState>,
     poisoned: bool,
     restarts: u64,
 }
@@ -497,6 +553,33 @@ impl Instance {
     pub fn set_state(&mut self, state: SharedState) {
         self.store.data_mut().set_state(state.clone());
         self.state = state;
+    }
+
+    /// The version of the shape of the state this build writes (see the `versioned-state` WIT
+    /// world): 0 unless the plugin says otherwise.
+    pub fn state_version(&self) -> u32 {
+        self.store.data().version
+    }
+
+    /// `value`, written under `name` by a build of state version `from`, in this build's shape:
+    /// window stages migrate the accumulators they read; plugins' own state is migrated as
+    /// they read it. `Err` means the call trapped.
+    pub fn migrate(
+        &mut self,
+        from: u32,
+        name: &str,
+        value: &[u8],
+    ) -> Result<Result<Vec<u8>, String>, RecordError> {
+        if self.versioned.is_none() {
+            return Ok(Err(format!(
+                "this build (state version {}) exports no migration",
+                self.state_version()
+            )));
+        }
+        self.guarded(Arc::default(), |_, versioned, store| {
+            let versioned = versioned.expect("checked above");
+            versioned.call_migrate_state(store, from, name, value)
+        })
     }
 
     /// How many times a trap or blown limit made this stage start a fresh instance.
@@ -541,7 +624,7 @@ impl Instance {
 
     /// One call into the plugin for the whole batch.
     fn call(&mut self, records: &Arc<Vec<Record>>) -> Result<Verdicts, RecordError> {
-        self.guarded(records.clone(), |exports, store| match exports {
+        self.guarded(records.clone(), |exports, _, store| match exports {
             Exports::Filter(f) => f.call_filter(store, records).map(Verdicts::Filter),
             Exports::Transform(t) => t.call_transform(store, records).map(Verdicts::Transform),
             Exports::Window(_) => Ok(Verdicts::Unsupported),
@@ -554,7 +637,7 @@ impl Instance {
         &mut self,
         panes: &[Pane],
     ) -> Result<Vec<Result<PaneResult, String>>, RecordError> {
-        self.guarded(Arc::default(), |exports, store| match exports {
+        self.guarded(Arc::default(), |exports, _, store| match exports {
             Exports::Window(w) => w.call_accumulate(store, panes),
             _ => Err(wasmtime::Error::msg("not a window plugin")),
         })
@@ -567,7 +650,7 @@ impl Instance {
         a: &[u8],
         b: &[u8],
     ) -> Result<Result<Vec<u8>, String>, RecordError> {
-        self.guarded(Arc::default(), |exports, store| match exports {
+        self.guarded(Arc::default(), |exports, _, store| match exports {
             Exports::Window(w) => w.call_merge(store, window, a, b),
             _ => Err(wasmtime::Error::msg("not a window plugin")),
         })
@@ -578,7 +661,7 @@ impl Instance {
         &mut self,
         fired: &[(KeyedWindow, Vec<u8>)],
     ) -> Result<Vec<Result<Vec<Output>, String>>, RecordError> {
-        self.guarded(Arc::default(), |exports, store| match exports {
+        self.guarded(Arc::default(), |exports, _, store| match exports {
             Exports::Window(w) => w.call_emit(store, fired),
             _ => Err(wasmtime::Error::msg("not a window plugin")),
         })
@@ -589,7 +672,11 @@ impl Instance {
     fn guarded<T>(
         &mut self,
         records: Arc<Vec<Record>>,
-        call: impl FnOnce(&Exports, &mut Store<HostState>) -> wasmtime::Result<T>,
+        call: impl FnOnce(
+            &Exports,
+            Option<&versioned::VersionedState>,
+            &mut Store<HostState>,
+        ) -> wasmtime::Result<T>,
     ) -> Result<T, RecordError> {
         if self.poisoned {
             self.restart()?;
@@ -597,7 +684,7 @@ impl Instance {
         self.store.data_mut().begin(records);
         self.store
             .set_epoch_deadline(deadline_ticks(self.limits.call_timeout));
-        match call(&self.exports, &mut self.store) {
+        match call(&self.exports, self.versioned.as_ref(), &mut self.store) {
             Ok(value) => {
                 self.store.data_mut().commit();
                 Ok(value)
@@ -617,7 +704,7 @@ impl Instance {
     }
 
     fn restart(&mut self) -> Result<(), RecordError> {
-        let (store, exports) = self
+        let (store, exports, versioned) = self
             .plugin
             .start(&self.config, self.limits, &self.state)
             .map_err(|e| RecordError {
@@ -627,6 +714,7 @@ impl Instance {
             })?;
         self.store = store;
         self.exports = exports;
+        self.versioned = versioned;
         self.poisoned = false;
         self.restarts += 1;
         Ok(())
@@ -702,6 +790,9 @@ enum Verdicts {
 /// Name a failed call: a blown limit, a timeout, or a trap (with the panic message if the
 /// plugin logged one on the way down).
 fn classify(err: &wasmtime::Error, host: &mut HostState) -> (ErrorKind, String) {
+    if let Some(why) = host.take_migration_failure() {
+        return (ErrorKind::Migration, why);
+    }
     if let Some(wanted) = host.limiter.take_denied() {
         return (
             ErrorKind::OutOfMemory,

@@ -827,12 +827,10 @@ fn exactly_once_an_instance_killed_hands_its_partitions_over_with_exact_results(
     exactly_once_hand_over(Leave::Kill);
 }
 
-/// Not yet passing on the project's broker: of 7 runs, 5 passed (A rejoined), once A's commit
-/// hung on the broker for 45 s after SIGCONT, and once 834 inputs came out twice (a fenced
-/// zombie's writes counted as committed, or weir's read_committed reader mistaking them). Kept
-/// visible and runnable (`cargo test --test kafka -- --ignored frozen`) until explained.
+/// A zombie: A frozen with transactions open while B fences its producers and takes over, then
+/// woken. (It failed 2 runs in 7 while resuming relied on the group offsets the test broker
+/// commits late or loses; see `weir::run::offsets_topic`.)
 #[test]
-#[ignore = "a zombie after fencing is not handled reliably yet on the test broker (see the doc comment)"]
 fn exactly_once_a_frozen_instance_is_fenced_and_writes_nothing_after() {
     exactly_once_hand_over(Leave::Freeze);
 }
@@ -914,8 +912,13 @@ fn exactly_once_hand_over(leave: Leave) {
         if std::env::var_os("WEIR_TEST_VERBOSE").is_some() {
             eprintln!("--- log of A ---\n{log}");
         }
+        // Stopping because a commit failed is as safe: the test broker answers some fenced
+        // commits by never completing them, which librdkafka reports as a timeout, not a fence.
+        // What A must never do, commit anything, the exact output below checks.
         assert!(
-            code == Some(0) || log.contains("another instance took this partition over"),
+            code == Some(0)
+                || log.contains("another instance took this partition over")
+                || log.contains("failed: Transaction error: Timed out"),
             "A neither rejoined cleanly nor stopped as fenced; log of A:\n{log}"
         );
     }

@@ -98,8 +98,13 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// What a worker is asked to do.
 enum Work {
     Batch(Batch),
-    /// Exactly once: commit the partition's open transaction (it is being revoked), then say so.
-    Close(Arc<Partition>, Sender<()>),
+    /// Exactly once: the partition is being revoked; commit its open transaction (or, when it
+    /// was lost to another member, leave it to be aborted by that one), then say so.
+    Close {
+        partition: Arc<Partition>,
+        commit: bool,
+        done: Sender<()>,
+    },
     /// Finish: commit (or, after a fatal error, abort) what is open, and exit.
     Stop,
 }
@@ -823,14 +828,28 @@ impl Shared {
                     }
                 }
                 if self.exactly_once.is_some() {
-                    // Each worker commits the transaction of its revoked partitions.
+                    // Each worker commits the transaction of its revoked partitions, unless the
+                    // group already gave them to another member (this one was presumed dead):
+                    // that one fenced these producers, so a commit could only fail, and slowly.
+                    let lost = consumer.assignment_lost();
+                    if lost {
+                        tracing::warn!(
+                            "the group reassigned this instance's partitions while it was \
+                             unresponsive; their open transactions are dropped uncommitted"
+                        );
+                    }
                     for p in &revoked {
                         let (done, closed) = crossbeam_channel::bounded(1);
+                        let close = Work::Close {
+                            partition: p.clone(),
+                            commit: !lost,
+                            done,
+                        };
                         let sent = self
                             .workers
                             .get()
                             .and_then(|w| w.get(p.worker))
-                            .is_some_and(|w| w.send(Work::Close(p.clone(), done)).is_ok());
+                            .is_some_and(|w| w.send(close).is_ok());
                         if sent && closed.recv_timeout(DRAIN_TIMEOUT).is_err() {
                             tracing::warn!(
                                 "{}[{}]: its transaction was not committed in time",
@@ -1157,9 +1176,16 @@ fn work(
                 process(&mut chain, batch, shared);
                 touch(&mut open, &partition);
             }
-            Ok(Work::Close(partition, done)) => {
+            Ok(Work::Close {
+                partition,
+                commit,
+                done,
+            }) => {
                 if let Some(i) = open.iter().position(|p| Arc::ptr_eq(p, &partition)) {
-                    shared.checkpoint(&open.swap_remove(i));
+                    let p = open.swap_remove(i);
+                    if commit {
+                        shared.checkpoint(&p);
+                    }
                 }
                 let _ = done.send(());
             }
@@ -1209,6 +1235,17 @@ fn work(
     }
     for p in open {
         shared.checkpoint(&p);
+    }
+    // What is still queued (after a fatal error: batches are skipped, not processed) will never
+    // be: say so, or the final revocation waits for it in vain.
+    for work in inbox.try_iter() {
+        match work {
+            Work::Batch(batch) => batch.partition.abandoned(),
+            Work::Close { done, .. } => {
+                let _ = done.send(());
+            }
+            Work::Stop => {}
+        }
     }
 }
 

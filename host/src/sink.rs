@@ -71,6 +71,7 @@ pub struct SinkContext {
     fatal: Arc<Fatal>,
     marks: ChangelogMarks,
     errors: crate::source::ClientErrors,
+    transactional: bool,
 }
 
 impl ClientContext for SinkContext {
@@ -100,6 +101,37 @@ impl ProducerContext for SinkContext {
                     None => Metrics::add(&self.metrics.delivered, 1),
                 }
                 acks.delivered(true);
+            }
+            Err((cause, _))
+                if self.transactional
+                    && matches!(
+                        cause.rdkafka_error_code(),
+                        Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+                    ) =>
+            {
+                // Purged with its transaction (aborted, or fenced by a new owner): a consequence
+                // whose cause the transaction's own failure reports; nothing of it commits.
+                tracing::debug!("sink: a record was purged with its transaction: {cause}");
+                acks.delivered(false);
+            }
+            Err((cause, message))
+                if self.transactional
+                    && matches!(
+                        cause.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::ProducerFenced
+                                | RDKafkaErrorCode::InvalidProducerEpoch
+                                | RDKafkaErrorCode::Fenced
+                        )
+                    ) =>
+            {
+                self.fatal.set(format!(
+                    "sink: writing to `{}` partition {} was refused: {cause} (another instance \
+                     took this partition over; this one stops writing)",
+                    message.topic(),
+                    message.partition()
+                ));
+                acks.delivered(false);
             }
             Err((cause, message)) => {
                 // librdkafka has already retried for `message.timeout.ms`; this record is lost
@@ -220,6 +252,7 @@ impl Sink {
             fatal: fatal.clone(),
             marks,
             errors: Default::default(),
+            transactional: transactional_id.is_some(),
         };
         Ok(Sink {
             producer: Some(config.create_with_context(context)?),

@@ -86,12 +86,12 @@ impl Default for RunOptions {
     }
 }
 
-/// Bounded queue of batches in front of each worker. Deeper queues (64) let the two workers of a
-/// 2-core machine run together far more often (+19% records/s in the Kafka benchmark: librdkafka
-/// hands out fetched records partition by partition, in runs of thousands, and a full queue
-/// blocks the consumer thread), but with them the exactly-once crash test saw 7k–34k duplicates
-/// in every run, for reasons not found yet; until they are, the queue stays short.
-const WORKER_QUEUE: usize = 4;
+/// Bounded queue of batches in front of each worker. Deep enough that the two workers of a
+/// 2-core machine run together (+19% records/s in the Kafka benchmark over a queue of 4:
+/// librdkafka hands out fetched records partition by partition, in runs of thousands, and a full
+/// queue blocks the consumer thread). A revocation does not wait for the queue: a revoked
+/// partition's queued batches are skipped and read again by its next owner.
+const WORKER_QUEUE: usize = 64;
 /// Longest wait for the sink on a rebalance or at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 

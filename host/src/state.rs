@@ -7,6 +7,10 @@
 //! to date from the changelog when the partition is assigned. Because changelog records carry
 //! whole values, replaying one the store already has is harmless, so the store only needs to
 //! remember a changelog offset it has *at least* reached.
+//!
+//! A write the store cannot make (a full disk, above all) stops the run and is reported with the
+//! stage, partition, directory and cause: the run then commits no offset past the records whose
+//! state was lost, so they are read again after a restart (see `run::deliver`).
 
 use std::{
     collections::BTreeMap,
@@ -34,7 +38,90 @@ pub enum StateError {
     #[error("state directory {}: {cause}", dir.display())]
     Open { dir: PathBuf, cause: String },
     #[error("state store {}: {cause}", dir.display())]
-    Store { dir: PathBuf, cause: fjall::Error },
+    Store {
+        dir: PathBuf,
+        cause: Box<StoreFailure>,
+    },
+    /// A stage's state changes could not be written: the run must stop before committing the
+    /// records that made them, which are then read again after a restart.
+    #[error("{whose}: state store {}: {cause}", dir.display())]
+    Write {
+        /// The stage and source partition, e.g. "stage `totals`, state of orders[3]".
+        whose: String,
+        dir: PathBuf,
+        cause: Box<StoreFailure>,
+    },
+}
+
+impl StateError {
+    /// Whether the store failed because its filesystem is full.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StateError::Store { cause, .. } | StateError::Write { cause, .. } => cause.disk_full,
+            _ => false,
+        }
+    }
+}
+
+/// A failed store operation, told in words an operator can act on: fjall's own message is its
+/// debug form, and after a failed write it only says `Poisoned` (it refuses every later write,
+/// since it can no longer vouch for what reached the disk), which hides that the disk is full.
+#[derive(Debug)]
+pub struct StoreFailure {
+    cause: fjall::Error,
+    /// Bytes an unprivileged process can still write on the store's filesystem, looked up when
+    /// the failure happened (`None`: unknown).
+    free: Option<u64>,
+    disk_full: bool,
+}
+
+impl StoreFailure {
+    fn new(dir: &Path, cause: fjall::Error) -> Box<StoreFailure> {
+        let free = rustix::fs::statvfs(dir)
+            .ok()
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize));
+        let io = match &cause {
+            fjall::Error::Io(e) | fjall::Error::Storage(fjall::LsmError::Io(e)) => Some(e.kind()),
+            _ => None,
+        };
+        // A poisoned store failed an earlier write, possibly in a background flush whose error
+        // only reached fjall's log: an empty filesystem is the telling sign.
+        let disk_full = io == Some(std::io::ErrorKind::StorageFull)
+            || io == Some(std::io::ErrorKind::QuotaExceeded)
+            || (matches!(cause, fjall::Error::Poisoned) && free == Some(0));
+        Box::new(StoreFailure {
+            cause,
+            free,
+            disk_full,
+        })
+    }
+}
+
+impl std::fmt::Display for StoreFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cause = match &self.cause {
+            fjall::Error::Io(e) | fjall::Error::Storage(fjall::LsmError::Io(e)) => e.to_string(),
+            fjall::Error::Poisoned => "an earlier write failed (see the error logged before), \
+                 and the store takes no writes after one"
+                .to_string(),
+            other => other.to_string(),
+        };
+        if self.disk_full {
+            write!(f, "the disk is full: {cause}")?;
+        } else {
+            write!(f, "{cause}")?;
+        }
+        match self.free {
+            Some(free) => write!(f, " ({free} bytes free on its filesystem)"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for StoreFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.cause)
+    }
 }
 
 /// How many processes may share one state directory (each takes its own `instance-N`).
@@ -90,7 +177,10 @@ impl StateStore {
                     })?;
                     return Self::open_at(&path)
                         .map(Arc::new)
-                        .map_err(|cause| StateError::Store { dir: path, cause });
+                        .map_err(|cause| StateError::Store {
+                            cause: StoreFailure::new(&path, cause),
+                            dir: path,
+                        });
                 }
             }
         }
@@ -135,6 +225,7 @@ impl StateStore {
         put_str(&mut topic_prefix, topic);
         PartitionState {
             store: self.clone(),
+            whose: format!("stage `{stage}`, state of {topic}[{partition}]"),
             namespace,
             topic_prefix,
             dirty: Mutex::new(BTreeMap::new()),
@@ -145,7 +236,7 @@ impl StateStore {
     fn error(&self, cause: fjall::Error) -> StateError {
         StateError::Store {
             dir: self.dir.clone(),
-            cause,
+            cause: StoreFailure::new(&self.dir, cause),
         }
     }
 }
@@ -154,6 +245,8 @@ impl StateStore {
 /// since they were last written out.
 pub struct PartitionState {
     store: Arc<StateStore>,
+    /// Whose state this is, for error messages: "stage `totals`, state of orders[3]".
+    whose: String,
     /// `stage`, `topic`, `partition`: prefix of this state's keys in the store.
     namespace: Vec<u8>,
     /// `topic`: prefix of this state's keys in the changelog partition, which may be shared by
@@ -176,6 +269,14 @@ pub struct Change {
 }
 
 impl PartitionState {
+    fn write_error(&self, cause: fjall::Error) -> StateError {
+        StateError::Write {
+            whose: self.whose.clone(),
+            dir: self.store.dir.clone(),
+            cause: StoreFailure::new(&self.store.dir, cause),
+        }
+    }
+
     fn dirty(&self) -> std::sync::MutexGuard<'_, BTreeMap<StateKey, Option<Entry>>> {
         self.dirty.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -278,7 +379,7 @@ impl PartitionState {
             applied += 1;
         }
         batch.insert(&self.store.meta, self.namespace.clone(), next.to_be_bytes());
-        batch.commit().map_err(|e| self.store.error(e))?;
+        batch.commit().map_err(|e| self.write_error(e))?;
         self.changelog_reached.fetch_max(next - 1, Ordering::AcqRel);
         Ok(applied)
     }
@@ -341,7 +442,7 @@ impl PartitionState {
                 (reached + 1).to_be_bytes(),
             );
         }
-        batch.commit().map_err(|e| self.store.error(e))
+        batch.commit().map_err(|e| self.write_error(e))
     }
 
     fn local_key(&self, record_key: &Option<Vec<u8>>, name: &str) -> Vec<u8> {
@@ -566,6 +667,132 @@ mod tests {
         assert_eq!(r.get(&key("a", "n")), None);
         assert_eq!(r.get(&key("b", "n")).unwrap().0, b"2");
         assert_eq!(r.restore_from().unwrap(), log.len() as i64);
+    }
+
+    /// A real filesystem of a few MiB (tmpfs), unmounted when dropped: filling it is the honest
+    /// way to see what the store does when the disk is full.
+    struct SmallDisk(tempfile::TempDir);
+
+    impl SmallDisk {
+        fn mount(size: &str) -> SmallDisk {
+            let dir = tempfile::tempdir().unwrap();
+            let disk = SmallDisk(dir);
+            disk.mount_with(&format!("size={size}"));
+            disk
+        }
+
+        fn mount_with(&self, options: &str) {
+            let remount = options.starts_with("remount");
+            let out = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+                .arg(self.0.path())
+                .output();
+            match out {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => panic!(
+                    "this test fills a real filesystem: it needs to mount a tmpfs (as root, or \
+                     with CAP_SYS_ADMIN), and `mount -o {options}` failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+                Err(e) => panic!("this test needs `mount` to make a small filesystem: {e}"),
+            }
+            if !remount {
+                assert!(
+                    std::fs::read_to_string("/proc/self/mounts")
+                        .unwrap()
+                        .contains(&self.0.path().display().to_string()),
+                    "mount reported success but {} is not a mount point",
+                    self.0.path().display()
+                );
+            }
+        }
+
+        /// Make room, as an operator freeing space would.
+        fn grow(&self, size: &str) {
+            self.mount_with(&format!("remount,size={size}"));
+        }
+
+        fn path(&self) -> &Path {
+            self.0.path()
+        }
+    }
+
+    impl Drop for SmallDisk {
+        fn drop(&mut self) {
+            // Lazy: a store still open elsewhere in a failing test must not leave it mounted.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    #[test]
+    fn a_full_disk_fails_the_write_clearly_and_keeps_the_store_consistent() {
+        let disk = SmallDisk::mount("2m");
+        let reached = mark();
+        let value = |batch: i64| format!("{batch:>1024}");
+        let mut written = -1;
+        let (failure, after) = {
+            let store = StateStore::open(disk.path()).unwrap();
+            let s = store.partition("totals", "orders", 7, reached.clone());
+            let failure = loop {
+                let batch = written + 1;
+                assert!(batch < 1000, "2 MiB never filled up");
+                for k in 0..100 {
+                    write(&s, &format!("k{k}"), "n", Some(&value(batch)));
+                }
+                // As if the changelog had acknowledged this batch: the store then records it as
+                // the point to restore from, in the same atomic write as the data.
+                reached.store(batch, Ordering::Release);
+                match s.flush() {
+                    Ok(_) => written = batch,
+                    Err(e) => break e,
+                }
+            };
+            // fjall refuses every write after a failed one, with a cause of its own.
+            write(&s, "k0", "n", Some("small"));
+            (failure, s.flush().err())
+        };
+        assert!(written > 0, "the first write failed already: {failure}");
+        let message = failure.to_string();
+        assert!(failure.is_disk_full(), "{message}");
+        for part in [
+            "stage `totals`, state of orders[7]",
+            &disk.path().join("instance-0").display().to_string(),
+            "the disk is full",
+            "No space left on device",
+        ] {
+            assert!(message.contains(part), "{part:?} missing from: {message}");
+        }
+        let after = after.expect("a write after a failed one succeeded");
+        assert!(after.is_disk_full(), "{after}");
+        assert!(
+            after.to_string().contains("an earlier write failed"),
+            "{after}"
+        );
+
+        // After room is made, the store opens with every key at one batch, the one its restore
+        // point names: a failed write leaves nothing of its batch, and no partial batch.
+        disk.grow("64m");
+        let store = StateStore::open(disk.path()).unwrap();
+        assert_eq!(store.dir(), disk.path().join("instance-0"), "not rebuilt");
+        let s = store.partition("totals", "orders", 7, mark());
+        let at = s.restore_from().unwrap() - 1;
+        assert!(
+            (0..=written).contains(&at),
+            "restore point {at}, last write that succeeded {written}"
+        );
+        for k in 0..100 {
+            let got = s.get(&key(&format!("k{k}"), "n")).unwrap().0;
+            assert_eq!(String::from_utf8(got).unwrap(), value(at), "key k{k}");
+        }
+        write(&s, "k0", "n", Some("after"));
+        s.flush().unwrap();
+        eprintln!(
+            "disk full after {} batches; reopened at batch {at}: {message}",
+            written + 1
+        );
     }
 
     #[test]

@@ -170,7 +170,7 @@ fn prepare_state(
     if stateful.is_empty() {
         return Ok(None);
     }
-    let store = StateStore::open(&pipeline.state_dir(group))?;
+    let store = StateStore::open(&pipeline.state_dir(group), pipeline.state_cache_bytes)?;
     let stages: Vec<(usize, String, String)> = stateful
         .into_iter()
         .map(|(i, name)| {

@@ -562,9 +562,10 @@ impl StateBackend for PartitionState {
 
 /// Entries recently read from or written to the store, decoded, so that a stage reading the
 /// same keys again and again (a running total, a dedupe window) does not pay for an LSM lookup
-/// each time: fjall looks a key up through every memtable version and table level, ~3 µs where
-/// a hash lookup takes well under one (Kafka Streams puts a cache in front of RocksDB for the
-/// same reason). Absent keys are cached too: most first reads of a new key find nothing.
+/// each time: fjall searches its memtables' versions and its tables, a few µs per read in the
+/// state benchmark, where a hash lookup takes a fraction of one (Kafka Streams puts a cache in
+/// front of RocksDB for the same reason). Absent keys are cached too: a new key's first read
+/// finds nothing.
 ///
 /// The cache only ever holds what the store holds: writes enter it after the store took them
 /// (at least once after each batch, exactly once after each committed checkpoint), so it

@@ -6,6 +6,12 @@
 //! processed again after a crash show up as duplicates, and state may count them twice; both are
 //! counted and printed, and bounded below by the exact answer.
 //!
+//! Every kill lands while records are coming in: a quarter of the input is there from the start
+//! (a backlog the first runs work through at full speed), and the rest arrives in one slice per
+//! run, streamed from its assignment over longer than the longest wait before the kill.
+//! (Produced all at once, a release build had committed all 200k records by the second of eight
+//! kills: the other six tested nothing.)
+//!
 //! `WEIR_CRASH_RECORDS` (default 100 000) and `WEIR_CRASH_KILLS` (default 5) size it; the long
 //! run is `scripts/crash-test.sh` (1M records, 20 kills, release build).
 
@@ -14,11 +20,36 @@ mod common;
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::Path,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use common::kafka::{kafka, partition_ends, unique, In, Weir};
+use common::kafka::{kafka, partition_ends, unique, In, Kafka, Weir};
 use serde_json::{json, Value};
+
+/// The longest wait from a run's assignment to its kill.
+const LONGEST_RUN: Duration = Duration::from_millis(2_800);
+
+/// Produce `records` to `topic` at a steady pace over `over`, from another thread.
+fn stream(
+    k: &'static Kafka,
+    topic: &str,
+    records: Vec<In>,
+    over: Duration,
+) -> std::thread::JoinHandle<()> {
+    let topic = topic.to_string();
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let parts = 10;
+        let chunk = records.len().div_ceil(parts).max(1);
+        for (i, part) in records.chunks(chunk).enumerate() {
+            std::thread::sleep(
+                (started + over.mul_f64(i as f64 / parts as f64))
+                    .saturating_duration_since(Instant::now()),
+            );
+            k.produce(&topic, part);
+        }
+    })
+}
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -81,10 +112,10 @@ fn crash_test(guarantee: Guarantee) {
             ..In::default()
         })
         .collect();
-    // A slice of the input arrives before each run, so every run has records in flight when
-    // it is killed, however fast the ones before it were.
-    let slice = input.len().div_ceil(kills + 1);
-    let mut slices = input.chunks(slice);
+    let backlog = records / 4;
+    k.produce(&source, &input[..backlog]);
+    let slice = (records - backlog).div_ceil(kills.max(1));
+    let mut slices = input[backlog..].chunks(slice);
 
     let pipeline = dir.path().join("crash.toml");
     std::fs::write(
@@ -124,14 +155,26 @@ config = {{ field = "/amount", into = "/totals" }}
     .unwrap();
 
     let bin = Path::new(env!("CARGO_BIN_EXE_weir"));
-    eprintln!("crash test ({guarantee:?}): {records} records, {kills} kills, seed {seed}");
+    eprintln!(
+        "crash test ({guarantee:?}): {records} records ({backlog} at the start, then {slice} \
+         streamed into each run), {kills} kills, seed {seed}"
+    );
     for kill in 1..=kills {
-        k.produce(&source, slices.next().unwrap_or_default());
         let mut weir = Weir::start(bin, &pipeline);
         // Kill it at a random moment once it has partitions (joining the group after the last
         // kill waits for the dead member's session to time out: killing sooner tests nothing).
         weir.wait_for_log("assigned", Duration::from_secs(60));
-        let after = Duration::from_millis(300 + rng.next() % 2_500);
+        // The slice arrives for longer than the run lives: the kill comes mid-stream.
+        let streaming = slices.next().map(|s| {
+            stream(
+                k,
+                &source,
+                s.to_vec(),
+                LONGEST_RUN + Duration::from_millis(500),
+            )
+        });
+        let after =
+            Duration::from_millis(300 + rng.next() % (LONGEST_RUN.as_millis() as u64 - 300));
         std::thread::sleep(after);
         weir.signal("KILL");
         assert_eq!(
@@ -150,12 +193,16 @@ config = {{ field = "/amount", into = "/totals" }}
                 Guarantee::ExactlyOnce => k.positions(&group, &source, partitions),
             }
         );
+        if let Some(streaming) = streaming {
+            streaming.join().unwrap();
+        }
     }
-
-    // The last run goes to the end, then stops cleanly.
+    // With no kills, everything is produced now.
     for rest in slices {
         k.produce(&source, rest);
     }
+
+    // The last run goes to the end, then stops cleanly.
     let mut weir = Weir::start(bin, &pipeline);
     let sources = k.read(&source, records, Duration::from_secs(120));
     let ends = partition_ends(&sources, partitions);

@@ -124,7 +124,8 @@ fn main() {
         secs
     );
 
-    let store = StateStore::open(&dir.path().join("state")).unwrap();
+    let store =
+        StateStore::open(&dir.path().join("state"), weir::state::DEFAULT_CACHE_BYTES).unwrap();
     let state = Arc::new(store.partition("per-minute", "events", 0, Arc::new(AtomicI64::new(-1))));
     let mut on_disk = chain(dir.path());
     on_disk.set_state(0, state.clone());

@@ -52,6 +52,9 @@ pub struct Pipeline {
     /// Where stages keep keyed state on disk (resolved against the file); `None`: the default
     /// (see [`Pipeline::state_dir`]).
     pub state_dir: Option<PathBuf>,
+    /// Bytes of decoded state entries kept in memory in front of the store (`[state] cache_mb`,
+    /// default 64; 0: none).
+    pub state_cache_bytes: u64,
     /// Hot reload (`[reload]`).
     pub reload: crate::reload::ReloadConfig,
 }
@@ -269,6 +272,7 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct StateFile {
     dir: Option<String>,
+    cache_mb: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -521,6 +525,10 @@ impl Pipeline {
             errors: file.errors,
             delivery: file.delivery,
             state_dir: file.state.dir.map(|d| base.join(d)),
+            state_cache_bytes: file
+                .state
+                .cache_mb
+                .map_or(crate::state::DEFAULT_CACHE_BYTES, |mb| mb << 20),
             reload: file.reload,
         })
     }
@@ -607,6 +615,17 @@ plugin = "/abs/mask.wasm"
         assert_eq!(p.stages[1].plugin, Path::new("/abs/mask.wasm"));
         assert_eq!(p.stages[1].config, "{}");
         assert_eq!(p.stages[1].line, 8);
+    }
+
+    #[test]
+    fn state_cache_size_defaults_and_can_be_set() {
+        let stage = "[[stage]]\nname = \"a\"\nplugin = \"a.wasm\"\n";
+        let p = parse(stage).unwrap();
+        assert_eq!(p.state_cache_bytes, crate::state::DEFAULT_CACHE_BYTES);
+        let p = parse(&format!("{stage}[state]\ncache_mb = 0\n")).unwrap();
+        assert_eq!(p.state_cache_bytes, 0);
+        let p = parse(&format!("{stage}[state]\ncache_mb = 256\n")).unwrap();
+        assert_eq!(p.state_cache_bytes, 256 << 20);
     }
 
     #[test]

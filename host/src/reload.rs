@@ -1047,7 +1047,7 @@ fn restart_only_changes(started: &Pipeline, new: &Pipeline) -> Vec<&'static str>
     if differs(&started.errors, &new.errors) {
         changed.push("[errors]");
     }
-    if started.state_dir != new.state_dir {
+    if started.state_dir != new.state_dir || started.state_cache_bytes != new.state_cache_bytes {
         changed.push("[state]");
     }
     if started.reload.watch != new.reload.watch {

@@ -197,7 +197,7 @@ fn prepare_state(
     if stateful.is_empty() {
         return Ok(None);
     }
-    let store = StateStore::open(&pipeline.state_dir(group))?;
+    let store = StateStore::open(&pipeline.state_dir(group), pipeline.state_cache_bytes)?;
     let stages: Vec<(usize, String, String)> = stateful
         .into_iter()
         .map(|(i, name)| {
@@ -1060,7 +1060,13 @@ impl Shared {
                 Metrics::add(&self.metrics.commits, 1);
                 for (s, to_store) in pending {
                     if let Err(e) = s.state.persist(to_store) {
-                        self.fatal.set(format!("{e}"));
+                        // The changelog has what the store could not take: a restart restores
+                        // it from there.
+                        self.fatal.set(format!(
+                            "{e}; the transaction is committed, the store catches up from `{}` \
+                             after a restart",
+                            s.changelog
+                        ));
                     }
                 }
             }
@@ -1314,6 +1320,7 @@ fn deliver(
     // outputs, so the batch's offsets are committed only once its changelog records are
     // acknowledged too. Exactly once, they wait for the partition's next commit.
     let at_least_once = partition.transaction.is_none();
+    let mut state_lost = false;
     for s in partition.states.iter().filter(|_| at_least_once) {
         match s.state.flush() {
             Ok(changes) => {
@@ -1335,9 +1342,20 @@ fn deliver(
             }
             Err(e) => {
                 acks.fail();
-                shared.fatal.set(format!("{e}"));
+                state_lost = true;
+                shared.fatal.set(format!(
+                    "{e}; {}[{}] is committed only up to the records whose state was written: \
+                     the rest are read again after a restart",
+                    partition.topic, partition.partition,
+                ));
             }
         }
+    }
+    if state_lost {
+        // Nothing of a batch whose state could not be written goes out: the run stops, and its
+        // records are read again after a restart against the state as it was before them.
+        partition.abandoned();
+        return;
     }
     let mut failures: Vec<Failure> = output
         .failures

@@ -32,3 +32,57 @@ pub fn component(name: &str) -> PathBuf {
 pub fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
+
+/// A real filesystem of `size` bytes (a tmpfs, e.g. "1m"), unmounted when dropped: filling it is
+/// the honest way to see what weir does when its disk is full. Needs root (or CAP_SYS_ADMIN);
+/// where `mount` is refused the test fails saying so, rather than skipping.
+pub struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    pub fn mount(size: &str) -> SmallDisk {
+        let disk = SmallDisk(scratch());
+        disk.mount_with(&format!("size={size}"));
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        assert!(
+            mounts.contains(&format!(" {} tmpfs ", disk.path().display())),
+            "mount reported success but {} is not a tmpfs mount point",
+            disk.path().display()
+        );
+        disk
+    }
+
+    /// Make room, as an operator freeing space would.
+    pub fn grow(&self, size: &str) {
+        self.mount_with(&format!("remount,size={size}"));
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    fn mount_with(&self, options: &str) {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(self.path())
+            .output();
+        match out {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => panic!(
+                "this test fills a real filesystem: it needs to mount a tmpfs (as root, or with \
+                 CAP_SYS_ADMIN), and `mount -o {options}` failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Err(e) => panic!("this test needs `mount` to make a small filesystem: {e}"),
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazy: files a failed test left open must not keep it mounted.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.path())
+            .status();
+    }
+}

@@ -169,10 +169,10 @@ impl StateStore {
         })?;
         for n in 0..INSTANCES {
             let path = dir.join(format!("instance-{n}"));
-            match Self::open_at(&path, cache_bytes) {
+            match Self::try_open(&path, cache_bytes) {
                 Ok(store) => return Ok(Arc::new(store)),
-                Err(fjall::Error::Locked) => continue,
-                Err(cause) => {
+                Err(None) => continue,
+                Err(Some(cause)) => {
                     let aside = dir.join(format!(
                         "instance-{n}.corrupt-{}",
                         std::time::SystemTime::now()
@@ -202,6 +202,28 @@ impl StateStore {
             dir: dir.to_path_buf(),
             cause: format!("all {INSTANCES} instance directories are in use by other processes"),
         })
+    }
+
+    /// [`StateStore::open_at`], telling a store another process holds (`None`) from one that
+    /// cannot be opened, with why. fjall 3.1 panics, rather than failing, on some journals torn
+    /// by a full disk: that counts as a store that cannot be opened.
+    fn try_open(path: &Path, cache_bytes: u64) -> Result<StateStore, Option<String>> {
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::open_at(path, cache_bytes)
+        }));
+        match opened {
+            Ok(Ok(store)) => Ok(store),
+            Ok(Err(fjall::Error::Locked)) => Err(None),
+            Ok(Err(cause)) => Err(Some(cause.to_string())),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("a panic");
+                Err(Some(format!("recovering its journal failed: {what}")))
+            }
+        }
     }
 
     fn open_at(path: &Path, cache_bytes: u64) -> Result<StateStore, fjall::Error> {

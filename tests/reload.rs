@@ -202,6 +202,96 @@ fn a_config_change_keeps_the_stage_state() {
     assert_eq!(after[1]["seen"], 4);
 }
 
+/// Point the link `..data` in `dir` at a new directory `..NAME` holding `files` (name, content),
+/// the way Kubernetes updates a mounted ConfigMap: the new directory is written whole, a new
+/// link is renamed over `..data` (one atomic step), and the old directory removed.
+fn switch_configmap(dir: &Path, name: &str, files: &[(&str, Vec<u8>)]) {
+    let version = dir.join(format!("..{name}"));
+    std::fs::create_dir(&version).unwrap();
+    for (file, content) in files {
+        std::fs::write(version.join(file), content).unwrap();
+    }
+    let data = dir.join("..data");
+    let old = std::fs::read_link(&data).ok();
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(version.file_name().unwrap(), &tmp).unwrap();
+    std::fs::rename(&tmp, &data).unwrap();
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old)).unwrap();
+    }
+}
+
+#[test]
+fn files_behind_a_switched_symlink_are_reloaded() {
+    // A ConfigMap holding the pipeline file and the plugin, mounted as Kubernetes does:
+    // `pipeline.toml -> ..data/pipeline.toml`, `tag.wasm -> ..data/tag.wasm`, `..data -> ..v1`.
+    let dir = common::scratch();
+    let pipeline_text = |config: &str| {
+        format!("[[stage]]\nname = \"tag\"\nplugin = \"tag.wasm\"\nconfig = {config}\n")
+            .into_bytes()
+    };
+    let build = |name: &str| std::fs::read(common::component(name)).unwrap();
+    switch_configmap(
+        dir.path(),
+        "v1",
+        &[
+            ("pipeline.toml", pipeline_text("{}")),
+            ("tag.wasm", build("tag-v1")),
+        ],
+    );
+    for file in ["pipeline.toml", "tag.wasm"] {
+        std::os::unix::fs::symlink(format!("..data/{file}"), dir.path().join(file)).unwrap();
+    }
+    let pipeline = Pipeline::load(&dir.path().join("pipeline.toml")).unwrap();
+    let engine = Engine::new(Engine::default_cache_dir()).unwrap();
+    let stages = Stages::load(&engine, &pipeline).unwrap();
+    let reloader = Reloader::start(engine, &pipeline, &stages).unwrap();
+    let mut chain = LiveChain::start(&stages, Some(&reloader.live())).unwrap();
+    assert!(values(&mut chain, 0, 3).iter().all(|v| v["version"] == 1));
+
+    // The plugin changes behind `..data`; no event names `tag.wasm` itself.
+    switch_configmap(
+        dir.path(),
+        "v2",
+        &[
+            ("pipeline.toml", pipeline_text("{}")),
+            ("tag.wasm", build("tag-v2")),
+        ],
+    );
+    published(&reloader, 1);
+    chain.refresh();
+    assert!(values(&mut chain, 3, 3).iter().all(|v| v["version"] == 2));
+
+    // Both files change in the next update, and the watch has followed `..data` to `..v2`.
+    switch_configmap(
+        dir.path(),
+        "v3",
+        &[
+            ("pipeline.toml", pipeline_text("{ field = \"release\" }")),
+            ("tag.wasm", build("tag-v1")),
+        ],
+    );
+    published(&reloader, 2);
+    chain.refresh();
+    let tagged = values(&mut chain, 6, 3);
+    assert!(
+        tagged
+            .iter()
+            .all(|v| v["release"] == 1 && v.get("version").is_none()),
+        "{tagged:?}"
+    );
+
+    // A file the links resolve to, rewritten in place.
+    replace_in_place(
+        &common::component("tag-v2"),
+        &dir.path().join("..v3/tag.wasm"),
+    );
+    published(&reloader, 3);
+    chain.refresh();
+    assert!(values(&mut chain, 9, 3).iter().all(|v| v["release"] == 2));
+    assert_eq!(reloader.live().rejected(), 0);
+}
+
 /// Says "delivered" once set, as the sink's acknowledgements do.
 #[derive(Default)]
 struct Acked(AtomicBool);
@@ -701,24 +791,27 @@ fn produce_and_read(setup: &Setup, from: u64, count: u64) -> Vec<Value> {
 }
 
 #[test]
-fn sighup_and_weir_reload_pick_up_a_change_the_watcher_cannot_see() {
+fn sighup_and_weir_reload_reload_files_that_are_not_watched() {
     let setup = Setup::new("sighup", 2);
-    // The stage's plugin is a symlink to a release elsewhere, as deploy tools lay files out: the
-    // release is rewritten where no watched directory sees it.
+    // The stage's plugin is a symlink to a release elsewhere, as deploy tools lay files out, and
+    // nothing is watched: only SIGHUP can bring a change in.
     let releases = setup.dir.path().join("releases");
     std::fs::create_dir(&releases).unwrap();
     let release = releases.join("tag.wasm");
     std::fs::copy(common::component("tag-v1"), &release).unwrap();
-    let pipeline = setup.write_pipeline(&setup.topics(), "{}", "");
+    let pipeline = setup.write_pipeline(&setup.topics(), "{}", "[reload]\nwatch = false\n");
     std::os::unix::fs::symlink(&release, setup.plugin()).unwrap();
     let mut weir = Weir::start(weir_bin(), &pipeline);
     weir.wait_for_log("assigned", Duration::from_secs(60));
     produce_and_expect(&setup, &weir, 0, 20, 1);
 
     replace_in_place(&common::component("tag-v2"), &release);
+    // Left alone, the change stays out.
+    thread::sleep(Duration::from_secs(1));
+    produce_and_expect(&setup, &weir, 20, 20, 1);
     weir.signal("HUP");
     weir.wait_for_log("generation 1 published", Duration::from_secs(60));
-    produce_and_expect(&setup, &weir, 20, 20, 2);
+    produce_and_expect(&setup, &weir, 40, 20, 2);
 
     // `weir reload PIPELINE` finds the running process by its pipeline file and does the same.
     replace_in_place(&common::component("tag-v1"), &release);
@@ -738,9 +831,28 @@ fn sighup_and_weir_reload_pick_up_a_change_the_watcher_cannot_see() {
         String::from_utf8_lossy(&out.stdout)
     );
     weir.wait_for_log("generation 2 published", Duration::from_secs(60));
-    produce_and_expect(&setup, &weir, 40, 20, 1);
-    let (output, log) = finish(&setup, weir, 60);
-    every_input_once(&output, 60, &log);
+    produce_and_expect(&setup, &weir, 60, 20, 1);
+    let (output, log) = finish(&setup, weir, 80);
+    every_input_once(&output, 80, &log);
+}
+
+#[test]
+fn weir_run_reloads_a_plugin_behind_a_switched_symlink() {
+    let setup = Setup::new("symlink", 2);
+    // `tag.wasm -> ..data/tag.wasm`, `..data -> ..v1`: a ConfigMap as Kubernetes mounts it.
+    let build = |name: &str| std::fs::read(common::component(name)).unwrap();
+    switch_configmap(setup.dir.path(), "v1", &[("tag.wasm", build("tag-v1"))]);
+    std::os::unix::fs::symlink("..data/tag.wasm", setup.plugin()).unwrap();
+    let pipeline = setup.write_pipeline(&setup.topics(), "{}", "");
+    let mut weir = Weir::start(weir_bin(), &pipeline);
+    weir.wait_for_log("assigned", Duration::from_secs(60));
+    produce_and_expect(&setup, &weir, 0, 20, 1);
+
+    switch_configmap(setup.dir.path(), "v2", &[("tag.wasm", build("tag-v2"))]);
+    weir.wait_for_log("generation 1 published", Duration::from_secs(60));
+    produce_and_expect(&setup, &weir, 20, 20, 2);
+    let (output, log) = finish(&setup, weir, 40);
+    every_input_once(&output, 40, &log);
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //!
 //! A watcher thread ([`Reloader`]) watches the directories of the pipeline file and of every
 //! stage's plugin (directories, not files: editors and build tools replace files by rename, which
-//! a watch on the file itself would lose). After a quiet period ([`QUIET`]) it reads the changed
+//! a watch on the file itself would lose), and where a file is a symlink or lies behind one, the
+//! directories of every link on the way and of the file it resolves to, following them as they
+//! are switched (a Kubernetes ConfigMap's `..data`, a release directory). After a quiet period ([`QUIET`]) it reads the changed
 //! files, compares content hashes (a touch without a change does nothing), and builds a candidate
 //! version of the stages *off the data path*: the new component is compiled, its world checked,
 //! and every stage instantiated with its config so `init` judges it. Only a fully validated
@@ -31,7 +33,7 @@
 //! [`ROLLBACK_RATE`]), the version it replaced is put back and the rollback counted.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     ops::{Deref, DerefMut},
     path::{Path, PathBuf},
     sync::{
@@ -494,7 +496,7 @@ impl Reloader {
             settings: pipeline.reload,
             watcher,
             dirs: HashSet::new(),
-            files: HashSet::new(),
+            paths: HashMap::new(),
         };
         watch.watch_current();
         let thread = thread::Builder::new()
@@ -538,18 +540,63 @@ fn is_change(kind: &EventKind) -> bool {
     }
 }
 
-/// How a watched file is matched to events: its directory, resolved, joined with its name (the
-/// watcher reports paths under the directory it was given).
+/// How a watched file is known: its absolute path as the pipeline names it. Symlinks on the way
+/// are deliberately not resolved here: what they point at may change while the file is watched
+/// (see [`resolution`]), and the file must stay the same file across that change.
 fn key(path: &Path) -> PathBuf {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    match path.file_name() {
-        Some(name) => dir.join(name),
-        None => dir,
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The most symlinks followed in resolving one path (Linux's limit): a loop ends there.
+const MAX_LINKS: usize = 40;
+
+/// The paths whose change can change what reading `file` (absolute) gives, spelled through real
+/// directories, as the watcher reports paths under the directories it watches: `file` itself,
+/// and where it is a symlink or lies under one, every link met while resolving it and the file
+/// it resolves to.
+///
+/// Watching `file`'s directory alone misses what happens behind a link. Kubernetes mounts a
+/// ConfigMap as `name -> ..data/name`, `..data` being a link to a directory holding the current
+/// version, and updates it by renaming a new link over `..data`: the events name `..data`, never
+/// `name`. A plugin linked to a release elsewhere changes where no watched directory sees it.
+fn resolution(file: &Path) -> Vec<PathBuf> {
+    use std::path::Component;
+    fn parts(path: &Path) -> impl DoubleEndedIterator<Item = Component<'_>> {
+        path.components()
+            .filter(|c| !matches!(c, Component::CurDir | Component::Prefix(_)))
     }
+    let mut found = vec![file.to_path_buf()];
+    let mut todo: std::collections::VecDeque<std::ffi::OsString> =
+        std::collections::VecDeque::new();
+    // Components are kept as text: `/` for the root, `..` for a parent.
+    let text = |c: Component<'_>| c.as_os_str().to_os_string();
+    todo.extend(parts(file).map(text));
+    let mut at = PathBuf::from("/");
+    let mut links = 0;
+    while let Some(part) = todo.pop_front() {
+        if part == "/" {
+            at = PathBuf::from("/");
+        } else if part == ".." {
+            at.pop();
+        } else {
+            let next = at.join(&part);
+            match std::fs::read_link(&next) {
+                Ok(target) if links < MAX_LINKS => {
+                    links += 1;
+                    // A relative target is resolved from the link's directory: `at` as it is.
+                    for c in parts(&target).rev() {
+                        todo.push_front(text(c));
+                    }
+                    found.push(next);
+                }
+                _ => at = next,
+            }
+        }
+    }
+    found.push(at);
+    let mut seen = HashSet::new();
+    found.retain(|p| seen.insert(p.clone()));
+    found
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -570,15 +617,16 @@ struct Watch {
     watcher: Option<notify::RecommendedWatcher>,
     /// Directories watched.
     dirs: HashSet<PathBuf>,
-    /// Files whose events count (see [`Watch::watched`]).
-    files: HashSet<PathBuf>,
+    /// The paths whose events count, each with the watched files (see [`Watch::watched`]) it
+    /// may change: a file, and the links behind it and what they resolve to (see
+    /// [`resolution`]).
+    paths: HashMap<PathBuf, HashSet<PathBuf>>,
 }
 
 impl Watch {
-    /// Watch the directory of `file` (once).
-    fn watch(&mut self, file: &Path) {
-        let file = key(file);
-        let (Some(dir), Some(watcher)) = (file.parent(), &mut self.watcher) else {
+    /// Watch the directory `dir` (once).
+    fn watch(&mut self, dir: &Path) {
+        let Some(watcher) = &mut self.watcher else {
             return;
         };
         if self.dirs.contains(dir) {
@@ -608,10 +656,13 @@ impl Watch {
                 Ok(Msg::Changed(paths)) => {
                     // Only a watched file restarts the quiet period: other files in the same
                     // directories (a log being written, say) must not hold a check back.
-                    let mut relevant = paths.into_iter().filter(|p| self.files.contains(p));
-                    if let Some(first) = relevant.next() {
-                        dirty.insert(first);
-                        dirty.extend(relevant);
+                    let mut relevant = paths
+                        .iter()
+                        .filter_map(|p| self.paths.get(p))
+                        .flatten()
+                        .peekable();
+                    if relevant.peek().is_some() {
+                        dirty.extend(relevant.cloned());
                         deadline = Some(Instant::now() + QUIET);
                     }
                 }
@@ -629,11 +680,13 @@ impl Watch {
                 Err(RecvTimeoutError::Timeout) => {
                     deadline = None;
                     if all {
-                        dirty.extend(self.files.iter().cloned());
+                        dirty.extend(self.watched());
                         all = false;
                     }
                     if !dirty.is_empty() {
                         self.check(&std::mem::take(&mut dirty));
+                        // Whatever the outcome, links may now point elsewhere: follow them.
+                        self.watch_current();
                         self.live.checks.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -653,12 +706,32 @@ impl Watch {
         files
     }
 
-    /// Watch the directories of the current version's files, and match events against them.
+    /// Watch the directories of the current version's files and of what they resolve to, and
+    /// match events against them; directories no longer needed are let go.
     fn watch_current(&mut self) {
+        let mut paths: HashMap<PathBuf, HashSet<PathBuf>> = HashMap::new();
         for file in self.watched() {
-            self.watch(&file);
+            for path in resolution(&file) {
+                paths.entry(path).or_default().insert(file.clone());
+            }
         }
-        self.files = self.watched();
+        let dirs: HashSet<PathBuf> = paths
+            .keys()
+            .filter_map(|p| p.parent())
+            .map(Path::to_path_buf)
+            .collect();
+        for dir in &dirs {
+            self.watch(dir);
+        }
+        let gone: Vec<PathBuf> = self.dirs.difference(&dirs).cloned().collect();
+        for dir in gone {
+            // A directory that was removed is no longer watched anyway.
+            if let Some(watcher) = &mut self.watcher {
+                let _ = watcher.unwatch(&dir);
+            }
+            self.dirs.remove(&dir);
+        }
+        self.paths = paths;
     }
 
     /// Build a candidate from the changed files, validate it, and publish it if it is whole.
@@ -707,7 +780,6 @@ impl Watch {
             }
         };
         let generation = self.publish(candidate, chain, Some(current));
-        self.watch_current();
         tracing::info!(
             "reload: generation {generation} published: {}",
             changed.join("; ")
@@ -1168,14 +1240,65 @@ mod tests {
     }
 
     #[test]
-    fn files_are_matched_by_resolved_directory_and_name() {
+    fn a_file_is_known_by_its_absolute_path_with_its_links_unresolved() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.wasm");
         let roundabout = dir.path().join(".").join("p.wasm");
         assert_eq!(key(&file), key(&roundabout));
+        std::os::unix::fs::symlink("elsewhere.wasm", &file).unwrap();
+        assert_eq!(key(&file), std::path::absolute(&file).unwrap());
+    }
+
+    #[test]
+    fn a_file_behind_links_is_watched_through_every_link_and_its_target() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        // A ConfigMap as Kubernetes mounts it: `p.wasm -> ..data/p.wasm`, `..data -> ..v1`.
+        std::fs::create_dir(root.join("..v1")).unwrap();
+        std::fs::write(root.join("..v1/p.wasm"), b"v1").unwrap();
+        symlink("..v1", root.join("..data")).unwrap();
+        symlink("..data/p.wasm", root.join("p.wasm")).unwrap();
+        let through_data = vec![
+            root.join("p.wasm"),
+            root.join("..data"),
+            root.join("..v1/p.wasm"),
+        ];
+        assert_eq!(resolution(&root.join("p.wasm")), through_data);
+
+        // A plain file is only itself.
         assert_eq!(
-            key(&file),
-            dir.path().canonicalize().unwrap().join("p.wasm")
+            resolution(&root.join("..v1/p.wasm")),
+            vec![root.join("..v1/p.wasm")]
         );
+        // A link from another directory, relative with `..`, then through the same links.
+        std::fs::create_dir(root.join("sub")).unwrap();
+        symlink("../p.wasm", root.join("sub/q.wasm")).unwrap();
+        let mut from_sub = vec![root.join("sub/q.wasm")];
+        from_sub.extend(through_data.clone());
+        assert_eq!(resolution(&root.join("sub/q.wasm")), from_sub);
+        // An absolute link, and a link in the middle of the path.
+        symlink(root.join("..data"), root.join("abs")).unwrap();
+        assert_eq!(
+            resolution(&root.join("abs/p.wasm")),
+            vec![
+                root.join("abs/p.wasm"),
+                root.join("abs"),
+                root.join("..data"),
+                root.join("..v1/p.wasm")
+            ]
+        );
+        // The update: `..data` renamed over by a link to the next version.
+        std::fs::create_dir(root.join("..v2")).unwrap();
+        std::fs::write(root.join("..v2/p.wasm"), b"v2").unwrap();
+        symlink("..v2", root.join("..data_tmp")).unwrap();
+        std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+        assert_eq!(
+            resolution(&root.join("p.wasm"))[2],
+            root.join("..v2/p.wasm")
+        );
+        // A loop ends.
+        symlink("loop", root.join("loop")).unwrap();
+        assert_eq!(resolution(&root.join("loop")), vec![root.join("loop")]);
     }
 }

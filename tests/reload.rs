@@ -292,6 +292,122 @@ fn files_behind_a_switched_symlink_are_reloaded() {
     assert_eq!(reloader.live().rejected(), 0);
 }
 
+/// A pipeline of one `count` stage (keyed state) running the component `build` from a file of
+/// its own, watched, with `extra` after the stage; the plugin file, the reloader, a worker's
+/// chain and the stage's state, handed to the chain as `weir run` does.
+fn watched_count(
+    build: &str,
+    extra: &str,
+) -> (
+    tempfile::TempDir,
+    PathBuf,
+    Reloader,
+    LiveChain,
+    weir::engine::SharedState,
+) {
+    let dir = common::scratch();
+    let plugin = dir.path().join("count.wasm");
+    std::fs::copy(common::component(build), &plugin).unwrap();
+    let path = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &path,
+        format!("[[stage]]\nname = \"count\"\nplugin = \"count.wasm\"\n{extra}"),
+    )
+    .unwrap();
+    let pipeline = Pipeline::load(&path).unwrap();
+    let engine = Engine::new(Engine::default_cache_dir()).unwrap();
+    let stages = Stages::load(&engine, &pipeline).unwrap();
+    assert_eq!(stages.stateful(), vec![(0, "count".to_string())]);
+    let reloader = Reloader::start(engine, &pipeline, &stages).unwrap();
+    let mut chain = LiveChain::start(&stages, Some(&reloader.live())).unwrap();
+    let state = MemoryState::shared();
+    chain.set_state(0, state.clone());
+    (dir, plugin, reloader, chain, state)
+}
+
+/// `(version, count)` of each output of `count` records through `chain`.
+fn counted(
+    chain: &mut LiveChain,
+    state: &weir::engine::SharedState,
+    from: u64,
+    count: u64,
+) -> Vec<(Value, Value)> {
+    chain.set_state(0, state.clone());
+    values(chain, from, count)
+        .into_iter()
+        .map(|v| (v["version"].clone(), v["count"].clone()))
+        .collect()
+}
+
+#[test]
+fn a_build_of_a_lower_state_version_is_refused() {
+    // count-v2 keeps its state at state version 1, count-v1 at 0.
+    let (_dir, plugin, reloader, mut chain, state) = watched_count("count-v1", "");
+    assert_eq!(
+        counted(&mut chain, &state, 0, 2),
+        [(json!(1), json!(1)), (json!(1), json!(2))]
+    );
+    replace_by_rename(&common::component("count-v2"), &plugin);
+    published(&reloader, 1);
+    chain.refresh();
+    assert_eq!(counted(&mut chain, &state, 2, 1), [(json!(2), json!(3))]);
+
+    // Back to count-v1: it could not read what count-v2 has written.
+    replace_by_rename(&common::component("count-v1"), &plugin);
+    checked(&reloader, 2);
+    assert_eq!(reloader.live().rejected(), 1);
+    assert_eq!(reloader.live().current().generation(), 1);
+    chain.refresh();
+    assert_eq!(counted(&mut chain, &state, 3, 1), [(json!(2), json!(4))]);
+}
+
+#[test]
+fn a_build_of_a_lower_state_version_than_the_one_started_with_is_refused() {
+    let (_dir, plugin, reloader, mut chain, state) = watched_count("count-v2", "");
+    assert_eq!(counted(&mut chain, &state, 0, 1), [(json!(2), json!(1))]);
+    replace_by_rename(&common::component("count-v1"), &plugin);
+    checked(&reloader, 1);
+    assert_eq!(reloader.live().rejected(), 1);
+    assert_eq!(reloader.live().current().generation(), 0);
+}
+
+#[test]
+fn a_failing_version_that_raised_the_state_version_is_not_rolled_back() {
+    let (_dir, plugin, reloader, mut chain, state) = watched_count(
+        "count-v1",
+        "[reload]\ntrial_records = 20\nrollback_rate = 0.1\n",
+    );
+    let live = reloader.live();
+    assert_eq!(counted(&mut chain, &state, 0, 1), [(json!(1), json!(1))]);
+    replace_by_rename(&common::component("count-v2"), &plugin);
+    published(&reloader, 1);
+    chain.refresh();
+    // count-v2 counts a record before it reads its value: one that is not JSON fails after
+    // the key's count was stored at state version 1.
+    chain.set_state(0, state.clone());
+    let garbage: Vec<Record> = (1..11)
+        .map(|n| Record {
+            value: Some(b"not json".to_vec()),
+            ..record(n)
+        })
+        .collect();
+    let out = chain.process(garbage);
+    assert_eq!(out.failures.len(), 10);
+    let started = Instant::now();
+    while live.rejected() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the rollback was neither done nor refused within 30s (generation {}, {} rollbacks)",
+            live.current().generation(),
+            live.rollbacks()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!((live.rollbacks(), live.current().generation()), (0, 1));
+    chain.refresh();
+    assert_eq!(counted(&mut chain, &state, 11, 1)[0].0, json!(2));
+}
+
 /// Says "delivered" once set, as the sink's acknowledgements do.
 #[derive(Default)]
 struct Acked(AtomicBool);
@@ -986,6 +1102,13 @@ fn a_version_that_renames_a_field_of_its_state_counts_on_from_the_old_one() {
         after.iter().all(|v| v["version"] == 2),
         "log:\n{}",
         weir.log()
+    );
+    // Going back to count-v1 is refused: it cannot read what count-v2 has written.
+    replace_by_rename(&common::component("count-v1"), &setup.plugin());
+    wait_for_rejection(
+        &mut weir,
+        &setup.plugin().display().to_string(),
+        "it is state version 0 and stage `tag` has run state version 1",
     );
     let (output, log) = finish(&setup, weir, 240);
     every_input_once(&output, 240, &log);

@@ -26,11 +26,13 @@
 //! when partitions are assigned): such a version is rejected. A stage's state carries over to
 //! its new version as it is; a version that changes the shape of its state declares a higher
 //! state version and migrates older values as it reads them (see the `versioned-state` WIT
-//! world and `engine::host`).
+//! world and `engine::host`). Migrations only go forward: a build of a lower state version than
+//! a stage has run in this process is rejected, since it could not read what the newer wrote.
 //!
 //! A new version is also on trial for its first records (`[reload] trial_records`, default
 //! [`TRIAL_RECORDS`]): if its changed stages fail more than `rollback_rate` of them (default
-//! [`ROLLBACK_RATE`]), the version it replaced is put back and the rollback counted.
+//! [`ROLLBACK_RATE`]), the version it replaced is put back and the rollback counted, unless the
+//! new version raised a stage's state version (see `Watch::roll_back` for why it then stays).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -230,7 +232,8 @@ impl Live {
         }
     }
 
-    /// Candidate versions rejected so far.
+    /// Versions refused so far: candidates that did not pass, and rollbacks refused because the
+    /// version on trial raised a stage's state version (see `Watch::roll_back`).
     pub fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
     }
@@ -497,6 +500,7 @@ impl Reloader {
             watcher,
             dirs: HashSet::new(),
             paths: HashMap::new(),
+            state_versions: HashMap::new(),
         };
         watch.watch_current();
         let thread = thread::Builder::new()
@@ -621,6 +625,32 @@ struct Watch {
     /// may change: a file, and the links behind it and what they resolve to (see
     /// [`resolution`]).
     paths: HashMap<PathBuf, HashSet<PathBuf>>,
+    /// For each stage that keeps state, the highest state version of the builds it has run
+    /// since `weir run` started: its state may hold values of that version, which no build of a
+    /// lower one can read.
+    state_versions: HashMap<String, u32>,
+}
+
+/// A build that would run a stage's state at a lower state version than the stage has run.
+struct Downgrade {
+    stage: String,
+    /// The build's plugin file and content hash.
+    file: PathBuf,
+    hash: String,
+    /// The build's state version.
+    version: u32,
+    /// The highest the stage has run.
+    highest: u32,
+}
+
+/// The state version of each stage of `chain` (a chain of `stages`) that keeps state.
+fn state_versions(stages: &Stages, chain: &Chain) -> Vec<(String, u32)> {
+    let stateful: HashSet<String> = stages.stateful().into_iter().map(|(_, n)| n).collect();
+    chain
+        .instances()
+        .filter(|(name, _)| stateful.contains(*name))
+        .map(|(name, instance)| (name.to_string(), instance.state_version()))
+        .collect()
 }
 
 impl Watch {
@@ -644,6 +674,16 @@ impl Watch {
     }
 
     fn run(mut self, inbox: Receiver<Msg>) {
+        // The state versions the running builds write, learned here rather than in
+        // `Reloader::start` so `weir run` does not wait for one more chain to start.
+        let first = self.live.current();
+        match first.stages.start() {
+            Ok(chain) => self.ran(&first.stages, &chain),
+            Err(e) => tracing::warn!(
+                "reload: cannot start the running stages to learn their state versions ({e}): \
+                 a new build of a lower state version is not refused"
+            ),
+        }
         let mut dirty: HashSet<PathBuf> = HashSet::new();
         let mut deadline: Option<Instant> = None;
         let mut all = false;
@@ -779,6 +819,21 @@ impl Watch {
                 return;
             }
         };
+        if let Some(d) = self.downgrade(&candidate, &chain) {
+            self.live.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                "reload: {} rejected, the running version stays: it is state version {} and \
+                 stage `{}` has run state version {}: values the newer build wrote cannot be read \
+                 by an older one (nor migrated back), so every record of their keys would fail; \
+                 release a build of state version {} or later instead",
+                d.file.display(),
+                d.version,
+                d.stage,
+                d.highest,
+                d.highest
+            );
+            return;
+        }
         let generation = self.publish(candidate, chain, Some(current));
         tracing::info!(
             "reload: generation {generation} published: {}",
@@ -957,7 +1012,8 @@ impl Watch {
 
     /// Publish `stages` (validated; `chain` is one of its chains) as the next generation, with
     /// `previous` to go back to if the new version fails its trial.
-    fn publish(&self, stages: Stages, chain: Chain, previous: Option<Arc<Version>>) -> u64 {
+    fn publish(&mut self, stages: Stages, chain: Chain, previous: Option<Arc<Version>>) -> u64 {
+        self.ran(&stages, &chain);
         let mut spares = vec![chain];
         let workers = self.live.workers.load(Ordering::Relaxed).max(1);
         while spares.len() < workers {
@@ -1009,8 +1065,47 @@ impl Watch {
         generation
     }
 
+    /// Remember the state versions of `stages` (`chain` one of its chains), about to run.
+    fn ran(&mut self, stages: &Stages, chain: &Chain) {
+        for (stage, version) in state_versions(stages, chain) {
+            let highest = self.state_versions.entry(stage).or_insert(version);
+            *highest = (*highest).max(version);
+        }
+    }
+
+    /// The first stage of `stages` (`chain` one of its chains) that keeps state and whose build
+    /// is of a lower state version than the stage has run.
+    fn downgrade(&self, stages: &Stages, chain: &Chain) -> Option<Downgrade> {
+        state_versions(stages, chain)
+            .into_iter()
+            .find_map(|(stage, version)| {
+                let highest = *self.state_versions.get(&stage)?;
+                let (file, hash) = stages
+                    .loaded()
+                    .find(|(s, _)| s.name == stage)
+                    .map(|(s, p)| (s.plugin.clone(), p.hash().to_string()))?;
+                (version < highest).then_some(Downgrade {
+                    stage,
+                    file,
+                    hash,
+                    version,
+                    highest,
+                })
+            })
+    }
+
     /// Put back the version that generation `generation` replaced, if it is still the current
     /// one.
+    ///
+    /// Unless the version on trial raised the state version of a stage that keeps state: then it
+    /// is kept, and the refusal logged as an error and counted in [`Live::rejected`]. Every
+    /// record it processed without failing may have stored a value in its new shape, which the
+    /// older build cannot read (a build never reads the state of a later one, and migrations
+    /// only go forward), so a rollback would turn those keys' records into failures from then
+    /// on, with no way back but a new release, where keeping the new version costs only the
+    /// records it fails, under the error policy (dead letters can be replayed). Rolling back
+    /// only while it has written nothing would be better still, but a worker mid-batch on the
+    /// new version can write between that check and the swap: the refusal does not race.
     fn roll_back(&mut self, generation: u64, records: u64, failures: u64) {
         let current = self.live.current();
         if current.generation != generation {
@@ -1030,6 +1125,36 @@ impl Watch {
                 return;
             }
         };
+        if let Some(d) = self.downgrade(&previous, &chain) {
+            self.live.rejected.fetch_add(1, Ordering::Relaxed);
+            let running = current
+                .stages
+                .loaded()
+                .find(|(s, _)| s.name == d.stage)
+                .map_or_else(String::new, |(_, p)| {
+                    format!(" (sha256:{})", &p.hash()[..12])
+                });
+            tracing::error!(
+                "reload: generation {generation} failed {failures} of its first {records} records \
+                 (more than {}% of {}) but is NOT rolled back to generation {}: stage `{}` \
+                 ({}) runs state version {}{running}, where generation {} ran state \
+                 version {} (sha256:{}), and values written by the newer build cannot be read by \
+                 the older one (nor migrated back), so every record of their keys would fail; \
+                 generation {generation} keeps running and the records it fails follow the error \
+                 policy: release a fixed build of state version {} or later",
+                trial.settings.rollback_rate * 100.0,
+                trial.settings.trial_records,
+                trial.previous_generation,
+                d.stage,
+                d.file.display(),
+                d.highest,
+                trial.previous_generation,
+                d.version,
+                &d.hash[..12],
+                d.highest
+            );
+            return;
+        }
         let back = self.publish(previous, chain, None);
         self.watch_current();
         Metrics::add(&lock(&self.live.metrics).rollbacks, 1);

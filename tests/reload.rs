@@ -8,6 +8,7 @@ mod common;
 
 use std::{
     collections::BTreeMap,
+    ops::Deref,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -17,7 +18,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::kafka::{kafka, unique, In, Kafka, Out, Weir};
+use common::{
+    kafka::{json_of, unique, In, Kafka, Out, Topics, Weir},
+    weir_bin,
+};
 use serde_json::{json, Value};
 use weir::{
     config::Pipeline,
@@ -25,10 +29,6 @@ use weir::{
     pipeline::Stages,
     reload::{LiveChain, Reloader},
 };
-
-fn weir_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_weir"))
-}
 
 /// Replace `to` with a copy of `from` the way build tools do: write beside it, then rename.
 fn replace_by_rename(from: &Path, to: &Path) {
@@ -79,6 +79,16 @@ fn published(reloader: &Reloader, generation: u64) {
     }
 }
 
+/// The stages of the pipeline file `path`, a reloader watching them, and a worker's chain.
+fn reloading(path: &Path) -> (Stages, Reloader, LiveChain) {
+    let pipeline = Pipeline::load(path).unwrap();
+    let engine = Engine::new(Engine::default_cache_dir()).unwrap();
+    let stages = Stages::load(&engine, &pipeline).unwrap();
+    let reloader = Reloader::start(engine, &pipeline, &stages).unwrap();
+    let chain = LiveChain::start(&stages, Some(&reloader.live())).unwrap();
+    (stages, reloader, chain)
+}
+
 /// A pipeline of one `tag` stage running `tag-v1` from a file of its own, watched; the
 /// directory, the plugin file, the reloader and a worker's chain.
 fn watched_tag() -> (tempfile::TempDir, PathBuf, Reloader, LiveChain) {
@@ -87,11 +97,7 @@ fn watched_tag() -> (tempfile::TempDir, PathBuf, Reloader, LiveChain) {
     std::fs::copy(common::component("tag-v1"), &plugin).unwrap();
     let path = dir.path().join("pipeline.toml");
     std::fs::write(&path, "[[stage]]\nname = \"tag\"\nplugin = \"tag.wasm\"\n").unwrap();
-    let pipeline = Pipeline::load(&path).unwrap();
-    let engine = Engine::new(Engine::default_cache_dir()).unwrap();
-    let stages = Stages::load(&engine, &pipeline).unwrap();
-    let reloader = Reloader::start(engine, &pipeline, &stages).unwrap();
-    let chain = LiveChain::start(&stages, Some(&reloader.live())).unwrap();
+    let (_, reloader, chain) = reloading(&path);
     (dir, plugin, reloader, chain)
 }
 
@@ -173,12 +179,8 @@ fn a_config_change_keeps_the_stage_state() {
         )
     };
     std::fs::write(&path, pipeline_text("a")).unwrap();
-    let pipeline = Pipeline::load(&path).unwrap();
-    let engine = Engine::new(Engine::default_cache_dir()).unwrap();
-    let stages = Stages::load(&engine, &pipeline).unwrap();
+    let (stages, reloader, mut chain) = reloading(&path);
     assert_eq!(stages.stateful(), vec![(0, "count".to_string())]);
-    let reloader = Reloader::start(engine, &pipeline, &stages).unwrap();
-    let mut chain = LiveChain::start(&stages, Some(&reloader.live())).unwrap();
     // The host's state of this stage and partition, handed to the chain every batch as
     // `weir run` does.
     let state = MemoryState::shared();
@@ -226,51 +228,35 @@ fn files_behind_a_switched_symlink_are_reloaded() {
     // A ConfigMap holding the pipeline file and the plugin, mounted as Kubernetes does:
     // `pipeline.toml -> ..data/pipeline.toml`, `tag.wasm -> ..data/tag.wasm`, `..data -> ..v1`.
     let dir = common::scratch();
-    let pipeline_text = |config: &str| {
-        format!("[[stage]]\nname = \"tag\"\nplugin = \"tag.wasm\"\nconfig = {config}\n")
-            .into_bytes()
+    // Version `name` of the ConfigMap: the `tag` stage with `config`, running `build`.
+    let update = |name: &str, config: &str, build: &str| {
+        let pipeline =
+            format!("[[stage]]\nname = \"tag\"\nplugin = \"tag.wasm\"\nconfig = {config}\n");
+        let plugin = std::fs::read(common::component(build)).unwrap();
+        switch_configmap(
+            dir.path(),
+            name,
+            &[
+                ("pipeline.toml", pipeline.into_bytes()),
+                ("tag.wasm", plugin),
+            ],
+        );
     };
-    let build = |name: &str| std::fs::read(common::component(name)).unwrap();
-    switch_configmap(
-        dir.path(),
-        "v1",
-        &[
-            ("pipeline.toml", pipeline_text("{}")),
-            ("tag.wasm", build("tag-v1")),
-        ],
-    );
+    update("v1", "{}", "tag-v1");
     for file in ["pipeline.toml", "tag.wasm"] {
         std::os::unix::fs::symlink(format!("..data/{file}"), dir.path().join(file)).unwrap();
     }
-    let pipeline = Pipeline::load(&dir.path().join("pipeline.toml")).unwrap();
-    let engine = Engine::new(Engine::default_cache_dir()).unwrap();
-    let stages = Stages::load(&engine, &pipeline).unwrap();
-    let reloader = Reloader::start(engine, &pipeline, &stages).unwrap();
-    let mut chain = LiveChain::start(&stages, Some(&reloader.live())).unwrap();
+    let (_, reloader, mut chain) = reloading(&dir.path().join("pipeline.toml"));
     assert!(values(&mut chain, 0, 3).iter().all(|v| v["version"] == 1));
 
     // The plugin changes behind `..data`; no event names `tag.wasm` itself.
-    switch_configmap(
-        dir.path(),
-        "v2",
-        &[
-            ("pipeline.toml", pipeline_text("{}")),
-            ("tag.wasm", build("tag-v2")),
-        ],
-    );
+    update("v2", "{}", "tag-v2");
     published(&reloader, 1);
     chain.refresh();
     assert!(values(&mut chain, 3, 3).iter().all(|v| v["version"] == 2));
 
     // Both files change in the next update, and the watch has followed `..data` to `..v2`.
-    switch_configmap(
-        dir.path(),
-        "v3",
-        &[
-            ("pipeline.toml", pipeline_text("{ field = \"release\" }")),
-            ("tag.wasm", build("tag-v1")),
-        ],
-    );
+    update("v3", "{ field = \"release\" }", "tag-v1");
     published(&reloader, 2);
     chain.refresh();
     let tagged = values(&mut chain, 6, 3);
@@ -314,12 +300,8 @@ fn watched_count(
         format!("[[stage]]\nname = \"count\"\nplugin = \"count.wasm\"\n{extra}"),
     )
     .unwrap();
-    let pipeline = Pipeline::load(&path).unwrap();
-    let engine = Engine::new(Engine::default_cache_dir()).unwrap();
-    let stages = Stages::load(&engine, &pipeline).unwrap();
+    let (stages, reloader, mut chain) = reloading(&path);
     assert_eq!(stages.stateful(), vec![(0, "count".to_string())]);
-    let reloader = Reloader::start(engine, &pipeline, &stages).unwrap();
-    let mut chain = LiveChain::start(&stages, Some(&reloader.live())).unwrap();
     let state = MemoryState::shared();
     chain.set_state(0, state.clone());
     (dir, plugin, reloader, chain, state)
@@ -430,11 +412,7 @@ fn a_window_stage_swapped_while_a_fired_window_awaits_delivery_fires_it_once() {
         )
     };
     std::fs::write(&path, text("a")).unwrap();
-    let pipeline = Pipeline::load(&path).unwrap();
-    let engine = Engine::new(Engine::default_cache_dir()).unwrap();
-    let stages = Stages::load(&engine, &pipeline).unwrap();
-    let reloader = Reloader::start(engine, &pipeline, &stages).unwrap();
-    let mut chain = LiveChain::start(&stages, Some(&reloader.live())).unwrap();
+    let (_, reloader, mut chain) = reloading(&path);
     // At least once, as `weir run` sets it: a fired window is marked only once its output is
     // delivered.
     chain.prepare_each(|c| c.defer_until_delivered());
@@ -476,32 +454,24 @@ fn a_window_stage_swapped_while_a_fired_window_awaits_delivery_fires_it_once() {
 
 /// Topics, a group, and a directory for the pipeline file, its plugin and the log.
 struct Setup {
-    kafka: Kafka,
-    dir: tempfile::TempDir,
-    source: String,
-    sink: String,
-    dlq: String,
-    group: String,
+    topics: Topics,
     /// Run under `[delivery] guarantee = "exactly-once"`.
     exactly_once: bool,
 }
 
+impl Deref for Setup {
+    type Target = Topics;
+    fn deref(&self) -> &Topics {
+        &self.topics
+    }
+}
+
 impl Setup {
     fn new(name: &str, partitions: i32) -> Setup {
-        let k = kafka();
-        let s = Setup {
-            kafka: k.clone(),
-            dir: common::scratch(),
-            source: unique(&format!("{name}-in")),
-            sink: unique(&format!("{name}-out")),
-            dlq: unique(&format!("{name}-dlq")),
-            group: unique(&format!("{name}-group")),
+        Setup {
+            topics: Topics::new(name, partitions),
             exactly_once: false,
-        };
-        k.create_topic(&s.source, partitions);
-        k.create_topic(&s.sink, partitions);
-        k.create_topic(&s.dlq, 1);
-        s
+        }
     }
 
     /// The same, under exactly once.
@@ -616,10 +586,6 @@ impl Stream {
         self.stop.store(true, Ordering::Relaxed);
         self.handle.join().unwrap()
     }
-}
-
-fn json_of(out: &Out) -> Value {
-    serde_json::from_str(out.value.as_deref().expect("a value")).expect("JSON value")
 }
 
 /// Per key, the outputs in the order they were written.

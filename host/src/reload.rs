@@ -4,12 +4,12 @@
 //! stage's plugin (directories, not files: editors and build tools replace files by rename, which
 //! a watch on the file itself would lose), and where a file is a symlink or lies behind one, the
 //! directories of every link on the way and of the file it resolves to, following them as they
-//! are switched (a Kubernetes ConfigMap's `..data`, a release directory). After a quiet period ([`QUIET`]) it reads the changed
-//! files, compares content hashes (a touch without a change does nothing), and builds a candidate
-//! version of the stages *off the data path*: the new component is compiled, its world checked,
-//! and every stage instantiated with its config so `init` judges it. Only a fully validated
-//! version is published; anything else is rejected with one log line naming the file and the
-//! reason, and the running version stays.
+//! are switched (a Kubernetes ConfigMap's `..data`, a release directory). After a quiet period
+//! ([`QUIET`]) it reads the changed files, compares content hashes (a touch without a change does
+//! nothing), and builds a candidate version of the stages *off the data path*: the new component
+//! is compiled, its world checked, and every stage instantiated with its config so `init` judges
+//! it. Only a fully validated version is published; anything else is rejected with one log line
+//! naming the file and the reason, and the running version stays.
 //!
 //! Publishing bumps a generation counter. Each worker ([`LiveChain`]) compares it with its own at
 //! the top of every batch (one atomic load) and, when it moved, takes a chain of the new version
@@ -1370,8 +1370,13 @@ mod tests {
         let file = dir.path().join("p.wasm");
         let roundabout = dir.path().join(".").join("p.wasm");
         assert_eq!(key(&file), key(&roundabout));
-        std::os::unix::fs::symlink("elsewhere.wasm", &file).unwrap();
-        assert_eq!(key(&file), std::path::absolute(&file).unwrap());
+        // Through a linked directory, the file is still the one behind the link, whatever the
+        // link points at now.
+        std::fs::create_dir(dir.path().join("v1")).unwrap();
+        std::os::unix::fs::symlink("v1", dir.path().join("current")).unwrap();
+        let linked = dir.path().join("current").join("p.wasm");
+        assert_eq!(key(&linked), std::path::absolute(&linked).unwrap());
+        assert_ne!(key(&linked), key(&dir.path().join("v1").join("p.wasm")));
     }
 
     #[test]

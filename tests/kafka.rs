@@ -6,48 +6,35 @@ mod common;
 
 use std::{
     collections::BTreeMap,
+    ops::Deref,
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use common::kafka::{kafka, partition_ends, rss, unique, Dedicated, In, Kafka, Out, Weir};
+use common::{
+    kafka::{json_of, kafka, partition_ends, rss, Dedicated, In, Kafka, Out, Topics, Weir},
+    weir_bin,
+};
 use serde_json::{json, Value};
 
-fn weir_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_weir"))
-}
-
 /// Topics and a group of one test, and the pipeline file that joins them.
-struct Setup {
-    kafka: Kafka,
-    dir: tempfile::TempDir,
-    source: String,
-    sink: String,
-    dlq: String,
-    group: String,
-    partitions: i32,
+struct Setup(Topics);
+
+impl Deref for Setup {
+    type Target = Topics;
+    fn deref(&self) -> &Topics {
+        &self.0
+    }
 }
 
 impl Setup {
     fn new(name: &str, partitions: i32) -> Setup {
-        Setup::on(kafka(), name, partitions)
+        Setup(Topics::new(name, partitions))
     }
 
     /// The same on broker `k`.
     fn on(k: &Kafka, name: &str, partitions: i32) -> Setup {
-        let s = Setup {
-            kafka: k.clone(),
-            dir: common::scratch(),
-            source: unique(&format!("{name}-in")),
-            sink: unique(&format!("{name}-out")),
-            dlq: unique(&format!("{name}-dlq")),
-            group: unique(&format!("{name}-group")),
-            partitions,
-        };
-        k.create_topic(&s.source, partitions);
-        k.create_topic(&s.sink, partitions);
-        k.create_topic(&s.dlq, 1);
-        s
+        Setup(Topics::on(k, name, partitions))
     }
 
     /// A pipeline file with `stages` (TOML) and `extra` tables, reading the source topic and
@@ -113,10 +100,6 @@ fn orders(n: usize) -> Vec<In> {
             timestamp: Some(1_700_000_000_000 + i as i64),
         })
         .collect()
-}
-
-fn json_of(out: &Out) -> Value {
-    serde_json::from_str(out.value.as_deref().expect("a value")).expect("JSON value")
 }
 
 /// Per key, the values in the order they were written: what one key's readers see, and what

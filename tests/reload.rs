@@ -8,6 +8,7 @@ mod common;
 
 use std::{
     collections::BTreeMap,
+    ops::Deref,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -17,7 +18,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::kafka::{kafka, unique, In, Kafka, Out, Weir};
+use common::{
+    kafka::{json_of, unique, In, Kafka, Out, Topics, Weir},
+    weir_bin,
+};
 use serde_json::{json, Value};
 use weir::{
     config::Pipeline,
@@ -25,10 +29,6 @@ use weir::{
     pipeline::Stages,
     reload::{LiveChain, Reloader},
 };
-
-fn weir_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_weir"))
-}
 
 /// Replace `to` with a copy of `from` the way build tools do: write beside it, then rename.
 fn replace_by_rename(from: &Path, to: &Path) {
@@ -79,6 +79,16 @@ fn published(reloader: &Reloader, generation: u64) {
     }
 }
 
+/// The stages of the pipeline file `path`, a reloader watching them, and a worker's chain.
+fn reloading(path: &Path) -> (Stages, Reloader, LiveChain) {
+    let pipeline = Pipeline::load(path).unwrap();
+    let engine = Engine::new(Engine::default_cache_dir()).unwrap();
+    let stages = Stages::load(&engine, &pipeline).unwrap();
+    let reloader = Reloader::start(engine, &pipeline, &stages).unwrap();
+    let chain = LiveChain::start(&stages, Some(&reloader.live())).unwrap();
+    (stages, reloader, chain)
+}
+
 /// A pipeline of one `tag` stage running `tag-v1` from a file of its own, watched; the
 /// directory, the plugin file, the reloader and a worker's chain.
 fn watched_tag() -> (tempfile::TempDir, PathBuf, Reloader, LiveChain) {
@@ -87,11 +97,7 @@ fn watched_tag() -> (tempfile::TempDir, PathBuf, Reloader, LiveChain) {
     std::fs::copy(common::component("tag-v1"), &plugin).unwrap();
     let path = dir.path().join("pipeline.toml");
     std::fs::write(&path, "[[stage]]\nname = \"tag\"\nplugin = \"tag.wasm\"\n").unwrap();
-    let pipeline = Pipeline::load(&path).unwrap();
-    let engine = Engine::new(Engine::default_cache_dir()).unwrap();
-    let stages = Stages::load(&engine, &pipeline).unwrap();
-    let reloader = Reloader::start(engine, &pipeline, &stages).unwrap();
-    let chain = LiveChain::start(&stages, Some(&reloader.live())).unwrap();
+    let (_, reloader, chain) = reloading(&path);
     (dir, plugin, reloader, chain)
 }
 
@@ -173,12 +179,8 @@ fn a_config_change_keeps_the_stage_state() {
         )
     };
     std::fs::write(&path, pipeline_text("a")).unwrap();
-    let pipeline = Pipeline::load(&path).unwrap();
-    let engine = Engine::new(Engine::default_cache_dir()).unwrap();
-    let stages = Stages::load(&engine, &pipeline).unwrap();
+    let (stages, reloader, mut chain) = reloading(&path);
     assert_eq!(stages.stateful(), vec![(0, "count".to_string())]);
-    let reloader = Reloader::start(engine, &pipeline, &stages).unwrap();
-    let mut chain = LiveChain::start(&stages, Some(&reloader.live())).unwrap();
     // The host's state of this stage and partition, handed to the chain every batch as
     // `weir run` does.
     let state = MemoryState::shared();
@@ -200,6 +202,192 @@ fn a_config_change_keeps_the_stage_state() {
         (json!("b"), json!(3))
     );
     assert_eq!(after[1]["seen"], 4);
+}
+
+/// Point the link `..data` in `dir` at a new directory `..NAME` holding `files` (name, content),
+/// the way Kubernetes updates a mounted ConfigMap: the new directory is written whole, a new
+/// link is renamed over `..data` (one atomic step), and the old directory removed.
+fn switch_configmap(dir: &Path, name: &str, files: &[(&str, Vec<u8>)]) {
+    let version = dir.join(format!("..{name}"));
+    std::fs::create_dir(&version).unwrap();
+    for (file, content) in files {
+        std::fs::write(version.join(file), content).unwrap();
+    }
+    let data = dir.join("..data");
+    let old = std::fs::read_link(&data).ok();
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(version.file_name().unwrap(), &tmp).unwrap();
+    std::fs::rename(&tmp, &data).unwrap();
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old)).unwrap();
+    }
+}
+
+#[test]
+fn files_behind_a_switched_symlink_are_reloaded() {
+    // A ConfigMap holding the pipeline file and the plugin, mounted as Kubernetes does:
+    // `pipeline.toml -> ..data/pipeline.toml`, `tag.wasm -> ..data/tag.wasm`, `..data -> ..v1`.
+    let dir = common::scratch();
+    // Version `name` of the ConfigMap: the `tag` stage with `config`, running `build`.
+    let update = |name: &str, config: &str, build: &str| {
+        let pipeline =
+            format!("[[stage]]\nname = \"tag\"\nplugin = \"tag.wasm\"\nconfig = {config}\n");
+        let plugin = std::fs::read(common::component(build)).unwrap();
+        switch_configmap(
+            dir.path(),
+            name,
+            &[
+                ("pipeline.toml", pipeline.into_bytes()),
+                ("tag.wasm", plugin),
+            ],
+        );
+    };
+    update("v1", "{}", "tag-v1");
+    for file in ["pipeline.toml", "tag.wasm"] {
+        std::os::unix::fs::symlink(format!("..data/{file}"), dir.path().join(file)).unwrap();
+    }
+    let (_, reloader, mut chain) = reloading(&dir.path().join("pipeline.toml"));
+    assert!(values(&mut chain, 0, 3).iter().all(|v| v["version"] == 1));
+
+    // The plugin changes behind `..data`; no event names `tag.wasm` itself.
+    update("v2", "{}", "tag-v2");
+    published(&reloader, 1);
+    chain.refresh();
+    assert!(values(&mut chain, 3, 3).iter().all(|v| v["version"] == 2));
+
+    // Both files change in the next update, and the watch has followed `..data` to `..v2`.
+    update("v3", "{ field = \"release\" }", "tag-v1");
+    published(&reloader, 2);
+    chain.refresh();
+    let tagged = values(&mut chain, 6, 3);
+    assert!(
+        tagged
+            .iter()
+            .all(|v| v["release"] == 1 && v.get("version").is_none()),
+        "{tagged:?}"
+    );
+
+    // A file the links resolve to, rewritten in place.
+    replace_in_place(
+        &common::component("tag-v2"),
+        &dir.path().join("..v3/tag.wasm"),
+    );
+    published(&reloader, 3);
+    chain.refresh();
+    assert!(values(&mut chain, 9, 3).iter().all(|v| v["release"] == 2));
+    assert_eq!(reloader.live().rejected(), 0);
+}
+
+/// A pipeline of one `count` stage (keyed state) running the component `build` from a file of
+/// its own, watched, with `extra` after the stage; the plugin file, the reloader, a worker's
+/// chain and the stage's state, handed to the chain as `weir run` does.
+fn watched_count(
+    build: &str,
+    extra: &str,
+) -> (
+    tempfile::TempDir,
+    PathBuf,
+    Reloader,
+    LiveChain,
+    weir::engine::SharedState,
+) {
+    let dir = common::scratch();
+    let plugin = dir.path().join("count.wasm");
+    std::fs::copy(common::component(build), &plugin).unwrap();
+    let path = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &path,
+        format!("[[stage]]\nname = \"count\"\nplugin = \"count.wasm\"\n{extra}"),
+    )
+    .unwrap();
+    let (stages, reloader, mut chain) = reloading(&path);
+    assert_eq!(stages.stateful(), vec![(0, "count".to_string())]);
+    let state = MemoryState::shared();
+    chain.set_state(0, state.clone());
+    (dir, plugin, reloader, chain, state)
+}
+
+/// `(version, count)` of each output of `count` records through `chain`.
+fn counted(
+    chain: &mut LiveChain,
+    state: &weir::engine::SharedState,
+    from: u64,
+    count: u64,
+) -> Vec<(Value, Value)> {
+    chain.set_state(0, state.clone());
+    values(chain, from, count)
+        .into_iter()
+        .map(|v| (v["version"].clone(), v["count"].clone()))
+        .collect()
+}
+
+#[test]
+fn a_build_of_a_lower_state_version_is_refused() {
+    // count-v2 keeps its state at state version 1, count-v1 at 0.
+    let (_dir, plugin, reloader, mut chain, state) = watched_count("count-v1", "");
+    assert_eq!(
+        counted(&mut chain, &state, 0, 2),
+        [(json!(1), json!(1)), (json!(1), json!(2))]
+    );
+    replace_by_rename(&common::component("count-v2"), &plugin);
+    published(&reloader, 1);
+    chain.refresh();
+    assert_eq!(counted(&mut chain, &state, 2, 1), [(json!(2), json!(3))]);
+
+    // Back to count-v1: it could not read what count-v2 has written.
+    replace_by_rename(&common::component("count-v1"), &plugin);
+    checked(&reloader, 2);
+    assert_eq!(reloader.live().rejected(), 1);
+    assert_eq!(reloader.live().current().generation(), 1);
+    chain.refresh();
+    assert_eq!(counted(&mut chain, &state, 3, 1), [(json!(2), json!(4))]);
+}
+
+#[test]
+fn a_build_of_a_lower_state_version_than_the_one_started_with_is_refused() {
+    let (_dir, plugin, reloader, mut chain, state) = watched_count("count-v2", "");
+    assert_eq!(counted(&mut chain, &state, 0, 1), [(json!(2), json!(1))]);
+    replace_by_rename(&common::component("count-v1"), &plugin);
+    checked(&reloader, 1);
+    assert_eq!(reloader.live().rejected(), 1);
+    assert_eq!(reloader.live().current().generation(), 0);
+}
+
+#[test]
+fn a_failing_version_that_raised_the_state_version_is_not_rolled_back() {
+    let (_dir, plugin, reloader, mut chain, state) = watched_count(
+        "count-v1",
+        "[reload]\ntrial_records = 20\nrollback_rate = 0.1\n",
+    );
+    let live = reloader.live();
+    assert_eq!(counted(&mut chain, &state, 0, 1), [(json!(1), json!(1))]);
+    replace_by_rename(&common::component("count-v2"), &plugin);
+    published(&reloader, 1);
+    chain.refresh();
+    // count-v2 counts a record before it reads its value: one that is not JSON fails after
+    // the key's count was stored at state version 1.
+    chain.set_state(0, state.clone());
+    let garbage: Vec<Record> = (1..11)
+        .map(|n| Record {
+            value: Some(b"not json".to_vec()),
+            ..record(n)
+        })
+        .collect();
+    let out = chain.process(garbage);
+    assert_eq!(out.failures.len(), 10);
+    let started = Instant::now();
+    while live.rejected() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the rollback was neither done nor refused within 30s (generation {}, {} rollbacks)",
+            live.current().generation(),
+            live.rollbacks()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!((live.rollbacks(), live.current().generation()), (0, 1));
+    chain.refresh();
+    assert_eq!(counted(&mut chain, &state, 11, 1)[0].0, json!(2));
 }
 
 /// Says "delivered" once set, as the sink's acknowledgements do.
@@ -224,11 +412,7 @@ fn a_window_stage_swapped_while_a_fired_window_awaits_delivery_fires_it_once() {
         )
     };
     std::fs::write(&path, text("a")).unwrap();
-    let pipeline = Pipeline::load(&path).unwrap();
-    let engine = Engine::new(Engine::default_cache_dir()).unwrap();
-    let stages = Stages::load(&engine, &pipeline).unwrap();
-    let reloader = Reloader::start(engine, &pipeline, &stages).unwrap();
-    let mut chain = LiveChain::start(&stages, Some(&reloader.live())).unwrap();
+    let (_, reloader, mut chain) = reloading(&path);
     // At least once, as `weir run` sets it: a fired window is marked only once its output is
     // delivered.
     chain.prepare_each(|c| c.defer_until_delivered());
@@ -270,32 +454,24 @@ fn a_window_stage_swapped_while_a_fired_window_awaits_delivery_fires_it_once() {
 
 /// Topics, a group, and a directory for the pipeline file, its plugin and the log.
 struct Setup {
-    kafka: Kafka,
-    dir: tempfile::TempDir,
-    source: String,
-    sink: String,
-    dlq: String,
-    group: String,
+    topics: Topics,
     /// Run under `[delivery] guarantee = "exactly-once"`.
     exactly_once: bool,
 }
 
+impl Deref for Setup {
+    type Target = Topics;
+    fn deref(&self) -> &Topics {
+        &self.topics
+    }
+}
+
 impl Setup {
     fn new(name: &str, partitions: i32) -> Setup {
-        let k = kafka();
-        let s = Setup {
-            kafka: k.clone(),
-            dir: common::scratch(),
-            source: unique(&format!("{name}-in")),
-            sink: unique(&format!("{name}-out")),
-            dlq: unique(&format!("{name}-dlq")),
-            group: unique(&format!("{name}-group")),
+        Setup {
+            topics: Topics::new(name, partitions),
             exactly_once: false,
-        };
-        k.create_topic(&s.source, partitions);
-        k.create_topic(&s.sink, partitions);
-        k.create_topic(&s.dlq, 1);
-        s
+        }
     }
 
     /// The same, under exactly once.
@@ -410,10 +586,6 @@ impl Stream {
         self.stop.store(true, Ordering::Relaxed);
         self.handle.join().unwrap()
     }
-}
-
-fn json_of(out: &Out) -> Value {
-    serde_json::from_str(out.value.as_deref().expect("a value")).expect("JSON value")
 }
 
 /// Per key, the outputs in the order they were written.
@@ -701,24 +873,27 @@ fn produce_and_read(setup: &Setup, from: u64, count: u64) -> Vec<Value> {
 }
 
 #[test]
-fn sighup_and_weir_reload_pick_up_a_change_the_watcher_cannot_see() {
+fn sighup_and_weir_reload_reload_files_that_are_not_watched() {
     let setup = Setup::new("sighup", 2);
-    // The stage's plugin is a symlink to a release elsewhere, as deploy tools lay files out: the
-    // release is rewritten where no watched directory sees it.
+    // The stage's plugin is a symlink to a release elsewhere, as deploy tools lay files out, and
+    // nothing is watched: only SIGHUP can bring a change in.
     let releases = setup.dir.path().join("releases");
     std::fs::create_dir(&releases).unwrap();
     let release = releases.join("tag.wasm");
     std::fs::copy(common::component("tag-v1"), &release).unwrap();
-    let pipeline = setup.write_pipeline(&setup.topics(), "{}", "");
+    let pipeline = setup.write_pipeline(&setup.topics(), "{}", "[reload]\nwatch = false\n");
     std::os::unix::fs::symlink(&release, setup.plugin()).unwrap();
     let mut weir = Weir::start(weir_bin(), &pipeline);
     weir.wait_for_log("assigned", Duration::from_secs(60));
     produce_and_expect(&setup, &weir, 0, 20, 1);
 
     replace_in_place(&common::component("tag-v2"), &release);
+    // Left alone, the change stays out.
+    thread::sleep(Duration::from_secs(1));
+    produce_and_expect(&setup, &weir, 20, 20, 1);
     weir.signal("HUP");
     weir.wait_for_log("generation 1 published", Duration::from_secs(60));
-    produce_and_expect(&setup, &weir, 20, 20, 2);
+    produce_and_expect(&setup, &weir, 40, 20, 2);
 
     // `weir reload PIPELINE` finds the running process by its pipeline file and does the same.
     replace_in_place(&common::component("tag-v1"), &release);
@@ -738,9 +913,28 @@ fn sighup_and_weir_reload_pick_up_a_change_the_watcher_cannot_see() {
         String::from_utf8_lossy(&out.stdout)
     );
     weir.wait_for_log("generation 2 published", Duration::from_secs(60));
-    produce_and_expect(&setup, &weir, 40, 20, 1);
-    let (output, log) = finish(&setup, weir, 60);
-    every_input_once(&output, 60, &log);
+    produce_and_expect(&setup, &weir, 60, 20, 1);
+    let (output, log) = finish(&setup, weir, 80);
+    every_input_once(&output, 80, &log);
+}
+
+#[test]
+fn weir_run_reloads_a_plugin_behind_a_switched_symlink() {
+    let setup = Setup::new("symlink", 2);
+    // `tag.wasm -> ..data/tag.wasm`, `..data -> ..v1`: a ConfigMap as Kubernetes mounts it.
+    let build = |name: &str| std::fs::read(common::component(name)).unwrap();
+    switch_configmap(setup.dir.path(), "v1", &[("tag.wasm", build("tag-v1"))]);
+    std::os::unix::fs::symlink("..data/tag.wasm", setup.plugin()).unwrap();
+    let pipeline = setup.write_pipeline(&setup.topics(), "{}", "");
+    let mut weir = Weir::start(weir_bin(), &pipeline);
+    weir.wait_for_log("assigned", Duration::from_secs(60));
+    produce_and_expect(&setup, &weir, 0, 20, 1);
+
+    switch_configmap(setup.dir.path(), "v2", &[("tag.wasm", build("tag-v2"))]);
+    weir.wait_for_log("generation 1 published", Duration::from_secs(60));
+    produce_and_expect(&setup, &weir, 20, 20, 2);
+    let (output, log) = finish(&setup, weir, 40);
+    every_input_once(&output, 40, &log);
 }
 
 #[test]
@@ -874,6 +1068,13 @@ fn a_version_that_renames_a_field_of_its_state_counts_on_from_the_old_one() {
         after.iter().all(|v| v["version"] == 2),
         "log:\n{}",
         weir.log()
+    );
+    // Going back to count-v1 is refused: it cannot read what count-v2 has written.
+    replace_by_rename(&common::component("count-v1"), &setup.plugin());
+    wait_for_rejection(
+        &mut weir,
+        &setup.plugin().display().to_string(),
+        "it is state version 0 and stage `tag` has run state version 1",
     );
     let (output, log) = finish(&setup, weir, 240);
     every_input_once(&output, 240, &log);

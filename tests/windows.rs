@@ -11,7 +11,10 @@ use std::{
     time::Duration,
 };
 
-use common::kafka::{kafka, unique, In, Weir};
+use common::{
+    kafka::{kafka, unique, In, Weir},
+    weir_bin,
+};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use weir::{
@@ -19,10 +22,6 @@ use weir::{
     engine::{Engine, Record},
     pipeline::Chain,
 };
-
-fn weir_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_weir"))
-}
 
 /// A window stage of plugin `plugin` with `settings` (TOML lines), as a pipeline file in `dir`.
 fn pipeline(dir: &Path, plugin: &str, config: &str, settings: &str, head: &str) -> PathBuf {

@@ -2,12 +2,14 @@
 //!
 //! A watcher thread ([`Reloader`]) watches the directories of the pipeline file and of every
 //! stage's plugin (directories, not files: editors and build tools replace files by rename, which
-//! a watch on the file itself would lose). After a quiet period ([`QUIET`]) it reads the changed
-//! files, compares content hashes (a touch without a change does nothing), and builds a candidate
-//! version of the stages *off the data path*: the new component is compiled, its world checked,
-//! and every stage instantiated with its config so `init` judges it. Only a fully validated
-//! version is published; anything else is rejected with one log line naming the file and the
-//! reason, and the running version stays.
+//! a watch on the file itself would lose), and where a file is a symlink or lies behind one, the
+//! directories of every link on the way and of the file it resolves to, following them as they
+//! are switched (a Kubernetes ConfigMap's `..data`, a release directory). After a quiet period
+//! ([`QUIET`]) it reads the changed files, compares content hashes (a touch without a change does
+//! nothing), and builds a candidate version of the stages *off the data path*: the new component
+//! is compiled, its world checked, and every stage instantiated with its config so `init` judges
+//! it. Only a fully validated version is published; anything else is rejected with one log line
+//! naming the file and the reason, and the running version stays.
 //!
 //! Publishing bumps a generation counter. Each worker ([`LiveChain`]) compares it with its own at
 //! the top of every batch (one atomic load) and, when it moved, takes a chain of the new version
@@ -24,14 +26,16 @@
 //! when partitions are assigned): such a version is rejected. A stage's state carries over to
 //! its new version as it is; a version that changes the shape of its state declares a higher
 //! state version and migrates older values as it reads them (see the `versioned-state` WIT
-//! world and `engine::host`).
+//! world and `engine::host`). Migrations only go forward: a build of a lower state version than
+//! a stage has run in this process is rejected, since it could not read what the newer wrote.
 //!
 //! A new version is also on trial for its first records (`[reload] trial_records`, default
 //! [`TRIAL_RECORDS`]): if its changed stages fail more than `rollback_rate` of them (default
-//! [`ROLLBACK_RATE`]), the version it replaced is put back and the rollback counted.
+//! [`ROLLBACK_RATE`]), the version it replaced is put back and the rollback counted, unless the
+//! new version raised a stage's state version (see `Watch::roll_back` for why it then stays).
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     ops::{Deref, DerefMut},
     path::{Path, PathBuf},
     sync::{
@@ -228,7 +232,8 @@ impl Live {
         }
     }
 
-    /// Candidate versions rejected so far.
+    /// Versions refused so far: candidates that did not pass, and rollbacks refused because the
+    /// version on trial raised a stage's state version (see `Watch::roll_back`).
     pub fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
     }
@@ -494,7 +499,8 @@ impl Reloader {
             settings: pipeline.reload,
             watcher,
             dirs: HashSet::new(),
-            files: HashSet::new(),
+            paths: HashMap::new(),
+            state_versions: HashMap::new(),
         };
         watch.watch_current();
         let thread = thread::Builder::new()
@@ -538,18 +544,63 @@ fn is_change(kind: &EventKind) -> bool {
     }
 }
 
-/// How a watched file is matched to events: its directory, resolved, joined with its name (the
-/// watcher reports paths under the directory it was given).
+/// How a watched file is known: its absolute path as the pipeline names it. Symlinks on the way
+/// are deliberately not resolved here: what they point at may change while the file is watched
+/// (see [`resolution`]), and the file must stay the same file across that change.
 fn key(path: &Path) -> PathBuf {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    match path.file_name() {
-        Some(name) => dir.join(name),
-        None => dir,
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The most symlinks followed in resolving one path (Linux's limit): a loop ends there.
+const MAX_LINKS: usize = 40;
+
+/// The paths whose change can change what reading `file` (absolute) gives, spelled through real
+/// directories, as the watcher reports paths under the directories it watches: `file` itself,
+/// and where it is a symlink or lies under one, every link met while resolving it and the file
+/// it resolves to.
+///
+/// Watching `file`'s directory alone misses what happens behind a link. Kubernetes mounts a
+/// ConfigMap as `name -> ..data/name`, `..data` being a link to a directory holding the current
+/// version, and updates it by renaming a new link over `..data`: the events name `..data`, never
+/// `name`. A plugin linked to a release elsewhere changes where no watched directory sees it.
+fn resolution(file: &Path) -> Vec<PathBuf> {
+    use std::path::Component;
+    fn parts(path: &Path) -> impl DoubleEndedIterator<Item = Component<'_>> {
+        path.components()
+            .filter(|c| !matches!(c, Component::CurDir | Component::Prefix(_)))
     }
+    let mut found = vec![file.to_path_buf()];
+    let mut todo: std::collections::VecDeque<std::ffi::OsString> =
+        std::collections::VecDeque::new();
+    // Components are kept as text: `/` for the root, `..` for a parent.
+    let text = |c: Component<'_>| c.as_os_str().to_os_string();
+    todo.extend(parts(file).map(text));
+    let mut at = PathBuf::from("/");
+    let mut links = 0;
+    while let Some(part) = todo.pop_front() {
+        if part == "/" {
+            at = PathBuf::from("/");
+        } else if part == ".." {
+            at.pop();
+        } else {
+            let next = at.join(&part);
+            match std::fs::read_link(&next) {
+                Ok(target) if links < MAX_LINKS => {
+                    links += 1;
+                    // A relative target is resolved from the link's directory: `at` as it is.
+                    for c in parts(&target).rev() {
+                        todo.push_front(text(c));
+                    }
+                    found.push(next);
+                }
+                _ => at = next,
+            }
+        }
+    }
+    found.push(at);
+    let mut seen = HashSet::new();
+    found.retain(|p| seen.insert(p.clone()));
+    found
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -570,15 +621,42 @@ struct Watch {
     watcher: Option<notify::RecommendedWatcher>,
     /// Directories watched.
     dirs: HashSet<PathBuf>,
-    /// Files whose events count (see [`Watch::watched`]).
-    files: HashSet<PathBuf>,
+    /// The paths whose events count, each with the watched files (see [`Watch::watched`]) it
+    /// may change: a file, and the links behind it and what they resolve to (see
+    /// [`resolution`]).
+    paths: HashMap<PathBuf, HashSet<PathBuf>>,
+    /// For each stage that keeps state, the highest state version of the builds it has run
+    /// since `weir run` started: its state may hold values of that version, which no build of a
+    /// lower one can read.
+    state_versions: HashMap<String, u32>,
+}
+
+/// A build that would run a stage's state at a lower state version than the stage has run.
+struct Downgrade {
+    stage: String,
+    /// The build's plugin file and content hash.
+    file: PathBuf,
+    hash: String,
+    /// The build's state version.
+    version: u32,
+    /// The highest the stage has run.
+    highest: u32,
+}
+
+/// The state version of each stage of `chain` (a chain of `stages`) that keeps state.
+fn state_versions(stages: &Stages, chain: &Chain) -> Vec<(String, u32)> {
+    let stateful: HashSet<String> = stages.stateful().into_iter().map(|(_, n)| n).collect();
+    chain
+        .instances()
+        .filter(|(name, _)| stateful.contains(*name))
+        .map(|(name, instance)| (name.to_string(), instance.state_version()))
+        .collect()
 }
 
 impl Watch {
-    /// Watch the directory of `file` (once).
-    fn watch(&mut self, file: &Path) {
-        let file = key(file);
-        let (Some(dir), Some(watcher)) = (file.parent(), &mut self.watcher) else {
+    /// Watch the directory `dir` (once).
+    fn watch(&mut self, dir: &Path) {
+        let Some(watcher) = &mut self.watcher else {
             return;
         };
         if self.dirs.contains(dir) {
@@ -596,6 +674,16 @@ impl Watch {
     }
 
     fn run(mut self, inbox: Receiver<Msg>) {
+        // The state versions the running builds write, learned here rather than in
+        // `Reloader::start` so `weir run` does not wait for one more chain to start.
+        let first = self.live.current();
+        match first.stages.start() {
+            Ok(chain) => self.ran(&first.stages, &chain),
+            Err(e) => tracing::warn!(
+                "reload: cannot start the running stages to learn their state versions ({e}): \
+                 a new build of a lower state version is not refused"
+            ),
+        }
         let mut dirty: HashSet<PathBuf> = HashSet::new();
         let mut deadline: Option<Instant> = None;
         let mut all = false;
@@ -608,10 +696,13 @@ impl Watch {
                 Ok(Msg::Changed(paths)) => {
                     // Only a watched file restarts the quiet period: other files in the same
                     // directories (a log being written, say) must not hold a check back.
-                    let mut relevant = paths.into_iter().filter(|p| self.files.contains(p));
-                    if let Some(first) = relevant.next() {
-                        dirty.insert(first);
-                        dirty.extend(relevant);
+                    let mut relevant = paths
+                        .iter()
+                        .filter_map(|p| self.paths.get(p))
+                        .flatten()
+                        .peekable();
+                    if relevant.peek().is_some() {
+                        dirty.extend(relevant.cloned());
                         deadline = Some(Instant::now() + QUIET);
                     }
                 }
@@ -629,11 +720,13 @@ impl Watch {
                 Err(RecvTimeoutError::Timeout) => {
                     deadline = None;
                     if all {
-                        dirty.extend(self.files.iter().cloned());
+                        dirty.extend(self.watched());
                         all = false;
                     }
                     if !dirty.is_empty() {
                         self.check(&std::mem::take(&mut dirty));
+                        // Whatever the outcome, links may now point elsewhere: follow them.
+                        self.watch_current();
                         self.live.checks.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -653,12 +746,32 @@ impl Watch {
         files
     }
 
-    /// Watch the directories of the current version's files, and match events against them.
+    /// Watch the directories of the current version's files and of what they resolve to, and
+    /// match events against them; directories no longer needed are let go.
     fn watch_current(&mut self) {
+        let mut paths: HashMap<PathBuf, HashSet<PathBuf>> = HashMap::new();
         for file in self.watched() {
-            self.watch(&file);
+            for path in resolution(&file) {
+                paths.entry(path).or_default().insert(file.clone());
+            }
         }
-        self.files = self.watched();
+        let dirs: HashSet<PathBuf> = paths
+            .keys()
+            .filter_map(|p| p.parent())
+            .map(Path::to_path_buf)
+            .collect();
+        for dir in &dirs {
+            self.watch(dir);
+        }
+        let gone: Vec<PathBuf> = self.dirs.difference(&dirs).cloned().collect();
+        for dir in gone {
+            // A directory that was removed is no longer watched anyway.
+            if let Some(watcher) = &mut self.watcher {
+                let _ = watcher.unwatch(&dir);
+            }
+            self.dirs.remove(&dir);
+        }
+        self.paths = paths;
     }
 
     /// Build a candidate from the changed files, validate it, and publish it if it is whole.
@@ -706,8 +819,22 @@ impl Watch {
                 return;
             }
         };
+        if let Some(d) = self.downgrade(&candidate, &chain) {
+            self.live.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                "reload: {} rejected, the running version stays: it is state version {} and \
+                 stage `{}` has run state version {}: values the newer build wrote cannot be read \
+                 by an older one (nor migrated back), so every record of their keys would fail; \
+                 release a build of state version {} or later instead",
+                d.file.display(),
+                d.version,
+                d.stage,
+                d.highest,
+                d.highest
+            );
+            return;
+        }
         let generation = self.publish(candidate, chain, Some(current));
-        self.watch_current();
         tracing::info!(
             "reload: generation {generation} published: {}",
             changed.join("; ")
@@ -885,7 +1012,8 @@ impl Watch {
 
     /// Publish `stages` (validated; `chain` is one of its chains) as the next generation, with
     /// `previous` to go back to if the new version fails its trial.
-    fn publish(&self, stages: Stages, chain: Chain, previous: Option<Arc<Version>>) -> u64 {
+    fn publish(&mut self, stages: Stages, chain: Chain, previous: Option<Arc<Version>>) -> u64 {
+        self.ran(&stages, &chain);
         let mut spares = vec![chain];
         let workers = self.live.workers.load(Ordering::Relaxed).max(1);
         while spares.len() < workers {
@@ -937,8 +1065,47 @@ impl Watch {
         generation
     }
 
+    /// Remember the state versions of `stages` (`chain` one of its chains), about to run.
+    fn ran(&mut self, stages: &Stages, chain: &Chain) {
+        for (stage, version) in state_versions(stages, chain) {
+            let highest = self.state_versions.entry(stage).or_insert(version);
+            *highest = (*highest).max(version);
+        }
+    }
+
+    /// The first stage of `stages` (`chain` one of its chains) that keeps state and whose build
+    /// is of a lower state version than the stage has run.
+    fn downgrade(&self, stages: &Stages, chain: &Chain) -> Option<Downgrade> {
+        state_versions(stages, chain)
+            .into_iter()
+            .find_map(|(stage, version)| {
+                let highest = *self.state_versions.get(&stage)?;
+                let (file, hash) = stages
+                    .loaded()
+                    .find(|(s, _)| s.name == stage)
+                    .map(|(s, p)| (s.plugin.clone(), p.hash().to_string()))?;
+                (version < highest).then_some(Downgrade {
+                    stage,
+                    file,
+                    hash,
+                    version,
+                    highest,
+                })
+            })
+    }
+
     /// Put back the version that generation `generation` replaced, if it is still the current
     /// one.
+    ///
+    /// Unless the version on trial raised the state version of a stage that keeps state: then it
+    /// is kept, and the refusal logged as an error and counted in [`Live::rejected`]. Every
+    /// record it processed without failing may have stored a value in its new shape, which the
+    /// older build cannot read (a build never reads the state of a later one, and migrations
+    /// only go forward), so a rollback would turn those keys' records into failures from then
+    /// on, with no way back but a new release, where keeping the new version costs only the
+    /// records it fails, under the error policy (dead letters can be replayed). Rolling back
+    /// only while it has written nothing would be better still, but a worker mid-batch on the
+    /// new version can write between that check and the swap: the refusal does not race.
     fn roll_back(&mut self, generation: u64, records: u64, failures: u64) {
         let current = self.live.current();
         if current.generation != generation {
@@ -958,6 +1125,36 @@ impl Watch {
                 return;
             }
         };
+        if let Some(d) = self.downgrade(&previous, &chain) {
+            self.live.rejected.fetch_add(1, Ordering::Relaxed);
+            let running = current
+                .stages
+                .loaded()
+                .find(|(s, _)| s.name == d.stage)
+                .map_or_else(String::new, |(_, p)| {
+                    format!(" (sha256:{})", &p.hash()[..12])
+                });
+            tracing::error!(
+                "reload: generation {generation} failed {failures} of its first {records} records \
+                 (more than {}% of {}) but is NOT rolled back to generation {}: stage `{}` \
+                 ({}) runs state version {}{running}, where generation {} ran state \
+                 version {} (sha256:{}), and values written by the newer build cannot be read by \
+                 the older one (nor migrated back), so every record of their keys would fail; \
+                 generation {generation} keeps running and the records it fails follow the error \
+                 policy: release a fixed build of state version {} or later",
+                trial.settings.rollback_rate * 100.0,
+                trial.settings.trial_records,
+                trial.previous_generation,
+                d.stage,
+                d.file.display(),
+                d.highest,
+                trial.previous_generation,
+                d.version,
+                &d.hash[..12],
+                d.highest
+            );
+            return;
+        }
         let back = self.publish(previous, chain, None);
         self.watch_current();
         Metrics::add(&lock(&self.live.metrics).rollbacks, 1);
@@ -1168,14 +1365,70 @@ mod tests {
     }
 
     #[test]
-    fn files_are_matched_by_resolved_directory_and_name() {
+    fn a_file_is_known_by_its_absolute_path_with_its_links_unresolved() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.wasm");
         let roundabout = dir.path().join(".").join("p.wasm");
         assert_eq!(key(&file), key(&roundabout));
+        // Through a linked directory, the file is still the one behind the link, whatever the
+        // link points at now.
+        std::fs::create_dir(dir.path().join("v1")).unwrap();
+        std::os::unix::fs::symlink("v1", dir.path().join("current")).unwrap();
+        let linked = dir.path().join("current").join("p.wasm");
+        assert_eq!(key(&linked), std::path::absolute(&linked).unwrap());
+        assert_ne!(key(&linked), key(&dir.path().join("v1").join("p.wasm")));
+    }
+
+    #[test]
+    fn a_file_behind_links_is_watched_through_every_link_and_its_target() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        // A ConfigMap as Kubernetes mounts it: `p.wasm -> ..data/p.wasm`, `..data -> ..v1`.
+        std::fs::create_dir(root.join("..v1")).unwrap();
+        std::fs::write(root.join("..v1/p.wasm"), b"v1").unwrap();
+        symlink("..v1", root.join("..data")).unwrap();
+        symlink("..data/p.wasm", root.join("p.wasm")).unwrap();
+        let through_data = vec![
+            root.join("p.wasm"),
+            root.join("..data"),
+            root.join("..v1/p.wasm"),
+        ];
+        assert_eq!(resolution(&root.join("p.wasm")), through_data);
+
+        // A plain file is only itself.
         assert_eq!(
-            key(&file),
-            dir.path().canonicalize().unwrap().join("p.wasm")
+            resolution(&root.join("..v1/p.wasm")),
+            vec![root.join("..v1/p.wasm")]
         );
+        // A link from another directory, relative with `..`, then through the same links.
+        std::fs::create_dir(root.join("sub")).unwrap();
+        symlink("../p.wasm", root.join("sub/q.wasm")).unwrap();
+        let mut from_sub = vec![root.join("sub/q.wasm")];
+        from_sub.extend(through_data.clone());
+        assert_eq!(resolution(&root.join("sub/q.wasm")), from_sub);
+        // An absolute link, and a link in the middle of the path.
+        symlink(root.join("..data"), root.join("abs")).unwrap();
+        assert_eq!(
+            resolution(&root.join("abs/p.wasm")),
+            vec![
+                root.join("abs/p.wasm"),
+                root.join("abs"),
+                root.join("..data"),
+                root.join("..v1/p.wasm")
+            ]
+        );
+        // The update: `..data` renamed over by a link to the next version.
+        std::fs::create_dir(root.join("..v2")).unwrap();
+        std::fs::write(root.join("..v2/p.wasm"), b"v2").unwrap();
+        symlink("..v2", root.join("..data_tmp")).unwrap();
+        std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+        assert_eq!(
+            resolution(&root.join("p.wasm"))[2],
+            root.join("..v2/p.wasm")
+        );
+        // A loop ends.
+        symlink("loop", root.join("loop")).unwrap();
+        assert_eq!(resolution(&root.join("loop")), vec![root.join("loop")]);
     }
 }

@@ -103,6 +103,48 @@ pub struct Out {
     pub timestamp: Option<i64>,
 }
 
+/// One test's topics and consumer group on a broker, named after the test and unique to the
+/// run, and a scratch directory for its pipeline file: a source and a sink of `partitions`
+/// partitions each, a dead-letter topic of one.
+pub struct Topics {
+    pub kafka: Kafka,
+    pub dir: tempfile::TempDir,
+    pub source: String,
+    pub sink: String,
+    pub dlq: String,
+    pub group: String,
+    pub partitions: i32,
+}
+
+impl Topics {
+    /// On the shared test broker.
+    pub fn new(name: &str, partitions: i32) -> Topics {
+        Topics::on(kafka(), name, partitions)
+    }
+
+    /// On broker `k`.
+    pub fn on(k: &Kafka, name: &str, partitions: i32) -> Topics {
+        let t = Topics {
+            kafka: k.clone(),
+            dir: super::scratch(),
+            source: unique(&format!("{name}-in")),
+            sink: unique(&format!("{name}-out")),
+            dlq: unique(&format!("{name}-dlq")),
+            group: unique(&format!("{name}-group")),
+            partitions,
+        };
+        k.create_topic(&t.source, partitions);
+        k.create_topic(&t.sink, partitions);
+        k.create_topic(&t.dlq, 1);
+        t
+    }
+}
+
+/// An output record's value, which must be JSON.
+pub fn json_of(out: &Out) -> serde_json::Value {
+    serde_json::from_str(out.value.as_deref().expect("a value")).expect("JSON value")
+}
+
 impl Kafka {
     fn config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();

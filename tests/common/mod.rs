@@ -28,6 +28,11 @@ pub fn component(name: &str) -> PathBuf {
     panic!("component `{name}` is not built: run scripts/build-plugins.sh (scripts/test.sh does)");
 }
 
+/// The `weir` binary this test run built.
+pub fn weir_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_weir"))
+}
+
 /// A scratch directory removed when dropped.
 pub fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()

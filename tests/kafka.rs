@@ -842,8 +842,11 @@ fn state_disk_fills_up(exactly_once: bool) {
         setup.committed()
     };
     let committed: i64 = committed.iter().map(|&c| c.max(0)).sum();
+    // At least once, the batch whose state was not written is not committed. Exactly once, the
+    // store is written after its transaction commits (the changelog holds the state), so the
+    // failed write may follow the commit of the very last records.
     assert!(
-        committed < records as i64,
+        exactly_once || committed < records as i64,
         "everything was committed ({committed}): the disk never filled up"
     );
     eprintln!("disk full after {committed} records committed: {error}");

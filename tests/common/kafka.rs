@@ -302,14 +302,9 @@ impl Kafka {
         ends: &[i64],
         timeout: Duration,
     ) -> bool {
-        let started = Instant::now();
-        while self.committed(group, topic, ends.len() as i32) != ends {
-            if started.elapsed() > timeout {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        true
+        poll_until(timeout, || {
+            self.committed(group, topic, ends.len() as i32) == ends
+        })
     }
 
     /// Exactly once: wait until the last committed transactions of `group` recorded `ends` as
@@ -321,14 +316,9 @@ impl Kafka {
         ends: &[i64],
         timeout: Duration,
     ) -> bool {
-        let started = Instant::now();
-        while self.positions(group, topic, ends.len() as i32) != ends {
-            if started.elapsed() > timeout {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        true
+        poll_until(timeout, || {
+            self.positions(group, topic, ends.len() as i32) == ends
+        })
     }
 
     /// Exactly once: the position of each partition of `topic` as the last committed
@@ -379,6 +369,18 @@ impl Kafka {
             )
             .collect()
     }
+}
+
+/// Check `done` every half second until it holds (true) or `timeout` passed (false).
+fn poll_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while !done() {
+        if started.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    true
 }
 
 /// One past the last offset of each partition in `records` (counted by reading: the test

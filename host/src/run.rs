@@ -163,6 +163,34 @@ pub fn offsets_topic(group: &str) -> String {
     format!("{group}-offsets")
 }
 
+/// Where the last committed transaction of exactly-once group `group` recorded that
+/// `topic`/`partition` resumes (none: no transaction recorded one yet).
+pub fn recorded_position(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> Result<Option<i64>, crate::committed::CommittedError> {
+    let mut position = None;
+    crate::committed::read_committed_with(
+        brokers,
+        &offsets_topic(group),
+        partition,
+        0,
+        timeout,
+        |record| {
+            if record.key.as_deref() == Some(topic.as_bytes()) {
+                position = record
+                    .value
+                    .as_deref()
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok());
+            }
+        },
+    )?;
+    Ok(position)
+}
+
 /// How long reading a partition's recorded position may take before the assignment fails.
 const POSITION_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -209,12 +237,7 @@ fn prepare_state(
     ensure_changelogs(brokers, &topics, partitions)?;
     let marks = topics
         .iter()
-        .map(|t| {
-            let marks = (0..partitions)
-                .map(|_| Arc::new(AtomicI64::new(-1)))
-                .collect();
-            (t.to_string(), marks)
-        })
+        .map(|t| (t.to_string(), unmarked(partitions)))
         .collect();
     Ok(Some(StateContext {
         store,
@@ -222,6 +245,13 @@ fn prepare_state(
         marks,
         brokers: brokers.to_string(),
     }))
+}
+
+/// One mark per partition of a changelog, none acknowledged yet.
+fn unmarked(partitions: usize) -> Vec<Arc<AtomicI64>> {
+    (0..partitions)
+        .map(|_| Arc::new(AtomicI64::new(-1)))
+        .collect()
 }
 
 /// Create the changelog topics that do not exist yet (compacted: only the latest value of each
@@ -400,12 +430,7 @@ pub fn run_reloading(
             let mut marks = state
                 .as_ref()
                 .map_or_else(Default::default, |s| s.marks.clone());
-            marks.insert(
-                offsets_topic.clone(),
-                (0..partitions)
-                    .map(|_| Arc::new(AtomicI64::new(-1)))
-                    .collect(),
-            );
+            marks.insert(offsets_topic.clone(), unmarked(partitions));
             Some(ExactlyOnce {
                 brokers: sink_brokers.to_string(),
                 properties: sink_config.kafka.clone(),
@@ -901,24 +926,8 @@ impl Shared {
         let Some(eos) = &self.exactly_once else {
             return Ok(None);
         };
-        let mut position = None;
-        crate::committed::read_committed_with(
-            &eos.brokers,
-            &eos.offsets_topic,
-            partition,
-            0,
-            POSITION_TIMEOUT,
-            |record| {
-                if record.key.as_deref() == Some(topic.as_bytes()) {
-                    position = record
-                        .value
-                        .as_deref()
-                        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok());
-                }
-            },
-        )
-        .map_err(|e| RunError::Topic(format!("reading `{}`: {e}", eos.offsets_topic)))?;
-        Ok(position)
+        recorded_position(&eos.brokers, &eos.group, topic, partition, POSITION_TIMEOUT)
+            .map_err(|e| RunError::Topic(format!("reading `{}`: {e}", eos.offsets_topic)))
     }
 
     /// The state of every stateful stage for `topic`/`partition`, brought up to date from the
@@ -1071,16 +1080,7 @@ impl Shared {
                 }
             }
             Err(e) => {
-                // librdkafka reports a fencing as the broker's code or, inside a failed
-                // transactional call, as its own `_FENCED`.
-                let fenced = matches!(
-                    e.rdkafka_error_code(),
-                    Some(
-                        RDKafkaErrorCode::ProducerFenced
-                            | RDKafkaErrorCode::InvalidProducerEpoch
-                            | RDKafkaErrorCode::Fenced
-                    )
-                ) || e.to_string().contains("fences the current one");
+                let fenced = crate::sink::is_fenced(&e);
                 self.fatal.set(format!(
                     "committing the transaction of {}[{}] failed: {e}{}",
                     p.topic,

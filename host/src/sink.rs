@@ -114,17 +114,7 @@ impl ProducerContext for SinkContext {
                 tracing::debug!("sink: a record was purged with its transaction: {cause}");
                 acks.delivered(false);
             }
-            Err((cause, message))
-                if self.transactional
-                    && matches!(
-                        cause.rdkafka_error_code(),
-                        Some(
-                            RDKafkaErrorCode::ProducerFenced
-                                | RDKafkaErrorCode::InvalidProducerEpoch
-                                | RDKafkaErrorCode::Fenced
-                        )
-                    ) =>
-            {
+            Err((cause, message)) if self.transactional && is_fenced(cause) => {
                 self.fatal.set(format!(
                     "sink: writing to `{}` partition {} was refused: {cause} (another instance \
                      took this partition over; this one stops writing)",
@@ -145,6 +135,20 @@ impl ProducerContext for SinkContext {
             }
         }
     }
+}
+
+/// Whether `error` says this producer was fenced: another one took its transactional id over.
+/// librdkafka reports it as the broker's code or, inside a failed transactional call, as its own
+/// `_FENCED`, sometimes only in the message.
+pub fn is_fenced(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::Fenced
+        )
+    ) || error.to_string().contains("fences the current one")
 }
 
 /// Producer settings weir starts from; the pipeline's `[sink.kafka]` overrides them.

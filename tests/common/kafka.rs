@@ -326,26 +326,18 @@ impl Kafka {
     /// is where an exactly-once pipeline resumes: the test broker defers and can lose group
     /// offsets sent to transactions (see `weir::run::offsets_topic`).
     pub fn positions(&self, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-        let offsets = weir::run::offsets_topic(group);
         (0..partitions)
             .map(|partition| {
-                let read = weir::committed::read_committed(
+                weir::run::recorded_position(
                     &self.brokers,
-                    &offsets,
+                    group,
+                    topic,
                     partition,
-                    0,
                     Duration::from_secs(30),
-                );
-                let records = match read {
-                    Ok(read) => read.records,
-                    Err(_) => return -1, // not created yet
-                };
-                records
-                    .iter()
-                    .rev()
-                    .find(|r| r.key.as_deref() == Some(topic.as_bytes()))
-                    .and_then(|r| String::from_utf8_lossy(r.value.as_deref()?).parse().ok())
-                    .unwrap_or(-1)
+                )
+                .ok() // the offsets topic is not created yet
+                .flatten()
+                .unwrap_or(-1)
             })
             .collect()
     }

@@ -529,8 +529,8 @@ impl PartitionReader<'_> {
         mut each: F,
     ) -> Result<PartitionEnd, CommittedError> {
         let mut offset = from_offset;
-        // (high watermark, limit): fixed by the first answer; records at or after the limit are
-        // never returned. The limit is the high watermark, not the broker's last stable offset:
+        // The high watermark, fixed by the first answer: records at or after it are never
+        // returned. It is the limit, not the broker's last stable offset:
         // the markers below it decide every transaction they end, and the first undecided one
         // holds back the rest, which is exactly what the last stable offset means on Kafka. The
         // test broker (Tansu 0.6) keeps its last stable offset behind transactions whose markers
@@ -543,7 +543,7 @@ impl PartitionReader<'_> {
         // reader know to hold back what follows. Every open transaction began at or after it
         // (on Tansu too: it lags, never leads), so a read past it starts scanning there, and
         // hands out nothing before `from_offset`.
-        let mut snapshot: Option<(i64, i64)> = None;
+        let mut snapshot: Option<i64> = None;
         let mut txns = Transactions::default();
         let mut size = FETCH_BYTES;
         let mut progress = Instant::now();
@@ -578,7 +578,7 @@ impl PartitionReader<'_> {
             };
             let ctx = &self.ctx;
             let broker = self.leader.as_ref().map_or("", |c| c.addr.as_str());
-            let (hw, limit) = match snapshot {
+            let hw = match snapshot {
                 Some(s) => s,
                 None => {
                     let hw = fetched.high_watermark;
@@ -595,13 +595,13 @@ impl PartitionReader<'_> {
                             high_watermark: hw,
                         });
                     }
-                    snapshot = Some((hw, hw));
+                    snapshot = Some(hw);
                     let lso = fetched.last_stable_offset;
                     if (fetched.log_start.max(0)..offset).contains(&lso) {
                         offset = lso;
                         continue;
                     }
-                    (hw, hw)
+                    hw
                 }
             };
             let (batches, needed) = split_batches(&fetched.records)
@@ -630,13 +630,13 @@ impl PartitionReader<'_> {
                     break;
                 }
                 offset = b.last + 1;
-                txns.take(b, from_offset, limit, &mut each)
+                txns.take(b, from_offset, hw, &mut each)
                     .map_err(|detail| ctx.batch(broker, b.base, detail))?;
             }
             if offset > before {
                 progress = Instant::now();
                 backoff = Duration::from_millis(50);
-            } else if finished((hw, limit), offset, &txns).is_some() {
+            } else if finished(hw, offset, &txns).is_some() {
                 // Nothing to wait for: the read started at its end.
             } else if progress.elapsed() < self.ctx.timeout {
                 // Nothing new although the high watermark promised more: a broker between
@@ -654,11 +654,11 @@ impl PartitionReader<'_> {
     }
 }
 
-/// Where the read ends, once nothing below the limit can change any more: the log was read to the
-/// high watermark, or past the limit with no transaction that began before it left undecided.
-fn finished((hw, limit): (i64, i64), offset: i64, txns: &Transactions) -> Option<PartitionEnd> {
-    (offset >= hw || (offset >= limit && txns.queue.is_empty())).then(|| PartitionEnd {
-        last_stable_offset: txns.queue.front().map_or(limit, |q| q.base.min(limit)),
+/// Where the read ends, once the log was read to the high watermark `hw`: at the first
+/// transaction still undecided there, else at `hw`.
+fn finished(hw: i64, offset: i64, txns: &Transactions) -> Option<PartitionEnd> {
+    (offset >= hw).then(|| PartitionEnd {
+        last_stable_offset: txns.queue.front().map_or(hw, |q| q.base.min(hw)),
         high_watermark: hw,
     })
 }

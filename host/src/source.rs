@@ -112,8 +112,7 @@ impl ConsumerContext for SourceContext {
             (true, _, true) => consumer.incremental_assign(tpl),
             (true, _, false) => consumer.assign(tpl),
             (_, true, true) => consumer.incremental_unassign(tpl),
-            (_, true, false) => consumer.unassign(),
-            // As rdkafka's default: an error drops the assignment.
+            // A revocation, or as rdkafka's default, an error: the assignment is dropped.
             _ => consumer.unassign(),
         };
         if let Err(e) = done {

@@ -54,6 +54,7 @@
 //! [`testing::Harness`] in plain `cargo test`.
 
 mod error;
+pub mod json;
 mod record;
 mod state;
 mod window;
@@ -64,6 +65,7 @@ pub mod log;
 pub mod testing;
 
 pub use error::{Error, Result};
+pub use json::JsonDoc;
 pub use record::Record;
 pub use state::State;
 pub use weir_sdk_macros::{filter, state, transform, window};
@@ -78,8 +80,8 @@ pub use wit_bindgen as __wit_bindgen;
 /// Everything a plugin usually needs, in one `use`.
 pub mod prelude {
     pub use crate::{
-        debug, error, fail, filter, info, state, transform, warn, window, Aggregate, Error, Record,
-        Result, State, Window,
+        debug, error, fail, filter, info, state, transform, warn, window, Aggregate, Error,
+        JsonDoc, Record, Result, State, Window,
     };
     pub use serde::{Deserialize, Serialize};
     pub use serde_json::{json, Value};

@@ -175,6 +175,10 @@ impl Engine {
         config.epoch_interruption(true);
         config.wasm_component_model(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // `WEIR_PERFMAP=1` names plugin code for `perf` (in /tmp/perf-PID.map), to profile it.
+        if std::env::var_os("WEIR_PERFMAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = wasmtime::Engine::new(&config).map_err(PluginError::Engine)?;
 
         let mut linker = Linker::new(&engine);
@@ -757,19 +761,29 @@ impl Instance {
             Verdicts::Transform(v) => records
                 .into_iter()
                 .zip(v)
-                .map(|(rec, outs)| match outs {
-                    Ok(outs) => Ok(outs
-                        .into_iter()
-                        .map(|o| Record {
-                            key: o.key,
-                            value: o.value,
-                            headers: o.headers,
-                            timestamp: o.timestamp,
-                            topic: rec.topic.clone(),
-                            partition: rec.partition,
-                            offset: rec.offset,
-                        })
-                        .collect()),
+                .map(|(mut rec, outs)| match outs {
+                    Ok(outs) => {
+                        let last = outs.len().saturating_sub(1);
+                        Ok(outs
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, o)| Record {
+                                key: o.key,
+                                value: o.value,
+                                headers: o.headers,
+                                timestamp: o.timestamp,
+                                // The input is done with: its topic moves to its last output
+                                // rather than being copied once more per record and stage.
+                                topic: if i == last {
+                                    std::mem::take(&mut rec.topic)
+                                } else {
+                                    rec.topic.clone()
+                                },
+                                partition: rec.partition,
+                                offset: rec.offset,
+                            })
+                            .collect())
+                    }
                     Err(message) => failed(rec, message),
                 })
                 .collect(),

@@ -54,131 +54,50 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option
     Value::deserialize(d).map(Some)
 }
 
-/// A JSON pointer, kept as text for reading and as unescaped tokens for writing.
+/// A JSON pointer to a field, checked when the config is loaded.
 #[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(try_from = "String")]
-struct Pointer {
-    path: String,
-    tokens: Vec<String>,
-}
+struct Pointer(String);
 
 impl TryFrom<String> for Pointer {
     type Error = String;
 
     fn try_from(path: String) -> std::result::Result<Self, String> {
-        let Some(rest) = path.strip_prefix('/') else {
+        if !path.starts_with('/') {
             return Err(format!(
                 "`{path}` is not a JSON pointer to a field (it must start with `/`)"
             ));
-        };
-        let tokens = rest
-            .split('/')
-            .map(|t| t.replace("~1", "/").replace("~0", "~"))
-            .collect();
-        Ok(Pointer { path, tokens })
-    }
-}
-
-impl Pointer {
-    fn get<'a>(&self, doc: &'a Value) -> Option<&'a Value> {
-        doc.pointer(&self.path)
-    }
-
-    /// Put `value` at this pointer, creating missing (or null) parent objects. An array index
-    /// must be in bounds, or `-` (or the length) to append as the last step.
-    fn set(&self, doc: &mut Value, value: Value) -> Result<()> {
-        let (last, parents) = self.tokens.split_last().expect("a pointer has a token");
-        let mut cur = doc;
-        for (depth, token) in parents.iter().enumerate() {
-            if cur.is_null() {
-                *cur = Value::Object(Default::default());
-            }
-            cur = match cur {
-                Value::Object(map) => map
-                    .entry(token.as_str())
-                    .or_insert_with(|| Value::Object(Default::default())),
-                Value::Array(items) => match token.parse::<usize>() {
-                    Ok(i) if i < items.len() => &mut items[i],
-                    _ => return Err(self.blocked(depth, "an array without that index")),
-                },
-                other => return Err(self.blocked(depth, kind(other))),
-            };
         }
-        if cur.is_null() {
-            *cur = Value::Object(Default::default());
-        }
-        match cur {
-            Value::Object(map) => {
-                map.insert(last.clone(), value);
-            }
-            Value::Array(items) => match last.parse::<usize>() {
-                Ok(i) if i < items.len() => items[i] = value,
-                Ok(i) if i == items.len() => items.push(value),
-                _ if last == "-" => items.push(value),
-                _ => return Err(self.blocked(parents.len(), "an array without that index")),
-            },
-            other => return Err(self.blocked(parents.len(), kind(other))),
-        }
-        Ok(())
-    }
-
-    /// The error for a value in the way after `depth` tokens.
-    fn blocked(&self, depth: usize, what: &str) -> Error {
-        let parent: String = self
-            .path
-            .split('/')
-            .take(depth + 1)
-            .collect::<Vec<_>>()
-            .join("/");
-        let parent = if parent.is_empty() {
-            "the value"
-        } else {
-            &parent
-        };
-        Error::msg(format!("cannot set `{}`: {parent} is {what}", self.path))
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+        Ok(Pointer(path))
     }
 }
 
 impl Lookup {
-    fn apply(&self, doc: &mut Value) -> Result<()> {
-        let found = match self.from.get(doc) {
+    fn apply(&self, doc: &mut JsonDoc) -> Result<()> {
+        let found = match doc.get(&self.from.0) {
             Some(Value::String(s)) => self.table.get(s.as_str()),
             Some(v @ (Value::Number(_) | Value::Bool(_))) => self.table.get(&v.to_string()),
             _ => None,
         };
         match found.or(self.default.as_ref()) {
-            Some(v) => self.into.set(doc, v.clone()),
+            Some(v) => doc.set(&self.into.0, v.clone()),
             None => Ok(()),
         }
     }
 }
 
 impl Derive {
-    fn apply(&self, doc: &mut Value) -> Result<()> {
-        let Some(x) = self.from.get(doc).and_then(Value::as_f64) else {
+    fn apply(&self, doc: &mut JsonDoc) -> Result<()> {
+        let Some(x) = doc.get(&self.from.0).as_ref().and_then(Value::as_f64) else {
             return Ok(());
         };
-        let product = x * self.multiply;
-        self.into.set(
-            doc,
-            number(product).ok_or_else(|| {
-                Error::msg(format!(
-                    "`{}` * {} is not a finite number",
-                    self.from.path, self.multiply
-                ))
-            })?,
-        )
+        let product = number(x * self.multiply).ok_or_else(|| {
+            Error::msg(format!(
+                "`{}` * {} is not a finite number",
+                self.from.0, self.multiply
+            ))
+        })?;
+        doc.set(&self.into.0, product)
     }
 }
 
@@ -198,9 +117,9 @@ fn enrich(rec: &Record, cfg: &Config) -> Result<Record> {
     if rec.value.is_none() {
         return Ok(rec.clone());
     }
-    let mut doc: Value = rec.json()?;
+    let mut doc = rec.json_doc()?;
     for (pointer, value) in &cfg.set {
-        pointer.set(&mut doc, value.clone())?;
+        doc.set(&pointer.0, value.clone())?;
     }
     for lookup in &cfg.lookup {
         lookup.apply(&mut doc)?;
@@ -208,7 +127,7 @@ fn enrich(rec: &Record, cfg: &Config) -> Result<Record> {
     for derive in &cfg.derive {
         derive.apply(&mut doc)?;
     }
-    rec.clone().with_json(&doc)
+    Ok(rec.with_new_value(doc.into_bytes()))
 }
 
 #[cfg(test)]

@@ -98,10 +98,11 @@ impl TryFrom<RawCondition> for Condition {
 }
 
 impl Condition {
-    fn holds(&self, doc: &Value) -> bool {
-        let Some(found) = doc.pointer(&self.path) else {
+    fn holds(&self, doc: &JsonDoc) -> bool {
+        let Some(found) = doc.get(&self.path) else {
             return false;
         };
+        let found = &found;
         match &self.test {
             Test::Exists => true,
             Test::Eq(v) => same(found, v),
@@ -134,7 +135,8 @@ fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
 
 #[filter]
 fn json_filter(rec: &Record, cfg: &Config) -> Result<bool> {
-    let doc: Value = rec.json()?;
+    // Only the fields the conditions name are parsed, and only until the verdict is known.
+    let doc = rec.json_doc()?;
     let mut results = cfg.conditions.iter().map(|c| c.holds(&doc));
     Ok(match cfg.mode {
         Match::All => results.all(|ok| ok),

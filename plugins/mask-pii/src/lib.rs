@@ -4,7 +4,7 @@
 //! {"fields": ["/email", "/card/number"], "mode": "hash"}
 //! ```
 //! `mode` is `redact` (default: each field becomes `"[REDACTED]"`) or `hash` (each field becomes
-//! the lowercase hex SHA-256 of its string value, or of the compact JSON text of any other value).
+//! the lowercase hex SHA-256 of its string value, or of the compact JSON text of any other value, its object keys sorted).
 //! Fields the record does not have are left alone. A tombstone passes through unchanged.
 
 use sha2::{Digest, Sha256};
@@ -45,19 +45,30 @@ impl TryFrom<String> for Pointer {
 }
 
 impl Mode {
-    fn mask(self, value: &Value) -> Result<Value> {
+    fn mask(self, value: Value) -> Result<Value> {
         Ok(Value::String(match self {
             Mode::Redact => "[REDACTED]".to_string(),
             Mode::Hash => match value {
                 Value::String(s) => sha256_hex(s.as_bytes()),
-                other => sha256_hex(serde_json::to_string(other)?.as_bytes()),
+                mut other => {
+                    // Keys sorted: an object hashes the same whatever order its keys came in.
+                    other.sort_all_objects();
+                    sha256_hex(serde_json::to_string(&other)?.as_bytes())
+                }
             },
         }))
     }
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(bytes);
+    let mut text = String::with_capacity(2 * digest.len());
+    for b in digest {
+        text.push(HEX[usize::from(b >> 4)] as char);
+        text.push(HEX[usize::from(b & 15)] as char);
+    }
+    text
 }
 
 #[transform]
@@ -65,13 +76,13 @@ fn mask_pii(rec: &Record, cfg: &Config) -> Result<Record> {
     if rec.value.is_none() {
         return Ok(rec.clone());
     }
-    let mut doc: Value = rec.json()?;
+    let mut doc = rec.json_doc()?;
     for field in &cfg.fields {
-        if let Some(value) = doc.pointer_mut(&field.0) {
-            *value = cfg.mode.mask(value)?;
+        if let Some(value) = doc.get(&field.0) {
+            doc.set(&field.0, cfg.mode.mask(value)?)?;
         }
     }
-    rec.clone().with_json(&doc)
+    Ok(rec.with_new_value(doc.into_bytes()))
 }
 
 #[cfg(test)]

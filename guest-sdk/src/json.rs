@@ -1,0 +1,881 @@
+//! Reading and editing a record's JSON value without building it as a tree.
+//!
+//! Most plugins read a few fields and change fewer. Parsing the whole value into a
+//! `serde_json::Value` and writing it back spends most of a record's time on fields nobody looks
+//! at (a map node and a string allocation each, dearer still inside wasm). A [`JsonDoc`] checks
+//! the whole text once and notes where each value lies; reading a field parses that field alone,
+//! and the output is the input with the changed fields spliced in and every other byte copied
+//! as it was (key order and formatting kept). An edit that cannot be spliced safely (inside a
+//! field already changed, through duplicate keys, creating parents) turns the document into a
+//! `Value` first, so the result is always what editing the tree would give.
+
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+/// How deep objects and arrays may nest: serde_json's own limit, so both agree on what parses.
+const MAX_DEPTH: usize = 128;
+
+/// A record value's JSON document, read lazily. See the [module docs](self).
+pub struct JsonDoc<'a> {
+    text: &'a [u8],
+    form: Form,
+}
+
+enum Form {
+    /// The checked text, its values located, and the edits to splice into it. Edits are on
+    /// unrelated paths (none inside another), so their spans never overlap.
+    Spans { nodes: Vec<Node>, edits: Vec<Edit> },
+    /// The document as a tree, once an edit needed one.
+    Tree(Value),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Scalar,
+    Array,
+    Object,
+}
+
+/// One value of the document, in document order (a parent before its children).
+#[derive(Clone, Copy, Debug)]
+struct Node {
+    /// The value's text is `text[start..end]`.
+    start: u32,
+    end: u32,
+    /// For an object member, its key's text between the quotes (still escaped).
+    key_start: u32,
+    key_end: u32,
+    key_escaped: bool,
+    /// The index of the first node after this value and everything inside it: the next
+    /// sibling, if there is one.
+    skip: u32,
+    kind: Kind,
+}
+
+struct Edit {
+    pointer: String,
+    splice: Splice,
+    value: Value,
+}
+
+enum Splice {
+    /// The existing value at `start..end` is replaced.
+    Replace { start: u32, end: u32 },
+    /// A new member `key` goes in before the closing brace at `at`, after a comma if the object
+    /// already has members.
+    Insert { at: u32, key: String, comma: bool },
+}
+
+/// Where a pointer leads in the located text.
+enum Found {
+    /// To this node; `duplicate` if some object on the way has the key more than once.
+    Node { index: usize, duplicate: bool },
+    /// Its last token is missing from this object (which has no duplicate on the way).
+    NewMember { parent: usize, key: String },
+    /// Nowhere the text has.
+    Absent,
+}
+
+impl<'a> JsonDoc<'a> {
+    /// Check `text` as JSON and locate its values. The error is serde_json's own for that text.
+    pub fn parse(text: &'a [u8]) -> Result<Self> {
+        match locate(text) {
+            Some(nodes) => Ok(JsonDoc {
+                text,
+                form: Form::Spans {
+                    nodes,
+                    edits: Vec::new(),
+                },
+            }),
+            // This checker is stricter than serde_json at the edges (a lone surrogate escape it
+            // may let through, say); serde_json has the last word and the message.
+            None => match serde_json::from_slice::<Value>(text) {
+                Ok(tree) => Ok(JsonDoc {
+                    text,
+                    form: Form::Tree(tree),
+                }),
+                Err(e) => Err(Error::msg(format!("value is not JSON: {e}"))),
+            },
+        }
+    }
+
+    /// The value at JSON `pointer` (`""` is the whole document), or `None` where there is none.
+    /// Of a key that appears twice in an object, the last counts, as in serde_json.
+    pub fn get(&self, pointer: &str) -> Option<Value> {
+        let (nodes, edits) = match &self.form {
+            Form::Tree(tree) => return tree.pointer(pointer).cloned(),
+            Form::Spans { nodes, edits } => (nodes, edits),
+        };
+        for edit in edits {
+            match relation(pointer, &edit.pointer) {
+                Relation::Same => return Some(edit.value.clone()),
+                Relation::Inside(rest) => return edit.value.pointer(rest).cloned(),
+                Relation::Around => return self.tree_copy().pointer(pointer).cloned(),
+                Relation::Apart => {}
+            }
+        }
+        match find(self.text, nodes, pointer) {
+            Found::Node { index, .. } => {
+                let n = nodes[index];
+                // Checked already; serde_json only fails here on what it would have refused.
+                serde_json::from_slice(&self.text[n.start as usize..n.end as usize]).ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// Put `value` at JSON `pointer`: it replaces the value there, or becomes a new member of
+    /// the object it points into. Missing (or null) parent objects are created; in an array, an
+    /// index in bounds replaces, and `-` (or the length) appends. A scalar, or an array without
+    /// that index, on the way is an error naming it.
+    pub fn set(&mut self, pointer: &str, value: Value) -> Result<()> {
+        if let Form::Spans { nodes, edits } = &mut self.form {
+            let mut related = false;
+            for edit in edits.iter_mut() {
+                match relation(pointer, &edit.pointer) {
+                    Relation::Same => {
+                        edit.value = value;
+                        return Ok(());
+                    }
+                    Relation::Apart => {}
+                    Relation::Inside(_) | Relation::Around => related = true,
+                }
+            }
+            if !related {
+                let splice = match find(self.text, nodes, pointer) {
+                    Found::Node {
+                        index,
+                        duplicate: false,
+                    } => Some(Splice::Replace {
+                        start: nodes[index].start,
+                        end: nodes[index].end,
+                    }),
+                    Found::NewMember { parent, key } => {
+                        let at = nodes[parent].end - 1;
+                        let comma = nodes[parent].skip as usize > parent + 1
+                            || edits.iter().any(
+                                |e| matches!(&e.splice, Splice::Insert { at: a, .. } if *a == at),
+                            );
+                        Some(Splice::Insert { at, key, comma })
+                    }
+                    _ => None,
+                };
+                if let Some(splice) = splice {
+                    edits.push(Edit {
+                        pointer: pointer.to_string(),
+                        splice,
+                        value,
+                    });
+                    return Ok(());
+                }
+            }
+        }
+        set_in(self.tree(), pointer, value)
+    }
+
+    /// The whole document as a tree, to change in ways [`set`](Self::set) does not cover. Costs
+    /// a full parse the first time; the output is then written from the tree.
+    pub fn tree(&mut self) -> &mut Value {
+        if let Form::Spans { .. } = self.form {
+            self.form = Form::Tree(self.tree_copy());
+        }
+        match &mut self.form {
+            Form::Tree(tree) => tree,
+            Form::Spans { .. } => unreachable!("just made a tree"),
+        }
+    }
+
+    /// The document with its edits, as JSON text.
+    pub fn into_bytes(self) -> Vec<u8> {
+        let mut edits = match self.form {
+            Form::Tree(tree) => return serde_json::to_vec(&tree).expect("a Value always encodes"),
+            Form::Spans { edits, .. } => edits,
+        };
+        if edits.is_empty() {
+            return self.text.to_vec();
+        }
+        let position = |e: &Edit| match e.splice {
+            Splice::Replace { start, .. } => start,
+            Splice::Insert { at, .. } => at,
+        };
+        // Stable: new members of one object keep the order they were set in.
+        edits.sort_by_key(position);
+        let mut out = Vec::with_capacity(self.text.len() + 32 * edits.len());
+        let mut copied = 0usize;
+        for edit in &edits {
+            let at = position(edit) as usize;
+            out.extend_from_slice(&self.text[copied..at]);
+            match &edit.splice {
+                Splice::Replace { end, .. } => copied = *end as usize,
+                Splice::Insert { key, comma, .. } => {
+                    copied = at;
+                    if *comma {
+                        out.push(b',');
+                    }
+                    write_json(&mut out, key);
+                    out.push(b':');
+                }
+            }
+            write_json(&mut out, &edit.value);
+        }
+        out.extend_from_slice(&self.text[copied..]);
+        out
+    }
+
+    /// The document as a tree with the edits so far applied.
+    fn tree_copy(&self) -> Value {
+        match &self.form {
+            Form::Tree(tree) => tree.clone(),
+            Form::Spans { edits, .. } => {
+                let mut tree: Value =
+                    serde_json::from_slice(self.text).expect("checked text parses");
+                for edit in edits {
+                    set_in(&mut tree, &edit.pointer, edit.value.clone())
+                        .expect("a spliced edit has a place in the tree");
+                }
+                tree
+            }
+        }
+    }
+}
+
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    serde_json::to_writer(out, value).expect("writing JSON to memory cannot fail");
+}
+
+enum Relation<'p> {
+    Same,
+    /// The pointer is inside the other one's value, at this rest of it.
+    Inside(&'p str),
+    /// The other one is inside the pointer's value.
+    Around,
+    Apart,
+}
+
+/// How `pointer` relates to `other`. JSON pointers spell each path one way, so text comparison
+/// is path comparison.
+fn relation<'p>(pointer: &'p str, other: &str) -> Relation<'p> {
+    if pointer == other {
+        Relation::Same
+    } else if let Some(rest) = pointer.strip_prefix(other).filter(|r| r.starts_with('/')) {
+        Relation::Inside(rest)
+    } else if other
+        .strip_prefix(pointer)
+        .is_some_and(|r| r.starts_with('/'))
+    {
+        Relation::Around
+    } else {
+        Relation::Apart
+    }
+}
+
+/// The tokens of a JSON pointer, unescaped (`~1` is `/`, `~0` is `~`); `None` if it is not one.
+fn tokens(pointer: &str) -> Option<impl Iterator<Item = std::borrow::Cow<'_, str>>> {
+    let rest = match pointer {
+        "" => None,
+        p => Some(p.strip_prefix('/')?),
+    };
+    Some(rest.into_iter().flat_map(|r| r.split('/')).map(|t| {
+        if t.contains('~') {
+            std::borrow::Cow::Owned(t.replace("~1", "/").replace("~0", "~"))
+        } else {
+            std::borrow::Cow::Borrowed(t)
+        }
+    }))
+}
+
+/// An array index token as serde_json reads one: digits, no sign, no leading zero.
+fn index(token: &str) -> Option<usize> {
+    if token.starts_with('+') || (token.starts_with('0') && token.len() != 1) {
+        return None;
+    }
+    token.parse().ok()
+}
+
+fn key_is(text: &[u8], node: &Node, token: &str) -> bool {
+    let raw = &text[node.key_start as usize..node.key_end as usize];
+    if !node.key_escaped {
+        return raw == token.as_bytes();
+    }
+    let quoted = &text[node.key_start as usize - 1..node.key_end as usize + 1];
+    serde_json::from_slice::<String>(quoted).is_ok_and(|key| key == token)
+}
+
+fn find(text: &[u8], nodes: &[Node], pointer: &str) -> Found {
+    let Some(tokens) = tokens(pointer) else {
+        return Found::Absent;
+    };
+    let mut tokens = tokens.peekable();
+    let (mut current, mut duplicate) = (0usize, false);
+    while let Some(token) = tokens.next() {
+        let node = nodes[current];
+        let mut child = current + 1;
+        let mut found = None;
+        match node.kind {
+            Kind::Scalar => return Found::Absent,
+            Kind::Object => {
+                while child < node.skip as usize {
+                    if key_is(text, &nodes[child], &token) {
+                        duplicate |= found.is_some();
+                        found = Some(child);
+                    }
+                    child = nodes[child].skip as usize;
+                }
+            }
+            Kind::Array => {
+                let Some(wanted) = index(&token) else {
+                    return Found::Absent;
+                };
+                let mut i = 0;
+                while child < node.skip as usize {
+                    if i == wanted {
+                        found = Some(child);
+                        break;
+                    }
+                    i += 1;
+                    child = nodes[child].skip as usize;
+                }
+            }
+        }
+        match found {
+            Some(next) => current = next,
+            None if node.kind == Kind::Object && !duplicate && tokens.peek().is_none() => {
+                return Found::NewMember {
+                    parent: current,
+                    key: token.into_owned(),
+                }
+            }
+            None => return Found::Absent,
+        }
+    }
+    Found::Node {
+        index: current,
+        duplicate,
+    }
+}
+
+/// Put `value` at `pointer` in a tree; see [`JsonDoc::set`].
+fn set_in(doc: &mut Value, pointer: &str, value: Value) -> Result<()> {
+    let tokens: Vec<String> = match tokens(pointer) {
+        Some(t) => t.map(|t| t.into_owned()).collect(),
+        None => {
+            return Err(Error::msg(format!(
+                "cannot set `{pointer}`: it is not a JSON pointer (it must start with `/`)"
+            )))
+        }
+    };
+    let Some((last, parents)) = tokens.split_last() else {
+        *doc = value;
+        return Ok(());
+    };
+    let blocked = |depth: usize, what: &str| {
+        let parent = pointer
+            .split('/')
+            .take(depth + 1)
+            .collect::<Vec<_>>()
+            .join("/");
+        let parent = if parent.is_empty() {
+            "the value"
+        } else {
+            &parent
+        };
+        Error::msg(format!("cannot set `{pointer}`: {parent} is {what}"))
+    };
+    let mut cur = doc;
+    for (depth, token) in parents.iter().enumerate() {
+        if cur.is_null() {
+            *cur = Value::Object(Default::default());
+        }
+        cur = match cur {
+            Value::Object(map) => map
+                .entry(token.as_str())
+                .or_insert_with(|| Value::Object(Default::default())),
+            Value::Array(items) => match index(token) {
+                Some(i) if i < items.len() => &mut items[i],
+                _ => return Err(blocked(depth, "an array without that index")),
+            },
+            other => return Err(blocked(depth, kind(other))),
+        };
+    }
+    if cur.is_null() {
+        *cur = Value::Object(Default::default());
+    }
+    match cur {
+        Value::Object(map) => {
+            map.insert(last.clone(), value);
+        }
+        Value::Array(items) => match index(last) {
+            Some(i) if i < items.len() => items[i] = value,
+            Some(i) if i == items.len() => items.push(value),
+            _ if last == "-" => items.push(value),
+            _ => return Err(blocked(parents.len(), "an array without that index")),
+        },
+        other => return Err(blocked(parents.len(), kind(other))),
+    }
+    Ok(())
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Check `text` as one JSON value and list where its values are; `None` if it is not JSON (or
+/// not JSON this checker vouches for: serde_json then decides).
+fn locate(text: &[u8]) -> Option<Vec<Node>> {
+    // Strings are checked byte by byte below for quotes, escapes and control characters;
+    // UTF-8 is checked once for the whole text, which is faster.
+    std::str::from_utf8(text).ok()?;
+    if text.len() >= u32::MAX as usize {
+        return None;
+    }
+    let mut p = Locator {
+        text,
+        at: 0,
+        nodes: Vec::with_capacity(16),
+    };
+    p.space();
+    p.value(None, 0)?;
+    p.space();
+    (p.at == text.len()).then_some(p.nodes)
+}
+
+struct Locator<'a> {
+    text: &'a [u8],
+    at: usize,
+    nodes: Vec<Node>,
+}
+
+impl Locator<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.text.get(self.at).copied()
+    }
+
+    fn space(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    /// The value at the cursor (after any whitespace), as a member with `key` if given.
+    fn value(&mut self, key: Option<(u32, u32, bool)>, depth: usize) -> Option<()> {
+        let index = self.nodes.len();
+        let (key_start, key_end, key_escaped) = key.unwrap_or((0, 0, false));
+        self.nodes.push(Node {
+            start: self.at as u32,
+            end: 0,
+            key_start,
+            key_end,
+            key_escaped,
+            skip: 0,
+            kind: Kind::Scalar,
+        });
+        let kind = match self.peek()? {
+            b'{' => {
+                if depth == MAX_DEPTH {
+                    return None;
+                }
+                self.at += 1;
+                self.space();
+                if self.peek()? == b'}' {
+                    self.at += 1;
+                } else {
+                    loop {
+                        if self.peek()? != b'"' {
+                            return None;
+                        }
+                        let key = self.string()?;
+                        self.space();
+                        if self.peek()? != b':' {
+                            return None;
+                        }
+                        self.at += 1;
+                        self.space();
+                        self.value(Some(key), depth + 1)?;
+                        self.space();
+                        match self.peek()? {
+                            b',' => {
+                                self.at += 1;
+                                self.space();
+                            }
+                            b'}' => {
+                                self.at += 1;
+                                break;
+                            }
+                            _ => return None,
+                        }
+                    }
+                }
+                Kind::Object
+            }
+            b'[' => {
+                if depth == MAX_DEPTH {
+                    return None;
+                }
+                self.at += 1;
+                self.space();
+                if self.peek()? == b']' {
+                    self.at += 1;
+                } else {
+                    loop {
+                        self.value(None, depth + 1)?;
+                        self.space();
+                        match self.peek()? {
+                            b',' => {
+                                self.at += 1;
+                                self.space();
+                            }
+                            b']' => {
+                                self.at += 1;
+                                break;
+                            }
+                            _ => return None,
+                        }
+                    }
+                }
+                Kind::Array
+            }
+            b'"' => {
+                self.string()?;
+                Kind::Scalar
+            }
+            b't' => self.literal(b"true")?,
+            b'f' => self.literal(b"false")?,
+            b'n' => self.literal(b"null")?,
+            b'-' | b'0'..=b'9' => {
+                self.number()?;
+                Kind::Scalar
+            }
+            _ => return None,
+        };
+        let skip = self.nodes.len() as u32;
+        let node = &mut self.nodes[index];
+        node.end = self.at as u32;
+        node.skip = skip;
+        node.kind = kind;
+        Some(())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<Kind> {
+        self.text[self.at..].starts_with(word).then(|| {
+            self.at += word.len();
+            Kind::Scalar
+        })
+    }
+
+    /// The string at the cursor; returns its text between the quotes and whether it has escapes.
+    fn string(&mut self) -> Option<(u32, u32, bool)> {
+        self.at += 1;
+        let start = self.at;
+        let mut escaped = false;
+        loop {
+            // Eight bytes at a time while none is a quote, a backslash or a control character:
+            // most strings are plain text, and a wasm loop pays a time check per turn.
+            while let Some(chunk) = self.text.get(self.at..self.at + 8) {
+                let v = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+                let special = has_byte(v, b'"') | has_byte(v, b'\\') | has_below(v, 0x20);
+                if special != 0 {
+                    self.at += (special.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                self.at += 8;
+            }
+            match self.peek()? {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    self.at += 1;
+                    match self.peek()? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 1,
+                        b'u' => {
+                            let unit = self.hex4()?;
+                            if (0xDC00..0xE000).contains(&unit) {
+                                return None;
+                            }
+                            if (0xD800..0xDC00).contains(&unit) {
+                                // A leading surrogate must be followed by a trailing one.
+                                if self.peek()? != b'\\' {
+                                    return None;
+                                }
+                                self.at += 1;
+                                if !(0xDC00..0xE000).contains(&self.hex4()?) {
+                                    return None;
+                                }
+                            }
+                        }
+                        _ => return None,
+                    }
+                }
+                0..=0x1f => return None,
+                _ => self.at += 1,
+            }
+        }
+        let end = self.at;
+        self.at += 1;
+        Some((start as u32, end as u32, escaped))
+    }
+
+    /// `u` and four hex digits at the cursor, as a number.
+    fn hex4(&mut self) -> Option<u32> {
+        if self.peek()? != b'u' {
+            return None;
+        }
+        let digits = self.text.get(self.at + 1..self.at + 5)?;
+        let digits = std::str::from_utf8(digits).ok()?;
+        if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        self.at += 5;
+        u32::from_str_radix(digits, 16).ok()
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.at;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.at += 1;
+        }
+        self.at - start
+    }
+
+    fn number(&mut self) -> Option<()> {
+        let start = self.at;
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        match self.peek()? {
+            b'0' => self.at += 1,
+            b'1'..=b'9' => {
+                self.digits();
+            }
+            _ => return None,
+        }
+        let mut rare = self.at - start > 300;
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.at += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.at += 1;
+            }
+            if self.digits() == 0 {
+                return None;
+            }
+            rare = true;
+        }
+        // serde_json refuses numbers beyond f64's range; only huge ones and exponents can be.
+        if rare {
+            let text = std::str::from_utf8(&self.text[start..self.at]).ok()?;
+            if !text.parse::<f64>().ok()?.is_finite() {
+                return None;
+            }
+        }
+        Some(())
+    }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit set in each byte of `v` below `n` (`n` at most 128). Bytes above the first one
+/// may be flagged falsely (a borrow), so only the lowest flag counts.
+fn has_below(v: u64, n: u8) -> u64 {
+    v.wrapping_sub(ONES * u64::from(n)) & !v & HIGHS
+}
+
+/// The high bit set in each byte of `v` equal to `b`, with the caveat of [`has_below`].
+fn has_byte(v: u64, b: u8) -> u64 {
+    has_below(v ^ (ONES * u64::from(b)), 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn doc(text: &str) -> JsonDoc<'_> {
+        JsonDoc::parse(text.as_bytes()).unwrap()
+    }
+
+    fn spliced(d: &JsonDoc) -> bool {
+        matches!(d.form, Form::Spans { .. })
+    }
+
+    fn out(d: JsonDoc) -> String {
+        String::from_utf8(d.into_bytes()).unwrap()
+    }
+
+    #[test]
+    fn reads_fields_without_a_tree() {
+        let d =
+            doc(r#" {"a": 1, "b": {"c": [10, "x", {"d": null}]}, "e\u0301": true, "f/g~": 2.5} "#);
+        assert_eq!(d.get("/a"), Some(json!(1)));
+        assert_eq!(d.get("/b/c/1"), Some(json!("x")));
+        assert_eq!(d.get("/b/c/2/d"), Some(json!(null)));
+        assert_eq!(d.get("/b/c/3"), None);
+        assert_eq!(d.get("/b/c/01"), None);
+        assert_eq!(d.get("/e\u{301}"), Some(json!(true)));
+        assert_eq!(d.get("/f~1g~0"), Some(json!(2.5)));
+        assert_eq!(d.get("/a/x"), None);
+        assert_eq!(d.get("a"), None);
+        assert_eq!(d.get(""), Some(serde_json::from_str(&out(doc(r#" {"a": 1, "b": {"c": [10, "x", {"d": null}]}, "e\u0301": true, "f/g~": 2.5} "#))).unwrap()));
+        assert!(spliced(&d));
+    }
+
+    #[test]
+    fn the_last_of_duplicate_keys_counts() {
+        let d = doc(r#"{"a": 1, "a": 2}"#);
+        assert_eq!(d.get("/a"), Some(json!(2)));
+        // Setting it cannot splice one of them: both must go, as in the tree.
+        let mut d = d;
+        d.set("/a", json!(3)).unwrap();
+        assert_eq!(out(d), r#"{"a":3}"#);
+    }
+
+    #[test]
+    fn edits_keep_the_rest_as_it_was() {
+        let mut d = doc("{\"z\": 1,\n \"card\": {\"number\": \"4111\"}, \"a\": [1, 2]}");
+        d.set("/card/number", json!("[REDACTED]")).unwrap();
+        d.set("/new", json!({"x": 1})).unwrap();
+        d.set("/card/exp", json!("12/30")).unwrap();
+        d.set("/newer", json!(2)).unwrap();
+        assert!(spliced(&d));
+        assert_eq!(d.get("/card/number"), Some(json!("[REDACTED]")));
+        assert_eq!(d.get("/new/x"), Some(json!(1)));
+        assert_eq!(
+            out(d),
+            "{\"z\": 1,\n \"card\": {\"number\": \"[REDACTED]\",\"exp\":\"12/30\"}, \"a\": [1, 2],\"new\":{\"x\":1},\"newer\":2}"
+        );
+        let mut d = doc("{ }");
+        d.set("/a", json!(1)).unwrap();
+        d.set("/b", json!(2)).unwrap();
+        d.set("/a", json!(3)).unwrap();
+        assert_eq!(out(d), r#"{ "a":3,"b":2}"#);
+    }
+
+    #[test]
+    fn edits_that_cannot_splice_give_the_tree_result() {
+        let mut d = doc(r#"{"a": {"b": 1}, "n": null, "l": [0]}"#);
+        d.set("/a/b", json!(2)).unwrap();
+        d.set("/a", json!({"c": 3})).unwrap(); // around an edit
+        d.set("/x/y/z", json!(true)).unwrap(); // creates parents
+        d.set("/n/m", json!(1)).unwrap(); // null parent becomes an object
+        d.set("/l/-", json!(1)).unwrap();
+        d.set("/l/0", json!(5)).unwrap();
+        assert!(!spliced(&d));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&d.into_bytes()).unwrap(),
+            json!({"a": {"c": 3}, "n": {"m": 1}, "l": [5, 1], "x": {"y": {"z": true}}})
+        );
+        let mut d = doc(r#"{"a": 1, "l": []}"#);
+        let e = d.set("/a/b", json!(1)).unwrap_err().to_string();
+        assert_eq!(e, "cannot set `/a/b`: /a is a number");
+        let e = d.set("/l/3", json!(1)).unwrap_err().to_string();
+        assert_eq!(e, "cannot set `/l/3`: /l is an array without that index");
+    }
+
+    #[test]
+    fn reads_see_earlier_edits() {
+        let mut d = doc(r#"{"a": {"b": 1}, "c": 2}"#);
+        d.set("/a", json!({"b": 5})).unwrap();
+        assert_eq!(d.get("/a/b"), Some(json!(5)));
+        d.set("/c", json!(7)).unwrap();
+        assert_eq!(d.get("/c"), Some(json!(7)));
+        assert_eq!(d.get(""), Some(json!({"a": {"b": 5}, "c": 7})));
+        assert!(spliced(&d));
+    }
+
+    #[test]
+    fn long_strings_with_specials_anywhere() {
+        for at in 0..20 {
+            for special in ["\\\"", "\\n", "\\u00e9", "é", "\u{1}", "\""] {
+                let text = format!(
+                    "{{\"k\": \"{}{special}{}\"}}",
+                    "a".repeat(at),
+                    "b".repeat(19 - at)
+                );
+                let theirs = serde_json::from_str::<Value>(&text).ok();
+                let ours = JsonDoc::parse(text.as_bytes()).ok();
+                assert_eq!(ours.is_some(), theirs.is_some(), "{text:?}");
+                if let Some(d) = ours {
+                    assert_eq!(
+                        d.get("/k"),
+                        theirs.unwrap().pointer("/k").cloned(),
+                        "{text:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn agrees_with_serde_json_on_what_is_json() {
+        let cases = [
+            "",
+            " ",
+            "{",
+            "}",
+            "[1,]",
+            "{\"a\":1,}",
+            "{\"a\" 1}",
+            "{a:1}",
+            "01",
+            "-",
+            "1.",
+            ".5",
+            "1e",
+            "1e+",
+            "+1",
+            "nul",
+            "truex",
+            "[1] [2]",
+            "\"\\x\"",
+            "\"\u{1}\"",
+            "\"\\ud800\"",
+            "\"\\udc00\"",
+            "\"\\ud800\\u0041\"",
+            "\"\\ud83d\\ude00\"",
+            "1e400",
+            "-1e400",
+            "1e-400",
+            "[1e308]",
+            "\"\\u00e9\"",
+            "{\"a\":[{}, [], \"\", 0, -0.5e-3]}",
+            "tru",
+            "[",
+            "[1",
+            "{\"a\"",
+            "{\"a\":",
+            "\"abc",
+            "123abc",
+            "null",
+        ];
+        for text in cases {
+            let ours = JsonDoc::parse(text.as_bytes());
+            let theirs = serde_json::from_str::<Value>(text);
+            assert_eq!(ours.is_ok(), theirs.is_ok(), "{text:?}");
+            if let (Ok(d), Ok(v)) = (ours, theirs) {
+                assert_eq!(d.get(""), Some(v), "{text:?}");
+            }
+        }
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        assert!(JsonDoc::parse(deep.as_bytes()).is_err());
+        assert!(JsonDoc::parse(&[b'"', 0xff, b'"']).is_err());
+        let e = JsonDoc::parse(b"{\"a\": }").err().unwrap().to_string();
+        assert!(
+            e.starts_with("value is not JSON: expected value at line 1 column 7"),
+            "{e}"
+        );
+    }
+}

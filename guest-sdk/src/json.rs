@@ -13,8 +13,9 @@ use serde_json::Value;
 
 use crate::{Error, Result};
 
-/// How deep objects and arrays may nest: serde_json's own limit, so both agree on what parses.
-const MAX_DEPTH: usize = 128;
+/// How deep objects and arrays may nest: serde_json's own limit (it refuses a 128th level), so
+/// both agree on what parses.
+const MAX_DEPTH: usize = 127;
 
 /// A record value's JSON document, read lazily. See the [module docs](self).
 pub struct JsonDoc<'a> {
@@ -107,8 +108,9 @@ impl<'a> JsonDoc<'a> {
             Form::Tree(tree) => return tree.pointer(pointer).cloned(),
             Form::Spans { nodes, edits } => (nodes, edits),
         };
+        let path = canonical(pointer);
         for edit in edits {
-            match relation(pointer, &edit.pointer) {
+            match relation(&path, &edit.pointer) {
                 Relation::Same => return Some(edit.value.clone()),
                 Relation::Inside(rest) => return edit.value.pointer(rest).cloned(),
                 Relation::Around => return self.tree_copy().pointer(pointer).cloned(),
@@ -131,9 +133,10 @@ impl<'a> JsonDoc<'a> {
     /// that index, on the way is an error naming it.
     pub fn set(&mut self, pointer: &str, value: Value) -> Result<()> {
         if let Form::Spans { nodes, edits } = &mut self.form {
+            let path = canonical(pointer);
             let mut related = false;
             for edit in edits.iter_mut() {
-                match relation(pointer, &edit.pointer) {
+                match relation(&path, &edit.pointer) {
                     Relation::Same => {
                         edit.value = value;
                         return Ok(());
@@ -163,7 +166,7 @@ impl<'a> JsonDoc<'a> {
                 };
                 if let Some(splice) = splice {
                     edits.push(Edit {
-                        pointer: pointer.to_string(),
+                        pointer: path.into_owned(),
                         splice,
                         value,
                     });
@@ -253,8 +256,8 @@ enum Relation<'p> {
     Apart,
 }
 
-/// How `pointer` relates to `other`. JSON pointers spell each path one way, so text comparison
-/// is path comparison.
+/// How `pointer` relates to `other`, both [`canonical`]: then each path has one spelling, so
+/// text comparison is path comparison.
 fn relation<'p>(pointer: &'p str, other: &str) -> Relation<'p> {
     if pointer == other {
         Relation::Same
@@ -267,6 +270,18 @@ fn relation<'p>(pointer: &'p str, other: &str) -> Relation<'p> {
         Relation::Around
     } else {
         Relation::Apart
+    }
+}
+
+/// `pointer` spelled the one way of its path: a `~` not followed by `0` or `1` stands for
+/// itself (in serde_json too), so `/a~` and `/a~0` lead to the same place.
+fn canonical(pointer: &str) -> std::borrow::Cow<'_, str> {
+    match tokens(pointer) {
+        Some(tokens) if pointer.contains('~') => tokens
+            .map(|t| format!("/{}", t.replace('~', "~0").replace('/', "~1")))
+            .collect::<String>()
+            .into(),
+        _ => pointer.into(),
     }
 }
 
@@ -877,5 +892,416 @@ mod tests {
             e.starts_with("value is not JSON: expected value at line 1 column 7"),
             "{e}"
         );
+    }
+
+    /// A small deterministic generator (xorshift).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn pick<'s>(&mut self, items: &[&'s str]) -> &'s str {
+            items[self.below(items.len())]
+        }
+    }
+
+    const KEYS: &[&str] = &[
+        "\"a\"",
+        "\"a\"",
+        "\"\\u0061\"",
+        "\"b\"",
+        "\"~\"",
+        "\"a~\"",
+        "\"~0\"",
+        "\"~1\"",
+        "\"/\"",
+        "\"a/b\"",
+        "\"\u{e9}\"",
+        "\"e\\u0301\"",
+        "\"\"",
+        "\"0\"",
+        "\"card\"",
+    ];
+
+    const SCALARS: &[&str] = &[
+        "0",
+        "-0",
+        "1",
+        "-12",
+        "1.5",
+        "1e5",
+        "1E+2",
+        "-0.5e-3",
+        "1e-400",
+        "1.7976931348623157e308",
+        "1.7976931348623159e308",
+        "-1.7976931348623158e308",
+        "1e308",
+        "1e309",
+        "18446744073709551616",
+        "-9223372036854775809",
+        "true",
+        "false",
+        "null",
+        "\"\"",
+        "\"x\"",
+        "\"secret-value\"",
+    ];
+
+    const PIECES: &[&str] = &[
+        "a",
+        "bcdefgh",
+        "\u{e9}",
+        "\u{1f600}",
+        "\\n",
+        "\\\"",
+        "\\\\",
+        "\\/",
+        "\\u00e9",
+        "\\ud83d\\ude00",
+        "~",
+        "/",
+        " ",
+        "12345678",
+    ];
+
+    const SPACE: &[&str] = &["", "", " ", "\n", "\t ", "\r\n  "];
+
+    fn text(rng: &mut Rng, out: &mut String, depth: usize) {
+        out.push_str(rng.pick(SPACE));
+        match rng.below(if depth > 4 { 3 } else { 6 }) {
+            0 => out.push_str(rng.pick(SCALARS)),
+            1 => {
+                out.push('"');
+                for _ in 0..rng.below(6) {
+                    out.push_str(rng.pick(PIECES));
+                }
+                out.push('"');
+            }
+            2 => {
+                let digits = 295 + rng.below(20);
+                if rng.below(2) == 0 {
+                    out.push('-');
+                }
+                out.push('9');
+                out.push_str(&"9".repeat(digits));
+            }
+            3 | 4 => {
+                out.push('{');
+                for i in 0..rng.below(5) {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(rng.pick(SPACE));
+                    out.push_str(rng.pick(KEYS));
+                    out.push_str(rng.pick(SPACE));
+                    out.push(':');
+                    text(rng, out, depth + 1);
+                    out.push_str(rng.pick(SPACE));
+                }
+                out.push_str(rng.pick(SPACE));
+                out.push('}');
+            }
+            _ => {
+                out.push('[');
+                for i in 0..rng.below(4) {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    text(rng, out, depth + 1);
+                    out.push_str(rng.pick(SPACE));
+                }
+                out.push_str(rng.pick(SPACE));
+                out.push(']');
+            }
+        }
+        out.push_str(rng.pick(SPACE));
+    }
+
+    /// Every path in `v`, as unescaped tokens.
+    fn paths(v: &Value, at: &mut Vec<String>, all: &mut Vec<Vec<String>>) {
+        all.push(at.clone());
+        match v {
+            Value::Object(map) => {
+                for (k, child) in map {
+                    at.push(k.clone());
+                    paths(child, at, all);
+                    at.pop();
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    at.push(i.to_string());
+                    paths(child, at, all);
+                    at.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn decode(token: &str) -> String {
+        token.replace("~1", "/").replace("~0", "~")
+    }
+
+    /// A pointer to `tokens`, sometimes spelled with a bare `~` where that reads the same.
+    fn spell(rng: &mut Rng, tokens: &[String]) -> String {
+        let mut p = String::new();
+        for t in tokens {
+            p.push('/');
+            let canonical = t.replace('~', "~0").replace('/', "~1");
+            let loose = t.replace('/', "~1");
+            if rng.below(2) == 0 && decode(&loose) == *t {
+                p.push_str(&loose);
+            } else {
+                p.push_str(&canonical);
+            }
+        }
+        p
+    }
+
+    /// Setting as the tree would, written apart from `set_in`.
+    fn reference_set(doc: &mut Value, pointer: &str, value: Value) -> bool {
+        if pointer.is_empty() {
+            *doc = value;
+            return true;
+        }
+        let Some(rest) = pointer.strip_prefix('/') else {
+            return false;
+        };
+        let tokens: Vec<String> = rest.split('/').map(decode).collect();
+        let mut cur = doc;
+        for (i, t) in tokens.iter().enumerate() {
+            let last = i + 1 == tokens.len();
+            if cur.is_null() {
+                *cur = json!({});
+            }
+            cur = match cur {
+                Value::Object(map) => {
+                    if last {
+                        map.insert(t.clone(), value);
+                        return true;
+                    }
+                    map.entry(t.clone()).or_insert_with(|| json!({}))
+                }
+                Value::Array(items) => {
+                    let i = index(t).or((t == "-").then_some(items.len()));
+                    match i {
+                        Some(i) if last && i == items.len() => {
+                            items.push(value);
+                            return true;
+                        }
+                        Some(i) if i < items.len() => &mut items[i],
+                        _ => return false,
+                    }
+                }
+                _ => return false,
+            };
+        }
+        *cur = value;
+        true
+    }
+
+    /// How many keys of objects in `text` repeat an earlier key of the same object.
+    fn duplicates(text: &[u8]) -> usize {
+        let nodes = locate(text).expect("output locates");
+        let mut count = 0;
+        for (i, n) in nodes.iter().enumerate() {
+            if n.kind != Kind::Object {
+                continue;
+            }
+            let mut seen = Vec::new();
+            let mut child = i + 1;
+            while child < n.skip as usize {
+                let c = nodes[child];
+                let quoted = &text[c.key_start as usize - 1..c.key_end as usize + 1];
+                let key: String = serde_json::from_slice(quoted).unwrap();
+                count += seen.contains(&key) as usize;
+                seen.push(key);
+                child = c.skip as usize;
+            }
+        }
+        count
+    }
+
+    fn ordered(v: &Value) -> String {
+        serde_json::to_string(v).unwrap()
+    }
+
+    #[test]
+    fn edits_agree_with_the_tree() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let new_values = [
+            json!("[REDACTED]"),
+            json!(1),
+            json!(null),
+            json!({}),
+            json!({"k": [1, {"z": 2}]}),
+            json!([]),
+            json!("~/\u{e9}"),
+        ];
+        let mut checked = 0;
+        for case in 0..20_000 {
+            let mut input = String::new();
+            text(&mut rng, &mut input, 0);
+            let Ok(mut model) = serde_json::from_str::<Value>(&input) else {
+                assert!(JsonDoc::parse(input.as_bytes()).is_err(), "{input:?}");
+                continue;
+            };
+            checked += 1;
+            let mut d = JsonDoc::parse(input.as_bytes()).unwrap();
+            let mut log = Vec::new();
+            for _ in 0..rng.below(6) {
+                let mut all = Vec::new();
+                paths(&model, &mut Vec::new(), &mut all);
+                let mut tokens = all[rng.below(all.len())].clone();
+                match rng.below(8) {
+                    0 => tokens.push(rng.pick(&["a", "new", "~", "a~", "/", "0", "-"]).into()),
+                    1 => tokens.extend(["x".to_string(), "y".to_string()]),
+                    2 if !tokens.is_empty() => {
+                        tokens.pop();
+                    }
+                    3 => tokens.push(rng.pick(&["1", "2", "01", "-"]).into()),
+                    _ => {}
+                }
+                let pointer = spell(&mut rng, &tokens);
+                if rng.below(3) == 0 {
+                    log.push(format!("get {pointer:?}"));
+                    let expected = model.pointer(&pointer).cloned();
+                    assert_eq!(d.get(&pointer), expected, "{input:?} {log:?}");
+                } else {
+                    let value = new_values[rng.below(new_values.len())].clone();
+                    log.push(format!("set {pointer:?} {value}"));
+                    let ok = reference_set(&mut model, &pointer, value.clone());
+                    assert_eq!(d.set(&pointer, value).is_ok(), ok, "{input:?} {log:?}");
+                }
+            }
+            let mut all = Vec::new();
+            paths(&model, &mut Vec::new(), &mut all);
+            for tokens in &all {
+                let pointer = spell(&mut rng, tokens);
+                let expected = model.pointer(&pointer).cloned();
+                assert_eq!(d.get(&pointer), expected, "{input:?} {log:?} {pointer:?}");
+            }
+            let output = d.into_bytes();
+            let parsed: Value = serde_json::from_slice(&output).unwrap_or_else(|e| {
+                panic!(
+                    "{case}: {input:?} {log:?} gave {:?}: {e}",
+                    String::from_utf8_lossy(&output)
+                )
+            });
+            assert_eq!(ordered(&parsed), ordered(&model), "{input:?} {log:?}");
+            assert!(
+                duplicates(&output) <= duplicates(input.as_bytes()),
+                "{input:?} {log:?} gave {:?}",
+                String::from_utf8_lossy(&output)
+            );
+        }
+        assert!(checked > 5_000, "{checked}");
+    }
+
+    #[test]
+    fn accepts_what_serde_json_accepts() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let noise: &[&[u8]] = &[
+            b"\"",
+            b"\\",
+            b",",
+            b"}",
+            b"]",
+            b"{",
+            b"[",
+            b":",
+            b"\\u",
+            b"\\ud800",
+            b"\\udc00",
+            b"e",
+            b".",
+            b"-",
+            b"0",
+            b"\x01",
+            b"\xff",
+            b"\xc3",
+            b"1e400",
+            b" ",
+            b"\\ud83d\\u",
+        ];
+        for _ in 0..30_000 {
+            let mut input = String::new();
+            text(&mut rng, &mut input, 0);
+            let mut bytes = input.into_bytes();
+            for _ in 0..rng.below(3) {
+                let at = rng.below(bytes.len() + 1);
+                match rng.below(3) {
+                    0 if at < bytes.len() => {
+                        bytes.remove(at);
+                    }
+                    1 => {
+                        let n = noise[rng.below(noise.len())];
+                        bytes.splice(at..at, n.iter().copied());
+                    }
+                    _ => bytes.truncate(at),
+                }
+            }
+            let theirs = serde_json::from_slice::<Value>(&bytes);
+            let ours = JsonDoc::parse(&bytes);
+            let shown = String::from_utf8_lossy(&bytes);
+            assert_eq!(ours.is_ok(), theirs.is_ok(), "{shown:?}");
+            if let (Ok(d), Ok(v)) = (ours, theirs) {
+                assert_eq!(d.get(""), Some(v.clone()), "{shown:?}");
+                let mut d = d;
+                d.set("/zz", json!(1)).ok();
+                let mut v = v;
+                let ok = reference_set(&mut v, "/zz", json!(1));
+                let out: Value = serde_json::from_slice(&d.into_bytes()).unwrap();
+                if ok {
+                    assert_eq!(ordered(&out), ordered(&v), "{shown:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nesting_at_serde_jsons_limit() {
+        for depth in 120..135 {
+            for (open, close) in [("[", "]"), ("{\"a\":", "}")] {
+                let text = open.repeat(depth) + "1" + &close.repeat(depth);
+                let theirs = serde_json::from_str::<Value>(&text);
+                let ours = JsonDoc::parse(text.as_bytes());
+                assert_eq!(ours.is_ok(), theirs.is_ok(), "depth {depth} {open}");
+                if let Ok(mut d) = ours {
+                    assert_eq!(d.get(""), theirs.ok());
+                    d.set("/x", json!(1)).ok();
+                    d.into_bytes();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pointers_spelled_two_ways() {
+        // `~` not followed by `0` or `1` stands for itself, so `/a~` and `/a~0` are one path.
+        let mut d = JsonDoc::parse(br#"{"a~": "secret"}"#).unwrap();
+        d.set("/a~", json!("[REDACTED]")).unwrap();
+        assert_eq!(d.get("/a~0"), Some(json!("[REDACTED]")));
+        d.set("/a~0", json!("[MASKED]")).unwrap();
+        assert_eq!(d.get("/a~"), Some(json!("[MASKED]")));
+        assert_eq!(
+            String::from_utf8(d.into_bytes()).unwrap(),
+            r#"{"a~": "[MASKED]"}"#
+        );
+        let mut d = JsonDoc::parse(b"{}").unwrap();
+        d.set("/~x", json!(1)).unwrap();
+        d.set("/~0x", json!(2)).unwrap();
+        assert_eq!(String::from_utf8(d.into_bytes()).unwrap(), r#"{"~x":2}"#);
     }
 }

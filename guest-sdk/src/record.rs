@@ -57,6 +57,27 @@ impl Record {
 
     /// The value as a [`JsonDoc`]: checked as JSON, read and edited field by field, which is
     /// much cheaper than [`json`](Self::json) into a `Value` when a plugin touches a few fields.
+    ///
+    /// ```
+    /// use weir_sdk::prelude::*;
+    ///
+    /// #[transform]
+    /// fn mask_email(rec: &Record) -> Result<Record> {
+    ///     let mut doc = rec.json_doc()?;
+    ///     if doc.get("/customer/email").is_some() {
+    ///         doc.set("/customer/email", json!("[REDACTED]"))?;
+    ///     }
+    ///     Ok(rec.with_new_value(doc.into_bytes()))
+    /// }
+    ///
+    /// fn main() {
+    ///     let plugin = weir_sdk::harness!(json!({})).unwrap();
+    ///     let input = br#"{"id": 7, "customer": {"email": "ann@example.com"}}"#;
+    ///     let out = plugin.transform(Record::new(&input[..])).unwrap();
+    ///     let want = r#"{"id": 7, "customer": {"email": "[REDACTED]"}}"#;
+    ///     assert_eq!(out[0].value_str().unwrap(), want);
+    /// }
+    /// ```
     pub fn json_doc(&self) -> Result<JsonDoc<'_>> {
         let value = self
             .value
@@ -111,17 +132,17 @@ impl Record {
         self
     }
 
-    /// A record made from this one (key, headers, timestamp, origin) with another value; unlike
-    /// `rec.clone().with_value(…)` it does not copy the old value first.
+    /// A new record with this one's key, headers and timestamp and another value: what a
+    /// transform emits in its input's place. Unlike `rec.clone().with_value(…)` it copies
+    /// neither the old value nor where the input came from (outputs go where the pipeline
+    /// sends them).
     pub fn with_new_value(&self, value: impl Into<Vec<u8>>) -> Self {
         Record {
             key: self.key.clone(),
             value: Some(value.into()),
             headers: self.headers.clone(),
             timestamp: self.timestamp,
-            topic: self.topic.clone(),
-            partition: self.partition,
-            offset: self.offset,
+            ..Record::default()
         }
     }
 

@@ -101,8 +101,8 @@ impl std::fmt::Display for StoreFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let cause = match &self.cause {
             fjall::Error::Io(e) | fjall::Error::Storage(fjall::LsmError::Io(e)) => e.to_string(),
-            fjall::Error::Poisoned => "an earlier write failed (see the error logged before), \
-                 and the store takes no writes after one"
+            fjall::Error::Poisoned => "an earlier write failed (perhaps the store's background \
+                 flush), and the store takes no writes after one"
                 .to_string(),
             other => other.to_string(),
         };

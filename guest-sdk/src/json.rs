@@ -177,6 +177,49 @@ impl<'a> JsonDoc<'a> {
         set_in(self.tree(), pointer, value)
     }
 
+    /// Replace the value at JSON `pointer`, if there is one, with what `f` makes of it; `false`
+    /// if there is none. One lookup where [`get`](Self::get) then [`set`](Self::set) take two.
+    pub fn update(
+        &mut self,
+        pointer: &str,
+        f: impl FnOnce(Value) -> Result<Value>,
+    ) -> Result<bool> {
+        if let Form::Spans { nodes, edits } = &mut self.form {
+            let path = canonical(pointer);
+            if edits
+                .iter()
+                .all(|e| matches!(relation(&path, &e.pointer), Relation::Apart))
+            {
+                match find(self.text, nodes, pointer) {
+                    Found::Node {
+                        index,
+                        duplicate: false,
+                    } => {
+                        let Node { start, end, .. } = nodes[index];
+                        let text = &self.text[start as usize..end as usize];
+                        if let Ok(old) = serde_json::from_slice(text) {
+                            edits.push(Edit {
+                                pointer: path.into_owned(),
+                                splice: Splice::Replace { start, end },
+                                value: f(old)?,
+                            });
+                            return Ok(true);
+                        }
+                    }
+                    Found::Node { .. } => {}
+                    Found::NewMember { .. } | Found::Absent => return Ok(false),
+                }
+            }
+        }
+        match self.get(pointer) {
+            Some(old) => {
+                let new = f(old)?;
+                self.set(pointer, new).map(|()| true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// The whole document as a tree, to change in ways [`set`](Self::set) does not cover. Costs
     /// a full parse the first time; the output is then written from the tree.
     pub fn tree(&mut self) -> &mut Value {
@@ -276,13 +319,22 @@ fn relation<'p>(pointer: &'p str, other: &str) -> Relation<'p> {
 /// `pointer` spelled the one way of its path: a `~` not followed by `0` or `1` stands for
 /// itself (in serde_json too), so `/a~` and `/a~0` lead to the same place.
 fn canonical(pointer: &str) -> std::borrow::Cow<'_, str> {
+    if !has_tilde(pointer) {
+        return pointer.into();
+    }
     match tokens(pointer) {
-        Some(tokens) if pointer.contains('~') => tokens
+        Some(tokens) => tokens
             .map(|t| format!("/{}", t.replace('~', "~0").replace('/', "~1")))
             .collect::<String>()
             .into(),
         _ => pointer.into(),
     }
+}
+
+/// Whether `text` has a `~`: a plain loop, as pointers are short (`str::contains` calls memchr,
+/// which costs more than the search on a few bytes, in wasm above all).
+fn has_tilde(text: &str) -> bool {
+    text.bytes().any(|b| b == b'~')
 }
 
 /// The tokens of a JSON pointer, unescaped (`~1` is `/`, `~0` is `~`); `None` if it is not one.
@@ -291,13 +343,21 @@ fn tokens(pointer: &str) -> Option<impl Iterator<Item = std::borrow::Cow<'_, str
         "" => None,
         p => Some(p.strip_prefix('/')?),
     };
-    Some(rest.into_iter().flat_map(|r| r.split('/')).map(|t| {
-        if t.contains('~') {
-            std::borrow::Cow::Owned(t.replace("~1", "/").replace("~0", "~"))
-        } else {
-            std::borrow::Cow::Borrowed(t)
-        }
-    }))
+    // One look for `~` over the whole pointer (most have none) rather than one per token.
+    let escaped = has_tilde(pointer);
+    // A predicate, not `'/'`: a char pattern searches with memchr, dear on a few bytes.
+    let slash = |c: char| c == '/';
+    Some(
+        rest.into_iter()
+            .flat_map(move |r| r.split(slash))
+            .map(move |t| {
+                if escaped && has_tilde(t) {
+                    std::borrow::Cow::Owned(t.replace("~1", "/").replace("~0", "~"))
+                } else {
+                    std::borrow::Cow::Borrowed(t)
+                }
+            }),
+    )
 }
 
 /// An array index token as serde_json reads one: digits, no sign, no leading zero.
@@ -311,7 +371,9 @@ fn index(token: &str) -> Option<usize> {
 fn key_is(text: &[u8], node: &Node, token: &str) -> bool {
     let raw = &text[node.key_start as usize..node.key_end as usize];
     if !node.key_escaped {
-        return raw == token.as_bytes();
+        // Length and first byte settle most keys without a call to memcmp.
+        let token = token.as_bytes();
+        return raw.len() == token.len() && raw.first() == token.first() && raw == token;
     }
     let quoted = &text[node.key_start as usize - 1..node.key_end as usize + 1];
     serde_json::from_slice::<String>(quoted).is_ok_and(|key| key == token)
@@ -798,6 +860,23 @@ mod tests {
         assert_eq!(e, "cannot set `/a/b`: /a is a number");
         let e = d.set("/l/3", json!(1)).unwrap_err().to_string();
         assert_eq!(e, "cannot set `/l/3`: /l is an array without that index");
+    }
+
+    #[test]
+    fn update_changes_what_is_there_only() {
+        let mut d = doc(r#"{"a": 1, "b": {"c": "x"}, "d": 1, "d": 2}"#);
+        let double = |v: Value| Ok(json!(v.as_i64().unwrap_or(0) * 2));
+        assert!(d.update("/a", double).unwrap());
+        assert!(d.update("/a", double).unwrap()); // after an edit of its own
+        assert!(!d.update("/missing", double).unwrap());
+        assert!(!d.update("/b/c/x", double).unwrap());
+        assert!(d.update("/b/c", |_| Ok(json!("y"))).unwrap());
+        assert!(spliced(&d));
+        assert!(d.update("/d", double).unwrap()); // duplicates: the tree's answer
+        assert_eq!(out(d), r#"{"a":4,"b":{"c":"y"},"d":4}"#);
+        let mut d = doc(r#"{"a": 1}"#);
+        let e = d.update("/a", |_| Err(Error::msg("no"))).unwrap_err();
+        assert_eq!(e.to_string(), "no");
     }
 
     #[test]

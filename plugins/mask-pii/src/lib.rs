@@ -78,9 +78,7 @@ fn mask_pii(rec: &Record, cfg: &Config) -> Result<Record> {
     }
     let mut doc = rec.json_doc()?;
     for field in &cfg.fields {
-        if let Some(value) = doc.get(&field.0) {
-            doc.set(&field.0, cfg.mode.mask(value)?)?;
-        }
+        doc.update(&field.0, |value| cfg.mode.mask(value))?;
     }
     Ok(rec.with_new_value(doc.into_bytes()))
 }

@@ -87,6 +87,9 @@ pub fn load_config<C: DeserializeOwned>() -> Result<C, String> {
 /// Any plugin: what its configuration is.
 pub trait Plugin {
     type Config: DeserializeOwned;
+    /// Whether it takes a `&State`: only then can a call fail for a value it reads, and the
+    /// test harness must keep a batch's records to replay them one by one.
+    const KEEPS_STATE: bool = false;
 }
 
 /// A `#[filter]` function, normalised by the attribute to one signature.
@@ -96,7 +99,9 @@ pub trait FilterPlugin: Plugin {
 
 /// A `#[transform]` function, normalised by the attribute to one signature.
 pub trait TransformPlugin: Plugin {
-    fn transform(rec: &Record, cfg: &Self::Config, state: &State) -> Result<Vec<Record>>;
+    /// The record is the plugin's: a transform written as `fn(rec: Record, …)` changes it and
+    /// returns it without a copy.
+    fn transform(rec: Record, cfg: &Self::Config, state: &State) -> Result<Vec<Record>>;
 }
 
 /// A `#[state(version = N)]` declaration: the shape of the state this build writes, and how to
@@ -199,15 +204,14 @@ pub fn filter_batch<P: FilterPlugin, R: std::borrow::Borrow<Record>>(
 }
 
 /// Run a transform over a batch: one list of outputs per record, errors as text.
-pub fn transform_batch<P: TransformPlugin, R: std::borrow::Borrow<Record>>(
+pub fn transform_batch<P: TransformPlugin>(
     cfg: &P::Config,
-    records: impl Iterator<Item = R>,
+    records: impl Iterator<Item = Record>,
 ) -> Vec<Result<Vec<Record>, String>> {
     records
         .enumerate()
         .map(|(i, rec)| {
-            P::transform(rec.borrow(), cfg, &State::__for_record(i as u32))
-                .map_err(|e| e.to_string())
+            P::transform(rec, cfg, &State::__for_record(i as u32)).map_err(|e| e.to_string())
         })
         .collect()
 }

@@ -542,6 +542,9 @@ impl Locator<'_> {
     }
 
     /// The value at the cursor (after any whitespace), as a member with `key` if given.
+    /// Inlined into the loops of [`container`](Self::container), so only objects and arrays
+    /// cost a call (in wasm, each call also checks the time limit).
+    #[inline(always)]
     fn value(&mut self, key: Option<(u32, u32, bool)>, depth: usize) -> Option<()> {
         let index = self.nodes.len();
         let (key_start, key_end, key_escaped) = key.unwrap_or((0, 0, false));
@@ -555,70 +558,7 @@ impl Locator<'_> {
             kind: Kind::Scalar,
         });
         let kind = match self.peek()? {
-            b'{' => {
-                if depth == MAX_DEPTH {
-                    return None;
-                }
-                self.at += 1;
-                self.space();
-                if self.peek()? == b'}' {
-                    self.at += 1;
-                } else {
-                    loop {
-                        if self.peek()? != b'"' {
-                            return None;
-                        }
-                        let key = self.string()?;
-                        self.space();
-                        if self.peek()? != b':' {
-                            return None;
-                        }
-                        self.at += 1;
-                        self.space();
-                        self.value(Some(key), depth + 1)?;
-                        self.space();
-                        match self.peek()? {
-                            b',' => {
-                                self.at += 1;
-                                self.space();
-                            }
-                            b'}' => {
-                                self.at += 1;
-                                break;
-                            }
-                            _ => return None,
-                        }
-                    }
-                }
-                Kind::Object
-            }
-            b'[' => {
-                if depth == MAX_DEPTH {
-                    return None;
-                }
-                self.at += 1;
-                self.space();
-                if self.peek()? == b']' {
-                    self.at += 1;
-                } else {
-                    loop {
-                        self.value(None, depth + 1)?;
-                        self.space();
-                        match self.peek()? {
-                            b',' => {
-                                self.at += 1;
-                                self.space();
-                            }
-                            b']' => {
-                                self.at += 1;
-                                break;
-                            }
-                            _ => return None,
-                        }
-                    }
-                }
-                Kind::Array
-            }
+            b'{' | b'[' => self.container(depth)?,
             b'"' => {
                 self.string()?;
                 Kind::Scalar
@@ -640,8 +580,56 @@ impl Locator<'_> {
         Some(())
     }
 
+    /// The object or array at the cursor, its members or items pushed as nodes.
+    #[inline(never)]
+    fn container(&mut self, depth: usize) -> Option<Kind> {
+        if depth == MAX_DEPTH {
+            return None;
+        }
+        let object = self.peek()? == b'{';
+        let close = if object { b'}' } else { b']' };
+        self.at += 1;
+        self.space();
+        if self.peek()? == close {
+            self.at += 1;
+        } else {
+            loop {
+                let key = if object {
+                    if self.peek()? != b'"' {
+                        return None;
+                    }
+                    let key = self.string()?;
+                    self.space();
+                    if self.peek()? != b':' {
+                        return None;
+                    }
+                    self.at += 1;
+                    self.space();
+                    Some(key)
+                } else {
+                    None
+                };
+                self.value(key, depth + 1)?;
+                self.space();
+                match self.peek()? {
+                    b',' => {
+                        self.at += 1;
+                        self.space();
+                    }
+                    c if c == close => {
+                        self.at += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        Some(if object { Kind::Object } else { Kind::Array })
+    }
+
     fn literal(&mut self, word: &[u8]) -> Option<Kind> {
-        self.text[self.at..].starts_with(word).then(|| {
+        let found = self.text.get(self.at..self.at + word.len());
+        (found == Some(word)).then(|| {
             self.at += word.len();
             Kind::Scalar
         })

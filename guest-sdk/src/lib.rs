@@ -20,7 +20,9 @@
 //!
 //! - `#[filter]`: `fn(&Record, [&Config], [&State]) -> Result<bool>` keeps or drops a record.
 //! - `#[transform]`: `fn(&Record, [&Config], [&State]) -> Result<R>` where `R` is a [`Record`],
-//!   an `Option<Record>` or a `Vec<Record>`: map and flat-map.
+//!   an `Option<Record>` or a `Vec<Record>`: map and flat-map. Taking `rec: Record` by value
+//!   instead lets a transform change the record and return it without copying its key and
+//!   headers.
 //! - `#[window]` on an `impl Aggregate for T` block: event-time aggregation (see [`Aggregate`]).
 //! - `#[state(version = N)]`, beside one of those, on a function that brings state an older
 //!   build wrote up to date, when a new build changes the shape of what it stores:

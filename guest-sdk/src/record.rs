@@ -62,12 +62,11 @@ impl Record {
     /// use weir_sdk::prelude::*;
     ///
     /// #[transform]
-    /// fn mask_email(rec: &Record) -> Result<Record> {
+    /// fn mask_email(rec: Record) -> Result<Record> {
     ///     let mut doc = rec.json_doc()?;
-    ///     if doc.get("/customer/email").is_some() {
-    ///         doc.set("/customer/email", json!("[REDACTED]"))?;
-    ///     }
-    ///     Ok(rec.with_new_value(doc.into_bytes()))
+    ///     doc.update("/customer/email", |_| Ok(json!("[REDACTED]")))?;
+    ///     let value = doc.into_bytes();
+    ///     Ok(rec.with_value(value))
     /// }
     ///
     /// fn main() {

@@ -157,13 +157,26 @@ fn expand_fn(func: ItemFn, kind: Kind) -> TokenStream {
 
 fn try_expand_fn(func: &ItemFn, kind: Kind) -> syn::Result<TokenStream2> {
     let name = &func.sig.ident;
-    let usage = "expected `fn(rec: &Record, [cfg: &Config], [state: &State])`";
+    let usage = match kind {
+        Kind::Transform => {
+            "expected `fn(rec: &Record, [cfg: &Config], [state: &State])`, or `rec: Record` to \
+             take the record and return it changed"
+        }
+        _ => "expected `fn(rec: &Record, [cfg: &Config], [state: &State])`",
+    };
     let mut inputs = func.sig.inputs.iter();
-    match inputs.next() {
-        Some(FnArg::Typed(arg)) if matches!(*arg.ty, Type::Reference(_)) => {}
+    // A transform may take its record by value; the runtime owns it either way.
+    let by_value = match inputs.next() {
+        Some(FnArg::Typed(arg)) if matches!(*arg.ty, Type::Reference(_)) => false,
+        Some(FnArg::Typed(arg))
+            if matches!(kind, Kind::Transform)
+                && matches!(&*arg.ty, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Record")) =>
+        {
+            true
+        }
         Some(other) => return Err(syn::Error::new(other.span(), usage)),
         None => return Err(syn::Error::new(func.sig.span(), usage)),
-    }
+    };
     let mut params = Vec::new();
     for input in inputs {
         let FnArg::Typed(arg) = input else {
@@ -201,11 +214,19 @@ fn try_expand_fn(func: &ItemFn, kind: Kind) -> syn::Result<TokenStream2> {
             Param::State => None,
         })
         .unwrap_or_else(|| quote!(::weir_sdk::__rt::NoConfig));
-    let args = params.iter().map(|p| match p {
-        Param::Config(_) => quote!(cfg),
-        Param::State => quote!(state),
-    });
-    let call = quote!(#name(rec #(, #args)*));
+    let args: Vec<_> = params
+        .iter()
+        .map(|p| match p {
+            Param::Config(_) => quote!(cfg),
+            Param::State => quote!(state),
+        })
+        .collect();
+    let args_filter = &args;
+    let call = if by_value {
+        quote!(#name(rec #(, #args)*))
+    } else {
+        quote!(#name(&rec #(, #args)*))
+    };
     let runtime_impl = match kind {
         Kind::Filter => quote! {
             /// This crate's filter, loaded natively with `config` (benchmarks, embedding).
@@ -217,7 +238,7 @@ fn try_expand_fn(func: &ItemFn, kind: Kind) -> syn::Result<TokenStream2> {
             impl ::weir_sdk::__rt::FilterPlugin for __WeirPlugin {
                 fn filter(rec: &::weir_sdk::Record, cfg: &Self::Config, state: &::weir_sdk::State) -> ::weir_sdk::Result<bool> {
                     let _ = (&cfg, &state);
-                    #call
+                    #name(rec #(, #args_filter)*)
                 }
             }
         },
@@ -229,7 +250,7 @@ fn try_expand_fn(func: &ItemFn, kind: Kind) -> syn::Result<TokenStream2> {
                 Ok(::std::boxed::Box::new(::weir_sdk::testing::NativeTransform(harness)))
             }
             impl ::weir_sdk::__rt::TransformPlugin for __WeirPlugin {
-                fn transform(rec: &::weir_sdk::Record, cfg: &Self::Config, state: &::weir_sdk::State) -> ::weir_sdk::Result<::std::vec::Vec<::weir_sdk::Record>> {
+                fn transform(rec: ::weir_sdk::Record, cfg: &Self::Config, state: &::weir_sdk::State) -> ::weir_sdk::Result<::std::vec::Vec<::weir_sdk::Record>> {
                     let _ = (&cfg, &state);
                     #call.map(::weir_sdk::__rt::IntoRecords::into_records)
                 }
@@ -247,6 +268,7 @@ fn try_expand_fn(func: &ItemFn, kind: Kind) -> syn::Result<TokenStream2> {
         struct __WeirPlugin;
         impl ::weir_sdk::__rt::Plugin for __WeirPlugin {
             type Config = #config_ty;
+            const KEEPS_STATE: bool = #keeps_state;
         }
         #runtime_impl
         #glue
@@ -296,7 +318,7 @@ fn component_glue(kind: Kind, keeps_state: bool) -> TokenStream2 {
         Kind::Transform => quote! {
             fn transform(events: Vec<t::Event>) -> Vec<Result<Vec<t::Output>, String>> {
                 with_config(events.len(), |cfg| {
-                    rt::transform_batch::<P, _>(cfg, events.into_iter().map(record))
+                    rt::transform_batch::<P>(cfg, events.into_iter().map(record))
                         .into_iter()
                         .map(|r| r.map(|outs| outs.into_iter().map(output).collect()))
                         .collect()

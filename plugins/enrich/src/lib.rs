@@ -113,9 +113,9 @@ fn number(x: f64) -> Option<Value> {
 }
 
 #[transform]
-fn enrich(rec: &Record, cfg: &Config) -> Result<Record> {
+fn enrich(rec: Record, cfg: &Config) -> Result<Record> {
     if rec.value.is_none() {
-        return Ok(rec.clone());
+        return Ok(rec);
     }
     let mut doc = rec.json_doc()?;
     for (pointer, value) in &cfg.set {
@@ -127,7 +127,8 @@ fn enrich(rec: &Record, cfg: &Config) -> Result<Record> {
     for derive in &cfg.derive {
         derive.apply(&mut doc)?;
     }
-    Ok(rec.with_new_value(doc.into_bytes()))
+    let value = doc.into_bytes();
+    Ok(rec.with_value(value))
 }
 
 #[cfg(test)]

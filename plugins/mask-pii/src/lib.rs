@@ -72,15 +72,16 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 #[transform]
-fn mask_pii(rec: &Record, cfg: &Config) -> Result<Record> {
+fn mask_pii(rec: Record, cfg: &Config) -> Result<Record> {
     if rec.value.is_none() {
-        return Ok(rec.clone());
+        return Ok(rec);
     }
     let mut doc = rec.json_doc()?;
     for field in &cfg.fields {
         doc.update(&field.0, |value| cfg.mode.mask(value))?;
     }
-    Ok(rec.with_new_value(doc.into_bytes()))
+    let value = doc.into_bytes();
+    Ok(rec.with_value(value))
 }
 
 #[cfg(test)]

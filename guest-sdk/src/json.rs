@@ -493,7 +493,8 @@ fn set_in(doc: &mut Value, pointer: &str, value: Value) -> Result<()> {
     Ok(())
 }
 
-fn kind(v: &Value) -> &'static str {
+/// What kind of JSON value `v` is, as an error message says it: "a number", "an object".
+pub fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -8,7 +8,7 @@
 //! a missing `path`, or one that holds anything but an array, is a record error. Outputs keep the
 //! input's key, headers and timestamp.
 
-use weir_sdk::prelude::*;
+use weir_sdk::{json::kind, prelude::*};
 
 #[derive(Deserialize)]
 #[serde(try_from = "RawConfig")]
@@ -68,17 +68,6 @@ impl Config {
             }
             _ => None,
         }
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -214,19 +214,16 @@ fn try_expand_fn(func: &ItemFn, kind: Kind) -> syn::Result<TokenStream2> {
             Param::State => None,
         })
         .unwrap_or_else(|| quote!(::weir_sdk::__rt::NoConfig));
-    let args: Vec<_> = params
-        .iter()
-        .map(|p| match p {
-            Param::Config(_) => quote!(cfg),
-            Param::State => quote!(state),
-        })
-        .collect();
-    let args_filter = &args;
-    let call = if by_value {
-        quote!(#name(rec #(, #args)*))
-    } else {
-        quote!(#name(&rec #(, #args)*))
+    let args = params.iter().map(|p| match p {
+        Param::Config(_) => quote!(cfg),
+        Param::State => quote!(state),
+    });
+    // The runtime hands a filter `&Record` and a transform its `Record`.
+    let record = match kind {
+        Kind::Transform if !by_value => quote!(&rec),
+        _ => quote!(rec),
     };
+    let call = quote!(#name(#record #(, #args)*));
     let runtime_impl = match kind {
         Kind::Filter => quote! {
             /// This crate's filter, loaded natively with `config` (benchmarks, embedding).
@@ -238,7 +235,7 @@ fn try_expand_fn(func: &ItemFn, kind: Kind) -> syn::Result<TokenStream2> {
             impl ::weir_sdk::__rt::FilterPlugin for __WeirPlugin {
                 fn filter(rec: &::weir_sdk::Record, cfg: &Self::Config, state: &::weir_sdk::State) -> ::weir_sdk::Result<bool> {
                     let _ = (&cfg, &state);
-                    #name(rec #(, #args_filter)*)
+                    #call
                 }
             }
         },

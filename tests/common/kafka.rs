@@ -294,6 +294,23 @@ impl Kafka {
         out
     }
 
+    /// [`read_committed`](Self::read_committed) again until it has at least `expected` records
+    /// or `timeout` passed; what it read last.
+    pub fn wait_read_committed(
+        &self,
+        topic: &str,
+        partitions: i32,
+        expected: usize,
+        timeout: Duration,
+    ) -> Vec<Out> {
+        let mut out = Vec::new();
+        poll_until(timeout, || {
+            out = self.read_committed(topic, partitions);
+            out.len() >= expected
+        });
+        out
+    }
+
     /// Wait until `group` has committed `ends` on `topic`; false if `timeout` passed first.
     pub fn wait_committed(
         &self,

@@ -206,14 +206,14 @@ config = {{ field = "/amount", into = "/totals" }}
     let mut weir = Weir::start(bin, &pipeline);
     let sources = k.read(&source, records, Duration::from_secs(120));
     let ends = partition_ends(&sources, partitions);
-    let finished = match guarantee {
-        Guarantee::AtLeastOnce => {
-            k.wait_committed(&group, &source, &ends, Duration::from_secs(600))
-        }
-        Guarantee::ExactlyOnce => {
-            k.wait_positions(&group, &source, &ends, Duration::from_secs(600))
-        }
-    };
+    let exactly_once = matches!(guarantee, Guarantee::ExactlyOnce);
+    let finished = k.wait_finished(
+        &group,
+        &source,
+        &ends,
+        exactly_once,
+        Duration::from_secs(600),
+    );
     assert!(
         finished,
         "the last run did not finish; log:\n{}",

@@ -863,11 +863,13 @@ fn state_disk_fills_up(exactly_once: bool) {
     let mut weir = Weir::start(weir_bin(), &pipeline);
     let sources = k.read(&setup.source, records, Duration::from_secs(60));
     let ends = partition_ends(&sources, setup.partitions);
-    let finished = if exactly_once {
-        k.wait_positions(&setup.group, &setup.source, &ends, Duration::from_secs(120))
-    } else {
-        k.wait_committed(&setup.group, &setup.source, &ends, Duration::from_secs(120))
-    };
+    let finished = k.wait_finished(
+        &setup.group,
+        &setup.source,
+        &ends,
+        exactly_once,
+        Duration::from_secs(120),
+    );
     assert!(
         finished,
         "the run after the disk was enlarged did not finish; log:\n{}",
@@ -1012,7 +1014,13 @@ fn exactly_once_hand_over(leave: Leave) {
     let sources = k.read(&setup.source, input.len(), Duration::from_secs(30));
     let ends = partition_ends(&sources, setup.partitions);
     assert!(
-        k.wait_positions(&setup.group, &setup.source, &ends, Duration::from_secs(120)),
+        k.wait_finished(
+            &setup.group,
+            &setup.source,
+            &ends,
+            true,
+            Duration::from_secs(120)
+        ),
         "B did not finish; log of B:\n{}",
         b.log()
     );

@@ -639,11 +639,13 @@ dir = "state"
     let mut weir = Weir::start(weir_bin(), &p);
     let sources = k.read(&source, input.len(), Duration::from_secs(120));
     let ends = common::kafka::partition_ends(&sources, 3);
-    let finished = if exactly_once {
-        k.wait_positions(&group, &source, &ends, Duration::from_secs(300))
-    } else {
-        k.wait_committed(&group, &source, &ends, Duration::from_secs(300))
-    };
+    let finished = k.wait_finished(
+        &group,
+        &source,
+        &ends,
+        exactly_once,
+        Duration::from_secs(300),
+    );
     assert!(
         finished,
         "the last run did not finish; log:\n{}",

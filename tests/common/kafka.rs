@@ -311,30 +311,28 @@ impl Kafka {
         out
     }
 
-    /// Wait until `group` has committed `ends` on `topic`; false if `timeout` passed first.
-    pub fn wait_committed(
+    /// Wait until the run of `group` has finished `ends` (one past the last offset of each
+    /// partition) of `topic`, by where it resumes: the group's committed offsets at least once,
+    /// the positions its last committed transactions recorded exactly once ([`positions`]).
+    /// False if `timeout` passed first.
+    ///
+    /// [`positions`]: Self::positions
+    pub fn wait_finished(
         &self,
         group: &str,
         topic: &str,
         ends: &[i64],
+        exactly_once: bool,
         timeout: Duration,
     ) -> bool {
+        let partitions = ends.len() as i32;
         poll_until(timeout, || {
-            self.committed(group, topic, ends.len() as i32) == ends
-        })
-    }
-
-    /// Exactly once: wait until the last committed transactions of `group` recorded `ends` as
-    /// the positions of `topic`; false if `timeout` passed first.
-    pub fn wait_positions(
-        &self,
-        group: &str,
-        topic: &str,
-        ends: &[i64],
-        timeout: Duration,
-    ) -> bool {
-        poll_until(timeout, || {
-            self.positions(group, topic, ends.len() as i32) == ends
+            let resumes = if exactly_once {
+                self.positions(group, topic, partitions)
+            } else {
+                self.committed(group, topic, partitions)
+            };
+            resumes == ends
         })
     }
 

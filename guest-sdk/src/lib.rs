@@ -55,6 +55,8 @@
 //! attribute generates the component's exports; compiled natively, the same plugin runs under
 //! [`testing::Harness`] in plain `cargo test`.
 
+#[doc(hidden)]
+pub mod batch;
 mod error;
 pub mod json;
 mod record;

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{Error, JsonDoc, Result};
@@ -18,7 +20,7 @@ pub struct Record {
     pub headers: Vec<(String, Vec<u8>)>,
     /// Event time in milliseconds since the Unix epoch.
     pub timestamp: i64,
-    pub(crate) topic: String,
+    pub(crate) topic: Arc<str>,
     pub(crate) partition: i32,
     pub(crate) offset: i64,
 }
@@ -178,7 +180,7 @@ impl Record {
     }
 
     /// This record as if it had been read from `topic`, `partition` at `offset` (for tests).
-    pub fn at(mut self, topic: impl Into<String>, partition: i32, offset: i64) -> Self {
+    pub fn at(mut self, topic: impl Into<Arc<str>>, partition: i32, offset: i64) -> Self {
         self.topic = topic.into();
         self.partition = partition;
         self.offset = offset;

@@ -308,18 +308,46 @@ fn component_glue(kind: Kind, keeps_state: bool) -> TokenStream2 {
     };
     let exports = match kind {
         Kind::Filter => quote! {
-            fn filter(events: Vec<t::Event>) -> Vec<Result<bool, String>> {
-                with_config(events.len(), |cfg| rt::filter_batch::<P, _>(cfg, events.into_iter().map(record)))
+            fn filter(batch: t::Batch) -> t::Verdicts {
+                let batch = from_wire(batch);
+                let verdicts = CONFIG.with(|c| match c.borrow().as_ref() {
+                    Some(cfg) => wire::filter::<P>(cfg, &batch),
+                    None => wire::Verdicts {
+                        keep: vec![false; batch.events.len()],
+                        errors: uninitialised(batch.events.len()),
+                    },
+                });
+                t::Verdicts { keep: verdicts.keep, errors: verdicts.errors }
             }
         },
         Kind::Transform => quote! {
-            fn transform(events: Vec<t::Event>) -> Vec<Result<Vec<t::Output>, String>> {
-                with_config(events.len(), |cfg| {
-                    rt::transform_batch::<P>(cfg, events.into_iter().map(record))
+            fn transform(batch: t::Batch) -> t::OutBatch {
+                let batch = from_wire(batch);
+                let out = CONFIG.with(|c| match c.borrow().as_ref() {
+                    Some(cfg) => wire::transform::<P>(cfg, &batch),
+                    None => wire::OutBatch { errors: uninitialised(batch.events.len()), ..Default::default() },
+                });
+                let part = |p: wire::Part| match p {
+                    wire::Part::Same => t::Part::Same,
+                    wire::Part::Absent => t::Part::Absent,
+                    wire::Part::Bytes(s) => t::Part::Bytes(span(s)),
+                };
+                t::OutBatch {
+                    arena: out.arena,
+                    headers: out.headers.into_iter().map(|h| t::HeaderRef { key: span(h.key), value: span(h.value) }).collect(),
+                    outputs: out
+                        .outputs
                         .into_iter()
-                        .map(|r| r.map(|outs| outs.into_iter().map(output).collect()))
-                        .collect()
-                })
+                        .map(|o| t::OutputRef {
+                            input: o.input,
+                            key: part(o.key),
+                            value: part(o.value),
+                            headers: o.headers.map(span),
+                            timestamp: o.timestamp,
+                        })
+                        .collect(),
+                    errors: out.errors,
+                }
             }
         },
         Kind::Window => quote! {
@@ -350,8 +378,69 @@ fn component_glue(kind: Kind, keeps_state: bool) -> TokenStream2 {
             }
         },
     };
+    let wire_helpers = match kind {
+        Kind::Filter | Kind::Transform => quote! {
+            use ::weir_sdk::batch as wire;
+
+            fn wire_span(s: t::Span) -> wire::Span {
+                wire::Span { start: s.start, len: s.len }
+            }
+            fn span(s: wire::Span) -> t::Span {
+                t::Span { start: s.start, len: s.len }
+            }
+            fn from_wire(b: t::Batch) -> wire::Batch {
+                wire::Batch {
+                    arena: b.arena,
+                    topics: b.topics,
+                    headers: b.headers.into_iter().map(|h| wire::HeaderRef { key: wire_span(h.key), value: wire_span(h.value) }).collect(),
+                    events: b
+                        .events
+                        .into_iter()
+                        .map(|e| wire::EventRef {
+                            key: e.key.map(wire_span),
+                            value: e.value.map(wire_span),
+                            headers: wire_span(e.headers),
+                            timestamp: e.timestamp,
+                            topic: e.topic,
+                            partition: e.partition,
+                            offset: e.offset,
+                        })
+                        .collect(),
+                }
+            }
+            fn uninitialised(n: usize) -> Vec<(u32, String)> {
+                (0..n as u32).map(|i| (i, "plugin called before a successful init".to_string())).collect()
+            }
+        },
+        Kind::Window => quote!(),
+    };
     let window_helpers = match kind {
         Kind::Window => quote! {
+            /// Run `f` with the loaded config, or fail all `n` items if `init` has not succeeded.
+            fn with_config<R>(n: usize, f: impl FnOnce(&Cfg) -> Vec<Result<R, String>>) -> Vec<Result<R, String>> {
+                CONFIG.with(|c| match c.borrow().as_ref() {
+                    Some(cfg) => f(cfg),
+                    None => (0..n).map(|_| Err("plugin called before a successful init".to_string())).collect(),
+                })
+            }
+            fn record(e: t::Event) -> ::weir_sdk::Record {
+                let mut rec = ::weir_sdk::Record::default().at(e.topic, e.partition, e.offset);
+                rec.key = e.key;
+                rec.value = e.value;
+                rec.headers = e.headers.into_iter().map(|h| (h.key, h.value)).collect();
+                rec.timestamp = e.timestamp;
+                rec
+            }
+
+            fn output(r: ::weir_sdk::Record) -> t::Output {
+                t::Output {
+                    key: r.key,
+                    value: r.value,
+                    headers: r.headers.into_iter().map(|(key, value)| t::Header { key, value }).collect(),
+                    timestamp: r.timestamp,
+                }
+            }
+
             type Agg = <P as rt::WindowPlugin>::Agg;
             fn window(w: t::KeyedWindow) -> ::weir_sdk::Window {
                 ::weir_sdk::Window { key: w.key, start: w.start, end: w.end }
@@ -381,17 +470,10 @@ fn component_glue(kind: Kind, keeps_state: bool) -> TokenStream2 {
                 ::weir_sdk::__schema!(P)
             }
             #window_helpers
+            #wire_helpers
 
             ::std::thread_local! {
                 static CONFIG: ::std::cell::RefCell<Option<Cfg>> = const { ::std::cell::RefCell::new(None) };
-            }
-
-            /// Run `f` with the loaded config, or fail all `n` items if `init` has not succeeded.
-            fn with_config<R>(n: usize, f: impl FnOnce(&Cfg) -> Vec<Result<R, String>>) -> Vec<Result<R, String>> {
-                CONFIG.with(|c| match c.borrow().as_ref() {
-                    Some(cfg) => f(cfg),
-                    None => (0..n).map(|_| Err("plugin called before a successful init".to_string())).collect(),
-                })
             }
 
             struct Host;
@@ -409,24 +491,6 @@ fn component_glue(kind: Kind, keeps_state: bool) -> TokenStream2 {
                     weir::plugin::host::log(level, message)
                 }
                 #state_impl
-            }
-
-            fn record(e: t::Event) -> ::weir_sdk::Record {
-                let mut rec = ::weir_sdk::Record::default().at(e.topic, e.partition, e.offset);
-                rec.key = e.key;
-                rec.value = e.value;
-                rec.headers = e.headers.into_iter().map(|h| (h.key, h.value)).collect();
-                rec.timestamp = e.timestamp;
-                rec
-            }
-
-            fn output(r: ::weir_sdk::Record) -> t::Output {
-                t::Output {
-                    key: r.key,
-                    value: r.value,
-                    headers: r.headers.into_iter().map(|(key, value)| t::Header { key, value }).collect(),
-                    timestamp: r.timestamp,
-                }
             }
 
             struct Component;

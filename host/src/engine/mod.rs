@@ -13,6 +13,7 @@
 mod bindings;
 mod cache;
 mod host;
+mod wire;
 
 use std::{
     fmt,
@@ -304,10 +305,25 @@ impl Engine {
     }
 }
 
+/// The version of the WIT contract this host speaks; plugins import its interfaces.
+pub const CONTRACT: &str = "weir:plugin@0.2.0";
+
 /// Which world a component implements, from its exports; and no imports beyond weir's own.
 fn detect_kind(engine: &wasmtime::Engine, component: &Component) -> Result<Kind, String> {
     let ty = component.component_type();
+    let version = CONTRACT.rsplit('@').next().unwrap_or_default();
     for (name, _) in ty.imports(engine) {
+        if let Some((_, theirs)) = name
+            .strip_prefix("weir:plugin/")
+            .and_then(|n| n.split_once('@'))
+        {
+            if theirs != version {
+                return Err(format!(
+                    "was built against weir:plugin@{theirs}, but this weir speaks {CONTRACT}: \
+                     rebuild it with this weir's SDK (`weir build`)"
+                ));
+            }
+        }
         let known = [
             "weir:plugin/host@",
             "weir:plugin/state@",
@@ -332,7 +348,7 @@ fn detect_kind(engine: &wasmtime::Engine, component: &Component) -> Result<Kind,
         (false, false, true) => Ok(Kind::Window),
         _ => Err(format!(
             "is not a weir plugin: it exports [{}], but a plugin implements exactly one of the \
-             weir:plugin@0.1.0 worlds `filter`, `transform` or `window`",
+             {CONTRACT} worlds `filter`, `transform` or `window`",
             exports.join(", ")
         )),
     }
@@ -420,6 +436,7 @@ impl Plugin {
             versioned,
             poisoned: false,
             restarts: 0,
+            wire: wire::empty(),
         })
     }
 
@@ -535,6 +552,8 @@ pub struct Instance {
     versioned: Option<versioned::VersionedState>,
     poisoned: bool,
     restarts: u64,
+    /// The batch being sent, kept between calls so its buffers are reused.
+    wire: wire::Batch,
 }
 
 impl fmt::Debug for Instance {
@@ -627,12 +646,19 @@ impl Instance {
     }
 
     /// One call into the plugin for the whole batch.
-    fn call(&mut self, records: &Arc<Vec<Record>>) -> Result<Verdicts, RecordError> {
-        self.guarded(records.clone(), |exports, _, store| match exports {
-            Exports::Filter(f) => f.call_filter(store, records).map(Verdicts::Filter),
-            Exports::Transform(t) => t.call_transform(store, records).map(Verdicts::Transform),
-            Exports::Window(_) => Ok(Verdicts::Unsupported),
-        })
+    fn call(&mut self, records: &Arc<Vec<Record>>) -> Result<Answer, RecordError> {
+        if matches!(self.exports, Exports::Window(_)) {
+            return Ok(Answer::Unsupported);
+        }
+        let mut batch = std::mem::replace(&mut self.wire, wire::empty());
+        wire::encode(records, &mut batch);
+        let result = self.guarded(records.clone(), |exports, _, store| match exports {
+            Exports::Filter(f) => f.call_filter(store, &batch).map(Answer::Filter),
+            Exports::Transform(t) => t.call_transform(store, &batch).map(Answer::Transform),
+            Exports::Window(_) => Ok(Answer::Unsupported),
+        });
+        self.wire = batch;
+        result
     }
 
     /// Window plugins: fold each pane's records into its accumulator. `Err` means the call
@@ -724,7 +750,7 @@ impl Instance {
         Ok(())
     }
 
-    fn finish(&self, records: Vec<Record>, verdicts: Verdicts) -> Vec<Outcome> {
+    fn finish(&self, records: Vec<Record>, verdicts: Answer) -> Vec<Outcome> {
         let failed = |record: Record, message: String| {
             Err(Box::new(Failed {
                 record,
@@ -736,58 +762,43 @@ impl Instance {
             }))
         };
         let n = records.len();
-        let got = match &verdicts {
-            Verdicts::Filter(v) => v.len(),
-            Verdicts::Transform(v) => v.len(),
-            Verdicts::Unsupported => n,
-        };
-        if got != n {
-            let message = format!("returned {got} results for a batch of {n} records");
+        if let Err(why) = wire::check(n, &verdicts) {
+            let message = format!("returned a malformed batch: {why}");
             return records
                 .into_iter()
                 .map(|r| failed(r, message.clone()))
                 .collect();
         }
         match verdicts {
-            Verdicts::Filter(v) => records
-                .into_iter()
-                .zip(v)
-                .map(|(rec, keep)| match keep {
-                    Ok(true) => Ok(vec![rec]),
-                    Ok(false) => Ok(Vec::new()),
-                    Err(message) => failed(rec, message),
-                })
-                .collect(),
-            Verdicts::Transform(v) => records
-                .into_iter()
-                .zip(v)
-                .map(|(mut rec, outs)| match outs {
-                    Ok(outs) => {
-                        let last = outs.len().saturating_sub(1);
-                        Ok(outs
-                            .into_iter()
-                            .enumerate()
-                            .map(|(i, o)| Record {
-                                key: o.key,
-                                value: o.value,
-                                headers: o.headers,
-                                timestamp: o.timestamp,
-                                // The input is done with: its topic moves to its last output
-                                // rather than being copied once more per record and stage.
-                                topic: if i == last {
-                                    std::mem::take(&mut rec.topic)
-                                } else {
-                                    rec.topic.clone()
-                                },
-                                partition: rec.partition,
-                                offset: rec.offset,
-                            })
-                            .collect())
-                    }
-                    Err(message) => failed(rec, message),
-                })
-                .collect(),
-            Verdicts::Unsupported => records
+            Answer::Filter(v) => {
+                let mut errors = wire::errors_by_record(n, v.errors);
+                records
+                    .into_iter()
+                    .zip(v.keep)
+                    .enumerate()
+                    .map(|(i, (rec, keep))| match errors[i].take() {
+                        Some(message) => failed(rec, message),
+                        None if keep => Ok(vec![rec]),
+                        None => Ok(Vec::new()),
+                    })
+                    .collect()
+            }
+            Answer::Transform(mut out) => {
+                let mut errors = wire::errors_by_record(n, std::mem::take(&mut out.errors));
+                let mut outputs = out.outputs.iter().peekable();
+                records
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, rec)| {
+                        let mine = std::iter::from_fn(|| outputs.next_if(|o| o.input as usize == i));
+                        match errors[i].take() {
+                            Some(message) => failed(rec, message),
+                            None => Ok(wire::outputs(&out, rec, mine)),
+                        }
+                    })
+                    .collect()
+            }
+            Answer::Unsupported => records
                 .into_iter()
                 .map(|r| failed(r, "window plugins run in window stages, which this version of weir cannot run yet".into()))
                 .collect(),
@@ -795,9 +806,10 @@ impl Instance {
     }
 }
 
-enum Verdicts {
-    Filter(Vec<Result<bool, String>>),
-    Transform(Vec<Result<Vec<bindings::types::Output>, String>>),
+/// What a plugin answered to a batch.
+enum Answer {
+    Filter(wire::Verdicts),
+    Transform(wire::OutBatch),
     Unsupported,
 }
 

@@ -269,6 +269,11 @@ fn components_of_other_worlds_are_rejected() {
             r#"(component (import "wasi:filesystem/types@0.2.0" (instance)))"#,
             "imports `wasi:filesystem/types@0.2.0`, which weir does not provide",
         ),
+        (
+            // A plugin built against the first version of the contract.
+            r#"(component (import "weir:plugin/host@0.1.0" (instance)))"#,
+            "was built against weir:plugin@0.1.0, but this weir speaks weir:plugin@0.2.0",
+        ),
     ];
     for (wat, expected) in cases {
         let path = dir.path().join("other.wasm");

@@ -33,6 +33,9 @@ pub trait HostApi {
     ) -> Result<(), String>;
     fn state_delete(&self, rec: u32, name: &str);
     fn state_scan(&self, rec: u32, prefix: &str) -> Vec<(String, Vec<u8>)>;
+    /// Only components ask the host: natively the SDK computes digests itself.
+    #[cfg(target_arch = "wasm32")]
+    fn sha256(&self, data: &[u8]) -> [u8; 32];
 }
 
 thread_local! {

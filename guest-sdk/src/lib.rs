@@ -57,6 +57,7 @@
 
 #[doc(hidden)]
 pub mod batch;
+pub mod digest;
 mod error;
 pub mod json;
 mod record;

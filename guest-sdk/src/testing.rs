@@ -394,6 +394,12 @@ impl HostApi for MemoryHost {
             .insert((key, name.to_string()), None);
     }
 
+    /// Never called: the harness runs natively, where the SDK computes digests itself.
+    #[cfg(target_arch = "wasm32")]
+    fn sha256(&self, _: &[u8]) -> [u8; 32] {
+        unreachable!("weir_sdk::testing runs natively")
+    }
+
     fn state_scan(&self, rec: u32, prefix: &str) -> Vec<(String, Vec<u8>)> {
         let (key, now) = self.record(rec);
         let in_range = |k: &Option<Vec<u8>>, name: &str| *k == key && name.starts_with(prefix);

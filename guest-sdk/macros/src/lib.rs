@@ -490,6 +490,14 @@ fn component_glue(kind: Kind, keeps_state: bool) -> TokenStream2 {
                     };
                     weir::plugin::host::log(level, message)
                 }
+                fn sha256(&self, data: &[u8]) -> [u8; 32] {
+                    let (a, b, c, d) = weir::plugin::digest::sha256(data);
+                    let mut digest = [0u8; 32];
+                    for (chunk, word) in digest.chunks_exact_mut(8).zip([a, b, c, d]) {
+                        chunk.copy_from_slice(&word.to_be_bytes());
+                    }
+                    digest
+                }
                 #state_impl
             }
 

@@ -21,6 +21,7 @@ pub mod transform {
         with: {
             "weir:plugin/types": super::filter::weir::plugin::types,
             "weir:plugin/host": super::filter::weir::plugin::host,
+            "weir:plugin/digest": super::filter::weir::plugin::digest,
             "weir:plugin/state": super::filter::weir::plugin::state,
         },
     });
@@ -33,6 +34,7 @@ pub mod window {
         with: {
             "weir:plugin/types": super::filter::weir::plugin::types,
             "weir:plugin/host": super::filter::weir::plugin::host,
+            "weir:plugin/digest": super::filter::weir::plugin::digest,
         },
     });
 }
@@ -44,4 +46,4 @@ pub mod versioned {
     });
 }
 
-pub use filter::weir::plugin::{host, state, types};
+pub use filter::weir::plugin::{digest, host, state, types};

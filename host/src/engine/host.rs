@@ -10,7 +10,7 @@ use std::{
 use wasmtime::ResourceLimiter;
 
 use super::{
-    bindings::{host, state, types},
+    bindings::{digest, host, state, types},
     Limits, Record,
 };
 
@@ -363,6 +363,15 @@ impl host::Host for HostState {
                 tracing::error!(plugin, "{message}")
             }
         }
+    }
+}
+
+impl digest::Host for HostState {
+    fn sha256(&mut self, data: Vec<u8>) -> digest::Sha256Digest {
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(&data).into();
+        let word = |i: usize| u64::from_be_bytes(digest[i * 8..i * 8 + 8].try_into().unwrap());
+        (word(0), word(1), word(2), word(3))
     }
 }
 

@@ -188,6 +188,11 @@ impl Engine {
             |s| s,
         )
         .map_err(PluginError::Engine)?;
+        bindings::digest::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(PluginError::Engine)?;
         bindings::state::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |s| s,
@@ -326,13 +331,14 @@ fn detect_kind(engine: &wasmtime::Engine, component: &Component) -> Result<Kind,
         }
         let known = [
             "weir:plugin/host@",
+            "weir:plugin/digest@",
             "weir:plugin/state@",
             "weir:plugin/types@",
         ];
         if !known.iter().any(|k| name.starts_with(k)) {
             return Err(format!(
                 "imports `{name}`, which weir does not provide: plugins get no files, network, \
-                 clock or environment, only the weir:plugin host and state interfaces"
+                 clock or environment, only the weir:plugin host, digest and state interfaces"
             ));
         }
     }

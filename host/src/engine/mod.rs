@@ -791,15 +791,19 @@ impl Instance {
             }
             Answer::Transform(mut out) => {
                 let mut errors = wire::errors_by_record(n, std::mem::take(&mut out.errors));
-                let mut outputs = out.outputs.iter().peekable();
+                // Outputs come in input order (checked): each record's are the next run.
+                let mut next = 0;
                 records
                     .into_iter()
                     .enumerate()
                     .map(|(i, rec)| {
-                        let mine = std::iter::from_fn(|| outputs.next_if(|o| o.input as usize == i));
+                        let start = next;
+                        while out.outputs.get(next).is_some_and(|o| o.input as usize == i) {
+                            next += 1;
+                        }
                         match errors[i].take() {
                             Some(message) => failed(rec, message),
-                            None => Ok(wire::outputs(&out, rec, mine)),
+                            None => Ok(wire::outputs(&out, rec, &out.outputs[start..next])),
                         }
                     })
                     .collect()

@@ -110,7 +110,8 @@ pub(super) fn check(n: usize, answer: &Answer) -> Result<(), String> {
     }
     if let Answer::Transform(out) = answer {
         for (i, _) in errors {
-            if out.outputs.iter().any(|o| o.input == *i) {
+            // Outputs are in input order (checked above).
+            if out.outputs.binary_search_by_key(i, |o| o.input).is_ok() {
                 return Err(format!("record {i} has both outputs and an error"));
             }
         }
@@ -179,16 +180,11 @@ pub(super) fn errors_by_record(n: usize, errors: Vec<(u32, String)>) -> Vec<Opti
 
 /// The records `rec`'s outputs describe (checked by [`check`]). What an output keeps of its
 /// input is moved into the last output that keeps it and cloned into the others.
-pub(super) fn outputs<'a>(
-    out: &OutBatch,
-    mut rec: Record,
-    mine: impl Iterator<Item = &'a OutputRef>,
-) -> Vec<Record> {
-    let mine: Vec<&OutputRef> = mine.collect();
+pub(super) fn outputs(out: &OutBatch, mut rec: Record, mine: &[OutputRef]) -> Vec<Record> {
     let bytes = |span: Span| out.arena[range(span)].to_vec();
     let last = mine.len().saturating_sub(1);
     let mut records = Vec::with_capacity(mine.len());
-    for (j, o) in mine.into_iter().enumerate() {
+    for (j, o) in mine.iter().enumerate() {
         let keep = |field: &mut Option<Vec<u8>>| {
             if j == last {
                 field.take()
@@ -313,7 +309,7 @@ mod tests {
             output(0, Part::Absent, Part::Same, None),
         ]);
         assert_eq!(check(1, &Answer::Transform(answer.clone())), Ok(()));
-        let got = outputs(&answer, rec("k", "v", 3), answer.outputs.iter());
+        let got = outputs(&answer, rec("k", "v", 3), &answer.outputs);
         assert_eq!(got.len(), 2);
         assert_eq!(
             (got[0].key.as_deref(), got[0].value.as_deref()),

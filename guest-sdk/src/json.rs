@@ -121,7 +121,7 @@ impl<'a> JsonDoc<'a> {
             Found::Node { index, .. } => {
                 let n = nodes[index];
                 // Checked already; serde_json only fails here on what it would have refused.
-                serde_json::from_slice(&self.text[n.start as usize..n.end as usize]).ok()
+                parse_span(&self.text[n.start as usize..n.end as usize])
             }
             _ => None,
         }
@@ -197,7 +197,7 @@ impl<'a> JsonDoc<'a> {
                     } => {
                         let Node { start, end, .. } = nodes[index];
                         let text = &self.text[start as usize..end as usize];
-                        if let Ok(old) = serde_json::from_slice(text) {
+                        if let Some(old) = parse_span(text) {
                             edits.push(Edit {
                                 pointer: path.into_owned(),
                                 splice: Splice::Replace { start, end },
@@ -259,7 +259,7 @@ impl<'a> JsonDoc<'a> {
                     if *comma {
                         out.push(b',');
                     }
-                    write_json(&mut out, key);
+                    write_string(&mut out, key);
                     out.push(b':');
                 }
             }
@@ -286,8 +286,56 @@ impl<'a> JsonDoc<'a> {
     }
 }
 
-fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    serde_json::to_writer(out, value).expect("writing JSON to memory cannot fail");
+fn write_json(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::String(s) => write_string(out, s),
+        _ => serde_json::to_writer(out, value).expect("writing JSON to memory cannot fail"),
+    }
+}
+
+/// `s` as a JSON string, as serde_json writes it. Most strings need no escape; those are
+/// copied whole rather than looked at byte by byte (in wasm, each turn of a loop also checks
+/// the time limit).
+fn write_string(out: &mut Vec<u8>, s: &str) {
+    if plain(s.as_bytes()) {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(out, s).expect("writing JSON to memory cannot fail");
+    }
+}
+
+/// The value of a checked span of the text. A string without escapes becomes a `String` of
+/// its bytes at once; the rest goes through serde_json.
+fn parse_span(text: &[u8]) -> Option<Value> {
+    if let [b'"', inner @ .., b'"'] = text {
+        if plain(inner) {
+            // The whole text was checked as UTF-8 and the quotes are ASCII, so this is UTF-8;
+            // checked again all the same, which the ASCII fast path makes cheap.
+            return std::str::from_utf8(inner)
+                .ok()
+                .map(|s| Value::String(s.into()));
+        }
+    }
+    serde_json::from_slice(text).ok()
+}
+
+/// Whether `bytes` hold no quote, backslash or control character: nothing JSON escapes in a
+/// string. Eight bytes at a time.
+fn plain(bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let v = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        if has_byte(v, b'"') | has_byte(v, b'\\') | has_below(v, 0x20) != 0 {
+            return false;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .all(|&b| b != b'"' && b != b'\\' && b >= 0x20)
 }
 
 enum Relation<'p> {
@@ -877,6 +925,28 @@ mod tests {
         assert_eq!(d.get("/c"), Some(json!(7)));
         assert_eq!(d.get(""), Some(json!({"a": {"b": 5}, "c": 7})));
         assert!(spliced(&d));
+    }
+
+    #[test]
+    fn strings_read_and_written_as_serde_json_does() {
+        let specials = [
+            "\"", "\\", "\u{1}", "\n", "\u{1f}", "é", "\u{7f}", "/", "\u{2028}", "😀",
+        ];
+        let mut cases = vec![String::new()];
+        for special in specials {
+            for at in 0..18 {
+                let mut s: String = "abcdefghijklmnopq".chars().take(at).collect();
+                s.push_str(special);
+                s.push_str("xyz");
+                cases.push(s);
+            }
+        }
+        for s in cases {
+            let mut ours = Vec::new();
+            write_string(&mut ours, &s);
+            assert_eq!(ours, serde_json::to_vec(&s).unwrap(), "{s:?}");
+            assert_eq!(parse_span(&ours), Some(Value::String(s.clone())), "{s:?}");
+        }
     }
 
     #[test]

@@ -663,7 +663,10 @@ impl Instance {
             Exports::Transform(t) => t.call_transform(store, &batch).map(Answer::Transform),
             Exports::Window(_) => Ok(Answer::Unsupported),
         });
-        self.wire = batch;
+        // Kept for the next call, unless a batch of big records left it big.
+        if batch.arena.capacity() <= wire::KEEP_ARENA {
+            self.wire = batch;
+        }
         result
     }
 

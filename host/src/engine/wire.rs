@@ -10,6 +10,10 @@ pub(super) use super::bindings::types::{Batch, OutBatch, OutputRef, Verdicts};
 use super::bindings::types::{EventRef, Header, HeaderRef, Part, Span};
 use super::{Answer, Record};
 
+/// The largest arena an instance keeps between calls: one batch of big records must not pin
+/// its size for good.
+pub(super) const KEEP_ARENA: usize = 8 << 20;
+
 /// A batch of no records.
 pub(super) fn empty() -> Batch {
     Batch {

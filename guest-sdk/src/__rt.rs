@@ -19,6 +19,9 @@ pub use crate::record::IntoRecords;
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
+/// Why every record of a call failed when the plugin's `init` has not succeeded.
+pub const UNINITIALISED: &str = "plugin called before a successful init";
+
 /// What a plugin can ask of its host.
 pub trait HostApi {
     fn config(&self) -> String;

@@ -409,7 +409,7 @@ fn component_glue(kind: Kind, keeps_state: bool) -> TokenStream2 {
                 }
             }
             fn uninitialised(n: usize) -> Vec<(u32, String)> {
-                (0..n as u32).map(|i| (i, "plugin called before a successful init".to_string())).collect()
+                (0..n as u32).map(|i| (i, rt::UNINITIALISED.to_string())).collect()
             }
         },
         Kind::Window => quote!(),
@@ -420,7 +420,7 @@ fn component_glue(kind: Kind, keeps_state: bool) -> TokenStream2 {
             fn with_config<R>(n: usize, f: impl FnOnce(&Cfg) -> Vec<Result<R, String>>) -> Vec<Result<R, String>> {
                 CONFIG.with(|c| match c.borrow().as_ref() {
                     Some(cfg) => f(cfg),
-                    None => (0..n).map(|_| Err("plugin called before a successful init".to_string())).collect(),
+                    None => (0..n).map(|_| Err(rt::UNINITIALISED.to_string())).collect(),
                 })
             }
             fn record(e: t::Event) -> ::weir_sdk::Record {

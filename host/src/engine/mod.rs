@@ -653,9 +653,6 @@ impl Instance {
 
     /// One call into the plugin for the whole batch.
     fn call(&mut self, records: &Arc<Vec<Record>>) -> Result<Answer, RecordError> {
-        if matches!(self.exports, Exports::Window(_)) {
-            return Ok(Answer::Unsupported);
-        }
         let mut batch = std::mem::replace(&mut self.wire, wire::empty());
         wire::encode(records, &mut batch);
         let result = self.guarded(records.clone(), |exports, _, store| match exports {

@@ -30,19 +30,6 @@ pub(super) fn encode(records: &[Record], batch: &mut Batch) {
     batch.topics.clear();
     batch.headers.clear();
     batch.events.clear();
-    let bytes: usize = records
-        .iter()
-        .map(|r| {
-            r.key.as_ref().map_or(0, Vec::len)
-                + r.value.as_ref().map_or(0, Vec::len)
-                + r.headers
-                    .iter()
-                    .map(|h| h.key.len() + h.value.len())
-                    .sum::<usize>()
-        })
-        .sum();
-    batch.arena.reserve(bytes);
-    batch.events.reserve(records.len());
     for r in records {
         let topic = match batch.topics.iter().rposition(|t| *t == r.topic) {
             Some(i) => i,
@@ -174,11 +161,10 @@ fn check_outputs(n: usize, out: &OutBatch) -> Result<(), String> {
 
 /// Each record's error, if it has one.
 pub(super) fn errors_by_record(n: usize, errors: Vec<(u32, String)>) -> Vec<Option<String>> {
-    let mut by_record = vec![None; if errors.is_empty() { 0 } else { n }];
+    let mut by_record = vec![None; n];
     for (i, message) in errors {
         by_record[i as usize] = Some(message);
     }
-    by_record.resize(n, None);
     by_record
 }
 

@@ -963,7 +963,16 @@ mod tests {
     fn numbers_of_every_length_end_where_their_digits_do() {
         for len in 1..20 {
             let digits: String = "1234567890123456789".chars().take(len).collect();
-            for (after, ok) in [("]", true), (",0]", true), (".5]", true), ("e3]", true), ("/]", false), (":]", false), ("a]", false), ("\u{e9}]", false)] {
+            for (after, ok) in [
+                ("]", true),
+                (",0]", true),
+                (".5]", true),
+                ("e3]", true),
+                ("/]", false),
+                (":]", false),
+                ("a]", false),
+                ("\u{e9}]", false),
+            ] {
                 let text = format!("[{digits}{after}");
                 let ours = locate(text.as_bytes()).is_some();
                 let theirs = serde_json::from_str::<Value>(&text).is_ok();

@@ -60,6 +60,7 @@ pub mod batch;
 pub mod digest;
 mod error;
 pub mod json;
+mod mem;
 mod record;
 mod state;
 mod window;

@@ -48,6 +48,10 @@ pub enum Toolchain {
 }
 
 const TARGET: &str = "wasm32-unknown-unknown";
+
+/// Compiler flags for plugins; `cargo_build` says why.
+const RUSTFLAGS: &str = "[\"-Cllvm-args=-inline-threshold=3000\", \"-Ctarget-cpu=mvp\", \
+     \"-Ctarget-feature=+sign-ext,+nontrapping-fptoint,+mutable-globals,+multivalue,+reference-types\"]";
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 const DEBIAN_STD_SRC: &str = "/usr/lib/rustlib/src/rust/library";
@@ -228,9 +232,13 @@ fn cargo_build(
         // Inline harder than LLVM's default. Every wasm function entry and loop carries an epoch
         // check (how calls are bounded in time), so fewer, larger functions run measurably
         // faster: about 15% on the chain benchmark, for components about 1.6x larger.
+        // And leave out bulk memory: wasmtime runs each `memory.copy` as a call out to the
+        // host, dear for the short copies plugins make; the SDK's `memcpy` does them inline
+        // (see `weir_sdk`'s `mem` module). The CPU is the MVP plus the features a current
+        // rustc enables by default, bar bulk memory.
         .args([
             "--config",
-            &format!("target.{TARGET}.rustflags=[\"-Cllvm-args=-inline-threshold=3000\"]"),
+            &format!("target.{TARGET}.rustflags={RUSTFLAGS}"),
         ]);
     if has_profile {
         cmd.args(["--profile", "plugin"]);

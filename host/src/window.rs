@@ -387,6 +387,9 @@ struct Panes {
     timers: Timers,
     /// Offset of the last record seen: fired windows' outputs carry it as their source offset.
     last_offset: i64,
+    /// The highest watermark this partition's windows were removed at (see
+    /// [`fired_through_key`]).
+    fired_through: i64,
     /// Changes made by firing that wait for the outputs' delivery.
     unheld: Vec<Change>,
     held: Vec<(Arc<dyn Delivered>, Vec<Change>)>,
@@ -395,6 +398,8 @@ struct Panes {
 enum Change {
     MarkFired(StateKey),
     Remove(StateKey),
+    /// Windows were removed at this watermark.
+    FiredThrough(i64),
 }
 
 const FIRED: u8 = 1;
@@ -499,11 +504,13 @@ impl<A: Aggregator> WindowStage<A> {
                     timers.set(at, (key, name));
                 }
             }
+            let fired_through = read_time(&*state, &fired_through_key()).unwrap_or(i64::MIN);
             self.partitions.insert(
                 key.clone(),
                 Panes {
                     state,
                     timers,
+                    fired_through,
                     last_offset: -1,
                     unheld: Vec::new(),
                     held: Vec::new(),
@@ -562,12 +569,15 @@ impl<A: Aggregator> WindowStage<A> {
         let watermark = self.clock.watermark(now);
         let spec = self.spec.clone();
         let lateness = spec.allowed_lateness;
-        let is_late = |end: i64| (end - 1).saturating_add(lateness) <= watermark;
         let panes = self.panes(topic, partition);
         release(panes);
         if let Some(last) = records.last() {
             panes.last_offset = last.offset;
         }
+        // A window this partition removed stays gone, even when the stage watermark after a
+        // restart is lower than when it was removed: a replayed record of it is late.
+        let late_at = watermark.max(panes.fired_through);
+        let is_late = |end: i64| (end - 1).saturating_add(lateness) <= late_at;
         let state = panes.state.clone();
         let plugin = self.agg.name().to_string();
         let error = |kind, message| RecordError {
@@ -748,7 +758,7 @@ impl<A: Aggregator> WindowStage<A> {
         // The partition's progress in event time is kept with its windows: after a restart or a
         // move, a partition with nothing new to read must not hold the watermark back.
         if let Some(max_ts) = max_ts {
-            if read_progress(&*state).is_none_or(|stored| stored < max_ts) {
+            if read_time(&*state, &progress_key()).is_none_or(|stored| stored < max_ts) {
                 writes.insert(
                     progress_key(),
                     Some(Entry::new(max_ts.to_be_bytes().to_vec(), 0)),
@@ -771,7 +781,7 @@ impl<A: Aggregator> WindowStage<A> {
             if late[i] {
                 out.late.push(Late {
                     record: rec,
-                    watermark,
+                    watermark: late_at,
                 });
             }
         }
@@ -847,6 +857,10 @@ impl<A: Aggregator> WindowStage<A> {
             let cleanup = (end - 1).saturating_add(lateness);
             if cleanup <= watermark {
                 changes.push(Change::Remove(id));
+                if panes.fired_through < watermark {
+                    panes.fired_through = watermark;
+                    changes.push(Change::FiredThrough(watermark));
+                }
             } else {
                 changes.push(Change::MarkFired(id.clone()));
                 panes.timers.set(cleanup, id);
@@ -954,8 +968,18 @@ fn progress_key() -> StateKey {
     (None, "max-event-time".into())
 }
 
-fn read_progress(state: &dyn StateBackend) -> Option<i64> {
-    let entry = state.get(&progress_key())?;
+/// State entry of the highest watermark at which the partition's windows were removed, written
+/// with the removals. The stage watermark after a restart is the minimum of the partitions'
+/// stored progress, and under at least once one partition's progress can reach the store or
+/// changelog later than another partition's removals that it allowed (a crash in between
+/// loses it); the replayed records of a removed window must still be late, not form it anew
+/// and emit it again with only some of its records.
+fn fired_through_key() -> StateKey {
+    (None, "fired-through".into())
+}
+
+fn read_time(state: &dyn StateBackend, key: &StateKey) -> Option<i64> {
+    let entry = state.get(key)?;
     Some(i64::from_be_bytes(entry.value.as_slice().try_into().ok()?))
 }
 
@@ -963,7 +987,7 @@ fn read_progress(state: &dyn StateBackend) -> Option<i64> {
 /// watermark where it left off (or, new, holding it back until it has records or goes idle).
 pub fn resume(clock: &Clock, state: &dyn StateBackend, topic: &str, partition: i32, now: Instant) {
     clock.assign(topic, partition, now);
-    if let Some(max_ts) = read_progress(state) {
+    if let Some(max_ts) = read_time(state, &progress_key()) {
         clock.observe(topic, partition, Some(max_ts), now);
     }
 }
@@ -986,6 +1010,7 @@ fn apply(state: &SharedState, changes: Vec<Change>) {
         return;
     }
     let mut writes = BTreeMap::new();
+    let mut through = None;
     for change in changes {
         match change {
             Change::Remove(key) => {
@@ -1000,6 +1025,13 @@ fn apply(state: &SharedState, changes: Vec<Change>) {
                     writes.insert(key, Some(entry));
                 }
             }
+            Change::FiredThrough(watermark) => through = through.max(Some(watermark)),
+        }
+    }
+    if let Some(watermark) = through {
+        let key = fired_through_key();
+        if read_time(&**state, &key).is_none_or(|stored| stored < watermark) {
+            writes.insert(key, Some(Entry::new(watermark.to_be_bytes().to_vec(), 0)));
         }
     }
     state.apply(writes);
@@ -1536,6 +1568,54 @@ mod tests {
                 .all(|((_, name), _)| name != &entry_name(0, 1_000)),
             "a fired window without lateness is removed"
         );
+    }
+
+    /// At least once, a crash can leave one partition's stored progress behind what it was when
+    /// another partition's windows were removed, so the stage watermark after the restart is
+    /// lower. The removed window's replayed records are late all the same: emitting it again
+    /// with only them would undercount it.
+    #[test]
+    fn a_removed_window_is_not_formed_again_by_its_replayed_records() {
+        let (p0, p1) = (MemoryState::shared(), MemoryState::shared());
+        let now = Instant::now();
+        let mut s = stage(spec(WindowKind::Tumbling { size: 1_000 }));
+        s.clock.assign("t", 0, now);
+        s.clock.assign("t", 1, now);
+        s.set_state(p1.clone());
+        s.process(vec![rec(1, 0, "b", 500, "x")], now);
+        let p1_behind = MemoryState::shared();
+        p1_behind.apply(p1.all().into_iter().map(|(k, e)| (k, Some(e))).collect());
+        s.process(vec![rec(1, 1, "b", 5_000, "y")], now);
+        s.set_state(p0.clone());
+        s.process(
+            vec![rec(0, 0, "a", 100, "1"), rec(0, 1, "a", 200, "2")],
+            now,
+        );
+        let out = seen(s.process(vec![rec(0, 2, "a", 2_000, "3")], now));
+        assert_eq!(out.fired, ["a 0..1000: 1,2"]);
+        drop(s);
+
+        // The restart: partition 0 as it was, partition 1 without its second record.
+        let mut s = stage(spec(WindowKind::Tumbling { size: 1_000 }));
+        resume(&s.clock, &*p0, "t", 0, now);
+        resume(&s.clock, &*p1_behind, "t", 1, now);
+        assert_eq!(s.clock.watermark(now), 499, "held back by partition 1");
+        s.set_state(p0.clone());
+        let out = seen(s.process(vec![rec(0, 1, "a", 200, "2")], now));
+        assert_eq!(out.late, ["2"], "replayed after its window was removed");
+        assert_eq!(out.fired, Vec::<String>::new());
+        s.set_state(p1_behind.clone());
+        s.process(vec![rec(1, 1, "b", 5_000, "y")], now);
+        s.set_state(p0.clone());
+        let out = seen(s.process(vec![rec(0, 3, "a", 2_500, "4")], now));
+        assert_eq!(
+            out.fired,
+            Vec::<String>::new(),
+            "0..1000 is not emitted again"
+        );
+        let mut rest = seen(s.finish()).fired;
+        rest.sort();
+        assert_eq!(rest, ["a 2000..3000: 3,4", "b 5000..6000: y"]);
     }
 
     /// [`Collect`], a build later: state version 1, whose accumulators mark what came from

@@ -21,3 +21,22 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
         sha2::Sha256::digest(data).into()
     }
 }
+
+/// The SHA-256 digest of `data` as 64 lowercase hex digits, the way digests are usually
+/// written into records.
+///
+/// ```
+/// let hex = weir_sdk::digest::sha256_hex(b"abc");
+/// assert_eq!(&hex[..8], "ba7816bf");
+/// ```
+pub fn sha256_hex(data: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    // A fixed-size buffer rather than a push per digit: the compiler unrolls this loop, and
+    // a wasm loop pays a time check per turn.
+    let mut text = [0u8; 64];
+    for (pair, b) in text.chunks_exact_mut(2).zip(sha256(data)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 15)];
+    }
+    String::from_utf8(text.to_vec()).expect("hex digits are ASCII")
+}

@@ -7,7 +7,7 @@
 //! the lowercase hex SHA-256 of its string value, or of the compact JSON text of any other value, its object keys sorted).
 //! Fields the record does not have are left alone. A tombstone passes through unchanged.
 
-use weir_sdk::prelude::*;
+use weir_sdk::{digest::sha256_hex, prelude::*};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,17 +57,6 @@ impl Mode {
             },
         }))
     }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = weir_sdk::digest::sha256(bytes);
-    let mut text = String::with_capacity(2 * digest.len());
-    for b in digest {
-        text.push(HEX[usize::from(b >> 4)] as char);
-        text.push(HEX[usize::from(b & 15)] as char);
-    }
-    text
 }
 
 #[transform]

@@ -566,41 +566,32 @@ fn locate(text: &[u8]) -> Option<Vec<Node>> {
     }
     let mut p = Locator {
         text,
-        at: 0,
         nodes: Vec::with_capacity(16),
     };
-    p.space();
-    p.value(None, 0)?;
-    p.space();
-    (p.at == text.len()).then_some(p.nodes)
+    let at = p.value(space(text, 0), None, 0)?;
+    (space(text, at) == text.len()).then_some(p.nodes)
 }
 
+/// The parser behind [`locate`]. The cursor is passed along and returned rather than kept in
+/// the struct, and each function copies `text` out first: both then stay in registers instead
+/// of being stored to memory and read back at every byte (which costs more in wasm, where the
+/// struct lives in linear memory).
 struct Locator<'a> {
     text: &'a [u8],
-    at: usize,
     nodes: Vec<Node>,
 }
 
 impl Locator<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.text.get(self.at).copied()
-    }
-
-    fn space(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
-            self.at += 1;
-        }
-    }
-
-    /// The value at the cursor (after any whitespace), as a member with `key` if given.
-    /// Inlined into the loops of [`container`](Self::container), so only objects and arrays
-    /// cost a call (in wasm, each call also checks the time limit).
+    /// The value at `at` (after any whitespace), as a member with `key` if given; returns where
+    /// it ends. Inlined into the loop of [`container`](Self::container), so only objects and
+    /// arrays cost a call (in wasm, each call also checks the time limit).
     #[inline(always)]
-    fn value(&mut self, key: Option<(u32, u32, bool)>, depth: usize) -> Option<()> {
+    fn value(&mut self, at: usize, key: Option<(u32, u32, bool)>, depth: usize) -> Option<usize> {
+        let text = self.text;
         let index = self.nodes.len();
         let (key_start, key_end, key_escaped) = key.unwrap_or((0, 0, false));
         self.nodes.push(Node {
-            start: self.at as u32,
+            start: at as u32,
             end: 0,
             key_start,
             key_end,
@@ -608,206 +599,208 @@ impl Locator<'_> {
             skip: 0,
             kind: Kind::Scalar,
         });
-        let kind = match self.peek()? {
-            b'{' | b'[' => self.container(depth)?,
-            b'"' => {
-                self.string()?;
-                Kind::Scalar
-            }
-            b't' => self.literal(b"true")?,
-            b'f' => self.literal(b"false")?,
-            b'n' => self.literal(b"null")?,
-            b'-' | b'0'..=b'9' => {
-                self.number()?;
-                Kind::Scalar
-            }
+        let (end, kind) = match *text.get(at)? {
+            b'{' | b'[' => self.container(at, depth)?,
+            b'"' => (string(text, at)?.0, Kind::Scalar),
+            b't' => (literal(text, at, b"true")?, Kind::Scalar),
+            b'f' => (literal(text, at, b"false")?, Kind::Scalar),
+            b'n' => (literal(text, at, b"null")?, Kind::Scalar),
+            b'-' | b'0'..=b'9' => (number(text, at)?, Kind::Scalar),
             _ => return None,
         };
         let skip = self.nodes.len() as u32;
         let node = &mut self.nodes[index];
-        node.end = self.at as u32;
+        node.end = end as u32;
         node.skip = skip;
         node.kind = kind;
-        Some(())
+        Some(end)
     }
 
-    /// The object or array at the cursor, its members or items pushed as nodes.
+    /// The object or array at `at`, its members or items pushed as nodes; returns where it ends.
     #[inline(never)]
-    fn container(&mut self, depth: usize) -> Option<Kind> {
+    fn container(&mut self, at: usize, depth: usize) -> Option<(usize, Kind)> {
         if depth == MAX_DEPTH {
             return None;
         }
-        let object = self.peek()? == b'{';
+        let text = self.text;
+        let object = text[at] == b'{';
         let close = if object { b'}' } else { b']' };
-        self.at += 1;
-        self.space();
-        if self.peek()? == close {
-            self.at += 1;
+        let mut at = space(text, at + 1);
+        if *text.get(at)? == close {
+            at += 1;
         } else {
             loop {
                 let key = if object {
-                    if self.peek()? != b'"' {
+                    if *text.get(at)? != b'"' {
                         return None;
                     }
-                    let key = self.string()?;
-                    self.space();
-                    if self.peek()? != b':' {
+                    let (end, start, stop, escaped) = string(text, at)?;
+                    at = space(text, end);
+                    if *text.get(at)? != b':' {
                         return None;
                     }
-                    self.at += 1;
-                    self.space();
-                    Some(key)
+                    at = space(text, at + 1);
+                    Some((start, stop, escaped))
                 } else {
                     None
                 };
-                self.value(key, depth + 1)?;
-                self.space();
-                match self.peek()? {
-                    b',' => {
-                        self.at += 1;
-                        self.space();
-                    }
+                at = space(text, self.value(at, key, depth + 1)?);
+                match *text.get(at)? {
+                    b',' => at = space(text, at + 1),
                     c if c == close => {
-                        self.at += 1;
+                        at += 1;
                         break;
                     }
                     _ => return None,
                 }
             }
         }
-        Some(if object { Kind::Object } else { Kind::Array })
+        Some((at, if object { Kind::Object } else { Kind::Array }))
     }
+}
 
-    fn literal(&mut self, word: &[u8]) -> Option<Kind> {
-        let found = self.text.get(self.at..self.at + word.len());
-        (found == Some(word)).then(|| {
-            self.at += word.len();
-            Kind::Scalar
-        })
+/// Where the whitespace at `at` ends.
+#[inline(always)]
+fn space(text: &[u8], mut at: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = text.get(at) {
+        at += 1;
     }
+    at
+}
 
-    /// The string at the cursor; returns its text between the quotes and whether it has escapes.
-    fn string(&mut self) -> Option<(u32, u32, bool)> {
-        self.at += 1;
-        let start = self.at;
-        let mut escaped = false;
-        loop {
-            // Eight bytes at a time while none is a quote, a backslash or a control character:
-            // most strings are plain text, and a wasm loop pays a time check per turn.
-            while let Some(chunk) = self.text.get(self.at..self.at + 8) {
-                let v = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-                let special = has_byte(v, b'"') | has_byte(v, b'\\') | has_below(v, 0x20);
-                if special != 0 {
-                    self.at += (special.trailing_zeros() / 8) as usize;
-                    break;
-                }
-                self.at += 8;
-            }
-            match self.peek()? {
-                b'"' => break,
-                b'\\' => {
-                    escaped = true;
-                    self.at += 1;
-                    match self.peek()? {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 1,
-                        b'u' => {
-                            let unit = self.hex4()?;
-                            if (0xDC00..0xE000).contains(&unit) {
-                                return None;
-                            }
-                            if (0xD800..0xDC00).contains(&unit) {
-                                // A leading surrogate must be followed by a trailing one.
-                                if self.peek()? != b'\\' {
-                                    return None;
-                                }
-                                self.at += 1;
-                                if !(0xDC00..0xE000).contains(&self.hex4()?) {
-                                    return None;
-                                }
-                            }
-                        }
-                        _ => return None,
-                    }
-                }
-                0..=0x1f => return None,
-                _ => self.at += 1,
-            }
-        }
-        let end = self.at;
-        self.at += 1;
-        Some((start as u32, end as u32, escaped))
-    }
+/// The literal `word` at `at`; returns where it ends.
+#[inline(always)]
+fn literal(text: &[u8], at: usize, word: &[u8]) -> Option<usize> {
+    (text.get(at..at + word.len()) == Some(word)).then_some(at + word.len())
+}
 
-    /// `u` and four hex digits at the cursor, as a number.
-    fn hex4(&mut self) -> Option<u32> {
-        if self.peek()? != b'u' {
-            return None;
-        }
-        let digits = self.text.get(self.at + 1..self.at + 5)?;
-        let digits = std::str::from_utf8(digits).ok()?;
-        if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        self.at += 5;
-        u32::from_str_radix(digits, 16).ok()
-    }
-
-    fn digits(&mut self) -> usize {
-        let start = self.at;
-        // Eight bytes at a time while all are digits, as for strings.
-        while let Some(chunk) = self.text.get(self.at..self.at + 8) {
+/// The string at `at`: where it ends (after the closing quote), its text between the quotes,
+/// and whether it has escapes.
+#[inline(always)]
+fn string(text: &[u8], at: usize) -> Option<(usize, u32, u32, bool)> {
+    let start = at + 1;
+    let mut at = start;
+    let mut escaped = false;
+    loop {
+        // Eight bytes at a time while none is a quote, a backslash or a control character:
+        // most strings are plain text, and a wasm loop pays a time check per turn.
+        while let Some(chunk) = text.get(at..at + 8) {
             let v = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-            let other = has_below(v, b'0') | has_above(v, b'9');
-            if other != 0 {
-                self.at += (other.trailing_zeros() / 8) as usize;
-                return self.at - start;
+            let special = has_byte(v, b'"') | has_byte(v, b'\\') | has_below(v, 0x20);
+            if special != 0 {
+                at += (special.trailing_zeros() / 8) as usize;
+                break;
             }
-            self.at += 8;
+            at += 8;
         }
-        while let Some(b'0'..=b'9') = self.peek() {
-            self.at += 1;
+        match *text.get(at)? {
+            b'"' => break,
+            b'\\' => {
+                escaped = true;
+                at = escape(text, at + 1)?;
+            }
+            0..=0x1f => return None,
+            _ => at += 1,
         }
-        self.at - start
     }
+    Some((at + 1, start as u32, at as u32, escaped))
+}
 
-    fn number(&mut self) -> Option<()> {
-        let start = self.at;
-        if self.peek() == Some(b'-') {
-            self.at += 1;
-        }
-        match self.peek()? {
-            b'0' => self.at += 1,
-            b'1'..=b'9' => {
-                self.digits();
-            }
-            _ => return None,
-        }
-        let mut rare = self.at - start > 300;
-        if self.peek() == Some(b'.') {
-            self.at += 1;
-            if self.digits() == 0 {
+/// The escape after the backslash at `at - 1`; returns where it ends. Rare, so not inlined.
+#[inline(never)]
+fn escape(text: &[u8], at: usize) -> Option<usize> {
+    match *text.get(at)? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(at + 1),
+        b'u' => {
+            let unit = hex4(text, at)?;
+            if (0xDC00..0xE000).contains(&unit) {
                 return None;
             }
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.at += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.at += 1;
+            if !(0xD800..0xDC00).contains(&unit) {
+                return Some(at + 5);
             }
-            if self.digits() == 0 {
+            // A leading surrogate must be followed by a trailing one.
+            if text.get(at + 5) != Some(&b'\\') {
                 return None;
             }
-            rare = true;
+            let trail = hex4(text, at + 6)?;
+            (0xDC00..0xE000).contains(&trail).then_some(at + 11)
         }
-        // serde_json refuses numbers beyond f64's range; only huge ones and exponents can be.
-        if rare {
-            let text = std::str::from_utf8(&self.text[start..self.at]).ok()?;
-            if !text.parse::<f64>().ok()?.is_finite() {
-                return None;
-            }
-        }
-        Some(())
+        _ => None,
     }
+}
+
+/// `u` and four hex digits at `at`, as a number.
+fn hex4(text: &[u8], at: usize) -> Option<u32> {
+    if text.get(at) != Some(&b'u') {
+        return None;
+    }
+    let digits = text.get(at + 1..at + 5)?;
+    let digits = std::str::from_utf8(digits).ok()?;
+    if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(digits, 16).ok()
+}
+
+/// Where the digits at `at` end.
+#[inline(always)]
+fn digits(text: &[u8], mut at: usize) -> usize {
+    // Eight bytes at a time while all are digits, as for strings.
+    while let Some(chunk) = text.get(at..at + 8) {
+        let v = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let other = has_below(v, b'0') | has_above(v, b'9');
+        if other != 0 {
+            return at + (other.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    while let Some(b'0'..=b'9') = text.get(at) {
+        at += 1;
+    }
+    at
+}
+
+/// The number at `at`; returns where it ends.
+#[inline(always)]
+fn number(text: &[u8], start: usize) -> Option<usize> {
+    let mut at = start;
+    if text.get(at) == Some(&b'-') {
+        at += 1;
+    }
+    match *text.get(at)? {
+        b'0' => at += 1,
+        b'1'..=b'9' => at = digits(text, at),
+        _ => return None,
+    }
+    let mut rare = at - start > 300;
+    if text.get(at) == Some(&b'.') {
+        let end = digits(text, at + 1);
+        if end == at + 1 {
+            return None;
+        }
+        at = end;
+    }
+    if let Some(b'e' | b'E') = text.get(at) {
+        at += 1;
+        if let Some(b'+' | b'-') = text.get(at) {
+            at += 1;
+        }
+        let end = digits(text, at);
+        if end == at {
+            return None;
+        }
+        at = end;
+        rare = true;
+    }
+    // serde_json refuses numbers beyond f64's range; only huge ones and exponents can be.
+    if rare {
+        let number = std::str::from_utf8(&text[start..at]).ok()?;
+        if !number.parse::<f64>().ok()?.is_finite() {
+            return None;
+        }
+    }
+    Some(at)
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;

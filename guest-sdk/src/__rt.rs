@@ -13,11 +13,12 @@ use crate::{log::Level, Aggregate, Record, Result, State, Window};
 pub use crate::record::IntoRecords;
 
 /// Plugins allocate a lot of small, short-lived objects (a parsed JSON document is dozens of
-/// strings and map nodes); talc serves those markedly faster than the default dlmalloc, which
-/// the benchmark shows as records per second.
+/// strings and map nodes): those come from free lists by size (see [`crate::mem::Pools`]), the
+/// rest from talc, which serves them markedly faster than the default dlmalloc.
 #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
 #[global_allocator]
-static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+static ALLOCATOR: crate::mem::Pools<talc::wasm::WasmDynamicTalc> =
+    crate::mem::Pools::new(talc::wasm::new_wasm_dynamic_allocator());
 
 /// Why every record of a call failed when the plugin's `init` has not succeeded.
 pub const UNINITIALISED: &str = "plugin called before a successful init";

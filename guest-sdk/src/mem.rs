@@ -189,11 +189,11 @@ unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 }
 
 /// Blocks up to this size, in steps of [`GRAIN`], are pooled by [`Pools`].
-const POOLED: usize = 256;
+const POOLED: usize = 1024;
 const GRAIN: usize = 16;
 const CLASSES: usize = POOLED / GRAIN;
 
-/// An allocator that keeps freed small blocks in a free list per size class (16, 32, … 256
+/// An allocator that keeps freed small blocks in a free list per size class (16, 32, … 1024
 /// bytes) and hands them out again first, over a general allocator for everything else.
 ///
 /// A plugin allocates and frees the same few sizes again and again, record after record;
@@ -353,7 +353,7 @@ mod tests {
                 1 if !live.is_empty() => {
                     let i = next(live.len());
                     let (ptr, layout, byte) = live[i];
-                    let size = 1 + next(600);
+                    let size = 1 + next(2_000);
                     let ptr = unsafe { pools.realloc(ptr, layout, size) };
                     assert!(!ptr.is_null());
                     let kept = unsafe { std::slice::from_raw_parts(ptr, layout.size().min(size)) };
@@ -366,7 +366,7 @@ mod tests {
                     );
                 }
                 _ => {
-                    let layout = Layout::from_size_align(1 + next(600), 1 << next(6)).unwrap();
+                    let layout = Layout::from_size_align(1 + next(2_000), 1 << next(6)).unwrap();
                     let ptr = unsafe { pools.alloc(layout) };
                     assert!(!ptr.is_null());
                     assert_eq!(ptr as usize % layout.align(), 0, "aligned");

@@ -387,10 +387,17 @@ fn canonical(pointer: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Whether `text` has a `~`: a plain loop, as pointers are short (`str::contains` calls memchr,
-/// which costs more than the search on a few bytes, in wasm above all).
+/// Whether `text` has a `~`, eight bytes at a time (`str::contains` calls memchr, which costs
+/// more than the search on a few bytes, in wasm above all).
 fn has_tilde(text: &str) -> bool {
-    text.bytes().any(|b| b == b'~')
+    let mut chunks = text.as_bytes().chunks_exact(8);
+    for chunk in &mut chunks {
+        let v = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        if has_byte(v, b'~') != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().contains(&b'~')
 }
 
 /// The tokens of a JSON pointer, unescaped (`~1` is `/`, `~0` is `~`); `None` if it is not one.
@@ -427,18 +434,68 @@ fn index(token: &str) -> Option<usize> {
 fn key_is(text: &[u8], node: &Node, token: &str) -> bool {
     let raw = &text[node.key_start as usize..node.key_end as usize];
     if !node.key_escaped {
-        // Length and first byte settle most keys without a call to memcmp.
         let token = token.as_bytes();
-        return raw.len() == token.len() && raw.first() == token.first() && raw == token;
+        return raw.len() == token.len() && same(raw, token);
     }
     let quoted = &text[node.key_start as usize - 1..node.key_end as usize + 1];
     serde_json::from_slice::<String>(quoted).is_ok_and(|key| key == token)
 }
 
+/// Whether `a` and `b`, of one length, hold the same bytes. Keys are short: up to 16 bytes this
+/// takes two overlapping loads a side and no loop or call (memcmp is one of each, and in wasm
+/// both check the time limit).
+#[inline(always)]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8"));
+    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("4"));
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        _ => a == b,
+    }
+}
+
 fn find(text: &[u8], nodes: &[Node], pointer: &str) -> Found {
-    let Some(tokens) = tokens(pointer) else {
+    if has_tilde(pointer) {
+        return match tokens(pointer) {
+            Some(tokens) => find_tokens(text, nodes, tokens),
+            None => Found::Absent,
+        };
+    }
+    // Without escapes the tokens are the text between slashes, taken as they are.
+    let Some(rest) = (match pointer {
+        "" => Some(None),
+        p => p.strip_prefix('/').map(Some),
+    }) else {
         return Found::Absent;
     };
+    let tokens = rest.into_iter().flat_map(|rest| {
+        let mut rest = Some(rest);
+        std::iter::from_fn(move || {
+            let r = rest?;
+            match r.bytes().position(|b| b == b'/') {
+                Some(at) => {
+                    rest = Some(&r[at + 1..]);
+                    Some(std::borrow::Cow::Borrowed(&r[..at]))
+                }
+                None => {
+                    rest = None;
+                    Some(std::borrow::Cow::Borrowed(r))
+                }
+            }
+        })
+    });
+    find_tokens(text, nodes, tokens)
+}
+
+fn find_tokens<'p>(
+    text: &[u8],
+    nodes: &[Node],
+    tokens: impl Iterator<Item = std::borrow::Cow<'p, str>>,
+) -> Found {
     let mut tokens = tokens.peekable();
     let (mut current, mut duplicate) = (0usize, false);
     while let Some(token) = tokens.next() {
@@ -861,6 +918,19 @@ mod tests {
 
     fn out(d: JsonDoc) -> String {
         String::from_utf8(d.into_bytes()).unwrap()
+    }
+
+    #[test]
+    fn keys_of_every_length_differ_anywhere() {
+        for n in 0..40 {
+            let a: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(super::same(&a, &a.clone()), "length {n}");
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] ^= 0x20;
+                assert!(!super::same(&a, &b), "length {n}, differing at {at}");
+            }
+        }
     }
 
     #[test]

@@ -38,5 +38,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
         pair[0] = DIGITS[usize::from(b >> 4)];
         pair[1] = DIGITS[usize::from(b & 15)];
     }
-    String::from_utf8(text.to_vec()).expect("hex digits are ASCII")
+    crate::json::utf8(&text)
+        .expect("hex digits are ASCII")
+        .to_owned()
 }

@@ -322,9 +322,7 @@ fn parse_span(text: &[u8]) -> Option<Value> {
         if plain(inner) {
             // The whole text was checked as UTF-8 and the quotes are ASCII, so this is UTF-8;
             // checked again all the same, which the ASCII fast path makes cheap.
-            return std::str::from_utf8(inner)
-                .ok()
-                .map(|s| Value::String(s.into()));
+            return utf8(inner).map(|s| Value::String(s.into()));
         }
     }
     serde_json::from_slice(text).ok()
@@ -889,6 +887,17 @@ fn ascii(bytes: &[u8]) -> bool {
         }
     }
     chunks.remainder().is_ascii()
+}
+
+/// `bytes` as text, if they are UTF-8. Text is mostly ASCII, which [`ascii`] checks faster than
+/// the standard library's check (whose words are four bytes in wasm) and which is UTF-8.
+pub(crate) fn utf8(bytes: &[u8]) -> Option<&str> {
+    if ascii(bytes) {
+        // SAFETY: ASCII is UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes).ok()
+    }
 }
 
 /// The high bit set in each byte of `v` above `n` (`n` below 128), with the caveat of

@@ -333,8 +333,7 @@ fn parse_span(text: &[u8]) -> Option<Value> {
 fn plain(bytes: &[u8]) -> bool {
     let mut chunks = bytes.chunks_exact(8);
     for chunk in &mut chunks {
-        let v = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-        if has_byte(v, b'"') | has_byte(v, b'\\') | has_below(v, 0x20) != 0 {
+        if escapes(u64::from_le_bytes(chunk.try_into().expect("eight bytes"))) != 0 {
             return false;
         }
     }
@@ -342,6 +341,12 @@ fn plain(bytes: &[u8]) -> bool {
         .remainder()
         .iter()
         .all(|&b| b != b'"' && b != b'\\' && b >= 0x20)
+}
+
+/// The high bit set in each byte of `v` that a JSON string escapes (a quote, a backslash or a
+/// control character), with the caveat of [`has_below`].
+fn escapes(v: u64) -> u64 {
+    has_byte(v, b'"') | has_byte(v, b'\\') | has_below(v, 0x20)
 }
 
 enum Relation<'p> {
@@ -406,19 +411,32 @@ fn tokens(pointer: &str) -> Option<impl Iterator<Item = std::borrow::Cow<'_, str
     };
     // One look for `~` over the whole pointer (most have none) rather than one per token.
     let escaped = has_tilde(pointer);
-    // A predicate, not `'/'`: a char pattern searches with memchr, dear on a few bytes.
-    let slash = |c: char| c == '/';
-    Some(
-        rest.into_iter()
-            .flat_map(move |r| r.split(slash))
-            .map(move |t| {
-                if escaped && has_tilde(t) {
-                    std::borrow::Cow::Owned(t.replace("~1", "/").replace("~0", "~"))
-                } else {
-                    std::borrow::Cow::Borrowed(t)
-                }
-            }),
-    )
+    Some(rest.into_iter().flat_map(between_slashes).map(move |t| {
+        if escaped && has_tilde(t) {
+            std::borrow::Cow::Owned(t.replace("~1", "/").replace("~0", "~"))
+        } else {
+            std::borrow::Cow::Borrowed(t)
+        }
+    }))
+}
+
+/// The parts of `text` between slashes, found byte by byte: `str::split` with a `char` decodes
+/// UTF-8 as it goes, or calls memchr, both dear on a few bytes (in wasm above all).
+fn between_slashes(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match r.bytes().position(|b| b == b'/') {
+            Some(at) => {
+                rest = Some(&r[at + 1..]);
+                Some(&r[..at])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
 }
 
 /// An array index token as serde_json reads one: digits, no sign, no leading zero.
@@ -457,43 +475,9 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn find(text: &[u8], nodes: &[Node], pointer: &str) -> Found {
-    if has_tilde(pointer) {
-        return match tokens(pointer) {
-            Some(tokens) => find_tokens(text, nodes, tokens),
-            None => Found::Absent,
-        };
-    }
-    // Without escapes the tokens are the text between slashes, taken as they are.
-    let Some(rest) = (match pointer {
-        "" => Some(None),
-        p => p.strip_prefix('/').map(Some),
-    }) else {
+    let Some(tokens) = tokens(pointer) else {
         return Found::Absent;
     };
-    let tokens = rest.into_iter().flat_map(|rest| {
-        let mut rest = Some(rest);
-        std::iter::from_fn(move || {
-            let r = rest?;
-            match r.bytes().position(|b| b == b'/') {
-                Some(at) => {
-                    rest = Some(&r[at + 1..]);
-                    Some(std::borrow::Cow::Borrowed(&r[..at]))
-                }
-                None => {
-                    rest = None;
-                    Some(std::borrow::Cow::Borrowed(r))
-                }
-            }
-        })
-    });
-    find_tokens(text, nodes, tokens)
-}
-
-fn find_tokens<'p>(
-    text: &[u8],
-    nodes: &[Node],
-    tokens: impl Iterator<Item = std::borrow::Cow<'p, str>>,
-) -> Found {
     let mut tokens = tokens.peekable();
     let (mut current, mut duplicate) = (0usize, false);
     while let Some(token) = tokens.next() {
@@ -621,9 +605,7 @@ pub fn kind(v: &Value) -> &'static str {
 fn locate(text: &[u8]) -> Option<Vec<Node>> {
     // Strings are checked byte by byte below for quotes, escapes and control characters;
     // UTF-8 is checked once for the whole text, which is faster.
-    if !ascii(text) {
-        std::str::from_utf8(text).ok()?;
-    }
+    utf8(text)?;
     if text.len() >= u32::MAX as usize {
         return None;
     }
@@ -749,7 +731,7 @@ fn string(text: &[u8], at: usize) -> Option<(usize, u32, u32, bool)> {
         // most strings are plain text, and a wasm loop pays a time check per turn.
         while let Some(chunk) = text.get(at..at + 8) {
             let v = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-            let special = has_byte(v, b'"') | has_byte(v, b'\\') | has_below(v, 0x20);
+            let special = escapes(v);
             if special != 0 {
                 at += (special.trailing_zeros() / 8) as usize;
                 break;

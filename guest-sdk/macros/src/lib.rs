@@ -310,23 +310,23 @@ fn component_glue(kind: Kind, keeps_state: bool) -> TokenStream2 {
         Kind::Filter => quote! {
             fn filter(batch: t::Batch) -> t::Verdicts {
                 let batch = from_wire(batch);
-                let verdicts = CONFIG.with(|c| match c.borrow().as_ref() {
-                    Some(cfg) => wire::filter::<P>(cfg, &batch),
-                    None => wire::Verdicts {
+                let verdicts = configured(
+                    |cfg| wire::filter::<P>(cfg, &batch),
+                    || wire::Verdicts {
                         keep: vec![false; batch.events.len()],
                         errors: uninitialised(batch.events.len()),
                     },
-                });
+                );
                 t::Verdicts { keep: verdicts.keep, errors: verdicts.errors }
             }
         },
         Kind::Transform => quote! {
             fn transform(batch: t::Batch) -> t::OutBatch {
                 let batch = from_wire(batch);
-                let out = CONFIG.with(|c| match c.borrow().as_ref() {
-                    Some(cfg) => wire::transform::<P>(cfg, &batch),
-                    None => wire::OutBatch { errors: uninitialised(batch.events.len()), ..Default::default() },
-                });
+                let out = configured(
+                    |cfg| wire::transform::<P>(cfg, &batch),
+                    || wire::OutBatch { errors: uninitialised(batch.events.len()), ..Default::default() },
+                );
                 let part = |p: wire::Part| match p {
                     wire::Part::Same => t::Part::Same,
                     wire::Part::Absent => t::Part::Absent,
@@ -418,10 +418,7 @@ fn component_glue(kind: Kind, keeps_state: bool) -> TokenStream2 {
         Kind::Window => quote! {
             /// Run `f` with the loaded config, or fail all `n` items if `init` has not succeeded.
             fn with_config<R>(n: usize, f: impl FnOnce(&Cfg) -> Vec<Result<R, String>>) -> Vec<Result<R, String>> {
-                CONFIG.with(|c| match c.borrow().as_ref() {
-                    Some(cfg) => f(cfg),
-                    None => (0..n).map(|_| Err(rt::UNINITIALISED.to_string())).collect(),
-                })
+                configured(f, || (0..n).map(|_| Err(rt::UNINITIALISED.to_string())).collect())
             }
             fn record(e: t::Event) -> ::weir_sdk::Record {
                 let mut rec = ::weir_sdk::Record::default().at(e.topic, e.partition, e.offset);
@@ -474,6 +471,14 @@ fn component_glue(kind: Kind, keeps_state: bool) -> TokenStream2 {
 
             ::std::thread_local! {
                 static CONFIG: ::std::cell::RefCell<Option<Cfg>> = const { ::std::cell::RefCell::new(None) };
+            }
+
+            /// `run` with the loaded config, or what `missing` makes if `init` has not succeeded.
+            fn configured<R>(run: impl FnOnce(&Cfg) -> R, missing: impl FnOnce() -> R) -> R {
+                CONFIG.with(|c| match c.borrow().as_ref() {
+                    Some(cfg) => run(cfg),
+                    None => missing(),
+                })
             }
 
             struct Host;

@@ -9,4 +9,4 @@ scripts/build-plugins.sh
 export WEIR_CRASH_RECORDS="${WEIR_CRASH_RECORDS:-1000000}" WEIR_CRASH_KILLS="${WEIR_CRASH_KILLS:-20}"
 export WEIR_TEST_KAFKA_PORT="${WEIR_TEST_KAFKA_PORT:-19092}"
 trap 'KAFKA_PORT=$WEIR_TEST_KAFKA_PORT scripts/kafka-broker.sh stop >/dev/null 2>&1 || true' EXIT
-cargo test --release -p weir --test crash -- --nocapture
+cargo test --release -p weir --test all crash:: -- --nocapture

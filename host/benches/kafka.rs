@@ -22,7 +22,7 @@
 //!    writes every output to an output topic of its own:
 //!    - raw: one thread polling a `BaseConsumer` and handing each record to a `ThreadedProducer`,
 //!      offsets committed at the end;
-//!    - weir: `weir::run::run` with the pipeline (one worker per core), stopped once it has
+//!    - weir: `weir::runtime::run` with the pipeline (one worker per core), stopped once it has
 //!      processed N records and every output is acknowledged.
 //!
 //!    Start-up (client creation, group join, first fetch: until the first record is consumed) is
@@ -71,14 +71,14 @@ use rdkafka::{
 };
 use serde_json::json;
 use weir::{
+    chain::Stages,
     config::Pipeline,
     engine::{Engine, Header as RecordHeader, Record},
     metrics::{Metrics, Snapshot},
-    pipeline::Stages,
-    run::RunOptions,
+    runtime::RunOptions,
 };
 
-/// weir's consumer settings (`host/src/source.rs`), which the raw side uses too.
+/// weir's consumer settings (`host/src/kafka/source.rs`), which the raw side uses too.
 const CONSUMER: &[(&str, &str)] = &[
     ("enable.auto.commit", "false"),
     ("enable.auto.offset.store", "false"),
@@ -88,7 +88,7 @@ const CONSUMER: &[(&str, &str)] = &[
 /// What the benchmark's pipeline adds in `[source] kafka` (the broker needs sessions of ≥ 6 s),
 /// and the raw side with it.
 const SOURCE_KAFKA: &[(&str, &str)] = &[("session.timeout.ms", "6000")];
-/// weir's sink defaults (`defaults` in `host/src/sink.rs`), which the raw side uses too.
+/// weir's sink defaults (`defaults` in `host/src/kafka/sink.rs`), which the raw side uses too.
 const PRODUCER: &[(&str, &str)] = &[
     ("enable.idempotence", "true"),
     ("partitioner", "murmur2_random"),
@@ -574,7 +574,7 @@ fn state_pipeline(
         .unwrap_or_else(|e| panic!("the state pipeline: {e}"))
 }
 
-/// `weir::run::run` on its own thread, with `watch` called on the caller's thread every
+/// `weir::runtime::run` on its own thread, with `watch` called on the caller's thread every
 /// millisecond with the counts until it returns true; then stopped. Returns what `watch`'s
 /// last call saw, the final counts and the time from setting stop to `run` returning.
 fn with_weir(
@@ -594,13 +594,13 @@ fn with_weir(
     thread::scope(|s| {
         let handle = thread::Builder::new()
             .name("weir-run".into())
-            .spawn_scoped(s, || weir::run::run(pipeline, stages, options))
+            .spawn_scoped(s, || weir::runtime::run(pipeline, stages, options))
             .unwrap();
         // Should `watch` panic, weir must still stop, or the scope would wait for it forever.
         let _stop = SetOnDrop(&stop);
         loop {
             if handle.is_finished() {
-                let result = handle.join().expect("weir::run::run panicked");
+                let result = handle.join().expect("weir::runtime::run panicked");
                 panic!("weir stopped by itself: {result:?}");
             }
             if watch(metrics.snapshot()) {
@@ -612,7 +612,7 @@ fn with_weir(
         stop.store(true, Relaxed);
         let counts = handle
             .join()
-            .expect("weir::run::run panicked")
+            .expect("weir::runtime::run panicked")
             .unwrap_or_else(|e| panic!("weir run failed: {e}"));
         (counts, stopping.elapsed())
     })

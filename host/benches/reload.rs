@@ -43,7 +43,9 @@ use rdkafka::{
     Message, Offset, TopicPartitionList,
 };
 use serde_json::{json, Value};
-use weir::{config::Pipeline, engine::Engine, pipeline::Stages, reload::Reloader, run::RunOptions};
+use weir::{
+    chain::Stages, config::Pipeline, engine::Engine, reload::Reloader, runtime::RunOptions,
+};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -199,7 +201,7 @@ plugin = "tag.wasm"
     let stop = options.stop.clone();
     let run = {
         let live = live.clone();
-        thread::spawn(move || weir::run::run_reloading(&pipeline, &stages, Some(live), options))
+        thread::spawn(move || weir::runtime::run_reloading(&pipeline, &stages, Some(live), options))
     };
 
     // The reader: every output with its arrival time.

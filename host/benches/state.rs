@@ -27,9 +27,9 @@ use std::{
 
 use serde_json::json;
 use weir::{
+    chain::Chain,
     config::Pipeline,
     engine::{Engine, Entry, MemoryState, Record, SharedState, StateBackend},
-    pipeline::Chain,
     state::{PartitionState, StateStore, DEFAULT_CACHE_BYTES},
 };
 

@@ -20,9 +20,9 @@ use std::{
 
 use serde_json::json;
 use weir::{
+    chain::Chain,
     config::Pipeline,
     engine::{Engine, Record},
-    pipeline::Chain,
     state::StateStore,
 };
 

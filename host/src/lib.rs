@@ -1,28 +1,30 @@
-//! weir: a Kafka stream transformer whose stages are WebAssembly plugins.
+//! weir: a Kafka stream processor whose stages are WebAssembly plugins.
 //!
-//! - [`engine`] loads plugin components and calls them in a sandbox.
-//! - [`config`] reads pipeline files.
-//! - [`pipeline`] runs records through a chain of stages ([`window`] stages aggregate in
-//!   event time); [`local`] feeds it from files.
-//! - [`run`] runs a pipeline against Kafka: [`source`] → chain → [`sink`], with offsets
-//!   committed behind acknowledged output ([`checkpoint`]) and counted in [`metrics`]; [`demo`]
-//!   shows it off against an in-process Kafka cluster.
-//! - [`reload`] swaps changed plugins and stage settings into a running pipeline.
-//! - [`build`] and [`scaffold`] are the plugin author's tools behind `weir build` and `weir new`.
+//! The modules, from the bottom layer up (each uses only those before it):
+//!
+//! - [`config`]: pipeline files to checked settings, every section's.
+//! - [`metrics`]: the run's counters.
+//! - [`engine`]: wasmtime: loading plugin components, calling them in a sandbox within limits,
+//!   the batch wire format, the host side of state.
+//! - [`state`]: keyed state in an embedded store, per stage and source partition.
+//! - [`chain`]: a pipeline's stages in order, records run through them in batches; its
+//!   [`window`](chain::window) stages aggregate in event time.
+//! - [`jsonl`]: records as JSON lines, and a chain run over a file of them (`weir test`).
+//! - [`reload`]: hot reload: new plugin builds and pipeline changes swapped into running chains.
+//! - [`kafka`]: the Kafka clients: source, sink, transactions, admin, changelogs, the log reader.
+//! - [`runtime`]: `weir run`: poller, workers, delivery, error policy, checkpoints, rebalances.
+//!
+//! One [`Error`] says why a pipeline could not start or stopped.
 
-pub mod build;
-pub mod checkpoint;
-pub mod committed;
+pub mod chain;
 pub mod config;
-pub mod demo;
 pub mod engine;
-pub mod local;
+mod error;
+pub mod jsonl;
+pub mod kafka;
 pub mod metrics;
-pub mod pipeline;
 pub mod reload;
-pub mod run;
-pub mod scaffold;
-pub mod sink;
-pub mod source;
+pub mod runtime;
 pub mod state;
-pub mod window;
+
+pub use error::Error;

@@ -52,23 +52,7 @@ impl fmt::Display for Kind {
     }
 }
 
-/// Bounds on one plugin instance.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// Most linear memory an instance may grow to.
-    pub memory_bytes: usize,
-    /// Longest one call (one batch) may run before it is interrupted.
-    pub call_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            memory_bytes: 64 << 20,
-            call_timeout: Duration::from_secs(2),
-        }
-    }
-}
+pub use crate::config::Limits;
 
 /// A plugin that could not be loaded or started.
 #[derive(Debug, thiserror::Error)]

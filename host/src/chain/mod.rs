@@ -1,0 +1,393 @@
+//! A chain of stages that records run through in batches.
+//!
+//! A batch goes through stage 1 whole, then its outputs through stage 2, and so on: each
+//! stage is one call per batch, which is what makes wasm affordable. Every record carries the
+//! source coordinates (topic, partition, offset) of the input it came from, so a failure deep
+//! in the chain still names the input, and offsets can be committed per input.
+
+use std::{path::Path, sync::Arc, time::Instant};
+
+use crate::{
+    config::{Pipeline, Stage},
+    engine::{
+        Engine, Instance, Kind, Limits, MemoryState, Plugin, PluginError, Record, RecordError,
+        SharedState,
+    },
+};
+
+pub mod window;
+
+use crate::config::LateOutput;
+use window::{Clock, Delivered, WindowOutput, WindowStage};
+
+/// A record that failed in some stage.
+#[derive(Debug)]
+pub struct Failure {
+    /// The record as it entered the failing stage (for a fired window the plugin could not
+    /// render: the window's key and accumulator, with offset -1).
+    pub record: Record,
+    /// The stage it failed in.
+    pub stage: String,
+    /// Content hash of that stage's plugin, so a dead letter names the exact build that failed.
+    pub plugin_hash: String,
+    pub error: RecordError,
+}
+
+/// A record a window stage found too late for all its windows.
+#[derive(Debug)]
+pub struct LateRecord {
+    pub record: Record,
+    pub stage: String,
+    pub plugin_hash: String,
+    /// Where the stage sends late records.
+    pub to: LateOutput,
+    /// The stage's watermark when it came.
+    pub watermark: i64,
+}
+
+/// What a batch turned into.
+#[derive(Debug, Default)]
+pub struct BatchOutput {
+    /// Outputs of the last stage, in input order.
+    pub records: Vec<Record>,
+    pub failures: Vec<Failure>,
+    pub late: Vec<LateRecord>,
+}
+
+/// Every stage of a pipeline loaded (compiled, checked, pre-linked) once, to start as many
+/// chains from as there are workers. Window stages share one watermark clock across chains.
+#[derive(Clone)]
+pub struct Stages {
+    stages: Vec<(Stage, Plugin, Option<Arc<Clock>>)>,
+}
+
+impl Stages {
+    /// Load every stage's plugin.
+    pub fn load(engine: &Engine, pipeline: &Pipeline) -> Result<Stages, PluginError> {
+        let stages = pipeline
+            .stages
+            .iter()
+            .map(|stage| {
+                let clock = stage.window.as_ref().map(|w| Arc::new(Clock::new(w)));
+                Ok((stage.clone(), load(engine, stage)?, clock))
+            })
+            .collect::<Result<_, PluginError>>()?;
+        Ok(Stages { stages })
+    }
+
+    /// The index and name of each stage that keeps keyed state: plugins that use the state
+    /// API, and window stages (their accumulators).
+    pub fn stateful(&self) -> Vec<(usize, String)> {
+        self.stages
+            .iter()
+            .enumerate()
+            .filter(|(_, (stage, plugin, _))| plugin.uses_state() || stage.window.is_some())
+            .map(|(i, (stage, _, _))| (i, stage.name.clone()))
+            .collect()
+    }
+
+    /// The watermark clocks of the window stages, by stage index, to tell them of assigned and
+    /// revoked partitions.
+    pub fn clocks(&self) -> Vec<(usize, Arc<Clock>)> {
+        self.stages
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, _, clock))| Some((i, clock.clone()?)))
+            .collect()
+    }
+
+    /// Fresh instances of every stage, each past its `init`.
+    pub fn start(&self) -> Result<Chain, PluginError> {
+        let stages = self
+            .stages
+            .iter()
+            .map(|(stage, plugin, clock)| {
+                let instance =
+                    plugin.instantiate(&stage.config, stage.limits, MemoryState::shared())?;
+                let step = match (&stage.window, clock) {
+                    (Some(spec), Some(clock)) => Step::Window(Box::new(WindowStage::new(
+                        spec.clone(),
+                        instance,
+                        clock.clone(),
+                    ))),
+                    _ => Step::Plugin(instance),
+                };
+                Ok((stage.name.clone(), step))
+            })
+            .collect::<Result<_, PluginError>>()?;
+        Ok(Chain { stages })
+    }
+}
+
+impl Stages {
+    /// Each stage's settings and loaded plugin, in chain order.
+    pub fn loaded(&self) -> impl ExactSizeIterator<Item = (&Stage, &Plugin)> + '_ {
+        self.stages.iter().map(|(stage, plugin, _)| (stage, plugin))
+    }
+
+    /// The next version of these stages (hot reload): `stages` in their new order, plugins
+    /// already loaded and validated. Whatever the chains of a stage share beyond its plugin
+    /// carries over to the stage of the same name: a window stage keeps its watermark clock
+    /// (reload refuses changes to a window's settings).
+    pub fn next_version(&self, stages: Vec<(Stage, Plugin)>) -> Stages {
+        let stages = stages
+            .into_iter()
+            .map(|(stage, plugin)| {
+                let kept = self
+                    .stages
+                    .iter()
+                    .find(|(s, _, _)| s.name == stage.name)
+                    .and_then(|(_, _, clock)| clock.clone());
+                let clock = stage
+                    .window
+                    .as_ref()
+                    .map(|w| kept.unwrap_or_else(|| Arc::new(Clock::new(w))));
+                (stage, plugin, clock)
+            })
+            .collect();
+        Stages { stages }
+    }
+}
+
+/// Load one stage's plugin, refusing what a stage cannot run (as [`Stages::load`] does for
+/// every stage): hot reload loads stages added to a running pipeline through it.
+pub fn load_stage(engine: &Engine, stage: &Stage) -> Result<Plugin, PluginError> {
+    load(engine, stage)
+}
+
+/// One stage's live part.
+#[allow(clippy::large_enum_variant)] // a handful per worker; boxing would only add a hop
+enum Step {
+    Plugin(Instance),
+    Window(Box<WindowStage<Instance>>),
+}
+
+impl Step {
+    fn instance(&self) -> &Instance {
+        match self {
+            Step::Plugin(i) => i,
+            Step::Window(w) => w.aggregator(),
+        }
+    }
+}
+
+/// Live instances of every stage of a pipeline, for one worker's records.
+pub struct Chain {
+    stages: Vec<(String, Step)>,
+}
+
+impl Chain {
+    /// Load and start every stage of `pipeline`.
+    pub fn from_pipeline(engine: &Engine, pipeline: &Pipeline) -> Result<Chain, PluginError> {
+        Stages::load(engine, pipeline)?.start()
+    }
+
+    /// A chain of the single plugin at `path` with `config` (JSON text).
+    pub fn single(
+        engine: &Engine,
+        path: &Path,
+        config: &str,
+        limits: Limits,
+    ) -> Result<Chain, PluginError> {
+        let name = path
+            .file_stem()
+            .map_or("plugin".into(), |s| s.to_string_lossy().into_owned());
+        let stage = Stage {
+            name: name.clone(),
+            plugin: path.to_path_buf(),
+            config: config.to_string(),
+            limits,
+            window: None,
+            line: 0,
+        };
+        let plugin = load(engine, &stage)?;
+        let instance = plugin.instantiate(&stage.config, stage.limits, MemoryState::shared())?;
+        Ok(Chain {
+            stages: vec![(name, Step::Plugin(instance))],
+        })
+    }
+
+    /// Keep stage `stage`'s state in `state` from the next batch on.
+    pub fn set_state(&mut self, stage: usize, state: SharedState) {
+        match &mut self.stages[stage].1 {
+            Step::Plugin(i) => i.set_state(state),
+            Step::Window(w) => w.set_state(state),
+        }
+    }
+
+    /// The stages' instances, in order.
+    pub fn instances(&self) -> impl Iterator<Item = (&str, &Instance)> {
+        self.stages
+            .iter()
+            .map(|(name, s)| (name.as_str(), s.instance()))
+    }
+
+    /// Whether any stage is a window stage (they need [`Chain::advance`] now and then).
+    pub fn has_windows(&self) -> bool {
+        self.stages
+            .iter()
+            .any(|(_, s)| matches!(s, Step::Window(_)))
+    }
+
+    /// At least once: window stages keep a fired window until its outputs are delivered; see
+    /// [`Chain::hold`].
+    pub fn defer_until_delivered(&mut self) {
+        for (_, step) in &mut self.stages {
+            if let Step::Window(w) = step {
+                w.defer_until_delivered(true);
+            }
+        }
+    }
+
+    /// The outputs of the last call are on their way; `delivered` says when they arrived.
+    pub fn hold(&mut self, delivered: &Arc<dyn Delivered>) {
+        for (_, step) in &mut self.stages {
+            if let Step::Window(w) = step {
+                w.hold(delivered);
+            }
+        }
+    }
+
+    /// Take over what the window stages of `old`, the chain this one replaces (hot reload),
+    /// keep in memory, stage by stage of the same name: their timers and the fired windows
+    /// that wait for their outputs' delivery, which would otherwise fire again.
+    pub fn adopt(&mut self, old: &mut Chain) {
+        for (name, step) in &mut self.stages {
+            if let Step::Window(w) = step {
+                let before = old.stages.iter_mut().find(|(n, _)| n == name);
+                if let Some((_, Step::Window(o))) = before {
+                    w.adopt(o);
+                }
+            }
+        }
+    }
+
+    /// A partition was revoked: drop what window stages keep in memory for it.
+    pub fn forget(&mut self, topic: &str, partition: i32) {
+        for (_, step) in &mut self.stages {
+            if let Step::Window(w) = step {
+                w.forget(topic, partition);
+            }
+        }
+    }
+
+    /// Run one batch (of one partition) through every stage.
+    pub fn process(&mut self, batch: Vec<Record>) -> BatchOutput {
+        let origin = batch.first().map(|r| (r.topic.clone(), r.partition));
+        self.drive(
+            batch,
+            origin.as_ref().map(|(t, p)| (t.as_str(), *p)),
+            Drive::Batch,
+        )
+    }
+
+    /// Fire what the watermark passed in `topic`/`partition` without new records, and run the
+    /// results through the stages after each window stage.
+    pub fn advance(&mut self, topic: &str, partition: i32) -> BatchOutput {
+        self.drive(Vec::new(), Some((topic, partition)), Drive::Tick)
+    }
+
+    /// The input has ended: fire every window (`weir test`, where input is bounded).
+    pub fn finish(&mut self) -> BatchOutput {
+        self.drive(Vec::new(), None, Drive::End)
+    }
+
+    fn drive(
+        &mut self,
+        batch: Vec<Record>,
+        origin: Option<(&str, i32)>,
+        how: Drive,
+    ) -> BatchOutput {
+        let now = Instant::now();
+        let mut records = batch;
+        let mut out = BatchOutput::default();
+        for (name, step) in &mut self.stages {
+            let hash = step.instance().plugin().hash().to_string();
+            match step {
+                Step::Plugin(instance) => {
+                    if records.is_empty() {
+                        continue;
+                    }
+                    let outcomes = instance.process(records);
+                    records = Vec::with_capacity(outcomes.len());
+                    for outcome in outcomes {
+                        match outcome {
+                            Ok(outputs) => records.extend(outputs),
+                            Err(failed) => out.failures.push(Failure {
+                                record: failed.record,
+                                stage: name.clone(),
+                                plugin_hash: hash.clone(),
+                                error: failed.error,
+                            }),
+                        }
+                    }
+                }
+                Step::Window(window) => {
+                    let had_input = !records.is_empty();
+                    let mut result = if !had_input {
+                        WindowOutput::default()
+                    } else {
+                        window.process(std::mem::take(&mut records), now)
+                    };
+                    match (&how, origin) {
+                        (Drive::End, _) => result.extend(window.finish()),
+                        (Drive::Batch, Some((topic, partition))) if !had_input => {
+                            // Everything was filtered before this stage: the partition is
+                            // still active, and the watermark may have moved.
+                            window.touch(topic, partition, now);
+                            result.extend(window.advance(topic, partition, now));
+                        }
+                        (Drive::Tick, Some((topic, partition))) => {
+                            result.extend(window.advance(topic, partition, now))
+                        }
+                        _ => {}
+                    }
+                    records = result.records;
+                    out.failures
+                        .extend(result.failures.into_iter().map(|(record, error)| Failure {
+                            record,
+                            stage: name.clone(),
+                            plugin_hash: hash.clone(),
+                            error,
+                        }));
+                    out.late
+                        .extend(result.late.into_iter().map(|late| LateRecord {
+                            record: late.record,
+                            stage: name.clone(),
+                            plugin_hash: hash.clone(),
+                            to: window.late_output().clone(),
+                            watermark: late.watermark,
+                        }));
+                }
+            }
+        }
+        out.records = records;
+        out
+    }
+}
+
+/// Why a chain is driven.
+enum Drive {
+    Batch,
+    Tick,
+    End,
+}
+
+fn load(engine: &Engine, stage: &Stage) -> Result<Plugin, PluginError> {
+    let plugin = engine.load(&stage.name, &stage.plugin)?;
+    let wrong = |reason: String| PluginError::WrongWorld {
+        plugin: stage.name.clone(),
+        reason,
+    };
+    match (plugin.kind(), &stage.window) {
+        (Kind::Window, None) => Err(wrong(
+            "is a window plugin: give its stage a `window` (e.g. `window = { kind = \"tumbling\", \
+             size = \"1m\" }`) in a pipeline file"
+                .into(),
+        )),
+        (kind @ (Kind::Filter | Kind::Transform), Some(_)) => Err(wrong(format!(
+            "is a {kind} plugin, but its stage has `window` settings: those need a window plugin"
+        ))),
+        _ => Ok(plugin),
+    }
+}

@@ -1,0 +1,116 @@
+//! A window stage's watermark: per partition, the largest event time seen less the allowed
+//! out-of-orderness; for the stage, the minimum over partitions not idle. It never goes back.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use super::store::{progress_key, read_time};
+use crate::{config::WindowSpec, engine::StateBackend};
+
+/// The watermark of one window stage, over every partition any worker runs it for.
+#[derive(Debug)]
+pub struct Clock {
+    max_out_of_order: i64,
+    idle_timeout: Option<Duration>,
+    inner: Mutex<ClockInner>,
+}
+
+#[derive(Debug)]
+struct ClockInner {
+    partitions: HashMap<(String, i32), Progress>,
+    /// The stage watermark handed out last: it never goes back.
+    watermark: i64,
+}
+
+#[derive(Debug)]
+struct Progress {
+    max_ts: Option<i64>,
+    active: Instant,
+}
+
+impl Clock {
+    pub fn new(spec: &WindowSpec) -> Clock {
+        Clock {
+            max_out_of_order: spec.max_out_of_order,
+            idle_timeout: spec.idle_timeout,
+            inner: Mutex::new(ClockInner {
+                partitions: HashMap::new(),
+                watermark: i64::MIN,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ClockInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A partition was assigned: it holds the watermark back until it has records (or its
+    /// progress is restored from state) or it goes idle. The stage watermark starts over from the
+    /// partitions' own progress: what a revoked partition's aborted work had advanced it to must
+    /// not make its redone records late.
+    pub fn assign(&self, topic: &str, partition: i32, now: Instant) {
+        let mut inner = self.lock();
+        if let std::collections::hash_map::Entry::Vacant(slot) =
+            inner.partitions.entry((topic.to_string(), partition))
+        {
+            slot.insert(Progress {
+                max_ts: None,
+                active: now,
+            });
+            inner.watermark = i64::MIN;
+        }
+    }
+
+    /// A partition was revoked: it no longer holds the watermark back.
+    pub fn forget(&self, topic: &str, partition: i32) {
+        self.lock()
+            .partitions
+            .remove(&(topic.to_string(), partition));
+    }
+
+    /// A batch of `topic`/`partition` came by (`max_ts`: its largest event time, if any).
+    pub(super) fn observe(&self, topic: &str, partition: i32, max_ts: Option<i64>, now: Instant) {
+        let mut inner = self.lock();
+        let key = (topic.to_string(), partition);
+        let progress = inner.partitions.entry(key).or_insert(Progress {
+            max_ts: None,
+            active: now,
+        });
+        progress.active = now;
+        progress.max_ts = progress.max_ts.max(max_ts);
+    }
+
+    /// The stage watermark at `now`.
+    pub fn watermark(&self, now: Instant) -> i64 {
+        let mut inner = self.lock();
+        let active = inner
+            .partitions
+            .values()
+            .filter(|p| {
+                self.idle_timeout
+                    .is_none_or(|idle| now.saturating_duration_since(p.active) < idle)
+            })
+            .map(|p| {
+                p.max_ts
+                    .map_or(i64::MIN, |t| t.saturating_sub(self.max_out_of_order) - 1)
+            })
+            .min();
+        // With every partition idle, the watermark stays where it is.
+        if let Some(low) = active {
+            inner.watermark = inner.watermark.max(low);
+        }
+        inner.watermark
+    }
+}
+
+/// A partition was assigned with `state` as its window stage's state: it joins the stage's
+/// watermark where it left off (or, new, holding it back until it has records or goes idle).
+pub fn resume(clock: &Clock, state: &dyn StateBackend, topic: &str, partition: i32, now: Instant) {
+    clock.assign(topic, partition, now);
+    if let Some(max_ts) = read_time(state, &progress_key()) {
+        clock.observe(topic, partition, Some(max_ts), now);
+    }
+}

@@ -1,0 +1,70 @@
+//! `weir check`: a pipeline file validated and its plugins loaded with their configs.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Result;
+use weir::config::{Guarantee, Pipeline};
+
+/// Check a pipeline file and load its plugins with their configs, without running.
+#[derive(clap::Args)]
+pub struct CheckCommand {
+    pipeline: PathBuf,
+}
+
+impl CheckCommand {
+    pub fn execute(self) -> Result<ExitCode> {
+        let pipeline = Pipeline::load(&self.pipeline)?;
+        let engine = super::engine()?;
+        let chain = super::load_chain(&engine, &pipeline)?;
+        println!(
+            "{}: ok, {} stages",
+            self.pipeline.display(),
+            pipeline.stages.len()
+        );
+        for ((name, instance), stage) in chain.instances().zip(&pipeline.stages) {
+            let plugin = instance.plugin();
+            println!(
+                "  {name}: {} {} (sha256:{}){}{}",
+                plugin.kind(),
+                plugin.path().display(),
+                &plugin.hash()[..12],
+                if plugin.uses_state() {
+                    ", keeps keyed state"
+                } else {
+                    ""
+                },
+                stage
+                    .window
+                    .as_ref()
+                    .map_or(String::new(), |w| format!(", {}", w.describe()))
+            );
+        }
+        println!("  {}", kafka_line(&pipeline));
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// What the pipeline reads and writes under which guarantee, or that it has no Kafka side.
+fn kafka_line(pipeline: &Pipeline) -> String {
+    let (Some(source), Some(sink)) = (&pipeline.source, &pipeline.sink) else {
+        return "no [source] and [sink]: `weir test` only".into();
+    };
+    format!(
+        "source: {} on {} (group {}), sink: {}; errors: {}{}; {}, checkpoint every {:?}",
+        source.topics.join(", "),
+        source.brokers,
+        source.group,
+        sink.topic,
+        pipeline.errors.policy,
+        pipeline
+            .errors
+            .topic
+            .as_ref()
+            .map_or(String::new(), |t| format!(" to {t}")),
+        match pipeline.delivery.guarantee {
+            Guarantee::AtLeastOnce => "at-least-once",
+            Guarantee::ExactlyOnce => "exactly-once",
+        },
+        pipeline.delivery.checkpoint_interval
+    )
+}

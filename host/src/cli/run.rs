@@ -1,0 +1,102 @@
+//! `weir run`: a pipeline against Kafka until SIGINT/SIGTERM, with hot reload.
+
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    sync::{atomic::Ordering, Arc},
+    time::Instant,
+};
+
+use anyhow::Result;
+use tokio::signal::unix::{signal, SignalKind};
+use weir::{
+    chain::Stages,
+    config::Pipeline,
+    metrics::Snapshot,
+    reload::{Live, Reloader, Trigger},
+    runtime::{self, RunOptions},
+};
+
+/// Run a pipeline against Kafka until interrupted (SIGINT/SIGTERM: drain, commit, exit 0).
+#[derive(clap::Args)]
+pub struct RunCommand {
+    pipeline: PathBuf,
+    /// Threads running plugins; partitions are spread over them. Default: one per core.
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+impl RunCommand {
+    pub fn execute(self) -> Result<ExitCode> {
+        let pipeline = Pipeline::load(&self.pipeline)?;
+        pipeline.kafka()?;
+        let engine = super::engine()?;
+        let stages = super::load_stages(&engine, &pipeline)?;
+        // Hot reload: the watcher owns the engine from here on; it swaps in what changes.
+        let reloader = Reloader::start(engine, &pipeline, &stages)?;
+        let mut options = RunOptions::default();
+        if let Some(workers) = self.workers {
+            options.workers = workers;
+        }
+        let started = Instant::now();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let live = reloader.live();
+        let trigger = reloader.trigger();
+        let result = runtime.block_on(run(pipeline, stages, live, trigger, options))?;
+        drop(reloader);
+        let counts = result?;
+        eprintln!(
+            "weir run: {counts} in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The run on a thread of its own, with signals handled here: SIGHUP reloads, the first SIGINT
+/// or SIGTERM drains and commits, a second exits at once.
+async fn run(
+    pipeline: Pipeline,
+    stages: Stages,
+    live: Arc<Live>,
+    trigger: Trigger,
+    options: RunOptions,
+) -> Result<Result<Snapshot, weir::Error>, tokio::task::JoinError> {
+    // Installed before the run starts, so a SIGHUP never falls to its default action (exit).
+    let mut hangup = signal(SignalKind::hangup()).expect("install a SIGHUP handler");
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading");
+            trigger.reload_now();
+        }
+    });
+    let stop = options.stop.clone();
+    let mut task = tokio::task::spawn_blocking(move || {
+        runtime::run_reloading(&pipeline, &stages, Some(live), options)
+    });
+    tokio::select! {
+        result = &mut task => return result,
+        signal = stop_signal() => {
+            tracing::info!("{signal}: draining and committing");
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+    tokio::select! {
+        result = &mut task => result,
+        signal = stop_signal() => {
+            eprintln!("weir run: second {signal}, exiting without draining");
+            std::process::exit(130);
+        }
+    }
+}
+
+/// The first of SIGINT and SIGTERM.
+async fn stop_signal() -> &'static str {
+    let mut term = signal(SignalKind::terminate()).expect("install a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}

@@ -1,0 +1,99 @@
+//! `weir test`: JSON lines through one plugin or a pipeline's chain, without a broker.
+
+use std::{
+    io::{BufReader, Write},
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::{bail, Context, Result};
+use weir::{
+    chain::Chain,
+    config::{Limits, Pipeline},
+    jsonl::{self, Format, Summary},
+};
+
+/// Run JSONL records through one plugin or a pipeline's chain, without a broker.
+#[derive(clap::Args)]
+pub struct TestCommand {
+    /// A plugin component (`.wasm`) or a pipeline file (`.toml`).
+    target: PathBuf,
+    /// Input records, one JSON document per line (`-` for stdin).
+    #[arg(long)]
+    input: PathBuf,
+    /// The plugin's configuration as JSON (single plugin only).
+    #[arg(long)]
+    config: Option<String>,
+    #[arg(long, value_enum, default_value = "value")]
+    format: Format,
+}
+
+impl TestCommand {
+    pub fn execute(self) -> Result<ExitCode> {
+        let mut chain = self.chain()?;
+        let source = self.input.display().to_string();
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        let mut err = std::io::stderr();
+        let summary = if self.input == Path::new("-") {
+            let stdin = std::io::stdin().lock();
+            jsonl::run(&mut chain, stdin, "stdin", self.format, &mut out, &mut err)?
+        } else {
+            let file = std::fs::File::open(&self.input)
+                .with_context(|| format!("cannot open input {source}"))?;
+            let input = BufReader::new(file);
+            jsonl::run(&mut chain, input, &source, self.format, &mut out, &mut err)?
+        };
+        out.flush()?;
+        let restarts: u64 = chain.instances().map(|(_, i)| i.restarts()).sum();
+        eprintln!("{}", report(&summary, restarts));
+        Ok(if summary.errors > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
+    }
+
+    /// The pipeline's chain, or a chain of the one plugin with `--config`.
+    fn chain(&self) -> Result<Chain> {
+        let engine = super::engine()?;
+        if self.target.extension().is_some_and(|e| e == "toml") {
+            if self.config.is_some() {
+                bail!("--config is for a single plugin; a pipeline file configures each stage");
+            }
+            return super::load_chain(&engine, &Pipeline::load(&self.target)?);
+        }
+        let config = self.config.as_deref().unwrap_or("{}");
+        serde_json::from_str::<serde_json::Value>(config).context("--config is not valid JSON")?;
+        Ok(Chain::single(
+            &engine,
+            &self.target,
+            config,
+            Limits::default(),
+        )?)
+    }
+}
+
+/// The summary line on stderr.
+fn report(summary: &Summary, restarts: u64) -> String {
+    let secs = summary.elapsed.as_secs_f64();
+    format!(
+        "weir test: {} in, {} out, {} filtered, {} errors{} in {:.1} ms ({:.0} records/s){}",
+        summary.input,
+        summary.output,
+        summary.filtered,
+        summary.errors,
+        if summary.late > 0 {
+            format!(", {} late", summary.late)
+        } else {
+            String::new()
+        },
+        secs * 1e3,
+        summary.input as f64 / secs.max(1e-9),
+        if restarts > 0 {
+            format!(", {restarts} instance restarts")
+        } else {
+            String::new()
+        },
+    )
+}

@@ -1,0 +1,722 @@
+//! Pipeline files (TOML) to checked settings.
+//!
+//! Every table rejects unknown keys, so a typo is an error naming the file, line and key rather
+//! than a setting silently ignored. Plugin paths resolve against the pipeline file's directory.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    ops::Range,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+mod limits;
+mod reload;
+mod window;
+
+pub use limits::Limits;
+pub use reload::{ReloadConfig, ROLLBACK_RATE, TRIAL_RECORDS};
+pub use window::{EventTime, LateOutput, WindowKind, WindowSpec};
+
+/// The state read cache's size unless `[state] cache_mb` says otherwise.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+
+/// A pipeline file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {cause}", path.display())]
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    /// Syntax errors and keys or types that do not fit; the message names line, column and key.
+    #[error("{}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("{}:{line}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+/// A parsed and checked pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The file it was read from.
+    pub path: PathBuf,
+    pub source: Option<SourceConfig>,
+    pub sink: Option<SinkConfig>,
+    pub stages: Vec<Stage>,
+    pub errors: ErrorsConfig,
+    pub delivery: DeliveryConfig,
+    /// Where stages keep keyed state on disk (resolved against the file); `None`: the default
+    /// (see [`Pipeline::state_dir`]).
+    pub state_dir: Option<PathBuf>,
+    /// Bytes of decoded state entries kept in memory in front of the store (`[state] cache_mb`,
+    /// default 64; 0: none).
+    pub state_cache_bytes: u64,
+    /// Hot reload (`[reload]`).
+    pub reload: ReloadConfig,
+}
+
+/// One stage of the chain.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: String,
+    /// Absolute or relative to the working directory (already resolved against the file).
+    pub plugin: PathBuf,
+    /// The plugin's configuration as JSON text (`{}` when none is given).
+    pub config: String,
+    pub limits: Limits,
+    /// Window stages: how records are grouped in event time.
+    pub window: Option<Arc<WindowSpec>>,
+    /// Line of the `[[stage]]` entry, for messages.
+    pub line: usize,
+}
+
+/// Where records come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub group: String,
+    /// Most records of one partition handed to the chain in one call.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// librdkafka consumer properties, passed through.
+    #[serde(default)]
+    pub kafka: KafkaProperties,
+}
+
+fn default_batch_size() -> usize {
+    512
+}
+
+/// Where results go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    pub topic: String,
+    /// Defaults to the source's brokers.
+    pub brokers: Option<String>,
+    /// librdkafka producer properties, passed through (also used for the dead-letter topic).
+    #[serde(default)]
+    pub kafka: KafkaProperties,
+}
+
+/// librdkafka properties. Values may be written as TOML strings, numbers or booleans
+/// (`"linger.ms" = 5`), as librdkafka takes them all as text.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaProperties(pub BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for KafkaProperties {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Scalar {
+            Text(String),
+            Int(i64),
+            Float(f64),
+            Bool(bool),
+        }
+        let map = BTreeMap::<String, Scalar>::deserialize(d)?;
+        Ok(KafkaProperties(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Scalar::Text(s) => s,
+                        Scalar::Int(i) => i.to_string(),
+                        Scalar::Float(f) => f.to_string(),
+                        Scalar::Bool(b) => b.to_string(),
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// How results and source offsets are made durable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    #[serde(default)]
+    pub guarantee: Guarantee,
+    /// How often source offsets whose outputs the sink acknowledged are committed, e.g. `"5s"`
+    /// or `"500ms"`. Shorter means less to replay after a crash, more commit requests.
+    #[serde(default = "default_checkpoint_interval", deserialize_with = "duration")]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            guarantee: Guarantee::default(),
+            checkpoint_interval: default_checkpoint_interval(),
+        }
+    }
+}
+
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Guarantee {
+    /// Offsets are committed after the sink acknowledged the outputs: a crash may replay
+    /// records (duplicates downstream), never lose them.
+    #[default]
+    AtLeastOnce,
+    /// Outputs and offsets commit in one Kafka transaction.
+    ExactlyOnce,
+}
+
+/// `"250ms"`, `"5s"`, `"2m"`, or a whole number of milliseconds.
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Millis(u64),
+        Text(String),
+    }
+    let text = match Raw::deserialize(d)? {
+        Raw::Millis(ms) => return Ok(Duration::from_millis(ms)),
+        Raw::Text(text) => text,
+    };
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a duration; write e.g. \"500ms\", \"5s\" or \"1m\""
+        ))
+    })?;
+    match unit.trim() {
+        "ms" | "" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        "d" => Ok(Duration::from_secs(n * 86400)),
+        other => Err(serde::de::Error::custom(format!(
+            "unknown unit `{other}` in `{text}`: use ms, s, m, h or d"
+        ))),
+    }
+}
+
+/// What happens to a record a plugin fails on.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorsConfig {
+    #[serde(default)]
+    pub policy: ErrorPolicy,
+    /// The dead-letter topic, for `policy = "dead-letter"`.
+    pub topic: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorPolicy {
+    /// Stop the pipeline without committing the failing record.
+    #[default]
+    Fail,
+    /// Count the record and go on.
+    Skip,
+    /// Send the record with its cause to the dead-letter topic.
+    DeadLetter,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    /// Largest linear memory of one instance, in MiB.
+    memory_mb: Option<u64>,
+    /// Longest one call (one batch) may take, in milliseconds.
+    timeout_ms: Option<u64>,
+}
+
+impl LimitsFile {
+    fn over(self, base: Limits) -> Limits {
+        Limits {
+            memory_bytes: self
+                .memory_mb
+                .map_or(base.memory_bytes, |mb| (mb as usize) << 20),
+            call_timeout: self
+                .timeout_ms
+                .map_or(base.call_timeout, Duration::from_millis),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    source: Option<SourceConfig>,
+    sink: Option<SinkConfig>,
+    #[serde(default, rename = "stage")]
+    stages: Vec<Spanned<StageFile>>,
+    #[serde(default)]
+    errors: ErrorsConfig,
+    #[serde(default)]
+    delivery: DeliveryConfig,
+    #[serde(default)]
+    state: StateFile,
+    #[serde(default)]
+    limits: LimitsFile,
+    #[serde(default)]
+    reload: ReloadConfig,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    dir: Option<String>,
+    cache_mb: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StageFile {
+    name: Spanned<String>,
+    plugin: Spanned<String>,
+    config: Option<toml::Value>,
+    #[serde(default)]
+    limits: LimitsFile,
+    window: Option<WindowFile>,
+    time: Option<TimeFile>,
+    watermark: Option<WatermarkFile>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    allowed_lateness: Option<Duration>,
+    late: Option<LateFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+enum WindowFile {
+    Tumbling {
+        #[serde(deserialize_with = "duration")]
+        size: Duration,
+    },
+    Sliding {
+        #[serde(deserialize_with = "duration")]
+        size: Duration,
+        #[serde(deserialize_with = "duration")]
+        slide: Duration,
+    },
+    Session {
+        #[serde(deserialize_with = "duration")]
+        gap: Duration,
+    },
+}
+
+/// `"record"` or `{ field = "/ts" }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TimeFile {
+    Named(String),
+    Field { field: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WatermarkFile {
+    #[serde(default, deserialize_with = "optional_duration")]
+    max_out_of_order: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    idle_timeout: Option<Duration>,
+}
+
+/// `"drop"`, `"dead-letter"` or `{ topic = "…" }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum LateFile {
+    Named(String),
+    Topic { topic: String },
+}
+
+fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+impl StageFile {
+    /// The window settings, checked; `None` for a stage that is not a window stage.
+    fn window(&self, errors: &ErrorsConfig) -> Result<Option<WindowSpec>, String> {
+        let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as i64;
+        let Some(window) = &self.window else {
+            let stray = [
+                (self.time.is_some(), "time"),
+                (self.watermark.is_some(), "watermark"),
+                (self.allowed_lateness.is_some(), "allowed_lateness"),
+                (self.late.is_some(), "late"),
+            ];
+            return match stray.iter().find(|(set, _)| *set) {
+                Some((_, key)) => Err(format!(
+                    "`{key}` is a window setting, but the stage has no `window`"
+                )),
+                None => Ok(None),
+            };
+        };
+        let positive = |what: &str, d: Duration| {
+            if d.is_zero() {
+                Err(format!("window {what} must be longer than 0"))
+            } else {
+                Ok(ms(d))
+            }
+        };
+        let kind = match window {
+            WindowFile::Tumbling { size } => WindowKind::Tumbling {
+                size: positive("size", *size)?,
+            },
+            WindowFile::Sliding { size, slide } => WindowKind::Sliding {
+                size: positive("size", *size)?,
+                slide: positive("slide", *slide)?,
+            },
+            WindowFile::Session { gap } => WindowKind::Session {
+                gap: positive("gap", *gap)?,
+            },
+        };
+        let time = match &self.time {
+            None => EventTime::Record,
+            Some(TimeFile::Named(name)) if name == "record" => EventTime::Record,
+            Some(TimeFile::Named(other)) => {
+                return Err(format!(
+                    "time = \"{other}\": write \"record\" (the Kafka timestamp) or \
+                     {{ field = \"/json/pointer\" }}"
+                ))
+            }
+            Some(TimeFile::Field { field }) if field.starts_with('/') => {
+                EventTime::Field(field.clone())
+            }
+            Some(TimeFile::Field { field }) => {
+                return Err(format!(
+                    "time.field = \"{field}\" is not a JSON pointer (those start with `/`)"
+                ))
+            }
+        };
+        let late = match &self.late {
+            None => LateOutput::Drop,
+            Some(LateFile::Named(n)) if n == "drop" => LateOutput::Drop,
+            Some(LateFile::Named(n)) if n == "dead-letter" => {
+                if errors.policy != ErrorPolicy::DeadLetter {
+                    return Err(
+                        "late = \"dead-letter\" needs errors.policy = \"dead-letter\" \
+                                (and errors.topic)"
+                            .into(),
+                    );
+                }
+                LateOutput::DeadLetter
+            }
+            Some(LateFile::Named(other)) => {
+                return Err(format!(
+                    "late = \"{other}\": write \"drop\", \"dead-letter\" or {{ topic = \"…\" }}"
+                ))
+            }
+            Some(LateFile::Topic { topic }) => LateOutput::Topic(topic.clone()),
+        };
+        let watermark = self.watermark.as_ref();
+        Ok(Some(WindowSpec {
+            kind,
+            time,
+            max_out_of_order: watermark.and_then(|w| w.max_out_of_order).map_or(0, ms),
+            idle_timeout: watermark.and_then(|w| w.idle_timeout),
+            allowed_lateness: self.allowed_lateness.map_or(0, ms),
+            late,
+        }))
+    }
+}
+
+impl Pipeline {
+    /// Read and check the pipeline file at `path`.
+    pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+            path: path.to_path_buf(),
+            cause,
+        })?;
+        Pipeline::parse(path, &text)
+    }
+
+    /// Check pipeline `text` as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
+        let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let invalid = |span: Range<usize>, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: line_of(text, span.start),
+            message,
+        };
+        if file.stages.is_empty() {
+            return Err(invalid(
+                0..0,
+                "no [[stage]]: a pipeline needs at least one".into(),
+            ));
+        }
+        let base = path.parent().unwrap_or(Path::new(""));
+        let mut stages: Vec<Stage> = Vec::new();
+        for spanned in file.stages {
+            let span = spanned.span();
+            let stage = spanned.into_inner();
+            let name = stage.name.get_ref().trim().to_string();
+            if name.is_empty() {
+                return Err(invalid(stage.name.span(), "stage `name` is empty".into()));
+            }
+            if let Some(other) = stages.iter().find(|s| s.name == name) {
+                return Err(invalid(
+                    stage.name.span(),
+                    format!(
+                        "stage name `{name}` is already used by the stage at line {}",
+                        other.line
+                    ),
+                ));
+            }
+            let window = stage
+                .window(&file.errors)
+                .map_err(|e| invalid(span.clone(), format!("stage `{name}`: {e}")))?;
+            let plugin = base.join(stage.plugin.get_ref());
+            let config = match stage.config {
+                None => "{}".to_string(),
+                Some(value) => serde_json::to_string(&value).map_err(|e| {
+                    invalid(
+                        span.clone(),
+                        format!("stage `{name}`: config cannot be turned into JSON: {e}"),
+                    )
+                })?,
+            };
+            stages.push(Stage {
+                name,
+                plugin,
+                config,
+                limits: stage.limits.over(file.limits.over(Limits::default())),
+                window: window.map(Arc::new),
+                line: line_of(text, span.start),
+            });
+        }
+        if file.errors.policy == ErrorPolicy::DeadLetter && file.errors.topic.is_none() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: text
+                    .lines()
+                    .position(|l| l.trim() == "[errors]")
+                    .map_or(1, |i| i + 1),
+                message: "errors.policy = \"dead-letter\" needs errors.topic".into(),
+            });
+        }
+        let line_with = |needle: &str| {
+            text.lines()
+                .position(|l| l.trim_start().starts_with(needle))
+                .map_or(1, |i| i + 1)
+        };
+        if let Some(source) = &file.source {
+            if source.batch_size == 0 {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line: line_with("batch_size"),
+                    message: "source.batch_size must be at least 1".into(),
+                });
+            }
+        }
+        Ok(Pipeline {
+            path: path.to_path_buf(),
+            source: file.source,
+            sink: file.sink,
+            stages,
+            errors: file.errors,
+            delivery: file.delivery,
+            state_dir: file.state.dir.map(|d| base.join(d)),
+            state_cache_bytes: file
+                .state
+                .cache_mb
+                .map_or(DEFAULT_CACHE_BYTES, |mb| mb << 20),
+            reload: file.reload,
+        })
+    }
+}
+
+impl Pipeline {
+    /// The directory for keyed state: `[state] dir`, else `$WEIR_STATE_DIR/GROUP`, else
+    /// `$XDG_STATE_HOME/weir/GROUP` or `~/.local/state/weir/GROUP`.
+    pub fn state_dir(&self, group: &str) -> PathBuf {
+        if let Some(dir) = &self.state_dir {
+            return dir.clone();
+        }
+        let base = std::env::var_os("WEIR_STATE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("weir")))
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/weir"))
+            })
+            .unwrap_or_else(|| PathBuf::from(".weir-state"));
+        base.join(group)
+    }
+
+    /// The source and sink, for running against Kafka; a file without them can only be tested
+    /// locally.
+    pub fn kafka(&self) -> Result<(&SourceConfig, &SinkConfig), ConfigError> {
+        let missing = |what: &str| ConfigError::Invalid {
+            path: self.path.clone(),
+            line: 1,
+            message: format!("no [{what}] table: `weir run` needs [source] and [sink]"),
+        };
+        let source = self.source.as_ref().ok_or_else(|| missing("source"))?;
+        let sink = self.sink.as_ref().ok_or_else(|| missing("sink"))?;
+        Ok((source, sink))
+    }
+}
+
+/// 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+impl fmt::Display for ErrorPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorPolicy::Fail => "fail",
+            ErrorPolicy::Skip => "skip",
+            ErrorPolicy::DeadLetter => "dead-letter",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Pipeline, ConfigError> {
+        Pipeline::parse(Path::new("/p/pipeline.toml"), text)
+    }
+
+    #[test]
+    fn stages_resolve_against_the_file() {
+        let p = parse(
+            r#"
+[[stage]]
+name = "big"
+plugin = "plugins/json-filter.wasm"
+config = { where = [{ path = "/amount", op = "gt", value = 100 }] }
+limits = { memory_mb = 16 }
+
+[[stage]]
+name = "mask"
+plugin = "/abs/mask.wasm"
+"#,
+        )
+        .unwrap();
+        assert_eq!(p.stages.len(), 2);
+        assert_eq!(p.stages[0].plugin, Path::new("/p/plugins/json-filter.wasm"));
+        assert_eq!(
+            p.stages[0].config,
+            r#"{"where":[{"op":"gt","path":"/amount","value":100}]}"#
+        );
+        assert_eq!(p.stages[0].limits.memory_bytes, 16 << 20);
+        assert_eq!(p.stages[0].line, 2);
+        assert_eq!(p.stages[1].plugin, Path::new("/abs/mask.wasm"));
+        assert_eq!(p.stages[1].config, "{}");
+        assert_eq!(p.stages[1].line, 8);
+    }
+
+    #[test]
+    fn state_cache_size_defaults_and_can_be_set() {
+        let stage = "[[stage]]\nname = \"a\"\nplugin = \"a.wasm\"\n";
+        let p = parse(stage).unwrap();
+        assert_eq!(p.state_cache_bytes, DEFAULT_CACHE_BYTES);
+        let p = parse(&format!("{stage}[state]\ncache_mb = 0\n")).unwrap();
+        assert_eq!(p.state_cache_bytes, 0);
+        let p = parse(&format!("{stage}[state]\ncache_mb = 256\n")).unwrap();
+        assert_eq!(p.state_cache_bytes, 256 << 20);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let err = parse("[[stage]]\nname = \"a\"\nplugin = \"a.wasm\"\nconfg = {}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.contains("confg"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let err = parse("[[stage]]\nname = 3\nplugin = \"a.wasm\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_stage_names_are_rejected() {
+        let err = parse("[[stage]]\nname = \"a\"\nplugin = \"a.wasm\"\n[[stage]]\nname = \"a\"\nplugin = \"b.wasm\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pipeline.toml:5"), "{err}");
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn dead_letter_needs_a_topic() {
+        let err = parse(
+            "[[stage]]\nname = \"a\"\nplugin = \"a.wasm\"\n[errors]\npolicy = \"dead-letter\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(":4:"), "{err}");
+    }
+
+    #[test]
+    fn kafka_tables_take_scalars_and_durations() {
+        let p = parse(
+            r#"
+[source]
+brokers = "k:9092"
+topics = ["in"]
+group = "g"
+kafka = { "session.timeout.ms" = 6000, "enable.partition.eof" = false, "client.id" = "w" }
+
+[sink]
+topic = "out"
+
+[[stage]]
+name = "a"
+plugin = "a.wasm"
+
+[delivery]
+checkpoint_interval = "250ms"
+"#,
+        )
+        .unwrap();
+        let (source, sink) = p.kafka().unwrap();
+        assert_eq!(source.batch_size, 512);
+        assert_eq!(source.kafka.0["session.timeout.ms"], "6000");
+        assert_eq!(source.kafka.0["enable.partition.eof"], "false");
+        assert_eq!(sink.brokers, None);
+        assert_eq!(p.delivery.checkpoint_interval, Duration::from_millis(250));
+        assert_eq!(p.delivery.guarantee, Guarantee::AtLeastOnce);
+    }
+
+    #[test]
+    fn bad_durations_are_named() {
+        let err = parse("[[stage]]\nname = \"a\"\nplugin = \"a.wasm\"\n[delivery]\ncheckpoint_interval = \"5 parsecs\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 5") && err.contains("parsecs"), "{err}");
+    }
+
+    #[test]
+    fn run_needs_source_and_sink() {
+        let p = parse("[[stage]]\nname = \"a\"\nplugin = \"a.wasm\"\n").unwrap();
+        assert!(p.kafka().unwrap_err().to_string().contains("[source]"));
+    }
+
+    #[test]
+    fn no_stages_is_an_error() {
+        assert!(parse("").unwrap_err().to_string().contains("at least one"));
+    }
+}

@@ -1,0 +1,124 @@
+//! Before a pipeline starts: reach the brokers, check that its topics exist, and create the
+//! compacted topics weir keeps itself (state changelogs, the positions topic).
+
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::Consumer as _,
+    error::RDKafkaErrorCode,
+    metadata::Metadata,
+    ClientConfig,
+};
+
+use super::{client, Consumer};
+use crate::Error;
+
+/// Fetch cluster metadata, retrying with backoff while the brokers are unreachable; `None` if
+/// stopped meanwhile.
+pub fn wait_for_brokers(consumer: &Consumer, brokers: &str, stop: &AtomicBool) -> Option<Metadata> {
+    let mut attempt = 0;
+    loop {
+        match consumer.fetch_metadata(None, Duration::from_secs(2)) {
+            Ok(metadata) => return Some(metadata),
+            Err(e) => {
+                let delay = client::backoff(attempt);
+                tracing::warn!(
+                    "cannot reach the brokers at {brokers}: {e}; retrying in {}s",
+                    delay.as_secs()
+                );
+                let until = Instant::now() + delay;
+                while Instant::now() < until {
+                    if stop.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    thread::sleep(Duration::from_millis(50));
+                }
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Check that `topic` exists; its number of partitions.
+pub fn require_topic(
+    metadata: &Metadata,
+    topic: &str,
+    role: &str,
+    brokers: &str,
+) -> Result<usize, Error> {
+    let found = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty());
+    match found {
+        Some(t) => Ok(t.partitions().len()),
+        None => Err(Error::Topic(format!(
+            "{role} topic `{topic}` does not exist on {brokers}; create it first"
+        ))),
+    }
+}
+
+/// Create those of `topics` that do not exist yet, compacted (only the latest value of each key
+/// matters: changelogs and the positions topic), and check that those that do have at least
+/// `partitions` partitions.
+pub fn ensure_compacted(brokers: &str, topics: &[&str], partitions: usize) -> Result<(), Error> {
+    let kafka = |what: String| move |cause| Error::Kafka { what, cause };
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(kafka(format!("admin client for {brokers}")))?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map_err(kafka(format!("metadata of {brokers}")))?;
+    let mut missing = Vec::new();
+    for topic in topics {
+        let found = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == *topic && t.error().is_none());
+        match found {
+            Some(t) if t.partitions().len() < partitions => {
+                return Err(Error::Topic(format!(
+                    "changelog topic `{topic}` has {} partitions, fewer than the source's \
+                     {partitions}",
+                    t.partitions().len()
+                )))
+            }
+            Some(_) => {}
+            None => missing.push(
+                NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(-1))
+                    .set("cleanup.policy", "compact"),
+            ),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Topic(format!("cannot create changelog topics: {e}")))?;
+    let results = runtime
+        .block_on(admin.create_topics(&missing, &AdminOptions::new()))
+        .map_err(kafka("creating changelog topics".into()))?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!("created changelog topic `{topic}`"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(Error::Topic(format!(
+                    "cannot create changelog topic `{topic}`: {code}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}

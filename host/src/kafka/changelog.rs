@@ -1,0 +1,118 @@
+//! State changelog topics: one per stateful stage, compacted, partitioned like the source
+//! (changelog partition N holds the state of source partition N), named as Kafka Streams names
+//! its own. The changelog is the truth; a partition's local store is brought up to date from it
+//! when the partition is assigned.
+
+use std::{
+    collections::HashMap,
+    sync::{atomic::AtomicI64, Arc},
+    time::Duration,
+};
+
+use super::log_reader::{self, CommittedError};
+use crate::{state::PartitionState, Error};
+
+/// Per changelog topic, per partition: the highest offset the broker acknowledged.
+pub type ChangelogMarks = HashMap<String, Vec<Arc<AtomicI64>>>;
+
+/// The changelog topic of `stage` in consumer group `group`.
+pub fn changelog_topic(group: &str, stage: &str) -> String {
+    format!("{group}-{stage}-changelog")
+}
+
+/// One mark per partition of a changelog, none acknowledged yet.
+pub fn unmarked(partitions: usize) -> Vec<Arc<AtomicI64>> {
+    (0..partitions)
+        .map(|_| Arc::new(AtomicI64::new(-1)))
+        .collect()
+}
+
+/// How a restore went: changes applied, and the changelog offsets read from and to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    pub applied: usize,
+    pub from: i64,
+    pub to: i64,
+}
+
+/// Records applied to the store at a time while restoring.
+const CHUNK: usize = 10_000;
+
+/// Bring `state` up to date from changelog partition `partition` of `topic` on `brokers`: read
+/// committed records only (through [`log_reader`], which decides transactions by the log's own
+/// markers) from where the store is known to have reached, to the end.
+pub fn restore(
+    state: &PartitionState,
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<Restored, Error> {
+    let from = state.restore_from()?;
+    let (mut end, mut chunk, mut applied) = read(state, brokers, topic, partition, from)?;
+    let mut start = from;
+    if let Err(CommittedError::OffsetOutOfRange { .. }) = &end {
+        // The changelog was recreated or truncated below what the store had reached: replay it
+        // whole (whole values make that safe for every key it holds).
+        tracing::warn!(
+            "changelog `{topic}` partition {partition} no longer has offset {from}; restoring \
+             it from its beginning"
+        );
+        start = 0;
+        (end, chunk, applied) = read(state, brokers, topic, partition, 0)?;
+    }
+    let end = end.map_err(|cause| Error::Restore {
+        topic: topic.to_string(),
+        partition,
+        cause: Box::new(cause),
+    })?;
+    let records = chunk.iter().map(|(k, v)| (k.as_slice(), v.as_deref()));
+    applied += state.restore(records, end.last_stable_offset.max(start))?;
+    Ok(Restored {
+        applied,
+        from: start,
+        to: end.last_stable_offset,
+    })
+}
+
+type Chunk = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+type ReadEnd = Result<log_reader::PartitionEnd, CommittedError>;
+
+/// Read the changelog from `from`, applying it a chunk at a time; the read's end, the chunk left
+/// to apply, and how many changes were applied so far.
+fn read(
+    state: &PartitionState,
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    from: i64,
+) -> Result<(ReadEnd, Chunk, usize), Error> {
+    let mut chunk: Chunk = Vec::new();
+    let mut applied = 0;
+    let mut failed = None;
+    let end = log_reader::read_committed_with(
+        brokers,
+        topic,
+        partition,
+        from,
+        Duration::from_secs(30),
+        |rec| {
+            if failed.is_some() {
+                return;
+            }
+            let next = rec.offset + 1;
+            chunk.push((rec.key.unwrap_or_default(), rec.value));
+            if chunk.len() >= CHUNK {
+                let records = chunk.iter().map(|(k, v)| (k.as_slice(), v.as_deref()));
+                match state.restore(records, next) {
+                    Ok(n) => applied += n,
+                    Err(e) => failed = Some(e),
+                }
+                chunk.clear();
+            }
+        },
+    );
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok((end, chunk, applied)),
+    }
+}

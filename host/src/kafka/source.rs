@@ -1,0 +1,141 @@
+//! The Kafka consumer that records come from.
+//!
+//! weir commits offsets itself, and only behind acknowledged output (the runtime decides when),
+//! so librdkafka's automatic commits and offset store are off. Rebalances are handed to the
+//! pipeline, which drains and commits revoked partitions before they go.
+
+use rdkafka::{
+    config::{ClientConfig, RDKafkaLogLevel},
+    consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance, RebalanceProtocol},
+    error::{KafkaError, RDKafkaErrorCode},
+    message::{BorrowedMessage, Headers, Message},
+    types::RDKafkaRespErr,
+    ClientContext, Offset, TopicPartitionList,
+};
+
+use super::client::{self, ClientErrors};
+use crate::{
+    config::SourceConfig,
+    engine::{Header, Record},
+};
+
+/// Called before (`false`) and after (`true`) each rebalance takes effect. Before an assignment,
+/// it returns where to start reading partitions whose position the pipeline keeps itself.
+type RebalanceHook =
+    Box<dyn Fn(&BaseConsumer<SourceContext>, &Rebalance<'_>, bool) -> Positions + Send + Sync>;
+
+/// Where to start reading assigned partitions: topic, partition, offset. Partitions not named
+/// start from the group's committed offset.
+pub type Positions = Vec<(String, i32, i64)>;
+
+/// Routes rebalance callbacks (which librdkafka runs inside `poll`) to the pipeline.
+pub struct SourceContext {
+    on_rebalance: RebalanceHook,
+    errors: ClientErrors,
+}
+
+impl ClientContext for SourceContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        client::log(level, facility, message)
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.report("source", &error, reason)
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    /// rdkafka's own handling, plus start positions: under exactly once the position of a
+    /// partition is the one its last committed transaction recorded, which must be in place
+    /// before the assignment takes effect (a seek afterwards races with librdkafka's fetch of
+    /// the group's committed offsets).
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let assign = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+        let revoke = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS;
+        let positions = (self.on_rebalance)(consumer, &event(err, tpl), false);
+        if assign {
+            for (topic, partition, offset) in positions {
+                if let Err(e) = tpl.set_partition_offset(&topic, partition, Offset::Offset(offset))
+                {
+                    tracing::warn!("cannot start {topic}[{partition}] at {offset}: {e}");
+                }
+            }
+        }
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let done = match (assign, revoke, cooperative) {
+            (true, _, true) => consumer.incremental_assign(tpl),
+            (true, _, false) => consumer.assign(tpl),
+            (_, true, true) => consumer.incremental_unassign(tpl),
+            // A revocation, or as rdkafka's default, an error: the assignment is dropped.
+            _ => consumer.unassign(),
+        };
+        if let Err(e) = done {
+            tracing::warn!("rebalance: applying the assignment failed: {e}");
+        }
+        (self.on_rebalance)(consumer, &event(err, tpl), true);
+    }
+}
+
+fn event(err: RDKafkaRespErr, tpl: &TopicPartitionList) -> Rebalance<'_> {
+    match err {
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(tpl),
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(tpl),
+        _ => Rebalance::Error(KafkaError::Rebalance(RDKafkaErrorCode::from(err))),
+    }
+}
+
+pub type Consumer = BaseConsumer<SourceContext>;
+
+/// A consumer in the source's group, not yet subscribed.
+pub fn consumer(
+    source: &SourceConfig,
+    on_rebalance: impl Fn(&Consumer, &Rebalance<'_>, bool) -> Positions + Send + Sync + 'static,
+) -> Result<Consumer, KafkaError> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &source.brokers)
+        .set("group.id", &source.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // As Kafka Streams does: a new group reads a topic from its beginning.
+        .set("auto.offset.reset", "earliest")
+        // Bounded prefetch: with a slow sink, consumption stops here rather than in memory.
+        .set("queued.max.messages.kbytes", "32768");
+    for (k, v) in &source.kafka.0 {
+        config.set(k, v);
+    }
+    config.create_with_context(SourceContext {
+        on_rebalance: Box::new(on_rebalance),
+        errors: ClientErrors::default(),
+    })
+}
+
+/// A consumed message as the chain sees it. A header without a value becomes an empty one.
+pub fn record(message: &BorrowedMessage<'_>) -> Record {
+    let headers = message.headers().map_or_else(Vec::new, |headers| {
+        headers
+            .iter()
+            .map(|h| Header {
+                key: h.key.to_string(),
+                value: h.value.map_or_else(Vec::new, <[u8]>::to_vec),
+            })
+            .collect()
+    });
+    Record {
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+        headers,
+        timestamp: message.timestamp().to_millis().unwrap_or(-1),
+        topic: message.topic().to_string(),
+        partition: message.partition(),
+        offset: message.offset(),
+    }
+}

@@ -1,0 +1,194 @@
+//! What came of a batch goes to the sink: outputs, late records, dead letters and (at least
+//! once) state changes, all carrying the batch's acknowledgements; then the partition records
+//! which offset it may commit once they are acknowledged.
+
+use std::sync::Arc;
+
+use super::{error_policy::Failure, Partition, Shared};
+use crate::{
+    chain::{window::Delivered, BatchOutput, Chain, LateRecord},
+    config::{ErrorPolicy, LateOutput},
+    engine::{ErrorKind, Record},
+    kafka::{Acks, SendError, Sink},
+    metrics::Metrics,
+};
+
+impl Shared {
+    /// Hand a chain's `output` for `partition` to the sink (`next_offset`: the offset after the
+    /// batch's last record, none when nothing was consumed), and record what the partition may
+    /// commit once it is acknowledged. `originals` are the batch's inputs, for dead letters.
+    pub(super) fn deliver(
+        &self,
+        chain: &mut Chain,
+        output: BatchOutput,
+        partition: &Arc<Partition>,
+        next_offset: Option<i64>,
+        originals: Option<&[Record]>,
+    ) {
+        // Exactly once: everything of this partition goes into its open transaction.
+        let sink = partition.transaction.as_ref().unwrap_or(&self.sink);
+        let acks = Acks::new();
+        let at_least_once = partition.transaction.is_none();
+        if at_least_once && !self.send_state(sink, partition, &acks) {
+            // Nothing of a batch whose state could not be written goes out: the run stops, and
+            // its records are read again after a restart against the state as it was before.
+            partition.abandoned();
+            return;
+        }
+        let mut failures: Vec<Failure> = output.failures.into_iter().map(Failure::from).collect();
+        // Under `fail`, nothing from the first failing record on goes out or gets committed.
+        let mut halt = match self.policy {
+            ErrorPolicy::Fail => failures.iter().map(|f| f.offset).filter(|&o| o >= 0).min(),
+            _ => None,
+        };
+        for record in &output.records {
+            if halt.is_some_and(|h| record.offset >= h) {
+                continue;
+            }
+            self.send_output(sink, record, &acks, &mut halt, &mut failures);
+        }
+        for late in output.late {
+            if halt.is_none_or(|h| late.record.offset < h) {
+                self.send_late(sink, late, originals, &acks);
+            }
+        }
+        self.handle_all(sink, failures, originals, &acks, halt);
+        if at_least_once {
+            let delivered: Arc<dyn Delivered> = acks.clone();
+            chain.hold(&delivered);
+        }
+        acks.sealed();
+        match (halt, next_offset) {
+            (Some(halt), _) => partition.processed(acks, halt, true),
+            (None, Some(next)) => partition.processed(acks, next, false),
+            // Nothing consumed yet: no offset moves, whatever the outputs' fate.
+            (None, None) => partition.settled(),
+        }
+    }
+
+    /// At least once: the batch's state changes go to the store and the changelog with its
+    /// outputs, so its offsets are committed only once its changelog records are acknowledged
+    /// too (exactly once, they wait for the partition's next commit). False if the store could
+    /// not take them.
+    fn send_state(&self, sink: &Sink, partition: &Partition, acks: &Arc<Acks>) -> bool {
+        for s in &partition.states {
+            match s.state.flush() {
+                Ok(changes) => {
+                    let sent =
+                        sink.send_changelog(&s.changelog, partition.partition, &changes, acks);
+                    if let Err(e) = sent {
+                        acks.fail();
+                        self.fatal.set(format!("changelog `{}`: {e}", s.changelog));
+                    }
+                }
+                Err(e) => {
+                    acks.fail();
+                    self.fatal.set(format!(
+                        "{e}; {}[{}] is committed only up to the records whose state was \
+                         written: the rest are read again after a restart",
+                        partition.topic, partition.partition,
+                    ));
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Send one output; one the sink refuses as too large is a failure of its input.
+    fn send_output(
+        &self,
+        sink: &Sink,
+        record: &Record,
+        acks: &Arc<Acks>,
+        halt: &mut Option<i64>,
+        failures: &mut Vec<Failure>,
+    ) {
+        match sink.send(&self.sink_topic, record, acks) {
+            Ok(()) => {}
+            Err(SendError::TooLarge { size, cause }) => {
+                if self.policy == ErrorPolicy::Fail {
+                    *halt = Some(halt.map_or(record.offset, |h| h.min(record.offset)));
+                }
+                failures.push(Failure::too_large(record, size, &cause));
+            }
+            Err(e @ SendError::Failed { .. }) => self.fatal.set(format!("sink: {e}")),
+        }
+    }
+
+    /// A record later than its windows allow goes where the stage says: dropped (counted), to a
+    /// topic, or to the dead-letter topic.
+    fn send_late(
+        &self,
+        sink: &Sink,
+        late: LateRecord,
+        originals: Option<&[Record]>,
+        acks: &Arc<Acks>,
+    ) {
+        Metrics::add(&self.metrics.late, 1);
+        let place = || {
+            format!(
+                "stage `{}`: {}[{}]@{} is behind the watermark {} by more than the allowed \
+                 lateness",
+                late.stage,
+                late.record.topic,
+                late.record.partition,
+                late.record.offset,
+                late.watermark
+            )
+        };
+        match &late.to {
+            LateOutput::Drop => tracing::debug!("{} (dropped)", place()),
+            LateOutput::Topic(topic) => {
+                if let Err(e) = sink.send(topic, &late.record, acks) {
+                    acks.fail();
+                    self.fatal
+                        .set(format!("{}; sending it to `{topic}` failed: {e}", place()));
+                }
+            }
+            LateOutput::DeadLetter => {
+                let failure = Failure {
+                    offset: late.record.offset,
+                    topic: late.record.topic.clone(),
+                    partition: late.record.partition,
+                    stage: late.stage.clone(),
+                    plugin_hash: Some(late.plugin_hash.clone()),
+                    kind: ErrorKind::Late.as_str(),
+                    message: format!(
+                        "behind the watermark {} by more than the allowed lateness",
+                        late.watermark
+                    ),
+                    own: None,
+                };
+                self.handle(sink, &failure, originals, acks, None);
+            }
+        }
+    }
+
+    /// Apply the error policy to every failed record, once per input.
+    fn handle_all(
+        &self,
+        sink: &Sink,
+        mut failures: Vec<Failure>,
+        originals: Option<&[Record]>,
+        acks: &Arc<Acks>,
+        halt: Option<i64>,
+    ) {
+        failures.sort_by_key(|f| f.offset);
+        // A flat-map may emit several refused outputs of one input: one dead letter per input.
+        failures.dedup_by(|a, b| a.offset == b.offset && a.offset >= 0);
+        for failure in &failures {
+            Metrics::add(&self.metrics.failed, 1);
+            if failure.own.is_some() && self.policy == ErrorPolicy::Fail {
+                // Not tied to one input: nothing of this partition may be committed from here on.
+                acks.fail();
+                self.fatal.set(format!(
+                    "{}; errors.policy is \"fail\": stopped",
+                    failure.place()
+                ));
+                continue;
+            }
+            self.handle(sink, failure, originals, acks, halt);
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Before the first record: reach the brokers, check every topic the pipeline reads or writes,
+//! open the state store and create what weir keeps itself (changelogs, the positions topic).
+//! A pipeline that cannot run says so here, naming the topic, before it joins the group.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+
+use rdkafka::metadata::Metadata;
+
+use super::{restore, Assigned, RunOptions, Shared};
+use crate::{
+    chain::Stages,
+    config::{ErrorPolicy, Guarantee, LateOutput, Pipeline, SinkConfig, SourceConfig},
+    kafka::{
+        admin::{self, require_topic},
+        positions::offsets_topic,
+        ChangelogMarks, Consumer, Fatal, Sink, Transactions,
+    },
+    Error,
+};
+
+/// What the run shares, ready to start; `None` if stopped while waiting for the brokers.
+pub(super) fn prepare(
+    pipeline: &Pipeline,
+    stages: &Stages,
+    consumer: &Consumer,
+    options: &RunOptions,
+) -> Result<Option<Shared>, Error> {
+    let (source, sink_config) = pipeline.kafka()?;
+    let sink_brokers = sink_config.brokers.as_deref().unwrap_or(&source.brokers);
+    let Some(metadata) = admin::wait_for_brokers(consumer, &source.brokers, &options.stop) else {
+        return Ok(None);
+    };
+    let mut partitions = 0;
+    for topic in &source.topics {
+        partitions = partitions.max(require_topic(&metadata, topic, "source", &source.brokers)?);
+    }
+    let state = restore::prepare_state(pipeline, stages, &source.group, sink_brokers, partitions)?;
+    let marks: ChangelogMarks = state
+        .as_ref()
+        .map_or_else(Default::default, |s| s.marks.clone());
+    let fatal = Arc::new(Fatal::default());
+    let sink = Sink::new(
+        sink_brokers,
+        &sink_config.kafka,
+        marks.clone(),
+        options.metrics.clone(),
+        fatal.clone(),
+    )
+    .map_err(|cause| Error::Kafka {
+        what: format!("{}: [sink] settings", pipeline.path.display()),
+        cause,
+    })?;
+    let dead_letters = (pipeline.errors.policy == ErrorPolicy::DeadLetter)
+        .then(|| pipeline.errors.topic.clone())
+        .flatten();
+    check_sink_topics(
+        pipeline,
+        &sink,
+        sink_brokers,
+        source,
+        &metadata,
+        &dead_letters,
+    )?;
+    let exactly_once = match pipeline.delivery.guarantee {
+        Guarantee::ExactlyOnce => Some(transactions(
+            source,
+            sink_config,
+            sink_brokers,
+            marks,
+            partitions,
+        )?),
+        Guarantee::AtLeastOnce => None,
+    };
+    Ok(Some(Shared {
+        assigned: Mutex::new(Assigned {
+            partitions: HashMap::new(),
+            load: vec![0; options.workers.max(1)],
+        }),
+        sink,
+        sink_topic: sink_config.topic.clone(),
+        dead_letters,
+        policy: pipeline.errors.policy,
+        state,
+        exactly_once,
+        workers: OnceLock::new(),
+        clocks: stages.clocks(),
+        fatal,
+        metrics: options.metrics.clone(),
+    }))
+}
+
+/// Check that the sink, dead-letter and late topics exist on the sink's brokers.
+fn check_sink_topics(
+    pipeline: &Pipeline,
+    sink: &Sink,
+    sink_brokers: &str,
+    source: &SourceConfig,
+    source_metadata: &Metadata,
+    dead_letters: &Option<String>,
+) -> Result<(), Error> {
+    let (_, sink_config) = pipeline.kafka()?;
+    let sink_metadata;
+    let metadata = if sink_brokers == source.brokers {
+        source_metadata
+    } else {
+        sink_metadata = sink
+            .metadata(Duration::from_secs(10))
+            .map_err(|cause| Error::Kafka {
+                what: format!("sink brokers {sink_brokers}"),
+                cause,
+            })?;
+        &sink_metadata
+    };
+    require_topic(metadata, &sink_config.topic, "sink", sink_brokers)?;
+    if let Some(topic) = dead_letters {
+        require_topic(metadata, topic, "dead-letter", sink_brokers)?;
+    }
+    for stage in &pipeline.stages {
+        if let Some(LateOutput::Topic(topic)) = stage.window.as_ref().map(|w| &w.late) {
+            let what = format!("stage `{}` late", stage.name);
+            require_topic(metadata, topic, &what, sink_brokers)?;
+        }
+    }
+    Ok(())
+}
+
+/// Exactly once: the positions topic, created if missing, and what each partition's
+/// transactional producer is made from.
+fn transactions(
+    source: &SourceConfig,
+    sink_config: &SinkConfig,
+    sink_brokers: &str,
+    marks: ChangelogMarks,
+    partitions: usize,
+) -> Result<Transactions, Error> {
+    admin::ensure_compacted(sink_brokers, &[&offsets_topic(&source.group)], partitions)?;
+    Ok(Transactions::new(
+        sink_brokers,
+        &sink_config.kafka,
+        &source.group,
+        marks,
+        partitions,
+    ))
+}

@@ -1,0 +1,103 @@
+//! Keyed state of the stateful stages in a run: the store, their changelog topics, and each
+//! assigned partition's state brought up to date from its changelog before its first record.
+
+use std::{sync::Arc, time::Instant};
+
+use super::{partition::StageState, Shared};
+use crate::{
+    chain::Stages,
+    config::Pipeline,
+    kafka::{
+        admin,
+        changelog::{self, changelog_topic, unmarked},
+        ChangelogMarks,
+    },
+    state::StateStore,
+    Error,
+};
+
+/// The store, the stateful stages' changelog topics, and where the sink reports changelog
+/// acknowledgements.
+pub(super) struct StateContext {
+    store: Arc<StateStore>,
+    /// Stage index, stage name, changelog topic.
+    stages: Vec<(usize, String, String)>,
+    pub(super) marks: ChangelogMarks,
+    /// Where the changelogs live: with the sink, so one producer (one transaction) writes both.
+    brokers: String,
+}
+
+/// Open the state store and make sure every stateful stage has its changelog topic, with at
+/// least as many partitions as the widest source topic (changelog partition N holds the state
+/// of source partition N).
+pub(super) fn prepare_state(
+    pipeline: &Pipeline,
+    stages: &Stages,
+    group: &str,
+    brokers: &str,
+    partitions: usize,
+) -> Result<Option<StateContext>, Error> {
+    let stateful = stages.stateful();
+    if stateful.is_empty() {
+        return Ok(None);
+    }
+    let store = StateStore::open(&pipeline.state_dir(group), pipeline.state_cache_bytes)?;
+    let stages: Vec<(usize, String, String)> = stateful
+        .into_iter()
+        .map(|(i, name)| {
+            let topic = changelog_topic(group, &name);
+            (i, name, topic)
+        })
+        .collect();
+    let topics: Vec<&str> = stages.iter().map(|(_, _, t)| t.as_str()).collect();
+    admin::ensure_compacted(brokers, &topics, partitions)?;
+    let marks = topics
+        .iter()
+        .map(|t| (t.to_string(), unmarked(partitions)))
+        .collect();
+    Ok(Some(StateContext {
+        store,
+        stages,
+        marks,
+        brokers: brokers.to_string(),
+    }))
+}
+
+impl Shared {
+    /// The state of every stateful stage for `topic`/`partition`, brought up to date from the
+    /// changelogs before the partition's first record is processed.
+    pub(super) fn restore(&self, topic: &str, partition: i32) -> Result<Vec<StageState>, Error> {
+        let Some(ctx) = &self.state else {
+            return Ok(Vec::new());
+        };
+        let mut states = Vec::with_capacity(ctx.stages.len());
+        for (stage, name, changelog) in &ctx.stages {
+            let mark = ctx.marks[changelog]
+                .get(partition as usize)
+                .cloned()
+                .ok_or_else(|| {
+                    Error::Topic(format!(
+                        "changelog `{changelog}` has no partition {partition}: the source topic \
+                         grew after the changelog was created"
+                    ))
+                })?;
+            let state = ctx.store.partition(name, topic, partition, mark);
+            let started = Instant::now();
+            let restored = changelog::restore(&state, &ctx.brokers, changelog, partition)?;
+            tracing::info!(
+                "stage `{name}` state of {topic}[{partition}]: {} changes restored from \
+                 `{changelog}` offsets {}..{} in {:.0} ms",
+                restored.applied,
+                restored.from,
+                restored.to,
+                started.elapsed().as_secs_f64() * 1e3
+            );
+            states.push(StageState {
+                stage: *stage,
+                changelog: changelog.clone(),
+                state: Arc::new(state),
+            });
+        }
+        Ok(states)
+    }
+}

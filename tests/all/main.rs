@@ -1,0 +1,13 @@
+//! The end-to-end tests, built as one binary: wasmtime, rdkafka and fjall are linked once
+//! instead of once per test file (as wasmtime's own `tests/all` does). Run one group with
+//! `cargo test -p weir --test all kafka::`.
+
+mod common;
+
+mod cli;
+mod committed;
+mod crash;
+mod engine;
+mod kafka;
+mod reload;
+mod windows;

@@ -20,17 +20,41 @@ pub mod window;
 use crate::config::LateOutput;
 use window::{Clock, Delivered, WindowOutput, WindowStage};
 
-/// A record that failed in some stage.
+/// A record that failed in some stage, or whose output the sink refused: the one failure type
+/// from the chain to the error policy.
 #[derive(Debug)]
 pub struct Failure {
-    /// The record as it entered the failing stage (for a fired window the plugin could not
-    /// render: the window's key and accumulator, with offset -1).
+    /// The record as it entered the failing stage; for a fired window the plugin could not
+    /// render, the window's key and accumulator with offset -1 (it stands for no single input);
+    /// for an output the sink refused, its input's coordinates only.
     pub record: Record,
-    /// The stage it failed in.
+    /// The stage it failed in (`sink` for an output the sink refused).
     pub stage: String,
-    /// Content hash of that stage's plugin, so a dead letter names the exact build that failed.
-    pub plugin_hash: String,
+    /// Content hash of that stage's plugin, so a dead letter names the exact build that failed
+    /// (none for the sink).
+    pub plugin_hash: Option<String>,
     pub error: RecordError,
+}
+
+impl Failure {
+    /// Whether the failed record is one of the batch's inputs (rather than a window's).
+    pub fn is_input(&self) -> bool {
+        self.record.offset >= 0
+    }
+
+    /// Where and why, for logs and the error that stops a run.
+    pub fn place(&self) -> String {
+        let r = &self.record;
+        format!(
+            "stage `{}` failed on {}[{}]@{}: {}: {}",
+            self.stage,
+            r.topic,
+            r.partition,
+            r.offset,
+            self.error.kind.as_str(),
+            self.error.message
+        )
+    }
 }
 
 /// A record a window stage found too late for all its windows.
@@ -316,7 +340,7 @@ impl Chain {
                             Err(failed) => out.failures.push(Failure {
                                 record: failed.record,
                                 stage: name.clone(),
-                                plugin_hash: hash.clone(),
+                                plugin_hash: Some(hash.clone()),
                                 error: failed.error,
                             }),
                         }
@@ -347,7 +371,7 @@ impl Chain {
                         .extend(result.failures.into_iter().map(|(record, error)| Failure {
                             record,
                             stage: name.clone(),
-                            plugin_hash: hash.clone(),
+                            plugin_hash: Some(hash.clone()),
                             error,
                         }));
                     out.late

@@ -100,6 +100,8 @@ pub enum ErrorKind {
     /// State the record needed was written by another build of the plugin and could not be
     /// migrated to this build's shape.
     Migration,
+    /// An output of the record is larger than the sink accepts.
+    TooLarge,
 }
 
 impl PluginError {
@@ -127,6 +129,7 @@ impl ErrorKind {
             ErrorKind::EventTime => "event-time",
             ErrorKind::Late => "late",
             ErrorKind::Migration => "state-migration",
+            ErrorKind::TooLarge => "too-large",
         }
     }
 }

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use super::{error_policy::Failure, Partition, Shared};
+use super::{error_policy, Partition, Shared};
 use crate::{
-    chain::{window::Delivered, BatchOutput, Chain, LateRecord},
+    chain::{window::Delivered, BatchOutput, Chain, Failure, LateRecord},
     config::{ErrorPolicy, LateOutput},
-    engine::{ErrorKind, Record},
+    engine::{ErrorKind, Record, RecordError},
     kafka::{Acks, SendError, Sink},
     metrics::Metrics,
 };
@@ -35,10 +35,14 @@ impl Shared {
             partition.abandoned();
             return;
         }
-        let mut failures: Vec<Failure> = output.failures.into_iter().map(Failure::from).collect();
+        let mut failures = output.failures;
         // Under `fail`, nothing from the first failing record on goes out or gets committed.
         let mut halt = match self.policy {
-            ErrorPolicy::Fail => failures.iter().map(|f| f.offset).filter(|&o| o >= 0).min(),
+            ErrorPolicy::Fail => failures
+                .iter()
+                .filter(|f| f.is_input())
+                .map(|f| f.record.offset)
+                .min(),
             _ => None,
         };
         for record in &output.records {
@@ -110,7 +114,7 @@ impl Shared {
                 if self.policy == ErrorPolicy::Fail {
                     *halt = Some(halt.map_or(record.offset, |h| h.min(record.offset)));
                 }
-                failures.push(Failure::too_large(record, size, &cause));
+                failures.push(error_policy::too_large(record, size, &cause));
             }
             Err(e @ SendError::Failed { .. }) => self.fatal.set(format!("sink: {e}")),
         }
@@ -147,18 +151,19 @@ impl Shared {
                 }
             }
             LateOutput::DeadLetter => {
+                let message = format!(
+                    "behind the watermark {} by more than the allowed lateness",
+                    late.watermark
+                );
                 let failure = Failure {
-                    offset: late.record.offset,
-                    topic: late.record.topic.clone(),
-                    partition: late.record.partition,
+                    error: RecordError {
+                        plugin: late.stage.clone(),
+                        kind: ErrorKind::Late,
+                        message,
+                    },
+                    record: late.record.clone(),
                     stage: late.stage.clone(),
                     plugin_hash: Some(late.plugin_hash.clone()),
-                    kind: ErrorKind::Late.as_str(),
-                    message: format!(
-                        "behind the watermark {} by more than the allowed lateness",
-                        late.watermark
-                    ),
-                    own: None,
                 };
                 self.handle(sink, &failure, originals, acks, None);
             }
@@ -174,12 +179,12 @@ impl Shared {
         acks: &Arc<Acks>,
         halt: Option<i64>,
     ) {
-        failures.sort_by_key(|f| f.offset);
+        failures.sort_by_key(|f| f.record.offset);
         // A flat-map may emit several refused outputs of one input: one dead letter per input.
-        failures.dedup_by(|a, b| a.offset == b.offset && a.offset >= 0);
+        failures.dedup_by(|a, b| a.record.offset == b.record.offset && a.is_input());
         for failure in &failures {
             Metrics::add(&self.metrics.failed, 1);
-            if failure.own.is_some() && self.policy == ErrorPolicy::Fail {
+            if !failure.is_input() && self.policy == ErrorPolicy::Fail {
                 // Not tied to one input: nothing of this partition may be committed from here on.
                 acks.fail();
                 self.fatal.set(format!(

@@ -522,135 +522,210 @@ struct PartitionReader<'a> {
     leader: Option<Conn>,
 }
 
+/// Where a read is.
+struct ReadPosition {
+    /// The next offset to fetch.
+    offset: i64,
+    /// Where the read was asked to start: nothing before it is handed out.
+    from: i64,
+    /// The high watermark, fixed by the first answer: records at or after it are never
+    /// returned. It is the limit, not the broker's last stable offset: the markers below it
+    /// decide every transaction they end, and the first undecided one holds back the rest, which
+    /// is exactly what the last stable offset means on Kafka. The test broker (Tansu 0.6) keeps
+    /// its last stable offset behind transactions whose markers are written until every
+    /// transaction overlapping them has ended, which under steady writes from several producers
+    /// can be minutes: trusting it would hide committed records (a changelog restored short, a
+    /// position read stale).
+    ///
+    /// The broker's last stable offset still says where to start: a transaction open at `from`
+    /// may have begun before it, and only by reading its first batch does this reader know to
+    /// hold back what follows. Every open transaction began at or after it (on Tansu too: it
+    /// lags, never leads), so a read past it starts scanning there, and hands out nothing before
+    /// `from`.
+    snapshot: Option<i64>,
+    txns: Transactions,
+    /// Bytes asked for per fetch: doubled while a batch does not fit.
+    size: i32,
+    /// When the read last moved, and how long to wait before asking again.
+    progress: Instant,
+    backoff: Duration,
+}
+
+impl ReadPosition {
+    fn new(from: i64) -> ReadPosition {
+        ReadPosition {
+            offset: from,
+            from,
+            snapshot: None,
+            txns: Transactions::default(),
+            size: FETCH_BYTES,
+            progress: Instant::now(),
+            backoff: Duration::from_millis(50),
+        }
+    }
+
+    /// Nothing new yet: wait a little longer each time.
+    fn wait(&mut self) {
+        std::thread::sleep(self.backoff);
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(1));
+    }
+
+    fn moved(&mut self) {
+        self.progress = Instant::now();
+        self.backoff = Duration::from_millis(50);
+    }
+}
+
 impl PartitionReader<'_> {
     fn run<F: FnMut(CommittedRecord)>(
         mut self,
         from_offset: i64,
         mut each: F,
     ) -> Result<PartitionEnd, CommittedError> {
-        let mut offset = from_offset;
-        // The high watermark, fixed by the first answer: records at or after it are never
-        // returned. It is the limit, not the broker's last stable offset:
-        // the markers below it decide every transaction they end, and the first undecided one
-        // holds back the rest, which is exactly what the last stable offset means on Kafka. The
-        // test broker (Tansu 0.6) keeps its last stable offset behind transactions whose markers
-        // are written until every transaction overlapping them has ended, which under steady
-        // writes from several producers can be minutes: trusting it would hide committed records
-        // (a changelog restored short, a position read stale).
-        //
-        // The broker's last stable offset still says where to start: a transaction open at
-        // `from_offset` may have begun before it, and only by reading its first batch does this
-        // reader know to hold back what follows. Every open transaction began at or after it
-        // (on Tansu too: it lags, never leads), so a read past it starts scanning there, and
-        // hands out nothing before `from_offset`.
-        let mut snapshot: Option<i64> = None;
-        let mut txns = Transactions::default();
-        let mut size = FETCH_BYTES;
-        let mut progress = Instant::now();
-        let mut backoff = Duration::from_millis(50);
+        let mut cur = ReadPosition::new(from_offset);
         loop {
-            if let Some(end) = snapshot.and_then(|s| finished(s, offset, &txns)) {
+            if let Some(end) = cur
+                .snapshot
+                .and_then(|s| finished(s, cur.offset, &cur.txns))
+            {
                 return Ok(end);
             }
-            let fetched = match fetch(&self.ctx, &self.bootstrap, &mut self.leader, offset, size) {
-                Ok(Some(f)) => f,
-                // Tansu leaves a partition out of an answer when it has nothing to say yet.
-                Ok(None) if progress.elapsed() < self.ctx.timeout => {
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-                Ok(None) => {
-                    let broker = self.leader.as_ref().map_or("", |c| c.addr.as_str());
-                    let detail = format!(
-                        "the partition was left out of every answer for {:?}",
-                        self.ctx.timeout
-                    );
-                    return Err(self.ctx.protocol(broker, "Fetch", detail));
-                }
-                Err(e) if e.is_transient() && progress.elapsed() < self.ctx.timeout => {
-                    self.leader = None;
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let ctx = &self.ctx;
-            let broker = self.leader.as_ref().map_or("", |c| c.addr.as_str());
-            let hw = match snapshot {
-                Some(s) => s,
-                None => {
-                    let hw = fetched.high_watermark;
-                    if hw < 0 {
-                        return Err(ctx.protocol(broker, "Fetch", format!("high watermark {hw}")));
-                    }
-                    if offset > hw || (fetched.log_start >= 0 && offset < fetched.log_start) {
-                        return Err(CommittedError::OffsetOutOfRange {
-                            broker: broker.to_string(),
-                            topic: ctx.topic.to_string(),
-                            partition: ctx.partition,
-                            offset,
-                            log_start: fetched.log_start,
-                            high_watermark: hw,
-                        });
-                    }
-                    snapshot = Some(hw);
-                    let lso = fetched.last_stable_offset;
-                    if (fetched.log_start.max(0)..offset).contains(&lso) {
-                        offset = lso;
-                        continue;
-                    }
-                    hw
-                }
-            };
-            let (batches, needed) = split_batches(&fetched.records)
-                .map_err(|(at, detail)| ctx.batch(broker, at, detail))?;
-            if needed > size as usize {
-                // The next batch is larger than the fetch size and the broker cut it off.
-                if needed > MAX_BATCH_BYTES {
-                    return Err(ctx.batch(
-                        broker,
-                        offset,
-                        format!("claims {needed} bytes; at most {MAX_BATCH_BYTES} are accepted"),
-                    ));
-                }
-                size = (size as usize * 2).max(needed).min(MAX_BATCH_BYTES) as i32;
+            let Some(fetched) = self.fetch(&mut cur)? else {
                 continue;
-            }
-            if !batches.is_empty() {
-                size = FETCH_BYTES;
-            }
-            let before = offset;
-            for b in &batches {
-                if b.last < offset {
-                    continue; // the broker answers with the whole batch holding `offset`
-                }
-                if b.base >= hw {
-                    break;
-                }
-                offset = b.last + 1;
-                txns.take(b, from_offset, hw, &mut each)
-                    .map_err(|detail| ctx.batch(broker, b.base, detail))?;
-            }
-            if offset > before {
-                progress = Instant::now();
-                backoff = Duration::from_millis(50);
-            } else if finished(hw, offset, &txns).is_some() {
-                // Nothing to wait for: the read started at its end.
-            } else if progress.elapsed() < self.ctx.timeout {
-                // Nothing new although the high watermark promised more: a broker between
-                // leaders, or one slow to make a write visible.
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            } else {
-                let detail = format!(
-                    "no record batch at offset {offset} for {:?}, though the high watermark is {hw}",
-                    ctx.timeout
-                );
-                return Err(ctx.protocol(broker, "Fetch", detail));
-            }
+            };
+            let Some(hw) = self.pin(&mut cur, &fetched)? else {
+                continue;
+            };
+            self.take(&mut cur, &fetched, hw, &mut each)?;
         }
+    }
+
+    /// The leader's address, for errors.
+    fn broker(&self) -> &str {
+        self.leader.as_ref().map_or("", |c| c.addr.as_str())
+    }
+
+    /// One fetch at the cursor; none when it is to be tried again (after a wait).
+    fn fetch(&mut self, cur: &mut ReadPosition) -> Result<Option<Fetched>, CommittedError> {
+        let fetched = fetch(
+            &self.ctx,
+            &self.bootstrap,
+            &mut self.leader,
+            cur.offset,
+            cur.size,
+        );
+        let patient = cur.progress.elapsed() < self.ctx.timeout;
+        match fetched {
+            Ok(Some(f)) => Ok(Some(f)),
+            // Tansu leaves a partition out of an answer when it has nothing to say yet.
+            Ok(None) if patient => {
+                cur.wait();
+                Ok(None)
+            }
+            Ok(None) => {
+                let detail = format!(
+                    "the partition was left out of every answer for {:?}",
+                    self.ctx.timeout
+                );
+                Err(self.ctx.protocol(self.broker(), "Fetch", detail))
+            }
+            Err(e) if e.is_transient() && patient => {
+                self.leader = None;
+                cur.wait();
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The high watermark the read goes to, fixed by the first answer (see
+    /// [`ReadPosition::snapshot`]); none when the read is to start over at the broker's last stable
+    /// offset.
+    fn pin(
+        &self,
+        cur: &mut ReadPosition,
+        fetched: &Fetched,
+    ) -> Result<Option<i64>, CommittedError> {
+        if let Some(hw) = cur.snapshot {
+            return Ok(Some(hw));
+        }
+        let (ctx, broker, offset) = (&self.ctx, self.broker(), cur.offset);
+        let hw = fetched.high_watermark;
+        if hw < 0 {
+            return Err(ctx.protocol(broker, "Fetch", format!("high watermark {hw}")));
+        }
+        if offset > hw || (fetched.log_start >= 0 && offset < fetched.log_start) {
+            return Err(CommittedError::OffsetOutOfRange {
+                broker: broker.to_string(),
+                topic: ctx.topic.to_string(),
+                partition: ctx.partition,
+                offset,
+                log_start: fetched.log_start,
+                high_watermark: hw,
+            });
+        }
+        cur.snapshot = Some(hw);
+        let lso = fetched.last_stable_offset;
+        if (fetched.log_start.max(0)..offset).contains(&lso) {
+            cur.offset = lso;
+            return Ok(None);
+        }
+        Ok(Some(hw))
+    }
+
+    /// Hand out the committed records of the fetched batches below `hw`, moving the cursor.
+    fn take<F: FnMut(CommittedRecord)>(
+        &self,
+        cur: &mut ReadPosition,
+        fetched: &Fetched,
+        hw: i64,
+        each: &mut F,
+    ) -> Result<(), CommittedError> {
+        let (ctx, broker) = (&self.ctx, self.broker());
+        let (batches, needed) = split_batches(&fetched.records)
+            .map_err(|(at, detail)| ctx.batch(broker, at, detail))?;
+        if needed > cur.size as usize {
+            // The next batch is larger than the fetch size and the broker cut it off.
+            if needed > MAX_BATCH_BYTES {
+                let detail =
+                    format!("claims {needed} bytes; at most {MAX_BATCH_BYTES} are accepted");
+                return Err(ctx.batch(broker, cur.offset, detail));
+            }
+            cur.size = (cur.size as usize * 2).max(needed).min(MAX_BATCH_BYTES) as i32;
+            return Ok(());
+        }
+        if !batches.is_empty() {
+            cur.size = FETCH_BYTES;
+        }
+        let before = cur.offset;
+        for b in &batches {
+            if b.last < cur.offset {
+                continue; // the broker answers with the whole batch holding `offset`
+            }
+            if b.base >= hw {
+                break;
+            }
+            cur.offset = b.last + 1;
+            cur.txns
+                .take(b, cur.from, hw, each)
+                .map_err(|detail| ctx.batch(broker, b.base, detail))?;
+        }
+        if cur.offset > before {
+            cur.moved();
+        } else if finished(hw, cur.offset, &cur.txns).is_some() {
+            // Nothing to wait for: the read started at its end.
+        } else if cur.progress.elapsed() < ctx.timeout {
+            // Nothing new although the high watermark promised more: a broker between leaders,
+            // or one slow to make a write visible.
+            cur.wait();
+        } else {
+            let detail = format!(
+                "no record batch at offset {} for {:?}, though the high watermark is {hw}",
+                cur.offset, ctx.timeout
+            );
+            return Err(ctx.protocol(broker, "Fetch", detail));
+        }
+        Ok(())
     }
 }
 

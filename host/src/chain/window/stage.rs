@@ -495,54 +495,8 @@ impl<A: Aggregator> WindowStage<A> {
         let Some(panes) = self.partitions.get_mut(&(topic.to_string(), partition)) else {
             return;
         };
-        let mut changes: Vec<Change> = if self.defer {
-            now.iter().cloned().map(Change::MarkFired).collect()
-        } else {
-            Vec::new()
-        };
-        let mut due = now;
-        while let Some((at, id)) = panes.timers.pop_due(watermark) {
-            let Some((_, end)) = parse_entry_name(&id.1) else {
-                continue;
-            };
-            let Some(entry) = panes.state.get(&id) else {
-                continue;
-            };
-            if entry.value.first() != Some(&FIRED) && at == end - 1 {
-                due.push(id.clone());
-            }
-            let cleanup = (end - 1).saturating_add(lateness);
-            if cleanup <= watermark {
-                changes.push(Change::Remove(id));
-                if panes.fired_through < watermark {
-                    panes.fired_through = watermark;
-                    changes.push(Change::FiredThrough(watermark));
-                }
-            } else {
-                changes.push(Change::MarkFired(id.clone()));
-                panes.timers.set(cleanup, id);
-            }
-        }
-        let mut fired = Vec::with_capacity(due.len());
-        for id in &due {
-            if let (Some((start, end)), Some(entry)) =
-                (parse_entry_name(&id.1), panes.state.get(id))
-            {
-                let window = KeyedWindow {
-                    key: id.0.clone(),
-                    start,
-                    end,
-                };
-                match stored_acc(&mut self.agg, &window, entry.clone()) {
-                    Ok(acc) => fired.push((window, acc)),
-                    Err(error) => {
-                        let acc = entry.value.get(1..).unwrap_or_default().to_vec();
-                        out.failures
-                            .push((window_failure(&window, acc, topic, partition), error));
-                    }
-                }
-            }
-        }
+        let (due, changes) = due(panes, now, watermark, lateness, self.defer);
+        let fired = accumulators(&mut self.agg, &panes.state, &due, topic, partition, out);
         let offset = panes.last_offset;
         let results = emit(&mut self.agg, &fired);
         for ((window, acc), result) in fired.into_iter().zip(results) {
@@ -568,6 +522,77 @@ impl<A: Aggregator> WindowStage<A> {
             apply(&panes.state, changes);
         }
     }
+}
+
+/// The windows of `panes` to emit at `watermark` (`now`, and those whose end it passed that have
+/// not fired), and the changes that follow: marked fired, or removed past their cleanup time.
+fn due(
+    panes: &mut Panes,
+    now: Vec<StateKey>,
+    watermark: i64,
+    lateness: i64,
+    defer: bool,
+) -> (Vec<StateKey>, Vec<Change>) {
+    let mut changes: Vec<Change> = if defer {
+        now.iter().cloned().map(Change::MarkFired).collect()
+    } else {
+        Vec::new()
+    };
+    let mut due = now;
+    while let Some((at, id)) = panes.timers.pop_due(watermark) {
+        let Some((_, end)) = parse_entry_name(&id.1) else {
+            continue;
+        };
+        let Some(entry) = panes.state.get(&id) else {
+            continue;
+        };
+        if entry.value.first() != Some(&FIRED) && at == end - 1 {
+            due.push(id.clone());
+        }
+        let cleanup = (end - 1).saturating_add(lateness);
+        if cleanup <= watermark {
+            changes.push(Change::Remove(id));
+            if panes.fired_through < watermark {
+                panes.fired_through = watermark;
+                changes.push(Change::FiredThrough(watermark));
+            }
+        } else {
+            changes.push(Change::MarkFired(id.clone()));
+            panes.timers.set(cleanup, id);
+        }
+    }
+    (due, changes)
+}
+
+/// The stored accumulators of windows `due`, in this build's shape; a window whose accumulator
+/// cannot be read fails as itself.
+fn accumulators<A: Aggregator>(
+    agg: &mut A,
+    state: &SharedState,
+    due: &[StateKey],
+    topic: &str,
+    partition: i32,
+    out: &mut WindowOutput,
+) -> Vec<(KeyedWindow, Vec<u8>)> {
+    let mut fired = Vec::with_capacity(due.len());
+    for id in due {
+        if let (Some((start, end)), Some(entry)) = (parse_entry_name(&id.1), state.get(id)) {
+            let window = KeyedWindow {
+                key: id.0.clone(),
+                start,
+                end,
+            };
+            match stored_acc(agg, &window, entry.clone()) {
+                Ok(acc) => fired.push((window, acc)),
+                Err(error) => {
+                    let acc = entry.value.get(1..).unwrap_or_default().to_vec();
+                    out.failures
+                        .push((window_failure(&window, acc, topic, partition), error));
+                }
+            }
+        }
+    }
+    fired
 }
 
 /// What a failure of fired window `window` is reported as: its key and accumulator, offset -1.

@@ -155,8 +155,17 @@ fn report(
     Ok(())
 }
 
+/// A line that is not a record of its format: why, for the message that names its line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LineError(String);
+
 /// One input line to a record (coordinates are filled in by the caller).
-pub fn parse_line(line: &str, format: Format) -> Result<Record, String> {
+pub fn parse_line(line: &str, format: Format) -> Result<Record, LineError> {
+    read_line(line, format).map_err(LineError)
+}
+
+fn read_line(line: &str, format: Format) -> Result<Record, String> {
     let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
     let mut rec = Record {
         key: None,
@@ -292,15 +301,19 @@ mod tests {
     fn bad_lines_say_why() {
         assert!(parse_line("{not json", Format::Value)
             .unwrap_err()
+            .to_string()
             .contains("not JSON"));
         assert!(parse_line("[1]", Format::Envelope)
             .unwrap_err()
+            .to_string()
             .contains("object"));
         assert!(parse_line(r#"{"val":1}"#, Format::Envelope)
             .unwrap_err()
+            .to_string()
             .contains("unknown envelope field `val`"));
         assert!(parse_line(r#"{"timestamp":"x"}"#, Format::Envelope)
             .unwrap_err()
+            .to_string()
             .contains("integer"));
     }
 

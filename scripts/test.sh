@@ -13,5 +13,12 @@ echo "test: cargo fmt --check"
 cargo fmt --all -- --check
 echo "test: cargo clippy -D warnings"
 cargo clippy -q --workspace --all-targets -- -D warnings
+# Build and run timed apart, so a change to how the tests are built shows in CI's log.
+echo "test: cargo test --no-run (building the tests)"
+started=$SECONDS
+cargo test --workspace --no-run
+built=$((SECONDS - started))
 echo "test: cargo test"
+started=$SECONDS
 cargo test --workspace
+echo "test: the tests took ${built}s to build and $((SECONDS - started))s to run"

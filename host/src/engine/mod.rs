@@ -13,6 +13,7 @@
 mod bindings;
 mod cache;
 mod host;
+mod record;
 mod wire;
 
 use std::{
@@ -28,11 +29,12 @@ use wasmtime::{
     Store,
 };
 
-pub use bindings::types::{Event as Record, Header, KeyedWindow, Level, Output, Pane, PaneResult};
+pub use bindings::types::{KeyedWindow, Level, Output, Pane, PaneResult};
 use bindings::{filter, transform, versioned, window};
 pub(crate) use host::describe_key;
 use host::HostState;
 pub use host::{Entry, MemoryState, SharedState, StateBackend, StateKey};
+pub use record::{Header, Record};
 
 /// What kind of stage a plugin is, from the world its component implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

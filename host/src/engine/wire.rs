@@ -7,8 +7,8 @@
 use std::ops::Range;
 
 pub(super) use super::bindings::types::{Batch, OutBatch, OutputRef, Verdicts};
-use super::bindings::types::{EventRef, Header, HeaderRef, Part, Span};
-use super::{Answer, Record};
+use super::bindings::types::{EventRef, HeaderRef, Part, Span};
+use super::{Answer, Header, Record};
 
 /// The largest arena an instance keeps between calls: one batch of big records must not pin
 /// its size for good.

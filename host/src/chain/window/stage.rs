@@ -389,7 +389,7 @@ impl<A: Aggregator> WindowStage<A> {
             };
             let events = members
                 .iter()
-                .map(|&i| batch.records[i].0.clone())
+                .map(|&i| (&batch.records[i].0).into())
                 .collect();
             windows.push(((key.clone(), *start, *end), members.clone()));
             panes.push(Pane {
@@ -630,7 +630,7 @@ fn window_record(
     partition: i32,
     offset: i64,
 ) -> Record {
-    let mut headers = output.headers;
+    let mut headers: Vec<Header> = output.headers.into_iter().map(Header::from).collect();
     headers.extend(window_headers(window));
     Record {
         key: output.key,

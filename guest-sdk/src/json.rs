@@ -489,9 +489,16 @@ fn lookup<'v>(tree: &'v Value, place: Place) -> Option<&'v Value> {
 /// Put `value` at `place` in a tree; see [`JsonDoc::set`].
 fn set_in(doc: &mut Value, place: Place, value: Value) -> Result<()> {
     match place {
-        Place::Parsed(pointer) => set_tokens(doc, pointer.as_str(), pointer.token_list(), value),
+        Place::Parsed(pointer) => {
+            let tokens: Vec<&str> = pointer.tokens().collect();
+            set_tokens(doc, pointer.as_str(), &tokens, value)
+        }
         Place::Text(pointer) => match tokens(pointer) {
-            Some(split) => set_tokens(doc, pointer, &split.collect::<Vec<_>>(), value),
+            Some(split) => {
+                let split: Vec<_> = split.collect();
+                let tokens: Vec<&str> = split.iter().map(|t| &**t).collect();
+                set_tokens(doc, pointer, &tokens, value)
+            }
             None => Err(Error::msg(format!(
                 "cannot set `{pointer}`: it is not a JSON pointer (it must start with `/`)"
             ))),
@@ -499,13 +506,10 @@ fn set_in(doc: &mut Value, place: Place, value: Value) -> Result<()> {
     }
 }
 
-/// [`set_in`] with `pointer` split into `tokens`.
-fn set_tokens<T: AsRef<str>>(
-    doc: &mut Value,
-    pointer: &str,
-    tokens: &[T],
-    value: Value,
-) -> Result<()> {
+/// [`set_in`] with `pointer` split into `tokens`. Not generic over the tokens' type: the
+/// tree's path is the slow one, and one copy of this (large, with serde_json's map inlined) is
+/// enough in a component.
+fn set_tokens(doc: &mut Value, pointer: &str, tokens: &[&str], value: Value) -> Result<()> {
     let Some((last, parents)) = tokens.split_last() else {
         *doc = value;
         return Ok(());
@@ -530,9 +534,9 @@ fn set_tokens<T: AsRef<str>>(
         }
         cur = match cur {
             Value::Object(map) => map
-                .entry(token.as_ref())
+                .entry(*token)
                 .or_insert_with(|| Value::Object(Default::default())),
-            Value::Array(items) => match index(token.as_ref()) {
+            Value::Array(items) => match index(token) {
                 Some(i) if i < items.len() => &mut items[i],
                 _ => return Err(blocked(depth, "an array without that index")),
             },
@@ -544,12 +548,12 @@ fn set_tokens<T: AsRef<str>>(
     }
     match cur {
         Value::Object(map) => {
-            map.insert(last.as_ref().to_owned(), value);
+            map.insert(last.to_string(), value);
         }
-        Value::Array(items) => match index(last.as_ref()) {
+        Value::Array(items) => match index(last) {
             Some(i) if i < items.len() => items[i] = value,
             Some(i) if i == items.len() => items.push(value),
-            _ if last.as_ref() == "-" => items.push(value),
+            _ if *last == "-" => items.push(value),
             _ => return Err(blocked(parents.len(), "an array without that index")),
         },
         other => return Err(blocked(parents.len(), kind(other))),

@@ -1,16 +1,35 @@
 //! The machinery behind the attributes: not part of the API, may change at any time.
 //!
-//! The attribute macros generate the component's bindings in the plugin crate (so each plugin
-//! carries exactly its own world) and route host calls through [`HostApi`], which is the wasm
-//! imports in a component and an in-memory host under [`crate::testing::Harness`].
+//! An attribute turns the user's item into a hidden `__WeirPlugin` type that implements
+//! [`Plugin`] and the trait of its kind ([`FilterPlugin`], [`TransformPlugin`] or
+//! [`WindowPlugin`]), and, in wasm32, registers it: the component's exports are this module's
+//! generic `component::Component` for that type. What each kind makes of a call is ordinary
+//! code, one module per kind ([`filter`], [`transform`], [`window`]), which native tests build
+//! and run; only the bindings (`wit`) and the few lines that tie them to the host's imports and
+//! to those modules (`component`) are wasm32 only.
+//!
+//! Host calls go through [`HostApi`]: the wasm imports in a component, an in-memory host under
+//! [`crate::testing::Harness`].
 
-use std::{cell::RefCell, rc::Rc};
+use std::{any::Any, cell::RefCell, rc::Rc};
 
 use serde::de::DeserializeOwned;
 
-use crate::{log::Level, Aggregate, Record, Result, State, Window};
+use crate::log::Level;
+
+pub mod filter;
+pub mod transform;
+pub mod window;
+
+#[cfg(target_arch = "wasm32")]
+pub mod component;
+#[cfg(target_arch = "wasm32")]
+pub mod wit;
 
 pub use crate::record::IntoRecords;
+pub use filter::FilterPlugin;
+pub use transform::TransformPlugin;
+pub use window::{RecordErrors, WindowPlugin};
 
 /// Plugins allocate a lot of small, short-lived objects (a parsed JSON document is dozens of
 /// strings and map nodes): those come from free lists by size (see [`crate::mem::Pools`]), the
@@ -44,6 +63,9 @@ pub trait HostApi {
 
 thread_local! {
     static HOST: RefCell<Option<Rc<dyn HostApi>>> = const { RefCell::new(None) };
+    /// The plugin's configuration, once [`init`] has loaded it: a `P::Config`, which the calls
+    /// that follow take back by type (a component holds one plugin, so one type).
+    static LOADED: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
 }
 
 /// Install the host for this thread, returning the one it replaces.
@@ -91,45 +113,81 @@ pub fn load_config<C: DeserializeOwned>() -> Result<C, String> {
     serde_json::from_str(&text).map_err(|e| format!("invalid plugin config: {e}"))
 }
 
+/// A component's `init`: install `host`, then load the plugin's configuration from it and keep
+/// it for the calls that follow. A config the plugin rejects is the error, and every later call
+/// fails its records with [`UNINITIALISED`].
+pub fn init<P: Plugin>(host: Rc<dyn HostApi>) -> Result<(), String> {
+    set_host(Some(host));
+    let cfg = load_config::<P::Config>()?;
+    LOADED.with(|l| *l.borrow_mut() = Some(Box::new(cfg)));
+    Ok(())
+}
+
+/// `run` with the configuration [`init`] loaded, or what `missing` makes if it has not
+/// succeeded.
+pub(crate) fn configured<P: Plugin, R>(
+    run: impl FnOnce(&P::Config) -> R,
+    missing: impl FnOnce() -> R,
+) -> R {
+    LOADED.with(|l| {
+        match l
+            .borrow()
+            .as_ref()
+            .and_then(|c| c.downcast_ref::<P::Config>())
+        {
+            Some(cfg) => run(cfg),
+            None => missing(),
+        }
+    })
+}
+
 /// Any plugin: what its configuration is.
 pub trait Plugin {
-    type Config: DeserializeOwned;
+    type Config: DeserializeOwned + 'static;
     /// Whether it takes a `&State`: only then can a call fail for a value it reads, and the
     /// test harness must keep a batch's records to replay them one by one.
     const KEEPS_STATE: bool = false;
+
+    /// Its `#[state]` declaration, if it has one. The attributes fill this in with
+    /// [`crate::__schema`], where the plugin type is known.
+    fn schema() -> Option<Schema> {
+        None
+    }
 }
 
-/// A `#[filter]` function, normalised by the attribute to one signature.
-pub trait FilterPlugin: Plugin {
-    fn filter(rec: &Record, cfg: &Self::Config, state: &State) -> Result<bool>;
+/// A component's `state-version` export.
+pub fn state_version<P: Plugin>() -> u32 {
+    P::schema().map_or(0, |s| s.version)
 }
 
-/// A `#[transform]` function, normalised by the attribute to one signature.
-pub trait TransformPlugin: Plugin {
-    /// The record is the plugin's: a transform written as `fn(rec: Record, …)` changes it and
-    /// returns it without a copy.
-    fn transform(rec: Record, cfg: &Self::Config, state: &State) -> Result<Vec<Record>>;
+/// A component's `migrate-state` export.
+pub fn migrate_state<P: Plugin>(
+    written_by: u32,
+    name: &str,
+    value: &[u8],
+) -> Result<Vec<u8>, String> {
+    migrate_bytes(P::schema(), written_by, name, value)
 }
 
 /// A `#[state(version = N)]` declaration: the shape of the state this build writes, and how to
 /// bring older values up to date.
 pub trait StateSchema {
     const VERSION: u32;
-    fn migrate(from: u32, name: &str, old: serde_json::Value) -> Result<serde_json::Value>;
+    fn migrate(from: u32, name: &str, old: serde_json::Value) -> crate::Result<serde_json::Value>;
 }
 
 /// A plugin's [`StateSchema`], if it declares one, as plain data.
 #[derive(Clone, Copy)]
 pub struct Schema {
     pub version: u32,
-    pub migrate: fn(u32, &str, serde_json::Value) -> Result<serde_json::Value>,
+    pub migrate: fn(u32, &str, serde_json::Value) -> crate::Result<serde_json::Value>,
 }
 
 /// Finds a plugin's [`StateSchema`] where the plugin may or may not have one: the attributes
-/// expand separately, so the one that exports the component cannot know whether a `#[state]`
-/// item exists. Method lookup on `&Probe<P>` takes [`Declared`] when `P` implements
-/// `StateSchema` and falls back to [`Undeclared`] (one auto-ref further) when not; it works on a
-/// concrete `P`, which is what the attributes have. See [`crate::__schema`].
+/// expand separately, so the one that defines the plugin cannot know whether a `#[state]` item
+/// exists. Method lookup on `&Probe<P>` takes [`Declared`] when `P` implements `StateSchema`
+/// and falls back to [`Undeclared`] (one auto-ref further) when not; it works on a concrete
+/// `P`, which is what the attributes have. See [`crate::__schema`].
 pub struct Probe<P>(std::marker::PhantomData<P>);
 
 impl<P> Probe<P> {
@@ -192,98 +250,91 @@ pub fn migrate_bytes(
     serde_json::to_vec(&new).map_err(|e| format!("migrated `{name}` does not encode: {e}"))
 }
 
-/// A `#[window]` aggregation.
-pub trait WindowPlugin: Plugin {
-    type Agg: Aggregate<Config = Self::Config>;
-}
-
-/// Run a filter over a batch: one verdict per record, errors as text.
-pub fn filter_batch<P: FilterPlugin, R: std::borrow::Borrow<Record>>(
-    cfg: &P::Config,
-    records: impl Iterator<Item = R>,
-) -> Vec<Result<bool, String>> {
-    records
-        .enumerate()
-        .map(|(i, rec)| {
-            P::filter(rec.borrow(), cfg, &State::__for_record(i as u32)).map_err(|e| e.to_string())
-        })
+/// Every one of `n` records failed with [`UNINITIALISED`].
+fn uninitialised(n: usize) -> Vec<(u32, String)> {
+    (0..n as u32)
+        .map(|i| (i, UNINITIALISED.to_string()))
         .collect()
 }
 
-/// Run a transform over a batch: one list of outputs per record, errors as text.
-pub fn transform_batch<P: TransformPlugin>(
-    cfg: &P::Config,
-    records: impl Iterator<Item = Record>,
-) -> Vec<Result<Vec<Record>, String>> {
-    records
-        .enumerate()
-        .map(|(i, rec)| {
-            P::transform(rec, cfg, &State::__for_record(i as u32)).map_err(|e| e.to_string())
-        })
-        .collect()
-}
+#[cfg(test)]
+pub(crate) mod tests {
+    //! A host for the exports' entry points natively: a config and a log.
 
-/// Records that failed, by index in their batch, with why.
-pub type RecordErrors = Vec<(u32, String)>;
+    use super::*;
 
-/// Fold a pane's records into its accumulator; failed records are reported by index.
-pub fn accumulate<A: Aggregate>(
-    cfg: &A::Config,
-    window: &Window,
-    acc: Option<&[u8]>,
-    records: impl Iterator<Item = Record>,
-) -> Result<(Vec<u8>, RecordErrors), String> {
-    let mut state = match acc {
-        Some(bytes) => decode_acc::<A>(bytes)?,
-        None => A::create(window, cfg),
-    };
-    let mut errors = Vec::new();
-    for (i, rec) in records.enumerate() {
-        if let Err(e) = A::add(&mut state, &rec, cfg) {
-            errors.push((i as u32, e.to_string()));
+    pub struct ConfigHost(pub &'static str);
+
+    impl HostApi for ConfigHost {
+        fn config(&self) -> String {
+            self.0.to_string()
+        }
+        fn log(&self, _: Level, _: &str) {}
+        fn state_get(&self, _: u32, _: &str) -> Option<Vec<u8>> {
+            None
+        }
+        fn state_put(&self, _: u32, _: &str, _: &[u8], _: Option<u64>) -> Result<(), String> {
+            Err("no state here".into())
+        }
+        fn state_delete(&self, _: u32, _: &str) {}
+        fn state_scan(&self, _: u32, _: &str) -> Vec<(String, Vec<u8>)> {
+            Vec::new()
         }
     }
-    Ok((encode_acc::<A>(&state)?, errors))
-}
 
-/// Merge two encoded accumulators of one key.
-pub fn merge<A: Aggregate>(
-    cfg: &A::Config,
-    window: &Window,
-    a: &[u8],
-    b: &[u8],
-) -> Result<Vec<u8>, String> {
-    let merged = A::merge(decode_acc::<A>(a)?, decode_acc::<A>(b)?, window, cfg);
-    encode_acc::<A>(&merged)
-}
+    /// Forget the loaded config and host, as a fresh instance has none.
+    pub fn reset() {
+        LOADED.with(|l| *l.borrow_mut() = None);
+        set_host(None);
+    }
 
-/// Render one fired window.
-pub fn emit<A: Aggregate>(
-    cfg: &A::Config,
-    window: &Window,
-    acc: &[u8],
-) -> Result<Vec<Record>, String> {
-    let acc = decode_acc::<A>(acc)?;
-    let mut records = A::emit(window, &acc, cfg)
-        .map(IntoRecords::into_records)
-        .map_err(|e| e.to_string())?;
-    // A window's result belongs to the window's key and, as in Flink, to its last instant,
-    // unless the plugin says otherwise.
-    for rec in &mut records {
-        if rec.key.is_none() {
-            rec.key.clone_from(&window.key);
-        }
-        if rec.timestamp == 0 {
-            rec.timestamp = window.end - 1;
+    #[derive(serde::Deserialize)]
+    struct Min {
+        min: u32,
+    }
+
+    struct Plain;
+    impl Plugin for Plain {
+        type Config = Min;
+    }
+
+    struct Versioned;
+    impl Plugin for Versioned {
+        type Config = NoConfig;
+        fn schema() -> Option<Schema> {
+            Some(Schema {
+                version: 3,
+                migrate: |from, name, old| Ok(serde_json::json!([from, name, old])),
+            })
         }
     }
-    Ok(records)
-}
 
-fn decode_acc<A: Aggregate>(bytes: &[u8]) -> Result<A::Acc, String> {
-    serde_json::from_slice(bytes).map_err(|e| format!("stored accumulator does not decode: {e}"))
-}
+    #[test]
+    fn init_keeps_the_config_for_the_calls_that_follow() {
+        reset();
+        let read = || configured::<Plain, _>(|c| Some(c.min), || None);
+        assert_eq!(read(), None);
+        let err = init::<Plain>(Rc::new(ConfigHost(r#"{"max": 1}"#))).unwrap_err();
+        assert!(
+            err.starts_with("invalid plugin config: missing field `min`"),
+            "{err}"
+        );
+        assert_eq!(read(), None);
+        init::<Plain>(Rc::new(ConfigHost(r#"{"min": 4}"#))).unwrap();
+        assert_eq!(read(), Some(4));
+        // Another plugin type does not see it as its own.
+        assert!(configured::<Versioned, _>(|_| false, || true));
+        reset();
+    }
 
-fn encode_acc<A: Aggregate>(acc: &A::Acc) -> Result<Vec<u8>, String> {
-    serde_json::to_vec(acc).map_err(|e| format!("accumulator does not encode: {e}"))
+    #[test]
+    fn versioned_state_exports() {
+        assert_eq!(state_version::<Plain>(), 0);
+        assert_eq!(state_version::<Versioned>(), 3);
+        let err = migrate_state::<Plain>(0, "n", b"1").unwrap_err();
+        assert!(err.contains("declares no #[state"), "{err}");
+        let new = migrate_state::<Versioned>(1, "n", b"{\"a\":2}").unwrap();
+        assert_eq!(new, br#"[1,"n",{"a":2}]"#);
+        assert!(migrate_state::<Versioned>(1, "n", b"nope").is_err());
+    }
 }

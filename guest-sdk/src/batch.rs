@@ -1,17 +1,18 @@
 //! A batch as it crosses the component boundary (the `batch`, `verdicts` and `out-batch` types
 //! of the WIT contract): one byte arena and fixed-size descriptors, so a call moves a handful of
-//! lists however many records it carries. These are plain mirrors of the WIT types; the
-//! attributes convert the generated bindings to and from them.
+//! lists however many records it carries. These mirror the WIT types field for field, and the
+//! component's bindings use them as they are (see `__rt::wit`), so a call converts nothing.
 
 use std::sync::Arc;
 
-use crate::{
-    __rt::{FilterPlugin, TransformPlugin},
-    Record, State,
-};
+use crate::Record;
 
 /// A run of `len` items from `start`.
+///
+/// `repr(C)`, as the bindings' own would be: a list of spans, or of [`HeaderRef`]s, crosses the
+/// boundary as its bytes, so its layout must be the canonical ABI's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct Span {
     pub start: u32,
     pub len: u32,
@@ -24,6 +25,7 @@ impl Span {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub struct HeaderRef {
     pub key: Span,
     pub value: Span,
@@ -84,7 +86,7 @@ pub struct Verdicts {
 }
 
 impl Batch {
-    fn bytes(&self, span: Span) -> &[u8] {
+    pub(crate) fn bytes(&self, span: Span) -> &[u8] {
         &self.arena[span.range()]
     }
 
@@ -95,7 +97,7 @@ impl Batch {
     /// Make `rec` record `i` of the batch, reusing its buffers: a filter sees every record of
     /// the batch through one `Record`, so reading a batch allocates nothing once they are big
     /// enough.
-    fn fill(&self, i: usize, topics: &[Arc<str>], rec: &mut Record) {
+    pub(crate) fn fill(&self, i: usize, topics: &[Arc<str>], rec: &mut Record) {
         let event = &self.events[i];
         rec.topic = topic(topics, event.topic);
         refill(&mut rec.key, event.key.map(|s| self.bytes(s)));
@@ -121,7 +123,7 @@ impl Batch {
     }
 
     /// Record `i` of the batch, as a plugin owns it.
-    fn record(&self, i: usize, topics: &[Arc<str>]) -> Record {
+    pub(crate) fn record(&self, i: usize, topics: &[Arc<str>]) -> Record {
         let event = &self.events[i];
         Record {
             key: event.key.map(|s| self.bytes(s).to_vec()),
@@ -141,12 +143,12 @@ impl Batch {
         }
     }
 
-    fn topics(&self) -> Vec<Arc<str>> {
+    pub(crate) fn topics(&self) -> Vec<Arc<str>> {
         self.topics.iter().map(|t| Arc::from(t.as_str())).collect()
     }
 
     /// Whether `headers` are the headers of `event`.
-    fn same_headers(&self, event: &EventRef, headers: &[(String, Vec<u8>)]) -> bool {
+    pub(crate) fn same_headers(&self, event: &EventRef, headers: &[(String, Vec<u8>)]) -> bool {
         let ours = self.headers_of(event);
         ours.len() == headers.len()
             && ours.iter().zip(headers).all(|(h, (k, v))| {
@@ -170,66 +172,6 @@ fn refill(slot: &mut Option<Vec<u8>>, bytes: Option<&[u8]>) {
     }
 }
 
-/// Run a filter over a batch.
-pub fn filter<P: FilterPlugin>(cfg: &P::Config, batch: &Batch) -> Verdicts {
-    let n = batch.events.len();
-    let mut verdicts = Verdicts {
-        keep: Vec::with_capacity(n),
-        errors: Vec::new(),
-    };
-    let topics = batch.topics();
-    let mut rec = Record::default();
-    for i in 0..n {
-        batch.fill(i, &topics, &mut rec);
-        match P::filter(&rec, cfg, &State::__for_record(i as u32)) {
-            Ok(keep) => verdicts.keep.push(keep),
-            Err(e) => {
-                verdicts.keep.push(false);
-                verdicts.errors.push((i as u32, e.to_string()));
-            }
-        }
-    }
-    verdicts
-}
-
-/// Run a transform over a batch. An output's key, value and headers that equal its input's
-/// are sent back as "the same", so a transform that rewrites only the value sends only that.
-pub fn transform<P: TransformPlugin>(cfg: &P::Config, batch: &Batch) -> OutBatch {
-    let n = batch.events.len();
-    let mut out = OutBatch {
-        arena: Vec::with_capacity(batch.arena.len()),
-        headers: Vec::new(),
-        outputs: Vec::with_capacity(n),
-        errors: Vec::new(),
-    };
-    let topics = batch.topics();
-    for (i, event) in batch.events.iter().enumerate() {
-        let rec = batch.record(i, &topics);
-        match P::transform(rec, cfg, &State::__for_record(i as u32)) {
-            Ok(records) => {
-                for rec in records {
-                    let key = out.part(rec.key, event.key.map(|s| batch.bytes(s)));
-                    let value = out.part(rec.value, event.value.map(|s| batch.bytes(s)));
-                    let headers = if batch.same_headers(event, &rec.headers) {
-                        None
-                    } else {
-                        Some(out.push_headers(&rec.headers))
-                    };
-                    out.outputs.push(OutputRef {
-                        input: i as u32,
-                        key,
-                        value,
-                        headers,
-                        timestamp: rec.timestamp,
-                    });
-                }
-            }
-            Err(e) => out.errors.push((i as u32, e.to_string())),
-        }
-    }
-    out
-}
-
 impl OutBatch {
     fn push(&mut self, bytes: &[u8]) -> Span {
         let start = self.arena.len() as u32;
@@ -240,7 +182,7 @@ impl OutBatch {
         }
     }
 
-    fn part(&mut self, ours: Option<Vec<u8>>, input: Option<&[u8]>) -> Part {
+    pub(crate) fn part(&mut self, ours: Option<Vec<u8>>, input: Option<&[u8]>) -> Part {
         match (ours, input) {
             (None, None) => Part::Same,
             (None, Some(_)) => Part::Absent,
@@ -249,7 +191,7 @@ impl OutBatch {
         }
     }
 
-    fn push_headers(&mut self, headers: &[(String, Vec<u8>)]) -> Span {
+    pub(crate) fn push_headers(&mut self, headers: &[(String, Vec<u8>)]) -> Span {
         let start = self.headers.len() as u32;
         for (k, v) in headers {
             let key = self.push(k.as_bytes());
@@ -264,12 +206,12 @@ impl OutBatch {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::prelude::*;
 
-    /// The batch a host would send for `records` (all of one topic).
-    fn encode(records: &[Record]) -> Batch {
+    /// The batch a host would send for `records`.
+    pub(crate) fn encode(records: &[Record]) -> Batch {
         let mut b = Batch::default();
         let push = |arena: &mut Vec<u8>, bytes: &[u8]| {
             let start = arena.len() as u32;
@@ -308,7 +250,7 @@ mod tests {
     }
 
     /// The records a host makes of an out-batch.
-    fn decode(batch: &Batch, out: &OutBatch) -> Vec<(u32, Record)> {
+    pub(crate) fn decode(batch: &Batch, out: &OutBatch) -> Vec<(u32, Record)> {
         let bytes = |s: Span| out.arena[s.range()].to_vec();
         let input = |i: u32| batch.record(i as usize, &batch.topics());
         out.outputs
@@ -339,7 +281,7 @@ mod tests {
             .collect()
     }
 
-    fn inputs() -> Vec<Record> {
+    pub(crate) fn inputs() -> Vec<Record> {
         vec![
             Record::new("one")
                 .with_key("k1")
@@ -364,87 +306,5 @@ mod tests {
             batch.fill(i, &topics, &mut reused);
             assert_eq!(&reused, want);
         }
-    }
-
-    struct Rewrite;
-    impl crate::__rt::Plugin for Rewrite {
-        type Config = ();
-    }
-    impl TransformPlugin for Rewrite {
-        /// Record 0: unchanged; 1: fails; 2: two outputs, new key and a header; 3: no value.
-        fn transform(rec: Record, _: &(), _: &State) -> Result<Vec<Record>> {
-            match rec.offset() {
-                10 => Ok(vec![rec]),
-                11 => fail!("no"),
-                3 => Ok(vec![
-                    rec.with_new_value("a").with_key("new"),
-                    rec.clone().with_header("h", "v"),
-                ]),
-                _ => Ok(vec![rec.without_value()]),
-            }
-        }
-    }
-
-    #[test]
-    fn outputs_send_back_only_what_changed() {
-        let records = inputs();
-        let batch = encode(&records);
-        let out = transform::<Rewrite>(&(), &batch);
-        assert_eq!(out.errors, vec![(1, "no".to_string())]);
-        let refs: Vec<_> = out
-            .outputs
-            .iter()
-            .map(|o| (o.input, o.key, o.value))
-            .collect();
-        assert_eq!(
-            refs,
-            vec![
-                (0, Part::Same, Part::Same),
-                (
-                    2,
-                    Part::Bytes(Span { start: 0, len: 3 }),
-                    Part::Bytes(Span { start: 3, len: 1 })
-                ),
-                (2, Part::Same, Part::Same),
-                (3, Part::Same, Part::Absent),
-            ]
-        );
-        assert_eq!(out.outputs[0].headers, None);
-        assert!(out.outputs[2].headers.is_some());
-        let want = [
-            (0, records[0].clone()),
-            (2, records[2].clone().with_new_value("a").with_key("new")),
-            (2, records[2].clone().with_header("h", "v")),
-            (3, records[3].clone().without_value()),
-        ];
-        let got = decode(&batch, &out);
-        for ((gi, g), (wi, w)) in got.iter().zip(&want) {
-            assert_eq!(gi, wi);
-            assert_eq!(g.key, w.key);
-            assert_eq!(g.value, w.value);
-            assert_eq!(g.headers, w.headers);
-            assert_eq!(g.timestamp, w.timestamp);
-        }
-        assert_eq!(got.len(), want.len());
-    }
-
-    struct Odd;
-    impl crate::__rt::Plugin for Odd {
-        type Config = ();
-    }
-    impl FilterPlugin for Odd {
-        fn filter(rec: &Record, _: &(), _: &State) -> Result<bool> {
-            match rec.value.as_deref() {
-                None => fail!("tombstone at {}", rec.offset()),
-                Some(v) => Ok(v.len() % 2 == 1),
-            }
-        }
-    }
-
-    #[test]
-    fn verdicts_keep_one_flag_per_record() {
-        let v = filter::<Odd>(&(), &encode(&inputs()));
-        assert_eq!(v.keep, vec![true, false, true, false]);
-        assert_eq!(v.errors, vec![(1, "tombstone at 11".to_string())]);
     }
 }

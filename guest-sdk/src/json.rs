@@ -8,10 +8,20 @@
 //! as it was (key order and formatting kept). An edit that cannot be spliced safely (inside a
 //! field already changed, through duplicate keys, creating parents) turns the document into a
 //! `Value` first, so the result is always what editing the tree would give.
+//!
+//! Paths are JSON Pointers: a [`Pointer`] parsed once (from a plugin's config, say), or pointer
+//! text.
+
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::{Error, Result};
+
+mod pointer;
+
+use pointer::{index, tokens, Place, Token};
+pub use pointer::{AsPointer, Pointer};
 
 /// How deep objects and arrays may nest: serde_json's own limit (it refuses a 128th level), so
 /// both agree on what parses.
@@ -55,7 +65,8 @@ struct Node {
 }
 
 struct Edit {
-    pointer: String,
+    /// [Canonical](pointer::canonical), so that one path has one spelling.
+    pointer: Arc<str>,
     splice: Splice,
     value: Value,
 }
@@ -65,7 +76,7 @@ enum Splice {
     Replace { start: u32, end: u32 },
     /// A new member `key` goes in before the closing brace at `at`, after a comma if the object
     /// already has members.
-    Insert { at: u32, key: String, comma: bool },
+    Insert { at: u32, key: Arc<str>, comma: bool },
 }
 
 /// Where a pointer leads in the located text.
@@ -73,7 +84,7 @@ enum Found {
     /// To this node; `duplicate` if some object on the way has the key more than once.
     Node { index: usize, duplicate: bool },
     /// Its last token is missing from this object (which has no duplicate on the way).
-    NewMember { parent: usize, key: String },
+    NewMember { parent: usize, key: Arc<str> },
     /// Nowhere the text has.
     Absent,
 }
@@ -103,21 +114,22 @@ impl<'a> JsonDoc<'a> {
 
     /// The value at JSON `pointer` (`""` is the whole document), or `None` where there is none.
     /// Of a key that appears twice in an object, the last counts, as in serde_json.
-    pub fn get(&self, pointer: &str) -> Option<Value> {
+    pub fn get<P: AsPointer + ?Sized>(&self, pointer: &P) -> Option<Value> {
+        let place = pointer.__place();
         let (nodes, edits) = match &self.form {
-            Form::Tree(tree) => return tree.pointer(pointer).cloned(),
+            Form::Tree(tree) => return lookup(tree, place).cloned(),
             Form::Spans { nodes, edits } => (nodes, edits),
         };
-        let path = canonical(pointer);
+        let path = place.canonical();
         for edit in edits {
             match relation(&path, &edit.pointer) {
                 Relation::Same => return Some(edit.value.clone()),
                 Relation::Inside(rest) => return edit.value.pointer(rest).cloned(),
-                Relation::Around => return self.tree_copy().pointer(pointer).cloned(),
+                Relation::Around => return lookup(&self.tree_copy(), place).cloned(),
                 Relation::Apart => {}
             }
         }
-        match find(self.text, nodes, pointer) {
+        match find_at(self.text, nodes, place) {
             Found::Node { index, .. } => {
                 let n = nodes[index];
                 // Checked already; serde_json only fails here on what it would have refused.
@@ -131,9 +143,10 @@ impl<'a> JsonDoc<'a> {
     /// the object it points into. Missing (or null) parent objects are created; in an array, an
     /// index in bounds replaces, and `-` (or the length) appends. A scalar, or an array without
     /// that index, on the way is an error naming it.
-    pub fn set(&mut self, pointer: &str, value: Value) -> Result<()> {
+    pub fn set<P: AsPointer + ?Sized>(&mut self, pointer: &P, value: Value) -> Result<()> {
+        let place = pointer.__place();
         if let Form::Spans { nodes, edits } = &mut self.form {
-            let path = canonical(pointer);
+            let path = place.canonical();
             let mut related = false;
             for edit in edits.iter_mut() {
                 match relation(&path, &edit.pointer) {
@@ -146,7 +159,7 @@ impl<'a> JsonDoc<'a> {
                 }
             }
             if !related {
-                let splice = match find(self.text, nodes, pointer) {
+                let splice = match find_at(self.text, nodes, place) {
                     Found::Node {
                         index,
                         duplicate: false,
@@ -166,7 +179,7 @@ impl<'a> JsonDoc<'a> {
                 };
                 if let Some(splice) = splice {
                     edits.push(Edit {
-                        pointer: path.into_owned(),
+                        pointer: place.keep(path),
                         splice,
                         value,
                     });
@@ -174,23 +187,24 @@ impl<'a> JsonDoc<'a> {
                 }
             }
         }
-        set_in(self.tree(), pointer, value)
+        set_in(self.tree(), place, value)
     }
 
     /// Replace the value at JSON `pointer`, if there is one, with what `f` makes of it; `false`
     /// if there is none. One lookup where [`get`](Self::get) then [`set`](Self::set) take two.
-    pub fn update(
+    pub fn update<P: AsPointer + ?Sized>(
         &mut self,
-        pointer: &str,
+        pointer: &P,
         f: impl FnOnce(Value) -> Result<Value>,
     ) -> Result<bool> {
+        let place = pointer.__place();
         if let Form::Spans { nodes, edits } = &mut self.form {
-            let path = canonical(pointer);
+            let path = place.canonical();
             if edits
                 .iter()
                 .all(|e| matches!(relation(&path, &e.pointer), Relation::Apart))
             {
-                match find(self.text, nodes, pointer) {
+                match find_at(self.text, nodes, place) {
                     Found::Node {
                         index,
                         duplicate: false,
@@ -199,7 +213,7 @@ impl<'a> JsonDoc<'a> {
                         let text = &self.text[start as usize..end as usize];
                         if let Some(old) = parse_span(text) {
                             edits.push(Edit {
-                                pointer: path.into_owned(),
+                                pointer: place.keep(path),
                                 splice: Splice::Replace { start, end },
                                 value: f(old)?,
                             });
@@ -211,10 +225,10 @@ impl<'a> JsonDoc<'a> {
                 }
             }
         }
-        match self.get(pointer) {
+        match self.get(&place) {
             Some(old) => {
                 let new = f(old)?;
-                self.set(pointer, new).map(|()| true)
+                self.set(&place, new).map(|()| true)
             }
             None => Ok(false),
         }
@@ -285,7 +299,7 @@ impl<'a> JsonDoc<'a> {
                 let mut tree: Value =
                     serde_json::from_slice(self.text).expect("checked text parses");
                 for edit in edits {
-                    set_in(&mut tree, &edit.pointer, edit.value.clone())
+                    set_in(&mut tree, Place::Text(&edit.pointer), edit.value.clone())
                         .expect("a spliced edit has a place in the tree");
                 }
                 tree
@@ -375,78 +389,6 @@ fn relation<'p>(pointer: &'p str, other: &str) -> Relation<'p> {
     }
 }
 
-/// `pointer` spelled the one way of its path: a `~` not followed by `0` or `1` stands for
-/// itself (in serde_json too), so `/a~` and `/a~0` lead to the same place.
-fn canonical(pointer: &str) -> std::borrow::Cow<'_, str> {
-    if !has_tilde(pointer) {
-        return pointer.into();
-    }
-    match tokens(pointer) {
-        Some(tokens) => tokens
-            .map(|t| format!("/{}", t.replace('~', "~0").replace('/', "~1")))
-            .collect::<String>()
-            .into(),
-        _ => pointer.into(),
-    }
-}
-
-/// Whether `text` has a `~`, eight bytes at a time (`str::contains` calls memchr, which costs
-/// more than the search on a few bytes, in wasm above all).
-fn has_tilde(text: &str) -> bool {
-    let mut chunks = text.as_bytes().chunks_exact(8);
-    for chunk in &mut chunks {
-        let v = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-        if has_byte(v, b'~') != 0 {
-            return true;
-        }
-    }
-    chunks.remainder().contains(&b'~')
-}
-
-/// The tokens of a JSON pointer, unescaped (`~1` is `/`, `~0` is `~`); `None` if it is not one.
-fn tokens(pointer: &str) -> Option<impl Iterator<Item = std::borrow::Cow<'_, str>>> {
-    let rest = match pointer {
-        "" => None,
-        p => Some(p.strip_prefix('/')?),
-    };
-    // One look for `~` over the whole pointer (most have none) rather than one per token.
-    let escaped = has_tilde(pointer);
-    Some(rest.into_iter().flat_map(between_slashes).map(move |t| {
-        if escaped && has_tilde(t) {
-            std::borrow::Cow::Owned(t.replace("~1", "/").replace("~0", "~"))
-        } else {
-            std::borrow::Cow::Borrowed(t)
-        }
-    }))
-}
-
-/// The parts of `text` between slashes, found byte by byte: `str::split` with a `char` decodes
-/// UTF-8 as it goes, or calls memchr, both dear on a few bytes (in wasm above all).
-fn between_slashes(text: &str) -> impl Iterator<Item = &str> {
-    let mut rest = Some(text);
-    std::iter::from_fn(move || {
-        let r = rest?;
-        match r.bytes().position(|b| b == b'/') {
-            Some(at) => {
-                rest = Some(&r[at + 1..]);
-                Some(&r[..at])
-            }
-            None => {
-                rest = None;
-                Some(r)
-            }
-        }
-    })
-}
-
-/// An array index token as serde_json reads one: digits, no sign, no leading zero.
-fn index(token: &str) -> Option<usize> {
-    if token.starts_with('+') || (token.starts_with('0') && token.len() != 1) {
-        return None;
-    }
-    token.parse().ok()
-}
-
 fn key_is(text: &[u8], node: &Node, token: &str) -> bool {
     let raw = &text[node.key_start as usize..node.key_end as usize];
     if !node.key_escaped {
@@ -474,10 +416,19 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
-fn find(text: &[u8], nodes: &[Node], pointer: &str) -> Found {
-    let Some(tokens) = tokens(pointer) else {
-        return Found::Absent;
-    };
+/// Where `place` leads in the located text: a parsed pointer's tokens are walked as they are,
+/// pointer text is split on the way.
+fn find_at(text: &[u8], nodes: &[Node], place: Place) -> Found {
+    match place {
+        Place::Parsed(pointer) => find(text, nodes, pointer.token_list().iter()),
+        Place::Text(pointer) => match tokens(pointer) {
+            Some(tokens) => find(text, nodes, tokens),
+            None => Found::Absent,
+        },
+    }
+}
+
+fn find<T: Token>(text: &[u8], nodes: &[Node], tokens: impl Iterator<Item = T>) -> Found {
     let mut tokens = tokens.peekable();
     let (mut current, mut duplicate) = (0usize, false);
     while let Some(token) = tokens.next() {
@@ -488,7 +439,7 @@ fn find(text: &[u8], nodes: &[Node], pointer: &str) -> Found {
             Kind::Scalar => return Found::Absent,
             Kind::Object => {
                 while child < node.skip as usize {
-                    if key_is(text, &nodes[child], &token) {
+                    if key_is(text, &nodes[child], token.as_ref()) {
                         duplicate |= found.is_some();
                         found = Some(child);
                     }
@@ -496,7 +447,7 @@ fn find(text: &[u8], nodes: &[Node], pointer: &str) -> Found {
                 }
             }
             Kind::Array => {
-                let Some(wanted) = index(&token) else {
+                let Some(wanted) = index(token.as_ref()) else {
                     return Found::Absent;
                 };
                 let mut i = 0;
@@ -515,7 +466,7 @@ fn find(text: &[u8], nodes: &[Node], pointer: &str) -> Found {
             None if node.kind == Kind::Object && !duplicate && tokens.peek().is_none() => {
                 return Found::NewMember {
                     parent: current,
-                    key: token.into_owned(),
+                    key: token.keep(),
                 }
             }
             None => return Found::Absent,
@@ -527,16 +478,38 @@ fn find(text: &[u8], nodes: &[Node], pointer: &str) -> Found {
     }
 }
 
-/// Put `value` at `pointer` in a tree; see [`JsonDoc::set`].
-fn set_in(doc: &mut Value, pointer: &str, value: Value) -> Result<()> {
-    let tokens: Vec<String> = match tokens(pointer) {
-        Some(t) => t.map(|t| t.into_owned()).collect(),
-        None => {
-            return Err(Error::msg(format!(
-                "cannot set `{pointer}`: it is not a JSON pointer (it must start with `/`)"
-            )))
+/// The value at `place` in a tree.
+fn lookup<'v>(tree: &'v Value, place: Place) -> Option<&'v Value> {
+    match place {
+        Place::Parsed(pointer) => pointer.get(tree),
+        Place::Text(pointer) => tree.pointer(pointer),
+    }
+}
+
+/// Put `value` at `place` in a tree; see [`JsonDoc::set`].
+fn set_in(doc: &mut Value, place: Place, value: Value) -> Result<()> {
+    match place {
+        Place::Parsed(pointer) => {
+            let tokens: Vec<&str> = pointer.tokens().collect();
+            set_tokens(doc, pointer.as_str(), &tokens, value)
         }
-    };
+        Place::Text(pointer) => match tokens(pointer) {
+            Some(split) => {
+                let split: Vec<_> = split.collect();
+                let tokens: Vec<&str> = split.iter().map(|t| &**t).collect();
+                set_tokens(doc, pointer, &tokens, value)
+            }
+            None => Err(Error::msg(format!(
+                "cannot set `{pointer}`: it is not a JSON pointer (it must start with `/`)"
+            ))),
+        },
+    }
+}
+
+/// [`set_in`] with `pointer` split into `tokens`. Not generic over the tokens' type: the
+/// tree's path is the slow one, and one copy of this (large, with serde_json's map inlined) is
+/// enough in a component.
+fn set_tokens(doc: &mut Value, pointer: &str, tokens: &[&str], value: Value) -> Result<()> {
     let Some((last, parents)) = tokens.split_last() else {
         *doc = value;
         return Ok(());
@@ -561,7 +534,7 @@ fn set_in(doc: &mut Value, pointer: &str, value: Value) -> Result<()> {
         }
         cur = match cur {
             Value::Object(map) => map
-                .entry(token.as_str())
+                .entry(*token)
                 .or_insert_with(|| Value::Object(Default::default())),
             Value::Array(items) => match index(token) {
                 Some(i) if i < items.len() => &mut items[i],
@@ -575,12 +548,12 @@ fn set_in(doc: &mut Value, pointer: &str, value: Value) -> Result<()> {
     }
     match cur {
         Value::Object(map) => {
-            map.insert(last.clone(), value);
+            map.insert(last.to_string(), value);
         }
         Value::Array(items) => match index(last) {
             Some(i) if i < items.len() => items[i] = value,
             Some(i) if i == items.len() => items.push(value),
-            _ if last == "-" => items.push(value),
+            _ if *last == "-" => items.push(value),
             _ => return Err(blocked(parents.len(), "an array without that index")),
         },
         other => return Err(blocked(parents.len(), kind(other))),
@@ -1011,6 +984,40 @@ mod tests {
     }
 
     #[test]
+    fn parsed_pointers_lead_where_their_text_does() {
+        let text = r#"{"a": {"b": 1}, "d": 1, "d": 2, "s": "x", "l": [0], "t~": 3}"#;
+        let double = |v: Value| Ok(json!(v.as_i64().unwrap_or(0) * 2));
+        for pointer in [
+            "/a/b", "/a/new", "/d", "/s/x", "/l/-", "/l/0", "/l/5", "/x/y", "/a~1b", "/t~", "/t~0",
+        ] {
+            let parsed: Pointer = pointer.parse().unwrap();
+            let (mut by_text, mut by_parsed) = (doc(text), doc(text));
+            assert_eq!(by_text.get(pointer), by_parsed.get(&parsed), "{pointer}");
+            let set = |d: &mut JsonDoc, p: &dyn Fn(&mut JsonDoc) -> Result<()>| {
+                p(d).map_err(|e| e.to_string())
+            };
+            assert_eq!(
+                set(&mut by_text, &|d| d.set(pointer, json!(9))),
+                set(&mut by_parsed, &|d| d.set(&parsed, json!(9))),
+                "{pointer}"
+            );
+            assert_eq!(
+                by_text.update(pointer, double).unwrap(),
+                by_parsed.update(&parsed, double).unwrap(),
+                "{pointer}"
+            );
+            assert_eq!(by_text.get(pointer), by_parsed.get(&parsed), "{pointer}");
+            assert_eq!(out(by_text), out(by_parsed), "{pointer}");
+        }
+        let mut d = doc(r#"{"s": "x"}"#);
+        let e = d.set(&"/s/x".parse::<Pointer>().unwrap(), json!(1));
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "cannot set `/s/x`: /s is a string"
+        );
+    }
+
+    #[test]
     fn reads_see_earlier_edits() {
         let mut d = doc(r#"{"a": {"b": 1}, "c": 2}"#);
         d.set("/a", json!({"b": 5})).unwrap();
@@ -1432,15 +1439,28 @@ mod tests {
                     _ => {}
                 }
                 let pointer = spell(&mut rng, &tokens);
+                // Half the time through a parsed `Pointer` (which the whole document is not).
+                let parsed = match rng.below(2) {
+                    0 => pointer.parse::<Pointer>().ok(),
+                    _ => None,
+                };
                 if rng.below(3) == 0 {
-                    log.push(format!("get {pointer:?}"));
+                    log.push(format!("get {pointer:?} {}", parsed.is_some()));
                     let expected = model.pointer(&pointer).cloned();
-                    assert_eq!(d.get(&pointer), expected, "{input:?} {log:?}");
+                    let got = match &parsed {
+                        Some(parsed) => d.get(parsed),
+                        None => d.get(&pointer),
+                    };
+                    assert_eq!(got, expected, "{input:?} {log:?}");
                 } else {
                     let value = new_values[rng.below(new_values.len())].clone();
-                    log.push(format!("set {pointer:?} {value}"));
+                    log.push(format!("set {pointer:?} {value} {}", parsed.is_some()));
                     let ok = reference_set(&mut model, &pointer, value.clone());
-                    assert_eq!(d.set(&pointer, value).is_ok(), ok, "{input:?} {log:?}");
+                    let set = match &parsed {
+                        Some(parsed) => d.set(parsed, value),
+                        None => d.set(&pointer, value),
+                    };
+                    assert_eq!(set.is_ok(), ok, "{input:?} {log:?}");
                 }
             }
             let mut all = Vec::new();

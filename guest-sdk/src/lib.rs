@@ -52,8 +52,12 @@
 //!
 //! The configuration type is any `serde::Deserialize` type; it is parsed once when the plugin is
 //! loaded, so a bad config is rejected before the first record. Compiled for `wasm32`, the
-//! attribute generates the component's exports; compiled natively, the same plugin runs under
-//! [`testing::Harness`] in plain `cargo test`.
+//! attribute exports the plugin as a component of its kind's world; compiled natively, the same
+//! plugin runs under [`testing::Harness`] in plain `cargo test`.
+
+// The component bindings (`__rt::wit`) name this crate's types by the paths a plugin crate
+// uses, which then resolve here too.
+extern crate self as weir_sdk;
 
 #[doc(hidden)]
 pub mod batch;

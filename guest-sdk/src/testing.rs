@@ -170,7 +170,7 @@ impl<P: FilterPlugin> Harness<P> {
     /// The filter's verdicts for a batch, as one host call would give them.
     pub fn filter_all(&self, records: Vec<Record>) -> Vec<Result<bool>> {
         self.call(records, &|records| {
-            __rt::filter_batch::<P, _>(&self.config, records.iter())
+            __rt::filter::filter_batch::<P, _>(&self.config, records.iter())
         })
         .into_iter()
         .map(|r| r.map_err(Error::msg))
@@ -187,7 +187,7 @@ impl<P: TransformPlugin> Harness<P> {
     /// The transform's outputs for a batch, as one host call would give them.
     pub fn transform_all(&self, records: Vec<Record>) -> Vec<Result<Vec<Record>>> {
         self.call(records, &|records| {
-            __rt::transform_batch::<P>(&self.config, records.into_iter())
+            __rt::transform::transform_batch::<P>(&self.config, records.into_iter())
         })
         .into_iter()
         .map(|r| r.map_err(Error::msg))
@@ -205,9 +205,10 @@ impl<P: WindowPlugin> Harness<P> {
     ) -> Result<(Vec<Record>, __rt::RecordErrors)> {
         with_host(&self.host, || {
             let (acc, errors) =
-                __rt::accumulate::<P::Agg>(&self.config, window, None, records.into_iter())
+                __rt::window::accumulate::<P::Agg>(&self.config, window, None, records.into_iter())
                     .map_err(Error::msg)?;
-            let out = __rt::emit::<P::Agg>(&self.config, window, &acc).map_err(Error::msg)?;
+            let out =
+                __rt::window::emit::<P::Agg>(&self.config, window, &acc).map_err(Error::msg)?;
             Ok((out, errors))
         })
     }
@@ -220,12 +221,15 @@ impl<P: WindowPlugin> Harness<P> {
         b: Vec<Record>,
     ) -> Result<Vec<Record>> {
         with_host(&self.host, || {
-            let (a, _) = __rt::accumulate::<P::Agg>(&self.config, window, None, a.into_iter())
-                .map_err(Error::msg)?;
-            let (b, _) = __rt::accumulate::<P::Agg>(&self.config, window, None, b.into_iter())
-                .map_err(Error::msg)?;
-            let merged = __rt::merge::<P::Agg>(&self.config, window, &a, &b).map_err(Error::msg)?;
-            __rt::emit::<P::Agg>(&self.config, window, &merged).map_err(Error::msg)
+            let (a, _) =
+                __rt::window::accumulate::<P::Agg>(&self.config, window, None, a.into_iter())
+                    .map_err(Error::msg)?;
+            let (b, _) =
+                __rt::window::accumulate::<P::Agg>(&self.config, window, None, b.into_iter())
+                    .map_err(Error::msg)?;
+            let merged =
+                __rt::window::merge::<P::Agg>(&self.config, window, &a, &b).map_err(Error::msg)?;
+            __rt::window::emit::<P::Agg>(&self.config, window, &merged).map_err(Error::msg)
         })
     }
 }

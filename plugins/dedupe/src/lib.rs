@@ -10,16 +10,16 @@
 //! key) for a global check. The time to live runs from the first sighting, which a duplicate
 //! does not extend. A record without the field passes (there is nothing to compare).
 
-use weir_sdk::prelude::*;
+use weir_sdk::{json::Pointer, prelude::*};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
     /// How long a sighting is remembered, in milliseconds of event time.
     ttl_ms: u64,
-    /// JSON pointer to what identifies a duplicate; the record key when absent.
+    /// What identifies a duplicate; the record key when absent.
     #[serde(default)]
-    field: Option<String>,
+    field: Option<Pointer>,
 }
 
 #[filter]
@@ -28,7 +28,7 @@ fn dedupe(rec: &Record, cfg: &Config, state: &State) -> Result<bool> {
         None => "seen".to_string(),
         Some(pointer) => {
             let value: Value = rec.json()?;
-            match value.pointer(pointer) {
+            match pointer.get(&value) {
                 None | Some(Value::Null) => return Ok(true),
                 Some(id) => format!("seen:{id}"),
             }
@@ -79,6 +79,17 @@ mod tests {
         assert!(
             p.filter(at("j", 4, json!({"id": 1}))).unwrap(),
             "another key"
+        );
+    }
+
+    #[test]
+    fn a_field_that_is_not_a_pointer_is_refused_at_load() {
+        let err = weir_sdk::harness!(json!({ "ttl_ms": 1000, "field": "id" }))
+            .err()
+            .unwrap();
+        assert!(
+            err.message().contains("field `id` is not a JSON pointer"),
+            "{err}"
         );
     }
 }

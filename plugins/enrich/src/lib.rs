@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use weir_sdk::prelude::*;
+use weir_sdk::{json::Pointer, prelude::*};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,33 +54,15 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option
     Value::deserialize(d).map(Some)
 }
 
-/// A JSON pointer to a field, checked when the config is loaded.
-#[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
-#[serde(try_from = "String")]
-struct Pointer(String);
-
-impl TryFrom<String> for Pointer {
-    type Error = String;
-
-    fn try_from(path: String) -> std::result::Result<Self, String> {
-        if !path.starts_with('/') {
-            return Err(format!(
-                "`{path}` is not a JSON pointer to a field (it must start with `/`)"
-            ));
-        }
-        Ok(Pointer(path))
-    }
-}
-
 impl Lookup {
     fn apply(&self, doc: &mut JsonDoc) -> Result<()> {
-        let found = match doc.get(&self.from.0) {
+        let found = match doc.get(&self.from) {
             Some(Value::String(s)) => self.table.get(s.as_str()),
             Some(v @ (Value::Number(_) | Value::Bool(_))) => self.table.get(&v.to_string()),
             _ => None,
         };
         match found.or(self.default.as_ref()) {
-            Some(v) => doc.set(&self.into.0, v.clone()),
+            Some(v) => doc.set(&self.into, v.clone()),
             None => Ok(()),
         }
     }
@@ -88,16 +70,16 @@ impl Lookup {
 
 impl Derive {
     fn apply(&self, doc: &mut JsonDoc) -> Result<()> {
-        let Some(x) = doc.get(&self.from.0).as_ref().and_then(Value::as_f64) else {
+        let Some(x) = doc.get(&self.from).as_ref().and_then(Value::as_f64) else {
             return Ok(());
         };
         let product = number(x * self.multiply).ok_or_else(|| {
             Error::msg(format!(
                 "`{}` * {} is not a finite number",
-                self.from.0, self.multiply
+                self.from, self.multiply
             ))
         })?;
-        doc.set(&self.into.0, product)
+        doc.set(&self.into, product)
     }
 }
 
@@ -119,7 +101,7 @@ fn enrich(rec: Record, cfg: &Config) -> Result<Record> {
     }
     let mut doc = rec.json_doc()?;
     for (pointer, value) in &cfg.set {
-        doc.set(&pointer.0, value.clone())?;
+        doc.set(pointer, value.clone())?;
     }
     for lookup in &cfg.lookup {
         lookup.apply(&mut doc)?;

@@ -8,14 +8,17 @@
 //! a missing `path`, or one that holds anything but an array, is a record error. Outputs keep the
 //! input's key, headers and timestamp.
 
-use weir_sdk::{json::kind, prelude::*};
+use weir_sdk::{
+    json::{kind, Pointer},
+    prelude::*,
+};
 
 #[derive(Deserialize)]
 #[serde(try_from = "RawConfig")]
 struct Config {
-    path: String,
+    path: Pointer,
     /// The pointer to the object or array that holds the field.
-    parent: String,
+    parent: Pointer,
     /// The field's name in `parent`, unescaped.
     field: String,
     name: String,
@@ -33,25 +36,25 @@ impl TryFrom<RawConfig> for Config {
     type Error = String;
 
     fn try_from(raw: RawConfig) -> std::result::Result<Self, String> {
-        let Some((parent, token)) = raw.path.rsplit_once('/') else {
-            return Err(format!(
+        let path: Pointer = raw.path.parse().map_err(|_| {
+            format!(
                 "path `{}` is not a JSON pointer to a field (it must start with `/`)",
                 raw.path
-            ));
-        };
-        if !(parent.is_empty() || parent.starts_with('/')) {
-            return Err(format!(
-                "path `{}` is not a JSON pointer to a field (it must start with `/`)",
-                raw.path
-            ));
-        }
+            )
+        })?;
         if raw.name.is_empty() {
             return Err("`as` must name a field".to_string());
         }
+        let (Some(parent), Some(field)) = (path.parent(), path.last().map(str::to_string)) else {
+            return Err(format!(
+                "path `{}` names the whole value, not a field",
+                raw.path
+            ));
+        };
         Ok(Config {
-            parent: parent.to_string(),
-            field: token.replace("~1", "/").replace("~0", "~"),
-            path: raw.path,
+            field,
+            parent,
+            path,
             name: raw.name,
         })
     }
@@ -60,7 +63,7 @@ impl TryFrom<RawConfig> for Config {
 impl Config {
     /// Take the field at `path` out of `doc`.
     fn take(&self, doc: &mut Value) -> Option<Value> {
-        match doc.pointer_mut(&self.parent)? {
+        match self.parent.get_mut(doc)? {
             Value::Object(map) => map.remove(&self.field),
             Value::Array(items) => {
                 let i: usize = self.field.parse().ok()?;

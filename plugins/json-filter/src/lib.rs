@@ -6,7 +6,7 @@
 //! Ops: `eq ne gt ge lt le exists regex in`. `match` is `all` (default) or `any`.
 
 use regex::Regex;
-use weir_sdk::prelude::*;
+use weir_sdk::{json::Pointer, prelude::*};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,7 +28,7 @@ enum Match {
 #[derive(Deserialize)]
 #[serde(try_from = "RawCondition")]
 struct Condition {
-    path: String,
+    path: Pointer,
     test: Test,
 }
 
@@ -55,12 +55,13 @@ impl TryFrom<RawCondition> for Condition {
 
     fn try_from(raw: RawCondition) -> std::result::Result<Self, String> {
         use std::cmp::Ordering::{Greater, Less};
-        if !(raw.path.is_empty() || raw.path.starts_with('/')) {
-            return Err(format!(
-                "path `{}` is not a JSON pointer (it must start with `/`)",
-                raw.path
-            ));
-        }
+        // `""`, the whole value, is a path here too: a condition on a record that is a scalar.
+        let path = match raw.path.as_str() {
+            "" => Pointer::root(),
+            text => text.parse().map_err(|_| {
+                format!("path `{text}` is not a JSON pointer (it must start with `/`)")
+            })?,
+        };
         let value = || {
             raw.value
                 .clone()
@@ -90,10 +91,7 @@ impl TryFrom<RawCondition> for Condition {
                 ))
             }
         };
-        Ok(Condition {
-            path: raw.path,
-            test,
-        })
+        Ok(Condition { path, test })
     }
 }
 

@@ -7,7 +7,7 @@
 //! the lowercase hex SHA-256 of its string value, or of the compact JSON text of any other value, its object keys sorted).
 //! Fields the record does not have are left alone. A tombstone passes through unchanged.
 
-use weir_sdk::{digest::sha256_hex, prelude::*};
+use weir_sdk::{digest::sha256_hex, json::Pointer, prelude::*};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,24 +23,6 @@ enum Mode {
     #[default]
     Redact,
     Hash,
-}
-
-/// A JSON pointer to a field, checked when the config is loaded.
-#[derive(Deserialize)]
-#[serde(try_from = "String")]
-struct Pointer(String);
-
-impl TryFrom<String> for Pointer {
-    type Error = String;
-
-    fn try_from(path: String) -> std::result::Result<Self, String> {
-        if !path.starts_with('/') {
-            return Err(format!(
-                "field `{path}` is not a JSON pointer (it must start with `/`)"
-            ));
-        }
-        Ok(Pointer(path))
-    }
 }
 
 impl Mode {
@@ -66,7 +48,7 @@ fn mask_pii(rec: Record, cfg: &Config) -> Result<Record> {
     }
     let mut doc = rec.json_doc()?;
     for field in &cfg.fields {
-        doc.update(&field.0, |value| cfg.mode.mask(value))?;
+        doc.update(field, |value| cfg.mode.mask(value))?;
     }
     let value = doc.into_bytes();
     Ok(rec.with_value(value))

@@ -11,16 +11,16 @@
 //! A record without a number at `field` is an error for that record (the totals are left
 //! alone); a tombstone forgets the key's totals and passes through.
 
-use weir_sdk::prelude::*;
+use weir_sdk::{json::Pointer, prelude::*};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
-    /// JSON pointer to the number to add up.
-    field: String,
-    /// JSON pointer in the record to put the totals at, instead of replacing the record.
+    /// The number to add up.
+    field: Pointer,
+    /// Where in the record to put the totals, instead of replacing the record.
     #[serde(default)]
-    into: Option<String>,
+    into: Option<Pointer>,
 }
 
 /// What the host keeps per key.
@@ -63,7 +63,7 @@ fn running_total(rec: &Record, cfg: &Config, state: &State) -> Result<Record> {
         return Ok(rec.clone());
     }
     let value: Value = rec.json()?;
-    let Some(Value::Number(n)) = value.pointer(&cfg.field) else {
+    let Some(Value::Number(n)) = cfg.field.get(&value) else {
         fail!("no number at {}", cfg.field);
     };
     let mut totals: Totals = state.get("totals")?.unwrap_or_default();
@@ -80,25 +80,19 @@ fn running_total(rec: &Record, cfg: &Config, state: &State) -> Result<Record> {
     }
 }
 
-/// Put `new` at JSON pointer `pointer` in `value`, creating missing parent objects.
-fn put_at(value: &mut Value, pointer: &str, new: Value) -> Result<()> {
-    let Some(path) = pointer.strip_prefix('/') else {
-        fail!("`into` must be a JSON pointer such as \"/totals\", got {pointer:?}");
-    };
+/// Put `new` at `pointer` in `value`, creating missing parent objects.
+fn put_at(value: &mut Value, pointer: &Pointer, new: Value) -> Result<()> {
     let mut at = value;
-    let parts: Vec<String> = path
-        .split('/')
-        .map(|p| p.replace("~1", "/").replace("~0", "~"))
-        .collect();
-    for (i, part) in parts.iter().enumerate() {
+    let last = pointer.tokens().len() - 1;
+    for (i, part) in pointer.tokens().enumerate() {
         let Value::Object(map) = at else {
             fail!("cannot put totals at {pointer}: a parent is not an object");
         };
-        if i + 1 == parts.len() {
-            map.insert(part.clone(), new);
+        if i == last {
+            map.insert(part.to_string(), new);
             return Ok(());
         }
-        at = map.entry(part.clone()).or_insert_with(|| json!({}));
+        at = map.entry(part).or_insert_with(|| json!({}));
     }
     Ok(())
 }
@@ -168,6 +162,30 @@ mod tests {
         assert_eq!(
             next[0].json::<Value>().unwrap(),
             json!({"count": 1, "sum": 1})
+        );
+    }
+
+    #[test]
+    fn pointers_that_are_not_pointers_are_refused_at_load() {
+        for cfg in [
+            json!({ "field": "amount" }),
+            json!({ "field": "/amount", "into": "totals" }),
+        ] {
+            let err = weir_sdk::harness!(cfg.clone()).err().unwrap();
+            assert!(
+                err.message().contains("is not a JSON pointer"),
+                "{cfg}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn totals_go_into_nested_and_escaped_places() {
+        let p = weir_sdk::harness!(json!({ "field": "/amount", "into": "/t/a~1b" })).unwrap();
+        let out = p.transform(order("a", json!(2))).unwrap();
+        assert_eq!(
+            out[0].json::<Value>().unwrap(),
+            json!({"amount": 2, "t": {"a/b": {"count": 1, "sum": 2}}})
         );
     }
 }

@@ -10,15 +10,15 @@
 //! while every value is one. A record without a number at `field` is an error for that record
 //! (the window is left alone; the pipeline's error policy decides what happens to it).
 
-use weir_sdk::prelude::*;
+use weir_sdk::{json::Pointer, prelude::*};
 
 pub struct SumWindow;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// JSON pointer to the number to add up.
-    field: String,
+    /// The number to add up.
+    field: Pointer,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -70,7 +70,7 @@ impl Aggregate for SumWindow {
 
     fn add(total: &mut Total, rec: &Record, cfg: &Config) -> Result<()> {
         let value: Value = rec.json()?;
-        let n = match value.pointer(&cfg.field) {
+        let n = match cfg.field.get(&value) {
             Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
                 (Some(i), _) => Sum::Int(i),
                 (None, Some(f)) => Sum::Float(f),
@@ -142,5 +142,17 @@ mod tests {
             )
             .unwrap();
         assert_eq!(out[0].json::<Value>().unwrap()["sum"], 3.5);
+    }
+
+    #[test]
+    fn a_field_that_is_not_a_pointer_is_refused_at_load() {
+        let err = weir_sdk::harness!(json!({"field": "amount"}))
+            .err()
+            .unwrap();
+        assert!(
+            err.message()
+                .contains("field `amount` is not a JSON pointer"),
+            "{err}"
+        );
     }
 }

@@ -4,7 +4,7 @@ use std::borrow::Borrow;
 
 use super::{configured, uninitialised, Plugin};
 use crate::{
-    batch::{Batch, Verdicts},
+    batch::{self, Batch, Verdicts},
     Record, Result, State,
 };
 
@@ -33,10 +33,10 @@ pub fn run<P: FilterPlugin>(cfg: &P::Config, batch: &Batch) -> Verdicts {
         keep: Vec::with_capacity(n),
         errors: Vec::new(),
     };
-    let topics = batch.topics();
+    let topics = batch::topics(batch);
     let mut rec = Record::default();
     for i in 0..n {
-        batch.fill(i, &topics, &mut rec);
+        batch::fill(batch, i, &topics, &mut rec);
         match P::filter(&rec, cfg, &State::__for_record(i as u32)) {
             Ok(keep) => verdicts.keep.push(keep),
             Err(e) => {

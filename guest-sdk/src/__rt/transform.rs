@@ -2,7 +2,7 @@
 
 use super::{configured, uninitialised, Plugin};
 use crate::{
-    batch::{Batch, OutBatch, OutputRef},
+    batch::{self, header_bytes, Batch, OutBatch, OutputRef},
     Record, Result, State,
 };
 
@@ -35,18 +35,18 @@ pub fn run<P: TransformPlugin>(cfg: &P::Config, batch: &Batch) -> OutBatch {
         outputs: Vec::with_capacity(n),
         errors: Vec::new(),
     };
-    let topics = batch.topics();
+    let topics = batch::topics(batch);
     for (i, event) in batch.events.iter().enumerate() {
-        let rec = batch.record(i, &topics);
+        let rec = batch::record(batch, i, &topics);
         match P::transform(rec, cfg, &State::__for_record(i as u32)) {
             Ok(records) => {
                 for rec in records {
-                    let key = out.part(rec.key, event.key.map(|s| batch.bytes(s)));
-                    let value = out.part(rec.value, event.value.map(|s| batch.bytes(s)));
-                    let headers = if batch.same_headers(event, &rec.headers) {
+                    let key = out.part(rec.key.as_deref(), event.key.map(|s| batch.bytes(s)));
+                    let value = out.part(rec.value.as_deref(), event.value.map(|s| batch.bytes(s)));
+                    let headers = if batch.same_headers(event, header_bytes(&rec.headers)) {
                         None
                     } else {
-                        Some(out.push_headers(&rec.headers))
+                        Some(out.push_headers(header_bytes(&rec.headers)))
                     };
                     out.outputs.push(OutputRef {
                         input: i as u32,

@@ -1,10 +1,14 @@
 //! Records to and from the batch form of the WIT contract: a batch is one byte arena and
 //! fixed-size descriptors, so a call moves a handful of lists however many records it carries.
 //!
+//! The format itself (encoding, the checks of an answer) is `weir-wire`'s, which the guest SDK
+//! shares; this module applies it to the engine's records and to the bindings' own types, which
+//! mirror weir-wire's and convert to and from them one descriptor at a time, at no cost.
+//!
 //! What comes back is checked before it is used: a plugin is untrusted code, and a bad span or
 //! index in its answer must fail the batch with a reason, never panic the host or mix records up.
 
-use std::ops::Range;
+use weir_wire as wire;
 
 pub(super) use super::bindings::types::{Batch, OutBatch, OutputRef, Verdicts};
 use super::bindings::types::{EventRef, HeaderRef, Part, Span};
@@ -26,155 +30,52 @@ pub(super) fn empty() -> Batch {
 
 /// Fill `batch` (cleared first, its buffers reused) with `records`.
 pub(super) fn encode(records: &[Record], batch: &mut Batch) {
-    batch.arena.clear();
-    batch.topics.clear();
-    batch.headers.clear();
-    batch.events.clear();
+    let mut encoder = wire::Encoder::new(
+        &mut batch.arena,
+        &mut batch.topics,
+        &mut batch.headers,
+        &mut batch.events,
+    );
     for r in records {
-        let topic = match batch.topics.iter().rposition(|t| *t == r.topic) {
-            Some(i) => i,
-            None => {
-                batch.topics.push(r.topic.clone());
-                batch.topics.len() - 1
-            }
-        };
-        let first = batch.headers.len();
-        for h in &r.headers {
-            let key = push(&mut batch.arena, h.key.as_bytes());
-            let value = push(&mut batch.arena, &h.value);
-            batch.headers.push(HeaderRef { key, value });
-        }
-        let key = r.key.as_deref().map(|k| push(&mut batch.arena, k));
-        let value = r.value.as_deref().map(|v| push(&mut batch.arena, v));
-        batch.events.push(EventRef {
-            key,
-            value,
-            headers: Span {
-                start: first as u32,
-                len: r.headers.len() as u32,
-            },
+        encoder.push(wire::Event {
+            key: r.key.as_deref(),
+            value: r.value.as_deref(),
+            headers: r.headers.iter().map(|h| (h.key.as_bytes(), &h.value[..])),
             timestamp: r.timestamp,
-            topic: topic as u32,
+            topic: &r.topic,
             partition: r.partition,
             offset: r.offset,
         });
     }
 }
 
-fn push(arena: &mut Vec<u8>, bytes: &[u8]) -> Span {
-    let start = arena.len() as u32;
-    arena.extend_from_slice(bytes);
-    Span {
-        start,
-        len: bytes.len() as u32,
-    }
-}
-
-fn range(span: Span) -> Range<usize> {
-    span.start as usize..span.start as usize + span.len as usize
-}
-
 /// Whether an answer to a batch of `n` records is well formed: everything it points at exists,
 /// outputs come in input order, header names are UTF-8 and no record both failed and has
 /// outputs.
 pub(super) fn check(n: usize, answer: &Answer) -> Result<(), String> {
-    let errors = match answer {
-        Answer::Filter(v) => {
-            if v.keep.len() != n {
-                return Err(format!(
-                    "{} verdicts for a batch of {n} records",
-                    v.keep.len()
-                ));
-            }
-            &v.errors
-        }
+    let checked = match answer {
+        Answer::Filter(v) => wire::check_verdicts(n, v.keep.len(), &v.errors),
         Answer::Transform(out) => {
-            check_outputs(n, out)?;
-            &out.errors
+            wire::check_out_batch(n, &out.arena, &out.headers, &out.outputs, &out.errors)
         }
-        Answer::Unsupported => return Ok(()),
+        Answer::Unsupported => Ok(()),
     };
-    for (i, _) in errors {
-        if *i as usize >= n {
-            return Err(format!("an error for record {i} of a batch of {n}"));
-        }
-    }
-    if let Answer::Transform(out) = answer {
-        for (i, _) in errors {
-            // Outputs are in input order (checked above).
-            if out.outputs.binary_search_by_key(i, |o| o.input).is_ok() {
-                return Err(format!("record {i} has both outputs and an error"));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn check_outputs(n: usize, out: &OutBatch) -> Result<(), String> {
-    let in_arena = |span: Span, what: &str| {
-        if out.arena.get(range(span)).is_some() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{what} at {}..{} is outside its arena of {} bytes",
-                span.start,
-                span.start as u64 + span.len as u64,
-                out.arena.len()
-            ))
-        }
-    };
-    for (j, h) in out.headers.iter().enumerate() {
-        in_arena(h.key, "a header name")?;
-        in_arena(h.value, "a header value")?;
-        if std::str::from_utf8(&out.arena[range(h.key)]).is_err() {
-            return Err(format!("header name {j} is not UTF-8"));
-        }
-    }
-    let mut last = 0;
-    for (j, o) in out.outputs.iter().enumerate() {
-        let input = o.input as usize;
-        if input >= n || input < last {
-            return Err(format!(
-                "output {j} is of record {input}, after one of record {last}, in a batch of {n} \
-                 (outputs must come in input order)"
-            ));
-        }
-        last = input;
-        for part in [o.key, o.value] {
-            if let Part::Bytes(span) = part {
-                in_arena(span, "a key or value")?;
-            }
-        }
-        if let Some(span) = o.headers {
-            if out.headers.get(range(span)).is_none() {
-                return Err(format!(
-                    "output {j} has headers {}..{} of {}",
-                    span.start,
-                    span.start as u64 + span.len as u64,
-                    out.headers.len()
-                ));
-            }
-        }
-    }
-    Ok(())
+    checked.map_err(|why| why.to_string())
 }
 
 /// Each record's error, if it has one.
 pub(super) fn errors_by_record(n: usize, errors: Vec<(u32, String)>) -> Vec<Option<String>> {
-    let mut by_record = vec![None; n];
-    for (i, message) in errors {
-        by_record[i as usize] = Some(message);
-    }
-    by_record
+    wire::errors_by_record(n, errors)
 }
 
 /// The records `rec`'s outputs describe (checked by [`check`]). What an output keeps of its
 /// input is moved into the last output that keeps it and cloned into the others.
 pub(super) fn outputs(out: &OutBatch, mut rec: Record, mine: &[OutputRef]) -> Vec<Record> {
-    let bytes = |span: Span| out.arena[range(span)].to_vec();
+    let bytes = |span: wire::Span| out.arena[span.range()].to_vec();
     let last = mine.len().saturating_sub(1);
     let mut records = Vec::with_capacity(mine.len());
     for (j, o) in mine.iter().enumerate() {
+        let o = wire::OutputRef::from(*o);
         let keep = |field: &mut Option<Vec<u8>>| {
             if j == last {
                 field.take()
@@ -182,21 +83,20 @@ pub(super) fn outputs(out: &OutBatch, mut rec: Record, mine: &[OutputRef]) -> Ve
                 field.clone()
             }
         };
-        let part = |p: Part, field: &mut Option<Vec<u8>>| match p {
-            Part::Same => keep(field),
-            Part::Absent => None,
-            Part::Bytes(span) => Some(bytes(span)),
+        let part = |p: wire::Part, field: &mut Option<Vec<u8>>| match p {
+            wire::Part::Same => keep(field),
+            wire::Part::Absent => None,
+            wire::Part::Bytes(span) => Some(bytes(span)),
         };
         let key = part(o.key, &mut rec.key);
         let value = part(o.value, &mut rec.value);
         let headers = match o.headers {
             None if j == last => std::mem::take(&mut rec.headers),
             None => rec.headers.clone(),
-            Some(span) => out.headers[range(span)]
-                .iter()
-                .map(|h| Header {
-                    key: String::from_utf8(bytes(h.key)).expect("checked UTF-8"),
-                    value: bytes(h.value),
+            Some(span) => wire::output_headers(&out.arena, &out.headers, span)
+                .map(|(key, value)| Header {
+                    key: String::from_utf8(key.to_vec()).expect("checked UTF-8"),
+                    value: value.to_vec(),
                 })
                 .collect(),
         };
@@ -217,6 +117,80 @@ pub(super) fn outputs(out: &OutBatch, mut rec: Record, mine: &[OutputRef]) -> Ve
         });
     }
     records
+}
+
+// The bindings' descriptors and weir-wire's, field for field.
+
+impl From<Span> for wire::Span {
+    fn from(s: Span) -> Self {
+        wire::Span {
+            start: s.start,
+            len: s.len,
+        }
+    }
+}
+
+impl From<wire::Span> for Span {
+    fn from(s: wire::Span) -> Self {
+        Span {
+            start: s.start,
+            len: s.len,
+        }
+    }
+}
+
+impl From<HeaderRef> for wire::HeaderRef {
+    fn from(h: HeaderRef) -> Self {
+        wire::HeaderRef {
+            key: h.key.into(),
+            value: h.value.into(),
+        }
+    }
+}
+
+impl From<wire::HeaderRef> for HeaderRef {
+    fn from(h: wire::HeaderRef) -> Self {
+        HeaderRef {
+            key: h.key.into(),
+            value: h.value.into(),
+        }
+    }
+}
+
+impl From<wire::EventRef> for EventRef {
+    fn from(e: wire::EventRef) -> Self {
+        EventRef {
+            key: e.key.map(Span::from),
+            value: e.value.map(Span::from),
+            headers: e.headers.into(),
+            timestamp: e.timestamp,
+            topic: e.topic,
+            partition: e.partition,
+            offset: e.offset,
+        }
+    }
+}
+
+impl From<Part> for wire::Part {
+    fn from(p: Part) -> Self {
+        match p {
+            Part::Same => wire::Part::Same,
+            Part::Absent => wire::Part::Absent,
+            Part::Bytes(span) => wire::Part::Bytes(span.into()),
+        }
+    }
+}
+
+impl From<OutputRef> for wire::OutputRef {
+    fn from(o: OutputRef) -> Self {
+        wire::OutputRef {
+            input: o.input,
+            key: o.key.into(),
+            value: o.value.into(),
+            headers: o.headers.map(wire::Span::from),
+            timestamp: o.timestamp,
+        }
+    }
 }
 
 #[cfg(test)]

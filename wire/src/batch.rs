@@ -54,6 +54,7 @@ impl<'b, H: From<HeaderRef>, E: From<EventRef>> Encoder<'b, H, E> {
 
     /// Add `event`: its headers, key and value go into the arena in that order, and its topic
     /// into `topics` unless it is there already.
+    #[inline]
     pub fn push<'a, I>(&mut self, event: Event<'a, I>)
     where
         I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
@@ -94,6 +95,7 @@ impl<'b, H: From<HeaderRef>, E: From<EventRef>> Encoder<'b, H, E> {
 }
 
 /// `bytes` appended to `arena`, as a span of it.
+#[inline]
 pub(crate) fn push(arena: &mut Vec<u8>, bytes: &[u8]) -> Span {
     let start = arena.len() as u32;
     arena.extend_from_slice(bytes);
@@ -116,11 +118,13 @@ impl Batch {
 
     /// The bytes of `span` of the arena. The host wrote the batch, so a span outside the arena
     /// is a bug: it panics (in a component, a trap).
+    #[inline]
     pub fn bytes(&self, span: Span) -> &[u8] {
         &self.arena[span.range()]
     }
 
     /// The headers of `event`; panics as [`bytes`](Self::bytes) does.
+    #[inline]
     pub fn headers_of(&self, event: &EventRef) -> &[HeaderRef] {
         &self.headers[event.headers.range()]
     }

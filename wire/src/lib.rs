@@ -53,20 +53,24 @@ pub struct Span {
 impl Span {
     /// Where the run ends, one past its last item (in 64 bits: a span's own `u32`s can sum past
     /// `u32::MAX`).
+    #[inline]
     pub fn end(self) -> u64 {
         u64::from(self.start) + u64::from(self.len)
     }
 
-    /// Its positions. The end saturates rather than wraps, so a span that overflows (from an
-    /// untrusted answer) is still out of bounds for any list.
+    /// Its positions, to index with. Where `usize` is 32 bits (in a component) a span that
+    /// overflows wraps to an end before its start, which every slice refuses.
+    #[inline]
     pub fn range(self) -> Range<usize> {
         let start = self.start as usize;
-        start..start.saturating_add(self.len as usize)
+        start..start.wrapping_add(self.len as usize)
     }
 
     /// Its items in `items`, if it lies within them.
+    #[inline]
     pub fn slice<T>(self, items: &[T]) -> Option<&[T]> {
-        items.get(self.range())
+        let start = self.start as usize;
+        items.get(start..start.checked_add(self.len as usize)?)
     }
 }
 

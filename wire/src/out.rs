@@ -6,6 +6,7 @@ use crate::{batch::push, HeaderRef, OutBatch, Part, Span};
 
 impl OutBatch {
     /// `bytes` appended to the arena, as a span of it.
+    #[inline]
     pub fn push(&mut self, bytes: &[u8]) -> Span {
         push(&mut self.arena, bytes)
     }
@@ -13,6 +14,7 @@ impl OutBatch {
     /// An output's key or value (`ours`), given its input's: "the same" when they are equal
     /// (both absent, or the same bytes), so what a transform did not change does not cross
     /// back.
+    #[inline]
     pub fn part(&mut self, ours: Option<&[u8]>, input: Option<&[u8]>) -> Part {
         match (ours, input) {
             (None, None) => Part::Same,

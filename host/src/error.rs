@@ -1,33 +1,194 @@
-//! weir's error at the crate's boundary: why a pipeline could not start or stopped.
+//! weir's one error type: why a pipeline file, a plugin, the state store or a run failed.
 //!
-//! It sits just above `state` in the layers: what it wraps comes from below it, and the layers
-//! above (`kafka`, `runtime`) return it.
+//! It is the bottom layer (it uses nothing else of weir), so every layer returns it and a caller
+//! handles one type. A record's own failure in a plugin is not an `Error` but a [`RecordError`]:
+//! the error policy decides what becomes of the record, and only under `policy = "fail"` does it
+//! end the run, as [`Error::Record`].
+
+use std::path::PathBuf;
 
 use rdkafka::error::KafkaError;
 
-use crate::{config::ConfigError, engine::PluginError, state::StateError};
+/// A `Result` whose error is weir's.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Why a run ended other than by a stop request, or a pipeline could not start.
+/// A cause kept as it came (a store or wire-protocol failure), for its message and its source.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a pipeline could not be loaded or started, or why a run ended other than by a stop
+/// request.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Plugin(#[from] PluginError),
-    #[error(transparent)]
-    State(#[from] StateError),
+    /// The pipeline file cannot be read.
+    #[error("{}: {cause}", path.display())]
+    ReadConfig {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    /// The pipeline file is not valid: a syntax error, a key or type that does not fit, or a
+    /// setting that is wrong; the message names the key, and `line` its line when known.
+    #[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Config {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
+    #[error("plugin `{plugin}`: cannot read {}: {cause}", path.display())]
+    ReadPlugin {
+        plugin: String,
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("plugin `{plugin}`: {} is not a valid wasm component: {reason}", path.display())]
+    InvalidPlugin {
+        plugin: String,
+        path: PathBuf,
+        reason: String,
+    },
+    /// The component does not export what its stage needs (another world, or another version
+    /// of weir's contract).
+    #[error("plugin `{plugin}`: {reason}")]
+    WrongWorld { plugin: String, reason: String },
+    #[error("plugin `{plugin}` was rejected by its init: {message}")]
+    PluginInit { plugin: String, message: String },
+    #[error("plugin `{plugin}` failed to start: {cause:#}")]
+    PluginStart {
+        plugin: String,
+        cause: wasmtime::Error,
+    },
+    #[error("engine setup failed: {0:#}")]
+    Engine(wasmtime::Error),
+    #[error("state directory {}: {cause}", dir.display())]
+    OpenState { dir: PathBuf, cause: String },
+    /// A state store operation failed. With `whose` (the stage and source partition, e.g.
+    /// "stage `totals`, state of orders[3]"), a stage's changes could not be written: the run
+    /// stops before committing the records that made them, which are read again after a restart.
+    #[error("{}state store {}: {cause}", whose.as_ref().map(|w| format!("{w}: ")).unwrap_or_default(), dir.display())]
+    State {
+        whose: Option<String>,
+        dir: PathBuf,
+        cause: Cause,
+        /// Whether the store's filesystem is full.
+        disk_full: bool,
+    },
     #[error("restoring state from changelog `{topic}` partition {partition}: {cause}")]
     Restore {
         topic: String,
         partition: i32,
-        cause: Box<dyn std::error::Error + Send + Sync>,
+        cause: Cause,
     },
     #[error("{what}: {cause}")]
     Kafka { what: String, cause: KafkaError },
+    /// A topic is missing, or not as the pipeline needs it.
     #[error("{0}")]
     Topic(String),
-    /// A record failed under `policy = "fail"`, or a delivery failed: offsets were committed up
-    /// to (not including) the first record whose output is not safely in the sink.
+    #[error("{what}: {cause}")]
+    Io { what: String, cause: std::io::Error },
+    #[error("hot reload: cannot start the watcher thread: {0}")]
+    Watcher(std::io::Error),
+    /// A record failed under `policy = "fail"`: offsets were committed up to, not including, it.
+    #[error(
+        "pipeline stopped: stage `{stage}` failed on {topic}[{partition}]@{offset}: {}: {}; \
+         errors.policy is \"fail\": stopped without committing that record",
+        error.kind,
+        error.message
+    )]
+    Record {
+        stage: String,
+        topic: String,
+        partition: i32,
+        offset: i64,
+        error: RecordError,
+    },
+    /// The run could not go on (a delivery, commit or state write failed): offsets were
+    /// committed up to, not including, the first record whose output is not safely in the sink.
     #[error("pipeline stopped: {0}")]
     Stopped(String),
+}
+
+impl Error {
+    /// The plugin (stage) the error is about, if it is about one.
+    pub fn plugin(&self) -> Option<&str> {
+        match self {
+            Error::ReadPlugin { plugin, .. }
+            | Error::InvalidPlugin { plugin, .. }
+            | Error::WrongWorld { plugin, .. }
+            | Error::PluginInit { plugin, .. }
+            | Error::PluginStart { plugin, .. } => Some(plugin),
+            Error::Record { stage, .. } => Some(stage),
+            _ => None,
+        }
+    }
+
+    /// What kind of record failure stopped the run (the kind dead letters name), if one did.
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            Error::Record { error, .. } => Some(error.kind),
+            _ => None,
+        }
+    }
+
+    /// Whether the state store failed because its filesystem is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            Error::State {
+                disk_full: true,
+                ..
+            }
+        )
+    }
+}
+
+/// Why one record failed in one plugin: what the dead-letter headers and error summaries say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The plugin returned an error for the record.
+    Plugin,
+    /// The plugin trapped (a panic, or a wasm fault).
+    Trap,
+    /// The call ran past the time limit.
+    Timeout,
+    /// The plugin tried to grow its memory past the limit.
+    OutOfMemory,
+    /// A window stage could not read the record's event time.
+    EventTime,
+    /// A record came later than its window's allowed lateness (a window stage's `late` output).
+    Late,
+    /// State the record needed was written by another build of the plugin and could not be
+    /// migrated to this build's shape.
+    Migration,
+    /// An output of the record is larger than the sink accepts.
+    TooLarge,
+}
+
+impl ErrorKind {
+    /// The name used in logs and dead-letter headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Plugin => "plugin-error",
+            ErrorKind::Trap => "trap",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::OutOfMemory => "out-of-memory",
+            ErrorKind::EventTime => "event-time",
+            ErrorKind::Late => "late",
+            ErrorKind::Migration => "state-migration",
+            ErrorKind::TooLarge => "too-large",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One record's failure in one plugin.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("plugin `{plugin}` {kind}: {message}")]
+pub struct RecordError {
+    pub plugin: String,
+    pub kind: ErrorKind,
+    pub message: String,
 }

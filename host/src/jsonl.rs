@@ -14,6 +14,7 @@ use serde_json::{value::RawValue, Map, Value};
 use crate::{
     chain::Chain,
     engine::{Header, Record},
+    error::Error,
 };
 
 /// How records are written as JSON lines.
@@ -43,7 +44,23 @@ pub struct Summary {
 const BATCH: usize = 256;
 
 /// Run every line of `input` through `chain`, writing outputs to `out` and errors to `err`.
+/// Lines that are not records, and records a stage fails on, are reported to `err` and counted;
+/// the error is for reading or writing failing.
 pub fn run(
+    chain: &mut Chain,
+    input: impl BufRead,
+    source: &str,
+    format: Format,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<Summary, Error> {
+    run_lines(chain, input, source, format, out, err).map_err(|cause| Error::Io {
+        what: format!("running {source} through the chain"),
+        cause,
+    })
+}
+
+fn run_lines(
     chain: &mut Chain,
     input: impl BufRead,
     source: &str,
@@ -155,17 +172,9 @@ fn report(
     Ok(())
 }
 
-/// A line that is not a record of its format: why, for the message that names its line.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct LineError(String);
-
-/// One input line to a record (coordinates are filled in by the caller).
-pub fn parse_line(line: &str, format: Format) -> Result<Record, LineError> {
-    read_line(line, format).map_err(LineError)
-}
-
-fn read_line(line: &str, format: Format) -> Result<Record, String> {
+/// One input line to a record (coordinates are filled in by the caller); `Err` says why it is
+/// not a record of its format.
+fn parse_line(line: &str, format: Format) -> Result<Record, String> {
     let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
     let mut rec = Record {
         key: None,

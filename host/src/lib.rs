@@ -2,6 +2,8 @@
 //!
 //! The modules, from the bottom layer up (each uses only those before it):
 //!
+//! - [`Error`] (`error.rs`): the one error every layer returns, and [`ErrorKind`], what a
+//!   record's failure is (what dead letters name).
 //! - [`config`]: pipeline files to checked settings, every section's.
 //! - [`metrics`]: the run's counters.
 //! - [`engine`]: wasmtime: loading plugin components, calling them in a sandbox within limits,
@@ -13,8 +15,6 @@
 //! - [`reload`]: hot reload: new plugin builds and pipeline changes swapped into running chains.
 //! - [`kafka`]: the Kafka clients: source, sink, transactions, admin, changelogs, the log reader.
 //! - [`runtime`]: `weir run`: poller, workers, delivery, error policy, checkpoints, rebalances.
-//!
-//! One [`Error`] says why a pipeline could not start or stopped.
 
 pub mod chain;
 pub mod config;
@@ -27,4 +27,4 @@ pub mod reload;
 pub mod runtime;
 pub mod state;
 
-pub use error::Error;
+pub use error::{Error, ErrorKind, RecordError, Result};

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use weir::{
     chain::Chain,
     config::Pipeline,
-    engine::{Engine, ErrorKind, Kind, Limits, MemoryState, Outcome, PluginError, Record},
+    engine::{Engine, ErrorKind, Kind, Limits, MemoryState, Outcome, Record},
 };
 
 fn engine() -> Engine {
@@ -202,7 +202,7 @@ fn a_config_the_plugin_rejects_fails_the_load() {
             MemoryState::shared(),
         )
         .unwrap_err();
-    assert!(matches!(err, PluginError::Init { .. }), "{err}");
+    assert!(matches!(err, weir::Error::PluginInit { .. }), "{err}");
     let msg = err.to_string();
     assert!(
         msg.contains("plugin `big`") && msg.contains("unknown op `near`"),
@@ -278,7 +278,7 @@ fn components_of_other_worlds_are_rejected() {
         let path = dir.path().join("other.wasm");
         std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
         let err = e.load("p", &path).unwrap_err();
-        assert!(matches!(err, PluginError::WrongWorld { .. }), "{err}");
+        assert!(matches!(err, weir::Error::WrongWorld { .. }), "{err}");
         assert!(err.to_string().contains(expected), "{err}");
     }
 }

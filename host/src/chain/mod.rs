@@ -10,9 +10,9 @@ use std::{path::Path, sync::Arc, time::Instant};
 use crate::{
     config::{Pipeline, Stage},
     engine::{
-        Engine, Instance, Kind, Limits, MemoryState, Plugin, PluginError, Record, RecordError,
-        SharedState,
+        Engine, Instance, Kind, Limits, MemoryState, Plugin, Record, RecordError, SharedState,
     },
+    error::Error,
 };
 
 pub mod window;
@@ -43,6 +43,18 @@ impl Failure {
     }
 
     /// Where and why, for logs and the error that stops a run.
+    /// The error that ends a run when this failure stops it (`policy = "fail"`).
+    pub fn to_error(&self) -> Error {
+        let r = &self.record;
+        Error::Record {
+            stage: self.stage.clone(),
+            topic: r.topic.clone(),
+            partition: r.partition,
+            offset: r.offset,
+            error: self.error.clone(),
+        }
+    }
+
     pub fn place(&self) -> String {
         let r = &self.record;
         format!(
@@ -87,7 +99,7 @@ pub struct Stages {
 
 impl Stages {
     /// Load every stage's plugin.
-    pub fn load(engine: &Engine, pipeline: &Pipeline) -> Result<Stages, PluginError> {
+    pub fn load(engine: &Engine, pipeline: &Pipeline) -> Result<Stages, Error> {
         let stages = pipeline
             .stages
             .iter()
@@ -95,7 +107,7 @@ impl Stages {
                 let clock = stage.window.as_ref().map(|w| Arc::new(Clock::new(w)));
                 Ok((stage.clone(), load(engine, stage)?, clock))
             })
-            .collect::<Result<_, PluginError>>()?;
+            .collect::<Result<_, Error>>()?;
         Ok(Stages { stages })
     }
 
@@ -121,7 +133,7 @@ impl Stages {
     }
 
     /// Fresh instances of every stage, each past its `init`.
-    pub fn start(&self) -> Result<Chain, PluginError> {
+    pub fn start(&self) -> Result<Chain, Error> {
         let stages = self
             .stages
             .iter()
@@ -138,7 +150,7 @@ impl Stages {
                 };
                 Ok((stage.name.clone(), step))
             })
-            .collect::<Result<_, PluginError>>()?;
+            .collect::<Result<_, Error>>()?;
         Ok(Chain { stages })
     }
 }
@@ -175,7 +187,7 @@ impl Stages {
 
 /// Load one stage's plugin, refusing what a stage cannot run (as [`Stages::load`] does for
 /// every stage): hot reload loads stages added to a running pipeline through it.
-pub fn load_stage(engine: &Engine, stage: &Stage) -> Result<Plugin, PluginError> {
+pub fn load_stage(engine: &Engine, stage: &Stage) -> Result<Plugin, Error> {
     load(engine, stage)
 }
 
@@ -202,7 +214,7 @@ pub struct Chain {
 
 impl Chain {
     /// Load and start every stage of `pipeline`.
-    pub fn from_pipeline(engine: &Engine, pipeline: &Pipeline) -> Result<Chain, PluginError> {
+    pub fn from_pipeline(engine: &Engine, pipeline: &Pipeline) -> Result<Chain, Error> {
         Stages::load(engine, pipeline)?.start()
     }
 
@@ -212,7 +224,7 @@ impl Chain {
         path: &Path,
         config: &str,
         limits: Limits,
-    ) -> Result<Chain, PluginError> {
+    ) -> Result<Chain, Error> {
         let name = path
             .file_stem()
             .map_or("plugin".into(), |s| s.to_string_lossy().into_owned());
@@ -397,9 +409,9 @@ enum Drive {
     End,
 }
 
-fn load(engine: &Engine, stage: &Stage) -> Result<Plugin, PluginError> {
+fn load(engine: &Engine, stage: &Stage) -> Result<Plugin, Error> {
     let plugin = engine.load(&stage.name, &stage.plugin)?;
-    let wrong = |reason: String| PluginError::WrongWorld {
+    let wrong = |reason: String| Error::WrongWorld {
         plugin: stage.name.clone(),
         reason,
     };

@@ -6,12 +6,12 @@
 use std::{
     collections::BTreeMap,
     fmt,
-    ops::Range,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
 };
 
+use crate::error::Error;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -25,25 +25,6 @@ pub use window::{EventTime, LateOutput, WindowKind, WindowSpec};
 
 /// The state read cache's size unless `[state] cache_mb` says otherwise.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
-
-/// A pipeline file that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{}: {cause}", path.display())]
-    Read {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
-    /// Syntax errors and keys or types that do not fit; the message names line, column and key.
-    #[error("{}: {message}", path.display())]
-    Parse { path: PathBuf, message: String },
-    #[error("{}:{line}: {message}", path.display())]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
-}
 
 /// A parsed and checked pipeline.
 #[derive(Debug, Clone)]
@@ -434,8 +415,8 @@ impl StageFile {
 
 impl Pipeline {
     /// Read and check the pipeline file at `path`.
-    pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+    pub fn load(path: &Path) -> Result<Pipeline, Error> {
+        let text = std::fs::read_to_string(path).map_err(|cause| Error::ReadConfig {
             path: path.to_path_buf(),
             cause,
         })?;
@@ -443,86 +424,20 @@ impl Pipeline {
     }
 
     /// Check pipeline `text` as if read from `path`.
-    pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
-        let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
+    pub fn parse(path: &Path, text: &str) -> Result<Pipeline, Error> {
+        let error = |line: Option<usize>, message: String| Error::Config {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
-        let invalid = |span: Range<usize>, message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            line: line_of(text, span.start),
+            line,
             message,
         };
-        if file.stages.is_empty() {
-            return Err(invalid(
-                0..0,
-                "no [[stage]]: a pipeline needs at least one".into(),
-            ));
-        }
+        let file: File =
+            toml::from_str(text).map_err(|e| error(None, e.to_string().trim_end().to_string()))?;
         let base = path.parent().unwrap_or(Path::new(""));
-        let mut stages: Vec<Stage> = Vec::new();
-        for spanned in file.stages {
-            let span = spanned.span();
-            let stage = spanned.into_inner();
-            let name = stage.name.get_ref().trim().to_string();
-            if name.is_empty() {
-                return Err(invalid(stage.name.span(), "stage `name` is empty".into()));
-            }
-            if let Some(other) = stages.iter().find(|s| s.name == name) {
-                return Err(invalid(
-                    stage.name.span(),
-                    format!(
-                        "stage name `{name}` is already used by the stage at line {}",
-                        other.line
-                    ),
-                ));
-            }
-            let window = stage
-                .window(&file.errors)
-                .map_err(|e| invalid(span.clone(), format!("stage `{name}`: {e}")))?;
-            let plugin = base.join(stage.plugin.get_ref());
-            let config = match stage.config {
-                None => "{}".to_string(),
-                Some(value) => serde_json::to_string(&value).map_err(|e| {
-                    invalid(
-                        span.clone(),
-                        format!("stage `{name}`: config cannot be turned into JSON: {e}"),
-                    )
-                })?,
-            };
-            stages.push(Stage {
-                name,
-                plugin,
-                config,
-                limits: stage.limits.over(file.limits.over(Limits::default())),
-                window: window.map(Arc::new),
-                line: line_of(text, span.start),
-            });
-        }
-        if file.errors.policy == ErrorPolicy::DeadLetter && file.errors.topic.is_none() {
-            return Err(ConfigError::Invalid {
-                path: path.to_path_buf(),
-                line: text
-                    .lines()
-                    .position(|l| l.trim() == "[errors]")
-                    .map_or(1, |i| i + 1),
-                message: "errors.policy = \"dead-letter\" needs errors.topic".into(),
-            });
-        }
-        let line_with = |needle: &str| {
-            text.lines()
-                .position(|l| l.trim_start().starts_with(needle))
-                .map_or(1, |i| i + 1)
-        };
-        if let Some(source) = &file.source {
-            if source.batch_size == 0 {
-                return Err(ConfigError::Invalid {
-                    path: path.to_path_buf(),
-                    line: line_with("batch_size"),
-                    message: "source.batch_size must be at least 1".into(),
-                });
-            }
-        }
+        let stages = file
+            .stages(base, text)
+            .map_err(|(line, message)| error(Some(line), message))?;
+        file.check(text)
+            .map_err(|(line, message)| error(Some(line), message))?;
         Ok(Pipeline {
             path: path.to_path_buf(),
             source: file.source,
@@ -537,6 +452,84 @@ impl Pipeline {
                 .map_or(DEFAULT_CACHE_BYTES, |mb| mb << 20),
             reload: file.reload,
         })
+    }
+}
+
+/// Where a pipeline file is wrong: its line and what is wrong there.
+type Wrong = (usize, String);
+
+impl File {
+    /// The `[[stage]]` tables, checked and resolved against the file's directory `base`.
+    fn stages(&self, base: &Path, text: &str) -> Result<Vec<Stage>, Wrong> {
+        if self.stages.is_empty() {
+            return Err((1, "no [[stage]]: a pipeline needs at least one".into()));
+        }
+        let mut stages: Vec<Stage> = Vec::new();
+        for spanned in &self.stages {
+            let stage = self.stage(spanned, &stages, base, text)?;
+            stages.push(stage);
+        }
+        Ok(stages)
+    }
+
+    /// One `[[stage]]` table, checked against the stages `before` it.
+    fn stage(
+        &self,
+        spanned: &Spanned<StageFile>,
+        before: &[Stage],
+        base: &Path,
+        text: &str,
+    ) -> Result<Stage, Wrong> {
+        let line = line_of(text, spanned.span().start);
+        let stage = spanned.get_ref();
+        let name = stage.name.get_ref().trim().to_string();
+        let name_line = line_of(text, stage.name.span().start);
+        if name.is_empty() {
+            return Err((name_line, "stage `name` is empty".into()));
+        }
+        if let Some(other) = before.iter().find(|s| s.name == name) {
+            let message = format!(
+                "stage name `{name}` is already used by the stage at line {}",
+                other.line
+            );
+            return Err((name_line, message));
+        }
+        let window = stage
+            .window(&self.errors)
+            .map_err(|e| (line, format!("stage `{name}`: {e}")))?;
+        let config = match &stage.config {
+            None => "{}".to_string(),
+            Some(value) => serde_json::to_string(value).map_err(|e| {
+                let message = format!("stage `{name}`: config cannot be turned into JSON: {e}");
+                (line, message)
+            })?,
+        };
+        Ok(Stage {
+            plugin: base.join(stage.plugin.get_ref()),
+            name,
+            config,
+            limits: stage.limits.over(self.limits.over(Limits::default())),
+            window: window.map(Arc::new),
+            line,
+        })
+    }
+
+    /// The settings outside the stages that depend on one another.
+    fn check(&self, text: &str) -> Result<(), Wrong> {
+        let line_of =
+            |pattern: &dyn Fn(&str) -> bool| text.lines().position(pattern).map_or(1, |i| i + 1);
+        if self.errors.policy == ErrorPolicy::DeadLetter && self.errors.topic.is_none() {
+            let line = line_of(&|l| l.trim() == "[errors]");
+            return Err((
+                line,
+                "errors.policy = \"dead-letter\" needs errors.topic".into(),
+            ));
+        }
+        if self.source.as_ref().is_some_and(|s| s.batch_size == 0) {
+            let line = line_of(&|l| l.trim_start().starts_with("batch_size"));
+            return Err((line, "source.batch_size must be at least 1".into()));
+        }
+        Ok(())
     }
 }
 
@@ -559,10 +552,10 @@ impl Pipeline {
 
     /// The source and sink, for running against Kafka; a file without them can only be tested
     /// locally.
-    pub fn kafka(&self) -> Result<(&SourceConfig, &SinkConfig), ConfigError> {
-        let missing = |what: &str| ConfigError::Invalid {
+    pub fn kafka(&self) -> Result<(&SourceConfig, &SinkConfig), Error> {
+        let missing = |what: &str| Error::Config {
             path: self.path.clone(),
-            line: 1,
+            line: Some(1),
             message: format!("no [{what}] table: `weir run` needs [source] and [sink]"),
         };
         let source = self.source.as_ref().ok_or_else(|| missing("source"))?;
@@ -590,7 +583,7 @@ impl fmt::Display for ErrorPolicy {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Pipeline, ConfigError> {
+    fn parse(text: &str) -> Result<Pipeline, Error> {
         Pipeline::parse(Path::new("/p/pipeline.toml"), text)
     }
 

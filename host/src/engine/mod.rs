@@ -55,95 +55,9 @@ impl fmt::Display for Kind {
 }
 
 pub use crate::config::Limits;
+use crate::error::Error;
 
-/// A plugin that could not be loaded or started.
-#[derive(Debug, thiserror::Error)]
-pub enum PluginError {
-    #[error("plugin `{plugin}`: cannot read {}: {cause}", path.display())]
-    Read {
-        plugin: String,
-        path: PathBuf,
-        cause: std::io::Error,
-    },
-    #[error("plugin `{plugin}`: {} is not a valid wasm component: {reason}", path.display())]
-    Invalid {
-        plugin: String,
-        path: PathBuf,
-        reason: String,
-    },
-    #[error("plugin `{plugin}`: {reason}")]
-    WrongWorld { plugin: String, reason: String },
-    #[error("plugin `{plugin}` was rejected by its init: {message}")]
-    Init { plugin: String, message: String },
-    #[error("plugin `{plugin}` failed to start: {cause:#}")]
-    Start {
-        plugin: String,
-        cause: wasmtime::Error,
-    },
-    #[error("engine setup failed: {0:#}")]
-    Engine(wasmtime::Error),
-}
-
-/// Why one record failed in one plugin: what the dead-letter headers and error summaries say.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The plugin returned an error for the record.
-    Plugin,
-    /// The plugin trapped (a panic, or a wasm fault).
-    Trap,
-    /// The call ran past the time limit.
-    Timeout,
-    /// The plugin tried to grow its memory past the limit.
-    OutOfMemory,
-    /// A window stage could not read the record's event time.
-    EventTime,
-    /// A record came later than its window's allowed lateness (a window stage's `late` output).
-    Late,
-    /// State the record needed was written by another build of the plugin and could not be
-    /// migrated to this build's shape.
-    Migration,
-    /// An output of the record is larger than the sink accepts.
-    TooLarge,
-}
-
-impl PluginError {
-    /// The plugin (stage) the error is about, if it is about one.
-    pub fn plugin(&self) -> Option<&str> {
-        match self {
-            PluginError::Read { plugin, .. }
-            | PluginError::Invalid { plugin, .. }
-            | PluginError::WrongWorld { plugin, .. }
-            | PluginError::Init { plugin, .. }
-            | PluginError::Start { plugin, .. } => Some(plugin),
-            PluginError::Engine(_) => None,
-        }
-    }
-}
-
-impl ErrorKind {
-    /// The name used in logs and dead-letter headers.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Plugin => "plugin-error",
-            ErrorKind::Trap => "trap",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::OutOfMemory => "out-of-memory",
-            ErrorKind::EventTime => "event-time",
-            ErrorKind::Late => "late",
-            ErrorKind::Migration => "state-migration",
-            ErrorKind::TooLarge => "too-large",
-        }
-    }
-}
-
-/// One record's failure in one plugin.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("plugin `{plugin}` {}: {message}", kind.as_str())]
-pub struct RecordError {
-    pub plugin: String,
-    pub kind: ErrorKind,
-    pub message: String,
-}
+pub use crate::error::{ErrorKind, RecordError};
 
 /// The wasmtime engine with weir's sandbox settings, a linker of the host imports and the
 /// on-disk cache of compiled components.
@@ -158,7 +72,7 @@ const TICK: Duration = Duration::from_millis(5);
 
 impl Engine {
     /// An engine that caches compiled components in `cache_dir` (none: compile every time).
-    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, PluginError> {
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, Error> {
         let mut config = wasmtime::Config::new();
         // Epochs rather than fuel: a deadline check costs a load and compare at loop heads and
         // calls, fuel metering costs an add on every block.
@@ -169,24 +83,24 @@ impl Engine {
         if std::env::var_os("WEIR_PERFMAP").is_some_and(|v| v == "1") {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
-        let engine = wasmtime::Engine::new(&config).map_err(PluginError::Engine)?;
+        let engine = wasmtime::Engine::new(&config).map_err(Error::Engine)?;
 
         let mut linker = Linker::new(&engine);
         bindings::host::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |s| s,
         )
-        .map_err(PluginError::Engine)?;
+        .map_err(Error::Engine)?;
         bindings::digest::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |s| s,
         )
-        .map_err(PluginError::Engine)?;
+        .map_err(Error::Engine)?;
         bindings::state::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |s| s,
         )
-        .map_err(PluginError::Engine)?;
+        .map_err(Error::Engine)?;
 
         // The ticker holds the engine weakly: it runs while any plugin or instance still holds
         // the engine (they outlive this wrapper) and stops once the last one is gone.
@@ -200,7 +114,7 @@ impl Engine {
                     None => break,
                 }
             })
-            .map_err(|e| PluginError::Engine(e.into()))?;
+            .map_err(|e| Error::Engine(e.into()))?;
 
         Ok(Engine {
             engine,
@@ -219,8 +133,8 @@ impl Engine {
     }
 
     /// Load the component at `path` as the plugin called `name`.
-    pub fn load(&self, name: &str, path: &Path) -> Result<Plugin, PluginError> {
-        let bytes = std::fs::read(path).map_err(|cause| PluginError::Read {
+    pub fn load(&self, name: &str, path: &Path) -> Result<Plugin, Error> {
+        let bytes = std::fs::read(path).map_err(|cause| Error::ReadPlugin {
             plugin: name.to_string(),
             path: path.to_path_buf(),
             cause,
@@ -229,8 +143,8 @@ impl Engine {
     }
 
     /// Load a component from memory; `path` is only used in messages.
-    pub fn load_bytes(&self, name: &str, path: &Path, bytes: &[u8]) -> Result<Plugin, PluginError> {
-        let invalid = |reason: String| PluginError::Invalid {
+    pub fn load_bytes(&self, name: &str, path: &Path, bytes: &[u8]) -> Result<Plugin, Error> {
+        let invalid = |reason: String| Error::InvalidPlugin {
             plugin: name.to_string(),
             path: path.to_path_buf(),
             reason,
@@ -250,7 +164,7 @@ impl Engine {
         let hash = hex::encode(Sha256::digest(bytes));
         let component = cache::compile(&self.engine, self.cache.as_deref(), &hash, bytes)
             .map_err(|e| invalid(format!("{e:#}")))?;
-        let wrong_world = |reason: String| PluginError::WrongWorld {
+        let wrong_world = |reason: String| Error::WrongWorld {
             plugin: name.to_string(),
             reason,
         };
@@ -418,7 +332,7 @@ impl Plugin {
         config: &str,
         limits: Limits,
         state: SharedState,
-    ) -> Result<Instance, PluginError> {
+    ) -> Result<Instance, Error> {
         let config: Arc<str> = Arc::from(config);
         let (store, exports, versioned) = self.start(&config, limits, &state)?;
         Ok(Instance {
@@ -441,8 +355,8 @@ impl Plugin {
         config: &Arc<str>,
         limits: Limits,
         state: &SharedState,
-    ) -> Result<(Store<HostState>, Exports, Option<versioned::VersionedState>), PluginError> {
-        let start = |cause: wasmtime::Error| PluginError::Start {
+    ) -> Result<(Store<HostState>, Exports, Option<versioned::VersionedState>), Error> {
+        let start = |cause: wasmtime::Error| Error::PluginStart {
             plugin: self.name.clone(),
             cause,
         };
@@ -484,7 +398,7 @@ impl Plugin {
                 if let Some(v) = &versioned {
                     let version = v.call_state_version(&mut store).map_err(|trap| {
                         let (kind, message) = classify(&trap, store.data_mut());
-                        PluginError::Init {
+                        Error::PluginInit {
                             plugin: self.name.clone(),
                             message: format!("state-version: {}: {message}", kind.as_str()),
                         }
@@ -501,13 +415,13 @@ impl Plugin {
                 }
                 Ok((store, exports, versioned))
             }
-            Ok(Err(message)) => Err(PluginError::Init {
+            Ok(Err(message)) => Err(Error::PluginInit {
                 plugin: self.name.clone(),
                 message,
             }),
             Err(trap) => {
                 let (kind, message) = classify(&trap, store.data_mut());
-                Err(PluginError::Init {
+                Err(Error::PluginInit {
                     plugin: self.name.clone(),
                     message: format!("{}: {message}", kind.as_str()),
                 })

@@ -112,7 +112,7 @@ fn read(
         },
     );
     match failed {
-        Some(e) => Err(e.into()),
+        Some(e) => Err(e),
         None => Ok((end, chunk, applied)),
     }
 }

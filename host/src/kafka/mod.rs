@@ -1,29 +1,29 @@
 //! Everything weir says to Kafka brokers, and nothing about plugins: the runtime above decides
 //! what to read, send and commit, and when.
 //!
-//! - [`source`]: the consumer records come from; [`sink`]: the producer outputs, dead letters
-//!   and changelog records go out through, each carrying its batch's [`Acks`].
-//! - [`transactions`]: exactly once, a transactional producer per source partition.
-//! - [`admin`]: reach the brokers, check topics, create compacted ones.
-//! - [`changelog`]: state changelog topics, and restoring a partition's state from one.
+//! - [`source`]: the consumer records come from; `sink`: the producer outputs, dead letters
+//!   and changelog records go out through, each carrying its batch's `Acks`.
+//! - `transactions`: exactly once, a transactional producer per source partition.
+//! - `admin`: reach the brokers, check topics, create compacted ones.
+//! - `changelog`: state changelog topics, and restoring a partition's state from one.
 //! - [`log_reader`] and [`positions`]: a read_committed reader that applies the log's own
 //!   transaction markers, and the topic where exactly-once positions are recorded. Each says in
 //!   its module doc why it exists (the test broker's limits) and why it is right on Apache Kafka
 //!   as well.
-//! - [`client`]: what the clients share (librdkafka's logs and errors, retry backoff).
+//! - `client`: what the clients share (librdkafka's logs and errors, retry backoff).
 
-pub mod acks;
-pub mod admin;
-pub mod changelog;
+pub(crate) mod acks;
+pub(crate) mod admin;
+pub(crate) mod changelog;
 mod client;
 pub mod log_reader;
 pub mod positions;
-pub mod sink;
+pub(crate) mod sink;
 pub mod source;
-pub mod transactions;
+pub(crate) mod transactions;
 
-pub use acks::Acks;
-pub use changelog::ChangelogMarks;
-pub use sink::{Fatal, SendError, Sink};
+pub(crate) use acks::Acks;
+pub(crate) use changelog::ChangelogMarks;
+pub(crate) use sink::{Fatal, SendError, Sink};
 pub use source::Consumer;
-pub use transactions::Transactions;
+pub(crate) use transactions::Transactions;

@@ -26,27 +26,34 @@ use super::{
 use crate::{
     config::KafkaProperties,
     engine::{Header, Record},
+    error::Error,
     metrics::Metrics,
     state::Change,
 };
 
 /// The first fatal error of a run; later ones are consequences and are only logged.
 #[derive(Debug, Default)]
-pub struct Fatal(Mutex<Option<String>>);
+pub struct Fatal(Mutex<Option<Error>>);
 
 impl Fatal {
-    pub fn set(&self, message: String) {
+    pub fn set(&self, error: Error) {
         let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
-            tracing::error!("{message}");
-            *slot = Some(message);
+            tracing::error!("{error}");
+            *slot = Some(error);
         } else {
-            tracing::debug!("after the first fatal error: {message}");
+            tracing::debug!("after the first fatal error: {error}");
         }
     }
 
-    pub fn get(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Stop the run for `reason`.
+    pub fn stop(&self, reason: String) {
+        self.set(Error::Stopped(reason))
+    }
+
+    /// The error that ended the run, if one did.
+    pub fn take(&self) -> Option<Error> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     pub fn is_set(&self) -> bool {
@@ -114,7 +121,7 @@ impl ProducerContext for SinkContext {
                 acks.delivered(false);
             }
             Err((cause, message)) if self.transactional && is_fenced(cause) => {
-                self.fatal.set(format!(
+                self.fatal.stop(format!(
                     "sink: writing to `{}` partition {} was refused: {cause} (another instance \
                      took this partition over; this one stops writing)",
                     message.topic(),
@@ -125,7 +132,7 @@ impl ProducerContext for SinkContext {
             Err((cause, message)) => {
                 // librdkafka has already retried for `message.timeout.ms`; this record is lost
                 // unless its source offset stays uncommitted, which `acks` sees to.
-                self.fatal.set(format!(
+                self.fatal.stop(format!(
                     "sink: delivery to `{}` partition {} failed: {cause}",
                     message.topic(),
                     message.partition()

@@ -92,11 +92,6 @@ impl Transactions {
         }
     }
 
-    /// The compacted topic the positions are recorded in.
-    pub fn offsets_topic(&self) -> &str {
-        &self.offsets_topic
-    }
-
     /// The producer of `topic`/`partition`, with a transaction open. Created before anything
     /// of the partition is read: fencing the previous owner aborts that one's open transaction.
     pub fn begin(

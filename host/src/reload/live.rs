@@ -17,7 +17,8 @@ use super::Msg;
 use crate::{
     chain::{BatchOutput, Chain, Stages},
     config::ReloadConfig,
-    engine::{PluginError, Record, SharedState},
+    engine::{Record, SharedState},
+    error::Error,
     metrics::Metrics,
 };
 
@@ -182,7 +183,7 @@ type Prepare = Box<dyn Fn(&mut Chain) + Send>;
 
 impl LiveChain {
     /// A chain of the current version of `live`, or of `stages` when nothing is reloaded.
-    pub fn start(stages: &Stages, live: Option<&Arc<Live>>) -> Result<LiveChain, PluginError> {
+    pub fn start(stages: &Stages, live: Option<&Arc<Live>>) -> Result<LiveChain, Error> {
         let version = match live {
             Some(live) => live.current(),
             None => Arc::new(Version::first(stages.clone())),

@@ -48,18 +48,11 @@ pub use self::{
     live::{Live, LiveChain, Version},
     runs::runs_of,
 };
-use crate::{chain::Stages, config::Pipeline, engine::Engine};
+use crate::{chain::Stages, config::Pipeline, engine::Engine, error::Error};
 
 /// How long a watched file must stay unchanged before it is read: a build tool writing a file in
 /// several steps is left to finish.
 pub const QUIET: Duration = Duration::from_millis(200);
-
-/// Hot reload could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    #[error("hot reload: cannot start the watcher thread: {0}")]
-    Thread(std::io::Error),
-}
 
 enum Msg {
     /// Paths the file system says changed.
@@ -93,11 +86,7 @@ pub struct Reloader {
 
 impl Reloader {
     /// Watch `pipeline`'s file and its stages' plugins (`stages`, already loaded by `engine`).
-    pub fn start(
-        engine: Engine,
-        pipeline: &Pipeline,
-        stages: &Stages,
-    ) -> Result<Reloader, ReloadError> {
+    pub fn start(engine: Engine, pipeline: &Pipeline, stages: &Stages) -> Result<Reloader, Error> {
         let (requests, inbox) = crossbeam_channel::unbounded();
         let live = Arc::new(Live::new(stages, requests.clone()));
         let mut watch = Watch::new(engine, live.clone(), pipeline, requests.clone());
@@ -105,7 +94,7 @@ impl Reloader {
         let thread = thread::Builder::new()
             .name("weir-reload".into())
             .spawn(move || watch.run(inbox))
-            .map_err(ReloadError::Thread)?;
+            .map_err(Error::Watcher)?;
         Ok(Reloader {
             live,
             requests,

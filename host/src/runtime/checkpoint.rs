@@ -33,14 +33,14 @@ impl Shared {
         for s in &p.states {
             let (changes, to_store) = s.state.take();
             if let Err(e) = txn.send_changelog(&s.changelog, p.partition, &changes, &acks) {
-                self.fatal.set(format!("changelog `{}`: {e}", s.changelog));
+                self.fatal.stop(format!("changelog `{}`: {e}", s.changelog));
                 txn.abort();
                 return;
             }
             pending.push((s, to_store));
         }
         if let Err(e) = eos.commit(txn, &p.topic, p.partition, p.next_offset(), &acks) {
-            self.fatal.set(e.to_string());
+            self.fatal.stop(e.to_string());
             return;
         }
         Metrics::add(&self.metrics.commits, 1);
@@ -48,7 +48,7 @@ impl Shared {
             if let Err(e) = s.state.persist(to_store) {
                 // The changelog has what the store could not take: a restart restores it from
                 // there.
-                self.fatal.set(format!(
+                self.fatal.stop(format!(
                     "{e}; the transaction is committed, the store catches up from `{}` after a \
                      restart",
                     s.changelog

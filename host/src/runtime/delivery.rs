@@ -82,12 +82,12 @@ impl Shared {
                         sink.send_changelog(&s.changelog, partition.partition, &changes, acks);
                     if let Err(e) = sent {
                         acks.fail();
-                        self.fatal.set(format!("changelog `{}`: {e}", s.changelog));
+                        self.fatal.stop(format!("changelog `{}`: {e}", s.changelog));
                     }
                 }
                 Err(e) => {
                     acks.fail();
-                    self.fatal.set(format!(
+                    self.fatal.stop(format!(
                         "{e}; {}[{}] is committed only up to the records whose state was \
                          written: the rest are read again after a restart",
                         partition.topic, partition.partition,
@@ -116,7 +116,7 @@ impl Shared {
                 }
                 failures.push(error_policy::too_large(record, size, &cause));
             }
-            Err(e @ SendError::Failed { .. }) => self.fatal.set(format!("sink: {e}")),
+            Err(e @ SendError::Failed { .. }) => self.fatal.stop(format!("sink: {e}")),
         }
     }
 
@@ -147,7 +147,7 @@ impl Shared {
                 if let Err(e) = sink.send(topic, &late.record, acks) {
                     acks.fail();
                     self.fatal
-                        .set(format!("{}; sending it to `{topic}` failed: {e}", place()));
+                        .stop(format!("{}; sending it to `{topic}` failed: {e}", place()));
                 }
             }
             LateOutput::DeadLetter => {
@@ -187,10 +187,7 @@ impl Shared {
             if !failure.is_input() && self.policy == ErrorPolicy::Fail {
                 // Not tied to one input: nothing of this partition may be committed from here on.
                 acks.fail();
-                self.fatal.set(format!(
-                    "{}; errors.policy is \"fail\": stopped",
-                    failure.place()
-                ));
+                self.fatal.set(failure.to_error());
                 continue;
             }
             self.handle(sink, failure, originals, acks, halt);

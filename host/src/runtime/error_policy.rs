@@ -49,10 +49,7 @@ impl Shared {
         match self.policy {
             ErrorPolicy::Fail => {
                 if halt == Some(failure.record.offset) {
-                    self.fatal.set(format!(
-                        "{}; errors.policy is \"fail\": stopped without committing that record",
-                        failure.place()
-                    ));
+                    self.fatal.set(failure.to_error());
                 }
             }
             ErrorPolicy::Skip => {
@@ -83,7 +80,7 @@ impl Shared {
         };
         let Some(original) = original else {
             self.fatal
-                .set(format!("{} (its input was not found)", failure.place()));
+                .stop(format!("{} (its input was not found)", failure.place()));
             return;
         };
         let letter = letter(original, failure);
@@ -92,7 +89,7 @@ impl Shared {
                 Metrics::add(&self.metrics.dead_lettered, 1);
                 tracing::debug!("{} (dead-lettered to `{topic}`)", failure.place());
             }
-            Err(e) => self.fatal.set(format!(
+            Err(e) => self.fatal.stop(format!(
                 "{}; sending it to the dead-letter topic failed: {e}",
                 failure.place()
             )),

@@ -222,7 +222,7 @@ fn shut_down(
     }
     for handle in handles {
         if handle.join().is_err() {
-            shared.fatal.set("a worker thread panicked".into());
+            shared.fatal.stop("a worker thread panicked".into());
         }
     }
     let in_flight = shared.sink.in_flight();
@@ -235,15 +235,15 @@ fn shut_down(
         DRAIN_TIMEOUT
     };
     if let Err(e) = shared.sink.flush(timeout) {
-        shared.fatal.set(format!(
+        shared.fatal.stop(format!(
             "sink: {e} while draining; uncommitted records will be read again"
         ));
     }
     shared.commit_all(&consumer);
     drop(consumer); // leaves the group (a final revoke commits nothing new)
     let snapshot = shared.metrics.snapshot();
-    match shared.fatal.get() {
-        Some(reason) => Err(Error::Stopped(reason)),
+    match shared.fatal.take() {
+        Some(error) => Err(error),
         None => Ok(snapshot),
     }
 }

@@ -152,7 +152,7 @@ impl<'a> Poller<'a> {
                 | RDKafkaErrorCode::UnknownTopic
                 | RDKafkaErrorCode::TopicAuthorizationFailed
                 | RDKafkaErrorCode::GroupAuthorizationFailed,
-            ) => self.shared.fatal.set(format!("source: {e}")),
+            ) => self.shared.fatal.stop(format!("source: {e}")),
             _ => tracing::warn!("source: {e}"),
         }
     }

@@ -130,7 +130,7 @@ impl Shared {
             Ok(t) => (t.transaction, t.position, t.states),
             Err(e) => {
                 self.fatal
-                    .set(format!("cannot take over {topic}[{partition}]: {e}"));
+                    .stop(format!("cannot take over {topic}[{partition}]: {e}"));
                 (None, None, Vec::new())
             }
         };

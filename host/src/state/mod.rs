@@ -23,44 +23,17 @@ use std::{
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
-use crate::engine::{Entry, StateBackend, StateKey};
-
-/// The state directory cannot be used, or a write to it failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error("state directory {}: {cause}", dir.display())]
-    Open { dir: PathBuf, cause: String },
-    #[error("state store {}: {cause}", dir.display())]
-    Store {
-        dir: PathBuf,
-        cause: Box<StoreFailure>,
-    },
-    /// A stage's state changes could not be written: the run must stop before committing the
-    /// records that made them, which are then read again after a restart.
-    #[error("{whose}: state store {}: {cause}", dir.display())]
-    Write {
-        /// The stage and source partition, e.g. "stage `totals`, state of orders[3]".
-        whose: String,
-        dir: PathBuf,
-        cause: Box<StoreFailure>,
-    },
-}
-
-impl StateError {
-    /// Whether the store failed because its filesystem is full.
-    pub fn is_disk_full(&self) -> bool {
-        match self {
-            StateError::Store { cause, .. } | StateError::Write { cause, .. } => cause.disk_full,
-            _ => false,
-        }
-    }
-}
+use crate::{
+    engine::{Entry, StateBackend, StateKey},
+    error::Error,
+};
 
 /// A failed store operation, told in words an operator can act on: fjall's own message is its
 /// debug form, and after a failed write it only says `Poisoned` (it refuses every later write,
 /// since it can no longer vouch for what reached the disk), which hides that the disk is full.
 #[derive(Debug)]
-pub struct StoreFailure {
+struct StoreFailure {
+    dir: PathBuf,
     cause: fjall::Error,
     /// Bytes an unprivileged process can still write on the store's filesystem, looked up when
     /// the failure happened (`None`: unknown).
@@ -69,7 +42,7 @@ pub struct StoreFailure {
 }
 
 impl StoreFailure {
-    fn new(dir: &Path, cause: fjall::Error) -> Box<StoreFailure> {
+    fn new(dir: &Path, cause: fjall::Error) -> StoreFailure {
         let free = rustix::fs::statvfs(dir)
             .ok()
             .map(|s| s.f_bavail.saturating_mul(s.f_frsize));
@@ -82,11 +55,23 @@ impl StoreFailure {
         let disk_full = io == Some(std::io::ErrorKind::StorageFull)
             || io == Some(std::io::ErrorKind::QuotaExceeded)
             || (matches!(cause, fjall::Error::Poisoned) && free == Some(0));
-        Box::new(StoreFailure {
+        StoreFailure {
+            dir: dir.to_path_buf(),
             cause,
             free,
             disk_full,
-        })
+        }
+    }
+
+    /// The error to return; `whose` names the stage and partition whose changes failed to be
+    /// written.
+    fn into_error(self, whose: Option<String>) -> Error {
+        Error::State {
+            whose,
+            dir: self.dir.clone(),
+            disk_full: self.disk_full,
+            cause: Box::new(self),
+        }
     }
 }
 
@@ -154,8 +139,8 @@ impl StateStore {
     /// holds: several processes of one group may run on one machine. A store that cannot be
     /// opened (corrupt) is moved aside and started empty, to be rebuilt from the changelogs.
     /// Reads go through a cache of `cache_bytes` (0: none).
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Arc<StateStore>, StateError> {
-        std::fs::create_dir_all(dir).map_err(|e| StateError::Open {
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Arc<StateStore>, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::OpenState {
             dir: dir.to_path_buf(),
             cause: e.to_string(),
         })?;
@@ -177,20 +162,17 @@ impl StateStore {
                         path.display(),
                         aside.display()
                     );
-                    std::fs::rename(&path, &aside).map_err(|e| StateError::Open {
+                    std::fs::rename(&path, &aside).map_err(|e| Error::OpenState {
                         dir: path.clone(),
                         cause: format!("cannot be opened ({cause}) nor moved aside ({e})"),
                     })?;
                     return Self::open_at(&path, cache_bytes)
                         .map(Arc::new)
-                        .map_err(|cause| StateError::Store {
-                            cause: StoreFailure::new(&path, cause),
-                            dir: path,
-                        });
+                        .map_err(|cause| StoreFailure::new(&path, cause).into_error(None));
                 }
             }
         }
-        Err(StateError::Open {
+        Err(Error::OpenState {
             dir: dir.to_path_buf(),
             cause: format!("all {INSTANCES} instance directories are in use by other processes"),
         })
@@ -264,11 +246,8 @@ impl StateStore {
         }
     }
 
-    fn error(&self, cause: fjall::Error) -> StateError {
-        StateError::Store {
-            dir: self.dir.clone(),
-            cause: StoreFailure::new(&self.dir, cause),
-        }
+    fn error(&self, cause: fjall::Error) -> Error {
+        StoreFailure::new(&self.dir, cause).into_error(None)
     }
 }
 
@@ -301,12 +280,8 @@ pub struct Change {
 }
 
 impl PartitionState {
-    fn write_error(&self, cause: fjall::Error) -> StateError {
-        StateError::Write {
-            whose: self.whose.clone(),
-            dir: self.store.dir.clone(),
-            cause: StoreFailure::new(&self.store.dir, cause),
-        }
+    fn write_error(&self, cause: fjall::Error) -> Error {
+        StoreFailure::new(&self.store.dir, cause).into_error(Some(self.whose.clone()))
     }
 
     fn dirty(&self) -> std::sync::MutexGuard<'_, BTreeMap<StateKey, Option<Entry>>> {
@@ -314,7 +289,7 @@ impl PartitionState {
     }
 
     /// The changelog offset to restore from: the store includes every change before it.
-    pub fn restore_from(&self) -> Result<i64, StateError> {
+    pub fn restore_from(&self) -> Result<i64, Error> {
         let value = self
             .store
             .meta
@@ -331,7 +306,7 @@ impl PartitionState {
         &self,
         records: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
         next: i64,
-    ) -> Result<usize, StateError> {
+    ) -> Result<usize, Error> {
         let mut batch = self.store.db.batch();
         let mut written = Vec::new();
         for (key, value) in records {
@@ -360,7 +335,7 @@ impl PartitionState {
     /// Take the changes since the last call and write them to the store; returns them for the
     /// changelog (at least once: the store may run ahead of the changelog, which replays
     /// harmlessly).
-    pub fn flush(&self) -> Result<Vec<Change>, StateError> {
+    pub fn flush(&self) -> Result<Vec<Change>, Error> {
         let (changes, pending) = self.take();
         if !changes.is_empty() {
             self.persist(pending)?;
@@ -390,7 +365,7 @@ impl PartitionState {
 
     /// Write taken changes to the store, with the changelog offset the sink has acknowledged so
     /// far as the point to restore from.
-    pub fn persist(&self, pending: Pending) -> Result<(), StateError> {
+    pub fn persist(&self, pending: Pending) -> Result<(), Error> {
         let reached = self.changelog_reached.load(Ordering::Acquire);
         if pending.writes.is_empty() && reached < 0 {
             return Ok(());

@@ -192,3 +192,42 @@ pub struct RecordError {
     pub kind: ErrorKind,
     pub message: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_stop_names_the_record_and_keeps_its_kind() {
+        let error = Error::Record {
+            stage: "mask".into(),
+            topic: "orders".into(),
+            partition: 2,
+            offset: 41,
+            error: RecordError {
+                plugin: "mask".into(),
+                kind: ErrorKind::Timeout,
+                message: "ran past 100ms".into(),
+            },
+        };
+        assert_eq!(error.kind(), Some(ErrorKind::Timeout));
+        assert_eq!(error.plugin(), Some("mask"));
+        assert_eq!(
+            error.to_string(),
+            "pipeline stopped: stage `mask` failed on orders[2]@41: timeout: ran past 100ms; \
+             errors.policy is \"fail\": stopped without committing that record"
+        );
+    }
+
+    #[test]
+    fn a_config_error_names_the_line_when_known() {
+        let at = |line| Error::Config {
+            path: "p.toml".into(),
+            line,
+            message: "bad".into(),
+        };
+        assert_eq!(at(Some(3)).to_string(), "p.toml:3: bad");
+        assert_eq!(at(None).to_string(), "p.toml: bad");
+        assert_eq!(at(None).kind(), None);
+    }
+}

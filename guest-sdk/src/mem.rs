@@ -332,13 +332,8 @@ mod tests {
     fn pools_keep_every_block_apart_and_its_bytes_whole() {
         use std::alloc::{GlobalAlloc, Layout, System};
         let pools = Pools::new(System);
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |n: usize| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            (rng % n as u64) as usize
-        };
+        let mut rng = fastrand::Rng::with_seed(0x2545_f491_4f6c_dd1d);
+        let mut next = move |n: usize| rng.usize(..n);
         // (block, layout, fill byte)
         let mut live: Vec<(*mut u8, Layout, u8)> = Vec::new();
         for step in 0..20_000 {

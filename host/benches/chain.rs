@@ -11,23 +11,16 @@
 //! Figures are steady-state: components are loaded and instantiated before the clock starts, and
 //! load time is printed apart.
 
-use std::{
-    path::{Path, PathBuf},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use weir::engine::{Engine, Limits, MemoryState, Record};
 use weir_sdk::testing::Native;
 
-const BATCH: usize = 512;
+#[path = "../../tests/all/common/mod.rs"]
+mod kit;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+const BATCH: usize = 512;
 
 fn stages() -> [(&'static str, Value); 3] {
     [
@@ -90,7 +83,7 @@ fn wasm_chain(engine: &Engine) -> Vec<weir::engine::Instance> {
     stages()
         .iter()
         .map(|(name, cfg)| {
-            let path = root().join("plugins").join(format!("{name}.wasm"));
+            let path = kit::root().join("plugins").join(format!("{name}.wasm"));
             let plugin = engine
                 .load(name, &path)
                 .unwrap_or_else(|e| panic!("{e} (run scripts/build-plugins.sh first)"));

@@ -50,8 +50,7 @@
 //! `KAFKA_PORT`, `WEIR_LOG` (weir's log filter, default `warn`).
 
 use std::{
-    path::{Path, PathBuf},
-    process::Command,
+    path::Path,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
         Arc, Mutex,
@@ -78,25 +77,18 @@ use weir::{
     runtime::RunOptions,
 };
 
-/// weir's consumer settings (`host/src/kafka/source.rs`), which the raw side uses too.
-const CONSUMER: &[(&str, &str)] = &[
-    ("enable.auto.commit", "false"),
-    ("enable.auto.offset.store", "false"),
-    ("auto.offset.reset", "earliest"),
-    ("queued.max.messages.kbytes", "32768"),
-];
+#[path = "../../tests/all/common/mod.rs"]
+mod kit;
+
+use kit::{
+    env_or,
+    kafka::{bench_broker, broker_pid, broker_script, unique},
+};
+use weir::kafka::{CONSUMER_DEFAULTS, PRODUCER_DEFAULTS};
+
 /// What the benchmark's pipeline adds in `[source] kafka` (the broker needs sessions of ≥ 6 s),
 /// and the raw side with it.
 const SOURCE_KAFKA: &[(&str, &str)] = &[("session.timeout.ms", "6000")];
-/// weir's sink defaults (`defaults` in `host/src/kafka/sink.rs`), which the raw side uses too.
-const PRODUCER: &[(&str, &str)] = &[
-    ("enable.idempotence", "true"),
-    ("partitioner", "murmur2_random"),
-    ("linger.ms", "5"),
-    ("queue.buffering.max.kbytes", "65536"),
-    ("queue.buffering.max.messages", "100000"),
-];
-
 /// The latency reader's longest fetch wait. This broker answers a fetch that finds no new
 /// records only when the wait is over, even if records arrive meanwhile: with librdkafka's
 /// default (500 ms) a reader would add up to half a second to every latency.
@@ -104,22 +96,6 @@ const READER_FETCH_WAIT_MS: &str = "10";
 
 /// Longest a phase may take before the benchmark gives up.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(1800);
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v} is not a valid value")),
-        Err(_) => default,
-    }
-}
 
 /// The pipeline's stages, configured as in the `chain` benchmark (the filter keeps ~75%).
 const STAGES: &str = r#"
@@ -167,11 +143,6 @@ fn now_micros() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_micros() as i64
-}
-
-/// A name no earlier run against the same broker used.
-fn unique(name: &str) -> String {
-    format!("bench-{name}-{}-{}", std::process::id(), now_micros())
 }
 
 /// Name and CPU seconds (user + system) of the process or thread whose `/proc/.../stat` file is
@@ -261,30 +232,13 @@ struct Broker {
 
 impl Broker {
     fn start() -> Broker {
-        if let Ok(brokers) = std::env::var("KAFKA_BROKERS") {
-            return Broker {
-                brokers,
-                port: None,
-                pid: None,
-                started_here: false,
-                topics: Mutex::default(),
-            };
-        }
-        let port: u16 = env_or("KAFKA_PORT", 19192);
-        let running = broker_script(port, "status", false);
-        broker_script(port, "start", true);
-        let home = std::env::var_os("KAFKA_HOME").map_or_else(
-            || PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/kafka-broker"),
-            PathBuf::from,
-        );
-        let pid = std::fs::read_to_string(home.join(format!("broker-{port}.pid")))
-            .ok()
-            .and_then(|p| p.trim().parse().ok());
+        let (kafka, started) = bench_broker(19192);
+        let port = (kafka.port != 0).then_some(kafka.port);
         Broker {
-            brokers: format!("127.0.0.1:{port}"),
-            port: Some(port),
-            pid,
-            started_here: !running,
+            brokers: kafka.brokers,
+            port,
+            pid: port.and_then(broker_pid),
+            started_here: started.is_some(),
             topics: Mutex::default(),
         }
     }
@@ -332,7 +286,7 @@ impl Drop for Broker {
     fn drop(&mut self) {
         match (self.started_here, self.port) {
             (true, Some(port)) => {
-                broker_script(port, "stop", false);
+                broker_script(port, "stop");
             }
             _ => {
                 let topics = std::mem::take(&mut *self.topics.lock().unwrap());
@@ -345,23 +299,6 @@ impl Drop for Broker {
             }
         }
     }
-}
-
-/// Run `scripts/kafka-broker.sh COMMAND` for the broker on `port`; whether it succeeded
-/// (panics on failure if `must`).
-fn broker_script(port: u16, command: &str, must: bool) -> bool {
-    let out = Command::new(root().join("scripts/kafka-broker.sh"))
-        .arg(command)
-        .env("KAFKA_PORT", port.to_string())
-        .output()
-        .expect("run scripts/kafka-broker.sh");
-    assert!(
-        out.status.success() || !must,
-        "kafka-broker.sh {command} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.status.success()
 }
 
 /// Delivery reports, counted.
@@ -456,12 +393,12 @@ fn raw(broker: &Broker, input: &str, output: &str, n: u64) -> Side {
     let started = Instant::now();
     let mut config = broker.config();
     config.set("group.id", unique("raw-group"));
-    for (k, v) in CONSUMER.iter().chain(SOURCE_KAFKA) {
+    for (k, v) in CONSUMER_DEFAULTS.iter().chain(SOURCE_KAFKA) {
         config.set(*k, *v);
     }
     let consumer: BaseConsumer = config.create().unwrap();
     let mut config = broker.config();
-    for (k, v) in PRODUCER {
+    for (k, v) in PRODUCER_DEFAULTS {
         config.set(*k, *v);
     }
     let producer: ThreadedProducer<Acked> = config.create_with_context(Acked::default()).unwrap();
@@ -544,7 +481,7 @@ fn pipeline(
         kafka.join(", "),
     );
     // Plugin paths resolve against the (notional) file's directory: the repository root.
-    Pipeline::parse(&root().join("kafka-bench.toml"), &text)
+    Pipeline::parse(&kit::root().join("kafka-bench.toml"), &text)
         .unwrap_or_else(|e| panic!("the benchmark's pipeline: {e}"))
 }
 
@@ -570,7 +507,7 @@ fn state_pipeline(
         kafka.join(", "),
         dir.display(),
     );
-    Pipeline::parse(&root().join("kafka-bench.toml"), &text)
+    Pipeline::parse(&kit::root().join("kafka-bench.toml"), &text)
         .unwrap_or_else(|e| panic!("the state pipeline: {e}"))
 }
 

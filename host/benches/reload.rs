@@ -24,8 +24,6 @@
 //! (default 2), `WEIR_LOG` (default `warn`).
 
 use std::{
-    path::{Path, PathBuf},
-    process::Command,
     sync::{
         atomic::{AtomicBool, Ordering::Relaxed},
         Arc, Mutex,
@@ -35,8 +33,6 @@ use std::{
 };
 
 use rdkafka::{
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
     config::ClientConfig,
     consumer::{BaseConsumer, Consumer},
     producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
@@ -47,75 +43,13 @@ use weir::{
     chain::Stages, config::Pipeline, engine::Engine, reload::Reloader, runtime::RunOptions,
 };
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+#[path = "../../tests/all/common/mod.rs"]
+mod kit;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v} is not a valid value")),
-        Err(_) => default,
-    }
-}
-
-fn component(name: &str) -> PathBuf {
-    let path = root().join("tests/plugins").join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is not built: run scripts/build-plugins.sh",
-        path.display()
-    );
-    path
-}
-
-fn broker_script(port: u16, command: &str) -> bool {
-    Command::new(root().join("scripts/kafka-broker.sh"))
-        .arg(command)
-        .env("KAFKA_PORT", port.to_string())
-        .output()
-        .expect("run scripts/kafka-broker.sh")
-        .status
-        .success()
-}
-
-/// The brokers, and the port of a broker this run started (to stop at the end).
-fn broker() -> (String, Option<u16>) {
-    if let Ok(brokers) = std::env::var("KAFKA_BROKERS") {
-        return (brokers, None);
-    }
-    let port: u16 = env_or("KAFKA_PORT", 19292);
-    let started = !broker_script(port, "status");
-    if started {
-        assert!(broker_script(port, "start"), "kafka-broker.sh start failed");
-    }
-    (format!("127.0.0.1:{port}"), started.then_some(port))
-}
-
-fn create_topics(brokers: &str, topics: &[&str], partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    let new: Vec<NewTopic> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
-        .collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    for r in rt
-        .block_on(admin.create_topics(&new, &AdminOptions::new()))
-        .unwrap()
-    {
-        r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
-    }
-}
+use kit::{
+    component, env_or,
+    kafka::{bench_broker, broker_script},
+};
 
 /// One output as the reader saw it.
 struct Seen {
@@ -153,14 +87,17 @@ fn main() {
     let rate: u64 = env_or("WEIR_BENCH_RATE", 2000);
     let partitions: i32 = env_or("WEIR_BENCH_PARTITIONS", 2);
     let versions = [component("tag-v1"), component("tag-v2")];
-    let (brokers, started) = broker();
+    let (kafka, started) = bench_broker(19292);
+    let brokers = kafka.brokers.clone();
     let id = format!(
         "{}-{}",
         std::process::id(),
         Instant::now().elapsed().as_nanos()
     );
     let (source, sink) = (format!("reload-in-{id}"), format!("reload-out-{id}"));
-    create_topics(&brokers, &[&source, &sink], partitions);
+    for topic in [&source, &sink] {
+        kafka.create_topic(topic, partitions);
+    }
 
     let dir = tempfile::tempdir().unwrap();
     let plugin = dir.path().join("tag.wasm");

@@ -20,7 +20,7 @@
 
 use std::{
     collections::BTreeMap,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{atomic::AtomicI64, Arc},
     time::Instant,
 };
@@ -33,15 +33,11 @@ use weir::{
     state::{PartitionState, StateStore, DEFAULT_CACHE_BYTES},
 };
 
+#[path = "../../tests/all/common/mod.rs"]
+mod kit;
+
 const BATCH: usize = 512;
 const KEYS: usize = 10_000;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn key(i: usize) -> Option<Vec<u8>> {
     Some(format!("customer-{}", (i * 7919) % KEYS).into_bytes())
@@ -108,7 +104,7 @@ fn store_alone(state: &dyn StateBackend, n: usize, mut flush: impl FnMut()) -> C
 /// The running-total component over `n` records with its state in `state`. µs per record.
 fn through_plugin(state: SharedState, n: usize, mut flush: impl FnMut()) -> Cost {
     let dir = tempfile::tempdir().unwrap();
-    let plugin = root().join("plugins/running-total.wasm");
+    let plugin = kit::root().join("plugins/running-total.wasm");
     assert!(plugin.exists(), "run scripts/build-plugins.sh first");
     let path = dir.path().join("p.toml");
     std::fs::write(

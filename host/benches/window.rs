@@ -13,7 +13,7 @@
 //! producer is left out: the Kafka benchmark measures the sink).
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     sync::{atomic::AtomicI64, Arc},
     time::Instant,
 };
@@ -26,31 +26,21 @@ use weir::{
     state::StateStore,
 };
 
+#[path = "../../tests/all/common/mod.rs"]
+mod kit;
+
 const BATCH: usize = 512;
 const KEYS: u64 = 10_000;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 /// `n` events over 10k keys, event time spread over 10 minutes with up to 2 s of disorder.
 fn records(n: usize) -> Vec<Record> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
     let start = 1_700_000_000_000i64;
     let span = 600_000i64;
     (0..n)
         .map(|i| {
-            let ts = start + span * i as i64 / n as i64 - (next() % 2_000) as i64;
-            let key = format!("user-{}", next() % KEYS);
+            let ts = start + span * i as i64 / n as i64 - rng.i64(..2_000);
+            let key = format!("user-{}", rng.u64(..KEYS));
             Record {
                 key: Some(key.into_bytes()),
                 value: Some(json!({"ts": ts, "amount": 12}).to_string().into_bytes()),
@@ -65,7 +55,7 @@ fn records(n: usize) -> Vec<Record> {
 }
 
 fn chain(dir: &Path) -> Chain {
-    let plugin = root().join("plugins/count-window.wasm");
+    let plugin = kit::root().join("plugins/count-window.wasm");
     assert!(
         plugin.exists(),
         "{} is not built: run scripts/build-plugins.sh",

@@ -612,31 +612,9 @@ fn produce(brokers: &str, records: u64, metrics: &Metrics, stop: &AtomicBool) ->
     Ok(generator.counts)
 }
 
-/// SplitMix64: tiny, fast, and good enough to make data look varied.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (the modulo bias is irrelevant at these sizes).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
+/// One of `items`, uniformly.
+fn pick<T: Copy>(rng: &mut fastrand::Rng, items: &[T]) -> T {
+    items[rng.usize(..items.len())]
 }
 
 /// A row of the `orders` table.
@@ -694,7 +672,7 @@ const STATUSES: &[&str] = &["placed", "paid", "shipped", "delivered"];
 /// A Postgres `orders` table changing over time, and the Debezium events its changes make: a
 /// snapshot of the rows that existed when capture started, then inserts, updates and deletes.
 struct Generator {
-    rng: Rng,
+    rng: fastrand::Rng,
     /// How many of the first events are the initial snapshot.
     snapshot: u64,
     /// Rows that exist now, for updates and deletes to pick from.
@@ -713,7 +691,7 @@ impl Generator {
     /// A generator of `total` events, the first tenth of them the initial snapshot.
     fn new(seed: u64, total: u64) -> Generator {
         Generator {
-            rng: Rng(seed),
+            rng: fastrand::Rng::with_seed(seed),
             snapshot: total / 10,
             live: Vec::new(),
             next_id: 1,
@@ -729,55 +707,55 @@ impl Generator {
     fn new_order(&mut self, status: &'static str) -> Order {
         let id = self.next_id;
         self.next_id += 1;
-        let name = self.rng.pick(NAMES);
-        let domain = self.rng.pick(DOMAINS);
+        let name = pick(&mut self.rng, NAMES);
+        let domain = pick(&mut self.rng, DOMAINS);
         Order {
             id,
-            customer_email: format!("{name}.{}@{domain}", self.rng.below(500)),
+            customer_email: format!("{name}.{}@{domain}", self.rng.u64(..500)),
             amount: self.amount(),
-            currency: self.rng.pick(CURRENCIES),
+            currency: pick(&mut self.rng, CURRENCIES),
             status,
         }
     }
 
     /// Most orders are small, a few large: 5.00 to 1000.00, skewed low.
     fn amount(&mut self) -> f64 {
-        let cents = 500 + (self.rng.unit().powi(3) * 99_500.0) as u64;
+        let cents = 500 + (self.rng.f64().powi(3) * 99_500.0) as u64;
         cents as f64 / 100.0
     }
 
     fn next_event(&mut self) -> Result<Event, serde_json::Error> {
         self.emitted += 1;
-        self.ts_ms += 1 + self.rng.below(200) as i64;
-        self.lsn += 64 + 8 * self.rng.below(16);
+        self.ts_ms += 1 + self.rng.u64(..200) as i64;
+        self.lsn += 64 + 8 * self.rng.u64(..16);
         let in_snapshot = self.emitted <= self.snapshot;
         let (op, before, after) = if in_snapshot {
-            let status = self.rng.pick(STATUSES);
+            let status = pick(&mut self.rng, STATUSES);
             let order = self.new_order(status);
             self.live.push(order.clone());
             ("r", None, Some(order))
         } else {
             self.tx_id += 1;
-            let roll = self.rng.below(100);
+            let roll = self.rng.u64(..100);
             if self.live.is_empty() || roll < 50 {
                 let order = self.new_order(STATUSES[0]);
                 self.live.push(order.clone());
                 ("c", None, Some(order))
             } else if roll < 85 {
-                let i = self.rng.below(self.live.len() as u64) as usize;
+                let i = self.rng.usize(..self.live.len());
                 let before = self.live[i].clone();
                 let step = STATUSES.iter().position(|s| *s == before.status);
                 let amount = self.amount();
                 let row = &mut self.live[i];
                 match step {
-                    Some(step) if step + 1 < STATUSES.len() && self.rng.below(4) != 0 => {
+                    Some(step) if step + 1 < STATUSES.len() && self.rng.u64(..4) != 0 => {
                         row.status = STATUSES[step + 1];
                     }
                     _ => row.amount = amount,
                 }
                 ("u", Some(before), Some(row.clone()))
             } else {
-                let i = self.rng.below(self.live.len() as u64) as usize;
+                let i = self.rng.usize(..self.live.len());
                 ("d", Some(self.live.swap_remove(i)), None)
             }
         };
@@ -802,7 +780,7 @@ impl Generator {
                 lsn: self.lsn,
             },
             op,
-            ts_ms: self.ts_ms + 1 + self.rng.below(20) as i64,
+            ts_ms: self.ts_ms + 1 + self.rng.u64(..20) as i64,
             transaction: None,
         };
         let mut value = serde_json::to_vec(&envelope)?;

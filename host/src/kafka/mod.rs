@@ -24,6 +24,8 @@ pub(crate) mod transactions;
 
 pub(crate) use acks::Acks;
 pub(crate) use changelog::ChangelogMarks;
+pub use sink::PRODUCER_DEFAULTS;
 pub(crate) use sink::{Fatal, SendError, Sink};
 pub use source::Consumer;
+pub use source::CONSUMER_DEFAULTS;
 pub(crate) use transactions::Transactions;

@@ -158,18 +158,23 @@ pub fn is_fenced(error: &KafkaError) -> bool {
 }
 
 /// Producer settings weir starts from; the pipeline's `[sink.kafka]` overrides them.
+pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
+    // Retries must not reorder or duplicate within a partition.
+    ("enable.idempotence", "true"),
+    // Java clients' partitioner, so keys land where Kafka Streams or Flink would put them.
+    ("partitioner", "murmur2_random"),
+    ("linger.ms", "5"),
+    // Bounded: a slow broker fills this and blocks the workers instead of growing memory.
+    ("queue.buffering.max.kbytes", "65536"),
+    ("queue.buffering.max.messages", "100000"),
+];
+
 fn defaults(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        // Retries must not reorder or duplicate within a partition.
-        .set("enable.idempotence", "true")
-        // Java clients' partitioner, so keys land where Kafka Streams or Flink would put them.
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5")
-        // Bounded: a slow broker fills this and blocks the workers instead of growing memory.
-        .set("queue.buffering.max.kbytes", "65536")
-        .set("queue.buffering.max.messages", "100000");
+    config.set("bootstrap.servers", brokers);
+    for (k, v) in PRODUCER_DEFAULTS {
+        config.set(*k, *v);
+    }
     config
 }
 

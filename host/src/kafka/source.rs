@@ -94,6 +94,17 @@ fn event(err: RDKafkaRespErr, tpl: &TopicPartitionList) -> Rebalance<'_> {
 
 pub type Consumer = BaseConsumer<SourceContext>;
 
+/// Consumer settings weir starts from; the pipeline's `[source.kafka]` overrides them.
+pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    // weir stores and commits offsets itself, once a record's outputs are acknowledged.
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+    // As Kafka Streams does: a new group reads a topic from its beginning.
+    ("auto.offset.reset", "earliest"),
+    // Bounded prefetch: with a slow sink, consumption stops here rather than in memory.
+    ("queued.max.messages.kbytes", "32768"),
+];
+
 /// A consumer in the source's group, not yet subscribed.
 pub fn consumer(
     source: &SourceConfig,
@@ -102,13 +113,10 @@ pub fn consumer(
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &source.brokers)
-        .set("group.id", &source.group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        // As Kafka Streams does: a new group reads a topic from its beginning.
-        .set("auto.offset.reset", "earliest")
-        // Bounded prefetch: with a slow sink, consumption stops here rather than in memory.
-        .set("queued.max.messages.kbytes", "32768");
+        .set("group.id", &source.group);
+    for (k, v) in CONSUMER_DEFAULTS {
+        config.set(*k, *v);
+    }
     for (k, v) in &source.kafka.0 {
         config.set(k, v);
     }

@@ -55,17 +55,56 @@ pub fn kafka() -> &'static Kafka {
 
 /// Run `scripts/kafka-broker.sh COMMAND` for the broker on `port`; panics if it fails.
 pub fn broker_script(port: u16, command: &str) {
-    let out = Command::new(root().join("scripts/kafka-broker.sh"))
-        .arg(command)
-        .env("KAFKA_PORT", port.to_string())
-        .output()
-        .expect("run scripts/kafka-broker.sh");
+    let out = run_broker_script(port, command);
     assert!(
         out.status.success(),
         "kafka-broker.sh {command} failed:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn run_broker_script(port: u16, command: &str) -> std::process::Output {
+    Command::new(root().join("scripts/kafka-broker.sh"))
+        .arg(command)
+        .env("KAFKA_PORT", port.to_string())
+        .output()
+        .expect("run scripts/kafka-broker.sh")
+}
+
+/// Whether the project's broker on `port` is running.
+pub fn broker_running(port: u16) -> bool {
+    run_broker_script(port, "status").status.success()
+}
+
+/// The process id of the project's broker on `port`, from the script's pid file.
+pub fn broker_pid(port: u16) -> Option<u32> {
+    let home = std::env::var_os("KAFKA_HOME").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/kafka-broker"),
+        PathBuf::from,
+    );
+    std::fs::read_to_string(home.join(format!("broker-{port}.pid")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The broker a benchmark runs against: `$KAFKA_BROKERS` when set, else the project's broker on
+/// `$KAFKA_PORT` (default `default_port`), started unless it runs already. The port comes back
+/// when this call started the broker, for the benchmark to stop it at its end.
+pub fn bench_broker(default_port: u16) -> (Kafka, Option<u16>) {
+    if let Ok(brokers) = std::env::var("KAFKA_BROKERS") {
+        return (Kafka { port: 0, brokers }, None);
+    }
+    let port: u16 = super::env_or("KAFKA_PORT", default_port);
+    let running = broker_running(port);
+    broker_script(port, "start");
+    let kafka = Kafka {
+        port,
+        brokers: format!("127.0.0.1:{port}"),
+    };
+    (kafka, (!running).then_some(port))
 }
 
 /// A name no other test (or earlier run against the same broker) uses.
@@ -525,15 +564,9 @@ impl Dedicated {
     }
 
     fn pid(&self) -> String {
-        let home = std::env::var("KAFKA_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/kafka-broker")
-            });
-        let pidfile = home.join(format!("broker-{}.pid", self.kafka.port));
-        std::fs::read_to_string(&pidfile)
-            .unwrap_or_else(|e| panic!("{}: {e}", pidfile.display()))
-            .trim()
+        let port = self.kafka.port;
+        broker_pid(port)
+            .unwrap_or_else(|| panic!("no pid file for the broker on port {port}"))
             .to_string()
     }
 

@@ -1,4 +1,6 @@
-//! Helpers shared by the end-to-end tests: where things are, and the built components.
+//! The test kit, shared by the end-to-end tests and the benchmarks (which include it with
+//! `#[path]`): where things are, the built components, settings from the environment, scratch
+//! directories and a small disk, and in [`kafka`] the test broker and plain clients.
 
 #![allow(dead_code)]
 
@@ -26,6 +28,17 @@ pub fn component(name: &str) -> PathBuf {
         }
     }
     panic!("component `{name}` is not built: run scripts/build-plugins.sh (scripts/test.sh does)");
+}
+
+/// The environment variable `name` parsed, or `default` when unset; panics on a value that does
+/// not parse, naming it.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v} is not a valid value")),
+        Err(_) => default,
+    }
 }
 
 /// The `weir` binary this test run built.

@@ -383,60 +383,8 @@ impl Watch {
                 Some((_, p)) => self.load(stage, Some(p))?,
                 None => self.load(stage, None)?,
             };
-            if let Some((_, p)) = same_file {
-                if p.kind() != plugin.kind() {
-                    return Err(format!(
-                        "reload: {} rejected, the running version stays: stage `{}` runs a {} \
-                         plugin and this is a {} plugin (the wrong world for the stage)",
-                        stage.plugin.display(),
-                        stage.name,
-                        p.kind(),
-                        plugin.kind()
-                    ));
-                }
-            }
-            if let Some((s, _)) = old {
-                if s.window != stage.window {
-                    return Err(format!(
-                        "reload: {} rejected, the running pipeline stays: stage `{}` changes its \
-                         window settings, which its stored windows were made with: restart \
-                         `weir run` to change them",
-                        self.started.path.display(),
-                        stage.name
-                    ));
-                }
-            }
-            let keeps_state = plugin.uses_state() || stage.window.is_some();
-            if keeps_state && !self.live.base_stateful.contains(&stage.name) {
-                return Err(format!(
-                    "reload: {} rejected, the running version stays: stage `{}` would keep keyed \
-                     state, which needs its changelog set up when partitions are assigned: \
-                     restart `weir run` to add a stateful stage",
-                    stage.plugin.display(),
-                    stage.name
-                ));
-            }
-            match old {
-                None => changed.push(format!("stage `{}` added", stage.name)),
-                Some((s, p)) => {
-                    if p.hash() != plugin.hash() {
-                        changed.push(format!(
-                            "stage `{}` runs {} (sha256:{})",
-                            stage.name,
-                            stage.plugin.display(),
-                            &plugin.hash()[..12]
-                        ));
-                    }
-                    if s.config != stage.config {
-                        changed.push(format!("stage `{}` config", stage.name));
-                    }
-                    if s.limits.memory_bytes != stage.limits.memory_bytes
-                        || s.limits.call_timeout != stage.limits.call_timeout
-                    {
-                        changed.push(format!("stage `{}` limits", stage.name));
-                    }
-                }
-            }
+            self.refuse_unfit(stage, old.copied(), same_file.is_some(), &plugin)?;
+            changed.extend(changes(stage, old.copied(), &plugin));
             stages.push((stage.clone(), plugin));
         }
         for (s, _) in &running {
@@ -453,6 +401,50 @@ impl Watch {
             return Ok(None);
         }
         Ok(Some((current.stages.next_version(stages), changed)))
+    }
+
+    /// Refuse a version in which `stage` (running as `old`, from the same file if `same_file`)
+    /// would run `plugin` but cannot: another world, other window settings, or state that was
+    /// not set up when partitions were assigned.
+    fn refuse_unfit(
+        &self,
+        stage: &Stage,
+        old: Option<(&Stage, &Plugin)>,
+        same_file: bool,
+        plugin: &Plugin,
+    ) -> Result<(), String> {
+        if let Some((_, p)) = old.filter(|_| same_file) {
+            if p.kind() != plugin.kind() {
+                return Err(format!(
+                    "reload: {} rejected, the running version stays: stage `{}` runs a {} \
+                     plugin and this is a {} plugin (the wrong world for the stage)",
+                    stage.plugin.display(),
+                    stage.name,
+                    p.kind(),
+                    plugin.kind()
+                ));
+            }
+        }
+        if old.is_some_and(|(s, _)| s.window != stage.window) {
+            return Err(format!(
+                "reload: {} rejected, the running pipeline stays: stage `{}` changes its \
+                 window settings, which its stored windows were made with: restart \
+                 `weir run` to change them",
+                self.started.path.display(),
+                stage.name
+            ));
+        }
+        let keeps_state = plugin.uses_state() || stage.window.is_some();
+        if keeps_state && !self.live.base_stateful.contains(&stage.name) {
+            return Err(format!(
+                "reload: {} rejected, the running version stays: stage `{}` would keep keyed \
+                 state, which needs its changelog set up when partitions are assigned: \
+                 restart `weir run` to add a stateful stage",
+                stage.plugin.display(),
+                stage.name
+            ));
+        }
+        Ok(())
     }
 
     /// Load `stage`'s plugin file as it is now; `old` is the plugin the stage runs from that
@@ -673,6 +665,31 @@ fn restart_only_changes(started: &Pipeline, new: &Pipeline) -> Vec<&'static str>
     }
     if started.reload.watch != new.reload.watch {
         changed.push("[reload] watch");
+    }
+    changed
+}
+
+/// What running `plugin` as `stage` changes from `old` (the stage as it runs now), for the log.
+fn changes(stage: &Stage, old: Option<(&Stage, &Plugin)>, plugin: &Plugin) -> Vec<String> {
+    let Some((s, p)) = old else {
+        return vec![format!("stage `{}` added", stage.name)];
+    };
+    let mut changed = Vec::new();
+    if p.hash() != plugin.hash() {
+        changed.push(format!(
+            "stage `{}` runs {} (sha256:{})",
+            stage.name,
+            stage.plugin.display(),
+            &plugin.hash()[..12]
+        ));
+    }
+    if s.config != stage.config {
+        changed.push(format!("stage `{}` config", stage.name));
+    }
+    if s.limits.memory_bytes != stage.limits.memory_bytes
+        || s.limits.call_timeout != stage.limits.call_timeout
+    {
+        changed.push(format!("stage `{}` limits", stage.name));
     }
     changed
 }

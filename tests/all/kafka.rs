@@ -518,6 +518,80 @@ fn an_output_too_large_for_the_sink_is_dead_lettered() {
     assert_eq!(setup.committed(), vec![20]);
 }
 
+#[test]
+fn a_dead_letter_the_sink_refuses_stops_the_run_without_committing_its_record() {
+    let k = kafka();
+    let setup = Setup::new("dlq-refused", 1);
+    // Input 5 is larger than the sink takes (2000 bytes a record): its output is refused, and
+    // so is its dead letter, which carries the input itself.
+    let input: Vec<In> = (0..12)
+        .map(|i| In {
+            key: Some(format!("k{i}")),
+            value: json!({"n": i, "note": if i == 5 { "x".repeat(3000) } else { String::new() }})
+                .to_string()
+                .into_bytes(),
+            ..In::default()
+        })
+        .collect();
+    k.produce(&setup.source, &input);
+    let stage = format!(
+        "[[stage]]\nname = \"tag\"\nplugin = \"{}\"\nconfig = {{ set = {{ \"/tagged\" = true }} }}\n",
+        plugin("enrich"),
+    );
+    let extra = format!(
+        "[errors]\npolicy = \"dead-letter\"\ntopic = \"{}\"\n",
+        setup.dlq
+    );
+    let small = setup.pipeline_with(
+        &k.brokers,
+        "kafka = { \"message.max.bytes\" = 2000 }",
+        &stage,
+        &extra,
+    );
+    let mut weir = Weir::start(weir_bin(), &small);
+    let code = weir.wait(Duration::from_secs(90));
+    let log = weir.log();
+    assert_eq!(code, Some(1), "weir run must stop; log:\n{log}");
+    assert!(
+        log.contains("dead-letter topic") && log.contains(&format!("{}[0]@5", setup.source)),
+        "the error names the record and the dead-letter topic; log:\n{log}"
+    );
+    // Committed up to the record, not past it: the restart reads it again.
+    assert_eq!(setup.committed(), vec![5], "log:\n{log}");
+
+    // With a sink that takes it, a restart delivers it: nothing was lost.
+    let large = setup.pipeline_with(
+        &k.brokers,
+        "kafka = { \"message.max.bytes\" = 100000 }",
+        &stage,
+        &extra,
+    );
+    let mut weir = Weir::start(weir_bin(), &large);
+    let finished = setup.kafka.wait_finished(
+        &setup.group,
+        &setup.source,
+        &[12],
+        false,
+        Duration::from_secs(90),
+    );
+    let code = weir.stop();
+    let log = weir.log();
+    assert!(
+        finished,
+        "the restart did not finish the input; log:\n{log}"
+    );
+    assert_eq!(code, Some(0), "log:\n{log}");
+    let output = k.read(&setup.sink, 12, Duration::from_secs(30));
+    let mut ns: Vec<u64> = output
+        .iter()
+        .map(|o| json_of(o)["n"].as_u64().unwrap())
+        .collect();
+    ns.sort_unstable();
+    ns.dedup();
+    assert_eq!(ns, (0..12).collect::<Vec<u64>>(), "log:\n{log}");
+    assert_eq!(setup.committed(), vec![12]);
+}
+
 /// Outputs of `orders(n)` through `stages()`: per key, the order ids in order.
 fn expected_orders(input: &[In]) -> BTreeMap<String, Vec<u64>> {
     let mut map: BTreeMap<String, Vec<u64>> = BTreeMap::new();

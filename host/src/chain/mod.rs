@@ -42,7 +42,6 @@ impl Failure {
         self.record.offset >= 0
     }
 
-    /// Where and why, for logs and the error that stops a run.
     /// The error that ends a run when this failure stops it (`policy = "fail"`).
     pub fn to_error(&self) -> Error {
         let r = &self.record;
@@ -55,6 +54,7 @@ impl Failure {
         }
     }
 
+    /// Where and why, for logs and the error that stops a run.
     pub fn place(&self) -> String {
         let r = &self.record;
         format!(

@@ -56,7 +56,7 @@ impl Shared {
                 self.send_late(sink, late, originals, &acks);
             }
         }
-        self.handle_all(sink, failures, originals, &acks, halt);
+        let halt = self.handle_all(sink, failures, originals, &acks, halt);
         if at_least_once {
             let delivered: Arc<dyn Delivered> = acks.clone();
             chain.hold(&delivered);
@@ -165,20 +165,24 @@ impl Shared {
                     stage: late.stage.clone(),
                     plugin_hash: Some(late.plugin_hash.clone()),
                 };
-                self.handle(sink, &failure, originals, acks, None);
+                if self.handle(sink, &failure, originals, acks, None).is_some() {
+                    // Its dead letter failed: nothing of this batch may be committed.
+                    acks.fail();
+                }
             }
         }
     }
 
-    /// Apply the error policy to every failed record, once per input.
+    /// Apply the error policy to every failed record, once per input; the first input the
+    /// partition must stop at comes back (`halt`, or an earlier one whose dead letter failed).
     fn handle_all(
         &self,
         sink: &Sink,
         mut failures: Vec<Failure>,
         originals: Option<&[Record]>,
         acks: &Arc<Acks>,
-        halt: Option<i64>,
-    ) {
+        mut halt: Option<i64>,
+    ) -> Option<i64> {
         failures.sort_by_key(|f| f.record.offset);
         // A flat-map may emit several refused outputs of one input: one dead letter per input.
         failures.dedup_by(|a, b| a.record.offset == b.record.offset && a.is_input());
@@ -190,7 +194,10 @@ impl Shared {
                 self.fatal.set(failure.to_error());
                 continue;
             }
-            self.handle(sink, failure, originals, acks, halt);
+            if let Some(stop) = self.handle(sink, failure, originals, acks, halt) {
+                halt = Some(halt.map_or(stop, |h| h.min(stop)));
+            }
         }
+        halt
     }
 }

@@ -38,6 +38,9 @@ pub(super) fn too_large(record: &Record, size: usize, cause: &impl std::fmt::Dis
 
 impl Shared {
     /// Apply the error policy to `failure`; `halt` is the first input that `fail` stops at.
+    /// Returns the input the partition must stop at if its dead letter could not be sent: then
+    /// the run stops without committing it, as under `fail`, so it is read again after a
+    /// restart instead of being lost.
     pub(super) fn handle(
         &self,
         sink: &Sink,
@@ -45,7 +48,7 @@ impl Shared {
         originals: Option<&[Record]>,
         acks: &Arc<Acks>,
         halt: Option<i64>,
-    ) {
+    ) -> Option<i64> {
         match self.policy {
             ErrorPolicy::Fail => {
                 if halt == Some(failure.record.offset) {
@@ -56,18 +59,34 @@ impl Shared {
                 Metrics::add(&self.metrics.skipped, 1);
                 tracing::warn!("{} (skipped)", failure.place());
             }
-            ErrorPolicy::DeadLetter => self.dead_letter(sink, failure, originals, acks),
+            ErrorPolicy::DeadLetter => {
+                if let Err(why) = self.dead_letter(sink, failure, originals, acks) {
+                    self.fatal.stop(format!(
+                        "{}; {why}: stopped without committing that record",
+                        failure.place()
+                    ));
+                    if !failure.is_input() {
+                        // A window's result stands for no one input: nothing of this batch
+                        // may be committed.
+                        acks.fail();
+                        return None;
+                    }
+                    return Some(failure.record.offset);
+                }
+            }
         }
+        None
     }
 
-    /// Send the failed input (or the window standing for none) to the dead-letter topic.
+    /// Send the failed input (or the window standing for none) to the dead-letter topic; `Err`
+    /// says why it could not be.
     fn dead_letter(
         &self,
         sink: &Sink,
         failure: &Failure,
         originals: Option<&[Record]>,
         acks: &Arc<Acks>,
-    ) {
+    ) -> Result<(), String> {
         let topic = self.dead_letters.as_deref().expect("checked by config");
         let original = if failure.is_input() {
             originals.and_then(|all| {
@@ -78,22 +97,13 @@ impl Shared {
         } else {
             Some(&failure.record)
         };
-        let Some(original) = original else {
-            self.fatal
-                .stop(format!("{} (its input was not found)", failure.place()));
-            return;
-        };
+        let original = original.ok_or("its input was not found")?;
         let letter = letter(original, failure);
-        match sink.send(topic, &letter, acks) {
-            Ok(()) => {
-                Metrics::add(&self.metrics.dead_lettered, 1);
-                tracing::debug!("{} (dead-lettered to `{topic}`)", failure.place());
-            }
-            Err(e) => self.fatal.stop(format!(
-                "{}; sending it to the dead-letter topic failed: {e}",
-                failure.place()
-            )),
-        }
+        sink.send(topic, &letter, acks)
+            .map_err(|e| format!("sending it to the dead-letter topic `{topic}` failed: {e}"))?;
+        Metrics::add(&self.metrics.dead_lettered, 1);
+        tracing::debug!("{} (dead-lettered to `{topic}`)", failure.place());
+        Ok(())
     }
 }
 

@@ -125,9 +125,9 @@ impl<P: Plugin> Harness<P> {
         Ok(serde_json::from_slice(&new)?)
     }
 
-    /// One host call over `records`, with the host's outcome when a value the call reads cannot
-    /// be migrated: the call's writes are dropped and its records replayed one at a time, so the
-    /// record that read it fails alone.
+    /// One host call over `records`, with the host's outcomes: a record that fails leaves no
+    /// state change, so when some fail after the call wrote state (or a value the call reads
+    /// cannot be migrated) its writes are dropped and its records replayed one at a time.
     fn call<R>(&self, records: Vec<Record>, f: &BatchCall<'_, R>) -> Vec<Result<R, String>> {
         *self.host.batch.borrow_mut() = records
             .iter()
@@ -141,7 +141,7 @@ impl<P: Plugin> Harness<P> {
         let failed = self.host.failed.borrow_mut().take();
         let pending = std::mem::take(&mut *self.host.pending.borrow_mut());
         match failed {
-            None => {
+            None if results.iter().all(Result::is_ok) => {
                 let mut state = self.host.state.borrow_mut();
                 for (key, entry) in pending {
                     match entry {
@@ -151,9 +151,10 @@ impl<P: Plugin> Harness<P> {
                 }
                 results
             }
+            None if pending.is_empty() || results.len() == 1 => results,
             Some(why) if results.len() == 1 => vec![Err(why)],
-            Some(_) => kept
-                .expect("only a plugin that keeps state fails a read")
+            _ => kept
+                .expect("only a plugin that keeps state writes or fails a read")
                 .into_iter()
                 .flat_map(|rec| self.call(vec![rec], f))
                 .collect(),

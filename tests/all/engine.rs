@@ -99,9 +99,40 @@ fn a_record_error_does_not_fail_its_batch() {
     assert_eq!(err.kind, ErrorKind::Plugin);
     assert_eq!(err.message, "bad order");
     assert_eq!(err.plugin, "misbehave");
-    // A returned error is not a trap: its state write stands.
-    assert_eq!(json_of(&out[2])["seen"], 3);
+    // A returned error is not a trap, but a record that fails leaves no state change either:
+    // its write is discarded, the others' stay.
+    assert_eq!(json_of(&out[2])["seen"], 2);
     assert_eq!(inst.restarts(), 0);
+    let out = inst.process(batch(vec![json!({"fail": "alone"})]));
+    assert!(out[0].is_err());
+    let out = inst.process(batch(vec![json!({})]));
+    assert_eq!(
+        json_of(&out[0])["seen"],
+        3,
+        "a failing record alone writes nothing"
+    );
+}
+
+#[test]
+fn until_failure_runs_nothing_after_the_first_failing_record() {
+    let mut inst = misbehave(Limits::default());
+    let out = inst.process_until_failure(batch(vec![
+        json!({}),
+        json!({"fail": "bad order"}),
+        json!({}),
+        json!({"panic": true}),
+    ]));
+    assert_eq!(out.len(), 4, "one outcome per input");
+    assert_eq!(json_of(&out[0])["seen"], 1);
+    assert_eq!(out[1].as_ref().unwrap_err().error.message, "bad order");
+    assert!(out[2].as_ref().unwrap().is_empty(), "not run");
+    assert!(out[3].as_ref().unwrap().is_empty(), "not run");
+    let out = inst.process(batch(vec![json!({})]));
+    assert_eq!(
+        json_of(&out[0])["seen"],
+        2,
+        "only the record before the failure counted"
+    );
 }
 
 #[test]
@@ -119,7 +150,11 @@ fn an_oversized_state_value_fails_its_record_with_a_clear_error() {
         err.message,
         "state value `blob` is 1049600 bytes, over the limit of 1048576"
     );
-    assert_eq!(json_of(&out[2])["seen"], 3, "the batch goes on");
+    assert_eq!(
+        json_of(&out[2])["seen"],
+        2,
+        "the batch goes on, the refused write undone"
+    );
     assert_eq!(inst.restarts(), 0, "a refused put is an error, not a trap");
 }
 

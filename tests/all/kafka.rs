@@ -405,6 +405,75 @@ fn fail_policy_stops_before_the_failing_record_and_commits_up_to_it() {
     assert_eq!(setup.committed(), vec![20], "log:\n{log}");
 }
 
+#[test]
+fn a_fail_stop_leaves_no_state_after_its_record_to_count_twice() {
+    let k = kafka();
+    let setup = Setup::new("fail-state", 1);
+    let input: Vec<In> = (0..100)
+        .map(|i| In {
+            key: Some(format!("k{}", i % 3)),
+            value: if i == 40 {
+                json!({"n": i, "fail": "record forty is bad"})
+            } else {
+                json!({"n": i})
+            }
+            .to_string()
+            .into_bytes(),
+            ..In::default()
+        })
+        .collect();
+    k.produce(&setup.source, &input);
+    // Two stateful stages: `misbehave` counts per key (`seen`) and fails record 40 after its
+    // write; `running-total` after it counts what reaches it.
+    let stages = format!(
+        "{}[[stage]]\nname = \"totals\"\nplugin = \"{}\"\nconfig = {{ field = \"/n\", into = \"/totals\" }}\n",
+        misbehave_stage(),
+        plugin("running-total")
+    );
+    let state = format!(
+        "[state]\ndir = \"{}\"\n",
+        setup.dir.path().join("state").display()
+    );
+    let mut weir = Weir::start(weir_bin(), &setup.pipeline(&stages, &state));
+    let code = weir.wait(Duration::from_secs(90));
+    let log = weir.log();
+    assert_eq!(code, Some(1), "policy fail stops; log:\n{log}");
+    assert_eq!(setup.committed(), vec![40], "log:\n{log}");
+
+    // Restarted with `skip`, record 40 fails again and is skipped; everything else counts once.
+    let skip = format!("{state}[errors]\npolicy = \"skip\"\n");
+    let mut weir = Weir::start(weir_bin(), &setup.pipeline(&stages, &skip));
+    let finished = k.wait_finished(
+        &setup.group,
+        &setup.source,
+        &[100],
+        false,
+        Duration::from_secs(90),
+    );
+    let code = weir.stop();
+    let log = weir.log();
+    assert!(finished, "the restart did not finish; log:\n{log}");
+    assert_eq!(code, Some(0), "log:\n{log}");
+    let output = k.read(&setup.sink, 99, Duration::from_secs(30));
+    let mut last: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for o in &output {
+        let v = json_of(o);
+        let counts = (
+            v["seen"].as_u64().unwrap(),
+            v["totals"]["count"].as_u64().unwrap(),
+        );
+        let key = o.key.clone().unwrap();
+        let at = last.entry(key).or_default();
+        *at = (at.0.max(counts.0), at.1.max(counts.1));
+    }
+    // 34 records of k0, 33 of k1 less record 40, 33 of k2.
+    let expected: BTreeMap<String, (u64, u64)> = [("k0", 34), ("k1", 32), ("k2", 33)]
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), (n, n)))
+        .collect();
+    assert_eq!(last, expected, "per key (seen, count); log:\n{log}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bad input and faults
 // ---------------------------------------------------------------------------------------------

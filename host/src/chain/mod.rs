@@ -151,7 +151,10 @@ impl Stages {
                 Ok((stage.name.clone(), step))
             })
             .collect::<Result<_, Error>>()?;
-        Ok(Chain { stages })
+        Ok(Chain {
+            stages,
+            stop_at_failure: false,
+        })
     }
 }
 
@@ -210,6 +213,9 @@ impl Step {
 /// Live instances of every stage of a pipeline, for one worker's records.
 pub struct Chain {
     stages: Vec<(String, Step)>,
+    /// `policy = "fail"`: nothing after a batch's first failing input is run (see
+    /// [`Chain::stop_at_first_failure`]).
+    stop_at_failure: bool,
 }
 
 impl Chain {
@@ -240,6 +246,7 @@ impl Chain {
         let instance = plugin.instantiate(&stage.config, stage.limits, MemoryState::shared())?;
         Ok(Chain {
             stages: vec![(name, Step::Plugin(instance))],
+            stop_at_failure: false,
         })
     }
 
@@ -263,6 +270,13 @@ impl Chain {
         self.stages
             .iter()
             .any(|(_, s)| matches!(s, Step::Window(_)))
+    }
+
+    /// `policy = "fail"`: from the first input of a batch that fails in any stage on, no
+    /// record reaches a later stage, and the failing stage runs none of them, so nothing after
+    /// the record the run stops at changes state (it would count twice after the restart).
+    pub fn stop_at_first_failure(&mut self) {
+        self.stop_at_failure = true;
     }
 
     /// At least once: window stages keep a fired window until its outputs are delivered; see
@@ -337,14 +351,22 @@ impl Chain {
         let now = Instant::now();
         let mut records = batch;
         let mut out = BatchOutput::default();
+        let stop_at_failure = self.stop_at_failure;
         for (name, step) in &mut self.stages {
             let hash = step.instance().plugin().hash().to_string();
+            if stop_at_failure {
+                cut_at_first_failure(&mut records, &out.failures);
+            }
             match step {
                 Step::Plugin(instance) => {
                     if records.is_empty() {
                         continue;
                     }
-                    let outcomes = instance.process(records);
+                    let outcomes = if stop_at_failure {
+                        instance.process_until_failure(records)
+                    } else {
+                        instance.process(records)
+                    };
                     records = Vec::with_capacity(outcomes.len());
                     for outcome in outcomes {
                         match outcome {
@@ -397,8 +419,24 @@ impl Chain {
                 }
             }
         }
+        if stop_at_failure {
+            cut_at_first_failure(&mut records, &out.failures);
+        }
         out.records = records;
         out
+    }
+}
+
+/// Drop the inputs' records at or after the first failed input in `failures` (window results,
+/// which stand for no one input, stay).
+fn cut_at_first_failure(records: &mut Vec<Record>, failures: &[Failure]) {
+    let first = failures
+        .iter()
+        .filter(|f| f.is_input())
+        .map(|f| f.record.offset)
+        .min();
+    if let Some(first) = first {
+        records.retain(|r| r.offset < first);
     }
 }
 

@@ -258,6 +258,11 @@ impl HostState {
         self.state = state;
     }
 
+    /// Whether the call wrote state that is not yet applied.
+    pub(super) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Forget the call's state writes.
     pub(super) fn rollback(&mut self) {
         self.batch = Arc::new(Vec::new());

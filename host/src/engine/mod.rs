@@ -520,8 +520,20 @@ impl Instance {
     }
 
     /// Run a batch: one outcome per input, in order. A filter passes a kept record through
-    /// unchanged; a transform's outputs keep the source coordinates of their input.
+    /// unchanged; a transform's outputs keep the source coordinates of their input. A record
+    /// that fails, by any kind, leaves no state change: the others' stay.
     pub fn process(&mut self, records: Vec<Record>) -> Vec<Outcome> {
+        self.run(records, false)
+    }
+
+    /// As [`process`](Self::process), but no record after the first that fails is run: those
+    /// come back with no outputs and no state change. What `policy = "fail"` needs, since it
+    /// stops at that record and reads the ones after it again after a restart.
+    pub fn process_until_failure(&mut self, records: Vec<Record>) -> Vec<Outcome> {
+        self.run(records, true)
+    }
+
+    fn run(&mut self, records: Vec<Record>, until_failure: bool) -> Vec<Outcome> {
         if records.is_empty() {
             return Vec::new();
         }
@@ -529,19 +541,24 @@ impl Instance {
         let outcome = self.call(&records);
         let records = Arc::try_unwrap(records).unwrap_or_else(|shared| (*shared).clone());
         match outcome {
-            Ok(verdicts) => self.finish(records, verdicts),
-            Err(_) if records.len() > 1 => {
-                // One record brought the whole call down; replay them one at a time on fresh
-                // instances to find it. State writes of the failed call were discarded.
-                records
-                    .into_iter()
-                    .map(|rec| {
-                        self.process(vec![rec])
-                            .pop()
-                            .expect("one outcome per record")
-                    })
-                    .collect()
+            Ok(answer) => {
+                let checked = wire::check(records.len(), &answer);
+                let clean = checked.is_ok() && !answer.has_errors();
+                let wrote = self.store.data().has_pending();
+                if clean {
+                    self.store.data_mut().commit();
+                } else {
+                    self.store.data_mut().rollback();
+                }
+                if clean || !wrote || records.len() == 1 {
+                    return self.finish(records, answer, checked);
+                }
+                // Some records failed and the call wrote state: which writes were theirs is
+                // known only by running each record alone.
+                self.one_by_one(records, until_failure)
             }
+            // One record brought the whole call down; its state writes were discarded.
+            Err(_) if records.len() > 1 => self.one_by_one(records, until_failure),
             Err(error) => records
                 .into_iter()
                 .map(|record| {
@@ -554,11 +571,29 @@ impl Instance {
         }
     }
 
-    /// One call into the plugin for the whole batch.
+    /// Replay `records` one call each (on a fresh instance after a trap), so each record's
+    /// failure and state writes are its own.
+    fn one_by_one(&mut self, records: Vec<Record>, until_failure: bool) -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(records.len());
+        let mut stopped = false;
+        for record in records {
+            if stopped {
+                outcomes.push(Ok(Vec::new()));
+                continue;
+            }
+            let outcome = self.run(vec![record], until_failure);
+            let outcome = outcome.into_iter().next().expect("one outcome per record");
+            stopped = until_failure && outcome.is_err();
+            outcomes.push(outcome);
+        }
+        outcomes
+    }
+
+    /// One call into the plugin for the whole batch; its state writes are left pending.
     fn call(&mut self, records: &Arc<Vec<Record>>) -> Result<Answer, RecordError> {
         let mut batch = std::mem::replace(&mut self.wire, wire::empty());
         wire::encode(records, &mut batch);
-        let result = self.guarded(records.clone(), |exports, _, store| match exports {
+        let result = self.attempt(records.clone(), |exports, _, store| match exports {
             Exports::Filter(f) => f.call_filter(store, &batch).map(Answer::Filter),
             Exports::Transform(t) => t.call_transform(store, &batch).map(Answer::Transform),
             Exports::Window(_) => Ok(Answer::Unsupported),
@@ -617,6 +652,22 @@ impl Instance {
             &mut Store<HostState>,
         ) -> wasmtime::Result<T>,
     ) -> Result<T, RecordError> {
+        let value = self.attempt(records, call)?;
+        self.store.data_mut().commit();
+        Ok(value)
+    }
+
+    /// Run `call` as [`guarded`](Self::guarded) does, but leave the state writes of a call that
+    /// returned pending: the caller commits or rolls them back once it has read the answer.
+    fn attempt<T>(
+        &mut self,
+        records: Arc<Vec<Record>>,
+        call: impl FnOnce(
+            &Exports,
+            Option<&versioned::VersionedState>,
+            &mut Store<HostState>,
+        ) -> wasmtime::Result<T>,
+    ) -> Result<T, RecordError> {
         if self.poisoned {
             self.restart()?;
         }
@@ -624,10 +675,7 @@ impl Instance {
         self.store
             .set_epoch_deadline(deadline_ticks(self.limits.call_timeout));
         match call(&self.exports, self.versioned.as_ref(), &mut self.store) {
-            Ok(value) => {
-                self.store.data_mut().commit();
-                Ok(value)
-            }
+            Ok(value) => Ok(value),
             Err(trap) => {
                 let data = self.store.data_mut();
                 data.rollback();
@@ -659,7 +707,13 @@ impl Instance {
         Ok(())
     }
 
-    fn finish(&self, records: Vec<Record>, verdicts: Answer) -> Vec<Outcome> {
+    /// The outcomes of `records` from the plugin's answer, `checked` by [`wire::check`].
+    fn finish(
+        &self,
+        records: Vec<Record>,
+        verdicts: Answer,
+        checked: Result<(), String>,
+    ) -> Vec<Outcome> {
         let failed = |record: Record, message: String| {
             Err(Box::new(Failed {
                 record,
@@ -671,7 +725,7 @@ impl Instance {
             }))
         };
         let n = records.len();
-        if let Err(why) = wire::check(n, &verdicts) {
+        if let Err(why) = checked {
             let message = format!("returned a malformed batch: {why}");
             return records
                 .into_iter()
@@ -724,6 +778,17 @@ enum Answer {
     Filter(wire::Verdicts),
     Transform(wire::OutBatch),
     Unsupported,
+}
+
+impl Answer {
+    /// Whether the plugin failed some of the records.
+    fn has_errors(&self) -> bool {
+        match self {
+            Answer::Filter(v) => !v.errors.is_empty(),
+            Answer::Transform(out) => !out.errors.is_empty(),
+            Answer::Unsupported => true,
+        }
+    }
 }
 
 /// Name a failed call: a blown limit, a timeout, or a trap (with the panic message if the

@@ -11,7 +11,7 @@ use std::{
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::{Batch, Partition, Shared, Work};
-use crate::{metrics::Metrics, reload::LiveChain};
+use crate::{config::ErrorPolicy, metrics::Metrics, reload::LiveChain};
 
 /// How often window stages look at the watermark between batches (Flink's default
 /// auto-watermark interval): it moves with other partitions' records and with idleness.
@@ -49,10 +49,17 @@ struct Worker<'a> {
 impl<'a> Worker<'a> {
     fn new(id: usize, mut chain: LiveChain, shared: &'a Shared, interval: Duration) -> Self {
         let windows = chain.has_windows();
-        if windows && shared.exactly_once.is_none() {
-            // Every version this worker moves to (hot reload) holds fired windows the same way.
-            chain.prepare_each(|c| c.defer_until_delivered());
-        }
+        let defer = windows && shared.exactly_once.is_none();
+        let stop_at_failure = shared.policy == ErrorPolicy::Fail;
+        // Every version this worker moves to (hot reload) is prepared the same way.
+        chain.prepare_each(move |c| {
+            if defer {
+                c.defer_until_delivered();
+            }
+            if stop_at_failure {
+                c.stop_at_first_failure();
+            }
+        });
         Worker {
             id,
             chain,

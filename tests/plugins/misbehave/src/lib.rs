@@ -14,7 +14,7 @@ struct Config {
 
 #[transform]
 fn misbehave(rec: &Record, cfg: &Config, state: &State) -> Result<Record> {
-    // Written before misbehaving: a trap must roll this back.
+    // Written before misbehaving: a failure of any kind must roll this back.
     let seen: u64 = state.get("seen")?.unwrap_or(0) + 1;
     state.put("seen", &seen)?;
     let mut cmd: Value = rec.json()?;
@@ -64,11 +64,12 @@ mod tests {
                 .message(),
             "no"
         );
+        // The failed record's count was rolled back, as the host does.
         assert_eq!(
             p.transform(rec(json!({}))).unwrap()[0]
                 .json::<Value>()
                 .unwrap()["seen"],
-            3
+            2
         );
     }
 }

@@ -1210,6 +1210,44 @@ fn check_describes_where_records_come_from_and_go() {
 }
 
 #[test]
+fn check_builds_the_kafka_clients_so_a_bad_setting_fails_there() {
+    let dir = common::scratch();
+    let example = std::fs::read_to_string(common::root().join("examples/orders.toml")).unwrap();
+    let example = example.replace(
+        "../plugins/",
+        &format!("{}/plugins/", common::root().display()),
+    );
+    let with = |name: &str, table: &str, setting: &str| {
+        let text = example.replacen(
+            &format!("[{table}]\n"),
+            &format!("[{table}]\nkafka = {{ {setting} }}\n"),
+            1,
+        );
+        write(dir.path(), name, &text)
+    };
+    let toml = with("unknown.toml", "source", "\"no.such.property\" = 1");
+    weir(&[OsStr::new("check"), toml.as_os_str()])
+        .assert_failed()
+        .assert_stderr_has(&["[source.kafka] settings", "no.such.property"]);
+    let toml = with("codec.toml", "sink", "\"compression.type\" = \"brotli\"");
+    weir(&[OsStr::new("check"), toml.as_os_str()])
+        .assert_failed()
+        .assert_stderr_has(&["[sink.kafka] settings", "compression"]);
+    // Every codec Kafka has is built in, zstd too.
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        let setting = format!("\"compression.type\" = \"{codec}\"");
+        let toml = with(&format!("{codec}.toml"), "sink", &setting);
+        weir(&[OsStr::new("check"), toml.as_os_str()]).assert_ok();
+    }
+    // A [source] without a [sink] cannot run: check says so rather than "weir test only".
+    let text = example.replace("[sink]\ntopic = \"orders.big\"\n", "");
+    let toml = write(dir.path(), "no-sink.toml", &text);
+    weir(&[OsStr::new("check"), toml.as_os_str()])
+        .assert_failed()
+        .assert_stderr_has(&["no [sink] table"]);
+}
+
+#[test]
 fn check_names_file_and_line_of_an_unknown_key() {
     let dir = common::scratch();
     let text = orders_pipeline(|p| plugin(p).display().to_string())

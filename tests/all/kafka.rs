@@ -938,6 +938,46 @@ fn state_survives_restarts_and_a_lost_state_directory() {
     assert!(!changes.is_empty(), "the changelog holds the state");
 }
 
+/// The changelog is written with the sink's settings, so its batches come in whatever codec the
+/// user picked: state must come back from each.
+#[test]
+fn state_is_restored_from_a_changelog_in_every_codec() {
+    let k = kafka();
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        let setup = Setup::new(&format!("codec-{codec}"), 1);
+        let state_dir = setup.dir.path().join("state");
+        let pipeline = setup.pipeline_with(
+            &k.brokers,
+            &format!("kafka = {{ \"compression.type\" = \"{codec}\" }}"),
+            &totals_stage(),
+            &format!("[state]\ndir = \"{}\"\n", state_dir.display()),
+        );
+        let input = purchases(0..600);
+        for range in [0..300, 300..600] {
+            if range.start > 0 {
+                std::fs::remove_dir_all(&state_dir).unwrap();
+            }
+            k.produce(&setup.source, &input[range.clone()]);
+            let mut weir = Weir::start(weir_bin(), &pipeline);
+            let output = k.read(&setup.sink, range.end, Duration::from_secs(90));
+            let code = weir.stop();
+            let log = weir.log();
+            assert_eq!(code, Some(0), "{codec}; log:\n{log}");
+            assert_eq!(
+                totals_of(&output),
+                running_totals(&input[..range.end]),
+                "{codec}; log:\n{log}"
+            );
+            if range.start > 0 {
+                assert!(
+                    log.contains("changes restored from"),
+                    "{codec}; log:\n{log}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn a_full_state_disk_stops_the_run_clearly_and_loses_nothing() {
     state_disk_fills_up(false);

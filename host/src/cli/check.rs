@@ -39,6 +39,9 @@ impl CheckCommand {
                     .map_or(String::new(), |w| format!(", {}", w.describe()))
             );
         }
+        if pipeline.source.is_some() || pipeline.sink.is_some() {
+            weir::kafka::check_client_settings(&pipeline)?;
+        }
         println!("  {}", kafka_line(&pipeline));
         Ok(ExitCode::SUCCESS)
     }

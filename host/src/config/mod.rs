@@ -455,6 +455,24 @@ impl Pipeline {
     }
 }
 
+/// Consumer settings weir manages, and why: given in `[source.kafka]` they are refused.
+const CONSUMER_MANAGED: &[(&str, &str)] = &[
+    ("group.id", "it is `[source] group`"),
+    (
+        "enable.auto.commit",
+        "weir commits a record's offset only once its outputs are acknowledged",
+    ),
+    (
+        "enable.auto.offset.store",
+        "weir stores a record's offset only once its outputs are acknowledged",
+    ),
+    (
+        "isolation.level",
+        "weir reads committed records only, so a producer's aborted transactions never enter \
+         the pipeline",
+    ),
+];
+
 /// Where a pipeline file is wrong: its line and what is wrong there.
 type Wrong = (usize, String);
 
@@ -529,7 +547,49 @@ impl File {
             let line = line_of(&|l| l.trim_start().starts_with("batch_size"));
             return Err((line, "source.batch_size must be at least 1".into()));
         }
+        if let Some((table, key, why)) = self.managed_setting() {
+            let line = line_of(&|l| l.contains(key));
+            return Err((
+                line,
+                format!("[{table}.kafka] `{key}` is weir's to set: {why}"),
+            ));
+        }
         Ok(())
+    }
+
+    /// A client setting in `[source.kafka]` or `[sink.kafka]` that weir manages itself, and
+    /// what weir does instead.
+    fn managed_setting(&self) -> Option<(&'static str, &'static str, &'static str)> {
+        let exactly_once = self.delivery.guarantee == Guarantee::ExactlyOnce;
+        let source = self.source.as_ref().map(|s| &s.kafka.0);
+        let sink = self.sink.as_ref().map(|s| &s.kafka.0);
+        let has = |props: Option<&BTreeMap<String, String>>, key: &str| {
+            props.is_some_and(|p| p.contains_key(key))
+        };
+        let managed = CONSUMER_MANAGED
+            .iter()
+            .find(|(key, _)| has(source, key))
+            .map(|(key, why)| ("source", *key, *why));
+        managed
+            .or_else(|| {
+                has(sink, "transactional.id").then_some((
+                    "sink",
+                    "transactional.id",
+                    "under exactly-once each source partition's producer gets an id of its own, \
+                     so that a new owner of the partition fences the old one",
+                ))
+            })
+            .or_else(|| {
+                let off = sink
+                    .and_then(|p| p.get("enable.idempotence"))
+                    .is_some_and(|v| v == "false");
+                (exactly_once && off).then_some((
+                    "sink",
+                    "enable.idempotence",
+                    "exactly-once needs the idempotent producer (transactions are built on it); \
+                     remove the setting",
+                ))
+            })
     }
 }
 
@@ -614,6 +674,54 @@ plugin = "/abs/mask.wasm"
         assert_eq!(p.stages[1].plugin, Path::new("/abs/mask.wasm"));
         assert_eq!(p.stages[1].config, "{}");
         assert_eq!(p.stages[1].line, 8);
+    }
+
+    #[test]
+    fn settings_weir_manages_are_refused_with_what_it_does_instead() {
+        let kafka = |source: &str, sink: &str, guarantee: &str| {
+            format!(
+                "[source]\nbrokers = \"b\"\ntopics = [\"in\"]\ngroup = \"g\"\nkafka = {{ {source} }}\n\n\
+                 [sink]\ntopic = \"out\"\nkafka = {{ {sink} }}\n\n\
+                 [delivery]\nguarantee = \"{guarantee}\"\n\n\
+                 [[stage]]\nname = \"a\"\nplugin = \"a.wasm\"\n"
+            )
+        };
+        let refused = |text: String, wanted: &str| {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(wanted), "{err}");
+            err
+        };
+        for key in [
+            "group.id",
+            "enable.auto.commit",
+            "enable.auto.offset.store",
+            "isolation.level",
+        ] {
+            let err = refused(
+                kafka(&format!("\"{key}\" = \"x\""), "", "at-least-once"),
+                &format!("[source.kafka] `{key}` is weir's to set"),
+            );
+            assert!(
+                err.starts_with("/p/pipeline.toml:5:"),
+                "names the line: {err}"
+            );
+        }
+        refused(
+            kafka("", "\"transactional.id\" = \"t\"", "at-least-once"),
+            "[sink.kafka] `transactional.id` is weir's to set",
+        );
+        let idempotence = "\"enable.idempotence\" = false";
+        refused(
+            kafka("", idempotence, "exactly-once"),
+            "exactly-once needs the idempotent producer",
+        );
+        // At least once, turning idempotence off is the user's call; other settings pass.
+        parse(&kafka(
+            "\"session.timeout.ms\" = 6000",
+            idempotence,
+            "at-least-once",
+        ))
+        .unwrap();
     }
 
     #[test]

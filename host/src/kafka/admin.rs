@@ -10,14 +10,39 @@ use std::{
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
-    consumer::Consumer as _,
-    error::RDKafkaErrorCode,
+    consumer::{BaseConsumer, Consumer as _},
+    error::{KafkaError, RDKafkaErrorCode},
     metadata::Metadata,
+    producer::BaseProducer,
     ClientConfig,
 };
 
-use super::{client, Consumer};
-use crate::Error;
+use super::{client, sink, source, Consumer};
+use crate::{
+    config::{Guarantee, Pipeline},
+    Error,
+};
+
+/// Build the pipeline's Kafka clients without running them, so a setting librdkafka does not
+/// know, or a value it cannot take (a codec it was built without), fails `weir check` and the
+/// start instead of the first partition assignment.
+pub fn check_client_settings(pipeline: &Pipeline) -> Result<(), Error> {
+    let (source, sink) = pipeline.kafka()?;
+    let exactly_once = pipeline.delivery.guarantee == Guarantee::ExactlyOnce;
+    let invalid = |role: &str, cause: KafkaError| Error::Kafka {
+        what: format!("{}: [{role}.kafka] settings", pipeline.path.display()),
+        cause,
+    };
+    source::consumer_config(source)
+        .create::<BaseConsumer>()
+        .map_err(|e| invalid("source", e))?;
+    let brokers = sink.brokers.as_deref().unwrap_or(&source.brokers);
+    let id = exactly_once.then_some("weir-check");
+    sink::producer_config(brokers, &sink.kafka, id)
+        .create::<BaseProducer>()
+        .map_err(|e| invalid("sink", e))?;
+    Ok(())
+}
 
 /// Fetch cluster metadata, retrying with backoff while the brokers are unreachable; `None` if
 /// stopped meanwhile.

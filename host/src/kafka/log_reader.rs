@@ -22,6 +22,7 @@ use std::{
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::{
+    compression::{Decompressor, Gzip, Lz4, Snappy, Zstd},
     messages::{
         fetch_request::{FetchPartition, FetchTopic},
         metadata_request::MetadataRequestTopic,
@@ -1051,27 +1052,20 @@ fn split_batches(buf: &Bytes) -> Result<(Vec<Batch>, usize), (i64, String)> {
     Ok((out, needed))
 }
 
-/// The batch's records, uncompressed.
+/// The batch's records, uncompressed: every codec Kafka has (gzip, snappy in raw or the Java
+/// clients' xerial framing, lz4 frames, zstd).
 fn batch_body(b: &Batch) -> Result<Bytes, String> {
-    match b.attrs & ATTR_COMPRESSION {
-        0 => Ok(b.body.clone()),
-        1 => {
-            let mut out = Vec::new();
-            flate2::read::MultiGzDecoder::new(&b.body[..])
-                .read_to_end(&mut out)
-                .map_err(|e| format!("cannot gunzip: {e}"))?;
-            Ok(out.into())
-        }
-        codec => Err(format!(
-            "compressed with {}; only uncompressed and gzip batches are decoded",
-            match codec {
-                2 => "snappy".to_string(),
-                3 => "lz4".to_string(),
-                4 => "zstd".to_string(),
-                n => format!("unknown codec {n}"),
-            }
-        )),
-    }
+    let mut body = b.body.clone();
+    let take = |records: &mut Bytes| Ok(std::mem::take(records));
+    let (codec, records) = match b.attrs & ATTR_COMPRESSION {
+        0 => return Ok(body),
+        1 => ("gzip", Gzip::decompress(&mut body, take)),
+        2 => ("snappy", Snappy::decompress(&mut body, take)),
+        3 => ("lz4", Lz4::decompress(&mut body, take)),
+        4 => ("zstd", Zstd::decompress(&mut body, take)),
+        n => return Err(format!("compressed with unknown codec {n}")),
+    };
+    records.map_err(|e| format!("cannot decompress its {codec} records: {e:#}"))
 }
 
 /// The records of a data batch at or after `from`.

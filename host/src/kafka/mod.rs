@@ -23,6 +23,7 @@ pub mod source;
 pub(crate) mod transactions;
 
 pub(crate) use acks::Acks;
+pub use admin::check_client_settings;
 pub(crate) use changelog::ChangelogMarks;
 pub use sink::PRODUCER_DEFAULTS;
 pub(crate) use sink::{Fatal, SendError, Sink};

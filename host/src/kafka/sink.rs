@@ -169,11 +169,23 @@ pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("queue.buffering.max.messages", "100000"),
 ];
 
-fn defaults(brokers: &str) -> ClientConfig {
+/// The sink's producer settings: weir's defaults under `[sink.kafka]`, and the transactional
+/// id of an exactly-once partition's producer.
+pub(crate) fn producer_config(
+    brokers: &str,
+    properties: &KafkaProperties,
+    transactional_id: Option<&str>,
+) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     for (k, v) in PRODUCER_DEFAULTS {
         config.set(*k, *v);
+    }
+    for (k, v) in &properties.0 {
+        config.set(k, v);
+    }
+    if let Some(id) = transactional_id {
+        config.set("transactional.id", id);
     }
     config
 }
@@ -255,13 +267,7 @@ impl Sink {
         metrics: Arc<Metrics>,
         fatal: Arc<Fatal>,
     ) -> Result<Sink, KafkaError> {
-        let mut config = defaults(brokers);
-        for (k, v) in &properties.0 {
-            config.set(k, v);
-        }
-        if let Some(id) = transactional_id {
-            config.set("transactional.id", id);
-        }
+        let config = producer_config(brokers, properties, transactional_id);
         let context = SinkContext {
             metrics: metrics.clone(),
             fatal: fatal.clone(),

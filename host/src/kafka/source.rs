@@ -101,15 +101,14 @@ pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("enable.auto.offset.store", "false"),
     // As Kafka Streams does: a new group reads a topic from its beginning.
     ("auto.offset.reset", "earliest"),
+    // Aborted transactions never enter the pipeline (librdkafka's default, said here).
+    ("isolation.level", "read_committed"),
     // Bounded prefetch: with a slow sink, consumption stops here rather than in memory.
     ("queued.max.messages.kbytes", "32768"),
 ];
 
-/// A consumer in the source's group, not yet subscribed.
-pub fn consumer(
-    source: &SourceConfig,
-    on_rebalance: impl Fn(&Consumer, &Rebalance<'_>, bool) -> Positions + Send + Sync + 'static,
-) -> Result<Consumer, KafkaError> {
+/// The source's consumer settings: weir's defaults under `[source.kafka]`.
+pub(crate) fn consumer_config(source: &SourceConfig) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &source.brokers)
@@ -120,7 +119,15 @@ pub fn consumer(
     for (k, v) in &source.kafka.0 {
         config.set(k, v);
     }
-    config.create_with_context(SourceContext {
+    config
+}
+
+/// A consumer in the source's group, not yet subscribed.
+pub fn consumer(
+    source: &SourceConfig,
+    on_rebalance: impl Fn(&Consumer, &Rebalance<'_>, bool) -> Positions + Send + Sync + 'static,
+) -> Result<Consumer, KafkaError> {
+    consumer_config(source).create_with_context(SourceContext {
         on_rebalance: Box::new(on_rebalance),
         errors: ClientErrors::default(),
     })

@@ -38,7 +38,7 @@ use crate::{
     chain::{window::Clock, Stages},
     config::{ErrorPolicy, Pipeline},
     engine::Record,
-    kafka::{source, Consumer, Fatal, Sink, Transactions},
+    kafka::{self, source, Consumer, Fatal, Sink, Transactions},
     metrics::{Metrics, Snapshot},
     reload::{Live, LiveChain},
     Error,
@@ -142,6 +142,7 @@ pub fn run_reloading(
     options: RunOptions,
 ) -> Result<Snapshot, Error> {
     let (source, _) = pipeline.kafka()?;
+    kafka::check_client_settings(pipeline)?;
     // The rebalance callback needs what is built below; no rebalance can happen before the
     // subscription, which comes after it is set.
     let slot: Arc<OnceLock<Arc<Shared>>> = Arc::default();

@@ -17,9 +17,23 @@ fn main() -> ExitCode {
         .init();
     match cli::Cli::parse().execute() {
         Ok(code) => code,
+        // The reader went away (`weir check x.toml | head -1`): as other tools do, stop quietly.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        let io = cause
+            .downcast_ref::<std::io::Error>()
+            .or_else(|| match cause.downcast_ref() {
+                Some(weir::Error::Io { cause, .. }) => Some(cause),
+                _ => None,
+            });
+        io.is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

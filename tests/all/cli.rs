@@ -1248,6 +1248,38 @@ fn check_builds_the_kafka_clients_so_a_bad_setting_fails_there() {
 }
 
 #[test]
+fn check_says_an_empty_plugin_file_is_empty() {
+    let dir = common::scratch();
+    write(dir.path(), "empty.wasm", "");
+    let toml = write(
+        dir.path(),
+        "p.toml",
+        "[[stage]]\nname = \"e\"\nplugin = \"empty.wasm\"\n",
+    );
+    weir(&[OsStr::new("check"), toml.as_os_str()])
+        .assert_failed()
+        .assert_stderr_has(&["plugin `e`", "empty file"]);
+}
+
+#[test]
+fn check_into_a_closed_pipe_stops_quietly() {
+    let example = common::root().join("examples/orders.toml");
+    let mut child = std::process::Command::new(common::weir_bin())
+        .arg("check")
+        .arg(&example)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before weir writes, as `| head -0` would.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+}
+
+#[test]
 fn check_names_file_and_line_of_an_unknown_key() {
     let dir = common::scratch();
     let text = orders_pipeline(|p| plugin(p).display().to_string())

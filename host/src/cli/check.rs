@@ -1,6 +1,6 @@
 //! `weir check`: a pipeline file validated and its plugins loaded with their configs.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::Write, path::PathBuf, process::ExitCode};
 
 use anyhow::Result;
 use weir::config::{Guarantee, Pipeline};
@@ -16,14 +16,17 @@ impl CheckCommand {
         let pipeline = Pipeline::load(&self.pipeline)?;
         let engine = super::engine()?;
         let chain = super::load_chain(&engine, &pipeline)?;
-        println!(
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
             "{}: ok, {} stages",
             self.pipeline.display(),
             pipeline.stages.len()
-        );
+        )?;
         for ((name, instance), stage) in chain.instances().zip(&pipeline.stages) {
             let plugin = instance.plugin();
-            println!(
+            writeln!(
+                out,
                 "  {name}: {} {} (sha256:{}){}{}",
                 plugin.kind(),
                 plugin.path().display(),
@@ -37,12 +40,12 @@ impl CheckCommand {
                     .window
                     .as_ref()
                     .map_or(String::new(), |w| format!(", {}", w.describe()))
-            );
+            )?;
         }
         if pipeline.source.is_some() || pipeline.sink.is_some() {
             weir::kafka::check_client_settings(&pipeline)?;
         }
-        println!("  {}", kafka_line(&pipeline));
+        writeln!(out, "  {}", kafka_line(&pipeline))?;
         Ok(ExitCode::SUCCESS)
     }
 }

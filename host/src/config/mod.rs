@@ -473,6 +473,12 @@ const CONSUMER_MANAGED: &[(&str, &str)] = &[
     ),
 ];
 
+/// How to find the line a wrong setting is on: it starts with, or has, this text.
+enum At {
+    Starts(&'static str),
+    Has(String),
+}
+
 /// Where a pipeline file is wrong: its line and what is wrong there.
 type Wrong = (usize, String);
 
@@ -532,29 +538,69 @@ impl File {
         })
     }
 
-    /// The settings outside the stages that depend on one another.
+    /// The settings outside the stages, alone and against one another.
     fn check(&self, text: &str) -> Result<(), Wrong> {
-        let line_of =
-            |pattern: &dyn Fn(&str) -> bool| text.lines().position(pattern).map_or(1, |i| i + 1);
-        if self.errors.policy == ErrorPolicy::DeadLetter && self.errors.topic.is_none() {
-            let line = line_of(&|l| l.trim() == "[errors]");
-            return Err((
-                line,
-                "errors.policy = \"dead-letter\" needs errors.topic".into(),
-            ));
+        let Some((at, message)) = self.wrong_setting() else {
+            return Ok(());
+        };
+        let line = text
+            .lines()
+            .position(|l| match &at {
+                At::Starts(start) => l.trim_start().starts_with(start),
+                At::Has(part) => l.contains(part.as_str()),
+            })
+            .map_or(1, |i| i + 1);
+        Err((line, message))
+    }
+
+    /// What is wrong outside the stages, if anything, and where.
+    fn wrong_setting(&self) -> Option<(At, String)> {
+        let errors = &self.errors;
+        if errors.policy == ErrorPolicy::DeadLetter && errors.topic.is_none() {
+            let message = "errors.policy = \"dead-letter\" needs errors.topic";
+            return Some((At::Starts("[errors]"), message.into()));
         }
-        if self.source.as_ref().is_some_and(|s| s.batch_size == 0) {
-            let line = line_of(&|l| l.trim_start().starts_with("batch_size"));
-            return Err((line, "source.batch_size must be at least 1".into()));
+        if errors.policy != ErrorPolicy::DeadLetter && errors.topic.is_some() {
+            let message = format!(
+                "errors.topic is set, but errors.policy is \"{}\", which sends nothing there: \
+                 set policy = \"dead-letter\" or remove the topic",
+                errors.policy
+            );
+            let topic = errors.topic.clone().unwrap_or_default();
+            return Some((At::Has(format!("\"{topic}\"")), message));
         }
-        if let Some((table, key, why)) = self.managed_setting() {
-            let line = line_of(&|l| l.contains(key));
-            return Err((
-                line,
-                format!("[{table}.kafka] `{key}` is weir's to set: {why}"),
-            ));
+        if self.delivery.checkpoint_interval.is_zero() {
+            let message = "delivery.checkpoint_interval must be longer than 0".into();
+            return Some((At::Starts("checkpoint_interval"), message));
         }
-        Ok(())
+        if let Some(wrong) = self.source.as_ref().and_then(|s| self.wrong_source(s)) {
+            return Some(wrong);
+        }
+        let (table, key, why) = self.managed_setting()?;
+        let message = format!("[{table}.kafka] `{key}` is weir's to set: {why}");
+        Some((At::Has(key.into()), message))
+    }
+
+    fn wrong_source(&self, source: &SourceConfig) -> Option<(At, String)> {
+        if source.topics.is_empty() {
+            let message = "source.topics is empty: name the topics to read".into();
+            return Some((At::Starts("topics"), message));
+        }
+        if source.batch_size == 0 {
+            let message = "source.batch_size must be at least 1".into();
+            return Some((At::Starts("batch_size"), message));
+        }
+        let sink = self.sink.as_ref()?;
+        let same_brokers = sink.brokers.as_ref().is_none_or(|b| *b == source.brokers);
+        if same_brokers && source.topics.contains(&sink.topic) {
+            let message = format!(
+                "sink.topic `{}` is also a source topic: every output would be read again, \
+                 a feedback loop",
+                sink.topic
+            );
+            return Some((At::Has(format!("topic = \"{}\"", sink.topic)), message));
+        }
+        None
     }
 
     /// A client setting in `[source.kafka]` or `[sink.kafka]` that weir manages itself, and
@@ -720,6 +766,46 @@ plugin = "/abs/mask.wasm"
             "\"session.timeout.ms\" = 6000",
             idempotence,
             "at-least-once",
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn settings_that_cannot_run_are_refused_at_their_line() {
+        let file = |source: &str, rest: &str| {
+            format!(
+                "[source]\nbrokers = \"b\"\n{source}\ngroup = \"g\"\n\n[sink]\ntopic = \"out\"\n\n\
+                 {rest}\n[[stage]]\nname = \"a\"\nplugin = \"a.wasm\"\n"
+            )
+        };
+        let refused = |text: String, line: usize, wanted: &str| {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(wanted), "{err}");
+            assert!(
+                err.starts_with(&format!("/p/pipeline.toml:{line}:")),
+                "{err}"
+            );
+        };
+        let topics = "topics = [\"in\"]";
+        refused(file("topics = []", ""), 3, "source.topics is empty");
+        refused(
+            file("topics = [\"in\", \"out\"]", ""),
+            7,
+            "sink.topic `out` is also a source topic",
+        );
+        refused(
+            file(topics, "[delivery]\ncheckpoint_interval = \"0s\"\n"),
+            10,
+            "checkpoint_interval must be longer than 0",
+        );
+        refused(
+            file(topics, "[errors]\npolicy = \"skip\"\ntopic = \"dlq\"\n"),
+            11,
+            "errors.policy is \"skip\", which sends nothing there",
+        );
+        parse(&file(
+            topics,
+            "[errors]\npolicy = \"dead-letter\"\ntopic = \"dlq\"\n",
         ))
         .unwrap();
     }

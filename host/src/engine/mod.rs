@@ -149,6 +149,11 @@ impl Engine {
             path: path.to_path_buf(),
             reason,
         };
+        if bytes.is_empty() {
+            return Err(invalid(
+                "it is an empty file (a build or copy that did not finish?)".into(),
+            ));
+        }
         if wasmparser::Parser::is_core_wasm(bytes) {
             return Err(invalid(
                 "it is a core wasm module, not a component (build it with `weir build`, which \

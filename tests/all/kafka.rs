@@ -405,6 +405,51 @@ fn fail_policy_stops_before_the_failing_record_and_commits_up_to_it() {
     assert_eq!(setup.committed(), vec![20], "log:\n{log}");
 }
 
+/// Exactly once, as at least once: everything before the failing record is committed, in one
+/// transaction with its outputs, and nothing after it.
+#[test]
+fn exactly_once_fail_policy_commits_up_to_the_failing_record() {
+    let k = kafka();
+    let setup = Setup::new("eos-fail", 1);
+    let input: Vec<In> = (0..50)
+        .map(|i| In {
+            key: Some(format!("k{}", i % 3)),
+            value: if i == 20 {
+                json!({"n": i, "fail": "record twenty is bad"})
+            } else {
+                json!({"n": i})
+            }
+            .to_string()
+            .into_bytes(),
+            ..In::default()
+        })
+        .collect();
+    k.produce(&setup.source, &input);
+    let path = setup.pipeline(&misbehave_stage(), "");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replace("[delivery]\n", "[delivery]\nguarantee = \"exactly-once\"\n");
+    std::fs::write(&path, text).unwrap();
+    let mut weir = Weir::start(weir_bin(), &path);
+    let code = weir.wait(Duration::from_secs(90));
+    let log = weir.log();
+    assert_eq!(
+        code,
+        Some(1),
+        "weir run must stop with an error; log:\n{log}"
+    );
+    assert_eq!(
+        k.positions(&setup.group, &setup.source, 1),
+        vec![20],
+        "log:\n{log}"
+    );
+    let ns: Vec<u64> = k
+        .read_committed(&setup.sink, 1)
+        .iter()
+        .map(|o| json_of(o)["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ns, (0..20).collect::<Vec<u64>>(), "log:\n{log}");
+}
+
 #[test]
 fn a_fail_stop_leaves_no_state_after_its_record_to_count_twice() {
     let k = kafka();

@@ -51,6 +51,20 @@ impl Fatal {
         self.set(Error::Stopped(reason))
     }
 
+    /// The offset a record failure under `policy = "fail"` stopped `topic`/`partition` at, if
+    /// that is what ended the run: everything before it may still be committed.
+    pub fn record_stop(&self, topic: &str, partition: i32) -> Option<i64> {
+        match &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(Error::Record {
+                topic: t,
+                partition: p,
+                offset,
+                ..
+            }) if t == topic && *p == partition && *offset >= 0 => Some(*offset),
+            _ => None,
+        }
+    }
+
     /// The error that ended the run, if one did.
     pub fn take(&self) -> Option<Error> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take()

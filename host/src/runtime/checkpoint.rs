@@ -19,12 +19,16 @@ use crate::{
 
 impl Shared {
     /// Exactly once: commit partition `p`'s open transaction with its state changes and the
-    /// offset after its last processed record; after a fatal error, abort it instead.
+    /// offset after its last processed record; after a fatal error, abort it instead, unless
+    /// the error is a record of `p` failing under `policy = "fail"`: the transaction then holds
+    /// exactly the records before it (nothing after it was sent or changed state), and
+    /// commits up to it, as at least once does.
     pub(super) fn checkpoint(&self, p: &Partition) {
         let (Some(txn), Some(eos)) = (&p.transaction, &self.exactly_once) else {
             return;
         };
-        if self.fatal.is_set() {
+        let stopped_here = self.fatal.record_stop(&p.topic, p.partition);
+        if self.fatal.is_set() && stopped_here.is_none() {
             txn.abort();
             return;
         }

@@ -4,6 +4,10 @@
 //! {"where": [{"path": "/amount", "op": "gt", "value": 100}], "match": "all"}
 //! ```
 //! Ops: `eq ne gt ge lt le exists regex in`. `match` is `all` (default) or `any`.
+//!
+//! A tombstone (a record without a value: a delete of its key, in a compacted topic or from
+//! change data capture) has no fields to test. It is kept by default, so a delete reaches the
+//! topics downstream as the row's earlier versions did; `"tombstones": "drop"` drops them.
 
 use regex::Regex;
 use weir_sdk::{json::Pointer, prelude::*};
@@ -15,6 +19,17 @@ struct Config {
     conditions: Vec<Condition>,
     #[serde(rename = "match", default)]
     mode: Match,
+    #[serde(default)]
+    tombstones: Tombstones,
+}
+
+/// What becomes of a record without a value.
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Tombstones {
+    #[default]
+    Keep,
+    Drop,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -133,6 +148,9 @@ fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
 
 #[filter]
 fn json_filter(rec: &Record, cfg: &Config) -> Result<bool> {
+    if rec.value.is_none() {
+        return Ok(cfg.tombstones == Tombstones::Keep);
+    }
     // Only the fields the conditions name are parsed, and only until the verdict is known.
     let doc = rec.json_doc()?;
     let mut results = cfg.conditions.iter().map(|c| c.holds(&doc));
@@ -148,6 +166,22 @@ mod tests {
 
     fn rec(v: Value) -> Record {
         Record::from_json(&v).unwrap()
+    }
+
+    #[test]
+    fn tombstones_are_kept_unless_dropped() {
+        let filter = |extra: Value| {
+            let mut cfg = json!({"where": [{"path": "/amount", "op": "gt", "value": 100}]});
+            cfg.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            weir_sdk::harness!(cfg).unwrap()
+        };
+        let tombstone = Record::tombstone(Some(b"order-7".to_vec()));
+        assert!(filter(json!({})).filter(tombstone.clone()).unwrap());
+        let dropping = filter(json!({"tombstones": "drop"}));
+        assert!(!dropping.filter(tombstone).unwrap());
+        assert!(dropping.filter(rec(json!({"amount": 150}))).unwrap());
     }
 
     #[test]

@@ -360,15 +360,14 @@ fn skip_policy_drops_failed_records_and_goes_on() {
     );
 }
 
-#[test]
-fn fail_policy_stops_before_the_failing_record_and_commits_up_to_it() {
-    let k = kafka();
-    let setup = Setup::new("fail", 1);
-    let input: Vec<In> = (0..50)
+/// `n` records `{"n": i}` over three keys, record `at` asking `misbehave` to fail with
+/// `message`.
+fn failing_at(n: u64, at: u64, message: &str) -> Vec<In> {
+    (0..n)
         .map(|i| In {
             key: Some(format!("k{}", i % 3)),
-            value: if i == 20 {
-                json!({"n": i, "fail": "record twenty is bad"})
+            value: if i == at {
+                json!({"n": i, "fail": message})
             } else {
                 json!({"n": i})
             }
@@ -376,7 +375,14 @@ fn fail_policy_stops_before_the_failing_record_and_commits_up_to_it() {
             .into_bytes(),
             ..In::default()
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn fail_policy_stops_before_the_failing_record_and_commits_up_to_it() {
+    let k = kafka();
+    let setup = Setup::new("fail", 1);
+    let input = failing_at(50, 20, "record twenty is bad");
     k.produce(&setup.source, &input);
     // Policy `fail` is the default.
     let mut weir = Weir::start(weir_bin(), &setup.pipeline(&misbehave_stage(), ""));
@@ -411,19 +417,7 @@ fn fail_policy_stops_before_the_failing_record_and_commits_up_to_it() {
 fn exactly_once_fail_policy_commits_up_to_the_failing_record() {
     let k = kafka();
     let setup = Setup::new("eos-fail", 1);
-    let input: Vec<In> = (0..50)
-        .map(|i| In {
-            key: Some(format!("k{}", i % 3)),
-            value: if i == 20 {
-                json!({"n": i, "fail": "record twenty is bad"})
-            } else {
-                json!({"n": i})
-            }
-            .to_string()
-            .into_bytes(),
-            ..In::default()
-        })
-        .collect();
+    let input = failing_at(50, 20, "record twenty is bad");
     k.produce(&setup.source, &input);
     let path = setup.pipeline(&misbehave_stage(), "");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -454,19 +448,7 @@ fn exactly_once_fail_policy_commits_up_to_the_failing_record() {
 fn a_fail_stop_leaves_no_state_after_its_record_to_count_twice() {
     let k = kafka();
     let setup = Setup::new("fail-state", 1);
-    let input: Vec<In> = (0..100)
-        .map(|i| In {
-            key: Some(format!("k{}", i % 3)),
-            value: if i == 40 {
-                json!({"n": i, "fail": "record forty is bad"})
-            } else {
-                json!({"n": i})
-            }
-            .to_string()
-            .into_bytes(),
-            ..In::default()
-        })
-        .collect();
+    let input = failing_at(100, 40, "record forty is bad");
     k.produce(&setup.source, &input);
     // Two stateful stages: `misbehave` counts per key (`seen`) and fails record 40 after its
     // write; `running-total` after it counts what reaches it.

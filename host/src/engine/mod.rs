@@ -651,11 +651,7 @@ impl Instance {
     fn guarded<T>(
         &mut self,
         records: Arc<Vec<Record>>,
-        call: impl FnOnce(
-            &Exports,
-            Option<&versioned::VersionedState>,
-            &mut Store<HostState>,
-        ) -> wasmtime::Result<T>,
+        call: impl Call<T>,
     ) -> Result<T, RecordError> {
         let value = self.attempt(records, call)?;
         self.store.data_mut().commit();
@@ -667,11 +663,7 @@ impl Instance {
     fn attempt<T>(
         &mut self,
         records: Arc<Vec<Record>>,
-        call: impl FnOnce(
-            &Exports,
-            Option<&versioned::VersionedState>,
-            &mut Store<HostState>,
-        ) -> wasmtime::Result<T>,
+        call: impl Call<T>,
     ) -> Result<T, RecordError> {
         if self.poisoned {
             self.restart()?;
@@ -776,6 +768,21 @@ impl Instance {
                 .collect(),
         }
     }
+}
+
+/// One call into a plugin's exports, as [`Instance::guarded`] runs it.
+trait Call<T>:
+    FnOnce(&Exports, Option<&versioned::VersionedState>, &mut Store<HostState>) -> wasmtime::Result<T>
+{
+}
+
+impl<T, F> Call<T> for F where
+    F: FnOnce(
+        &Exports,
+        Option<&versioned::VersionedState>,
+        &mut Store<HostState>,
+    ) -> wasmtime::Result<T>
+{
 }
 
 /// What a plugin answered to a batch.

@@ -1321,6 +1321,17 @@ fn check_names_the_stage_whose_config_is_rejected() {
         .assert_stderr_has(&["encrypt"])
         .assert_lines(&[]);
 
+    // `weir run` names it the same way, before it reaches for any broker.
+    let header = "[source]\nbrokers = \"127.0.0.1:9\"\ntopics = [\"in\"]\ngroup = \"g\"\n\n[sink]\ntopic = \"out\"\n";
+    let toml = write(dir.path(), "bad-run.toml", &format!("{header}{text}"));
+    weir(&[OsStr::new("run"), toml.as_os_str()])
+        .assert_failed()
+        .assert_error_line(&format!(
+            "error: {}:{}: stage failed to load: plugin `mask` was rejected by its init: invalid plugin config: ",
+            toml.display(),
+            12 + header.lines().count()
+        ));
+
     // A stage whose plugin file is missing is named with the path it was looked for at.
     let text = orders_pipeline(|p| match p {
         "json-filter" => "no-such-filter.wasm".into(),

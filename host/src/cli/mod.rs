@@ -70,7 +70,7 @@ fn load_stages(engine: &Engine, pipeline: &Pipeline) -> Result<Stages> {
     Stages::load(engine, pipeline).map_err(|e| stage_error(pipeline, e))
 }
 
-fn stage_error(pipeline: &Pipeline, e: Error) -> anyhow::Error {
+pub(crate) fn stage_error(pipeline: &Pipeline, e: Error) -> anyhow::Error {
     let line = e
         .plugin()
         .and_then(|name| pipeline.stages.iter().find(|s| s.name == name))

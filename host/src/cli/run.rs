@@ -32,6 +32,13 @@ impl RunCommand {
         pipeline.kafka()?;
         let engine = super::engine()?;
         let stages = super::load_stages(&engine, &pipeline)?;
+        // Each plugin's init judges its config now, before any Kafka work, so a config it
+        // rejects is named with its stage's line in the file, as `weir check` names it.
+        drop(
+            stages
+                .start()
+                .map_err(|e| super::stage_error(&pipeline, e))?,
+        );
         // Hot reload: the watcher owns the engine from here on; it swaps in what changes.
         let reloader = Reloader::start(engine, &pipeline, &stages)?;
         let mut options = RunOptions::default();

@@ -717,6 +717,112 @@ fn dead_letter_refused(exactly_once: bool) {
     assert_eq!(ns, (0..12).collect::<Vec<u64>>(), "log:\n{log}");
 }
 
+/// Two instances of one pipeline; `args` give instance A's and B's extra arguments, and the
+/// session timeout is `session_ms`. Returns the setup, both runs, and the input produced.
+fn two_instances(name: &str, session_ms: u32, args: [&[&str]; 2]) -> (Setup, Weir, Weir, Vec<In>) {
+    let k = kafka();
+    let setup = Setup::new(name, 2);
+    let pipeline = setup.pipeline(&stages(), "");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    let text = text.replace(
+        "\"session.timeout.ms\" = 6000",
+        &format!("\"session.timeout.ms\" = {session_ms}"),
+    );
+    std::fs::write(&pipeline, text).unwrap();
+    let input = orders(400);
+    k.produce(&setup.source, &input[..200]);
+    let mut a = Weir::start_with(weir_bin(), &pipeline, args[0]);
+    a.wait_for_log("assigned", Duration::from_secs(60));
+    let mut b = Weir::start_with(weir_bin(), &pipeline, args[1]);
+    b.wait_for_log("assigned", Duration::from_secs(60));
+    // Let the group settle after B joined.
+    std::thread::sleep(Duration::from_secs(3));
+    (setup, a, b, input)
+}
+
+/// The second half of `input` goes in, and every order comes out (at least once).
+fn all_orders_come_out(setup: &Setup, input: &[In], logs: &str) {
+    let k = kafka();
+    k.produce(&setup.source, &input[200..]);
+    let sources = k.read(&setup.source, input.len(), Duration::from_secs(30));
+    let ends = partition_ends(&sources, setup.partitions);
+    assert!(
+        k.wait_finished(
+            &setup.group,
+            &setup.source,
+            &ends,
+            false,
+            Duration::from_secs(90)
+        ),
+        "not finished; logs:\n{logs}"
+    );
+    let expected = expected_orders(input);
+    let passes: usize = expected.values().map(Vec::len).sum();
+    let output = k.read(&setup.sink, passes, Duration::from_secs(30));
+    let (delivered, _) = delivered_orders(&output);
+    assert_eq!(delivered, expected, "logs:\n{logs}");
+}
+
+/// A static member (`weir run --instance`) restarted within the session timeout gets its
+/// partitions back with no rebalance: the other instance keeps its partitions (and state).
+/// Without `--instance`, A waits for its dead self's session to time out (at a 20 s session:
+/// 36 s measured, against 13 s with it), and B may be revoked meanwhile.
+#[test]
+fn a_restarted_static_member_gets_its_partitions_back_and_the_others_keep_theirs() {
+    let (setup, mut a, mut b, input) = two_instances(
+        "static",
+        30_000,
+        [&["--instance", "a"], &["--instance", "b"]],
+    );
+    let before = b.log().len();
+    a.signal("KILL");
+    assert_eq!(a.wait(Duration::from_secs(10)), None);
+    let restarted = std::time::Instant::now();
+    let mut again = Weir::start_with(
+        weir_bin(),
+        &setup.dir.path().join("pipeline.toml"),
+        &["--instance", "a"],
+    );
+    again.wait_for_log("assigned", Duration::from_secs(60));
+    // A dynamic member would wait for the dead one's session (30 s) to time out first.
+    let took = restarted.elapsed();
+    assert!(
+        took < Duration::from_secs(30),
+        "A got its partitions back after {took:?}; log of A:\n{}",
+        again.log()
+    );
+    all_orders_come_out(
+        &setup,
+        &input,
+        &format!("A:\n{}\nB:\n{}", again.log(), b.log()),
+    );
+    let since = b.log()[before..].to_string();
+    assert!(!since.contains("revoked"), "B lost partitions:\n{since}");
+    assert_eq!(again.stop(), Some(0), "log of A:\n{}", again.log());
+    assert_eq!(b.stop(), Some(0), "log of B:\n{}", b.log());
+}
+
+/// Without static membership, the survivor takes a killed instance's partitions over once the
+/// session timeout passes: 6 s here, where librdkafka's default is 45 s.
+#[test]
+fn the_survivor_takes_over_after_the_session_timeout() {
+    let (setup, mut a, mut b, input) = two_instances("takeover", 6_000, [&[], &[]]);
+    let before = b.log().len();
+    a.signal("KILL");
+    assert_eq!(a.wait(Duration::from_secs(10)), None);
+    let killed = std::time::Instant::now();
+    while b.log()[before..].matches("assigned").count() < 2 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "B did not take both partitions over; log of B:\n{}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    all_orders_come_out(&setup, &input, &b.log());
+    assert_eq!(b.stop(), Some(0), "log of B:\n{}", b.log());
+}
+
 /// Outputs of `orders(n)` through `stages()`: per key, the order ids in order.
 fn expected_orders(input: &[In]) -> BTreeMap<String, Vec<u64>> {
     let mut map: BTreeMap<String, Vec<u64>> = BTreeMap::new();

@@ -24,6 +24,12 @@ pub struct RunCommand {
     /// Threads running plugins; partitions are spread over them. Default: one per core.
     #[arg(long)]
     workers: Option<usize>,
+    /// A name for this instance, the same across its restarts and unique in its group (e.g. the
+    /// host's name). It makes the instance a static member of the consumer group (Kafka's
+    /// `group.instance.id`): restarted within the session timeout, it gets its partitions back
+    /// without a rebalance, and the other instances keep theirs.
+    #[arg(long)]
+    instance: Option<String>,
 }
 
 impl RunCommand {
@@ -41,6 +47,14 @@ impl RunCommand {
         );
         // Hot reload: the watcher owns the engine from here on; it swaps in what changes.
         let reloader = Reloader::start(engine, &pipeline, &stages)?;
+        // Given here, not in the file, which the instances share (and reload compares).
+        let mut pipeline = pipeline;
+        if let (Some(id), Some(source)) = (&self.instance, pipeline.source.as_mut()) {
+            source
+                .kafka
+                .0
+                .insert("group.instance.id".into(), id.clone());
+        }
         let mut options = RunOptions::default();
         if let Some(workers) = self.workers {
             options.workers = workers;

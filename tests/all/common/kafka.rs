@@ -447,11 +447,17 @@ pub struct Weir {
 
 impl Weir {
     pub fn start(weir: &Path, pipeline: &Path) -> Weir {
+        Weir::start_with(weir, pipeline, &[])
+    }
+
+    /// `weir run PIPELINE ARGS…`.
+    pub fn start_with(weir: &Path, pipeline: &Path, args: &[&str]) -> Weir {
         static RUNS: AtomicUsize = AtomicUsize::new(0);
         let log = pipeline.with_extension(format!("{}.log", RUNS.fetch_add(1, Ordering::Relaxed)));
         let child = Command::new(weir)
             .arg("run")
             .arg(pipeline)
+            .args(args)
             .env(
                 "WEIR_LOG",
                 std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "warn,weir=debug".into()),

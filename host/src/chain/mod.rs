@@ -277,6 +277,11 @@ impl Chain {
     /// the record the run stops at changes state (it would count twice after the restart).
     pub fn stop_at_first_failure(&mut self) {
         self.stop_at_failure = true;
+        for (_, step) in &mut self.stages {
+            if let Step::Window(w) = step {
+                w.stop_at_first_failure();
+            }
+        }
     }
 
     /// At least once: window stages keep a fired window until its outputs are delivered; see

@@ -36,6 +36,8 @@ pub struct WindowStage<A> {
     state: Option<SharedState>,
     /// At least once: hold "fired" marks and removals until the outputs are delivered.
     defer: bool,
+    /// `policy = "fail"`: a batch's records after one without an event time are not folded in.
+    stop_at_failure: bool,
 }
 
 impl<A: Aggregator> WindowStage<A> {
@@ -47,6 +49,7 @@ impl<A: Aggregator> WindowStage<A> {
             partitions: HashMap::new(),
             state: None,
             defer: false,
+            stop_at_failure: false,
         }
     }
 
@@ -75,6 +78,13 @@ impl<A: Aggregator> WindowStage<A> {
     /// At least once: see [`Delivered`].
     pub fn defer_until_delivered(&mut self, defer: bool) {
         self.defer = defer;
+    }
+
+    /// `policy = "fail"`: the records of a batch after one whose event time cannot be read are
+    /// dropped before they are folded into windows, as the chain drops them before later
+    /// stages (see `Chain::stop_at_first_failure`).
+    pub fn stop_at_first_failure(&mut self) {
+        self.stop_at_failure = true;
     }
 
     /// Attach the delivery of the last call's outputs to the changes that wait for it.
@@ -269,9 +279,13 @@ impl<A: Aggregator> WindowStage<A> {
                     max_ts = max_ts.max(Some(ts));
                     timed.push((rec, ts));
                 }
-                Err(message) => out
-                    .failures
-                    .push((rec, self.error(ErrorKind::EventTime, message))),
+                Err(message) => {
+                    out.failures
+                        .push((rec, self.error(ErrorKind::EventTime, message)));
+                    if self.stop_at_failure {
+                        break;
+                    }
+                }
             }
         }
         Timed {

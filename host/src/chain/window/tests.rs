@@ -587,6 +587,25 @@ fn event_times_come_from_a_field_as_millis_or_rfc3339() {
 }
 
 #[test]
+fn stopping_at_the_first_failure_folds_nothing_after_it() {
+    let mut s = stage(WindowSpec {
+        time: EventTime::Field("/ts".into()),
+        ..spec(WindowKind::Tumbling { size: 60_000 })
+    });
+    s.stop_at_first_failure();
+    let out = seen(s.process(
+        vec![
+            rec(0, 0, "a", 0, r#"{"ts": 1000}"#),
+            rec(0, 1, "a", 0, r#"{"other": 1}"#),
+            rec(0, 2, "a", 0, r#"{"ts": 2000}"#),
+        ],
+        Instant::now(),
+    ));
+    assert_eq!(out.failed, [r#"{"other": 1}"#]);
+    assert_eq!(seen(s.finish()).fired, [r#"a 0..60000: {"ts": 1000}"#]);
+}
+
+#[test]
 fn a_record_the_plugin_rejects_fails_alone() {
     let mut s = stage(spec(WindowKind::Tumbling { size: 1_000 }));
     let out = seen(s.process(

@@ -924,12 +924,12 @@ limits = {{ timeout_ms = 400, memory_mb = 16 }}
         json!({"op": "x"}),
     ]);
     let file = input.path.display();
-    // `seen` counts per key in state: the returned error's write stands, the trapped calls' not.
+    // `seen` counts per key in state: a failed record's write never stands, whatever its kind.
     weir_test(&toml, &input.path, None, "value")
         .assert_failed()
         .assert_records(&[
             json!({"id": 1, "seen": 1, "tag": "checked"}),
-            json!({"id": 6, "seen": 3, "tag": "checked"}),
+            json!({"id": 6, "seen": 2, "tag": "checked"}),
         ])
         .assert_error_line(&format!("error: {file}:2: stage `police`: plugin `police` plugin-error: late"))
         .assert_error_line(&format!(
@@ -1007,11 +1007,11 @@ fn records_a_plugin_fails_on_name_line_stage_and_kind() {
     let file = input.path.display();
     let run = weir_test(&plugin("misbehave"), &input.path, None, "value");
     run.assert_failed()
-        // The panic's state write is rolled back; the returned error's is not.
+        // Neither the panic's state write nor the returned error's stands.
         .assert_records(&[
             json!({"id": 1, "seen": 1}),
-            json!({"id": 3, "seen": 3}),
-            json!({"id": 5, "seen": 4}),
+            json!({"id": 3, "seen": 2}),
+            json!({"id": 5, "seen": 3}),
         ])
         .assert_error_line(&format!(
             "error: {file}:2: stage `misbehave`: plugin `misbehave` plugin-error: boom"

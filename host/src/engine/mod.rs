@@ -539,31 +539,27 @@ impl Instance {
     }
 
     fn run(&mut self, records: Vec<Record>, until_failure: bool) -> Vec<Outcome> {
-        if records.is_empty() {
+        let n = records.len();
+        if n == 0 {
             return Vec::new();
         }
         let records = Arc::new(records);
-        let outcome = self.call(&records);
+        let outcome = self.call(&records).map(|answer| {
+            let checked = wire::check(n, &answer);
+            let clean = checked.is_ok() && !answer.has_errors();
+            // Settled before the records are taken back, which also ends the host's hold on
+            // them: taking them back is then a move, not a copy of the batch.
+            let wrote = self.settle(clean);
+            (answer, checked, clean || !wrote || n == 1)
+        });
         let records = Arc::try_unwrap(records).unwrap_or_else(|shared| (*shared).clone());
         match outcome {
-            Ok(answer) => {
-                let checked = wire::check(records.len(), &answer);
-                let clean = checked.is_ok() && !answer.has_errors();
-                let wrote = self.store.data().has_pending();
-                if clean {
-                    self.store.data_mut().commit();
-                } else {
-                    self.store.data_mut().rollback();
-                }
-                if clean || !wrote || records.len() == 1 {
-                    return self.finish(records, answer, checked);
-                }
-                // Some records failed and the call wrote state: which writes were theirs is
-                // known only by running each record alone.
-                self.one_by_one(records, until_failure)
-            }
+            Ok((answer, checked, true)) => self.finish(records, answer, checked),
+            // Some records failed and the call wrote state: which writes were theirs is known
+            // only by running each record alone.
+            Ok(_) => self.one_by_one(records, until_failure),
             // One record brought the whole call down; its state writes were discarded.
-            Err(_) if records.len() > 1 => self.one_by_one(records, until_failure),
+            Err(_) if n > 1 => self.one_by_one(records, until_failure),
             Err(error) => records
                 .into_iter()
                 .map(|record| {
@@ -574,6 +570,19 @@ impl Instance {
                 })
                 .collect(),
         }
+    }
+
+    /// Apply the last call's state writes if every record succeeded (`clean`), else drop
+    /// them; whether it wrote any.
+    fn settle(&mut self, clean: bool) -> bool {
+        let host = self.store.data_mut();
+        let wrote = host.has_pending();
+        if clean {
+            host.commit();
+        } else {
+            host.rollback();
+        }
+        wrote
     }
 
     /// Replay `records` one call each (on a fresh instance after a trap), so each record's

@@ -24,24 +24,36 @@ use crate::{
 };
 
 /// Build the pipeline's Kafka clients without running them, so a setting librdkafka does not
-/// know, or a value it cannot take (a codec it was built without), fails `weir check` and the
-/// start instead of the first partition assignment.
+/// know, or a value it cannot take (a codec it was built without), fails `weir check` instead of
+/// the run.
 pub fn check_client_settings(pipeline: &Pipeline) -> Result<(), Error> {
-    let (source, sink) = pipeline.kafka()?;
-    let exactly_once = pipeline.delivery.guarantee == Guarantee::ExactlyOnce;
-    let invalid = |role: &str, cause: KafkaError| Error::Kafka {
-        what: format!("{}: [{role}.kafka] settings", pipeline.path.display()),
-        cause,
-    };
+    let (source, _) = pipeline.kafka()?;
     source::consumer_config(source)
         .create::<BaseConsumer>()
-        .map_err(|e| invalid("source", e))?;
+        .map_err(|cause| settings_error(pipeline, "source", cause))?;
+    check_sink_settings(pipeline)
+}
+
+/// Build the sink's producer as the run will (transactional under exactly-once) without
+/// running it: a run builds its consumer at once, but an exactly-once producer only when a
+/// partition is assigned, which is too late to find a bad `[sink.kafka]` setting.
+pub fn check_sink_settings(pipeline: &Pipeline) -> Result<(), Error> {
+    let (source, sink) = pipeline.kafka()?;
+    let exactly_once = pipeline.delivery.guarantee == Guarantee::ExactlyOnce;
     let brokers = sink.brokers.as_deref().unwrap_or(&source.brokers);
     let id = exactly_once.then_some("weir-check");
     sink::producer_config(brokers, &sink.kafka, id)
         .create::<BaseProducer>()
-        .map_err(|e| invalid("sink", e))?;
+        .map_err(|cause| settings_error(pipeline, "sink", cause))?;
     Ok(())
+}
+
+/// `[ROLE.kafka]` of `pipeline` has a setting librdkafka refuses.
+pub(crate) fn settings_error(pipeline: &Pipeline, role: &str, cause: KafkaError) -> Error {
+    Error::Kafka {
+        what: format!("{}: [{role}.kafka] settings", pipeline.path.display()),
+        cause,
+    }
 }
 
 /// Fetch cluster metadata, retrying with backoff while the brokers are unreachable; `None` if

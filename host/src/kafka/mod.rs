@@ -23,7 +23,8 @@ pub mod source;
 pub(crate) mod transactions;
 
 pub(crate) use acks::Acks;
-pub use admin::check_client_settings;
+pub(crate) use admin::settings_error;
+pub use admin::{check_client_settings, check_sink_settings};
 pub(crate) use changelog::ChangelogMarks;
 pub use sink::PRODUCER_DEFAULTS;
 pub(crate) use sink::{Fatal, SendError, Sink};

@@ -27,8 +27,7 @@ impl Shared {
         let (Some(txn), Some(eos)) = (&p.transaction, &self.exactly_once) else {
             return;
         };
-        let stopped_here = self.fatal.record_stop(&p.topic, p.partition);
-        if self.fatal.is_set() && stopped_here.is_none() {
+        if self.fatal.is_set() && self.fatal.record_stop(&p.topic, p.partition).is_none() {
             txn.abort();
             return;
         }

@@ -142,15 +142,12 @@ pub fn run_reloading(
     options: RunOptions,
 ) -> Result<Snapshot, Error> {
     let (source, _) = pipeline.kafka()?;
-    kafka::check_client_settings(pipeline)?;
+    kafka::check_sink_settings(pipeline)?;
     // The rebalance callback needs what is built below; no rebalance can happen before the
     // subscription, which comes after it is set.
     let slot: Arc<OnceLock<Arc<Shared>>> = Arc::default();
-    let consumer =
-        source::consumer(source, rebalance::hook(slot.clone())).map_err(|cause| Error::Kafka {
-            what: format!("{}: [source] settings", pipeline.path.display()),
-            cause,
-        })?;
+    let consumer = source::consumer(source, rebalance::hook(slot.clone()))
+        .map_err(|cause| kafka::settings_error(pipeline, "source", cause))?;
     let Some(shared) = preflight::prepare(pipeline, stages, &consumer, &options)? else {
         return Ok(options.metrics.snapshot());
     };

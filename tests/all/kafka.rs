@@ -82,6 +82,22 @@ checkpoint_interval = "200ms"
     }
 }
 
+/// Replace `from` by `to` in the file at `path`.
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{} has no {from:?}", path.display());
+    std::fs::write(path, text.replace(from, to)).unwrap();
+}
+
+/// Make the pipeline file at `path` exactly once.
+fn make_exactly_once(path: &Path) {
+    edit(
+        path,
+        "[delivery]\n",
+        "[delivery]\nguarantee = \"exactly-once\"\n",
+    );
+}
+
 fn plugin(name: &str) -> String {
     common::component(name).display().to_string()
 }
@@ -420,9 +436,7 @@ fn exactly_once_fail_policy_commits_up_to_the_failing_record() {
     let input = failing_at(50, 20, "record twenty is bad");
     k.produce(&setup.source, &input);
     let path = setup.pipeline(&misbehave_stage(), "");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let text = text.replace("[delivery]\n", "[delivery]\nguarantee = \"exactly-once\"\n");
-    std::fs::write(&path, text).unwrap();
+    make_exactly_once(&path);
     let mut weir = Weir::start(weir_bin(), &path);
     let code = weir.wait(Duration::from_secs(90));
     let log = weir.log();
@@ -655,9 +669,7 @@ fn dead_letter_refused(exactly_once: bool) {
             &extra,
         );
         if exactly_once {
-            let text = std::fs::read_to_string(&path).unwrap();
-            let text = text.replace("[delivery]\n", "[delivery]\nguarantee = \"exactly-once\"\n");
-            std::fs::write(&path, text).unwrap();
+            make_exactly_once(&path);
         }
         path
     };
@@ -723,12 +735,11 @@ fn two_instances(name: &str, session_ms: u32, args: [&[&str]; 2]) -> (Setup, Wei
     let k = kafka();
     let setup = Setup::new(name, 2);
     let pipeline = setup.pipeline(&stages(), "");
-    let text = std::fs::read_to_string(&pipeline).unwrap();
-    let text = text.replace(
+    edit(
+        &pipeline,
         "\"session.timeout.ms\" = 6000",
         &format!("\"session.timeout.ms\" = {session_ms}"),
     );
-    std::fs::write(&pipeline, text).unwrap();
     let input = orders(400);
     k.produce(&setup.source, &input[..200]);
     let mut a = Weir::start_with(weir_bin(), &pipeline, args[0]);
@@ -1143,12 +1154,7 @@ fn state_disk_fills_up(exactly_once: bool) {
         &format!("[state]\ndir = \"{}\"\n", disk.path().display()),
     );
     if exactly_once {
-        let text = std::fs::read_to_string(&pipeline).unwrap();
-        std::fs::write(
-            &pipeline,
-            text.replace("[delivery]\n", "[delivery]\nguarantee = \"exactly-once\"\n"),
-        )
-        .unwrap();
+        make_exactly_once(&pipeline);
     }
     let records = 8_000;
     let input: Vec<In> = (0..records)
@@ -1328,12 +1334,7 @@ fn exactly_once_hand_over(leave: Leave) {
             setup.dir.path().join("state").display()
         ),
     );
-    let text = std::fs::read_to_string(&pipeline).unwrap();
-    std::fs::write(
-        &pipeline,
-        text.replace("[delivery]\n", "[delivery]\nguarantee = \"exactly-once\"\n"),
-    )
-    .unwrap();
+    make_exactly_once(&pipeline);
     let input = purchases(0..9000);
     k.produce(&setup.source, &input[..3000]);
     let mut a = Weir::start(weir_bin(), &pipeline);

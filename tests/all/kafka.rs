@@ -575,6 +575,64 @@ fn unreachable_brokers_are_retried_with_a_clear_message() {
     assert_eq!(output.len(), expected, "log:\n{}", weir.log());
 }
 
+/// A broker that came back without its topics, which were then recreated (with new topic ids),
+/// crashed weir inside librdkafka with SIGSEGV (issue 18, item 4; the fix is described in
+/// `vendor/README.md`). Now the source rides it out, reading the recreated topic from its start.
+///
+/// The test broker also forgets producer ids across its restart and, unlike Kafka, refuses the
+/// epoch librdkafka's idempotent producer bumps on its own, so the sink cannot deliver until it
+/// is a new producer: with a short `message.timeout.ms` the run stops with a clear error and
+/// commits nothing it did not deliver, and a restart delivers it all. (On Kafka the producer's
+/// state survives a broker restart and the run would just go on.) The broker loses every write
+/// across its restart, so nothing from before it can be counted.
+#[test]
+fn a_broker_that_comes_back_without_its_topics_is_ridden_out() {
+    let broker = Dedicated::start(19097);
+    let k = &broker.kafka;
+    let setup = Setup::on(k, "recreated", 2);
+    let input = orders(80);
+    let (before, after) = input.split_at(50);
+    k.produce(&setup.source, before);
+    let mask = format!("[[stage]]{}", stages().split("[[stage]]").nth(2).unwrap());
+    let sink = r#"kafka = { "message.timeout.ms" = 10000 }"#;
+    let pipeline = setup.pipeline_with(&k.brokers, sink, &mask, "");
+    let mut weir = Weir::start(weir_bin(), &pipeline);
+    let output = k.read(&setup.sink, before.len(), Duration::from_secs(60));
+    assert_eq!(output.len(), before.len(), "log:\n{}", weir.log());
+
+    broker.restart();
+    for (topic, partitions) in [(&setup.source, 2), (&setup.sink, 2), (&setup.dlq, 1)] {
+        k.create_topic(topic, partitions);
+    }
+    k.produce(&setup.source, after);
+    let code = weir.wait(Duration::from_secs(90));
+    assert_eq!(code, Some(1), "not a clean stop; log:\n{}", weir.log());
+    assert!(
+        weir.log().contains("Message timed out"),
+        "log:\n{}",
+        weir.log()
+    );
+    assert_eq!(
+        setup.committed(),
+        [-1, -1],
+        "committed what it did not deliver"
+    );
+
+    let mut weir = Weir::start(weir_bin(), &pipeline);
+    let output = k.read(&setup.sink, after.len(), Duration::from_secs(60));
+    let ids: Vec<u64> = output
+        .iter()
+        .map(|o| json_of(o)["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        after.len(),
+        "ids out: {ids:?}; log:\n{}",
+        weir.log()
+    );
+    assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+}
+
 #[test]
 fn an_output_too_large_for_the_sink_is_dead_lettered() {
     let k = kafka();

@@ -593,6 +593,11 @@ impl Dedicated {
     pub fn resume(&self) {
         self.signal("CONT");
     }
+
+    /// Restart the broker. It comes back with nothing: no topics, no groups, no offsets.
+    pub fn restart(&self) {
+        broker_script(self.kafka.port, "restart");
+    }
 }
 
 impl Drop for Dedicated {

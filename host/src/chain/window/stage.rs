@@ -208,10 +208,12 @@ impl<A: Aggregator> WindowStage<A> {
         let late_at = watermark.max(panes.fired_through);
         let state = panes.state.clone();
         let mut batch = self.timed(records, out);
-        let formed = self.form(&state, &mut batch, late_at);
-        let (windows, panes_in) = self.seed(&state, &formed, &mut batch, out);
-        // One call folds every pane of the batch.
-        let results = accumulate(&mut self.agg, &panes_in);
+        let Fold {
+            formed,
+            windows,
+            panes: panes_in,
+            results,
+        } = self.fold(&state, &mut batch, late_at, out);
         let plugin = self.agg.name().to_string();
         let mut folded = Folded::default();
         for ((window, members), (pane, result)) in
@@ -253,6 +255,45 @@ impl<A: Aggregator> WindowStage<A> {
         self.clock.observe(topic, partition, batch.max_ts, now);
         let watermark = self.clock.watermark(now);
         self.fire(topic, partition, watermark, folded.emit_now, out);
+    }
+
+    /// Form the batch's windows, seed them from state and fold them in one plugin call. Under
+    /// `policy = "fail"` a record that fails cuts the batch: the fold is done again without it
+    /// and the records after it (which the chain drops too), so none of them reaches a window,
+    /// and the record is the batch's one failure. Plugin errors are otherwise left in the
+    /// results, for [`Timed::folded`].
+    fn fold(
+        &mut self,
+        state: &SharedState,
+        batch: &mut Timed,
+        late_at: i64,
+        out: &mut WindowOutput,
+    ) -> Fold {
+        loop {
+            let formed = self.form(state, batch, late_at);
+            let mut seed_failures = Vec::new();
+            let (windows, panes) = self.seed(state, &formed, batch, &mut seed_failures);
+            // One call folds every pane of the batch.
+            let results = accumulate(&mut self.agg, &panes);
+            let first = self
+                .stop_at_failure
+                .then(|| first_failure(self.agg.name(), &seed_failures, &windows, &results))
+                .flatten();
+            if let Some((i, error)) = first {
+                out.failures.push((batch.records[i].0.clone(), error));
+                batch.cut(i);
+                continue;
+            }
+            for (i, error) in seed_failures {
+                out.failures.push((batch.records[i].0.clone(), error));
+            }
+            return Fold {
+                formed,
+                windows,
+                panes,
+                results,
+            };
+        }
     }
 
     /// A failure of this stage's plugin, or of a record in it.
@@ -374,7 +415,7 @@ impl<A: Aggregator> WindowStage<A> {
         state: &SharedState,
         formed: &Formed,
         batch: &mut Timed,
-        out: &mut WindowOutput,
+        failures: &mut Vec<(usize, RecordError)>,
     ) -> (Vec<(Pending, Vec<usize>)>, Vec<Pane>) {
         let mut panes = Vec::with_capacity(formed.groups.len());
         let mut windows = Vec::with_capacity(formed.groups.len());
@@ -396,7 +437,7 @@ impl<A: Aggregator> WindowStage<A> {
                 Err(e) => {
                     for &i in members {
                         batch.failed[i] = true;
-                        out.failures.push((batch.records[i].0.clone(), e.clone()));
+                        failures.push((i, e.clone()));
                     }
                     continue;
                 }
@@ -699,11 +740,65 @@ impl Timed {
         }
     }
 
+    /// Drop record `i` and the records after it, as if the batch had ended before it.
+    fn cut(&mut self, i: usize) {
+        self.records.truncate(i);
+        self.max_ts = self.records.iter().map(|(_, ts)| *ts).max();
+        self.late = vec![false; i];
+        self.failed = vec![false; i];
+    }
+
     fn fail(&mut self, i: usize, error: RecordError, out: &mut WindowOutput) {
         if !std::mem::replace(&mut self.failed[i], true) {
             out.failures.push((self.records[i].0.clone(), error));
         }
     }
+}
+
+/// A batch folded: the windows it formed, the panes the plugin folded (with the records of the
+/// batch in each) and the plugin's result for each pane.
+struct Fold {
+    formed: Formed,
+    windows: Vec<(Pending, Vec<usize>)>,
+    panes: Vec<Pane>,
+    results: Vec<Result<PaneResult, RecordError>>,
+}
+
+/// The first record of a batch (by its place in the batch) that failed to be seeded or folded,
+/// with its error.
+fn first_failure(
+    plugin: &str,
+    seeded: &[(usize, RecordError)],
+    windows: &[(Pending, Vec<usize>)],
+    results: &[Result<PaneResult, RecordError>],
+) -> Option<(usize, RecordError)> {
+    let mut first: Option<(usize, RecordError)> = seeded.iter().min_by_key(|(i, _)| *i).cloned();
+    let mut note = |i: usize, error: &dyn Fn() -> RecordError| {
+        if first.as_ref().is_none_or(|(f, _)| i < *f) {
+            first = Some((i, error()));
+        }
+    };
+    for ((_, members), result) in windows.iter().zip(results) {
+        match result {
+            Ok(r) => {
+                for (i, message) in &r.errors {
+                    if let Some(&m) = members.get(*i as usize) {
+                        note(m, &|| RecordError {
+                            plugin: plugin.to_string(),
+                            kind: ErrorKind::Plugin,
+                            message: message.clone(),
+                        });
+                    }
+                }
+            }
+            Err(e) => {
+                if let Some(&m) = members.iter().min() {
+                    note(m, &|| e.clone());
+                }
+            }
+        }
+    }
+    first
 }
 
 /// The windows a batch forms: (key, window) → the batch's records in it, in arrival order; for

@@ -621,6 +621,28 @@ fn a_record_the_plugin_rejects_fails_alone() {
 }
 
 #[test]
+fn stopping_at_a_record_the_plugin_rejects_folds_nothing_from_it_on() {
+    let mut s = stage(spec(WindowKind::Tumbling { size: 1_000 }));
+    s.stop_at_first_failure();
+    let out = seen(s.process(
+        vec![
+            rec(0, 0, "a", 1, "1"),
+            rec(0, 1, "b", 1_500, "2"),
+            rec(0, 2, "a", 2, "bad"),
+            rec(0, 3, "a", 3, "3"),
+            rec(0, 4, "c", 2_500, "4"),
+        ],
+        Instant::now(),
+    ));
+    assert_eq!(out.failed, ["bad"]);
+    // What came before it is kept; nothing from the failing record on is folded, in its window
+    // or any other.
+    let mut fired = out.fired;
+    fired.extend(seen(s.finish()).fired);
+    assert_eq!(fired, ["a 0..1000: 1", "b 1000..2000: 2"]);
+}
+
+#[test]
 fn entry_names_sort_by_start_and_round_trip() {
     let names: Vec<String> = [(-5_000, 0), (-1, 10), (0, 1), (1 << 40, 1 << 41)]
         .iter()

@@ -4,6 +4,7 @@
 #   - cmake, a C++ compiler and libcurl headers, to build librdkafka into the weir binary (Debian's
 #     librdkafka is too old to link against);
 #   - the test broker's binary (scripts/kafka-broker.sh install), when WEIR_SETUP_BROKER=1;
+#   - Debian's chromium, for the dashboard's browser test, when WEIR_SETUP_BROWSER=1;
 #   - a Rust toolchain for wasm32 plugins: rustup's wasm32-unknown-unknown target where it is
 #     installed, otherwise Debian's rustc-web + rust-web-src (std built from source), because
 #     `rustup target add` cannot download here and would hang.
@@ -47,6 +48,14 @@ fi
 
 if [ "${WEIR_SETUP_BROKER:-0}" = 1 ]; then
   "$(dirname "$0")/kafka-broker.sh" install
+fi
+
+if [ "${WEIR_SETUP_BROWSER:-0}" = 1 ]; then
+  if ! command -v chromium >/dev/null; then
+    say "installing chromium (the dashboard's test opens it in a headless browser)"
+    apt_install chromium
+  fi
+  say "browser: $(chromium --version 2>/dev/null | head -1)"
 fi
 
 sysroot=$(rustc --print sysroot 2>/dev/null || true)

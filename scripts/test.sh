@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-WEIR_SETUP_BROKER=1 scripts/setup.sh
+WEIR_SETUP_BROKER=1 WEIR_SETUP_BROWSER=1 scripts/setup.sh
 scripts/build-plugins.sh
 # The Kafka tests start their broker (scripts/kafka-broker.sh) on this port; stop it when done.
 export WEIR_TEST_KAFKA_PORT="${WEIR_TEST_KAFKA_PORT:-19092}"

@@ -163,6 +163,23 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in the order of [`ErrorKind::index`].
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::Plugin,
+        ErrorKind::Trap,
+        ErrorKind::Timeout,
+        ErrorKind::OutOfMemory,
+        ErrorKind::EventTime,
+        ErrorKind::Late,
+        ErrorKind::Migration,
+        ErrorKind::TooLarge,
+    ];
+
+    /// The kind's place in [`ErrorKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The name used in logs and dead-letter headers.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -5,7 +5,8 @@
 //! - [`Error`] (`error.rs`): the one error every layer returns, and [`ErrorKind`], what a
 //!   record's failure is (what dead letters name).
 //! - [`config`]: pipeline files to checked settings, every section's.
-//! - [`metrics`]: the run's counters.
+//! - [`metrics`]: what a run counts and measures, and how it is reported (Prometheus text, the
+//!   status JSON).
 //! - [`engine`]: wasmtime: loading plugin components, calling them in a sandbox within limits,
 //!   the batch wire format, the host side of state.
 //! - [`state`]: keyed state in an embedded store, per stage and source partition.
@@ -15,7 +16,9 @@
 //! - [`reload`]: hot reload: new plugin builds and pipeline changes swapped into running chains.
 //! - [`kafka`]: the Kafka clients: source, sink, transactions, admin, changelogs, the log reader.
 //! - [`runtime`]: `weir run`: poller, workers, delivery, error policy, checkpoints, rebalances.
+//! - [`admin`]: the admin server of a run: `/metrics`, `/api/status`, the dashboard, probes.
 
+pub mod admin;
 pub mod chain;
 pub mod config;
 pub mod engine;

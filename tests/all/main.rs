@@ -4,6 +4,7 @@
 
 mod common;
 
+mod admin;
 mod cli;
 mod committed;
 mod crash;

@@ -13,6 +13,7 @@ use crate::{
         Engine, Instance, Kind, Limits, MemoryState, Plugin, Record, RecordError, SharedState,
     },
     error::Error,
+    metrics::{Call, Metrics, StageProbe},
 };
 
 pub mod window;
@@ -153,6 +154,7 @@ impl Stages {
             .collect::<Result<_, Error>>()?;
         Ok(Chain {
             stages,
+            probes: Vec::new(),
             stop_at_failure: false,
         })
     }
@@ -213,6 +215,8 @@ impl Step {
 /// Live instances of every stage of a pipeline, for one worker's records.
 pub struct Chain {
     stages: Vec<(String, Step)>,
+    /// Where each stage's counts and call times go (none until [`Chain::report_to`]).
+    probes: Vec<StageProbe>,
     /// `policy = "fail"`: nothing after a batch's first failing input is run (see
     /// [`Chain::stop_at_first_failure`]).
     stop_at_failure: bool,
@@ -246,8 +250,24 @@ impl Chain {
         let instance = plugin.instantiate(&stage.config, stage.limits, MemoryState::shared())?;
         Ok(Chain {
             stages: vec![(name, Step::Plugin(instance))],
+            probes: Vec::new(),
             stop_at_failure: false,
         })
+    }
+
+    /// Count what each stage does, and time its calls, in `metrics` (per batch: a few atomic
+    /// adds per stage).
+    pub fn report_to(&mut self, metrics: &Metrics) {
+        self.probes = self
+            .stages
+            .iter()
+            .map(|(name, step)| {
+                let plugin = step.instance().plugin();
+                metrics
+                    .stage(name)
+                    .probe(&plugin.path().display().to_string(), plugin.hash())
+            })
+            .collect();
     }
 
     /// Keep stage `stage`'s state in `state` from the next batch on.
@@ -357,11 +377,18 @@ impl Chain {
         let mut records = batch;
         let mut out = BatchOutput::default();
         let stop_at_failure = self.stop_at_failure;
-        for (name, step) in &mut self.stages {
+        for (i, (name, step)) in self.stages.iter_mut().enumerate() {
             let hash = step.instance().plugin().hash().to_string();
             if stop_at_failure {
                 cut_at_first_failure(&mut records, &out.failures);
             }
+            let probe = self.probes.get(i);
+            let started = probe.map(|_| Instant::now());
+            let mut call = Call {
+                records_in: records.len(),
+                ..Call::default()
+            };
+            let failed_before = out.failures.len();
             match step {
                 Step::Plugin(instance) => {
                     if records.is_empty() {
@@ -375,6 +402,7 @@ impl Chain {
                     records = Vec::with_capacity(outcomes.len());
                     for outcome in outcomes {
                         match outcome {
+                            Ok(outputs) if outputs.is_empty() => call.filtered += 1,
                             Ok(outputs) => records.extend(outputs),
                             Err(failed) => out.failures.push(Failure {
                                 record: failed.record,
@@ -406,6 +434,8 @@ impl Chain {
                         _ => {}
                     }
                     records = result.records;
+                    let failed_inputs = result.failures.iter().filter(|f| f.0.offset >= 0);
+                    call.filtered = call.records_in.saturating_sub(failed_inputs.count());
                     out.failures
                         .extend(result.failures.into_iter().map(|(record, error)| Failure {
                             record,
@@ -421,6 +451,15 @@ impl Chain {
                             to: window.late_output().clone(),
                             watermark: late.watermark,
                         }));
+                }
+            }
+            call.records_out = records.len();
+            call.failed = out.failures.len() - failed_before;
+            if let (Some(probe), Some(started)) = (probe, started) {
+                // A window stage's ticks with nothing in or out are not calls worth timing.
+                if call.records_in > 0 || call.records_out > 0 {
+                    let memory = step.instance().memory_bytes();
+                    probe.record(call, started.elapsed(), memory);
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! `weir run`: a pipeline against Kafka until SIGINT/SIGTERM, with hot reload.
 
 use std::{
+    net::SocketAddr,
     path::PathBuf,
     process::ExitCode,
     sync::{atomic::Ordering, Arc},
@@ -10,8 +11,9 @@ use std::{
 use anyhow::Result;
 use tokio::signal::unix::{signal, SignalKind};
 use weir::{
+    admin::AdminServer,
     chain::Stages,
-    config::Pipeline,
+    config::{parse_listen, AdminConfig, Pipeline},
     metrics::Snapshot,
     reload::{Live, Reloader, Trigger},
     runtime::{self, RunOptions},
@@ -30,6 +32,10 @@ pub struct RunCommand {
     /// without a rebalance, and the other instances keep theirs.
     #[arg(long)]
     instance: Option<String>,
+    /// Where the admin server (metrics, dashboard, probes) listens, as HOST:PORT (port 0 picks
+    /// one); overrides `[admin] listen`. Default: 127.0.0.1:9464.
+    #[arg(long, value_parser = parse_listen)]
+    admin: Option<SocketAddr>,
 }
 
 impl RunCommand {
@@ -54,6 +60,12 @@ impl RunCommand {
                 .kafka
                 .0
                 .insert("group.instance.id".into(), id.clone());
+        }
+        if let Some(at) = self.admin {
+            pipeline.admin = AdminConfig {
+                listen: Some(at),
+                explicit: true,
+            };
         }
         let mut options = RunOptions::default();
         if let Some(workers) = self.workers {
@@ -84,7 +96,15 @@ async fn run(
     live: Arc<Live>,
     trigger: Trigger,
     options: RunOptions,
-) -> Result<Result<Snapshot, weir::Error>, tokio::task::JoinError> {
+) -> Result<Result<Snapshot, weir::Error>> {
+    if let Some(server) = AdminServer::bind(&pipeline.admin).await? {
+        tracing::info!(
+            "admin server on http://{}: dashboard /, metrics /metrics, status /api/status, \
+             probes /health /ready",
+            server.local_addr()
+        );
+        tokio::spawn(server.serve(options.metrics.clone()));
+    }
     // Installed before the run starts, so a SIGHUP never falls to its default action (exit).
     let mut hangup = signal(SignalKind::hangup()).expect("install a SIGHUP handler");
     tokio::spawn(async move {
@@ -98,14 +118,14 @@ async fn run(
         runtime::run_reloading(&pipeline, &stages, Some(live), options)
     });
     tokio::select! {
-        result = &mut task => return result,
+        result = &mut task => return Ok(result?),
         signal = stop_signal() => {
             tracing::info!("{signal}: draining and committing");
             stop.store(true, Ordering::Relaxed);
         }
     }
     tokio::select! {
-        result = &mut task => result,
+        result = &mut task => Ok(result?),
         signal = stop_signal() => {
             eprintln!("weir run: second {signal}, exiting without draining");
             std::process::exit(130);

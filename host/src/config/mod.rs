@@ -15,10 +15,12 @@ use crate::error::Error;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod admin;
 mod limits;
 mod reload;
 mod window;
 
+pub use admin::{parse_listen, AdminConfig, DEFAULT_ADMIN};
 pub use limits::Limits;
 pub use reload::{ReloadConfig, ROLLBACK_RATE, TRIAL_RECORDS};
 pub use window::{EventTime, LateOutput, WindowKind, WindowSpec};
@@ -44,6 +46,8 @@ pub struct Pipeline {
     pub state_cache_bytes: u64,
     /// Hot reload (`[reload]`).
     pub reload: ReloadConfig,
+    /// The admin server (`[admin]`).
+    pub admin: AdminConfig,
 }
 
 /// One stage of the chain.
@@ -160,6 +164,16 @@ pub enum Guarantee {
     ExactlyOnce,
 }
 
+impl Guarantee {
+    /// As the pipeline file writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Guarantee::AtLeastOnce => "at-least-once",
+            Guarantee::ExactlyOnce => "exactly-once",
+        }
+    }
+}
+
 /// `"250ms"`, `"5s"`, `"2m"`, or a whole number of milliseconds.
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
@@ -253,6 +267,8 @@ struct File {
     limits: LimitsFile,
     #[serde(default)]
     reload: ReloadConfig,
+    #[serde(default)]
+    admin: AdminConfig,
 }
 
 #[derive(Default, Deserialize)]
@@ -451,6 +467,7 @@ impl Pipeline {
                 .cache_mb
                 .map_or(DEFAULT_CACHE_BYTES, |mb| mb << 20),
             reload: file.reload,
+            admin: file.admin,
         })
     }
 }

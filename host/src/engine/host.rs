@@ -114,6 +114,8 @@ impl StateBackend for MemoryState {
 pub(super) struct Limiter {
     pub(super) max_bytes: usize,
     denied: Option<usize>,
+    /// Linear memory granted so far, in bytes.
+    pub(super) bytes: usize,
 }
 
 impl Limiter {
@@ -134,6 +136,7 @@ impl ResourceLimiter for Limiter {
             // An error (not `Ok(false)`) traps at once instead of letting the guest limp on.
             anyhow::bail!("memory limit of {} bytes exceeded", self.max_bytes);
         }
+        self.bytes = self.bytes.max(desired);
         Ok(true)
     }
 
@@ -225,6 +228,7 @@ impl HostState {
             limiter: Limiter {
                 max_bytes: limits.memory_bytes,
                 denied: None,
+                bytes: 0,
             },
             call_timeout: limits.call_timeout,
             state,

@@ -519,6 +519,11 @@ impl Instance {
         })
     }
 
+    /// Linear memory the instance holds, in bytes (it only grows, until a fresh instance).
+    pub fn memory_bytes(&self) -> u64 {
+        self.store.data().limiter.bytes as u64
+    }
+
     /// How many times a trap or blown limit made this stage start a fresh instance.
     pub fn restarts(&self) -> u64 {
         self.restarts

@@ -118,7 +118,13 @@ impl ProducerContext for SinkContext {
                             mark.fetch_max(message.offset(), Ordering::AcqRel);
                         }
                     }
-                    None => Metrics::add(&self.metrics.delivered, 1),
+                    None => {
+                        Metrics::add(&self.metrics.delivered, 1);
+                        if let Some(ts) = message.timestamp().to_millis() {
+                            let ms = crate::metrics::now_ms().saturating_sub(ts.max(0) as u64);
+                            self.metrics.latency.observe(Duration::from_millis(ms));
+                        }
+                    }
                 }
                 acks.delivered(true);
             }

@@ -32,6 +32,16 @@ pub type Positions = Vec<(String, i32, i64)>;
 pub struct SourceContext {
     on_rebalance: RebalanceHook,
     errors: ClientErrors,
+    /// When the client last said the brokers cannot be reached.
+    unreachable: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl SourceContext {
+    /// When the client last said it cannot reach the brokers (librdkafka says it again on
+    /// each reconnect attempt, at most every `reconnect.backoff.max.ms`, 10 s by default).
+    pub fn last_unreachable(&self) -> Option<std::time::Instant> {
+        *self.unreachable.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl ClientContext for SourceContext {
@@ -40,6 +50,13 @@ impl ClientContext for SourceContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+        ) {
+            *self.unreachable.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(std::time::Instant::now());
+        }
         self.errors.report("source", &error, reason)
     }
 }
@@ -130,6 +147,7 @@ pub fn consumer(
     consumer_config(source).create_with_context(SourceContext {
         on_rebalance: Box::new(on_rebalance),
         errors: ClientErrors::default(),
+        unreachable: Default::default(),
     })
 }
 
@@ -153,4 +171,24 @@ pub fn record(message: &BorrowedMessage<'_>) -> Record {
         partition: message.partition(),
         offset: message.offset(),
     }
+}
+
+/// The end of `topic`/`partition` as the consumer's last fetch of it saw it: librdkafka's cached
+/// value, so no request to the broker; `None` before the first fetch.
+pub fn cached_end(consumer: &Consumer, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client handle lives as long as `consumer`, the topic name is a valid C string
+    // for the call, and the call only reads librdkafka's own cache into the two integers.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
 }

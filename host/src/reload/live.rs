@@ -143,6 +143,10 @@ impl Live {
                 &metrics.rollbacks,
                 current.rollbacks.load(Ordering::Relaxed) as usize,
             );
+            Metrics::add(
+                &metrics.rejected,
+                current.rejected.load(Ordering::Relaxed) as usize,
+            );
             *current = metrics;
         }
     }
@@ -151,6 +155,14 @@ impl Live {
     /// version on trial raised a stage's state version (see `Watch::roll_back`).
     pub fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// A version refused (the running one stays): count it, keep it in the run's reload
+    /// history, and log why.
+    pub(super) fn reject(&self, message: String) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::error!("{message}");
+        lock(&self.metrics).reloaded("rejected", message);
     }
 
     /// Versions rolled back so far.

@@ -271,8 +271,7 @@ impl Watch {
                 return;
             }
             Err(rejection) => {
-                self.live.rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::error!("{rejection}");
+                self.live.reject(rejection.to_string());
                 return;
             }
         };
@@ -280,7 +279,6 @@ impl Watch {
         let chain = match candidate.start() {
             Ok(chain) => chain,
             Err(e) => {
-                self.live.rejected.fetch_add(1, Ordering::Relaxed);
                 // Name the file that brought the change: the plugin, or the pipeline file when
                 // that changed too (a config `init` refuses, say).
                 let plugin = e
@@ -294,13 +292,14 @@ impl Watch {
                     }
                     (_, None) => self.started.path.display().to_string(),
                 };
-                tracing::error!("reload: {file} rejected, the running version stays: {e}");
+                self.live.reject(format!(
+                    "reload: {file} rejected, the running version stays: {e}"
+                ));
                 return;
             }
         };
         if let Some(d) = self.downgrade(&candidate, &chain) {
-            self.live.rejected.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
+            self.live.reject(format!(
                 "reload: {} rejected, the running version stays: it is state version {} and \
                  stage `{}` has run state version {}: values the newer build wrote cannot be read \
                  by an older one (nor migrated back), so every record of their keys would fail; \
@@ -310,14 +309,16 @@ impl Watch {
                 d.stage,
                 d.highest,
                 d.highest
-            );
+            ));
             return;
         }
         let generation = self.publish(candidate, chain, Some(current));
-        tracing::info!(
+        let published = format!(
             "reload: generation {generation} published: {}",
             changed.join("; ")
         );
+        tracing::info!("{published}");
+        lock(&self.live.metrics).reloaded("applied", published);
     }
 
     /// Read the pipeline file again; the stages it now wants, or `None` if it did not change,
@@ -341,8 +342,8 @@ impl Watch {
         let pipeline = match Pipeline::parse(path, &text) {
             Ok(p) => p,
             Err(e) => {
-                self.live.rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::error!("reload: {e}; the running pipeline stays");
+                self.live
+                    .reject(format!("reload: {e}; the running pipeline stays"));
                 return None;
             }
         };
@@ -597,7 +598,6 @@ impl Watch {
             }
         };
         if let Some(d) = self.downgrade(&previous, &chain) {
-            self.live.rejected.fetch_add(1, Ordering::Relaxed);
             let running = current
                 .stages
                 .loaded()
@@ -605,7 +605,7 @@ impl Watch {
                 .map_or_else(String::new, |(_, p)| {
                     format!(" (sha256:{})", &p.hash()[..12])
                 });
-            tracing::error!(
+            self.live.reject(format!(
                 "reload: generation {generation} failed {failures} of its first {records} records \
                  (more than {}% of {}) but is NOT rolled back to generation {}: stage `{}` \
                  ({}) runs state version {}{running}, where generation {} ran state \
@@ -623,13 +623,13 @@ impl Watch {
                 d.version,
                 &d.hash[..12],
                 d.highest
-            );
+            ));
             return;
         }
         let back = self.publish(previous, chain, None);
         self.watch_current();
         Metrics::add(&lock(&self.live.metrics).rollbacks, 1);
-        tracing::error!(
+        let rolled_back = format!(
             "reload: generation {generation} failed {failures} of its first {records} records \
              (more than {}% of {}): rolled back to generation {} as generation \
              {back} ({} rollbacks so far)",
@@ -638,6 +638,8 @@ impl Watch {
             trial.previous_generation,
             self.live.rollbacks()
         );
+        tracing::error!("{rolled_back}");
+        lock(&self.live.metrics).reloaded("rolled-back", rolled_back);
     }
 }
 
@@ -665,6 +667,9 @@ fn restart_only_changes(started: &Pipeline, new: &Pipeline) -> Vec<&'static str>
     }
     if started.reload.watch != new.reload.watch {
         changed.push("[reload] watch");
+    }
+    if started.admin != new.admin {
+        changed.push("[admin]");
     }
     changed
 }

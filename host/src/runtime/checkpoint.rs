@@ -4,7 +4,7 @@
 //! state changes and its position, together (the partition's worker does it); the local store
 //! takes the state changes only once the transaction has committed.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use rdkafka::{
     consumer::{CommitMode, Consumer as _},
@@ -31,6 +31,7 @@ impl Shared {
             txn.abort();
             return;
         }
+        let started = Instant::now();
         let acks = Acks::new();
         let mut pending = Vec::with_capacity(p.states.len());
         for s in &p.states {
@@ -43,10 +44,11 @@ impl Shared {
             pending.push((s, to_store));
         }
         if let Err(e) = eos.commit(txn, &p.topic, p.partition, p.next_offset(), &acks) {
+            Metrics::add(&self.metrics.commit_failures, 1);
             self.fatal.stop(e.to_string());
             return;
         }
-        Metrics::add(&self.metrics.commits, 1);
+        self.metrics.checkpointed(1, started.elapsed());
         for (s, to_store) in pending {
             if let Err(e) = s.state.persist(to_store) {
                 // The changelog has what the store could not take: a restart restores it from
@@ -88,14 +90,16 @@ impl Shared {
         if moved.is_empty() {
             return;
         }
+        let started = Instant::now();
         match consumer.commit(&list, CommitMode::Sync) {
             Ok(()) => {
-                Metrics::add(&self.metrics.commits, 1);
+                self.metrics.checkpointed(moved.len(), started.elapsed());
                 for (p, offset) in moved {
                     p.committed(offset);
                 }
             }
             Err(e) => {
+                Metrics::add(&self.metrics.commit_failures, 1);
                 tracing::warn!("committing offsets failed (retried at the next checkpoint): {e}")
             }
         }

@@ -10,7 +10,7 @@ use crate::{
     config::ErrorPolicy,
     engine::{ErrorKind, Header, Record, RecordError},
     kafka::{Acks, Sink},
-    metrics::Metrics,
+    metrics::{now_ms, DeadLetterView, Metrics},
 };
 
 /// An output of `record`'s input that the sink refused as larger than it accepts. The failure
@@ -101,7 +101,17 @@ impl Shared {
         let letter = letter(original, failure);
         sink.send(topic, &letter, acks)
             .map_err(|e| format!("sending it to the dead-letter topic `{topic}` failed: {e}"))?;
-        Metrics::add(&self.metrics.dead_lettered, 1);
+        let r = &failure.record;
+        let view = DeadLetterView {
+            at_ms: now_ms(),
+            stage: failure.stage.clone(),
+            kind: failure.error.kind.as_str(),
+            cause: failure.error.message.clone(),
+            topic: r.topic.clone(),
+            partition: r.partition,
+            offset: r.offset,
+        };
+        self.metrics.dead_lettered(view, failure.error.kind);
         tracing::debug!("{} (dead-lettered to `{topic}`)", failure.place());
         Ok(())
     }

@@ -39,7 +39,7 @@ use crate::{
     config::{ErrorPolicy, Pipeline},
     engine::Record,
     kafka::{self, source, Consumer, Fatal, Sink, Transactions},
-    metrics::{Metrics, Snapshot},
+    metrics::{Metrics, RunInfo, Snapshot},
     reload::{Live, LiveChain},
     Error,
 };
@@ -154,6 +154,14 @@ pub fn run_reloading(
     let shared = Arc::new(shared);
     let _ = slot.set(shared.clone());
     let handles = start_workers(pipeline, stages, live.as_ref(), &shared, options.workers)?;
+    shared.metrics.set_info(RunInfo {
+        pipeline: pipeline.path.display().to_string(),
+        guarantee: pipeline.delivery.guarantee.as_str().to_string(),
+        workers: handles.len(),
+        sources: source.topics.clone(),
+        sink: shared.sink_topic.clone(),
+        dead_letters: shared.dead_letters.clone(),
+    });
     let topics: Vec<&str> = source.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(|cause| Error::Kafka {
         what: format!("subscribing to {topics:?}"),

@@ -13,7 +13,7 @@ use rdkafka::{
     consumer::Consumer as _,
     error::{KafkaError, RDKafkaErrorCode},
     message::BorrowedMessage,
-    Message as _,
+    Message as _, Offset,
 };
 
 use super::{Batch, Shared, Work};
@@ -22,12 +22,20 @@ use crate::{
     metrics::{Metrics, Snapshot},
 };
 
+/// How often partitions' positions and ends are read for the metrics.
+const OBSERVE_EVERY: Duration = Duration::from_secs(1);
+/// How long after the client last said the brokers cannot be reached they count as down (it
+/// says so on each reconnect attempt, at least every 10 s).
+const UNREACHABLE_FOR: Duration = Duration::from_secs(15);
+
 /// The consumer thread's loop and the batches it is filling.
 pub(super) struct Poller<'a> {
     consumer: &'a Consumer,
     shared: &'a Shared,
     batch_size: usize,
     pending: Vec<Batch>,
+    /// Records read as of the last [`Poller::observe`].
+    consumed: u64,
 }
 
 impl<'a> Poller<'a> {
@@ -37,6 +45,7 @@ impl<'a> Poller<'a> {
             shared,
             batch_size,
             pending: Vec::new(),
+            consumed: 0,
         }
     }
 
@@ -50,6 +59,9 @@ impl<'a> Poller<'a> {
         let mut last_report = Instant::now();
         let started = Instant::now();
         let mut reported = Snapshot::default();
+        let mut observed = Instant::now();
+        let health = &self.shared.metrics.health;
+        health.running.store(true, Ordering::Relaxed);
         while !stop.load(Ordering::Relaxed) && !self.shared.fatal.is_set() {
             match self.consumer.poll(Duration::from_millis(100)) {
                 None => self.dispatch_all(),
@@ -64,6 +76,10 @@ impl<'a> Poller<'a> {
                     }
                     self.dispatch_all();
                 }
+            }
+            if observed.elapsed() >= OBSERVE_EVERY {
+                self.observe();
+                observed = Instant::now();
             }
             if last_commit.elapsed() >= checkpoint {
                 self.shared.commit_all(self.consumer);
@@ -94,6 +110,36 @@ impl<'a> Poller<'a> {
                     last_report = Instant::now();
                 }
             }
+        }
+        health.running.store(false, Ordering::Relaxed);
+    }
+
+    /// Each assigned partition's position and end, for `/metrics` and the dashboard: the
+    /// consumer's own (local) figures, no request to the broker.
+    fn observe(&mut self) {
+        let metrics = &self.shared.metrics;
+        // Unreachable: the client said so lately, and nothing was read since.
+        let consumed = metrics.consumed.load(Ordering::Relaxed);
+        let down = self
+            .consumer
+            .context()
+            .last_unreachable()
+            .is_some_and(|at| at.elapsed() < UNREACHABLE_FOR && consumed == self.consumed);
+        self.consumed = consumed;
+        metrics.health.brokers_down.store(down, Ordering::Relaxed);
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        for e in positions.elements() {
+            let end = source::cached_end(self.consumer, e.topic(), e.partition());
+            let position = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            metrics.partition(e.topic(), e.partition(), |view| {
+                view.position = position.or(view.position);
+                view.high_watermark = end.or(view.high_watermark);
+            });
         }
     }
 

@@ -2,7 +2,11 @@
 //! where to resume, restoring state) before their first record, and drain revoked ones (finish
 //! their batches, commit, then let go) before another member takes them.
 
-use std::{sync::Arc, thread, time::Instant};
+use std::{
+    sync::{atomic::Ordering, Arc},
+    thread,
+    time::Instant,
+};
 
 use rdkafka::{
     consumer::{Consumer as _, Rebalance},
@@ -77,6 +81,8 @@ impl Shared {
             .iter()
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
+        let health = &self.metrics.health;
+        health.restoring.fetch_add(keys.len(), Ordering::Relaxed);
         // Taking a partition over is a few round trips to the brokers (fencing its previous
         // producer, reading its position and changelogs): all at once.
         let taken: Vec<_> = thread::scope(|scope| {
@@ -89,6 +95,7 @@ impl Shared {
                 .map(|t| t.join().expect("a takeover does not panic"))
                 .collect()
         });
+        health.restoring.fetch_sub(keys.len(), Ordering::Relaxed);
         let mut positions = Vec::new();
         for ((topic, partition), taken) in keys.into_iter().zip(taken) {
             if let Some(offset) = self.place(topic.clone(), partition, taken) {
@@ -147,10 +154,14 @@ impl Shared {
                 None => clock.assign(&topic, partition, Instant::now()),
             }
         }
+        self.metrics
+            .partition(&topic, partition, |view| view.worker = worker);
         assigned.partitions.insert(
             (topic.clone(), partition),
             Partition::new(topic, partition, worker, states, transaction),
         );
+        let count = assigned.partitions.len();
+        self.metrics.health.assigned.store(count, Ordering::Relaxed);
         position
     }
 
@@ -159,7 +170,8 @@ impl Shared {
     fn revoke(&self, consumer: &Consumer, list: &TopicPartitionList) {
         let revoked: Vec<Arc<Partition>> = {
             let mut assigned = self.lock_assigned();
-            list.elements()
+            let revoked = list
+                .elements()
                 .iter()
                 .filter_map(|e| {
                     let p = assigned
@@ -168,7 +180,10 @@ impl Shared {
                     assigned.load[p.worker] -= 1;
                     Some(p)
                 })
-                .collect()
+                .collect();
+            let count = assigned.partitions.len();
+            self.metrics.health.assigned.store(count, Ordering::Relaxed);
+            revoked
         };
         for p in &revoked {
             p.revoke();
@@ -196,6 +211,7 @@ impl Shared {
             for (_, clock) in &self.clocks {
                 clock.forget(&p.topic, p.partition);
             }
+            self.metrics.forget_partition(&p.topic, p.partition);
             tracing::info!("revoked {}[{}]", p.topic, p.partition);
         }
     }

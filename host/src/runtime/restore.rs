@@ -84,6 +84,7 @@ impl Shared {
             let state = ctx.store.partition(name, topic, partition, mark);
             let started = Instant::now();
             let restored = changelog::restore(&state, &ctx.brokers, changelog, partition)?;
+            self.metrics.restore_seconds.observe(started.elapsed());
             tracing::info!(
                 "stage `{name}` state of {topic}[{partition}]: {} changes restored from \
                  `{changelog}` offsets {}..{} in {:.0} ms",

@@ -51,8 +51,10 @@ impl<'a> Worker<'a> {
         let windows = chain.has_windows();
         let defer = windows && shared.exactly_once.is_none();
         let stop_at_failure = shared.policy == ErrorPolicy::Fail;
+        let metrics = shared.metrics.clone();
         // Every version this worker moves to (hot reload) is prepared the same way.
         chain.prepare_each(move |c| {
+            c.report_to(&metrics);
             if defer {
                 c.defer_until_delivered();
             }

@@ -450,14 +450,21 @@ impl Weir {
         Weir::start_with(weir, pipeline, &[])
     }
 
-    /// `weir run PIPELINE ARGS…`.
+    /// `weir run PIPELINE ARGS…`, its admin server on a port of its own unless `ARGS` say
+    /// where (see [`Weir::admin`]).
     pub fn start_with(weir: &Path, pipeline: &Path, args: &[&str]) -> Weir {
         static RUNS: AtomicUsize = AtomicUsize::new(0);
         let log = pipeline.with_extension(format!("{}.log", RUNS.fetch_add(1, Ordering::Relaxed)));
+        let admin: &[&str] = if args.contains(&"--admin") {
+            &[]
+        } else {
+            &["--admin", "127.0.0.1:0"]
+        };
         let child = Command::new(weir)
             .arg("run")
             .arg(pipeline)
             .args(args)
+            .args(admin)
             .env(
                 "WEIR_LOG",
                 std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "warn,weir=debug".into()),
@@ -471,6 +478,15 @@ impl Weir {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The admin server's address, as the log says once it listens.
+    pub fn admin(&mut self) -> String {
+        const SAID: &str = "admin server on http://";
+        self.wait_for_log(SAID, Duration::from_secs(30));
+        let log = self.log();
+        let at = &log[log.find(SAID).unwrap() + SAID.len()..];
+        at.split(": ").next().unwrap().to_string()
     }
 
     pub fn log(&self) -> String {
@@ -616,4 +632,33 @@ pub fn rss(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc/PID/status");
     kb * 1024
+}
+
+/// `GET http://AT/PATH`: the status code and body (HTTP/1.0, so the server closes when done).
+pub fn http_get(at: &str, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(at).expect("connect to the admin server");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {at}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the response");
+    let code = response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (code, body)
+}
+
+/// The value of the Prometheus series `series` (name and labels, as written) in `text`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }

@@ -1,0 +1,130 @@
+//! The admin server of a run: read-only HTTP on the run's tokio runtime.
+//!
+//! - `/metrics`: every metric in the Prometheus text format;
+//! - `/api/status`: the run as JSON (what the dashboard draws);
+//! - `/`: the dashboard;
+//! - `/health`: 200 while the run's loop goes; `/ready`: 200 once partitions are assigned, their
+//!   state restored and the brokers reachable, else 503 with the reason.
+//!
+//! Nothing it serves changes anything. It listens on this machine only unless the pipeline
+//! file or `--admin` says otherwise.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    extract::State,
+    http::{header, StatusCode},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use tokio::net::TcpListener;
+
+use crate::{
+    config::AdminConfig,
+    metrics::{prometheus_text, Metrics, StatusSampler},
+    Error,
+};
+
+/// The dashboard: one page, no build step.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+#[derive(Clone)]
+struct Served {
+    metrics: Arc<Metrics>,
+    sampler: Arc<StatusSampler>,
+}
+
+/// A bound admin server, to be run with [`AdminServer::serve`].
+pub struct AdminServer {
+    listener: TcpListener,
+}
+
+impl AdminServer {
+    /// Bind `config`'s address, if any. A default address that is taken (another run on this
+    /// machine) is a warning and no server; a given one is an error.
+    pub async fn bind(config: &AdminConfig) -> Result<Option<AdminServer>, Error> {
+        let Some(at) = config.listen else {
+            return Ok(None);
+        };
+        match TcpListener::bind(at).await {
+            Ok(listener) => Ok(Some(AdminServer { listener })),
+            Err(e) if !config.explicit => {
+                tracing::warn!(
+                    "admin server not started: {at}: {e} (another run on this machine? give \
+                     one of them `[admin] listen` or `--admin`, e.g. 127.0.0.1:0)"
+                );
+                Ok(None)
+            }
+            Err(cause) => Err(Error::Io {
+                what: format!("the admin server's address {at}"),
+                cause,
+            }),
+        }
+    }
+
+    /// The address it listens on (the port picked, when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serve `metrics` until the runtime stops; samples them once a second for the status.
+    pub async fn serve(self, metrics: Arc<Metrics>) {
+        let sampler = Arc::new(StatusSampler::new(metrics.clone()));
+        let ticking = sampler.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                ticking.sample();
+            }
+        });
+        let app = Router::new()
+            .route("/", get(|| async { Html(DASHBOARD) }))
+            .route("/metrics", get(scrape))
+            .route("/api/status", get(status))
+            .route("/health", get(health))
+            .route("/ready", get(ready))
+            .with_state(Served { metrics, sampler });
+        if let Err(e) = axum::serve(self.listener, app).await {
+            tracing::warn!("admin server stopped: {e}");
+        }
+    }
+}
+
+async fn scrape(State(s): State<Served>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        prometheus_text(&s.metrics),
+    )
+        .into_response()
+}
+
+async fn status(State(s): State<Served>) -> Response {
+    Json(s.sampler.status()).into_response()
+}
+
+async fn health(State(s): State<Served>) -> Response {
+    if s.metrics
+        .health
+        .running
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        (StatusCode::OK, "running\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not running\n").into_response()
+    }
+}
+
+async fn ready(State(s): State<Served>) -> Response {
+    match s.metrics.health.ready() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+    }
+}

@@ -1,0 +1,289 @@
+//! The admin server of `weir run` against the test broker: `/metrics` scraped during a real
+//! run and checked against what was sent, the status JSON, and the probes.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::{
+    self,
+    kafka::{http_get, kafka, metric, In, Topics, Weir},
+    weir_bin,
+};
+
+/// 300 orders, every third over 100 (what the filter keeps), with event times of now (so the
+/// latency the run measures is its own).
+fn orders() -> Vec<In> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    (0..300)
+        .map(|i| In {
+            key: Some(format!("c{}", i % 7)),
+            value: serde_json::json!({"id": i, "amount": if i % 3 == 0 { 150 } else { 50 }, "email": "x@y"})
+                .to_string()
+                .into_bytes(),
+            timestamp: Some(now),
+            ..In::default()
+        })
+        .collect()
+}
+
+fn pipeline(t: &Topics) -> std::path::PathBuf {
+    let plugin = |name: &str| common::component(name).display().to_string();
+    let text = format!(
+        r#"
+[source]
+brokers = "{brokers}"
+topics = ["{source}"]
+group = "{group}"
+kafka = {{ "session.timeout.ms" = 6000 }}
+
+[sink]
+topic = "{sink}"
+
+[delivery]
+checkpoint_interval = "200ms"
+
+[[stage]]
+name = "big-orders"
+plugin = "{filter}"
+config = {{ where = [{{ path = "/amount", op = "gt", value = 100 }}] }}
+
+[[stage]]
+name = "mask"
+plugin = "{mask}"
+config = {{ fields = ["/email"] }}
+"#,
+        brokers = t.kafka.brokers,
+        source = t.source,
+        group = t.group,
+        sink = t.sink,
+        filter = plugin("json-filter"),
+        mask = plugin("mask-pii"),
+    );
+    let path = t.dir.path().join("pipeline.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Scrape `/metrics` until `done` holds for it, or panic with the last scrape after `timeout`.
+fn scrape_until(at: &str, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
+    let started = Instant::now();
+    loop {
+        let (code, text) = http_get(at, "/metrics");
+        assert_eq!(code, 200, "{text}");
+        if done(&text) {
+            return text;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "not reached; last scrape:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn metrics_count_what_each_stage_did_and_the_lag_reaches_zero() {
+    let k = kafka();
+    let t = Topics::new("admin", 2);
+    let input = orders();
+    let kept = input.len() / 3;
+    k.produce(&t.source, &input);
+    let mut weir = Weir::start(weir_bin(), &pipeline(&t));
+    let at = weir.admin();
+    let out = k.read(&t.sink, kept, Duration::from_secs(60));
+    assert_eq!(out.len(), kept, "log:\n{}", weir.log());
+
+    let lag_zero = |text: &str| {
+        (0..2).all(|p| {
+            let series = format!(
+                "weir_consumer_lag{{topic=\"{}\",partition=\"{p}\"}}",
+                t.source
+            );
+            metric(text, &series) == Some(0.0)
+        })
+    };
+    let text = scrape_until(&at, Duration::from_secs(30), |text| {
+        lag_zero(text) && metric(text, "weir_records_delivered_total") == Some(kept as f64)
+    });
+    let get =
+        |series: &str| metric(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"));
+    let n = input.len() as f64;
+    assert_eq!(get("weir_records_consumed_total"), n);
+    assert_eq!(get(r#"weir_stage_records_in_total{stage="big-orders"}"#), n);
+    assert_eq!(
+        get(r#"weir_stage_records_out_total{stage="big-orders"}"#),
+        kept as f64
+    );
+    assert_eq!(
+        get(r#"weir_stage_records_filtered_total{stage="big-orders"}"#),
+        n - kept as f64
+    );
+    assert_eq!(
+        get(r#"weir_stage_records_in_total{stage="mask"}"#),
+        kept as f64
+    );
+    assert_eq!(
+        get(r#"weir_stage_records_out_total{stage="mask"}"#),
+        kept as f64
+    );
+    assert_eq!(get(r#"weir_stage_records_failed_total{stage="mask"}"#), 0.0);
+    assert!(get(r#"weir_stage_call_duration_seconds_count{stage="mask"}"#) >= 1.0);
+    assert!(get(r#"weir_stage_plugin_memory_bytes{stage="mask"}"#) > 0.0);
+    assert_eq!(get("weir_latency_seconds_count"), kept as f64);
+    // Produced just now and delivered within a minute: no latency in the unbounded bucket.
+    assert_eq!(
+        get(r#"weir_latency_seconds_bucket{le="60"}"#),
+        kept as f64,
+        "{text}"
+    );
+    assert!(get("weir_commits_total") >= 1.0);
+    assert!(get("weir_process_resident_memory_bytes") > 1e6);
+    assert!(text.contains(r#"weir_build_info{version=""#), "{text}");
+    assert!(
+        text.contains(r#"weir_stage_plugin_info{stage="mask",file=""#),
+        "{text}"
+    );
+
+    let (code, body) = http_get(&at, "/ready");
+    assert_eq!((code, body.as_str()), (200, "ready\n"));
+    assert_eq!(http_get(&at, "/health").0, 200);
+    let (code, body) = http_get(&at, "/api/status");
+    assert_eq!(code, 200);
+    let status: Value = serde_json::from_str(&body).unwrap();
+    let stages: Vec<&str> = status["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["big-orders", "mask"]);
+    assert_eq!(status["totals"]["consumed"], input.len());
+    assert_eq!(status["partitions"].as_array().unwrap().len(), 2, "{body}");
+    assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+}
+
+/// The page as headless Chromium renders it after `wait_ms` of its own time (its refreshes
+/// run), and what the page wrote to its console.
+fn render(url: &str, wait_ms: u32, screenshot: Option<&std::path::Path>) -> (String, Vec<String>) {
+    let mut cmd = std::process::Command::new("chromium");
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--window-size=1280,1200",
+        &format!("--virtual-time-budget={wait_ms}"),
+    ]);
+    match screenshot {
+        Some(path) => cmd.arg(format!("--screenshot={}", path.display())),
+        None => cmd.arg("--dump-dom"),
+    };
+    let out = cmd.arg(url).output().expect(
+        "run chromium (Debian's `chromium` package; scripts/setup.sh installs it with \
+         WEIR_SETUP_BROWSER=1)",
+    );
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let console = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains(":CONSOLE"))
+        .map(str::to_string)
+        .collect();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), console)
+}
+
+/// The records-in count a stage's box shows ("1,234 in · …").
+fn shown_in(dom: &str, stage: &str) -> u64 {
+    let at = dom
+        .find(&format!("<b>{stage}</b>"))
+        .unwrap_or_else(|| panic!("no stage {stage} on the page:\n{dom}"));
+    let rest = &dom[at..];
+    let end = rest.find(" in ·").expect("a records-in line");
+    let digits: String = rest[..end]
+        .rsplit('>')
+        .next()
+        .unwrap()
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    digits.parse().unwrap()
+}
+
+#[test]
+fn the_dashboard_shows_the_chain_with_live_counts_in_a_browser() {
+    let k = kafka();
+    let t = Topics::new("dashboard", 2);
+    let mut weir = Weir::start(weir_bin(), &pipeline(&t));
+    let at = weir.admin();
+    let url = format!("http://{at}/");
+    // Records keep coming while the page is looked at.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = {
+        let (k, topic, stop) = (k.clone(), t.source.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                k.produce(&topic, &orders()[..30]);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let started = Instant::now();
+    while metric(
+        &http_get(&at, "/metrics").1,
+        r#"weir_stage_records_in_total{stage="mask"}"#,
+    )
+    .unwrap_or(0.0)
+        == 0.0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no records; log:\n{}",
+            weir.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    let (first, console) = render(&url, 2000, None);
+    assert!(
+        console.is_empty(),
+        "the page wrote to its console: {console:#?}"
+    );
+    for shown in [
+        "big-orders",
+        "mask",
+        t.source.as_str(),
+        t.sink.as_str(),
+        "ready",
+    ] {
+        assert!(first.contains(shown), "`{shown}` not on the page:\n{first}");
+    }
+    let before = shown_in(&first, "big-orders");
+    assert!(before > 0, "{first}");
+    std::thread::sleep(Duration::from_secs(2));
+    let (second, console) = render(&url, 2000, None);
+    assert!(
+        console.is_empty(),
+        "the page wrote to its console: {console:#?}"
+    );
+    let after = shown_in(&second, "big-orders");
+    assert!(
+        after > before,
+        "the count did not move: {before} then {after}"
+    );
+
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    render(&url, 3000, Some(&shot));
+    assert!(std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0) > 10_000);
+    println!("dashboard screenshot: {}", shot.display());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    feeder.join().unwrap();
+    assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+}

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::common::{
     self,
-    kafka::{http_get, kafka, metric, In, Topics, Weir},
+    kafka::{broker_script, http_get, kafka, metric, Dedicated, In, Topics, Weir},
     weir_bin,
 };
 
@@ -286,4 +286,35 @@ fn the_dashboard_shows_the_chain_with_live_counts_in_a_browser() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     feeder.join().unwrap();
     assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+}
+
+/// `GET /ready` until it answers `code` with `body`, or panic after `timeout`.
+fn wait_ready(at: &str, code: u16, body: &str, timeout: Duration) {
+    let started = Instant::now();
+    loop {
+        let got = http_get(at, "/ready");
+        if got == (code, body.to_string()) {
+            return;
+        }
+        assert!(started.elapsed() < timeout, "/ready still answers {got:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn ready_answers_503_with_the_reason_when_the_brokers_go_away() {
+    let broker = Dedicated::start(19098);
+    let t = Topics::on(&broker.kafka, "ready", 1);
+    let mut weir = Weir::start(weir_bin(), &pipeline(&t));
+    let at = weir.admin();
+    wait_ready(&at, 200, "ready\n", Duration::from_secs(30));
+    broker_script(broker.kafka.port, "stop");
+    wait_ready(
+        &at,
+        503,
+        "the brokers cannot be reached\n",
+        Duration::from_secs(30),
+    );
+    // The process itself is well: only readiness says the run cannot do its work.
+    assert_eq!(http_get(&at, "/health").0, 200, "log:\n{}", weir.log());
 }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use crate::common::{
-    kafka::{kafka, unique, In, Weir},
+    kafka::{http_get, kafka, unique, In, Weir},
     weir_bin,
 };
 use proptest::prelude::*;
@@ -495,6 +495,24 @@ dir = "state"
     let late_out = k.read(&late, 1, Duration::from_secs(60));
     assert_eq!(late_out.len(), 1, "log:\n{}", weir.log());
     assert_eq!(late_out[0].value.as_deref(), Some(too_late.as_str()));
+    // `/metrics` has each partition's watermark: its latest event time (the flush record's)
+    // less the allowed disorder.
+    let want_watermark = (far - disorder - 1) as f64 / 1000.0;
+    let at = weir.admin();
+    let started = std::time::Instant::now();
+    let watermark = loop {
+        let (_, text) = http_get(&at, "/metrics");
+        let shown: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with("weir_window_watermark_seconds{stage=\"win\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .collect();
+        if shown == [want_watermark; 3] || started.elapsed() > Duration::from_secs(10) {
+            break (shown, text);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(watermark.0, [want_watermark; 3], "{}", watermark.1);
     assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
     assert!(
         weir.log().contains("1 late"),

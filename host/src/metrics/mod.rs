@@ -356,6 +356,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ready_needs_a_running_loop_partitions_no_restore_and_brokers() {
+        let h = Health::default();
+        assert_eq!(h.ready(), Err("not running"));
+        h.running.store(true, Relaxed);
+        assert_eq!(h.ready(), Err("no partitions assigned"));
+        h.assigned.store(2, Relaxed);
+        h.restoring.store(1, Relaxed);
+        assert_eq!(h.ready(), Err("restoring state"));
+        h.restoring.store(0, Relaxed);
+        assert_eq!(h.ready(), Ok(()));
+        h.brokers_down.store(true, Relaxed);
+        assert_eq!(h.ready(), Err("the brokers cannot be reached"));
+    }
+
+    #[test]
     fn swaps_and_late_records_are_shown_only_once_there_are_any() {
         let metrics = Metrics::default();
         Metrics::add(&metrics.consumed, 3);

@@ -109,7 +109,7 @@ struct Shared {
     exactly_once: Option<Transactions>,
     workers: OnceLock<Vec<Sender<Work>>>,
     /// Window stages' watermarks: assigned partitions hold them back, revoked ones stop to.
-    clocks: Vec<(usize, Arc<Clock>)>,
+    clocks: Vec<(usize, String, Arc<Clock>)>,
     fatal: Arc<Fatal>,
     metrics: Arc<Metrics>,
 }

@@ -136,9 +136,20 @@ impl<'a> Poller<'a> {
                 Offset::Offset(o) => Some(o),
                 _ => None,
             };
+            let watermarks: Vec<(&String, i64)> = self
+                .shared
+                .clocks
+                .iter()
+                .filter_map(|(_, stage, clock)| {
+                    Some((stage, clock.partition_watermark(e.topic(), e.partition())?))
+                })
+                .collect();
             metrics.partition(e.topic(), e.partition(), |view| {
                 view.position = position.or(view.position);
                 view.high_watermark = end.or(view.high_watermark);
+                for (stage, w) in watermarks {
+                    view.watermarks.insert(stage.clone(), w);
+                }
             });
         }
     }

@@ -87,7 +87,11 @@ pub(super) fn prepare(
         state,
         exactly_once,
         workers: OnceLock::new(),
-        clocks: stages.clocks(),
+        clocks: stages
+            .clocks()
+            .into_iter()
+            .map(|(i, clock)| (i, pipeline.stages[i].name.clone(), clock))
+            .collect(),
         fatal,
         metrics: options.metrics.clone(),
     }))

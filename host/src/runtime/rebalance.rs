@@ -72,7 +72,7 @@ impl Shared {
         // windows while the later ones are still being restored would see too high a watermark
         // and fire windows early.
         for e in list.elements() {
-            for (_, clock) in &self.clocks {
+            for (_, _, clock) in &self.clocks {
                 clock.assign(e.topic(), e.partition(), Instant::now());
             }
         }
@@ -148,7 +148,7 @@ impl Shared {
             );
         }
         tracing::info!("assigned {topic}[{partition}] to worker {worker}");
-        for (stage, clock) in &self.clocks {
+        for (stage, _, clock) in &self.clocks {
             match states.iter().find(|s| s.stage == *stage) {
                 Some(s) => window::resume(clock, &*s.state, &topic, partition, Instant::now()),
                 None => clock.assign(&topic, partition, Instant::now()),
@@ -208,7 +208,7 @@ impl Shared {
         // Only now that no worker touches them: a batch in hand would otherwise put an aborted
         // batch's progress back into the watermark.
         for p in &revoked {
-            for (_, clock) in &self.clocks {
+            for (_, _, clock) in &self.clocks {
                 clock.forget(&p.topic, p.partition);
             }
             self.metrics.forget_partition(&p.topic, p.partition);

@@ -618,7 +618,10 @@ impl Dedicated {
 
 impl Drop for Dedicated {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-CONT").arg(self.pid()).status();
+        // A test may have stopped it already.
+        if let Some(pid) = broker_pid(self.kafka.port) {
+            let _ = Command::new("kill").arg("-CONT").arg(pid.to_string()).status();
+        }
         broker_script(self.kafka.port, "stop");
     }
 }

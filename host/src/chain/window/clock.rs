@@ -83,6 +83,17 @@ impl Clock {
         progress.max_ts = progress.max_ts.max(max_ts);
     }
 
+    /// What partition `topic`/`partition` alone would let the watermark be: its largest event
+    /// time less the allowed out-of-orderness (none before its first record).
+    pub fn partition_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
+        let inner = self.lock();
+        let max_ts = inner
+            .partitions
+            .get(&(topic.to_string(), partition))?
+            .max_ts?;
+        Some(max_ts.saturating_sub(self.max_out_of_order) - 1)
+    }
+
     /// The stage watermark at `now`.
     pub fn watermark(&self, now: Instant) -> i64 {
         let mut inner = self.lock();

@@ -1730,7 +1730,13 @@ fn demo_streams_generated_change_events_without_a_broker() {
     // From the repository root, as scripts/demo.sh runs it: the default pipeline is the example.
     let run = run_for(
         &common::root(),
-        &["demo", "--records", &RECORDS.to_string()],
+        &[
+            "demo",
+            "--records",
+            &RECORDS.to_string(),
+            "--admin",
+            "127.0.0.1:0",
+        ],
         std::time::Duration::from_secs(300),
     );
     run.assert_ok();
@@ -1741,6 +1747,11 @@ fn demo_streams_generated_change_events_without_a_broker() {
             .position(|l| l.starts_with(prefix))
             .unwrap_or_else(|| panic!("no stdout line starts with {prefix:?}:{run}"))
     };
+    // Its dashboard's address, on the port picked for it.
+    assert!(
+        !lines[line("dashboard: http://127.0.0.1:")].contains(":0/"),
+        "{run}"
+    );
 
     // What the generator says it made adds up to what was asked for.
     let generated = lines[line("generated: ")];

@@ -70,6 +70,29 @@ impl AdminServer {
             .expect("a bound listener has an address")
     }
 
+    /// Bind and serve `metrics` on a runtime of its own (for callers without one, as `weir
+    /// demo`), until the returned handle is dropped; `None` as [`AdminServer::bind`].
+    pub fn start(config: &AdminConfig, metrics: Arc<Metrics>) -> Result<Option<Background>, Error> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("weir-admin")
+            .enable_all()
+            .build()
+            .map_err(|cause| Error::Io {
+                what: "starting the admin server's runtime".into(),
+                cause,
+            })?;
+        let Some(server) = runtime.block_on(AdminServer::bind(config))? else {
+            return Ok(None);
+        };
+        let addr = server.local_addr();
+        runtime.spawn(server.serve(metrics));
+        Ok(Some(Background {
+            addr,
+            _runtime: runtime,
+        }))
+    }
+
     /// Serve `metrics` until the runtime stops; samples them once a second for the status.
     pub async fn serve(self, metrics: Arc<Metrics>) {
         let sampler = Arc::new(StatusSampler::new(metrics.clone()));
@@ -93,6 +116,12 @@ impl AdminServer {
             tracing::warn!("admin server stopped: {e}");
         }
     }
+}
+
+/// An admin server on a runtime of its own, serving until dropped.
+pub struct Background {
+    pub addr: SocketAddr,
+    _runtime: tokio::runtime::Runtime,
 }
 
 async fn scrape(State(s): State<Served>) -> Response {

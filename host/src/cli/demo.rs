@@ -29,8 +29,11 @@ use rdkafka::{
 use serde::Serialize;
 
 use weir::{
+    admin::AdminServer,
     chain::Stages,
-    config::{ErrorPolicy, ErrorsConfig, Pipeline, SinkConfig, SourceConfig},
+    config::{
+        parse_listen, AdminConfig, ErrorPolicy, ErrorsConfig, Pipeline, SinkConfig, SourceConfig,
+    },
     engine::Record,
     jsonl::{self, Format},
     metrics::{Metrics, Snapshot},
@@ -46,18 +49,42 @@ pub struct DemoCommand {
     records: u64,
     #[arg(long, default_value = "examples/orders.toml")]
     pipeline: PathBuf,
+    /// Where the dashboard and metrics are served, as HOST:PORT (port 0 picks one); overrides
+    /// the pipeline's `[admin] listen`.
+    #[arg(long, value_parser = parse_listen)]
+    admin: Option<std::net::SocketAddr>,
+    /// Keep serving the dashboard once the records are done, until Ctrl-C, so a person can
+    /// look at it.
+    #[arg(long)]
+    hold: bool,
 }
 
 impl DemoCommand {
     pub fn execute(self) -> Result<std::process::ExitCode> {
-        let pipeline = Pipeline::load(&self.pipeline)?;
+        let mut pipeline = Pipeline::load(&self.pipeline)?;
+        if let Some(at) = self.admin {
+            pipeline.admin = AdminConfig {
+                listen: Some(at),
+                explicit: true,
+            };
+        }
         let stages = super::load_stages(&super::engine()?, &pipeline)?;
-        run(
-            pipeline,
-            stages,
-            self.records,
-            &mut std::io::stdout().lock(),
-        )?;
+        let metrics = Arc::new(Metrics::default());
+        let admin = AdminServer::start(&pipeline.admin, metrics.clone())?;
+        let out = &mut std::io::stdout().lock();
+        if let Some(admin) = &admin {
+            writeln!(out, "dashboard: http://{}/ (metrics: /metrics)", admin.addr)?;
+        }
+        run(pipeline, stages, self.records, metrics, out)?;
+        if let (true, Some(admin)) = (self.hold, &admin) {
+            writeln!(
+                out,
+                "holding: the dashboard stays at http://{}/ until Ctrl-C",
+                admin.addr
+            )?;
+            out.flush()?;
+            hold_until_interrupted()?;
+        }
         Ok(std::process::ExitCode::SUCCESS)
     }
 }
@@ -119,6 +146,7 @@ pub fn run(
     mut pipeline: Pipeline,
     stages: Stages,
     records: u64,
+    metrics: Arc<Metrics>,
     out: &mut impl Write,
 ) -> Result<()> {
     let cluster = MockCluster::new(1).context("cannot start the in-process Kafka cluster")?;
@@ -156,7 +184,7 @@ pub fn run(
     )?;
     out.flush()?;
 
-    let counts = run_until_done(pipeline, stages, workers, &brokers, records)?;
+    let counts = run_until_done(pipeline, stages, workers, &brokers, records, metrics)?;
     let generated = counts.generated;
     writeln!(
         out,
@@ -271,10 +299,11 @@ fn run_until_done(
     workers: usize,
     brokers: &str,
     records: u64,
+    metrics: Arc<Metrics>,
 ) -> Result<Counts> {
     let options = RunOptions {
         stop: Arc::default(),
-        metrics: Arc::default(),
+        metrics,
         workers,
         report_every: None,
     };
@@ -804,4 +833,19 @@ impl Generator {
             timestamp: self.ts_ms,
         })
     }
+}
+
+/// Wait for Ctrl-C (SIGINT) or SIGTERM.
+fn hold_until_interrupted() -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    })?;
+    Ok(())
 }

@@ -620,7 +620,10 @@ impl Drop for Dedicated {
     fn drop(&mut self) {
         // A test may have stopped it already.
         if let Some(pid) = broker_pid(self.kafka.port) {
-            let _ = Command::new("kill").arg("-CONT").arg(pid.to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(pid.to_string())
+                .status();
         }
         broker_script(self.kafka.port, "stop");
     }

@@ -7,8 +7,14 @@ cd "$(dirname "$0")/.."
 
 # The CLI is built the way `cargo test` builds it (with the test dependencies' features), so the
 # test run that usually follows reuses it instead of compiling wasmtime a second time.
-echo "build-plugins: building the weir CLI"
-cargo test -q --workspace --no-run
+# Cargo's own progress shows (a first build compiles wasmtime and librdkafka: about ten minutes
+# on two cores), and each phase says how long it took.
+started=$SECONDS
+echo "build-plugins: building the weir CLI (a first build takes about ten minutes)"
+cargo test --workspace --no-run
+echo "build-plugins: weir CLI ready in $((SECONDS - started))s"
 weir="${CARGO_TARGET_DIR:-target}/debug/weir"
+started=$SECONDS
 echo "build-plugins: building plugin components"
 "$weir" build plugins/*/ tests/plugins/*/
+echo "build-plugins: plugin components ready in $((SECONDS - started))s"

@@ -73,6 +73,8 @@ use weir::{
     chain::Stages,
     config::Pipeline,
     engine::{Engine, Header as RecordHeader, Record},
+    admin::AdminServer,
+    config::AdminConfig,
     metrics::{Metrics, Snapshot},
     runtime::RunOptions,
 };
@@ -518,9 +520,9 @@ fn with_weir(
     pipeline: &Pipeline,
     stages: &Stages,
     workers: usize,
+    metrics: Arc<Metrics>,
     mut watch: impl FnMut(Snapshot) -> bool,
 ) -> (Snapshot, Duration) {
-    let metrics = Arc::new(Metrics::default());
     let stop = Arc::new(AtomicBool::new(false));
     let options = RunOptions {
         workers,
@@ -566,11 +568,18 @@ impl Drop for SetOnDrop<'_> {
 
 /// weir over the input topic, stopped once it has processed `n` records and every output was
 /// acknowledged.
-fn weir(broker: &Broker, pipeline: &Pipeline, stages: &Stages, workers: usize, n: u64) -> Side {
+fn weir(
+    broker: &Broker,
+    pipeline: &Pipeline,
+    stages: &Stages,
+    workers: usize,
+    n: u64,
+    metrics: Arc<Metrics>,
+) -> Side {
     let started = Instant::now();
     let mut first: Option<(Instant, Cpu)> = None;
     let mut done: Option<(Instant, Cpu)> = None;
-    let (counts, shutdown) = with_weir(pipeline, stages, workers, |now| {
+    let (counts, shutdown) = with_weir(pipeline, stages, workers, metrics, |now| {
         assert!(
             started.elapsed() < PHASE_TIMEOUT,
             "weir: timed out at {now}"
@@ -751,7 +760,7 @@ fn latency(
     let done = AtomicBool::new(false);
 
     let mut result = None;
-    with_weir(&pipeline, stages, workers, |_| {
+    with_weir(&pipeline, stages, workers, Arc::default(), |_| {
         let sent_at = Instant::now();
         thread::scope(|s| {
             s.spawn(|| {
@@ -903,7 +912,10 @@ fn main() {
     );
 
     let raw = raw(&broker, &input, &raw_out, n as u64);
-    let weir = weir(&broker, &weir_pipeline, &stages, workers, n as u64);
+    // The full metrics, served by the admin server and scraped every second, as in production.
+    let (weir, scrapes) = with_admin(|metrics| {
+        weir(&broker, &weir_pipeline, &stages, workers, n as u64, metrics)
+    });
 
     let verify = Instant::now();
     let (raw_read, _) = count(&broker, &raw_out, n as u64, |_| true);
@@ -986,6 +998,27 @@ fn main() {
         verify.as_secs_f64()
     );
 
+    // The same with the totals only and no admin server: what the metrics cost.
+    let bare_out = unique("bare-out");
+    broker.create_topic(&bare_out, partitions);
+    let bare_pipeline = pipeline(&broker, &input, &bare_out, &unique("bare-group"), &[]);
+    let bare = crate::weir(
+        &broker,
+        &bare_pipeline,
+        &stages,
+        workers,
+        n as u64,
+        Arc::new(Metrics::totals_only()),
+    );
+    let (on, off) = (rate_of(&weir), rate_of(&bare));
+    println!(
+        "metrics: on (per-stage counts and call times, latency; admin server scraped {scrapes} times) {on:.0} records/s, \
+         {:.1} CPU µs/record; off (totals only, no admin server) {off:.0} records/s, {:.1} CPU µs/record: on is {:+.1}% (target within 3%)",
+        side_cpu(&weir, n),
+        side_cpu(&bare, n),
+        (on / off - 1.0) * 100.0
+    );
+
     let mut wrong = Vec::new();
     // Exactly once against at least once: a keyed running total (state get + put per record)
     // over the same input, each with its own group, output and state directory.
@@ -998,7 +1031,7 @@ fn main() {
         broker.create_topic(&out, partitions);
         let p = state_pipeline(&broker, &input, &out, guarantee, dir.path());
         let stages = Stages::load(&engine, &p).unwrap();
-        let side = crate::weir(&broker, &p, &stages, workers, n as u64);
+        let side = crate::weir(&broker, &p, &stages, workers, n as u64, Arc::default());
         let (read, _) = count(&broker, &out, n as u64, |_| true);
         let rate = n as f64 / side.steady.as_secs_f64();
         println!(
@@ -1078,4 +1111,39 @@ fn main() {
 
     drop(broker);
     assert!(wrong.is_empty(), "wrong counts:\n  {}", wrong.join("\n  "));
+}
+
+/// Run `f` with full metrics served by an admin server on a port of its own, scraped once a
+/// second meanwhile; what `f` returned and how many scrapes answered.
+fn with_admin<T>(f: impl FnOnce(Arc<Metrics>) -> T) -> (T, u64) {
+    let metrics = Arc::new(Metrics::default());
+    let config = AdminConfig {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        explicit: true,
+    };
+    let admin = AdminServer::start(&config, metrics.clone())
+        .expect("start the admin server")
+        .expect("an address was given");
+    let stop = AtomicBool::new(false);
+    let scrapes = AtomicU64::new(0);
+    let result = thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Relaxed) {
+                if kit::kafka::http_get(&admin.addr.to_string(), "/metrics").0 == 200 {
+                    scrapes.fetch_add(1, Relaxed);
+                }
+                thread::sleep(Duration::from_secs(1));
+            }
+        });
+        let result = f(metrics);
+        stop.store(true, Relaxed);
+        result
+    });
+    (result, scrapes.load(Relaxed))
+}
+
+/// CPU µs per input record of this process over a side's steady state.
+fn side_cpu(side: &Side, n: usize) -> f64 {
+    let (c0, c1) = &side.cpu;
+    (c1.own - c0.own) * 1e6 / n as f64
 }

@@ -120,7 +120,8 @@ impl ProducerContext for SinkContext {
                     }
                     None => {
                         Metrics::add(&self.metrics.delivered, 1);
-                        if let Some(ts) = message.timestamp().to_millis() {
+                        let timestamp = message.timestamp().to_millis();
+                        if let (false, Some(ts)) = (self.metrics.totals_only, timestamp) {
                             let ms = crate::metrics::now_ms().saturating_sub(ts.max(0) as u64);
                             self.metrics.latency.observe(Duration::from_millis(ms));
                         }

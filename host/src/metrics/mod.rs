@@ -55,6 +55,9 @@ pub struct Metrics {
     pub rollbacks: AtomicU64,
     /// Versions hot reload refused (the running one stayed).
     pub rejected: AtomicU64,
+    /// Keep the totals above only: no per-stage counts and call times, no latency (what the
+    /// benchmark compares the full metrics with).
+    pub totals_only: bool,
     /// Dead letters per [`ErrorKind`], in the order of [`ErrorKind::ALL`].
     pub dead_letter_kinds: [AtomicU64; ErrorKind::ALL.len()],
     /// From a record's timestamp to the sink's acknowledgement of it (or of its dead letter).
@@ -208,6 +211,14 @@ impl Metrics {
 
     pub(crate) fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Relaxed);
+    }
+
+    /// Metrics that keep the totals only (see [`Metrics::totals_only`]).
+    pub fn totals_only() -> Metrics {
+        Metrics {
+            totals_only: true,
+            ..Metrics::default()
+        }
     }
 
     /// The stats of stage `name`, made on first use; every worker's instance adds to them.

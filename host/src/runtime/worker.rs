@@ -54,7 +54,9 @@ impl<'a> Worker<'a> {
         let metrics = shared.metrics.clone();
         // Every version this worker moves to (hot reload) is prepared the same way.
         chain.prepare_each(move |c| {
-            c.report_to(&metrics);
+            if !metrics.totals_only {
+                c.report_to(&metrics);
+            }
             if defer {
                 c.defer_until_delivered();
             }

@@ -70,11 +70,11 @@ use rdkafka::{
 };
 use serde_json::json;
 use weir::{
+    admin::AdminServer,
     chain::Stages,
+    config::AdminConfig,
     config::Pipeline,
     engine::{Engine, Header as RecordHeader, Record},
-    admin::AdminServer,
-    config::AdminConfig,
     metrics::{Metrics, Snapshot},
     runtime::RunOptions,
 };
@@ -913,9 +913,8 @@ fn main() {
 
     let raw = raw(&broker, &input, &raw_out, n as u64);
     // The full metrics, served by the admin server and scraped every second, as in production.
-    let (weir, scrapes) = with_admin(|metrics| {
-        weir(&broker, &weir_pipeline, &stages, workers, n as u64, metrics)
-    });
+    let (weir, scrapes) =
+        with_admin(|metrics| weir(&broker, &weir_pipeline, &stages, workers, n as u64, metrics));
 
     let verify = Instant::now();
     let (raw_read, _) = count(&broker, &raw_out, n as u64, |_| true);

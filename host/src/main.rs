@@ -7,15 +7,18 @@ use clap::Parser;
 mod cli;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::stderr().is_terminal())
+    let cli = cli::Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
                 .unwrap_or_else(|_| "warn,weir=info".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    match cli::Cli::parse().execute() {
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        cli::LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        cli::LogFormat::Json => logs.json().init(),
+    }
+    match cli.execute() {
         Ok(code) => code,
         // The reader went away (`weir check x.toml | head -1`): as other tools do, stop quietly.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,

@@ -92,7 +92,8 @@ fn metrics_count_what_each_stage_did_and_the_lag_reaches_zero() {
     let input = orders();
     let kept = input.len() / 3;
     k.produce(&t.source, &input);
-    let mut weir = Weir::start(weir_bin(), &pipeline(&t));
+    let pipeline = pipeline(&t);
+    let mut weir = Weir::start_with(weir_bin(), &pipeline, &["--log-format", "json"]);
     let at = weir.admin();
     let out = k.read(&t.sink, kept, Duration::from_secs(60));
     assert_eq!(out.len(), kept, "log:\n{}", weir.log());
@@ -163,7 +164,34 @@ fn metrics_count_what_each_stage_did_and_the_lag_reaches_zero() {
     assert_eq!(stages, ["big-orders", "mask"]);
     assert_eq!(status["totals"]["consumed"], input.len());
     assert_eq!(status["partitions"].as_array().unwrap().len(), 2, "{body}");
+
+    // `weir status` shows the same as a table.
+    let shown = std::process::Command::new(weir_bin())
+        .args(["status", pipeline.to_str().unwrap(), "--admin", &at])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    assert!(table.contains("· ready\n"), "{table}");
+    for stage in ["big-orders", "mask"] {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(stage))
+            .unwrap_or_else(|| panic!("{table}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        let want = if stage == "mask" { kept } else { input.len() };
+        assert_eq!(cells[2], want.to_string(), "records in: {table}");
+    }
     assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+    // Logged as JSON objects, one per line, with the message as a field.
+    for line in weir.log().lines().filter(|l| !l.is_empty()) {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["fields"]["message"].is_string(), "{line}");
+    }
 }
 
 /// The page as headless Chromium renders it after `wait_ms` of its own time (its refreshes

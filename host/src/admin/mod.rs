@@ -15,8 +15,7 @@ use axum::{
     extract::State,
     http::{header, StatusCode},
     response::{Html, IntoResponse, Response},
-    routing::get,
-    Json, Router,
+    routing, Json, Router,
 };
 use tokio::net::TcpListener;
 
@@ -106,11 +105,11 @@ impl AdminServer {
             }
         });
         let app = Router::new()
-            .route("/", get(|| async { Html(DASHBOARD) }))
-            .route("/metrics", get(scrape))
-            .route("/api/status", get(status))
-            .route("/health", get(health))
-            .route("/ready", get(ready))
+            .route("/", routing::get(|| async { Html(DASHBOARD) }))
+            .route("/metrics", routing::get(scrape))
+            .route("/api/status", routing::get(status))
+            .route("/health", routing::get(health))
+            .route("/ready", routing::get(ready))
             .with_state(Served { metrics, sampler });
         if let Err(e) = axum::serve(self.listener, app).await {
             tracing::warn!("admin server stopped: {e}");
@@ -155,5 +154,32 @@ async fn ready(State(s): State<Served>) -> Response {
     match s.metrics.health.ready() {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+    }
+}
+
+/// `GET http://AT/PATH` from a run's admin server: the status code and the body. HTTP/1.0 to
+/// this machine's server only (`weir status`), so a few lines over a socket do it.
+pub fn get(at: SocketAddr, path: &str) -> Result<(u16, String), Error> {
+    use std::io::{Read, Write};
+    let io = |cause| Error::Io {
+        what: format!("the admin server at {at}"),
+        cause,
+    };
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&at, Duration::from_secs(5)).map_err(io)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(io)?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {at}\r\n\r\n").map_err(io)?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(io)?;
+    let code = response.split(' ').nth(1).and_then(|c| c.parse().ok());
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+    match (code, body) {
+        (Some(code), Some(body)) => Ok((code, body)),
+        _ => Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not an HTTP response",
+        ))),
     }
 }

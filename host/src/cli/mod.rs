@@ -6,6 +6,7 @@ mod demo;
 mod new;
 mod reload;
 mod run;
+mod status;
 mod test;
 
 use std::process::ExitCode;
@@ -28,6 +29,16 @@ use weir::{
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written: `text` for people, `json` (one object per line, with the
+    /// fields as keys) for machines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -39,6 +50,7 @@ enum Command {
     Run(run::RunCommand),
     Reload(reload::ReloadCommand),
     Demo(demo::DemoCommand),
+    Status(status::StatusCommand),
 }
 
 impl Cli {
@@ -51,6 +63,7 @@ impl Cli {
             Command::Run(c) => c.execute(),
             Command::Reload(c) => c.execute(),
             Command::Demo(c) => c.execute(),
+            Command::Status(c) => c.execute(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `weir run`: a pipeline against Kafka until SIGINT/SIGTERM, with hot reload.
 
 use std::{
+    io::IsTerminal,
     net::SocketAddr,
     path::PathBuf,
     process::ExitCode,
@@ -14,7 +15,7 @@ use weir::{
     admin::AdminServer,
     chain::Stages,
     config::{parse_listen, AdminConfig, Pipeline},
-    metrics::Snapshot,
+    metrics::{Metrics, Snapshot, StatusSampler},
     reload::{Live, Reloader, Trigger},
     runtime::{self, RunOptions},
 };
@@ -36,6 +37,9 @@ pub struct RunCommand {
     /// one); overrides `[admin] listen`. Default: 127.0.0.1:9464.
     #[arg(long, value_parser = parse_listen)]
     admin: Option<SocketAddr>,
+    /// No status line on the terminal (there is none when stderr is not a terminal anyway).
+    #[arg(long)]
+    quiet: bool,
 }
 
 impl RunCommand {
@@ -68,6 +72,11 @@ impl RunCommand {
             };
         }
         let mut options = RunOptions::default();
+        let status_line = !self.quiet && std::io::stderr().is_terminal();
+        if status_line {
+            // The line says it all, every second; the log keeps to events.
+            options.report_every = None;
+        }
         if let Some(workers) = self.workers {
             options.workers = workers;
         }
@@ -77,10 +86,13 @@ impl RunCommand {
             .build()?;
         let live = reloader.live();
         let trigger = reloader.trigger();
-        let result = runtime.block_on(run(pipeline, stages, live, trigger, options))?;
+        let line = status_line.then(|| StatusLine::start(&runtime, options.metrics.clone()));
+        let result = runtime.block_on(run(pipeline, stages, live, trigger, options));
+        drop(line);
+        let result = result?;
         drop(reloader);
         let counts = result?;
-        eprintln!(
+        tracing::info!(
             "weir run: {counts} in {:.1}s",
             started.elapsed().as_secs_f64()
         );
@@ -127,7 +139,7 @@ async fn run(
     tokio::select! {
         result = &mut task => Ok(result?),
         signal = stop_signal() => {
-            eprintln!("weir run: second {signal}, exiting without draining");
+            tracing::warn!("weir run: second {signal}, exiting without draining");
             std::process::exit(130);
         }
     }
@@ -139,5 +151,39 @@ async fn stop_signal() -> &'static str {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => "SIGINT",
         _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// One line on the terminal, redrawn every second: rates, lag, failures, the last checkpoint.
+struct StatusLine {
+    bar: indicatif::ProgressBar,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StatusLine {
+    fn start(runtime: &tokio::runtime::Runtime, metrics: Arc<Metrics>) -> StatusLine {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("a valid template"),
+        );
+        let drawn = bar.clone();
+        let task = runtime.spawn(async move {
+            let sampler = StatusSampler::new(metrics);
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                sampler.sample();
+                drawn.set_message(sampler.status().summary());
+                drawn.tick();
+            }
+        });
+        StatusLine { bar, task }
+    }
+}
+
+impl Drop for StatusLine {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.bar.finish_and_clear();
     }
 }

@@ -204,6 +204,28 @@ impl StatusSampler {
     }
 }
 
+impl Status {
+    /// One line for a terminal: rates, lag, failures and the last checkpoint's age.
+    pub fn summary(&self) -> String {
+        let last = self.series.last();
+        let rate = |f: fn(&Point) -> f64| last.map_or(0.0, f);
+        let lag: i64 = self.partitions.iter().filter_map(|p| p.lag).sum();
+        let checkpoint = self
+            .checkpoints
+            .last()
+            .map_or("no checkpoint yet".into(), |c| {
+                let ago = now_ms().saturating_sub(c.at_ms) as f64 / 1000.0;
+                format!("checkpoint {ago:.1} s ago")
+            });
+        format!(
+            "in {:.0}/s · out {:.0}/s · lag {lag} · {} failed · {checkpoint}",
+            rate(|p| p.in_per_second),
+            rate(|p| p.out_per_second),
+            self.totals.failed,
+        )
+    }
+}
+
 /// Rates and latency between two samples.
 fn point(a: &Sample, b: &Sample) -> Point {
     let secs = b.at.duration_since(a.at).as_secs_f64().max(1e-3);

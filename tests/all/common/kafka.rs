@@ -640,27 +640,10 @@ pub fn rss(pid: u32) -> u64 {
     kb * 1024
 }
 
-/// `GET http://AT/PATH`: the status code and body (HTTP/1.0, so the server closes when done).
+/// `GET http://AT/PATH`: the status code and body.
 pub fn http_get(at: &str, path: &str) -> (u16, String) {
-    use std::io::Write;
-    let mut stream = std::net::TcpStream::connect(at).expect("connect to the admin server");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {at}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .expect("read the response");
-    let code = response
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_string());
-    (code, body)
+    let addr = at.parse().expect("an admin server address");
+    weir::admin::get(addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
 /// The value of the Prometheus series `series` (name and labels, as written) in `text`.

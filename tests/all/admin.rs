@@ -32,20 +32,8 @@ fn orders() -> Vec<In> {
 
 fn pipeline(t: &Topics) -> std::path::PathBuf {
     let plugin = |name: &str| common::component(name).display().to_string();
-    let text = format!(
+    t.write_pipeline(&format!(
         r#"
-[source]
-brokers = "{brokers}"
-topics = ["{source}"]
-group = "{group}"
-kafka = {{ "session.timeout.ms" = 6000 }}
-
-[sink]
-topic = "{sink}"
-
-[delivery]
-checkpoint_interval = "200ms"
-
 [[stage]]
 name = "big-orders"
 plugin = "{filter}"
@@ -56,16 +44,9 @@ name = "mask"
 plugin = "{mask}"
 config = {{ fields = ["/email"] }}
 "#,
-        brokers = t.kafka.brokers,
-        source = t.source,
-        group = t.group,
-        sink = t.sink,
         filter = plugin("json-filter"),
         mask = plugin("mask-pii"),
-    );
-    let path = t.dir.path().join("pipeline.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    ))
 }
 
 /// Scrape `/metrics` until `done` holds for it, or panic with the last scrape after `timeout`.
@@ -345,4 +326,34 @@ fn ready_answers_503_with_the_reason_when_the_brokers_go_away() {
     );
     // The process itself is well: only readiness says the run cannot do its work.
     assert_eq!(http_get(&at, "/health").0, 200, "log:\n{}", weir.log());
+}
+
+#[test]
+fn a_terminal_gets_a_status_line_and_a_pipe_does_not() {
+    let k = kafka();
+    let t = Topics::new("status-line", 2);
+    k.produce(&t.source, &orders());
+    let pipeline = pipeline(&t);
+    // `script` gives the run a terminal; `timeout` then stops it as SIGTERM would.
+    let command = format!(
+        "timeout --preserve-status -s TERM 15 {} run {} --admin 127.0.0.1:0",
+        weir_bin().display(),
+        pipeline.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run `script` (util-linux)");
+    let terminal = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{terminal}");
+    assert!(
+        terminal.contains("/s · lag 0 · 0 failed · checkpoint"),
+        "no status line on the terminal:\n{terminal}"
+    );
+    // Through a pipe (the kit's runs): the log line every 10 s instead, no status line.
+    let mut piped = Weir::start(weir_bin(), &pipeline);
+    piped.admin();
+    assert_eq!(piped.stop(), Some(0));
+    assert!(!piped.log().contains("· lag "), "{}", piped.log());
 }

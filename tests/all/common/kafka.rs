@@ -179,6 +179,37 @@ impl Topics {
     }
 }
 
+impl Topics {
+    /// A pipeline file from the source topic to the sink topic, in the group, with sessions of
+    /// 6 s and checkpoints every 200 ms, then `rest` (stages and other tables).
+    pub fn write_pipeline(&self, rest: &str) -> PathBuf {
+        let text = format!(
+            r#"
+[source]
+brokers = "{brokers}"
+topics = ["{source}"]
+group = "{group}"
+kafka = {{ "session.timeout.ms" = 6000 }}
+
+[sink]
+topic = "{sink}"
+
+[delivery]
+checkpoint_interval = "200ms"
+
+{rest}
+"#,
+            brokers = self.kafka.brokers,
+            source = self.source,
+            group = self.group,
+            sink = self.sink,
+        );
+        let path = self.dir.path().join("pipeline.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
 /// An output record's value, which must be JSON.
 pub fn json_of(out: &Out) -> serde_json::Value {
     serde_json::from_str(out.value.as_deref().expect("a value")).expect("JSON value")

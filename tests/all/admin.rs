@@ -357,3 +357,61 @@ fn a_terminal_gets_a_status_line_and_a_pipe_does_not() {
     assert_eq!(piped.stop(), Some(0));
     assert!(!piped.log().contains("· lag "), "{}", piped.log());
 }
+
+#[test]
+fn ready_answers_503_while_state_is_restored() {
+    const KEYS: usize = 60_000;
+    let k = kafka();
+    let t = Topics::new("restore-ready", 1);
+    let state_dir = t.dir.path().join("state");
+    let pipeline = t.write_pipeline(&format!(
+        "[state]\ndir = \"{}\"\n\n[[stage]]\nname = \"totals\"\nplugin = \"{}\"\nconfig = {{ field = \"/amount\" }}\n",
+        state_dir.display(),
+        common::component("running-total").display()
+    ));
+    // A key each: as many entries in the state, and in its changelog.
+    let input: Vec<In> = (0..KEYS)
+        .map(|i| In {
+            key: Some(format!("k{i}")),
+            value: br#"{"amount": 1}"#.to_vec(),
+            ..In::default()
+        })
+        .collect();
+    k.produce(&t.source, &input);
+    let mut weir = Weir::start(weir_bin(), &pipeline);
+    let at = weir.admin();
+    scrape_until(&at, Duration::from_secs(180), |text| {
+        metric(text, "weir_records_delivered_total") == Some(KEYS as f64)
+    });
+    assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+
+    // The disk is lost: the next run restores the state from the changelog before its first
+    // record, and says so on /ready meanwhile.
+    std::fs::remove_dir_all(&state_dir).unwrap();
+    let mut weir = Weir::start(weir_bin(), &pipeline);
+    let at = weir.admin();
+    let mut seen: Vec<(u16, String)> = Vec::new();
+    let started = Instant::now();
+    while seen.last().is_none_or(|(code, _)| *code != 200) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{seen:?}; log:\n{}",
+            weir.log()
+        );
+        let answer = http_get(&at, "/ready");
+        if seen.last() != Some(&answer) {
+            seen.push(answer);
+        }
+    }
+    assert!(
+        seen.contains(&(503, "restoring state\n".to_string())),
+        "{seen:?}; log:\n{}",
+        weir.log()
+    );
+    assert!(
+        weir.log().contains("changes restored from"),
+        "log:\n{}",
+        weir.log()
+    );
+    assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+}

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
                 .unwrap_or_else(|_| "warn,weir=info".into()),
         )
-        .with_writer(std::io::stderr);
+        .with_writer(|| cli::LogWriter);
     match cli.log_format {
         cli::LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         cli::LogFormat::Json => logs.json().init(),

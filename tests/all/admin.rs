@@ -351,6 +351,11 @@ fn a_terminal_gets_a_status_line_and_a_pipe_does_not() {
         terminal.contains("/s · lag 0 · 0 failed · checkpoint"),
         "no status line on the terminal:\n{terminal}"
     );
+    // Log lines are written around it, never onto it.
+    let mixed = terminal
+        .split(['\n', '\r'])
+        .find(|l| l.contains("· lag ") && l.contains("INFO"));
+    assert!(mixed.is_none(), "{mixed:?} in:\n{terminal}");
     // Through a pipe (the kit's runs): the log line every 10 s instead, no status line.
     let mut piped = Weir::start(weir_bin(), &pipeline);
     piped.admin();

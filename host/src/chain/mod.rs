@@ -457,7 +457,7 @@ impl Chain {
             call.failed = out.failures.len() - failed_before;
             if let (Some(probe), Some(started)) = (probe, started) {
                 // A window stage's ticks with nothing in or out are not calls worth timing.
-                if call.records_in > 0 || call.records_out > 0 {
+                if call.records_in > 0 || call.records_out > 0 || call.failed > 0 {
                     let memory = step.instance().memory_bytes();
                     probe.record(call, started.elapsed(), memory);
                 }

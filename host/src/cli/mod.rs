@@ -7,6 +7,8 @@ mod new;
 mod reload;
 mod run;
 mod status;
+
+pub use run::LogWriter;
 mod test;
 
 use std::process::ExitCode;

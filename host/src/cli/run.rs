@@ -154,6 +154,27 @@ async fn stop_signal() -> &'static str {
     }
 }
 
+/// The status line being shown, if any: log lines are written around it.
+static SHOWN: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
+
+/// Where log lines go: stderr, with the status line (when there is one) lifted while they are
+/// written, so the two do not mix on one line.
+pub struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let shown = SHOWN.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match shown {
+            Some(bar) => bar.suspend(|| std::io::stderr().write(buf)),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// One line on the terminal, redrawn every second: rates, lag, failures, the last checkpoint.
 struct StatusLine {
     bar: indicatif::ProgressBar,
@@ -177,6 +198,7 @@ impl StatusLine {
                 drawn.tick();
             }
         });
+        *SHOWN.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
         StatusLine { bar, task }
     }
 }
@@ -184,6 +206,7 @@ impl StatusLine {
 impl Drop for StatusLine {
     fn drop(&mut self) {
         self.task.abort();
+        *SHOWN.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.bar.finish_and_clear();
     }
 }

@@ -32,15 +32,21 @@ pub type Positions = Vec<(String, i32, i64)>;
 pub struct SourceContext {
     on_rebalance: RebalanceHook,
     errors: ClientErrors,
-    /// When the client last said the brokers cannot be reached.
-    unreachable: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The client said it could not reach a broker, and no broker answered since (see
+    /// [`SourceContext::brokers_back`]).
+    all_down: std::sync::atomic::AtomicBool,
 }
 
 impl SourceContext {
-    /// When the client last said it cannot reach the brokers (librdkafka says it again on
-    /// each reconnect attempt, at most every `reconnect.backoff.max.ms`, 10 s by default).
-    pub fn last_unreachable(&self) -> Option<std::time::Instant> {
-        *self.unreachable.lock().unwrap_or_else(|e| e.into_inner())
+    /// Whether the client could not reach a broker, and none answered since.
+    pub fn brokers_down(&self) -> bool {
+        self.all_down.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The brokers answered (records came, or metadata did).
+    pub fn brokers_back(&self) {
+        self.all_down
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -50,12 +56,14 @@ impl ClientContext for SourceContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // A broker could not be reached (librdkafka's "all brokers down" does not count its
+        // group coordinator's connection, so it may never come): down until one answers.
         if matches!(
             error.rdkafka_error_code(),
             Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
         ) {
-            *self.unreachable.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(std::time::Instant::now());
+            self.all_down
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         self.errors.report("source", &error, reason)
     }
@@ -147,7 +155,7 @@ pub fn consumer(
     consumer_config(source).create_with_context(SourceContext {
         on_rebalance: Box::new(on_rebalance),
         errors: ClientErrors::default(),
-        unreachable: Default::default(),
+        all_down: Default::default(),
     })
 }
 

@@ -47,7 +47,8 @@ pub struct Metrics {
     pub skipped: AtomicU64,
     /// Records a window stage found too late for all their windows.
     pub late: AtomicU64,
-    /// Source offsets committed (sum over partitions of records covered by commits).
+    /// Checkpoints committed: offsets (at least once) or a partition's transaction (exactly
+    /// once).
     pub commits: AtomicU64,
     /// Versions of the stages swapped in by hot reload, rollbacks included.
     pub swaps: AtomicU64,
@@ -283,10 +284,12 @@ impl Metrics {
 
     /// A record of `topic`/`partition`@`offset` that failed in `stage` with `kind` went to
     /// the dead-letter topic.
-    pub fn dead_lettered(&self, view: DeadLetterView, kind: ErrorKind) {
+    pub fn dead_lettered(&self, view: impl FnOnce() -> DeadLetterView, kind: ErrorKind) {
         Metrics::add(&self.dead_lettered, 1);
         Metrics::add(&self.dead_letter_kinds[kind.index()], 1);
-        push(&mut lock(&self.recent).dead_letters, view);
+        if !self.totals_only {
+            push(&mut lock(&self.recent).dead_letters, view());
+        }
     }
 
     /// Hot reload's outcome, `applied`, `rejected` or `rolled-back`, with what and why, for the

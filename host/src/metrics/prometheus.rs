@@ -304,7 +304,7 @@ fn partitions(m: &Metrics, e: &mut DescriptorEncoder) -> Result<(), FmtError> {
     family(
         e,
         "window_watermark",
-        "Event time a window stage's windows of a partition are complete up to (Unix time).",
+        "A partition's own progress in event time in a window stage (its latest event time less the allowed disorder; the stage fires at the least over partitions), Unix time.",
         Some(Unit::Seconds),
         Kind::Gauge,
         watermarks,

@@ -139,13 +139,12 @@ impl StatusSampler {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let (rate_in, calls) = match last_two {
+                let rate_in = match last_two {
                     Some((a, b)) if i < a.stages.len() && i < b.stages.len() => {
                         let secs = b.at.duration_since(a.at).as_secs_f64().max(1e-3);
-                        let rate = b.stages[i].0.saturating_sub(a.stages[i].0) as f64 / secs;
-                        (rate, b.stages[i].1.since(&a.stages[i].1))
+                        b.stages[i].0.saturating_sub(a.stages[i].0) as f64 / secs
                     }
-                    _ => (0.0, HistogramSnapshot::default()),
+                    _ => 0.0,
                 };
                 // Call times over the last minute when there were calls, else over the run.
                 let window = samples
@@ -157,7 +156,6 @@ impl StatusSampler {
                     .map(|(_, h)| s.call_seconds.snapshot().since(h))
                     .filter(|h| h.count() > 0)
                     .unwrap_or_else(|| s.call_seconds.snapshot());
-                let _ = calls;
                 StageStatus {
                     name: s.name.clone(),
                     plugin: s.plugin(),

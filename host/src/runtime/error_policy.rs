@@ -102,7 +102,7 @@ impl Shared {
         sink.send(topic, &letter, acks)
             .map_err(|e| format!("sending it to the dead-letter topic `{topic}` failed: {e}"))?;
         let r = &failure.record;
-        let view = DeadLetterView {
+        let view = || DeadLetterView {
             at_ms: now_ms(),
             stage: failure.stage.clone(),
             kind: failure.error.kind.as_str(),

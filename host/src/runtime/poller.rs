@@ -24,9 +24,6 @@ use crate::{
 
 /// How often partitions' positions and ends are read for the metrics.
 const OBSERVE_EVERY: Duration = Duration::from_secs(1);
-/// How long after the client last said the brokers cannot be reached they count as down (it
-/// says so on each reconnect attempt, at least every 10 s).
-const UNREACHABLE_FOR: Duration = Duration::from_secs(15);
 
 /// The consumer thread's loop and the batches it is filling.
 pub(super) struct Poller<'a> {
@@ -34,7 +31,7 @@ pub(super) struct Poller<'a> {
     shared: &'a Shared,
     batch_size: usize,
     pending: Vec<Batch>,
-    /// Records read as of the last [`Poller::observe`].
+    /// Records read as of the last [`Poller::sample_partitions`].
     consumed: u64,
 }
 
@@ -78,7 +75,7 @@ impl<'a> Poller<'a> {
                 }
             }
             if observed.elapsed() >= OBSERVE_EVERY {
-                self.observe();
+                self.sample_partitions();
                 observed = Instant::now();
             }
             if last_commit.elapsed() >= checkpoint {
@@ -116,16 +113,24 @@ impl<'a> Poller<'a> {
 
     /// Each assigned partition's position and end, for `/metrics` and the dashboard: the
     /// consumer's own (local) figures, no request to the broker.
-    fn observe(&mut self) {
+    fn sample_partitions(&mut self) {
         let metrics = &self.shared.metrics;
-        // Unreachable: the client said so lately, and nothing was read since.
+        // Down since the client could not reach a broker: until records come again or a
+        // broker answers a metadata request (at once in a rolling restart, where the others
+        // do; short, as this thread polls).
         let consumed = metrics.consumed.load(Ordering::Relaxed);
-        let down = self
-            .consumer
-            .context()
-            .last_unreachable()
-            .is_some_and(|at| at.elapsed() < UNREACHABLE_FOR && consumed == self.consumed);
+        let context = self.consumer.context();
+        if context.brokers_down()
+            && (consumed != self.consumed
+                || self
+                    .consumer
+                    .fetch_metadata(None, Duration::from_millis(200))
+                    .is_ok())
+        {
+            context.brokers_back();
+        }
         self.consumed = consumed;
+        let down = context.brokers_down();
         metrics.health.brokers_down.store(down, Ordering::Relaxed);
         let Ok(positions) = self.consumer.position() else {
             return;

@@ -91,7 +91,11 @@ impl Clock {
             .partitions
             .get(&(topic.to_string(), partition))?
             .max_ts?;
-        Some(max_ts.saturating_sub(self.max_out_of_order) - 1)
+        Some(
+            max_ts
+                .saturating_sub(self.max_out_of_order)
+                .saturating_sub(1),
+        )
     }
 
     /// The stage watermark at `now`.

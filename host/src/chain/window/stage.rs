@@ -200,9 +200,8 @@ impl<A: Aggregator> WindowStage<A> {
         let watermark = self.clock.watermark(now);
         let panes = self.panes(topic, partition);
         release(panes);
-        if let Some(last) = records.last() {
-            panes.last_offset = last.offset;
-        }
+        let last_input = records.last().map(|r| r.offset);
+        let failures_before = out.failures.len();
         // A window this partition removed stays gone, even when the stage watermark after a
         // restart is lower than when it was removed: a replayed record of it is late.
         let late_at = watermark.max(panes.fired_through);
@@ -214,6 +213,24 @@ impl<A: Aggregator> WindowStage<A> {
             panes: panes_in,
             results,
         } = self.fold(&state, &mut batch, late_at, out);
+        // Windows fired now carry the offset of the last input they stand after. Under `fail`,
+        // that is the last one before the failing record: outputs at or past it are dropped
+        // with the records after it (and the windows would be lost, marked fired).
+        let first_failed = out.failures[failures_before..]
+            .iter()
+            .map(|(r, _)| r.offset)
+            .filter(|&o| o >= 0)
+            .min();
+        let last = match (self.stop_at_failure, first_failed) {
+            (true, Some(failed)) => Some(failed - 1),
+            _ => last_input,
+        };
+        if let Some(last) = last {
+            self.partitions
+                .get_mut(&(topic.to_string(), partition))
+                .expect("made above")
+                .last_offset = last;
+        }
         let plugin = self.agg.name().to_string();
         let mut folded = Folded::default();
         for ((window, members), (pane, result)) in

@@ -624,7 +624,7 @@ fn a_record_the_plugin_rejects_fails_alone() {
 fn stopping_at_a_record_the_plugin_rejects_folds_nothing_from_it_on() {
     let mut s = stage(spec(WindowKind::Tumbling { size: 1_000 }));
     s.stop_at_first_failure();
-    let out = seen(s.process(
+    let raw = s.process(
         vec![
             rec(0, 0, "a", 1, "1"),
             rec(0, 1, "b", 1_500, "2"),
@@ -633,7 +633,16 @@ fn stopping_at_a_record_the_plugin_rejects_folds_nothing_from_it_on() {
             rec(0, 4, "c", 2_500, "4"),
         ],
         Instant::now(),
-    ));
+    );
+    // Windows fired meanwhile stand after the last record before it (the chain drops outputs
+    // at or past the failing record's offset).
+    assert!(!raw.records.is_empty());
+    assert!(
+        raw.records.iter().all(|r| r.offset == 1),
+        "{:?}",
+        raw.records
+    );
+    let out = seen(raw);
     assert_eq!(out.failed, ["bad"]);
     // What came before it is kept; nothing from the failing record on is folded, in its window
     // or any other.

@@ -485,6 +485,11 @@ rd_kafka_handle_Fetch_metadata_update(rd_kafka_broker_t *rkb,
                                     &Partition->CurrentLeader);
                                 changed_partition++;
                         }
+                        /* weir patch: partitions without a leader (LeaderId
+                         * < 0) were counted but not filled in: only the
+                         * filled ones may be read. */
+                        md->topics[changed_topic].partition_cnt =
+                            changed_partition;
                         changed_topic++;
                 }
 

@@ -80,6 +80,17 @@ checkpoint_interval = "200ms"
         self.kafka
             .committed(&self.group, &self.source, self.partitions)
     }
+
+    /// Wait until the run has finished the source's `records` (see [`Kafka::wait_finished`]);
+    /// false if `timeout` passed first.
+    fn wait_finished(&self, records: usize, exactly_once: bool, timeout: Duration) -> bool {
+        let sources = self
+            .kafka
+            .read(&self.source, records, Duration::from_secs(60));
+        let ends = partition_ends(&sources, self.partitions);
+        self.kafka
+            .wait_finished(&self.group, &self.source, &ends, exactly_once, timeout)
+    }
 }
 
 /// Replace `from` by `to` in the file at `path`.
@@ -813,16 +824,8 @@ fn two_instances(name: &str, session_ms: u32, args: [&[&str]; 2]) -> (Setup, Wei
 fn all_orders_come_out(setup: &Setup, input: &[In], logs: &str) {
     let k = kafka();
     k.produce(&setup.source, &input[200..]);
-    let sources = k.read(&setup.source, input.len(), Duration::from_secs(30));
-    let ends = partition_ends(&sources, setup.partitions);
     assert!(
-        k.wait_finished(
-            &setup.group,
-            &setup.source,
-            &ends,
-            false,
-            Duration::from_secs(90)
-        ),
+        setup.wait_finished(input.len(), false, Duration::from_secs(90)),
         "not finished; logs:\n{logs}"
     );
     let expected = expected_orders(input);
@@ -1269,15 +1272,7 @@ fn state_disk_fills_up(exactly_once: bool) {
     // Room is made; the run picks up where the state was written and finishes.
     disk.grow("64m");
     let mut weir = Weir::start(weir_bin(), &pipeline);
-    let sources = k.read(&setup.source, records, Duration::from_secs(60));
-    let ends = partition_ends(&sources, setup.partitions);
-    let finished = k.wait_finished(
-        &setup.group,
-        &setup.source,
-        &ends,
-        exactly_once,
-        Duration::from_secs(120),
-    );
+    let finished = setup.wait_finished(records, exactly_once, Duration::from_secs(120));
     assert!(
         finished,
         "the run after the disk was enlarged did not finish; log:\n{}",
@@ -1414,16 +1409,8 @@ fn exactly_once_hand_over(leave: Leave) {
         Leave::Freeze => a.signal("STOP"),
     }
     k.produce(&setup.source, &input[6000..]);
-    let sources = k.read(&setup.source, input.len(), Duration::from_secs(30));
-    let ends = partition_ends(&sources, setup.partitions);
     assert!(
-        k.wait_finished(
-            &setup.group,
-            &setup.source,
-            &ends,
-            true,
-            Duration::from_secs(120)
-        ),
+        setup.wait_finished(input.len(), true, Duration::from_secs(120)),
         "B did not finish; log of B:\n{}",
         b.log()
     );

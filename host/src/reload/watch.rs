@@ -204,8 +204,13 @@ impl Watch {
                     }
                     if !dirty.is_empty() {
                         self.check(&std::mem::take(&mut dirty));
-                        // Whatever the outcome, links may now point elsewhere: follow them.
-                        self.watch_current();
+                        // Whatever the outcome, links may now point elsewhere: follow them. A
+                        // file in a directory watched only now may have changed before its
+                        // watch began, with no event to tell: check once more to catch it.
+                        if self.watch_current() {
+                            dirty.extend(self.watched());
+                            deadline = Some(Instant::now() + QUIET);
+                        }
                         self.live.checks.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -226,8 +231,9 @@ impl Watch {
     }
 
     /// Watch the directories of the current version's files and of what they resolve to, and
-    /// match events against them; directories no longer needed are let go.
-    pub(super) fn watch_current(&mut self) {
+    /// match events against them; directories no longer needed are let go. Whether a directory
+    /// is watched that was not before.
+    pub(super) fn watch_current(&mut self) -> bool {
         let mut paths: HashMap<PathBuf, HashSet<PathBuf>> = HashMap::new();
         for file in self.watched() {
             for path in resolution(&file) {
@@ -239,9 +245,11 @@ impl Watch {
             .filter_map(|p| p.parent())
             .map(Path::to_path_buf)
             .collect();
+        let before = self.dirs.len();
         for dir in &dirs {
             self.watch(dir);
         }
+        let added = self.dirs.len() > before;
         let gone: Vec<PathBuf> = self.dirs.difference(&dirs).cloned().collect();
         for dir in gone {
             // A directory that was removed is no longer watched anyway.
@@ -251,6 +259,7 @@ impl Watch {
             self.dirs.remove(&dir);
         }
         self.paths = paths;
+        added
     }
 
     /// Build a candidate from the changed files, validate it, and publish it if it is whole.

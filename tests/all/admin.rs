@@ -414,7 +414,7 @@ fn ready_answers_503_while_state_is_restored() {
         weir.log()
     );
     assert!(
-        weir.log().contains("changes restored from"),
+        weir.log().contains("state restored:"),
         "log:\n{}",
         weir.log()
     );

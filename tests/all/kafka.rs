@@ -376,9 +376,35 @@ fn skip_policy_drops_failed_records_and_goes_on() {
     let pipeline = setup.pipeline(&misbehave_stage(), "[errors]\npolicy = \"skip\"\n");
     let want = expected_passes(&input);
     let passes: usize = want.values().map(Vec::len).sum();
-    let (output, log) = run_to_completion(&setup, &pipeline, passes);
+    let mut weir = Weir::start_with(weir_bin(), &pipeline, &["--log-format", "json"]);
+    let output = k.read(&setup.sink, passes, Duration::from_secs(90));
+    assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+    let log = weir.log();
     assert_eq!(passed(&output), want, "log:\n{log}");
-    assert!(log.contains("(skipped)"), "skips are logged; log:\n{log}");
+    // Each skip is logged with where it happened as fields a log pipeline can index.
+    let skips: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("record skipped"))
+        })
+        .collect();
+    assert_eq!(skips.len(), input.len() - passes, "log:\n{log}");
+    for skip in &skips {
+        let f = &skip["fields"];
+        assert_eq!(f["stage"], "misbehave", "{skip}");
+        assert_eq!(f["topic"], setup.source.as_str(), "{skip}");
+        let (p, o) = (
+            f["partition"].as_i64().unwrap(),
+            f["offset"].as_i64().unwrap(),
+        );
+        assert!(
+            (0..setup.partitions as i64).contains(&p) && o >= 0,
+            "{skip}"
+        );
+    }
     assert!(k.read(&setup.dlq, 0, Duration::from_secs(2)).is_empty());
     let sources = k.read(&setup.source, input.len(), Duration::from_secs(30));
     assert_eq!(
@@ -1132,7 +1158,7 @@ fn state_survives_restarts_and_a_lost_state_directory() {
         );
         if round == 2 {
             assert!(
-                weir.log().contains("changes restored from"),
+                weir.log().contains("state restored:"),
                 "log:\n{}",
                 weir.log()
             );
@@ -1174,10 +1200,7 @@ fn state_is_restored_from_a_changelog_in_every_codec() {
                 "{codec}; log:\n{log}"
             );
             if range.start > 0 {
-                assert!(
-                    log.contains("changes restored from"),
-                    "{codec}; log:\n{log}"
-                );
+                assert!(log.contains("state restored:"), "{codec}; log:\n{log}");
             }
         }
     }

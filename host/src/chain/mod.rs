@@ -55,7 +55,21 @@ impl Failure {
         }
     }
 
-    /// Where and why, for logs and the error that stops a run.
+    /// Log that the policy skipped it, where and why as fields (for `--log-format json`).
+    pub fn log_skipped(&self) {
+        let r = &self.record;
+        tracing::warn!(
+            stage = %self.stage,
+            topic = %r.topic,
+            partition = r.partition,
+            offset = r.offset,
+            kind = self.error.kind.as_str(),
+            "record skipped: {}",
+            self.error.message
+        );
+    }
+
+    /// Where and why, for the error that stops a run.
     pub fn place(&self) -> String {
         let r = &self.record;
         format!(

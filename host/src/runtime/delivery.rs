@@ -142,7 +142,14 @@ impl Shared {
             )
         };
         match &late.to {
-            LateOutput::Drop => tracing::debug!("{} (dropped)", place()),
+            LateOutput::Drop => tracing::debug!(
+                stage = %late.stage,
+                topic = %late.record.topic,
+                partition = late.record.partition,
+                offset = late.record.offset,
+                watermark = late.watermark,
+                "late record dropped"
+            ),
             LateOutput::Topic(topic) => {
                 if let Err(e) = sink.send(topic, &late.record, acks) {
                     acks.fail();

@@ -57,7 +57,7 @@ impl Shared {
             }
             ErrorPolicy::Skip => {
                 Metrics::add(&self.metrics.skipped, 1);
-                tracing::warn!("{} (skipped)", failure.place());
+                failure.log_skipped();
             }
             ErrorPolicy::DeadLetter => {
                 if let Err(why) = self.dead_letter(sink, failure, originals, acks) {
@@ -112,7 +112,16 @@ impl Shared {
             offset: r.offset,
         };
         self.metrics.dead_lettered(view, failure.error.kind);
-        tracing::debug!("{} (dead-lettered to `{topic}`)", failure.place());
+        let r = &failure.record;
+        tracing::debug!(
+            stage = %failure.stage,
+            topic = %r.topic,
+            partition = r.partition,
+            offset = r.offset,
+            kind = failure.error.kind.as_str(),
+            "record dead-lettered to `{topic}`: {}",
+            failure.error.message
+        );
         Ok(())
     }
 }

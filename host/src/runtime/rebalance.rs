@@ -143,11 +143,13 @@ impl Shared {
         };
         if let Some(offset) = position {
             tracing::info!(
-                "{topic}[{partition}] resumes at offset {offset}, as its last committed \
-                 transaction recorded"
+                %topic,
+                partition,
+                offset,
+                "partition resumes where its last committed transaction left it"
             );
         }
-        tracing::info!("assigned {topic}[{partition}] to worker {worker}");
+        tracing::info!(%topic, partition, worker, "partition assigned");
         for (stage, _, clock) in &self.clocks {
             match states.iter().find(|s| s.stage == *stage) {
                 Some(s) => window::resume(clock, &*s.state, &topic, partition, Instant::now()),
@@ -212,7 +214,7 @@ impl Shared {
                 clock.forget(&p.topic, p.partition);
             }
             self.metrics.forget_partition(&p.topic, p.partition);
-            tracing::info!("revoked {}[{}]", p.topic, p.partition);
+            tracing::info!(topic = %p.topic, partition = p.partition, "partition revoked");
         }
     }
 

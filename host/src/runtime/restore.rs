@@ -86,11 +86,14 @@ impl Shared {
             let restored = changelog::restore(&state, &ctx.brokers, changelog, partition)?;
             self.metrics.restore_seconds.observe(started.elapsed());
             tracing::info!(
-                "stage `{name}` state of {topic}[{partition}]: {} changes restored from \
-                 `{changelog}` offsets {}..{} in {:.0} ms",
+                stage = %name,
+                %topic,
+                partition,
+                %changelog,
+                from = restored.from,
+                to = restored.to,
+                "state restored: {} changes in {:.0} ms",
                 restored.applied,
-                restored.from,
-                restored.to,
                 started.elapsed().as_secs_f64() * 1e3
             );
             states.push(StageState {

@@ -396,6 +396,7 @@ fn ready_answers_503_while_state_is_restored() {
     let mut weir = Weir::start(weir_bin(), &pipeline);
     let at = weir.admin();
     let mut seen: Vec<(u16, String)> = Vec::new();
+    let mut progress: Vec<(u64, u64)> = Vec::new();
     let started = Instant::now();
     while seen.last().is_none_or(|(code, _)| *code != 200) {
         assert!(
@@ -407,7 +408,25 @@ fn ready_answers_503_while_state_is_restored() {
         if seen.last() != Some(&answer) {
             seen.push(answer);
         }
+        let (_, body) = http_get(&at, "/api/status");
+        let status: Value = serde_json::from_str(&body).unwrap();
+        if let Some(r) = status["restore"].as_object() {
+            progress.push((r["read"].as_u64().unwrap(), r["total"].as_u64().unwrap()));
+        }
     }
+    // Meanwhile /api/status told how far the restore was: once the changelog's end was known,
+    // all of it to read (a change per key), never more read than that, and the reading moved on.
+    progress.retain(|&(_, total)| total > 0);
+    assert!(
+        progress
+            .iter()
+            .all(|&(read, total)| total == KEYS as u64 && read <= total),
+        "{progress:?}"
+    );
+    assert!(
+        progress.first().map(|p| p.0) < progress.last().map(|p| p.0),
+        "{progress:?}"
+    );
     assert!(
         seen.contains(&(503, "restoring state\n".to_string())),
         "{seen:?}; log:\n{}",

@@ -15,7 +15,7 @@ use weir::{
     admin::AdminServer,
     chain::Stages,
     config::{parse_listen, AdminConfig, Pipeline},
-    metrics::{Metrics, Snapshot, StatusSampler},
+    metrics::{Metrics, RestoreProgress, Snapshot, StatusSampler},
     reload::{Live, Reloader, Trigger},
     runtime::{self, RunOptions},
 };
@@ -194,13 +194,28 @@ impl StatusLine {
             loop {
                 every.tick().await;
                 sampler.sample();
-                drawn.set_message(sampler.status().summary());
+                let status = sampler.status();
+                show_restore(&drawn, status.restore);
+                drawn.set_message(status.summary());
                 drawn.tick();
             }
         });
         *SHOWN.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
         StatusLine { bar, task }
     }
+}
+
+/// While state is restored, the line becomes a bar of the changelog read so far.
+fn show_restore(bar: &indicatif::ProgressBar, restore: Option<RestoreProgress>) {
+    let template = match restore {
+        Some(r) if r.total > 0 => {
+            bar.set_length(r.total);
+            bar.set_position(r.read);
+            "{spinner} [{bar:24}] {percent}% {msg}"
+        }
+        _ => "{spinner} {msg}",
+    };
+    bar.set_style(indicatif::ProgressStyle::with_template(template).expect("a valid template"));
 }
 
 impl Drop for StatusLine {

@@ -40,15 +40,17 @@ const CHUNK: usize = 10_000;
 
 /// Bring `state` up to date from changelog partition `partition` of `topic` on `brokers`: read
 /// committed records only (through [`log_reader`], which decides transactions by the log's own
-/// markers) from where the store is known to have reached, to the end.
+/// markers) from where the store is known to have reached, to the end. `progress` hears how
+/// far the read has to go, then of each stretch read, for a person waiting on a large restore.
 pub fn restore(
     state: &PartitionState,
     brokers: &str,
     topic: &str,
     partition: i32,
+    progress: &dyn Fn(Progress),
 ) -> Result<Restored, Error> {
     let from = state.restore_from()?;
-    let (mut end, mut chunk, mut applied) = read(state, brokers, topic, partition, from)?;
+    let (mut end, mut chunk, mut applied) = read(state, brokers, topic, partition, from, progress)?;
     let mut start = from;
     if let Err(CommittedError::OffsetOutOfRange { .. }) = &end {
         // The changelog was recreated or truncated below what the store had reached: replay it
@@ -58,7 +60,7 @@ pub fn restore(
              it from its beginning"
         );
         start = 0;
-        (end, chunk, applied) = read(state, brokers, topic, partition, 0)?;
+        (end, chunk, applied) = read(state, brokers, topic, partition, 0, progress)?;
     }
     let end = end.map_err(|cause| Error::Restore {
         topic: topic.to_string(),
@@ -74,6 +76,15 @@ pub fn restore(
     })
 }
 
+/// How far a restore has come, in changelog offsets.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress {
+    /// This many lie ahead of the read (told once per read, before its first record).
+    Ahead(u64),
+    /// This many more were read.
+    Read(u64),
+}
+
 type Chunk = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 type ReadEnd = Result<log_reader::PartitionEnd, CommittedError>;
 
@@ -85,16 +96,19 @@ fn read(
     topic: &str,
     partition: i32,
     from: i64,
+    progress: &dyn Fn(Progress),
 ) -> Result<(ReadEnd, Chunk, usize), Error> {
     let mut chunk: Chunk = Vec::new();
+    let mut reported = from;
     let mut applied = 0;
     let mut failed = None;
-    let end = log_reader::read_committed_with(
+    let end = log_reader::read_committed_to(
         brokers,
         topic,
         partition,
         from,
         Duration::from_secs(30),
+        |end| progress(Progress::Ahead((end - from).max(0) as u64)),
         |rec| {
             if failed.is_some() {
                 return;
@@ -108,6 +122,8 @@ fn read(
                     Err(e) => failed = Some(e),
                 }
                 chunk.clear();
+                progress(Progress::Read((next - reported).max(0) as u64));
+                reported = next;
             }
         },
     );

@@ -224,6 +224,28 @@ pub fn read_committed_with<F: FnMut(CommittedRecord)>(
     timeout: Duration,
     each: F,
 ) -> Result<PartitionEnd, CommittedError> {
+    read_committed_to(
+        brokers,
+        topic,
+        partition,
+        from_offset,
+        timeout,
+        |_| {},
+        each,
+    )
+}
+
+/// [`read_committed_with`], telling `end` the offset the read stops at (the high watermark
+/// when it began) as soon as it is known, before the first record: how far a read has to go.
+pub fn read_committed_to<E: FnOnce(i64), F: FnMut(CommittedRecord)>(
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    from_offset: i64,
+    timeout: Duration,
+    end: E,
+    each: F,
+) -> Result<PartitionEnd, CommittedError> {
     let ctx = Ctx {
         brokers,
         topic,
@@ -246,7 +268,7 @@ pub fn read_committed_with<F: FnMut(CommittedRecord)>(
         bootstrap,
         leader: None,
     }
-    .run(from_offset, each)
+    .run(from_offset, end, each)
 }
 
 const CLIENT_ID: &str = "weir-read-committed";
@@ -578,12 +600,14 @@ impl ReadPosition {
 }
 
 impl PartitionReader<'_> {
-    fn run<F: FnMut(CommittedRecord)>(
+    fn run<E: FnOnce(i64), F: FnMut(CommittedRecord)>(
         mut self,
         from_offset: i64,
+        end: E,
         mut each: F,
     ) -> Result<PartitionEnd, CommittedError> {
         let mut cur = ReadPosition::new(from_offset);
+        let mut end = Some(end);
         loop {
             if let Some(end) = cur
                 .snapshot
@@ -594,7 +618,13 @@ impl PartitionReader<'_> {
             let Some(fetched) = self.fetch(&mut cur)? else {
                 continue;
             };
-            let Some(hw) = self.pin(&mut cur, &fetched)? else {
+            let pinned = self.pin(&mut cur, &fetched)?;
+            if let Some(snapshot) = cur.snapshot {
+                if let Some(end) = end.take() {
+                    end(snapshot);
+                }
+            }
+            let Some(hw) = pinned else {
                 continue;
             };
             self.take(&mut cur, &fetched, hw, &mut each)?;

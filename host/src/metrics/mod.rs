@@ -26,7 +26,7 @@ use crate::error::ErrorKind;
 pub use histogram::{Histogram, HistogramSnapshot, BOUNDS};
 pub use prometheus::encode as prometheus_text;
 pub use stage::{Call, PluginInfo, StageProbe, StageStats};
-pub use status::{Status, StatusSampler};
+pub use status::{RestoreProgress, Status, StatusSampler};
 
 /// Running totals; every field only grows.
 #[derive(Debug, Default)]
@@ -85,6 +85,10 @@ pub struct Health {
     pub assigned: AtomicUsize,
     /// Partitions whose state is being restored.
     pub restoring: AtomicUsize,
+    /// Changelog offsets the restores under way have to read, and have read: counted afresh
+    /// when restoring starts from none.
+    pub restore_total: AtomicU64,
+    pub restore_read: AtomicU64,
     /// The client's last word on the brokers: reachable or not.
     pub brokers_down: AtomicBool,
 }

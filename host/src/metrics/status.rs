@@ -10,8 +10,8 @@ use std::{
 use serde::Serialize;
 
 use super::{
-    lock, now_ms, CheckpointView, DeadLetterView, HistogramSnapshot, Metrics, PartitionView,
-    PluginInfo, ReloadView, RunInfo, Snapshot,
+    lock, now_ms, CheckpointView, DeadLetterView, Health, HistogramSnapshot, Metrics,
+    PartitionView, PluginInfo, ReloadView, RunInfo, Snapshot,
 };
 use crate::error::ErrorKind;
 
@@ -26,6 +26,8 @@ pub struct Status {
     pub ready: bool,
     /// Why it is not ready, when it is not.
     pub not_ready: Option<&'static str>,
+    /// While state is being restored: changelog offsets read of those to read.
+    pub restore: Option<RestoreProgress>,
     pub totals: Snapshot,
     pub stages: Vec<StageStatus>,
     pub partitions: Vec<PartitionStatus>,
@@ -34,6 +36,12 @@ pub struct Status {
     pub dead_letters: DeadLetters,
     /// One point per second over the last minutes, oldest first.
     pub series: Vec<Point>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RestoreProgress {
+    pub read: u64,
+    pub total: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -177,6 +185,7 @@ impl StatusSampler {
             uptime_seconds: self.started.elapsed().as_secs_f64(),
             ready: ready.is_ok(),
             not_ready: ready.err(),
+            restore: restore_progress(&m.health),
             totals: m.snapshot(),
             stages,
             partitions: m
@@ -215,13 +224,24 @@ impl Status {
                 let ago = now_ms().saturating_sub(c.at_ms) as f64 / 1000.0;
                 format!("checkpoint {ago:.1} s ago")
             });
+        let restoring = match self.restore {
+            Some(r) => format!("restoring state {}/{} · ", r.read, r.total),
+            None => String::new(),
+        };
         format!(
-            "in {:.0}/s · out {:.0}/s · lag {lag} · {} failed · {checkpoint}",
+            "{restoring}in {:.0}/s · out {:.0}/s · lag {lag} · {} failed · {checkpoint}",
             rate(|p| p.in_per_second),
             rate(|p| p.out_per_second),
             self.totals.failed,
         )
     }
+}
+
+fn restore_progress(health: &Health) -> Option<RestoreProgress> {
+    (health.restoring.load(Relaxed) > 0).then(|| RestoreProgress {
+        read: health.restore_read.load(Relaxed),
+        total: health.restore_total.load(Relaxed),
+    })
 }
 
 /// Rates and latency between two samples.

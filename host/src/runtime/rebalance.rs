@@ -82,7 +82,10 @@ impl Shared {
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
         let health = &self.metrics.health;
-        health.restoring.fetch_add(keys.len(), Ordering::Relaxed);
+        if health.restoring.fetch_add(keys.len(), Ordering::Relaxed) == 0 {
+            health.restore_total.store(0, Ordering::Relaxed);
+            health.restore_read.store(0, Ordering::Relaxed);
+        }
         // Taking a partition over is a few round trips to the brokers (fencing its previous
         // producer, reading its position and changelogs): all at once.
         let taken: Vec<_> = thread::scope(|scope| {

@@ -1,7 +1,13 @@
 //! Keyed state of the stateful stages in a run: the store, their changelog topics, and each
 //! assigned partition's state brought up to date from its changelog before its first record.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
 
 use super::{partition::StageState, Shared};
 use crate::{
@@ -9,10 +15,10 @@ use crate::{
     config::Pipeline,
     kafka::{
         admin,
-        changelog::{self, changelog_topic, unmarked},
+        changelog::{self, changelog_topic, unmarked, Progress, Restored},
         ChangelogMarks,
     },
-    state::StateStore,
+    state::{PartitionState, StateStore},
     Error,
 };
 
@@ -83,7 +89,7 @@ impl Shared {
                 })?;
             let state = ctx.store.partition(name, topic, partition, mark);
             let started = Instant::now();
-            let restored = changelog::restore(&state, &ctx.brokers, changelog, partition)?;
+            let restored = self.restore_one(&ctx.brokers, &state, changelog, partition)?;
             self.metrics.restore_seconds.observe(started.elapsed());
             tracing::info!(
                 stage = %name,
@@ -103,5 +109,40 @@ impl Shared {
             });
         }
         Ok(states)
+    }
+
+    /// Restore `state` from its changelog partition, counting what there is to read and what
+    /// was read in the health figures a waiting person sees (the status line, `/api/status`).
+    fn restore_one(
+        &self,
+        brokers: &str,
+        state: &PartitionState,
+        changelog: &str,
+        partition: i32,
+    ) -> Result<Restored, Error> {
+        let health = &self.metrics.health;
+        // What this read adds to the totals: a read that goes on past the end it was told of
+        // (started over from the beginning) counts no further.
+        let (ahead, read) = (AtomicU64::new(0), AtomicU64::new(0));
+        let progress = |p: Progress| match p {
+            Progress::Ahead(n) => {
+                ahead.fetch_add(n, Ordering::Relaxed);
+                health.restore_total.fetch_add(n, Ordering::Relaxed);
+            }
+            Progress::Read(n) => {
+                let before = read.fetch_add(n, Ordering::Relaxed);
+                let left = ahead.load(Ordering::Relaxed).saturating_sub(before);
+                health
+                    .restore_read
+                    .fetch_add(n.min(left), Ordering::Relaxed);
+            }
+        };
+        let restored = changelog::restore(state, brokers, changelog, partition, &progress);
+        // The last stretch is applied without a word: it ends here.
+        let left = ahead
+            .load(Ordering::Relaxed)
+            .saturating_sub(read.load(Ordering::Relaxed));
+        health.restore_read.fetch_add(left, Ordering::Relaxed);
+        restored
     }
 }

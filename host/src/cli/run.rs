@@ -225,3 +225,22 @@ impl Drop for StatusLine {
         self.bar.finish_and_clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_line_becomes_a_bar_while_state_is_restored() {
+        let bar = indicatif::ProgressBar::hidden();
+        show_restore(
+            &bar,
+            Some(RestoreProgress {
+                read: 25,
+                total: 100,
+            }),
+        );
+        assert_eq!((bar.position(), bar.length()), (25, Some(100)));
+        show_restore(&bar, None);
+    }
+}

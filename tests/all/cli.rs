@@ -1725,6 +1725,70 @@ fn count_before(line: &str, label: &str) -> u64 {
 }
 
 #[test]
+fn demo_hold_keeps_serving_the_dashboard_until_interrupted() {
+    use std::io::BufRead;
+    const RECORDS: u64 = 300;
+    let mut child = std::process::Command::new(common::weir_bin())
+        .current_dir(common::root())
+        .args(["demo", "--records", &RECORDS.to_string()])
+        .args(["--admin", "127.0.0.1:0", "--hold"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start weir demo");
+    // Its output up to the line saying it holds, read on a thread so a hang cannot block us.
+    let stdout = child.stdout.take().unwrap();
+    let (said, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if said.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let addr = loop {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(300))
+            .unwrap_or_else(|_| panic!("no `holding:` line; stdout:\n{}", seen.join("\n")));
+        if let Some(rest) = line.strip_prefix("holding: the dashboard stays at http://") {
+            break rest.split('/').next().unwrap().to_string();
+        }
+        seen.push(line);
+    };
+    // Its records are done, and the dashboard still answers, with what the run did.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "it did not hold");
+    let (code, page) = common::kafka::http_get(&addr, "/");
+    assert!(code == 200 && page.contains("<canvas"), "{code}");
+    let (_, body) = common::kafka::http_get(&addr, "/api/status");
+    let status: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["totals"]["consumed"], RECORDS, "{body}");
+    // Ctrl-C ends it, cleanly.
+    let ok = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "Ctrl-C did not end it"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
+
+#[test]
 fn demo_streams_generated_change_events_without_a_broker() {
     const RECORDS: u64 = 2000;
     // From the repository root, as scripts/demo.sh runs it: the default pipeline is the example.

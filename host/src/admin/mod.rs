@@ -72,6 +72,9 @@ impl AdminServer {
     /// Bind and serve `metrics` on a runtime of its own (for callers without one, as `weir
     /// demo`), until the returned handle is dropped; `None` as [`AdminServer::bind`].
     pub fn start(config: &AdminConfig, metrics: Arc<Metrics>) -> Result<Option<Background>, Error> {
+        if config.listen.is_none() {
+            return Ok(None);
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("weir-admin")
@@ -85,25 +88,20 @@ impl AdminServer {
             return Ok(None);
         };
         let addr = server.local_addr();
-        runtime.spawn(server.serve(metrics));
+        let sampler = {
+            let _on = runtime.enter();
+            StatusSampler::start(metrics)
+        };
+        runtime.spawn(server.serve(sampler));
         Ok(Some(Background {
             addr,
             _runtime: runtime,
         }))
     }
 
-    /// Serve `metrics` until the runtime stops; samples them once a second for the status.
-    pub async fn serve(self, metrics: Arc<Metrics>) {
-        let sampler = Arc::new(StatusSampler::new(metrics.clone()));
-        let ticking = sampler.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(1));
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                ticking.sample();
-            }
-        });
+    /// Serve the metrics `sampler` samples until the runtime stops.
+    pub async fn serve(self, sampler: Arc<StatusSampler>) {
+        let metrics = sampler.metrics().clone();
         let app = Router::new()
             .route("/", routing::get(|| async { Html(DASHBOARD) }))
             .route("/metrics", routing::get(scrape))

@@ -15,7 +15,7 @@ use weir::{
     admin::AdminServer,
     chain::Stages,
     config::{parse_listen, AdminConfig, Pipeline},
-    metrics::{Metrics, RestoreProgress, Snapshot, StatusSampler},
+    metrics::{RestoreProgress, Snapshot, StatusSampler},
     reload::{Live, Reloader, Trigger},
     runtime::{self, RunOptions},
 };
@@ -86,8 +86,12 @@ impl RunCommand {
             .build()?;
         let live = reloader.live();
         let trigger = reloader.trigger();
-        let line = status_line.then(|| StatusLine::start(&runtime, options.metrics.clone()));
-        let result = runtime.block_on(run(pipeline, stages, live, trigger, options));
+        let sampler = {
+            let _on = runtime.enter();
+            StatusSampler::start(options.metrics.clone())
+        };
+        let line = status_line.then(|| StatusLine::start(&runtime, sampler.clone()));
+        let result = runtime.block_on(run(pipeline, stages, live, trigger, sampler, options));
         drop(line);
         let result = result?;
         drop(reloader);
@@ -107,6 +111,7 @@ async fn run(
     stages: Stages,
     live: Arc<Live>,
     trigger: Trigger,
+    sampler: Arc<StatusSampler>,
     options: RunOptions,
 ) -> Result<Result<Snapshot, weir::Error>> {
     if let Some(server) = AdminServer::bind(&pipeline.admin).await? {
@@ -115,7 +120,7 @@ async fn run(
              probes /health /ready",
             server.local_addr()
         );
-        tokio::spawn(server.serve(options.metrics.clone()));
+        tokio::spawn(server.serve(sampler));
     }
     // Installed before the run starts, so a SIGHUP never falls to its default action (exit).
     let mut hangup = signal(SignalKind::hangup()).expect("install a SIGHUP handler");
@@ -182,18 +187,16 @@ struct StatusLine {
 }
 
 impl StatusLine {
-    fn start(runtime: &tokio::runtime::Runtime, metrics: Arc<Metrics>) -> StatusLine {
+    fn start(runtime: &tokio::runtime::Runtime, sampler: Arc<StatusSampler>) -> StatusLine {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(
             indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("a valid template"),
         );
         let drawn = bar.clone();
         let task = runtime.spawn(async move {
-            let sampler = StatusSampler::new(metrics);
             let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 every.tick().await;
-                sampler.sample();
                 let status = sampler.status();
                 show_restore(&drawn, status.restore);
                 drawn.set_message(status.summary());

@@ -109,6 +109,26 @@ impl StatusSampler {
         sampler
     }
 
+    /// A sampler of `metrics` sampling once a second on the current tokio runtime, for as long
+    /// as it runs: one per process, shared by the admin server and the terminal status line.
+    pub fn start(metrics: Arc<Metrics>) -> Arc<Self> {
+        let sampler = Arc::new(StatusSampler::new(metrics));
+        let ticking = sampler.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                ticking.sample();
+            }
+        });
+        sampler
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Take a sample; called once a second.
     pub fn sample(&self) {
         let m = &self.metrics;

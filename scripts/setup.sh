@@ -5,6 +5,7 @@
 #     librdkafka is too old to link against);
 #   - the test broker's binary (scripts/kafka-broker.sh install), when WEIR_SETUP_BROKER=1;
 #   - Debian's chromium, for the dashboard's browser test, when WEIR_SETUP_BROWSER=1;
+#   - Debian's postgresql, for the change-data-capture tests, when WEIR_SETUP_POSTGRES=1;
 #   - a Rust toolchain for wasm32 plugins: rustup's wasm32-unknown-unknown target where it is
 #     installed, otherwise Debian's rustc-web + rust-web-src (std built from source), because
 #     `rustup target add` cannot download here and would hang.
@@ -56,6 +57,10 @@ if [ "${WEIR_SETUP_BROWSER:-0}" = 1 ]; then
     apt_install chromium
   fi
   say "browser: $(chromium --version 2>/dev/null | head -1)"
+fi
+
+if [ "${WEIR_SETUP_POSTGRES:-0}" = 1 ]; then
+  "$(dirname "$0")/postgres.sh" install
 fi
 
 sysroot=$(rustc --print sysroot 2>/dev/null || true)

@@ -4,11 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-WEIR_SETUP_BROKER=1 WEIR_SETUP_BROWSER=1 scripts/setup.sh
+WEIR_SETUP_BROKER=1 WEIR_SETUP_BROWSER=1 WEIR_SETUP_POSTGRES=1 scripts/setup.sh
 scripts/build-plugins.sh
 # The Kafka tests start their broker (scripts/kafka-broker.sh) on this port; stop it when done.
 export WEIR_TEST_KAFKA_PORT="${WEIR_TEST_KAFKA_PORT:-19092}"
-trap 'KAFKA_PORT=$WEIR_TEST_KAFKA_PORT scripts/kafka-broker.sh stop >/dev/null 2>&1 || true' EXIT
+# The change-data-capture tests start a PostgreSQL server (scripts/postgres.sh) on this one.
+export WEIR_TEST_PG_PORT="${WEIR_TEST_PG_PORT:-55433}"
+stop_servers() {
+  KAFKA_PORT=$WEIR_TEST_KAFKA_PORT scripts/kafka-broker.sh stop >/dev/null 2>&1 || true
+  PG_PORT=$WEIR_TEST_PG_PORT scripts/postgres.sh stop >/dev/null 2>&1 || true
+}
+trap stop_servers EXIT
 echo "test: cargo fmt --check"
 cargo fmt --all -- --check
 echo "test: cargo clippy -D warnings"

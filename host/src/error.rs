@@ -84,6 +84,10 @@ pub enum Error {
     Topic(String),
     #[error("{what}: {cause}")]
     Io { what: String, cause: std::io::Error },
+    /// A Postgres source's database refused or failed something; `what` names the step and the
+    /// object (table, slot, publication, LSN).
+    #[error("postgres: {what}: {cause}")]
+    Postgres { what: String, cause: String },
     #[error("hot reload: cannot start the watcher thread: {0}")]
     Watcher(std::io::Error),
     /// A record failed under `policy = "fail"`: offsets were committed up to, not including, it.

@@ -15,6 +15,8 @@
 //! - [`jsonl`]: records as JSON lines, and a chain run over a file of them (`weir test`).
 //! - [`reload`]: hot reload: new plugin builds and pipeline changes swapped into running chains.
 //! - [`kafka`]: the Kafka clients: source, sink, transactions, admin, changelogs, the log reader.
+//! - [`postgres`]: change data capture: a database's committed changes, through logical
+//!   replication, as Debezium change events.
 //! - [`runtime`]: `weir run`: poller, workers, delivery, error policy, checkpoints, rebalances.
 //! - [`admin`]: the admin server of a run: `/metrics`, `/api/status`, the dashboard, probes.
 
@@ -26,6 +28,7 @@ mod error;
 pub mod jsonl;
 pub mod kafka;
 pub mod metrics;
+pub mod postgres;
 pub mod reload;
 pub mod runtime;
 pub mod state;

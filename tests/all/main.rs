@@ -10,5 +10,6 @@ mod committed;
 mod crash;
 mod engine;
 mod kafka;
+mod postgres;
 mod reload;
 mod windows;

@@ -17,11 +17,13 @@ use toml::Spanned;
 
 mod admin;
 mod limits;
+mod postgres;
 mod reload;
 mod window;
 
 pub use admin::{parse_listen, AdminConfig, DEFAULT_ADMIN};
 pub use limits::Limits;
+pub use postgres::{PostgresSource, SnapshotMode};
 pub use reload::{ReloadConfig, ROLLBACK_RATE, TRIAL_RECORDS};
 pub use window::{EventTime, LateOutput, WindowKind, WindowSpec};
 
@@ -33,7 +35,10 @@ pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 pub struct Pipeline {
     /// The file it was read from.
     pub path: PathBuf,
+    /// A Kafka source (`[source]`, the default kind).
     pub source: Option<SourceConfig>,
+    /// A database's changes (`[source] kind = "postgres"`).
+    pub postgres: Option<PostgresSource>,
     pub sink: Option<SinkConfig>,
     pub stages: Vec<Stage>,
     pub errors: ErrorsConfig,
@@ -253,7 +258,7 @@ impl LimitsFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
-    source: Option<SourceConfig>,
+    source: Option<SourceFile>,
     sink: Option<SinkConfig>,
     #[serde(default, rename = "stage")]
     stages: Vec<Spanned<StageFile>>,
@@ -269,6 +274,41 @@ struct File {
     reload: ReloadConfig,
     #[serde(default)]
     admin: AdminConfig,
+}
+
+/// `[source]`: Kafka topics (the default kind) or, with `kind = "postgres"`, a database's
+/// changes.
+enum SourceFile {
+    Kafka(SourceConfig),
+    Postgres(PostgresSource),
+}
+
+impl<'de> Deserialize<'de> for SourceFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut table = toml::Table::deserialize(d)?;
+        let kind = match table.remove("kind") {
+            None => "kafka".to_string(),
+            Some(toml::Value::String(kind)) => kind,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "source.kind must be a string, not {other}"
+                )))
+            }
+        };
+        let value = toml::Value::Table(table);
+        match kind.as_str() {
+            "kafka" => value.try_into().map(SourceFile::Kafka),
+            "postgres" => value.try_into().map(SourceFile::Postgres),
+            other => {
+                return Err(D::Error::custom(format!(
+                    "source.kind `{other}` is not one weir has: \"kafka\" (the default) or \
+                     \"postgres\""
+                )))
+            }
+        }
+        .map_err(|e| D::Error::custom(format!("in [source]: {}", e.message())))
+    }
 }
 
 #[derive(Default, Deserialize)]
@@ -456,7 +496,8 @@ impl Pipeline {
             .map_err(|(line, message)| error(Some(line), message))?;
         Ok(Pipeline {
             path: path.to_path_buf(),
-            source: file.source,
+            source: file.kafka_source().cloned(),
+            postgres: file.postgres_source().cloned(),
             sink: file.sink,
             stages,
             errors: file.errors,
@@ -500,6 +541,20 @@ enum At {
 type Wrong = (usize, String);
 
 impl File {
+    fn kafka_source(&self) -> Option<&SourceConfig> {
+        match &self.source {
+            Some(SourceFile::Kafka(source)) => Some(source),
+            _ => None,
+        }
+    }
+
+    fn postgres_source(&self) -> Option<&PostgresSource> {
+        match &self.source {
+            Some(SourceFile::Postgres(source)) => Some(source),
+            _ => None,
+        }
+    }
+
     /// The `[[stage]]` tables, checked and resolved against the file's directory `base`.
     fn stages(&self, base: &Path, text: &str) -> Result<Vec<Stage>, Wrong> {
         if self.stages.is_empty() {
@@ -590,8 +645,11 @@ impl File {
             let message = "delivery.checkpoint_interval must be longer than 0".into();
             return Some((At::Starts("checkpoint_interval"), message));
         }
-        if let Some(wrong) = self.source.as_ref().and_then(|s| self.wrong_source(s)) {
+        if let Some(wrong) = self.kafka_source().and_then(|s| self.wrong_source(s)) {
             return Some(wrong);
+        }
+        if let Some((key, message)) = self.postgres_source().and_then(PostgresSource::wrong) {
+            return Some((At::Starts(key), message));
         }
         let (table, key, why) = self.managed_setting()?;
         let message = format!("[{table}.kafka] `{key}` is weir's to set: {why}");
@@ -624,7 +682,7 @@ impl File {
     /// what weir does instead.
     fn managed_setting(&self) -> Option<(&'static str, &'static str, &'static str)> {
         let exactly_once = self.delivery.guarantee == Guarantee::ExactlyOnce;
-        let source = self.source.as_ref().map(|s| &s.kafka.0);
+        let source = self.kafka_source().map(|s| &s.kafka.0);
         let sink = self.sink.as_ref().map(|s| &s.kafka.0);
         let has = |props: Option<&BTreeMap<String, String>>, key: &str| {
             props.is_some_and(|p| p.contains_key(key))
@@ -681,6 +739,15 @@ impl Pipeline {
             line: Some(1),
             message: format!("no [{what}] table: `weir run` needs [source] and [sink]"),
         };
+        if self.postgres.is_some() {
+            return Err(Error::Config {
+                path: self.path.clone(),
+                line: Some(1),
+                message: "[source] kind = \"postgres\": `weir run` does not run a Postgres \
+                          source yet (the capture itself is in place: weir::postgres)"
+                    .into(),
+            });
+        }
         let source = self.source.as_ref().ok_or_else(|| missing("source"))?;
         let sink = self.sink.as_ref().ok_or_else(|| missing("sink"))?;
         Ok((source, sink))
@@ -922,5 +989,61 @@ checkpoint_interval = "250ms"
     #[test]
     fn no_stages_is_an_error() {
         assert!(parse("").unwrap_err().to_string().contains("at least one"));
+    }
+
+    #[test]
+    fn a_postgres_source_is_read_and_checked() {
+        let file = |source: &str| {
+            format!(
+                "[source]\nkind = \"postgres\"\n{source}\n\n[sink]\ntopic = \"out\"\n\n\
+                 [[stage]]\nname = \"s\"\nplugin = \"s.wasm\"\n"
+            )
+        };
+        let good =
+            "url = \"postgres://app@db:5433/shop\"\ntables = [\"orders\", \"crm.customers\"]\n\
+                    topic_prefix = \"shop\"";
+        let p = parse(&file(good)).unwrap();
+        let source = p.postgres.expect("a postgres source");
+        assert!(p.source.is_none());
+        assert_eq!(
+            source.table_names(),
+            [
+                ("public".to_string(), "orders".to_string()),
+                ("crm".to_string(), "customers".to_string())
+            ]
+        );
+        assert_eq!(
+            (source.slot.as_str(), source.password_env.as_str()),
+            ("weir", "PGPASSWORD")
+        );
+        assert_eq!(source.heartbeat, Duration::from_secs(10));
+
+        let refused = |source: &str, line: usize, wanted: &str| {
+            let err = parse(&file(source)).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!(":{line}: ")) && err.contains(wanted),
+                "{err}"
+            );
+        };
+        let secret = good.replace("app@", "app:hunter2@");
+        refused(&secret, 3, "holds a password");
+        refused(
+            &good.replace("[\"orders\", \"crm.customers\"]", "[]"),
+            4,
+            "tables is empty",
+        );
+        refused(
+            &format!("{good}\nslot = \"Bad-Slot\""),
+            6,
+            "not a valid name",
+        );
+        let err = parse(&file(&format!("{good}\nbrokers = \"b\"")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `brokers`"), "{err}");
+        let err = parse(&file(good).replace("postgres\"", "mysql\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("source.kind `mysql`"), "{err}");
     }
 }

@@ -1,0 +1,201 @@
+//! Change data capture against a real PostgreSQL server (the project's `scripts/postgres.sh`):
+//! SQL in, Debezium change events out.
+
+use serde_json::{json, Value};
+use weir::postgres::{Capture, Captured, Change, Settings};
+
+use crate::common::postgres::{postgres, Database};
+
+fn value(change: &Change) -> Value {
+    serde_json::from_slice(&change.value).unwrap()
+}
+
+fn key(change: &Change) -> Value {
+    change
+        .key
+        .as_ref()
+        .map_or(Value::Null, |k| serde_json::from_slice(k).unwrap())
+}
+
+fn start(db: &Database, tables: &[&str]) -> Capture {
+    let settings = Settings::new(&db.source(tables, "shop")).unwrap();
+    db.runtime
+        .block_on(Capture::start(settings, 0))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Everything up to and including the snapshot's last rows.
+fn snapshot(db: &Database, capture: &mut Capture) -> Vec<Change> {
+    let mut rows = Vec::new();
+    loop {
+        match db.runtime.block_on(capture.next()).unwrap() {
+            Captured::Snapshot { changes, last, .. } => {
+                rows.extend(changes);
+                if last {
+                    return rows;
+                }
+            }
+            other => panic!("{other:?} before the snapshot's end"),
+        }
+    }
+}
+
+fn transaction(db: &Database, capture: &mut Capture) -> weir::postgres::Transaction {
+    match db.runtime.block_on(capture.next()).unwrap() {
+        Captured::Transaction(t) => t,
+        other => panic!("{other:?}, not a transaction"),
+    }
+}
+
+#[test]
+fn a_snapshot_then_the_stream_with_no_gap_and_no_overlap() {
+    let db = postgres().database("cdc_snapshot");
+    db.execute(
+        "CREATE TABLE orders (id int PRIMARY KEY, note text, amount numeric(20,6), \
+         at timestamptz, day date, tags text[], doc jsonb, raw bytea, ok boolean); \
+         INSERT INTO orders VALUES \
+         (1, 'one', 12345678901234.000001, '2024-01-02 03:04:05.5+00', '1970-01-03', \
+          '{a,\"b c\",NULL}', '{\"x\": [1]}', '\\x00ff', true), \
+         (2, NULL, 2, NULL, NULL, NULL, NULL, NULL, NULL)",
+    );
+    let mut capture = start(&db, &["orders"]);
+    // Written after the slot exists: in the stream, not the snapshot.
+    db.execute("INSERT INTO orders (id, note) VALUES (3, 'three')");
+    let rows = snapshot(&db, &mut capture);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let first = value(&rows[0]);
+    assert_eq!(first["op"], "r");
+    assert_eq!(first["source"]["snapshot"], "true");
+    assert_eq!(
+        first["after"],
+        json!({"id": 1, "note": "one", "amount": "12345678901234.000001",
+               "at": "2024-01-02T03:04:05.5Z", "day": 2, "tags": ["a", "b c", null],
+               "doc": {"x": [1]}, "raw": "AP8=", "ok": true})
+    );
+    assert_eq!(key(&rows[0]), json!({"id": 1}));
+    assert_eq!(rows[0].topic, "shop.public.orders");
+    assert_eq!(value(&rows[1])["after"]["note"], Value::Null);
+
+    let t = transaction(&db, &mut capture);
+    assert_eq!(t.changes.len(), 1);
+    let three = value(&t.changes[0]);
+    assert_eq!(three["op"], "c");
+    assert_eq!(three["after"]["id"], 3);
+    assert_eq!(three["source"]["txId"], t.xid);
+    db.runtime.block_on(capture.close());
+}
+
+#[test]
+fn inserts_updates_deletes_and_truncates_in_commit_order() {
+    let db = postgres().database("cdc_stream");
+    db.execute(
+        "CREATE TABLE items (id int PRIMARY KEY, body text, n int); \
+         ALTER TABLE items ALTER COLUMN body SET STORAGE EXTERNAL; \
+         CREATE TABLE notes (id serial PRIMARY KEY, text text); \
+         ALTER TABLE notes REPLICA IDENTITY FULL",
+    );
+    let mut capture = start(&db, &["items", "public.notes"]);
+    assert!(snapshot(&db, &mut capture).is_empty());
+    // One transaction across two tables; a TOASTed value (too large to keep in the row) that
+    // an update leaves alone.
+    db.execute(&format!(
+        "BEGIN; INSERT INTO items VALUES (1, '{}', 1); INSERT INTO notes (text) VALUES ('n'); \
+         UPDATE items SET n = 2 WHERE id = 1; COMMIT",
+        "x".repeat(100_000)
+    ));
+    db.execute("UPDATE notes SET text = 'm'; DELETE FROM items WHERE id = 1");
+    db.execute("TRUNCATE items");
+
+    let first = transaction(&db, &mut capture);
+    let ops: Vec<(String, String)> = first
+        .changes
+        .iter()
+        .map(|c| {
+            (
+                c.topic.clone(),
+                value(c)["op"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("shop.public.items".into(), "c".into()),
+            ("shop.public.notes".into(), "c".into()),
+            ("shop.public.items".into(), "u".into()),
+        ]
+    );
+    let update = value(&first.changes[2]);
+    assert_eq!(update["after"]["n"], 2);
+    assert!(
+        update["after"]["body"] == "__debezium_unavailable_value",
+        "an unchanged TOASTed value is marked, not sent: {:.200}",
+        update["after"]["body"]
+    );
+    assert_eq!(
+        update["before"],
+        Value::Null,
+        "REPLICA IDENTITY DEFAULT sends no old row"
+    );
+
+    let second = transaction(&db, &mut capture);
+    assert!(second.end_lsn > first.end_lsn);
+    let note = value(&second.changes[0]);
+    assert_eq!(
+        note["before"],
+        json!({"id": 1, "text": "n"}),
+        "FULL sends the old row"
+    );
+    assert_eq!(note["after"], json!({"id": 1, "text": "m"}));
+    let delete = value(&second.changes[1]);
+    assert_eq!(delete["op"], "d");
+    assert_eq!(delete["before"]["id"], 1);
+    assert_eq!(delete["after"], Value::Null);
+    assert_eq!(key(&second.changes[1]), json!({"id": 1}));
+
+    let third = transaction(&db, &mut capture);
+    assert_eq!(value(&third.changes[0])["op"], "t");
+    assert_eq!(third.changes[0].key, None);
+    db.runtime.block_on(capture.close());
+}
+
+#[test]
+fn bad_settings_and_a_busy_slot_are_named() {
+    let db = postgres().database("cdc_faults");
+    db.execute("CREATE TABLE t (id int PRIMARY KEY)");
+    let error = |source: weir::config::PostgresSource| {
+        let settings = Settings::new(&source).unwrap();
+        match db.runtime.block_on(Capture::start(settings, 0)) {
+            Ok(_) => panic!("started"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let mut wrong = db.source(&["t"], "p");
+    wrong.password_env = "WEIR_TEST_NO_SUCH_VARIABLE".into();
+    let message = error(wrong);
+    assert!(
+        message.contains("password authentication failed"),
+        "{message}"
+    );
+    assert!(message.contains("postgres@127.0.0.1"), "{message}");
+
+    let message = error(db.source(&["t", "missing"], "p"));
+    assert!(
+        message.contains("table public.missing") && message.contains("does not exist"),
+        "{message}"
+    );
+
+    let mut no_create = db.source(&["t"], "p");
+    no_create.create = false;
+    let message = error(no_create);
+    assert!(message.contains("publication `cdc_faults`"), "{message}");
+
+    // A slot has one reader: a second capture is refused with who holds it.
+    let mut first = start(&db, &["t"]);
+    snapshot(&db, &mut first);
+    db.execute("INSERT INTO t VALUES (1)");
+    transaction(&db, &mut first);
+    let message = error(db.source(&["t"], "p"));
+    assert!(message.contains("in use by server process"), "{message}");
+    db.runtime.block_on(first.close());
+}

@@ -24,11 +24,19 @@ fn start(db: &Database, tables: &[&str]) -> Capture {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// What the capture brings next, waiting up to 30 s for it.
+fn next(db: &Database, capture: &mut Capture) -> Captured {
+    db.runtime
+        .block_on(capture.next(std::time::Duration::from_secs(30)))
+        .unwrap()
+        .expect("something captured within 30 s")
+}
+
 /// Everything up to and including the snapshot's last rows.
 fn snapshot(db: &Database, capture: &mut Capture) -> Vec<Change> {
     let mut rows = Vec::new();
     loop {
-        match db.runtime.block_on(capture.next()).unwrap() {
+        match next(db, capture) {
             Captured::Snapshot { changes, last, .. } => {
                 rows.extend(changes);
                 if last {
@@ -41,7 +49,7 @@ fn snapshot(db: &Database, capture: &mut Capture) -> Vec<Change> {
 }
 
 fn transaction(db: &Database, capture: &mut Capture) -> weir::postgres::Transaction {
-    match db.runtime.block_on(capture.next()).unwrap() {
+    match next(db, capture) {
         Captured::Transaction(t) => t,
         other => panic!("{other:?}, not a transaction"),
     }
@@ -198,4 +206,181 @@ fn bad_settings_and_a_busy_slot_are_named() {
     let message = error(db.source(&["t"], "p"));
     assert!(message.contains("in use by server process"), "{message}");
     db.runtime.block_on(first.close());
+}
+
+/// The pipeline file of a `weir run` capturing `tables` of `db` into topics `prefix.…`,
+/// unwrapped by `cdc-unwrap`, with `extra` appended.
+fn cdc_pipeline(
+    db: &Database,
+    dir: &std::path::Path,
+    prefix: &str,
+    extra: &str,
+) -> std::path::PathBuf {
+    let source = db.source(&["orders"], prefix);
+    let path = dir.join("pipeline.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[source]\nkind = \"postgres\"\nurl = \"{}\"\npassword_env = \"{}\"\n\
+             tables = [\"orders\"]\ntopic_prefix = \"{prefix}\"\nslot = \"{}\"\npublication = \"{}\"\n\n\
+             [sink]\nbrokers = \"{}\"\n\n\
+             [delivery]\ncheckpoint_interval = \"200ms\"\n{extra}\n\
+             [[stage]]\nname = \"unwrap\"\nplugin = \"{}\"\nconfig = {{ delete = \"rewrite\", add_fields = [\"op\"] }}\n",
+            source.url,
+            source.password_env,
+            source.slot,
+            source.publication,
+            crate::common::kafka::kafka().brokers,
+            crate::common::component("cdc-unwrap").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The rows (values as JSON) `weir run` wrote to `topic`, in order.
+fn rows(topic: &str, expected: usize) -> Vec<Value> {
+    let k = crate::common::kafka::kafka();
+    k.read(topic, expected, std::time::Duration::from_secs(60))
+        .iter()
+        .map(|o| serde_json::from_str(o.value.as_deref().unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn weir_run_carries_sql_changes_to_kafka_and_resumes_where_it_stopped() {
+    use crate::common::kafka::{unique, Weir};
+    let db = postgres().database("cdc_run");
+    db.execute(
+        "CREATE TABLE orders (id int PRIMARY KEY, amount int); \
+         INSERT INTO orders SELECT g, g * 10 FROM generate_series(1, 3) g",
+    );
+    let dir = crate::common::scratch();
+    let prefix = unique("cdc");
+    let topic = format!("{prefix}.public.orders");
+    let pipeline = cdc_pipeline(&db, dir.path(), &prefix, "");
+    let bin = crate::common::weir_bin();
+
+    let mut weir = Weir::start(bin, &pipeline);
+    // Once it runs, its topics exist.
+    weir.wait_for_log("running ", std::time::Duration::from_secs(30));
+    // The snapshot's rows, then changes made while it runs, in commit order.
+    assert_eq!(rows(&topic, 3).len(), 3, "log:\n{}", weir.log());
+    db.execute("BEGIN; INSERT INTO orders VALUES (4, 40); UPDATE orders SET amount = 11 WHERE id = 1; COMMIT");
+    db.execute("DELETE FROM orders WHERE id = 2");
+    let got = rows(&topic, 6);
+    assert_eq!(got.len(), 6, "log:\n{}", weir.log());
+    let seen: Vec<(i64, &str, &str)> = got
+        .iter()
+        .map(|v| {
+            (
+                v["id"].as_i64().unwrap(),
+                v["__op"].as_str().unwrap(),
+                v["__deleted"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, "r", "false"),
+            (2, "r", "false"),
+            (3, "r", "false"),
+            (4, "c", "false"),
+            (1, "u", "false"),
+            (2, "d", "true"),
+        ],
+        "log:\n{}",
+        weir.log()
+    );
+    assert_eq!(got[4]["amount"], 11);
+    assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+
+    // Changes made while weir is down come with the next run, and nothing comes twice.
+    db.execute("INSERT INTO orders VALUES (5, 50)");
+    let mut weir = Weir::start(bin, &pipeline);
+    db.execute("UPDATE orders SET amount = 51 WHERE id = 5");
+    let got = rows(&topic, 8);
+    let tail: Vec<(i64, &str)> = got[6..]
+        .iter()
+        .map(|v| (v["id"].as_i64().unwrap(), v["__op"].as_str().unwrap()))
+        .collect();
+    assert_eq!(tail, [(5, "c"), (5, "u")], "{got:?}; log:\n{}", weir.log());
+    assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+    // Read again after the stop (a read waits a second past what it expects, for extras).
+    assert_eq!(rows(&topic, 8).len(), 8, "nothing comes twice");
+}
+
+#[test]
+fn exactly_once_across_kill_9_during_concurrent_transactions() {
+    use crate::common::kafka::{kafka, unique, Weir};
+    const WRITERS: usize = 2;
+    const TRANSACTIONS: usize = 60;
+    const ROWS: usize = 10;
+    let db = postgres().database("cdc_exactly_once");
+    db.execute("CREATE TABLE orders (id bigserial PRIMARY KEY, writer int, n int)");
+    let dir = crate::common::scratch();
+    let prefix = unique("cdc-eos");
+    let topic = format!("{prefix}.public.orders");
+    let pipeline = cdc_pipeline(&db, dir.path(), &prefix, "guarantee = \"exactly-once\"\n");
+    let bin = crate::common::weir_bin();
+    let mut weir = Weir::start(bin, &pipeline);
+    weir.wait_for_log("running ", std::time::Duration::from_secs(30));
+
+    // Writers commit transactions of ten inserts each, then update every row once, while weir
+    // is killed with SIGKILL and started again twice.
+    let port = db.port;
+    let name = db.name.clone();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let name = name.clone();
+            std::thread::spawn(move || {
+                let db = crate::common::postgres::Database::connect(port, &name);
+                for t in 0..TRANSACTIONS {
+                    let values: Vec<String> = (0..ROWS)
+                        .map(|i| format!("({w}, {})", t * ROWS + i))
+                        .collect();
+                    db.execute(&format!(
+                        "INSERT INTO orders (writer, n) VALUES {}",
+                        values.join(", ")
+                    ));
+                    std::thread::sleep(std::time::Duration::from_millis(40));
+                }
+                db.execute(&format!("UPDATE orders SET n = -n WHERE writer = {w}"));
+            })
+        })
+        .collect();
+    for pause in [700, 1300] {
+        std::thread::sleep(std::time::Duration::from_millis(pause));
+        weir.signal("KILL");
+        weir.wait(std::time::Duration::from_secs(10));
+        weir = Weir::start(bin, &pipeline);
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    let inserts = WRITERS * TRANSACTIONS * ROWS;
+    kafka().wait_read_committed(&topic, 1, 2 * inserts, std::time::Duration::from_secs(120));
+    assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+    let out = kafka().read_committed(&topic, 1);
+    // Every change exactly once, each row's insert before its update.
+    let mut seen = std::collections::HashMap::new();
+    for o in &out {
+        let v: Value = serde_json::from_str(o.value.as_deref().unwrap()).unwrap();
+        let id = v["id"].as_i64().unwrap();
+        let op = v["__op"].as_str().unwrap().to_string();
+        seen.entry(id).or_insert_with(Vec::new).push(op);
+    }
+    assert_eq!(seen.len(), inserts, "rows; log:\n{}", weir.log());
+    let wrong: Vec<_> = seen
+        .iter()
+        .filter(|(_, ops)| ops.as_slice() != ["c", "u"])
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} rows not exactly once in order: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    assert_eq!(out.len(), 2 * inserts);
 }

@@ -45,7 +45,9 @@ pub struct RunCommand {
 impl RunCommand {
     pub fn execute(self) -> Result<ExitCode> {
         let pipeline = Pipeline::load(&self.pipeline)?;
-        pipeline.kafka()?;
+        if pipeline.postgres.is_none() {
+            pipeline.kafka()?;
+        }
         let engine = super::engine()?;
         let stages = super::load_stages(&engine, &pipeline)?;
         // Each plugin's init judges its config now, before any Kafka work, so a config it
@@ -131,8 +133,9 @@ async fn run(
         }
     });
     let stop = options.stop.clone();
-    let mut task = tokio::task::spawn_blocking(move || {
-        runtime::run_reloading(&pipeline, &stages, Some(live), options)
+    let mut task = tokio::task::spawn_blocking(move || match pipeline.postgres {
+        Some(_) => runtime::postgres::run(&pipeline, &stages, Some(live), options),
+        None => runtime::run_reloading(&pipeline, &stages, Some(live), options),
     });
     tokio::select! {
         result = &mut task => return Ok(result?),

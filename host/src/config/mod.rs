@@ -93,6 +93,9 @@ fn default_batch_size() -> usize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
+    /// Where outputs go. Required with a Kafka source; with a Postgres source, empty means
+    /// each output to its table's topic.
+    #[serde(default)]
     pub topic: String,
     /// Defaults to the source's brokers.
     pub brokers: Option<String>,
@@ -648,6 +651,12 @@ impl File {
         if let Some(wrong) = self.kafka_source().and_then(|s| self.wrong_source(s)) {
             return Some(wrong);
         }
+        if let (Some(_), Some(sink)) = (self.kafka_source(), &self.sink) {
+            if sink.topic.is_empty() {
+                let message = "sink.topic is missing: name the topic outputs go to".into();
+                return Some((At::Starts("[sink]"), message));
+            }
+        }
         if let Some((key, message)) = self.postgres_source().and_then(PostgresSource::wrong) {
             return Some((At::Starts(key), message));
         }
@@ -743,9 +752,7 @@ impl Pipeline {
             return Err(Error::Config {
                 path: self.path.clone(),
                 line: Some(1),
-                message: "[source] kind = \"postgres\": `weir run` does not run a Postgres \
-                          source yet (the capture itself is in place: weir::postgres)"
-                    .into(),
+                message: "[source] kind = \"postgres\" is not a Kafka source".into(),
             });
         }
         let source = self.source.as_ref().ok_or_else(|| missing("source"))?;

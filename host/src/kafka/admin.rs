@@ -106,6 +106,17 @@ pub fn require_topic(
 /// matters: changelogs and the positions topic), and check that those that do have at least
 /// `partitions` partitions.
 pub fn ensure_compacted(brokers: &str, topics: &[&str], partitions: usize) -> Result<(), Error> {
+    ensure_topics(brokers, topics, partitions, true)
+}
+
+/// Create those of `topics` that do not exist yet (`compacted` or not), and check that those
+/// that do have at least `partitions` partitions.
+pub fn ensure_topics(
+    brokers: &str,
+    topics: &[&str],
+    partitions: usize,
+    compacted: bool,
+) -> Result<(), Error> {
     let kafka = |what: String| move |cause| Error::Kafka { what, cause };
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -124,16 +135,18 @@ pub fn ensure_compacted(brokers: &str, topics: &[&str], partitions: usize) -> Re
         match found {
             Some(t) if t.partitions().len() < partitions => {
                 return Err(Error::Topic(format!(
-                    "changelog topic `{topic}` has {} partitions, fewer than the source's \
-                     {partitions}",
+                    "topic `{topic}` has {} partitions, fewer than the {partitions} needed",
                     t.partitions().len()
                 )))
             }
             Some(_) => {}
-            None => missing.push(
-                NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(-1))
-                    .set("cleanup.policy", "compact"),
-            ),
+            None => {
+                let new = NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(-1));
+                missing.push(match compacted {
+                    true => new.set("cleanup.policy", "compact"),
+                    false => new,
+                });
+            }
         }
     }
     if missing.is_empty() {
@@ -142,17 +155,17 @@ pub fn ensure_compacted(brokers: &str, topics: &[&str], partitions: usize) -> Re
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Topic(format!("cannot create changelog topics: {e}")))?;
+        .map_err(|e| Error::Topic(format!("cannot create topics: {e}")))?;
     let results = runtime
         .block_on(admin.create_topics(&missing, &AdminOptions::new()))
-        .map_err(kafka("creating changelog topics".into()))?;
+        .map_err(kafka("creating topics".into()))?;
     for result in results {
         match result {
-            Ok(topic) => tracing::info!("created changelog topic `{topic}`"),
+            Ok(topic) => tracing::info!("created topic `{topic}`"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
                 return Err(Error::Topic(format!(
-                    "cannot create changelog topic `{topic}`: {code}"
+                    "cannot create topic `{topic}`: {code}"
                 )))
             }
         }

@@ -36,21 +36,29 @@ pub fn recorded_position(
     partition: i32,
     timeout: Duration,
 ) -> Result<Option<i64>, CommittedError> {
-    let mut position = None;
-    log_reader::read_committed_with(
+    let value = recorded(
         brokers,
         &offsets_topic(group),
         partition,
-        0,
+        topic.as_bytes(),
         timeout,
-        |record| {
-            if record.key.as_deref() == Some(topic.as_bytes()) {
-                position = record
-                    .value
-                    .as_deref()
-                    .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok());
-            }
-        },
     )?;
-    Ok(position)
+    Ok(value.and_then(|v| std::str::from_utf8(&v).ok()?.parse::<i64>().ok()))
+}
+
+/// The value of the last committed record keyed `key` in `topic`'s partition `partition`.
+pub fn recorded(
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    key: &[u8],
+    timeout: Duration,
+) -> Result<Option<Vec<u8>>, CommittedError> {
+    let mut value = None;
+    log_reader::read_committed_with(brokers, topic, partition, 0, timeout, |record| {
+        if record.key.as_deref() == Some(key) {
+            value = record.value;
+        }
+    })?;
+    Ok(value)
 }

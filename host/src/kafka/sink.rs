@@ -317,6 +317,11 @@ impl Sink {
             self.producer()
                 .send_offsets_to_transaction(offsets, group, TRANSACTION_TIMEOUT)?;
         }
+        self.commit_transaction()
+    }
+
+    /// Commit everything sent since the last commit, and open the next transaction.
+    pub fn commit_transaction(&self) -> Result<(), KafkaError> {
         self.producer().commit_transaction(TRANSACTION_TIMEOUT)?;
         self.producer().begin_transaction()
     }

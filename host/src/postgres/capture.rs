@@ -1,7 +1,10 @@
 //! The replication connection: a slot's snapshot (for a new slot) and then its stream of
 //! committed transactions, each change a Debezium event.
 
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use pg_walstream::{LogicalReplicationMessage as Message, LogicalReplicationParser, TupleData};
 use pgwire_replication::{client::ReplicationClient, Lsn, PgWireError, ReplicationEvent};
@@ -25,6 +28,8 @@ pub struct Change {
     pub value: Vec<u8>,
     /// Commit time, ms since the epoch.
     pub timestamp_ms: i64,
+    /// Where in the log the change is (a snapshot row: where the slot starts).
+    pub lsn: u64,
 }
 
 /// A committed transaction: its changes in the order they were made.
@@ -270,10 +275,11 @@ impl Capture {
         })
     }
 
-    /// The next snapshot rows, transaction or heartbeat.
-    pub async fn next(&mut self) -> Result<Captured, Error> {
+    /// The next snapshot rows, transaction or heartbeat; none if the stream brought none
+    /// within `wait` (what it brought so far is kept for the next call).
+    pub async fn next(&mut self, wait: Duration) -> Result<Option<Captured>, Error> {
         if self.snapshot.is_some() {
-            return self.next_snapshot_rows().await;
+            return self.next_snapshot_rows().await.map(Some);
         }
         if !self.started {
             self.client
@@ -282,33 +288,38 @@ impl Capture {
                 .map_err(|e| replication_error(&self.settings, e))?;
             self.started = true;
         }
+        let until = Instant::now() + wait;
         loop {
-            let event = self.receive().await?;
+            let Some(event) = self.receive(until).await? else {
+                return Ok(None);
+            };
             if let Some(captured) = self.handle(event).await? {
-                return Ok(captured);
+                return Ok(Some(captured));
             }
         }
     }
 
-    /// The next event of the stream; meanwhile, when the database is idle for a heartbeat
-    /// interval, a heartbeat is written.
-    async fn receive(&mut self) -> Result<ReplicationEvent, Error> {
+    /// The next event of the stream, if one comes before `until`; meanwhile, when the
+    /// database is idle for a heartbeat interval, a heartbeat is written.
+    async fn receive(&mut self, until: Instant) -> Result<Option<ReplicationEvent>, Error> {
         loop {
             let every = self.settings.source.heartbeat;
-            let due = self
+            let due = *self
                 .next_heartbeat
                 .get_or_insert_with(|| Instant::now() + every);
-            let wait = tokio::time::sleep_until((*due).into());
+            let beat = !every.is_zero() && self.open.is_none();
             let received = tokio::select! {
+                // Cancel-safe: an event not taken stays in the channel.
                 received = self.client.recv() => received,
-                () = wait, if !every.is_zero() && self.open.is_none() => {
+                () = tokio::time::sleep_until(due.into()), if beat => {
                     self.catalog.heartbeat().await?;
                     self.next_heartbeat = None;
                     continue;
                 }
+                () = tokio::time::sleep_until(until.into()) => return Ok(None),
             };
             return match received {
-                Ok(Some(event)) => Ok(event),
+                Ok(Some(event)) => Ok(Some(event)),
                 Ok(None) => Err(Error::Postgres {
                     what: format!("replication slot `{}`", self.settings.source.slot),
                     cause: "the server ended the stream".into(),
@@ -467,6 +478,7 @@ impl Capture {
             key,
             value,
             timestamp_ms: open.commit_ms,
+            lsn,
         });
         Ok(())
     }
@@ -519,6 +531,7 @@ impl Capture {
                     key: table.key_of(&cells),
                     value: table.envelope(Op::Read, None, Some(&cells), &origin, now_ms()),
                     timestamp_ms: snapshot.started_ms,
+                    lsn: snapshot.lsn,
                 });
             }
             if rows < SNAPSHOT_CHUNK {
@@ -548,9 +561,16 @@ impl Capture {
         self.client.update_applied_lsn(Lsn(lsn));
     }
 
-    /// Stop streaming and close the replication connection.
+    /// Stop streaming and close the replication connection (a stream that never started, or
+    /// does not end within a few seconds, is cut).
     pub async fn close(mut self) {
-        let _ = self.client.shutdown().await;
+        if self.started {
+            let ended = tokio::time::timeout(Duration::from_secs(5), self.client.shutdown()).await;
+            if ended.is_ok() {
+                return;
+            }
+        }
+        self.client.abort();
     }
 }
 

@@ -127,7 +127,7 @@ impl Shared {
 }
 
 /// The original record with headers saying what went wrong where.
-fn letter(original: &Record, failure: &Failure) -> Record {
+pub(super) fn letter(original: &Record, failure: &Failure) -> Record {
     let mut letter = original.clone();
     let mut add = |key: &str, value: String| {
         letter.headers.push(Header {

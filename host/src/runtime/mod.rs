@@ -18,6 +18,7 @@ mod delivery;
 mod error_policy;
 mod partition;
 mod poller;
+pub mod postgres;
 mod preflight;
 mod rebalance;
 mod restore;

@@ -100,6 +100,21 @@ async fn connect(port: u16, database: &str) -> tokio_postgres::Client {
 }
 
 impl Database {
+    /// A connection of its own to the existing database `name` (for a thread of its own).
+    pub fn connect(port: u16, name: &str) -> Database {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = runtime.block_on(connect(port, name));
+        Database {
+            name: name.to_string(),
+            port,
+            runtime,
+            client,
+        }
+    }
+
     /// Run `sql` (one or more statements).
     pub fn execute(&self, sql: &str) {
         self.runtime

@@ -21,6 +21,7 @@
 #   PG_PASSWORD       the superuser `postgres`'s password (default weir); connections over TCP need
 #                     it (scram-sha-256), as a real deployment's would
 #   PG_START_TIMEOUT  seconds to wait for the server to accept connections (default 30)
+#   PG_WAL_LEVEL      wal_level (default logical; the tests start one at `replica` to see it refused)
 #
 # The server is tuned for tests, not for durability: fsync is off (a crash of the machine may lose
 # its data; a crash of weir or a fast restart of the server loses nothing).
@@ -35,6 +36,7 @@ PASSWORD=${PG_PASSWORD:-weir}
 START_TIMEOUT=${PG_START_TIMEOUT:-30}
 case $PORT in ''|*[!0-9]*) die "PG_PORT must be a port number, got '$PORT'" ;; esac
 case $START_TIMEOUT in ''|*[!0-9]*) die "PG_START_TIMEOUT must be whole seconds" ;; esac
+WAL_LEVEL=${PG_WAL_LEVEL:-logical}
 DATA=$HOME_DIR/$PORT
 LOG=$HOME_DIR/$PORT.log
 
@@ -100,11 +102,11 @@ start() {
   fi
   init
   local options="-c port=$PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$DATA"
-  options+=" -c wal_level=logical -c max_replication_slots=32 -c max_wal_senders=32"
+  options+=" -c wal_level=$WAL_LEVEL -c max_replication_slots=32 -c max_wal_senders=32"
   options+=" -c fsync=off -c full_page_writes=off"
   as_owner "$(bindir)/pg_ctl" -D "$DATA" -l "$LOG" -o "$options" -w -t "$START_TIMEOUT" start >/dev/null \
     || die "the server did not start within ${START_TIMEOUT}s; its log:$(echo; tail -20 "$LOG")"
-  say "running on 127.0.0.1:$PORT ($("$(bindir)/postgres" --version), wal_level=logical)"
+  say "running on 127.0.0.1:$PORT ($("$(bindir)/postgres" --version), wal_level=$WAL_LEVEL)"
 }
 
 stop() {

@@ -384,3 +384,102 @@ fn exactly_once_across_kill_9_during_concurrent_transactions() {
     );
     assert_eq!(out.len(), 2 * inserts);
 }
+
+#[test]
+fn a_database_restart_mid_stream_is_ridden_out_exactly_once() {
+    use crate::common::kafka::{kafka, unique, Weir};
+    use crate::common::postgres::Dedicated;
+    let server = Dedicated::start(55434, &[]);
+    let db = server.server.database("cdc_restart");
+    db.execute("CREATE TABLE orders (id int PRIMARY KEY, amount int)");
+    let dir = crate::common::scratch();
+    let prefix = unique("cdc-restart");
+    let topic = format!("{prefix}.public.orders");
+    let pipeline = cdc_pipeline(&db, dir.path(), &prefix, "guarantee = \"exactly-once\"\n");
+    let mut weir = Weir::start(crate::common::weir_bin(), &pipeline);
+    weir.wait_for_log("running ", std::time::Duration::from_secs(30));
+    db.execute("INSERT INTO orders SELECT g, g FROM generate_series(1, 50) g");
+    kafka().wait_read_committed(&topic, 1, 50, std::time::Duration::from_secs(60));
+
+    // The server restarts (sessions are ended); weir connects again and goes on.
+    server.restart();
+    let db = crate::common::postgres::Database::connect(db.port, &db.name);
+    db.execute("INSERT INTO orders SELECT g, g FROM generate_series(51, 100) g");
+    let out = kafka().wait_read_committed(&topic, 1, 100, std::time::Duration::from_secs(90));
+    assert!(weir.running(), "weir gave up; log:\n{}", weir.log());
+    assert!(
+        weir.log().contains("connecting again"),
+        "log:\n{}",
+        weir.log()
+    );
+    assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+    let out = if out.len() == 100 {
+        out
+    } else {
+        kafka().read_committed(&topic, 1)
+    };
+    let mut ids: Vec<i64> = out
+        .iter()
+        .map(|o| {
+            serde_json::from_str::<Value>(o.value.as_deref().unwrap()).unwrap()["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=100).collect::<Vec<_>>(), "every row exactly once");
+}
+
+#[test]
+fn a_server_without_logical_wal_is_named_with_the_fix() {
+    use crate::common::postgres::Dedicated;
+    let server = Dedicated::start(55435, &[("PG_WAL_LEVEL", "replica")]);
+    let db = server.server.database("cdc_wal_level");
+    db.execute("CREATE TABLE t (id int PRIMARY KEY)");
+    let settings = Settings::new(&db.source(&["t"], "p")).unwrap();
+    let message = match db.runtime.block_on(Capture::start(settings, 0)) {
+        Ok(_) => panic!("started"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        message.contains("wal_level")
+            && message.contains("`replica`")
+            && message.contains("wal_level = logical"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_column_added_while_streaming_shows_from_the_next_change_and_idle_time_beats() {
+    let db = postgres().database("cdc_schema");
+    db.execute("CREATE TABLE t (id int PRIMARY KEY, a text)");
+    let mut source = db.source(&["t"], "p");
+    source.heartbeat = std::time::Duration::from_millis(300);
+    let mut capture = db
+        .runtime
+        .block_on(Capture::start(Settings::new(&source).unwrap(), 0))
+        .unwrap();
+    snapshot(&db, &mut capture);
+    db.execute("INSERT INTO t VALUES (1, 'x')");
+    db.execute("ALTER TABLE t ADD COLUMN b int DEFAULT 7; INSERT INTO t VALUES (2, 'y', 8)");
+    db.execute("ALTER TABLE t DROP COLUMN a; UPDATE t SET b = 9 WHERE id = 1");
+    let after = |t: weir::postgres::Transaction| value(&t.changes[0])["after"].clone();
+    assert_eq!(
+        after(transaction(&db, &mut capture)),
+        json!({"id": 1, "a": "x"})
+    );
+    assert_eq!(
+        after(transaction(&db, &mut capture)),
+        json!({"id": 2, "a": "y", "b": 8})
+    );
+    assert_eq!(
+        after(transaction(&db, &mut capture)),
+        json!({"id": 1, "b": 9})
+    );
+    // Nothing happens: a heartbeat comes back, past the last change.
+    match next(&db, &mut capture) {
+        Captured::Heartbeat { lsn } => assert!(lsn > 0),
+        other => panic!("{other:?}"),
+    }
+    db.runtime.block_on(capture.close());
+}

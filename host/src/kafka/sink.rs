@@ -326,6 +326,12 @@ impl Sink {
         self.producer().begin_transaction()
     }
 
+    /// Drop everything sent since the last commit and open the next transaction.
+    pub fn restart_transaction(&self) -> Result<(), KafkaError> {
+        self.producer().abort_transaction(ABORT_TIMEOUT)?;
+        self.producer().begin_transaction()
+    }
+
     /// Drop everything sent since the last commit. Only ever done on the way down, so briefly:
     /// a transaction left open is aborted anyway when the next owner of the transactional id
     /// fences this producer.

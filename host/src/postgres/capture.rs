@@ -556,6 +556,34 @@ impl Capture {
         Ok(Captured::Snapshot { changes, last, lsn })
     }
 
+    /// Connect again after the stream broke (the server restarted, the network dropped): a new
+    /// replication session from `resume` (skipping transactions at or before it), the tables
+    /// described anew by the stream. A snapshot cannot be resumed: that is an error.
+    pub async fn reconnect(&mut self, resume: u64) -> Result<(), Error> {
+        if self.snapshot.is_some() {
+            return Err(Error::Postgres {
+                what: format!("the snapshot of slot `{}`", self.settings.source.slot),
+                cause: "the connection broke while it was read; a new run starts it over".into(),
+            });
+        }
+        self.client.abort();
+        self.catalog = Catalog::connect(&self.settings).await?;
+        if let Some(slot) = self.catalog.slot(&self.settings.source.slot).await? {
+            check_slot(&self.settings, &slot)?;
+        }
+        let config = self.settings.replication(resume, None);
+        self.client = ReplicationClient::connect_gated(config)
+            .await
+            .map_err(|e| replication_error(&self.settings, e))?;
+        self.started = false;
+        self.parser = LogicalReplicationParser::with_protocol_version(1);
+        self.relations.clear();
+        self.open = None;
+        self.skip_through = resume;
+        self.next_heartbeat = None;
+        Ok(())
+    }
+
     /// Tell the server everything up to `lsn` is delivered: the slot may let that log go.
     pub fn confirm(&self, lsn: u64) {
         self.client.update_applied_lsn(Lsn(lsn));

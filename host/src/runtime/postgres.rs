@@ -55,6 +55,8 @@ pub fn positions_topic(source: &PostgresSource) -> String {
 
 /// How long the capture waits for the next change before the loop looks at its stop flag.
 const POLL: Duration = Duration::from_millis(200);
+/// How long a broken stream is tried again before the run stops with its error.
+const RECONNECT_FOR: Duration = Duration::from_secs(120);
 
 /// Run `pipeline`, whose source is a Postgres database, until `options.stop` or an error.
 pub fn run(
@@ -315,7 +317,11 @@ impl PostgresRun {
                     }
                 }
                 Ok(None) => {}
-                Err(e) => break Err(e),
+                Err(e) => {
+                    if let Err(e) = self.reconnect(e, options).await {
+                        break Err(e);
+                    }
+                }
             }
             if last_checkpoint.elapsed() >= self.checkpoint_every && !self.in_snapshot {
                 if let Err(e) = self.checkpoint() {
@@ -334,6 +340,47 @@ impl PostgresRun {
             Err(e) => {
                 self.abandon();
                 Err(e)
+            }
+        }
+    }
+
+    /// The stream broke (`cause`): drop what is not durable yet, and connect again from the
+    /// last recorded position, waiting longer between tries, for at most [`RECONNECT_FOR`].
+    async fn reconnect(&mut self, cause: Error, options: &RunOptions) -> Result<(), Error> {
+        if self.in_snapshot || !self.confirmed.snapshot_done {
+            return Err(cause);
+        }
+        tracing::warn!(
+            "{cause}; connecting again from LSN {}",
+            lsn_text(self.confirmed.lsn)
+        );
+        if self.exactly_once {
+            self.sink
+                .restart_transaction()
+                .map_err(|cause| Error::Kafka {
+                    what: "dropping the transaction of what was not recorded".into(),
+                    cause,
+                })?;
+        }
+        self.pending.clear();
+        self.position = self.confirmed;
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(500);
+        loop {
+            match self.capture.reconnect(self.confirmed.lsn).await {
+                Ok(()) => {
+                    tracing::info!("postgres: connected again");
+                    return Ok(());
+                }
+                Err(e)
+                    if started.elapsed() < RECONNECT_FOR
+                        && !options.stop.load(Ordering::Relaxed) =>
+                {
+                    tracing::warn!("{e}; trying again in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => return Err(e),
             }
         }
     }

@@ -15,6 +15,57 @@ pub struct Postgres {
     pub port: u16,
 }
 
+/// Run `scripts/postgres.sh COMMAND` for the server on `port` (with `env` set); panics if it
+/// fails.
+pub fn script(port: u16, command: &str, env: &[(&str, &str)]) {
+    let out = Command::new(root().join("scripts/postgres.sh"))
+        .arg(command)
+        .env("PG_PORT", port.to_string())
+        .env("PG_PASSWORD", std::env::var(PASSWORD_ENV).unwrap())
+        .envs(env.iter().copied())
+        .output()
+        .expect("run scripts/postgres.sh");
+    assert!(
+        out.status.success(),
+        "postgres.sh {command} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A server of one test's own on `port` (one it may restart or stop), with `env` for the
+/// script; stopped when dropped.
+pub struct Dedicated {
+    pub server: Postgres,
+}
+
+impl Dedicated {
+    pub fn start(port: u16, env: &[(&str, &str)]) -> Dedicated {
+        postgres();
+        // A data directory left by an earlier run may have other settings: start afresh.
+        script(port, "stop", &[]);
+        let _ = std::fs::remove_dir_all(format!("/tmp/weir-postgres/{port}"));
+        script(port, "start", env);
+        Dedicated {
+            server: Postgres { port },
+        }
+    }
+
+    /// A fast restart: sessions are ended, as when the server is restarted by its operator.
+    pub fn restart(&self) {
+        script(self.server.port, "restart", &[]);
+    }
+}
+
+impl Drop for Dedicated {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("scripts/postgres.sh"))
+            .arg("stop")
+            .env("PG_PORT", self.server.port.to_string())
+            .output();
+    }
+}
+
 /// The test server, started on first use.
 pub fn postgres() -> &'static Postgres {
     static SERVER: OnceLock<Postgres> = OnceLock::new();
@@ -26,18 +77,7 @@ pub fn postgres() -> &'static Postgres {
         if std::env::var_os(PASSWORD_ENV).is_none() {
             std::env::set_var(PASSWORD_ENV, "weir");
         }
-        let out = Command::new(root().join("scripts/postgres.sh"))
-            .arg("start")
-            .env("PG_PORT", port.to_string())
-            .env("PG_PASSWORD", std::env::var(PASSWORD_ENV).unwrap())
-            .output()
-            .expect("run scripts/postgres.sh");
-        assert!(
-            out.status.success(),
-            "postgres.sh start failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        script(port, "start", &[]);
         Postgres { port }
     })
 }

@@ -80,8 +80,9 @@ pub fn run(
         return Err(config_error(
             pipeline,
             &format!(
-                "stage `{name}` keeps keyed state, which weir does not yet keep for a Postgres \
-                 source: run it on the topics the capture writes"
+                "stage `{name}` keeps keyed state (or windows), which weir does not yet keep for \
+                 a Postgres source: run it in a second pipeline, over the topics the capture \
+                 writes"
             ),
         ));
     }

@@ -11,12 +11,15 @@
 //! this mode every other row gets `"__deleted": "false"`).
 //!
 //! `add_fields` (default none) copies envelope fields into the row as `__<name>` with dots
-//! replaced by `_`: a name with dots is a path from the envelope (`source.ts_ms`), any other name
-//! is looked up at the top of the envelope, then in `source` (`op`, `ts_ms`, `table`, `lsn`). A
-//! field the event lacks is added as `null`.
+//! replaced by `_`, resolving a name as Debezium's `add.fields` does: a name with dots is a path
+//! from the envelope (`source.ts_ms`); `op`, `ts_ms`, `ts_us` and `ts_ns` come from the envelope;
+//! `id`, `total_order` and `data_collection_order` from `transaction`; any other name from
+//! `source` (`table`, `lsn`, `db`), falling back to a field at the top of the envelope. A name
+//! the event has nowhere is left out.
 //!
 //! A Debezium tombstone (a record without a value, or a JSON `null` payload) passes through
-//! unchanged, or is dropped if `drop_tombstones` (default `false`) is set.
+//! unchanged, or is dropped if `drop_tombstones` (default `false`) is set. So does anything else
+//! that is JSON but not a change event (no `op`): heartbeats, schema-change events.
 
 use serde_json::Map;
 use weir_sdk::prelude::*;
@@ -70,16 +73,15 @@ impl TryFrom<String> for AddField {
 }
 
 impl AddField {
-    /// The field's value in the envelope, or null.
-    fn lookup(&self, envelope: &Map<String, Value>) -> Value {
-        self.find(envelope).cloned().unwrap_or(Value::Null)
-    }
-
+    /// The field's value in the envelope, if it has one.
     fn find<'a>(&self, envelope: &'a Map<String, Value>) -> Option<&'a Value> {
+        let within = |block: &str, name: &str| envelope.get(block)?.get(name);
         match self.path.as_slice() {
-            [name] => envelope
-                .get(name)
-                .or_else(|| envelope.get("source")?.get(name)),
+            [name] => match name.as_str() {
+                "op" | "ts_ms" | "ts_us" | "ts_ns" => envelope.get(name),
+                "id" | "total_order" | "data_collection_order" => within("transaction", name),
+                _ => within("source", name).or_else(|| envelope.get(name)),
+            },
             [first, rest @ ..] => rest
                 .iter()
                 .try_fold(envelope.get(first)?, |v, name| v.get(name)),
@@ -117,12 +119,14 @@ fn cdc_unwrap(rec: &Record, cfg: &Config) -> Result<Option<Record>> {
     let mut envelope = match doc {
         Value::Object(envelope) => envelope,
         Value::Null => return Ok(tombstone()),
-        _ => fail!("value is not a Debezium change event (not a JSON object)"),
+        // Not a change event: passed on as it is, as Debezium's SMT does.
+        _ => return Ok(Some(rec.clone())),
     };
     let op = match envelope.get("op") {
         Some(Value::String(op)) => op.clone(),
         Some(_) => fail!("`op` of the change event is not a string"),
-        None => fail!("value is not a Debezium change event (it has no `op`)"),
+        // A heartbeat, a schema change: not a row change, passed on as it is.
+        None => return Ok(Some(rec.clone())),
     };
     let rewrite = cfg.delete == Delete::Rewrite;
     let (mut row, deleted) = match op.as_str() {
@@ -139,7 +143,9 @@ fn cdc_unwrap(rec: &Record, cfg: &Config) -> Result<Option<Record>> {
         row.insert("__deleted".to_string(), Value::from(deleted));
     }
     for field in &cfg.add_fields {
-        row.insert(field.column.clone(), field.lookup(&envelope));
+        if let Some(value) = field.find(&envelope) {
+            row.insert(field.column.clone(), value.clone());
+        }
     }
     Ok(Some(rec.clone().with_json(&row)?))
 }
@@ -342,8 +348,6 @@ mod tests {
             "__ts_ms": 1_700_000_000_456_i64,
             "__source_ts_ms": 1_700_000_000_123_i64,
             "__source_txId": 555,
-            "__transaction_id": null,
-            "__nope": null
         });
         want.as_object_mut()
             .unwrap()
@@ -353,14 +357,43 @@ mod tests {
     }
 
     #[test]
-    fn add_fields_top_level_wins_over_source() {
-        // `ts_ms` is in both the envelope and `source`: the envelope's is used.
-        let p = weir_sdk::harness!(json!({"add_fields": ["ts_ms", "snapshot", "source.snapshot"]}))
-            .unwrap();
-        let out = value(&one(&p, input(event("r", Value::Null, row(1, "a@b.c")))));
+    fn add_fields_resolve_names_as_debezium_does() {
+        // `ts_ms` is in both the envelope and `source`: the envelope's; `snapshot` is in
+        // `source` only; `id` and `total_order` come from `transaction`; `version` from
+        // `source` before the top level; `extra` from the top level when `source` lacks it.
+        let p = weir_sdk::harness!(json!({"add_fields": [
+            "ts_ms", "snapshot", "source.snapshot", "id", "total_order", "version", "extra"
+        ]}))
+        .unwrap();
+        let mut read = event("r", Value::Null, row(1, "a@b.c"));
+        read["transaction"] = json!({"id": "571:53195832", "total_order": 3, "data_collection_order": 1});
+        read["version"] = json!("top");
+        read["extra"] = json!(42);
+        let out = value(&one(&p, input(read)));
         assert_eq!(out["__ts_ms"], json!(1_700_000_000_456_i64));
         assert_eq!(out["__snapshot"], json!("true"));
         assert_eq!(out["__source_snapshot"], json!("true"));
+        assert_eq!(out["__id"], json!("571:53195832"));
+        assert_eq!(out["__total_order"], json!(3));
+        assert_eq!(out["__version"], json!("2.7.3.Final"));
+        assert_eq!(out["__extra"], json!(42));
+        // Without a `transaction` block, its fields are left out, not null.
+        let out = value(&one(&p, input(insert())));
+        assert!(out.get("__id").is_none() && out.get("__total_order").is_none(), "{out}");
+    }
+
+    #[test]
+    fn events_that_are_not_row_changes_pass_unchanged() {
+        let p = weir_sdk::harness!(json!({"delete": "rewrite", "add_fields": ["op"]})).unwrap();
+        let heartbeat = json!({"ts_ms": 1_700_000_000_456_i64});
+        let schema_change = json!({
+            "source": source("false"), "ts_ms": 1, "databaseName": "inventory",
+            "ddl": "ALTER TABLE customers ADD COLUMN age int", "tableChanges": []
+        });
+        for v in [heartbeat, schema_change, wrapped(json!({"ts_ms": 1})), json!([1, 2]), json!("text")] {
+            let rec = input(v);
+            assert_eq!(p.transform(rec.clone()).unwrap(), vec![rec]);
+        }
     }
 
     #[test]
@@ -392,9 +425,6 @@ mod tests {
         let p = weir_sdk::harness!(json!({"delete": "rewrite"})).unwrap();
         let err = |rec: Record| p.transform(rec).unwrap_err().message().to_string();
         assert!(err(Record::new("not json")).contains("not the expected JSON"));
-        assert!(err(input(json!([1, 2]))).contains("not a JSON object"));
-        assert!(err(input(json!({"after": row(1, "a@b.c")}))).contains("has no `op`"));
-        assert!(err(input(json!({"schema": {}, "payload": {"after": {}}}))).contains("has no `op`"));
         assert!(err(input(json!({"op": 1, "after": {}})))
             .contains("`op` of the change event is not a string"));
         assert_eq!(

@@ -366,7 +366,8 @@ mod tests {
         ]}))
         .unwrap();
         let mut read = event("r", Value::Null, row(1, "a@b.c"));
-        read["transaction"] = json!({"id": "571:53195832", "total_order": 3, "data_collection_order": 1});
+        read["transaction"] =
+            json!({"id": "571:53195832", "total_order": 3, "data_collection_order": 1});
         read["version"] = json!("top");
         read["extra"] = json!(42);
         let out = value(&one(&p, input(read)));
@@ -379,7 +380,10 @@ mod tests {
         assert_eq!(out["__extra"], json!(42));
         // Without a `transaction` block, its fields are left out, not null.
         let out = value(&one(&p, input(insert())));
-        assert!(out.get("__id").is_none() && out.get("__total_order").is_none(), "{out}");
+        assert!(
+            out.get("__id").is_none() && out.get("__total_order").is_none(),
+            "{out}"
+        );
     }
 
     #[test]
@@ -390,7 +394,13 @@ mod tests {
             "source": source("false"), "ts_ms": 1, "databaseName": "inventory",
             "ddl": "ALTER TABLE customers ADD COLUMN age int", "tableChanges": []
         });
-        for v in [heartbeat, schema_change, wrapped(json!({"ts_ms": 1})), json!([1, 2]), json!("text")] {
+        for v in [
+            heartbeat,
+            schema_change,
+            wrapped(json!({"ts_ms": 1})),
+            json!([1, 2]),
+            json!("text"),
+        ] {
             let rec = input(v);
             assert_eq!(p.transform(rec.clone()).unwrap(), vec![rec]);
         }

@@ -314,9 +314,9 @@ fn weir_run_carries_sql_changes_to_kafka_and_resumes_where_it_stopped() {
 #[test]
 fn exactly_once_across_kill_9_during_concurrent_transactions() {
     use crate::common::kafka::{kafka, unique, Weir};
-    const WRITERS: usize = 2;
-    const TRANSACTIONS: usize = 60;
-    const ROWS: usize = 10;
+    const WRITERS: usize = 4;
+    const TRANSACTIONS: usize = 625;
+    const ROWS: usize = 20;
     let db = postgres().database("cdc_exactly_once");
     db.execute("CREATE TABLE orders (id bigserial PRIMARY KEY, writer int, n int)");
     let dir = crate::common::scratch();
@@ -327,8 +327,9 @@ fn exactly_once_across_kill_9_during_concurrent_transactions() {
     let mut weir = Weir::start(bin, &pipeline);
     weir.wait_for_log("running ", std::time::Duration::from_secs(30));
 
-    // Writers commit transactions of ten inserts each, then update every row once, while weir
-    // is killed with SIGKILL and started again twice.
+    // 100 000 row changes: writers commit transactions of twenty inserts each, then update
+    // each of their rows once, while weir is killed with SIGKILL at random moments and started
+    // again.
     let port = db.port;
     let name = db.name.clone();
     let writers: Vec<_> = (0..WRITERS)
@@ -344,14 +345,22 @@ fn exactly_once_across_kill_9_during_concurrent_transactions() {
                         "INSERT INTO orders (writer, n) VALUES {}",
                         values.join(", ")
                     ));
-                    std::thread::sleep(std::time::Duration::from_millis(40));
+                    std::thread::sleep(std::time::Duration::from_millis(5));
                 }
-                db.execute(&format!("UPDATE orders SET n = -n WHERE writer = {w}"));
+                for t in 0..TRANSACTIONS {
+                    db.execute(&format!(
+                        "UPDATE orders SET n = -n WHERE writer = {w} AND n >= {} AND n < {}",
+                        t * ROWS,
+                        (t + 1) * ROWS
+                    ));
+                }
             })
         })
         .collect();
-    for pause in [700, 1300] {
-        std::thread::sleep(std::time::Duration::from_millis(pause));
+    let seed = fastrand::u64(..);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for _ in 0..3 {
+        std::thread::sleep(std::time::Duration::from_millis(rng.u64(300..2000)));
         weir.signal("KILL");
         weir.wait(std::time::Duration::from_secs(10));
         weir = Weir::start(bin, &pipeline);
@@ -360,7 +369,7 @@ fn exactly_once_across_kill_9_during_concurrent_transactions() {
         w.join().unwrap();
     }
     let inserts = WRITERS * TRANSACTIONS * ROWS;
-    kafka().wait_read_committed(&topic, 1, 2 * inserts, std::time::Duration::from_secs(120));
+    kafka().wait_read_committed(&topic, 1, 2 * inserts, std::time::Duration::from_secs(180));
     assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
     let out = kafka().read_committed(&topic, 1);
     // Every change exactly once, each row's insert before its update.
@@ -371,14 +380,19 @@ fn exactly_once_across_kill_9_during_concurrent_transactions() {
         let op = v["__op"].as_str().unwrap().to_string();
         seen.entry(id).or_insert_with(Vec::new).push(op);
     }
-    assert_eq!(seen.len(), inserts, "rows; log:\n{}", weir.log());
+    assert_eq!(
+        seen.len(),
+        inserts,
+        "rows (kill seed {seed}); log:\n{}",
+        weir.log()
+    );
     let wrong: Vec<_> = seen
         .iter()
         .filter(|(_, ops)| ops.as_slice() != ["c", "u"])
         .collect();
     assert!(
         wrong.is_empty(),
-        "{} rows not exactly once in order: {:?}",
+        "{} rows not exactly once in order (kill seed {seed}): {:?}",
         wrong.len(),
         &wrong[..wrong.len().min(5)]
     );
@@ -481,5 +495,44 @@ fn a_column_added_while_streaming_shows_from_the_next_change_and_idle_time_beats
         Captured::Heartbeat { lsn } => assert!(lsn > 0),
         other => panic!("{other:?}"),
     }
+    db.runtime.block_on(capture.close());
+}
+
+#[test]
+fn writes_during_a_large_snapshot_come_once_either_in_it_or_after_it() {
+    const ROWS: i64 = 5000;
+    let db = postgres().database("cdc_big_snapshot");
+    db.execute(&format!(
+        "CREATE TABLE t (id int PRIMARY KEY, v int); \
+         CREATE TABLE nokey (v int); \
+         INSERT INTO t SELECT g, 0 FROM generate_series(1, {ROWS}) g; \
+         INSERT INTO nokey VALUES (1)"
+    ));
+    let mut capture = start(&db, &["t", "nokey"]);
+    // The slot and its snapshot exist; these commit while the snapshot is still to be read.
+    db.execute(&format!(
+        "UPDATE t SET v = 1 WHERE id % 2 = 0; DELETE FROM t WHERE id = 1; \
+         INSERT INTO t VALUES ({}, 1)",
+        ROWS + 1
+    ));
+    let rows = snapshot(&db, &mut capture);
+    let (keyed, unkeyed): (Vec<&Change>, Vec<&Change>) =
+        rows.iter().partition(|c| c.topic.ends_with(".t"));
+    // The snapshot is the tables as they were when the slot was made: none of those writes.
+    assert_eq!(keyed.len(), ROWS as usize);
+    assert!(keyed.iter().all(|c| value(c)["after"]["v"] == 0));
+    // A table without a primary key: no record key.
+    assert_eq!(unkeyed.len(), 1);
+    assert_eq!(unkeyed[0].key, None);
+    // And the stream has exactly those writes, once.
+    let t = transaction(&db, &mut capture);
+    let ops: Vec<String> = t
+        .changes
+        .iter()
+        .map(|c| value(c)["op"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ops.len(), ROWS as usize / 2 + 2);
+    assert_eq!(ops.iter().filter(|o| *o == "u").count(), ROWS as usize / 2);
+    assert_eq!(ops[ops.len() - 2..], ["d".to_string(), "c".to_string()]);
     db.runtime.block_on(capture.close());
 }

@@ -7,7 +7,10 @@ use weir::postgres::{Capture, Captured, Change, Settings};
 use crate::common::postgres::{postgres, Database};
 
 fn value(change: &Change) -> Value {
-    serde_json::from_slice(&change.value).unwrap()
+    change
+        .value
+        .as_ref()
+        .map_or(Value::Null, |v| serde_json::from_slice(v).unwrap())
 }
 
 fn key(change: &Change) -> Value {
@@ -102,7 +105,12 @@ fn inserts_updates_deletes_and_truncates_in_commit_order() {
          CREATE TABLE notes (id serial PRIMARY KEY, text text); \
          ALTER TABLE notes REPLICA IDENTITY FULL",
     );
-    let mut capture = start(&db, &["items", "public.notes"]);
+    let mut source = db.source(&["items", "public.notes"], "shop");
+    source.transaction_metadata = true;
+    let mut capture = db
+        .runtime
+        .block_on(Capture::start(Settings::new(&source).unwrap(), 0))
+        .unwrap();
     assert!(snapshot(&db, &mut capture).is_empty());
     // One transaction across two tables; a TOASTed value (too large to keep in the row) that
     // an update leaves alone.
@@ -133,6 +141,21 @@ fn inserts_updates_deletes_and_truncates_in_commit_order() {
             ("shop.public.items".into(), "u".into()),
         ]
     );
+    // Debezium's transaction block: the id, the order in the transaction and in the table.
+    let orders: Vec<(u64, u64)> = first
+        .changes
+        .iter()
+        .map(|c| {
+            let t = &value(c)["transaction"];
+            let id = t["id"].as_str().unwrap();
+            assert!(id.starts_with(&format!("{}:", first.xid)), "{id}");
+            (
+                t["total_order"].as_u64().unwrap(),
+                t["data_collection_order"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(orders, [(1, 1), (2, 1), (3, 2)]);
     let update = value(&first.changes[2]);
     assert_eq!(update["after"]["n"], 2);
     assert!(
@@ -243,7 +266,11 @@ fn rows(topic: &str, expected: usize) -> Vec<Value> {
     let k = crate::common::kafka::kafka();
     k.read(topic, expected, std::time::Duration::from_secs(60))
         .iter()
-        .map(|o| serde_json::from_str(o.value.as_deref().unwrap()).unwrap())
+        .map(|o| {
+            o.value
+                .as_deref()
+                .map_or(Value::Null, |v| serde_json::from_str(v).unwrap())
+        })
         .collect()
 }
 
@@ -268,9 +295,11 @@ fn weir_run_carries_sql_changes_to_kafka_and_resumes_where_it_stopped() {
     assert_eq!(rows(&topic, 3).len(), 3, "log:\n{}", weir.log());
     db.execute("BEGIN; INSERT INTO orders VALUES (4, 40); UPDATE orders SET amount = 11 WHERE id = 1; COMMIT");
     db.execute("DELETE FROM orders WHERE id = 2");
-    let got = rows(&topic, 6);
-    assert_eq!(got.len(), 6, "log:\n{}", weir.log());
-    let seen: Vec<(i64, &str, &str)> = got
+    let got = rows(&topic, 7);
+    assert_eq!(got.len(), 7, "log:\n{}", weir.log());
+    // The delete is followed by its tombstone (no value), as Debezium does.
+    assert_eq!(got[6], Value::Null);
+    let seen: Vec<(i64, &str, &str)> = got[..6]
         .iter()
         .map(|v| {
             (
@@ -300,15 +329,15 @@ fn weir_run_carries_sql_changes_to_kafka_and_resumes_where_it_stopped() {
     db.execute("INSERT INTO orders VALUES (5, 50)");
     let mut weir = Weir::start(bin, &pipeline);
     db.execute("UPDATE orders SET amount = 51 WHERE id = 5");
-    let got = rows(&topic, 8);
-    let tail: Vec<(i64, &str)> = got[6..]
+    let got = rows(&topic, 9);
+    let tail: Vec<(i64, &str)> = got[7..]
         .iter()
         .map(|v| (v["id"].as_i64().unwrap(), v["__op"].as_str().unwrap()))
         .collect();
     assert_eq!(tail, [(5, "c"), (5, "u")], "{got:?}; log:\n{}", weir.log());
     assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
     // Read again after the stop (a read waits a second past what it expects, for extras).
-    assert_eq!(rows(&topic, 8).len(), 8, "nothing comes twice");
+    assert_eq!(rows(&topic, 9).len(), 9, "nothing comes twice");
 }
 
 #[test]
@@ -526,13 +555,21 @@ fn writes_during_a_large_snapshot_come_once_either_in_it_or_after_it() {
     assert_eq!(unkeyed[0].key, None);
     // And the stream has exactly those writes, once.
     let t = transaction(&db, &mut capture);
-    let ops: Vec<String> = t
+    let ops: Vec<&str> = t
         .changes
         .iter()
-        .map(|c| value(c)["op"].as_str().unwrap().to_string())
+        .map(|c| match &c.value {
+            Some(_) => match value(c)["op"].as_str().unwrap() {
+                "u" => "u",
+                "d" => "d",
+                "c" => "c",
+                other => panic!("op {other}"),
+            },
+            None => "tombstone",
+        })
         .collect();
-    assert_eq!(ops.len(), ROWS as usize / 2 + 2);
-    assert_eq!(ops.iter().filter(|o| *o == "u").count(), ROWS as usize / 2);
-    assert_eq!(ops[ops.len() - 2..], ["d".to_string(), "c".to_string()]);
+    assert_eq!(ops.len(), ROWS as usize / 2 + 3);
+    assert_eq!(ops.iter().filter(|o| **o == "u").count(), ROWS as usize / 2);
+    assert_eq!(ops[ops.len() - 3..], ["d", "tombstone", "c"]);
     db.runtime.block_on(capture.close());
 }

@@ -37,6 +37,14 @@ pub struct PostgresSource {
     /// moves on and the server does not keep the log forever (default 10s; 0: never).
     #[serde(default = "default_heartbeat", deserialize_with = "super::duration")]
     pub heartbeat: Duration,
+    /// Follow each delete with a tombstone (its key, no value), so a compacted topic forgets
+    /// the row (default true, as Debezium's `tombstones.on.delete`).
+    #[serde(default = "yes")]
+    pub tombstones: bool,
+    /// Give each change a `transaction` block: the transaction's id and the change's order in
+    /// it (default false, as Debezium's `provide.transaction.metadata`).
+    #[serde(default)]
+    pub transaction_metadata: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -24,8 +24,9 @@ pub struct Change {
     pub topic: String,
     /// The primary key as JSON; none for a table without one, or a truncate.
     pub key: Option<Vec<u8>>,
-    /// Debezium's envelope.
-    pub value: Vec<u8>,
+    /// Debezium's envelope; none for the tombstone that follows a delete (so a compacted topic
+    /// forgets the row).
+    pub value: Option<Vec<u8>>,
     /// Commit time, ms since the epoch.
     pub timestamp_ms: i64,
     /// Where in the log the change is (a snapshot row: where the slot starts).
@@ -78,8 +79,13 @@ struct Snapshot {
 /// A transaction being received.
 struct Open {
     xid: u32,
+    /// Debezium's transaction id: `XID:LSN` of the commit.
+    id: String,
     commit_ms: i64,
     changes: Vec<Change>,
+    /// Changes so far, in all and per table (the `transaction` block's orders).
+    total: u64,
+    per_table: HashMap<u32, u64>,
 }
 
 pub struct Capture {
@@ -335,12 +341,15 @@ impl Capture {
             ReplicationEvent::Begin {
                 xid,
                 commit_time_micros,
-                ..
+                final_lsn,
             } => {
                 self.open = Some(Open {
                     xid,
+                    id: format!("{xid}:{}", final_lsn.0),
                     commit_ms: unix_ms(commit_time_micros),
                     changes: Vec::new(),
+                    total: 0,
+                    per_table: HashMap::new(),
                 });
             }
             ReplicationEvent::XLogData {
@@ -457,13 +466,20 @@ impl Capture {
         let Some(open) = self.open.as_mut() else {
             return Ok(());
         };
+        open.total += 1;
+        let in_table = open.per_table.entry(relation_id).or_default();
+        *in_table += 1;
+        let source = &self.settings.source;
         let origin = Origin {
-            name: &self.settings.source.topic_prefix,
+            name: &source.topic_prefix,
             db: self.settings.database(),
             ts_ms: open.commit_ms,
             tx_id: Some(open.xid),
             lsn: Some(lsn),
             snapshot: "false",
+            transaction: source
+                .transaction_metadata
+                .then(|| (open.id.as_str(), open.total, *in_table)),
         };
         let key = match op {
             Op::Truncate => None,
@@ -473,13 +489,21 @@ impl Capture {
                 .and_then(|c| table.key_of(c)),
         };
         let value = table.envelope(op, before.as_deref(), after.as_deref(), &origin, now_ms());
-        open.changes.push(Change {
+        let tombstone = (op == Op::Delete && source.tombstones && key.is_some()).then(|| Change {
             topic: table.topic.clone(),
-            key,
-            value,
+            key: key.clone(),
+            value: None,
             timestamp_ms: open.commit_ms,
             lsn,
         });
+        open.changes.push(Change {
+            topic: table.topic.clone(),
+            key,
+            value: Some(value),
+            timestamp_ms: open.commit_ms,
+            lsn,
+        });
+        open.changes.extend(tombstone);
         Ok(())
     }
 
@@ -516,6 +540,7 @@ impl Capture {
                 tx_id: None,
                 lsn: Some(snapshot.lsn),
                 snapshot: "true",
+                transaction: None,
             };
             let mut rows = 0;
             for message in fetched {
@@ -529,7 +554,7 @@ impl Capture {
                 changes.push(Change {
                     topic: table.topic.clone(),
                     key: table.key_of(&cells),
-                    value: table.envelope(Op::Read, None, Some(&cells), &origin, now_ms()),
+                    value: Some(table.envelope(Op::Read, None, Some(&cells), &origin, now_ms())),
                     timestamp_ms: snapshot.started_ms,
                     lsn: snapshot.lsn,
                 });

@@ -74,6 +74,9 @@ pub struct Origin<'a> {
     pub lsn: Option<u64>,
     /// `"true"`, `"last"` or `"false"`, as Debezium marks snapshot rows.
     pub snapshot: &'static str,
+    /// The `transaction` block, where asked for: id, order in the transaction, order among the
+    /// transaction's changes of the same table.
+    pub transaction: Option<(&'a str, u64, u64)>,
 }
 
 impl Table {
@@ -137,7 +140,11 @@ impl Table {
             "source": source,
             "op": op.code(),
             "ts_ms": now_ms,
-            "transaction": null,
+            "transaction": origin.transaction.map(|(id, total, in_table)| json!({
+                "id": id,
+                "total_order": total,
+                "data_collection_order": in_table,
+            })),
         });
         event.to_string().into_bytes()
     }
@@ -177,6 +184,7 @@ mod tests {
             tx_id: Some(42),
             lsn: Some(99),
             snapshot: "false",
+            transaction: Some(("42:99", 3, 1)),
         };
         let value: Value =
             serde_json::from_slice(&t.envelope(Op::Update, None, Some(&after), &origin, 2000))
@@ -187,6 +195,10 @@ mod tests {
         assert_eq!(value["source"]["table"], "orders");
         assert_eq!(value["source"]["txId"], 42);
         assert_eq!(value["source"]["lsn"], 99);
+        assert_eq!(
+            value["transaction"],
+            json!({"id": "42:99", "total_order": 3, "data_collection_order": 1})
+        );
         assert_eq!(t.key_of(&after).unwrap(), br#"{"id":7}"#);
     }
 }

@@ -429,7 +429,7 @@ impl PostgresRun {
                 };
                 Record {
                     key: c.key,
-                    value: Some(c.value),
+                    value: c.value,
                     headers: Vec::new(),
                     timestamp: c.timestamp_ms,
                     topic: c.topic,

@@ -175,6 +175,8 @@ impl Database {
             create: true,
             snapshot: SnapshotMode::Initial,
             heartbeat: std::time::Duration::from_secs(10),
+            tombstones: true,
+            transaction_metadata: false,
         }
     }
 }

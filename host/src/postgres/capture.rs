@@ -479,7 +479,7 @@ impl Capture {
             snapshot: "false",
             transaction: source
                 .transaction_metadata
-                .then(|| (open.id.as_str(), open.total, *in_table)),
+                .then_some((open.id.as_str(), open.total, *in_table)),
         };
         let key = match op {
             Op::Truncate => None,

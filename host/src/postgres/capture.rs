@@ -477,9 +477,11 @@ impl Capture {
             tx_id: Some(open.xid),
             lsn: Some(lsn),
             snapshot: "false",
-            transaction: source
-                .transaction_metadata
-                .then_some((open.id.as_str(), open.total, *in_table)),
+            transaction: source.transaction_metadata.then_some((
+                open.id.as_str(),
+                open.total,
+                *in_table,
+            )),
         };
         let key = match op {
             Op::Truncate => None,

@@ -6,13 +6,14 @@
 # other network access. The binary is unpacked once into $KAFKA_HOME/bin, checked against a pinned
 # SHA-256 (recorded beside it as tansu.sha256) and re-checked on every start.
 #
-#   kafka-broker.sh start|stop|restart|status|env|logs|install
+#   kafka-broker.sh start|stop|restart|status|env|logs|install|create-topic NAME [PARTITIONS]
 #
 #   install  only fetch and check the binary (setup does this, so tests never download)
 #   start    idempotent: a broker already running on KAFKA_PORT is reported and left alone
 #   stop     stops only the process named in this port's pidfile (checked against its command line)
 #   status   exit 0 if running, 1 if not
 #   env      prints `export KAFKA_BROKERS=127.0.0.1:PORT` (use: eval "$(kafka-broker.sh env)")
+#   create-topic  creates topic NAME (PARTITIONS, default 1) on the running broker
 #
 # Environment:
 #   KAFKA_PORT           listener port on 127.0.0.1 (default 9092); one broker per port
@@ -194,5 +195,10 @@ case "${1:-}" in
   env) echo "export KAFKA_BROKERS=127.0.0.1:$PORT" ;;
   logs) cat "$LOG" ;;
   install) lock; install_binary; say "binary ready: $BIN" ;;
-  *) echo "usage: $0 start|stop|restart|status|env|logs|install" >&2; exit 2 ;;
+  create-topic)
+    [ -n "${2:-}" ] || die "usage: $0 create-topic NAME [PARTITIONS]"
+    "$BIN" topic create --broker "tcp://127.0.0.1:$PORT" --partitions "${3:-1}" "$2" >/dev/null \
+      || die "cannot create topic $2 on 127.0.0.1:$PORT"
+    say "created topic $2 (${3:-1} partitions)" ;;
+  *) echo "usage: $0 start|stop|restart|status|env|logs|install|create-topic NAME [PARTITIONS]" >&2; exit 2 ;;
 esac

@@ -573,3 +573,22 @@ fn writes_during_a_large_snapshot_come_once_either_in_it_or_after_it() {
     assert_eq!(ops[ops.len() - 3..], ["d", "tombstone", "c"]);
     db.runtime.block_on(capture.close());
 }
+
+#[test]
+fn the_cdc_demo_ends_with_kafka_totals_equal_to_the_database() {
+    // scripts/demo-cdc.sh: its own database and broker (ports of their own), an application
+    // writing for a few seconds, two pipelines, and its own check against the database.
+    crate::common::postgres::postgres();
+    let out = std::process::Command::new(crate::common::root().join("scripts/demo-cdc.sh"))
+        .env("DEMO_SECONDS", "4")
+        .env("DEMO_SKIP_BUILD", "1")
+        .env("WEIR_BIN", crate::common::weir_bin())
+        .output()
+        .expect("run scripts/demo-cdc.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("they match"), "{stdout}{stderr}");
+    // Four customers, each with paid orders, in both tables.
+    assert!(stdout.matches("  alice ").count() == 2, "{stdout}");
+}

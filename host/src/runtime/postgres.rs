@@ -488,7 +488,6 @@ impl PostgresRun {
                     record.topic, record.offset
                 ))
             })?;
-            Metrics::add(&self.metrics.produced, 1);
         }
         for failure in &output.failures {
             match (&self.policy, &self.dead_letters) {
@@ -574,12 +573,11 @@ impl PostgresRun {
             let what = what.to_string();
             move |cause| Error::Kafka { what, cause }
         };
+        let started = Instant::now();
         if self.exactly_once {
-            let started = Instant::now();
             self.sink
                 .commit_transaction()
                 .map_err(kafka("committing the capture's transaction"))?;
-            self.metrics.checkpointed(1, started.elapsed());
         } else {
             self.sink
                 .flush(Duration::from_secs(60))
@@ -593,6 +591,7 @@ impl PostgresRun {
                 }));
             }
         }
+        self.metrics.checkpointed(1, started.elapsed());
         tracing::debug!(lsn = %lsn_text(position.lsn), snapshot_done = position.snapshot_done, "capture position recorded");
         Ok(())
     }

@@ -100,6 +100,11 @@ pub fn run(
     runtime.block_on(prepare_slot(&settings, recorded))?;
     let capture = runtime.block_on(Capture::start(settings, recorded.lsn))?;
     let mut run = PostgresRun::new(pipeline, stages, live, &options, &brokers, capture)?;
+    // Without a snapshot there is none to wait for (a broken stream may be resumed at once).
+    let recorded = Position {
+        snapshot_done: recorded.snapshot_done || source.snapshot == SnapshotMode::Never,
+        ..recorded
+    };
     run.position = recorded;
     run.confirmed = recorded;
     tracing::info!(
@@ -158,6 +163,15 @@ async fn prepare_slot(settings: &Settings, recorded: Position) -> Result<(), Err
                 && source.snapshot == SnapshotMode::Initial
                 && recorded.lsn == 0 =>
         {
+            if !source.create {
+                return Err(Error::Postgres {
+                    what: format!("replication slot `{}`", source.slot),
+                    cause: "weir has no record of a complete snapshot from it, and a consistent \
+                            snapshot needs a new slot, which source.create = false forbids: drop \
+                            the slot and let weir create it, or set snapshot = \"never\""
+                        .into(),
+                });
+            }
             tracing::warn!(
                 "postgres: replication slot `{}` exists but its snapshot never reached Kafka \
                  completely: dropping it and starting over with a new snapshot",
@@ -269,7 +283,11 @@ impl PostgresRun {
             pipeline: pipeline.path.display().to_string(),
             guarantee: pipeline.delivery.guarantee.as_str().to_string(),
             workers: 1,
-            sources: topics.clone(),
+            sources: source
+                .table_names()
+                .iter()
+                .map(|(s, t)| format!("postgres {}: {s}.{t}", source.url))
+                .collect(),
             sink: if sink_config.topic.is_empty() {
                 "(each table's topic)".into()
             } else {

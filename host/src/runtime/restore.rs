@@ -2,10 +2,8 @@
 //! assigned partition's state brought up to date from its changelog before its first record.
 
 use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    cell::Cell,
+    sync::{atomic::Ordering, Arc},
     time::Instant,
 };
 
@@ -123,15 +121,15 @@ impl Shared {
         let health = &self.metrics.health;
         // What this read adds to the totals: a read that goes on past the end it was told of
         // (started over from the beginning) counts no further.
-        let (ahead, read) = (AtomicU64::new(0), AtomicU64::new(0));
+        let (ahead, read) = (Cell::new(0u64), Cell::new(0u64));
         let progress = |p: Progress| match p {
             Progress::Ahead(n) => {
-                ahead.fetch_add(n, Ordering::Relaxed);
+                ahead.set(ahead.get() + n);
                 health.restore_total.fetch_add(n, Ordering::Relaxed);
             }
             Progress::Read(n) => {
-                let before = read.fetch_add(n, Ordering::Relaxed);
-                let left = ahead.load(Ordering::Relaxed).saturating_sub(before);
+                let left = ahead.get().saturating_sub(read.get());
+                read.set(read.get() + n);
                 health
                     .restore_read
                     .fetch_add(n.min(left), Ordering::Relaxed);
@@ -139,9 +137,7 @@ impl Shared {
         };
         let restored = changelog::restore(state, brokers, changelog, partition, &progress);
         // The last stretch is applied without a word: it ends here.
-        let left = ahead
-            .load(Ordering::Relaxed)
-            .saturating_sub(read.load(Ordering::Relaxed));
+        let left = ahead.get().saturating_sub(read.get());
         health.restore_read.fetch_add(left, Ordering::Relaxed);
         restored
     }

@@ -83,8 +83,9 @@ use weir::{
 mod kit;
 
 use kit::{
-    env_or,
+    cpu_secs, env_or,
     kafka::{bench_broker, broker_pid, broker_script, unique},
+    stat_cpu,
 };
 use weir::kafka::{CONSUMER_DEFAULTS, PRODUCER_DEFAULTS};
 
@@ -145,22 +146,6 @@ fn now_micros() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_micros() as i64
-}
-
-/// Name and CPU seconds (user + system) of the process or thread whose `/proc/.../stat` file is
-/// at `path`; `None` if unreadable. Linux counts them in ticks of 1/100 s.
-fn stat_cpu(path: impl AsRef<Path>) -> Option<(String, f64)> {
-    let stat = std::fs::read_to_string(path).ok()?;
-    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
-    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some((stat[open + 1..close].to_string(), ticks as f64 / 100.0))
-}
-
-/// CPU seconds used so far by process `pid` (this one if none).
-fn cpu_secs(pid: Option<u32>) -> Option<f64> {
-    let path = pid.map_or("/proc/self/stat".into(), |p| format!("/proc/{p}/stat"));
-    stat_cpu(path).map(|(_, secs)| secs)
 }
 
 /// CPU seconds of this process, of its threads by role, and of the broker at one moment.

@@ -26,7 +26,7 @@ use crate::{
     chain::{BatchOutput, Stages},
     config::{ErrorPolicy, Guarantee, Pipeline, PostgresSource, SinkConfig, SnapshotMode},
     engine::Record,
-    kafka::{admin, positions, Acks, ChangelogMarks, Fatal, Sink},
+    kafka::{admin, changelog, positions, Acks, ChangelogMarks, Fatal, Sink},
     metrics::{Metrics, RunInfo, Snapshot},
     postgres::{catalog::Catalog, lsn_text, Capture, Captured, Change, Settings},
     reload::{Live, LiveChain},
@@ -46,6 +46,13 @@ struct Position {
 struct Pending {
     position: Position,
     acks: Arc<Acks>,
+}
+
+/// A position record on its way to the positions topic (at least once).
+struct Recording {
+    position: Position,
+    acks: Arc<Acks>,
+    sent: Instant,
 }
 
 /// The topic recording where the capture of `source` is.
@@ -107,6 +114,7 @@ pub fn run(
     };
     run.position = recorded;
     run.confirmed = recorded;
+    run.recorded = recorded;
     tracing::info!(
         "running {} ({} stages): postgres {} (slot `{}`) -> {}",
         pipeline.path.display(),
@@ -211,7 +219,11 @@ struct PostgresRun {
     position: Position,
     /// How far the slot was confirmed (and the position recorded).
     confirmed: Position,
+    /// The last position sent to the positions topic (at least once: maybe not acknowledged).
+    recorded: Position,
     pending: VecDeque<Pending>,
+    /// At least once: position records not yet acknowledged, oldest first.
+    recording: VecDeque<Recording>,
     checkpoint_every: Duration,
     /// Offsets for snapshot rows, which share one LSN.
     next_row: i64,
@@ -237,7 +249,10 @@ impl PostgresRun {
             what: format!("the sink producer for {brokers}"),
             cause,
         };
-        let marks = ChangelogMarks::default();
+        // The positions topic is kept as a changelog is: its records are not outputs, so they
+        // are not counted as delivered (nor their latency).
+        let mut marks = ChangelogMarks::default();
+        marks.insert(positions_topic(source), changelog::unmarked(1));
         let sink = if exactly_once {
             let id = format!("weir-postgres-{}-{}", source.topic_prefix, source.slot);
             Sink::transactional(
@@ -310,7 +325,9 @@ impl PostgresRun {
             database: source.url.clone(),
             position: Position::default(),
             confirmed: Position::default(),
+            recorded: Position::default(),
             pending: VecDeque::new(),
+            recording: VecDeque::new(),
             checkpoint_every: pipeline.delivery.checkpoint_interval,
             next_row: 0,
             in_snapshot: false,
@@ -341,6 +358,9 @@ impl PostgresRun {
                         break Err(e);
                     }
                 }
+            }
+            if let Err(e) = self.confirm_recorded() {
+                break Err(e);
             }
             if last_checkpoint.elapsed() >= self.checkpoint_every && !self.in_snapshot {
                 if let Err(e) = self.checkpoint() {
@@ -532,54 +552,111 @@ impl PostgresRun {
         Ok(())
     }
 
-    /// Make durable what is delivered: at least once, the position the acknowledged batches
-    /// reach; exactly once, the open transaction with its position. Then confirm the slot.
+    /// Make durable what is delivered, then confirm the slot. Exactly once: the open
+    /// transaction with its position, committed. At least once: the position the acknowledged
+    /// batches reach goes to the positions topic without waiting (a flush would hold the capture
+    /// up for a round trip), and the slot is confirmed once a later checkpoint sees it
+    /// acknowledged.
     fn checkpoint(&mut self) -> Result<(), Error> {
-        let reached = if self.exactly_once {
-            self.pending.drain(..).next_back().map(|p| p.position)
-        } else {
-            let mut reached = None;
-            while let Some(head) = self.pending.front() {
-                match head.acks.done() {
-                    Some(true) => reached = self.pending.pop_front().map(|p| p.position),
-                    Some(false) => {
-                        return Err(self
-                            .fatal
-                            .take()
-                            .unwrap_or_else(|| Error::Topic("an output was not delivered".into())))
-                    }
-                    None => break,
-                }
+        if self.exactly_once {
+            let last = self.pending.drain(..).next_back().map(|p| p.position);
+            return match last {
+                Some(position) if position != self.confirmed => self.commit(position),
+                _ => Ok(()),
+            };
+        }
+        self.confirm_recorded()?;
+        let mut reached = None;
+        while let Some(head) = self.pending.front() {
+            match head.acks.done() {
+                Some(true) => reached = self.pending.pop_front().map(|p| p.position),
+                Some(false) => return Err(self.undelivered("an output was not delivered")),
+                None => break,
             }
-            reached
-        };
+        }
         // Every batch reaches a position (the snapshot's chunks but the last are never
         // checkpointed between), so with none new there is nothing to make durable.
-        let Some(position) = reached.filter(|p| *p != self.confirmed) else {
-            return Ok(());
-        };
-        self.record(position)?;
-        self.capture.confirm(position.lsn);
-        self.confirmed = position;
+        match reached {
+            // Never backwards: after a reconnection the batches reach again what may already
+            // be on its way.
+            Some(position)
+                if position.lsn > self.recorded.lsn
+                    || (position.snapshot_done && !self.recorded.snapshot_done) =>
+            {
+                let acks = self.send_position(position)?;
+                self.recorded = position;
+                self.recording.push_back(Recording {
+                    position,
+                    acks,
+                    sent: Instant::now(),
+                });
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// At least once: confirm the slot to the last position record acknowledged (checked after
+    /// each capture, so a checkpoint's time is its record's round trip, give or take a poll).
+    fn confirm_recorded(&mut self) -> Result<(), Error> {
+        while let Some(head) = self.recording.front() {
+            match head.acks.done() {
+                Some(true) => {
+                    let done = self.recording.pop_front().expect("a head");
+                    self.confirmed = done.position;
+                    self.capture.confirm(done.position.lsn);
+                    self.metrics.checkpointed(1, done.sent.elapsed());
+                    tracing::debug!(lsn = %lsn_text(done.position.lsn), snapshot_done = done.position.snapshot_done, "capture position recorded");
+                }
+                Some(false) => {
+                    return Err(self.undelivered(&format!(
+                        "the capture's position was not written to `{}`",
+                        self.positions
+                    )))
+                }
+                None => break,
+            }
+        }
         Ok(())
     }
 
-    /// Write `position` to the positions topic: inside the open transaction, committing it
-    /// (exactly once), or acknowledged before the slot moves (at least once).
-    fn record(&self, position: Position) -> Result<(), Error> {
+    /// The error that failed a delivery, or `what`.
+    fn undelivered(&self, what: &str) -> Error {
+        self.fatal
+            .take()
+            .unwrap_or_else(|| Error::Topic(what.to_string()))
+    }
+
+    /// Exactly once: write `position` into the open transaction, commit it, confirm the slot.
+    fn commit(&mut self, position: Position) -> Result<(), Error> {
+        let started = Instant::now();
+        self.send_position(position)?;
+        self.sink
+            .commit_transaction()
+            .map_err(|cause| Error::Kafka {
+                what: "committing the capture's transaction".into(),
+                cause,
+            })?;
+        self.metrics.checkpointed(1, started.elapsed());
+        tracing::debug!(lsn = %lsn_text(position.lsn), snapshot_done = position.snapshot_done, "capture position recorded");
+        self.recorded = position;
+        self.confirmed = position;
+        self.capture.confirm(position.lsn);
+        Ok(())
+    }
+
+    /// Hand `position` to the sink for the positions topic.
+    fn send_position(&self, position: Position) -> Result<Arc<Acks>, Error> {
         let value = serde_json::to_vec(&position).expect("a position serializes");
-        let record = Record {
-            key: Some(self.slot.clone().into_bytes()),
-            value: Some(value),
-            headers: Vec::new(),
-            timestamp: crate::metrics::now_ms() as i64,
-            topic: self.positions.clone(),
-            partition: 0,
-            offset: 0,
-        };
         let acks = Acks::new();
         self.sink
-            .send(&self.positions, &record, &acks)
+            .send_change(
+                &self.positions,
+                0,
+                self.slot.as_bytes(),
+                Some(&value),
+                &acks,
+            )
             .map_err(|e| {
                 Error::Topic(format!(
                     "recording the capture's position in `{}`: {e}",
@@ -587,44 +664,29 @@ impl PostgresRun {
                 ))
             })?;
         acks.sealed();
-        let kafka = |what: &str| {
-            let what = what.to_string();
-            move |cause| Error::Kafka { what, cause }
-        };
-        let started = Instant::now();
-        if self.exactly_once {
-            self.sink
-                .commit_transaction()
-                .map_err(kafka("committing the capture's transaction"))?;
-        } else {
-            self.sink
-                .flush(Duration::from_secs(60))
-                .map_err(kafka("recording the capture's position"))?;
-            if acks.done() != Some(true) {
-                return Err(self.fatal.take().unwrap_or_else(|| {
-                    Error::Topic(format!(
-                        "the capture's position was not written to `{}`",
-                        self.positions
-                    ))
-                }));
-            }
-        }
-        self.metrics.checkpointed(1, started.elapsed());
-        tracing::debug!(lsn = %lsn_text(position.lsn), snapshot_done = position.snapshot_done, "capture position recorded");
-        Ok(())
+        Ok(acks)
     }
 
     /// Stopping: deliver and record what is in hand.
     fn finish(&mut self) -> Result<(), Error> {
-        if !self.exactly_once {
-            self.sink
-                .flush(Duration::from_secs(120))
+        if self.exactly_once {
+            return self.checkpoint();
+        }
+        let flush = |sink: &Sink| {
+            sink.flush(Duration::from_secs(120))
                 .map_err(|cause| Error::Kafka {
                     what: "delivering the last outputs".into(),
                     cause,
-                })?;
+                })
+        };
+        flush(&self.sink)?;
+        self.checkpoint()?;
+        flush(&self.sink)?;
+        self.confirm_recorded()?;
+        match self.recording.is_empty() {
+            true => Ok(()),
+            false => Err(self.undelivered("the capture's last position was not acknowledged")),
         }
-        self.checkpoint()
     }
 
     /// After an error (or a stop in the middle of the snapshot, exactly once): nothing more is

@@ -216,7 +216,7 @@ pub fn json_of(out: &Out) -> serde_json::Value {
 }
 
 impl Kafka {
-    fn config(&self) -> ClientConfig {
+    pub fn config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
         c

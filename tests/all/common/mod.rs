@@ -105,3 +105,19 @@ impl Drop for SmallDisk {
             .status();
     }
 }
+
+/// Name and CPU seconds (user + system) of the process or thread whose `/proc/.../stat` file is
+/// at `path`; `None` if unreadable. Linux counts them in ticks of 1/100 s.
+pub fn stat_cpu(path: impl AsRef<Path>) -> Option<(String, f64)> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some((stat[open + 1..close].to_string(), ticks as f64 / 100.0))
+}
+
+/// CPU seconds used so far by process `pid` (this one if none).
+pub fn cpu_secs(pid: Option<u32>) -> Option<f64> {
+    let path = pid.map_or("/proc/self/stat".into(), |p| format!("/proc/{p}/stat"));
+    stat_cpu(path).map(|(_, secs)| secs)
+}

@@ -41,7 +41,7 @@ pub struct Dedicated {
 
 impl Dedicated {
     pub fn start(port: u16, env: &[(&str, &str)]) -> Dedicated {
-        postgres();
+        password();
         // A data directory left by an earlier run may have other settings: start afresh.
         script(port, "stop", &[]);
         let _ = std::fs::remove_dir_all(format!("/tmp/weir-postgres/{port}"));
@@ -66,6 +66,13 @@ impl Drop for Dedicated {
     }
 }
 
+/// Make sure [`PASSWORD_ENV`] is set (to the scripts' default password where it is not).
+fn password() {
+    if std::env::var_os(PASSWORD_ENV).is_none() {
+        std::env::set_var(PASSWORD_ENV, "weir");
+    }
+}
+
 /// The test server, started on first use.
 pub fn postgres() -> &'static Postgres {
     static SERVER: OnceLock<Postgres> = OnceLock::new();
@@ -74,9 +81,7 @@ pub fn postgres() -> &'static Postgres {
             .ok()
             .and_then(|p| p.parse().ok())
             .unwrap_or(55433);
-        if std::env::var_os(PASSWORD_ENV).is_none() {
-            std::env::set_var(PASSWORD_ENV, "weir");
-        }
+        password();
         script(port, "start", &[]);
         Postgres { port }
     })
@@ -160,6 +165,20 @@ impl Database {
         self.runtime
             .block_on(self.client.batch_execute(sql))
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// The first column of the first row `sql` returns, as text.
+    pub fn text(&self, sql: &str) -> String {
+        let rows = self
+            .runtime
+            .block_on(self.client.simple_query(sql))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows.iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{sql}: no value"))
     }
 
     /// A source capturing `tables` into topics `PREFIX.…`, with a slot and publication named

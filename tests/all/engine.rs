@@ -300,8 +300,13 @@ fn components_of_other_worlds_are_rejected() {
             "it exports [hello]",
         ),
         (
+            r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#,
+            "imports `wasi:http/outgoing-handler@0.2.0`, which weir does not provide",
+        ),
+        (
+            // WASI 0.2 is linked (empty) for interpreters, but a plugin must still be one.
             r#"(component (import "wasi:filesystem/types@0.2.0" (instance)))"#,
-            "imports `wasi:filesystem/types@0.2.0`, which weir does not provide",
+            "is not a weir plugin: it exports []",
         ),
         (
             // A plugin built against the first version of the contract.

@@ -10,6 +10,7 @@ mod committed;
 mod crash;
 mod engine;
 mod kafka;
+mod languages;
 mod postgres;
 mod reload;
 mod windows;

@@ -169,6 +169,8 @@ pub(super) struct HostState {
     pub(super) migrator: Option<Box<Migrator>>,
     /// Why the call in progress was stopped: a value it read could not be migrated.
     migration_failed: Option<String>,
+    /// WASI, for components that import it: an empty context (see `wasi.rs`).
+    pub(super) wasi: super::wasi::Wasi,
 }
 
 /// Migrates the values older builds wrote for an instance that reads them. It runs the
@@ -238,6 +240,7 @@ impl HostState {
             version: 0,
             migrator: None,
             migration_failed: None,
+            wasi: super::wasi::Wasi::new(),
         }
     }
 

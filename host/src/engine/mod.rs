@@ -14,6 +14,7 @@ mod bindings;
 mod cache;
 mod host;
 mod record;
+mod wasi;
 mod wire;
 
 use std::{
@@ -101,6 +102,7 @@ impl Engine {
             |s| s,
         )
         .map_err(Error::Engine)?;
+        wasi::add_to_linker(&mut linker).map_err(Error::Engine)?;
 
         // The ticker holds the engine weakly: it runs while any plugin or instance still holds
         // the engine (they outlive this wrapper) and stops once the last one is gone.
@@ -242,11 +244,19 @@ fn detect_kind(engine: &wasmtime::Engine, component: &Component) -> Result<Kind,
             "weir:plugin/digest@",
             "weir:plugin/state@",
             "weir:plugin/types@",
+            // Linked empty (see `wasi.rs`): what interpreters import.
+            "wasi:cli/",
+            "wasi:clocks/",
+            "wasi:filesystem/",
+            "wasi:io/",
+            "wasi:random/",
+            "wasi:sockets/",
         ];
         if !known.iter().any(|k| name.starts_with(k)) {
             return Err(format!(
-                "imports `{name}`, which weir does not provide: plugins get no files, network, \
-                 clock or environment, only the weir:plugin host, digest and state interfaces"
+                "imports `{name}`, which weir does not provide: plugins get the weir:plugin host, \
+                 digest and state interfaces, and WASI 0.2 with no files, network, clock or \
+                 environment in it"
             ));
         }
     }

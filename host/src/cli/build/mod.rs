@@ -9,6 +9,8 @@
 //! `rust-web-src`, building `std` from source (`-Zbuild-std`), which is what
 //! `scripts/setup.sh` installs where rustup cannot download targets.
 
+mod python;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
@@ -50,6 +52,8 @@ pub enum BuildError {
     NoArtifact { package: String },
     #[error("{}: cannot make a component: {reason}", module.display())]
     Componentize { module: PathBuf, reason: String },
+    #[error("{}: {reason}", path.display())]
+    Python { path: PathBuf, reason: String },
     #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
@@ -188,12 +192,22 @@ fn package(dir: &Path) -> Result<Package, BuildError> {
 /// Build the plugin crates in `dirs` (one cargo run per workspace) and write each component
 /// next to its crate as `DIR.wasm`, or into `out_dir` if given. Returns the component paths.
 pub fn build(dirs: &[PathBuf], out_dir: Option<&Path>) -> Result<Vec<PathBuf>, BuildError> {
+    let (python, rust): (Vec<&PathBuf>, Vec<&PathBuf>) =
+        dirs.iter().partition(|d| python::is_python(d));
+    let mut outputs = Vec::new();
+    for dir in python {
+        let out = component_path(dir, out_dir);
+        python::build(dir, &out)?;
+        outputs.push(out);
+    }
+    if rust.is_empty() {
+        return Ok(outputs);
+    }
     let toolchain = Toolchain::detect()?;
-    let packages = dirs
+    let packages = rust
         .iter()
         .map(|d| package(d))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut outputs = Vec::new();
     let mut groups: Vec<Vec<&Package>> = Vec::new();
     for p in &packages {
         match groups
@@ -223,6 +237,18 @@ pub fn build(dirs: &[PathBuf], out_dir: Option<&Path>) -> Result<Vec<PathBuf>, B
         }
     }
     Ok(outputs)
+}
+
+/// Where the component of the plugin in `dir` goes: `DIR.wasm` beside it, or `NAME.wasm` in
+/// `out_dir`.
+fn component_path(dir: &Path, out_dir: Option<&Path>) -> PathBuf {
+    let dir = dir.components().as_path();
+    match out_dir {
+        Some(out) => out
+            .join(dir.file_name().unwrap_or_default())
+            .with_extension("wasm"),
+        None => dir.with_extension("wasm"),
+    }
 }
 
 /// Run cargo for the packages of one workspace; returns (package, core module path) pairs.

@@ -1,0 +1,182 @@
+//! `weir build` of a Python plugin: a directory with `plugin.py` and a `pyproject.toml` whose
+//! `[tool.weir] world` names the WIT world (`filter` or `transform`).
+//!
+//! componentize-py (from PyPI) compiles the plugin, the `weir` Python package and a CPython
+//! interpreter into one component, snapshotting the interpreter after the modules are imported,
+//! so an instance starts without running the imports again. The package and the WIT contract
+//! are built into this binary and written next to the plugin's own files for each build, so a
+//! plugin builds anywhere, against the contract of the weir that builds it.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use super::BuildError;
+
+/// The toolchain `weir build` installs for Python plugins when it is missing.
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.0";
+
+/// The `weir` package, file by file.
+const SDK: [(&str, &str); 3] = [
+    (
+        "weir/__init__.py",
+        include_str!("../../../../sdk/python/weir/__init__.py"),
+    ),
+    (
+        "weir/_world.py",
+        include_str!("../../../../sdk/python/weir/_world.py"),
+    ),
+    (
+        "weir/pointer.py",
+        include_str!("../../../../sdk/python/weir/pointer.py"),
+    ),
+];
+const WIT: &str = include_str!("../../../../wit/weir.wit");
+
+/// The module componentize-py builds: the plugin's (whose decorator registers its function),
+/// then the class that serves the WIT world's exports with it.
+const APP: &str = "import plugin  # noqa: F401\nfrom weir._world import WitWorld  # noqa: F401\n";
+
+/// Whether `dir` holds a Python plugin.
+pub fn is_python(dir: &Path) -> bool {
+    dir.join("pyproject.toml").is_file() && !dir.join("Cargo.toml").exists()
+}
+
+/// Build the Python plugin in `dir` into `out`.
+pub fn build(dir: &Path, out: &Path) -> Result<(), BuildError> {
+    let world = world(dir)?;
+    let tool = componentize_py()?;
+    let work = scratch(dir)?;
+    let result = (|| {
+        for (path, text) in SDK.iter().chain(&[("wit/weir.wit", WIT), ("app.py", APP)]) {
+            write(&work.join(path), text)?;
+        }
+        let tmp = out.with_extension("wasm.tmp");
+        let status = Command::new(&tool)
+            .arg("-d")
+            .arg(work.join("wit"))
+            .args(["-w", &world, "componentize", "app", "-p"])
+            .arg(&work)
+            .arg("-p")
+            .arg(dir)
+            .arg("-o")
+            .arg(&tmp)
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|cause| BuildError::Io {
+                path: tool.clone(),
+                cause,
+            })?;
+        if !status.success() {
+            return Err(BuildError::Python {
+                path: dir.to_path_buf(),
+                reason: format!("componentize-py failed ({status}); its errors are above"),
+            });
+        }
+        // Renamed into place, so a watcher (hot reload) never sees half a component.
+        std::fs::rename(&tmp, out).map_err(|cause| BuildError::Io {
+            path: out.to_path_buf(),
+            cause,
+        })
+    })();
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+/// The WIT world `pyproject.toml` names.
+fn world(dir: &Path) -> Result<String, BuildError> {
+    let path = dir.join("pyproject.toml");
+    let bad = |reason: String| BuildError::Python {
+        path: path.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|cause| BuildError::Io {
+        path: path.clone(),
+        cause,
+    })?;
+    let doc: toml::Table = text.parse().map_err(|e| bad(format!("{e}")))?;
+    let world = doc
+        .get("tool")
+        .and_then(|t| t.get("weir"))
+        .and_then(|w| w.get("world"))
+        .and_then(|w| w.as_str())
+        .ok_or_else(|| {
+            bad("no `world` in [tool.weir]: say `world = \"filter\"` or \"transform\"".into())
+        })?;
+    match world {
+        "filter" | "transform" => Ok(world.to_string()),
+        other => Err(bad(format!(
+            "[tool.weir] world = \"{other}\": Python plugins are a `filter` or a `transform`"
+        ))),
+    }
+}
+
+/// componentize-py: `$WEIR_COMPONENTIZE_PY`, else weir's own copy, installed on first use into
+/// a virtual environment under `~/.cache/weir/toolchains/python`.
+fn componentize_py() -> Result<PathBuf, BuildError> {
+    if let Some(tool) = std::env::var_os("WEIR_COMPONENTIZE_PY") {
+        return Ok(PathBuf::from(tool));
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let venv = home.join(".cache/weir/toolchains/python");
+    let tool = venv.join("bin/componentize-py");
+    if tool.is_file() {
+        return Ok(tool);
+    }
+    eprintln!(
+        "weir build: installing {COMPONENTIZE_PY} (the Python plugin toolchain) into {}",
+        venv.display()
+    );
+    let failed = |reason: String| BuildError::Python {
+        path: venv.clone(),
+        reason,
+    };
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv)).map_err(|e| {
+        failed(format!(
+            "cannot make a virtual environment ({e}): install Python 3.11+ with venv (Debian: \
+             apt-get install python3-venv)"
+        ))
+    })?;
+    run(Command::new(venv.join("bin/pip"))
+        .args([
+            "install",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "on",
+        ])
+        .arg(COMPONENTIZE_PY))
+    .map_err(|e| failed(format!("pip install {COMPONENTIZE_PY} failed: {e}")))?;
+    Ok(tool)
+}
+
+fn run(command: &mut Command) -> Result<(), String> {
+    match command.stdout(Stdio::inherit()).status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(status.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A fresh directory for one build's generated files.
+fn scratch(dir: &Path) -> Result<PathBuf, BuildError> {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let work = std::env::temp_dir().join(format!("weir-build-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|cause| BuildError::Io {
+        path: work.clone(),
+        cause,
+    })?;
+    Ok(work)
+}
+
+fn write(path: &Path, text: &str) -> Result<(), BuildError> {
+    let io = |cause| BuildError::Io {
+        path: path.to_path_buf(),
+        cause,
+    };
+    std::fs::create_dir_all(path.parent().expect("a file in a directory")).map_err(io)?;
+    std::fs::write(path, text).map_err(io)
+}

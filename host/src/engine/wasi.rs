@@ -1,0 +1,105 @@
+//! WASI 0.2 for plugins whose toolchain imports it (componentize-py, jco), with nothing in it.
+//!
+//! Python and JavaScript components carry an interpreter built against WASI, which imports
+//! files, clocks, random, sockets and the CLI environment whether the plugin uses them or not.
+//! weir links those interfaces so such components load, but grants nothing through them: no
+//! arguments, environment, preopened directories or network (opening a file or a socket is an
+//! error to the plugin), stdin closed, stdout and stderr discarded. The clocks are frozen at the
+//! Unix epoch and the random sources are a fixed sequence, so a plugin reads no clock and a
+//! record replayed gives the same output (exactly-once replays and `weir test` rely on it).
+//! Rust plugins built by `weir build` import none of this.
+
+use std::time::Duration;
+
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime_wasi::{
+    async_trait,
+    p2::{subscribe, Pollable},
+    random::Deterministic,
+    HostWallClock, WasiCtx, WasiCtxView, WasiView,
+};
+
+use super::host::HostState;
+
+/// Link every WASI 0.2 interface into `linker`, with a monotonic clock that never waits.
+pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    // A guest waits (a sleep, a poll on a timer) inside the host, where the epoch deadline that
+    // bounds every call cannot stop it: a `sleep(3600)` would hold its worker for an hour. On a
+    // frozen clock no time passes, so every timer is due at once; with no network or files
+    // there is nothing else to wait for.
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+    clock.func_wrap("now", |_, (): ()| Ok((0u64,)))?;
+    clock.func_wrap("resolution", |_, (): ()| Ok((1_000_000_000u64,)))?;
+    for name in ["subscribe-instant", "subscribe-duration"] {
+        clock.func_wrap(name, |mut store, (_,): (u64,)| {
+            let table = &mut store.data_mut().wasi.table;
+            let due = table.push(Due)?;
+            Ok((subscribe(table, due)?,))
+        })?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The monotonic clock as wasmtime-wasi links it (components importing an older 0.2 get it).
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.6";
+
+/// A timer on the frozen clock: due at once.
+struct Due;
+
+#[async_trait]
+impl Pollable for Due {
+    async fn ready(&mut self) {}
+}
+
+/// The per-instance WASI state: an empty context and its resource table.
+pub(super) struct Wasi {
+    ctx: WasiCtx,
+    table: ResourceTable,
+}
+
+impl Wasi {
+    pub(super) fn new() -> Wasi {
+        let ctx = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .wall_clock(Frozen)
+            .secure_random(Deterministic::new(SEQUENCE.to_vec()))
+            .insecure_random(Deterministic::new(SEQUENCE.to_vec()))
+            .insecure_random_seed(0)
+            .build();
+        Wasi {
+            ctx,
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+/// What the random sources repeat.
+const SEQUENCE: [u8; 8] = [0x77, 0x65, 0x69, 0x72, 0x2d, 0x72, 0x6e, 0x67];
+
+/// A wall clock that never moves from the Unix epoch.
+struct Frozen;
+
+impl HostWallClock for Frozen {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        let wasi = &mut self.wasi;
+        WasiCtxView {
+            ctx: &mut wasi.ctx,
+            table: &mut wasi.table,
+        }
+    }
+}

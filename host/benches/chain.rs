@@ -331,4 +331,91 @@ fn main() {
     println!("peak RSS, each side alone in its own process (1 thread):");
     println!("  {}", peak_rss_of("wasm", n));
     println!("  {}", peak_rss_of("native", n));
+    let per_language: usize = kit::env_or("WEIR_BENCH_LANGUAGE_RECORDS", 100_000);
+    languages(&values[..per_language.min(n)]);
+}
+
+/// The example plugins built from each language, one stage at a time over the same records:
+/// what a build costs to start (compiled, from the component cache, a fresh instance), its
+/// records/s and µs per record, and the linear memory its instance grew to. Every build must give
+/// the Rust build's outputs.
+fn languages(values: &[Vec<u8>]) {
+    let n = values.len();
+    println!("plugins by language, each stage alone, {n} records (keys: 1000 customers):");
+    println!(
+        "  {:<14} {:<7} {:>9} {:>10} {:>9} {:>9} {:>11} {:>10} {:>9}",
+        "plugin", "build", "size", "compile", "cached", "instance", "records/s", "µs/record", "memory"
+    );
+    let plugins = [
+        (
+            "json-filter",
+            json!({"where": [{"path": "/amount", "op": "gt", "value": 50}]}),
+        ),
+        ("running-total", json!({"field": "/amount"})),
+    ];
+    for (plugin, config) in plugins {
+        let mut reference = None;
+        for (language, suffix) in [("Rust", ""), ("Python", "-py")] {
+            let name = format!("{plugin}{suffix}");
+            let path = kit::root().join("plugins").join(format!("{name}.wasm"));
+            let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+            let cache = tempfile::tempdir().unwrap();
+            let load = || {
+                let started = Instant::now();
+                let engine = Engine::new(Some(cache.path().to_path_buf())).unwrap();
+                let plugin = engine
+                    .load(&name, &path)
+                    .unwrap_or_else(|e| panic!("{e} (run scripts/build-plugins.sh first)"));
+                (plugin, started.elapsed())
+            };
+            let (_, compile) = load();
+            let (loaded, cached) = load();
+            let started = Instant::now();
+            let mut instance = loaded
+                .instantiate(&config.to_string(), Limits::default(), MemoryState::shared())
+                .unwrap();
+            let instantiate = started.elapsed();
+            let run = timed(
+                values,
+                |chunk, first| {
+                    let batch = chunk
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| Record {
+                            key: Some(format!("c{}", (first + i) % 1000).into_bytes()),
+                            value: Some(v.clone()),
+                            headers: Vec::new(),
+                            timestamp: 0,
+                            topic: "orders".into(),
+                            partition: 0,
+                            offset: (first + i) as i64,
+                        })
+                        .collect();
+                    instance
+                        .process(batch)
+                        .into_iter()
+                        .flat_map(|o| o.expect("no record fails in the benchmark"))
+                        .collect::<Vec<_>>()
+                },
+                |rec| rec.value.as_deref().unwrap_or_default(),
+            );
+            let reference = *reference.get_or_insert((run.outputs, run.checksum));
+            assert_eq!(
+                (run.outputs, run.checksum),
+                reference,
+                "{name}: outputs differ from the Rust build's"
+            );
+            let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1e3);
+            println!(
+                "  {plugin:<14} {language:<7} {:>6.1} MB {:>10} {:>9} {:>9} {:>11.0} {:>10.2} {:>6.1} MB",
+                size as f64 / 1e6,
+                ms(compile),
+                ms(cached),
+                ms(instantiate),
+                n as f64 / run.elapsed.as_secs_f64(),
+                run.elapsed.as_secs_f64() * 1e6 / n as f64,
+                instance.memory_bytes() as f64 / 1e6,
+            );
+        }
+    }
 }

@@ -344,7 +344,15 @@ fn languages(values: &[Vec<u8>]) {
     println!("plugins by language, each stage alone, {n} records (keys: 1000 customers):");
     println!(
         "  {:<14} {:<7} {:>9} {:>10} {:>9} {:>9} {:>11} {:>10} {:>9}",
-        "plugin", "build", "size", "compile", "cached", "instance", "records/s", "µs/record", "memory"
+        "plugin",
+        "build",
+        "size",
+        "compile",
+        "cached",
+        "instance",
+        "records/s",
+        "µs/record",
+        "memory"
     );
     let plugins = [
         (
@@ -372,7 +380,11 @@ fn languages(values: &[Vec<u8>]) {
             let (loaded, cached) = load();
             let started = Instant::now();
             let mut instance = loaded
-                .instantiate(&config.to_string(), Limits::default(), MemoryState::shared())
+                .instantiate(
+                    &config.to_string(),
+                    Limits::default(),
+                    MemoryState::shared(),
+                )
                 .unwrap();
             let instantiate = started.elapsed();
             let run = timed(

@@ -343,7 +343,7 @@ fn languages(values: &[Vec<u8>]) {
     let n = values.len();
     println!("plugins by language, each stage alone, {n} records (keys: 1000 customers):");
     println!(
-        "  {:<14} {:<7} {:>9} {:>10} {:>9} {:>9} {:>11} {:>10} {:>9}",
+        "  {:<14} {:<10} {:>9} {:>10} {:>9} {:>9} {:>11} {:>10} {:>9}",
         "plugin",
         "build",
         "size",
@@ -363,7 +363,7 @@ fn languages(values: &[Vec<u8>]) {
     ];
     for (plugin, config) in plugins {
         let mut reference = None;
-        for (language, suffix) in [("Rust", ""), ("Python", "-py")] {
+        for (language, suffix) in [("Rust", ""), ("Python", "-py"), ("JavaScript", "-js")] {
             let name = format!("{plugin}{suffix}");
             let path = kit::root().join("plugins").join(format!("{name}.wasm"));
             let size = std::fs::metadata(&path).map_or(0, |m| m.len());
@@ -419,7 +419,7 @@ fn languages(values: &[Vec<u8>]) {
             );
             let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1e3);
             println!(
-                "  {plugin:<14} {language:<7} {:>6.1} MB {:>10} {:>9} {:>9} {:>11.0} {:>10.2} {:>6.1} MB",
+                "  {plugin:<14} {language:<10} {:>6.1} MB {:>10} {:>9} {:>9} {:>11.0} {:>10.2} {:>6.1} MB",
                 size as f64 / 1e6,
                 ms(compile),
                 ms(cached),

@@ -1,14 +1,26 @@
-//! Plugins in other languages: the Python builds of the example plugins against their Rust
-//! builds on the same records, and what the sandbox grants a Python interpreter.
+//! Plugins in other languages: the Python and JavaScript builds of the example plugins against
+//! their Rust builds on the same records (with `weir test`, and in a pipeline on the broker), a
+//! stage reloaded from one language's build to another's, and what the sandbox grants an
+//! interpreter.
 
 use std::{
     path::Path,
     process::{Command, Stdio},
+    time::Duration,
 };
 
 use serde_json::{json, Value};
 
-use crate::common::{component, scratch};
+use crate::common::{
+    component,
+    kafka::{json_of, kafka, In, Out, Topics, Weir},
+    scratch, weir_bin,
+};
+use weir::{
+    chain::Chain,
+    config::Pipeline,
+    engine::{Engine, Record},
+};
 
 /// `weir test PLUGIN --format envelope --config CONFIG` over `input`: its stdout (the outputs)
 /// and its error lines with the stage's name taken out.
@@ -58,25 +70,28 @@ fn orders() -> Vec<Value> {
     ]
 }
 
-fn same_behaviour(rust: &str, python: &str, configs: &[Value]) {
+/// Each of `builds` gives the outputs and errors the Rust build `rust` gives, config by config.
+fn same_behaviour(rust: &str, builds: &[&str], configs: &[Value]) {
     let dir = scratch();
     let input = dir.path().join("orders.jsonl");
     let lines: Vec<String> = orders().iter().map(|o| format!("{o}\n")).collect();
     std::fs::write(&input, lines.concat()).unwrap();
     for config in configs {
         let (rust_out, rust_errors) = weir_test(rust, config, &input);
-        let (py_out, py_errors) = weir_test(python, config, &input);
         assert!(!rust_out.is_empty(), "{rust} {config}: no outputs");
-        assert_eq!(py_out, rust_out, "{python} against {rust}, config {config}");
-        assert_eq!(
-            py_errors, rust_errors,
-            "{python} against {rust}, config {config}"
-        );
+        for build in builds {
+            let (out, errors) = weir_test(build, config, &input);
+            assert_eq!(out, rust_out, "{build} against {rust}, config {config}");
+            assert_eq!(
+                errors, rust_errors,
+                "{build} against {rust}, config {config}"
+            );
+        }
     }
 }
 
 #[test]
-fn python_json_filter_keeps_what_the_rust_one_keeps() {
+fn json_filter_in_python_and_javascript_keeps_what_the_rust_one_keeps() {
     let condition = |op: &str, value: Value| json!({"path": "/amount", "op": op, "value": value});
     let mut configs: Vec<Value> = ["eq", "ne", "gt", "ge", "lt", "le"]
         .iter()
@@ -89,14 +104,18 @@ fn python_json_filter_keeps_what_the_rust_one_keeps() {
         json!({"where": [{"path": "/nested/amount", "op": "gt", "value": 100}]}),
         json!({"where": [{"path": "", "op": "eq", "value": "just a string"}]}),
     ]);
-    same_behaviour("json-filter", "json-filter-py", &configs);
+    same_behaviour(
+        "json-filter",
+        &["json-filter-py", "json-filter-js"],
+        &configs,
+    );
 }
 
 #[test]
-fn python_running_total_keeps_the_rust_ones_totals_and_failures() {
+fn running_total_in_python_and_javascript_keeps_the_rust_ones_totals_and_failures() {
     same_behaviour(
         "running-total",
-        "running-total-py",
+        &["running-total-py", "running-total-js"],
         &[
             json!({"field": "/amount"}),
             json!({"field": "/amount", "into": "/totals"}),
@@ -147,4 +166,282 @@ fn a_python_plugin_gets_no_files_network_clock_or_waiting() {
         assert!(error.contains(what), "{error} lacks {what}");
     }
     assert!(!Path::new("/tmp/escape-py").exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// On the broker: one pipeline in every language, and a stage reloaded from one to another
+// ---------------------------------------------------------------------------------------------
+
+/// `orders()` as records to produce, but the tombstone (the test client writes values only).
+fn orders_to_produce() -> Vec<In> {
+    orders()
+        .iter()
+        .filter(|o| !o["value"].is_null())
+        .map(|o| In {
+            key: o["key"].as_str().map(str::to_string),
+            value: o["value"].to_string().into_bytes(),
+            headers: vec![(
+                "trace".into(),
+                o["headers"]["trace"].as_str().unwrap().into(),
+            )],
+            timestamp: o["timestamp"].as_i64(),
+            ..In::default()
+        })
+        .collect()
+}
+
+/// What a run wrote: its outputs, and its dead letters with the cause they carry.
+#[derive(Debug, PartialEq)]
+struct Written {
+    outputs: Vec<Out>,
+    letters: Vec<Letter>,
+}
+
+/// A dead letter: the record, and the stage, kind and message of its failure.
+#[derive(Debug, PartialEq)]
+struct Letter {
+    key: Option<String>,
+    value: Option<String>,
+    stage: String,
+    kind: String,
+    message: String,
+}
+
+/// json-filter (records with an amount) then running-total, in the language whose builds end
+/// in `suffix`, from a topic holding `orders()` to a sink, failures to the dead-letter topic.
+fn orders_pipeline_in(suffix: &str) -> Written {
+    let k = kafka();
+    let t = Topics::new(&format!("lang{suffix}"), 1);
+    for (stage, plugin) in [("filter", "json-filter"), ("total", "running-total")] {
+        let build = component(&format!("{plugin}{suffix}"));
+        std::fs::copy(build, t.dir.path().join(format!("{stage}.wasm"))).unwrap();
+    }
+    k.produce(&t.source, &orders_to_produce());
+    let pipeline = t.write_pipeline(&format!(
+        r#"
+[errors]
+policy = "dead-letter"
+topic = "{dlq}"
+
+[[stage]]
+name = "filter"
+plugin = "filter.wasm"
+config = {{ where = [{{ path = "/amount", op = "exists" }}] }}
+
+[[stage]]
+name = "total"
+plugin = "total.wasm"
+config = {{ field = "/amount", into = "/totals" }}
+"#,
+        dlq = t.dlq
+    ));
+    let mut weir = Weir::start(weir_bin(), &pipeline);
+    let outputs = k.read(&t.sink, 6, Duration::from_secs(120));
+    let letters = k.read(&t.dlq, 1, Duration::from_secs(30));
+    assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+    let letters = letters
+        .into_iter()
+        .map(|l| {
+            let h = |name: &str| l.headers.get(name).cloned().unwrap_or_default();
+            Letter {
+                stage: h("weir.error.stage"),
+                kind: h("weir.error.kind"),
+                message: h("weir.error.message"),
+                key: l.key,
+                value: l.value,
+            }
+        })
+        .collect();
+    Written { outputs, letters }
+}
+
+#[test]
+fn one_pipeline_writes_the_same_outputs_and_dead_letters_in_every_language() {
+    let rust = orders_pipeline_in("");
+    assert_eq!(rust.outputs.len(), 6, "{rust:#?}");
+    assert_eq!(rust.letters.len(), 1, "{rust:#?}");
+    assert_eq!(rust.letters[0].message, "no number at /amount", "{rust:#?}");
+    for suffix in ["-py", "-js"] {
+        assert_eq!(
+            orders_pipeline_in(suffix),
+            rust,
+            "the builds ending in {suffix}"
+        );
+    }
+}
+
+/// Replace `to` with a copy of `from` as build tools do: write beside it, then rename.
+fn replace_by_rename(from: &Path, to: &Path) {
+    let tmp = to.with_extension("wasm.tmp");
+    std::fs::copy(from, &tmp).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+#[test]
+fn a_stage_reloaded_from_rust_to_python_to_javascript_keeps_its_totals() {
+    let k = kafka();
+    let t = Topics::new("lang-reload", 2);
+    let plugin = t.dir.path().join("total.wasm");
+    std::fs::copy(component("running-total"), &plugin).unwrap();
+    let pipeline = t.write_pipeline(
+        r#"
+[[stage]]
+name = "total"
+plugin = "total.wasm"
+config = { field = "/n", into = "/totals" }
+"#,
+    );
+    let mut weir = Weir::start(weir_bin(), &pipeline);
+    let input = |n: u64| In {
+        key: Some(format!("k{}", n % 6)),
+        value: json!({ "n": n }).to_string().into_bytes(),
+        ..In::default()
+    };
+    let builds = ["running-total", "running-total-py", "running-total-js"];
+    for (generation, build) in builds.iter().enumerate() {
+        if generation > 0 {
+            replace_by_rename(&component(build), &plugin);
+            weir.wait_for_log(
+                &format!("generation {generation} published"),
+                Duration::from_secs(120),
+            );
+        }
+        let from = generation as u64 * 60;
+        let records: Vec<In> = (from..from + 60).map(input).collect();
+        k.produce(&t.source, &records);
+        k.read(&t.sink, from as usize + 60, Duration::from_secs(120));
+    }
+    let output = k.read(&t.sink, 180, Duration::from_secs(60));
+    assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+    let log = weir.log();
+    assert!(log.contains("now runs generation 2"), "log:\n{log}");
+    // Each key's totals go on from where the last build left them: its count goes up by one a
+    // record, its sum by the record's `n`, through both swaps.
+    let mut totals: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    let mut by_n: Vec<&Out> = output.iter().collect();
+    by_n.sort_by_key(|o| json_of(o)["n"].as_u64());
+    assert_eq!(by_n.len(), 180, "log:\n{log}");
+    for o in by_n {
+        let v = json_of(o);
+        let n = v["n"].as_u64().unwrap();
+        let (count, sum) = totals.entry(o.key.clone().unwrap()).or_default();
+        *count += 1;
+        *sum += n;
+        assert_eq!(
+            v["totals"],
+            json!({"count": *count, "sum": *sum}),
+            "record {n}; log:\n{log}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Window plugins: the Python sum-window against the Rust one
+// ---------------------------------------------------------------------------------------------
+
+/// `n` events on 12 keys, time moving forward with up to 2 s of disorder; amounts whole and
+/// not, and now and then a record without an amount or with a string for one (which fail).
+fn window_events(n: usize) -> Vec<Record> {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut now = 1_700_000_000_000i64;
+    (0..n)
+        .map(|i| {
+            now += rng.i64(0..400);
+            let ts = now - rng.i64(0..2_000);
+            let value = match i {
+                i if i % 97 == 5 => json!({ "ts": ts }),
+                i if i % 101 == 7 => json!({ "ts": ts, "amount": "12" }),
+                i if i % 3 == 0 => json!({ "ts": ts, "amount": rng.i64(0..100) as f64 + 0.5 }),
+                _ => json!({ "ts": ts, "amount": rng.i64(-50..1_000) }),
+            };
+            Record {
+                key: Some(format!("k{}", rng.u8(0..12)).into_bytes()),
+                value: Some(value.to_string().into_bytes()),
+                headers: Vec::new(),
+                timestamp: 0,
+                topic: "t".into(),
+                partition: 0,
+                offset: i as i64,
+            }
+        })
+        .collect()
+}
+
+/// What a window stage of `plugin` with `window` makes of `events` in batches of 37: its
+/// records, and its failures as (offset, kind, message).
+fn windowed(plugin: &str, window: &str, events: &[Record]) -> (Vec<Record>, Vec<String>) {
+    let dir = scratch();
+    let path = dir.path().join("pipeline.toml");
+    let text = format!(
+        "[[stage]]\nname = \"win\"\nplugin = \"{}\"\nconfig = {{ field = \"/amount\" }}\n\
+         window = {window}\ntime = {{ field = \"/ts\" }}\nwatermark = {{ max_out_of_order = 2000 }}\n",
+        component(plugin).display()
+    );
+    std::fs::write(&path, text).unwrap();
+    let engine = Engine::new(Some(scratch_cache())).unwrap();
+    let mut chain = Chain::from_pipeline(&engine, &Pipeline::load(&path).unwrap()).unwrap();
+    let (mut records, mut failures) = (Vec::new(), Vec::new());
+    let mut keep = |out: weir::chain::BatchOutput| {
+        assert!(out.late.is_empty(), "{plugin}: late {:?}", out.late[0]);
+        records.extend(out.records);
+        failures.extend(out.failures.into_iter().map(|f| {
+            let kind = f.error.kind.as_str();
+            format!("{}: {kind}: {}", f.record.offset, f.error.message)
+        }));
+    };
+    for batch in events.chunks(37) {
+        keep(chain.process(batch.to_vec()));
+    }
+    keep(chain.finish());
+    (records, failures)
+}
+
+#[test]
+fn a_python_window_plugin_fires_what_the_rust_one_fires() {
+    let events = window_events(3_000);
+    for window in [
+        r#"{ kind = "tumbling", size = 10000 }"#,
+        r#"{ kind = "sliding", size = 10000, slide = 5000 }"#,
+        r#"{ kind = "session", gap = 3000 }"#,
+    ] {
+        let (rust, rust_failures) = windowed("sum-window", window, &events);
+        assert!(rust.len() > 100, "{window}: {} windows", rust.len());
+        assert!(rust_failures.len() > 40, "{window}: {rust_failures:?}");
+        let (python, python_failures) = windowed("sum-window-py", window, &events);
+        assert_eq!(python_failures, rust_failures, "{window}");
+        assert_eq!(python.len(), rust.len(), "{window}");
+        for (p, r) in python.iter().zip(&rust) {
+            assert_eq!(p, r, "{window}");
+        }
+    }
+}
+
+#[test]
+fn a_javascript_plugin_gets_no_network_clock_or_timers() {
+    let dir = scratch();
+    let input = dir.path().join("attempts.jsonl");
+    let attempts = ["fetch", "clock", "monotonic", "timer", "environment"];
+    let lines: Vec<String> = attempts
+        .iter()
+        .map(|a| format!("{}\n", json!({"key": a, "value": {"do": a}})))
+        .collect();
+    std::fs::write(&input, lines.concat()).unwrap();
+    let (out, errors) = weir_test("escape-js", &json!({}), &input);
+    let kept: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["key"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        ["clock", "monotonic", "timer", "environment"],
+        "{errors:#?}"
+    );
+    // `fetch` has no HTTP to go to: the engine traps, and the record fails.
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].contains("trap"), "{errors:#?}");
 }

@@ -9,7 +9,23 @@ A plugin is a module with one decorated function::
         return record.json()["amount"] > config["min"]
 
 ``@weir.filter`` functions say whether to keep a record; ``@weir.transform`` functions return a
-record, a list of records (none, one or many) or ``None``. A function takes the record, and
+record, a list of records (none, one or many) or ``None``. ``@weir.window`` goes on a class that
+aggregates the records of one key in one event-time window (the pipeline says which windows; weir
+assigns records to them, keeps the accumulators and fires windows on the watermark)::
+
+    @weir.window
+    class Count:
+        def create(self, window):            # a fresh accumulator (anything JSON can hold)
+            return 0
+        def add(self, count, record):        # fold a record in, return the accumulator
+            return count + 1
+        def merge(self, a, b, window):       # two sessions that came to touch
+            return a + b
+        def emit(self, window, count):       # a record, a list of records or None
+            return weir.Record(value=weir.dumps({"count": count}))
+
+Its ``__init__`` gets the configuration, if it takes an argument. An emitted record without a key
+gets the window's, and one without a timestamp the window's last millisecond. A function takes the record, and
 optionally the configuration and the record's keyed state: ``f(record)``, ``f(record, config)``
 or ``f(record, config, state)``. Raise ``weir.Fail("why")`` (or any exception) to fail one record:
 the pipeline's error policy decides what becomes of it, and its state writes are dropped.
@@ -32,7 +48,8 @@ except ImportError:  # a world without keyed state
     _wit_state = None
 
 __all__ = [
-    "Record", "Fail", "State", "Pointer", "MISSING", "filter", "transform", "config", "log",
+    "Record", "Fail", "State", "Pointer", "MISSING", "Window", "filter", "transform", "window",
+    "config", "log", "dumps",
 ]
 
 
@@ -143,7 +160,7 @@ _plugin = {}
 def _register(kind):
     def decorate(function):
         if "kind" in _plugin:
-            raise TypeError(f"a plugin has one @weir.filter or @weir.transform function; "
+            raise TypeError(f"a plugin has one @weir.filter, @weir.transform or @weir.window; "
                             f"`{function.__name__}` would be a second")
         _plugin["kind"] = kind
         _plugin["function"] = function
@@ -153,6 +170,19 @@ def _register(kind):
 
 filter = _register("filter")  # noqa: A001 (weir's name for it)
 transform = _register("transform")
+window = _register("window")
+
+
+class Window:
+    """One window of one key: ``[start, end)`` in event-time milliseconds."""
+
+    __slots__ = ("key", "start", "end")
+
+    def __init__(self, key, start, end):
+        self.key, self.start, self.end = key, start, end
+
+    def __repr__(self):
+        return f"Window(key={self.key!r}, start={self.start}, end={self.end})"
 
 
 def config(function):

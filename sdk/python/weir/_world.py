@@ -4,7 +4,7 @@ import inspect
 import json
 
 import wit_world
-from componentize_py_types import Err
+from componentize_py_types import Err, Ok
 from wit_world.imports import host, types
 
 import weir
@@ -68,21 +68,75 @@ class _Out:
             out.timestamp))
 
 
-# What `init` made of the plugin's function: it called with one record. (componentize-py makes
-# a `WitWorld` for each call, so nothing is kept on it.)
+# What `init` made of the plugin's function: it called with one record, or the instance of its
+# window class. (componentize-py makes a `WitWorld` for each call, so nothing is kept on it.)
 _call = [None]
+_aggregate = [None]
+
+
+def _window(w):
+    return weir.Window(w.key, w.start, w.end)
+
+
+def _event(e):
+    headers = [(h.key, h.value) for h in e.headers]
+    return Record(e.key, e.value, headers, e.timestamp, e.topic, e.partition, e.offset)
+
+
+def _decode(acc):
+    try:
+        return json.loads(acc)
+    except ValueError as e:
+        raise Fail(f"stored accumulator does not decode: {e}") from None
+
+
+def _encode(acc):
+    try:
+        return weir.dumps(acc)
+    except (TypeError, ValueError) as e:
+        raise Fail(f"accumulator does not encode: {e}") from None
+
+
+def _fold(aggregate, window, acc, events):
+    """A pane's accumulator after its events, and the events that failed, by index."""
+    acc = aggregate.create(window) if acc is None else _decode(acc)
+    errors = []
+    for i, event in enumerate(events):
+        try:
+            new = aggregate.add(acc, _event(event))
+        except Exception as e:
+            errors.append((i, _message(e)))
+            continue
+        if new is not None:  # `add` may change the accumulator in place
+            acc = new
+    return types.PaneResult(_encode(acc), errors)
+
+
+def _outputs(window, result):
+    """A fired window's records as outputs: the window's key and last instant by default."""
+    records = [] if result is None else [result] if isinstance(result, Record) else result
+    return [
+        types.Output(
+            window.key if r.key is None else r.key, r.value,
+            [types.Header(k, v) for k, v in r.headers],
+            window.end - 1 if r.timestamp == 0 else r.timestamp)
+        for r in records
+    ]
 
 
 class WitWorld(wit_world.WitWorld):
     def init(self):
         if "function" not in _plugin:
-            raise Err("the plugin has no @weir.filter or @weir.transform function")
+            raise Err("the plugin has no @weir.filter, @weir.transform or @weir.window")
         function = _plugin["function"]
         arity = len(inspect.signature(function).parameters)
         try:
             config = json.loads(host.config())
             if "config" in _plugin:
                 config = _plugin["config"](config)
+            if _plugin["kind"] == "window":
+                _aggregate[0] = function(config) if arity else function()
+                return
         except Exception as e:
             raise Err(f"bad config: {_message(e)}")
         state = weir.State()
@@ -114,3 +168,30 @@ class WitWorld(wit_world.WitWorld):
             for one in [result] if isinstance(result, Record) else result:
                 out.add(i, record, one)
         return types.OutBatch(bytes(out.arena), out.headers, out.outputs, errors)
+
+    def accumulate(self, panes):
+        results = []
+        for pane in panes:
+            try:
+                results.append(Ok(_fold(_aggregate[0], _window(pane.window), pane.acc,
+                                        pane.events)))
+            except Exception as e:
+                results.append(Err(_message(e)))
+        return results
+
+    def merge(self, window, a, b):
+        try:
+            merged = _aggregate[0].merge(_decode(a), _decode(b), _window(window))
+            return _encode(merged)
+        except Exception as e:
+            raise Err(_message(e))
+
+    def emit(self, fired):
+        results = []
+        for window, acc in fired:
+            try:
+                window = _window(window)
+                results.append(Ok(_outputs(window, _aggregate[0].emit(window, _decode(acc)))))
+            except Exception as e:
+                results.append(Err(_message(e)))
+        return results

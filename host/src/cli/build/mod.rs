@@ -9,7 +9,9 @@
 //! `rust-web-src`, building `std` from source (`-Zbuild-std`), which is what
 //! `scripts/setup.sh` installs where rustup cannot download targets.
 
+mod javascript;
 mod python;
+mod scratch;
 
 use std::{
     io::{BufRead, BufReader},
@@ -52,8 +54,9 @@ pub enum BuildError {
     NoArtifact { package: String },
     #[error("{}: cannot make a component: {reason}", module.display())]
     Componentize { module: PathBuf, reason: String },
+    /// A Python or JavaScript plugin's manifest or toolchain failed.
     #[error("{}: {reason}", path.display())]
-    Python { path: PathBuf, reason: String },
+    Toolchain { path: PathBuf, reason: String },
     #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
@@ -192,12 +195,18 @@ fn package(dir: &Path) -> Result<Package, BuildError> {
 /// Build the plugin crates in `dirs` (one cargo run per workspace) and write each component
 /// next to its crate as `DIR.wasm`, or into `out_dir` if given. Returns the component paths.
 pub fn build(dirs: &[PathBuf], out_dir: Option<&Path>) -> Result<Vec<PathBuf>, BuildError> {
-    let (python, rust): (Vec<&PathBuf>, Vec<&PathBuf>) =
-        dirs.iter().partition(|d| python::is_python(d));
     let mut outputs = Vec::new();
-    for dir in python {
+    let mut rust = Vec::new();
+    for dir in dirs {
         let out = component_path(dir, out_dir);
-        python::build(dir, &out)?;
+        if python::is_python(dir) {
+            python::build(dir, &out)?;
+        } else if javascript::is_javascript(dir) {
+            javascript::build(dir, &out)?;
+        } else {
+            rust.push(dir);
+            continue;
+        }
         outputs.push(out);
     }
     if rust.is_empty() {

@@ -1,5 +1,5 @@
 //! `weir build` of a Python plugin: a directory with `plugin.py` and a `pyproject.toml` whose
-//! `[tool.weir] world` names the WIT world (`filter` or `transform`).
+//! `[tool.weir] world` names the WIT world (`filter`, `transform` or `window`).
 //!
 //! componentize-py (from PyPI) compiles the plugin, the `weir` Python package and a CPython
 //! interpreter into one component, snapshotting the interpreter after the modules are imported,
@@ -9,10 +9,13 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
 };
 
-use super::BuildError;
+use super::{
+    scratch::{self, publish, run, toolchain_dir, Scratch},
+    BuildError,
+};
 
 /// The toolchain `weir build` installs for Python plugins when it is missing.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.0";
@@ -47,69 +50,47 @@ pub fn is_python(dir: &Path) -> bool {
 pub fn build(dir: &Path, out: &Path) -> Result<(), BuildError> {
     let world = world(dir)?;
     let tool = componentize_py()?;
-    let work = scratch(dir)?;
-    let result = (|| {
-        for (path, text) in SDK.iter().chain(&[("wit/weir.wit", WIT), ("app.py", APP)]) {
-            write(&work.join(path), text)?;
-        }
-        let tmp = out.with_extension("wasm.tmp");
-        let status = Command::new(&tool)
-            .arg("-d")
-            .arg(work.join("wit"))
-            .args(["-w", &world, "componentize", "app", "-p"])
-            .arg(&work)
-            .arg("-p")
-            .arg(dir)
-            .arg("-o")
-            .arg(&tmp)
-            .stdout(Stdio::null())
-            .status()
-            .map_err(|cause| BuildError::Io {
-                path: tool.clone(),
-                cause,
-            })?;
-        if !status.success() {
-            return Err(BuildError::Python {
-                path: dir.to_path_buf(),
-                reason: format!("componentize-py failed ({status}); its errors are above"),
-            });
-        }
-        // Renamed into place, so a watcher (hot reload) never sees half a component.
-        std::fs::rename(&tmp, out).map_err(|cause| BuildError::Io {
-            path: out.to_path_buf(),
-            cause,
-        })
-    })();
-    let _ = std::fs::remove_dir_all(&work);
-    result
+    let work = Scratch::new(dir)?;
+    let mut files = SDK.to_vec();
+    files.extend([("wit/weir.wit", WIT), ("app.py", APP)]);
+    work.write(&files)?;
+    let tmp = out.with_extension("wasm.tmp");
+    run(Command::new(&tool)
+        .arg("-d")
+        .arg(work.path().join("wit"))
+        .args(["-w", &world, "componentize", "app", "-p"])
+        .arg(work.path())
+        .arg("-p")
+        .arg(dir)
+        .arg("-o")
+        .arg(&tmp)
+        // No `__pycache__` left in the plugin's directory.
+        .env("PYTHONDONTWRITEBYTECODE", "1"))
+    .map_err(|e| BuildError::Toolchain {
+        path: dir.to_path_buf(),
+        reason: format!("componentize-py failed ({e}); its errors are above"),
+    })?;
+    publish(&tmp, out)
 }
 
 /// The WIT world `pyproject.toml` names.
 fn world(dir: &Path) -> Result<String, BuildError> {
     let path = dir.join("pyproject.toml");
-    let bad = |reason: String| BuildError::Python {
-        path: path.clone(),
-        reason,
-    };
     let text = std::fs::read_to_string(&path).map_err(|cause| BuildError::Io {
         path: path.clone(),
         cause,
     })?;
-    let doc: toml::Table = text.parse().map_err(|e| bad(format!("{e}")))?;
+    let doc: toml::Table = text.parse().map_err(|e| BuildError::Toolchain {
+        path: path.clone(),
+        reason: format!("{e}"),
+    })?;
     let world = doc
         .get("tool")
         .and_then(|t| t.get("weir"))
         .and_then(|w| w.get("world"))
-        .and_then(|w| w.as_str())
-        .ok_or_else(|| {
-            bad("no `world` in [tool.weir]: say `world = \"filter\"` or \"transform\"".into())
-        })?;
-    match world {
-        "filter" | "transform" => Ok(world.to_string()),
-        other => Err(bad(format!(
-            "[tool.weir] world = \"{other}\": Python plugins are a `filter` or a `transform`"
-        ))),
-    }
+        .and_then(|w| w.as_str());
+    let worlds = ["filter", "transform", "window"];
+    scratch::world(&path, "`world` in [tool.weir]", world, &worlds)
 }
 
 /// componentize-py: `$WEIR_COMPONENTIZE_PY`, else weir's own copy, installed on first use into
@@ -118,10 +99,7 @@ fn componentize_py() -> Result<PathBuf, BuildError> {
     if let Some(tool) = std::env::var_os("WEIR_COMPONENTIZE_PY") {
         return Ok(PathBuf::from(tool));
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let venv = home.join(".cache/weir/toolchains/python");
+    let venv = toolchain_dir("python");
     let tool = venv.join("bin/componentize-py");
     if tool.is_file() {
         return Ok(tool);
@@ -130,7 +108,7 @@ fn componentize_py() -> Result<PathBuf, BuildError> {
         "weir build: installing {COMPONENTIZE_PY} (the Python plugin toolchain) into {}",
         venv.display()
     );
-    let failed = |reason: String| BuildError::Python {
+    let failed = |reason: String| BuildError::Toolchain {
         path: venv.clone(),
         reason,
     };
@@ -150,33 +128,4 @@ fn componentize_py() -> Result<PathBuf, BuildError> {
         .arg(COMPONENTIZE_PY))
     .map_err(|e| failed(format!("pip install {COMPONENTIZE_PY} failed: {e}")))?;
     Ok(tool)
-}
-
-fn run(command: &mut Command) -> Result<(), String> {
-    match command.stdout(Stdio::inherit()).status() {
-        Ok(status) if status.success() => Ok(()),
-        Ok(status) => Err(status.to_string()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// A fresh directory for one build's generated files.
-fn scratch(dir: &Path) -> Result<PathBuf, BuildError> {
-    let name = dir.file_name().unwrap_or_default().to_string_lossy();
-    let work = std::env::temp_dir().join(format!("weir-build-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).map_err(|cause| BuildError::Io {
-        path: work.clone(),
-        cause,
-    })?;
-    Ok(work)
-}
-
-fn write(path: &Path, text: &str) -> Result<(), BuildError> {
-    let io = |cause| BuildError::Io {
-        path: path.to_path_buf(),
-        cause,
-    };
-    std::fs::create_dir_all(path.parent().expect("a file in a directory")).map_err(io)?;
-    std::fs::write(path, text).map_err(io)
 }

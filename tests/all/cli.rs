@@ -1409,25 +1409,57 @@ fn new_plugins_build_test_and_run() {
         assert!(c.is_file(), "{} was not written:{build}", c.display());
     }
 
+    scaffolds_behave(&components[0], &components[1]);
+
+    // The window component is a valid window plugin, which `weir test` does not run yet.
+    let orders = jsonl_text(&[r#"{"amount":150,"id":1}"#]);
+    weir_test(&components[2], &orders.path, None, "value")
+        .assert_failed()
+        .assert_error_line("error: plugin `my-window`: is a window plugin");
+
+    // The scaffold's own unit test passes natively.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .arg("test")
+        .current_dir(&crates[0])
+        .env("CARGO_TARGET_DIR", &target)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cargo runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "cargo test in the scaffold failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("test tests::keeps_only_big_orders ... ok"),
+        "{stdout}\n{stderr}"
+    );
+}
+
+/// What `weir new` writes does what its templates say: the filter keeps orders above `min` (and
+/// requires it), the transform tags records and counts them per key in state.
+fn scaffolds_behave(filter: &Path, transform: &Path) {
+    let name = filter.file_stem().unwrap().to_string_lossy();
     // The filter keeps orders above `min`.
     let orders = jsonl_text(&[
         r#"{"amount":150,"id":1}"#,
         r#"{"amount":50,"id":2}"#,
         r#"{"amount":100.5,"id":3}"#,
     ]);
-    weir_test(
-        &components[0],
-        &orders.path,
-        Some(&json!({"min": 100})),
-        "value",
-    )
-    .assert_ok()
-    .assert_lines(&[r#"{"amount":150,"id":1}"#, r#"{"amount":100.5,"id":3}"#])
-    .assert_counts(counts(3, 2, 1, 0));
+    weir_test(filter, &orders.path, Some(&json!({"min": 100})), "value")
+        .assert_ok()
+        .assert_lines(&[r#"{"amount":150,"id":1}"#, r#"{"amount":100.5,"id":3}"#])
+        .assert_counts(counts(3, 2, 1, 0));
     // Its config is checked: `min` is required.
-    weir_test(&components[0], &orders.path, Some(&json!({})), "value")
+    weir_test(filter, &orders.path, Some(&json!({})), "value")
         .assert_failed()
-        .assert_error_line("error: plugin `my-filter` was rejected by its init: ");
+        .assert_error_line(&format!(
+            "error: plugin `{name}` was rejected by its init: "
+        ));
 
     // The transform tags records and counts them per key in state.
     let keyed = jsonl(&[
@@ -1436,7 +1468,7 @@ fn new_plugins_build_test_and_run() {
         envelope(json!("a"), json!({"id": 3}), json!({}), 3),
     ]);
     weir_test(
-        &components[1],
+        transform,
         &keyed.path,
         Some(&json!({"field": "source", "value": "weir"})),
         "envelope",
@@ -1463,33 +1495,59 @@ fn new_plugins_build_test_and_run() {
         ),
     ])
     .assert_counts(counts(3, 3, 0, 0));
+}
 
-    // The window component is a valid window plugin, which `weir test` does not run yet.
-    weir_test(&components[2], &orders.path, None, "value")
+#[test]
+fn new_python_and_javascript_plugins_build_and_behave_as_the_rust_ones() {
+    let scratch = common::scratch();
+    let dir = scratch.path().canonicalize().unwrap();
+    for lang in ["python", "javascript"] {
+        let mut components = Vec::new();
+        for kind in ["filter", "transform"] {
+            let plugin = dir.join(format!("{lang}-{kind}"));
+            let args = [
+                "new",
+                plugin.to_str().unwrap(),
+                "--lang",
+                lang,
+                "--kind",
+                kind,
+            ];
+            weir(&args).assert_ok();
+            let build = weir(&[OsStr::new("build"), plugin.as_os_str()]);
+            build.assert_ok();
+            assert_eq!(
+                build.stdout_lines(),
+                [plugin.with_extension("wasm").display().to_string()]
+            );
+            components.push(plugin.with_extension("wasm"));
+        }
+        scaffolds_behave(&components[0], &components[1]);
+    }
+    // A Python window builds; JavaScript has no window plugins yet, and says so.
+    let window = dir.join("python-window");
+    let args = [
+        "new",
+        window.to_str().unwrap(),
+        "--lang",
+        "python",
+        "--kind",
+        "window",
+    ];
+    weir(&args).assert_ok();
+    weir(&[OsStr::new("build"), window.as_os_str()]).assert_ok();
+    let js_window = dir.join("js-window");
+    let args = [
+        "new",
+        js_window.to_str().unwrap(),
+        "--lang",
+        "js",
+        "--kind",
+        "window",
+    ];
+    weir(&args)
         .assert_failed()
-        .assert_error_line("error: plugin `my-window`: is a window plugin");
-
-    // The scaffold's own unit test passes natively.
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
-        .arg("test")
-        .current_dir(&crates[0])
-        .env("CARGO_TARGET_DIR", &target)
-        .stdin(Stdio::null())
-        .output()
-        .expect("cargo runs");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success(),
-        "cargo test in the scaffold failed:\n{stdout}\n{stderr}"
-    );
-    assert!(
-        stdout.contains("test tests::keeps_only_big_orders ... ok"),
-        "{stdout}\n{stderr}"
-    );
+        .assert_error_line("error: window plugins are written in Rust or Python for now");
 }
 
 // ---------------------------------------------------------------------------------------------

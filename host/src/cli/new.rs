@@ -1,4 +1,5 @@
-//! `weir new`: a plugin crate that builds, tests and runs as it is.
+//! `weir new`: a plugin (a Rust crate, a Python or a JavaScript project) that builds, tests and
+//! runs as it is.
 
 use std::{
     path::{Path, PathBuf},
@@ -9,13 +10,25 @@ use anyhow::Result;
 use clap::ValueEnum;
 use weir::engine::Kind;
 
-/// Create a plugin crate.
+/// Create a plugin.
 #[derive(clap::Args)]
 pub struct NewCommand {
-    /// Directory to create; its name is the crate's name.
+    /// Directory to create; its name is the plugin's name.
     name: PathBuf,
     #[arg(long, value_enum, default_value = "filter")]
     kind: KindArg,
+    /// The language to write it in.
+    #[arg(long, value_enum, default_value = "rust")]
+    lang: Lang,
+}
+
+/// The languages `weir build` compiles plugins from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Lang {
+    Rust,
+    Python,
+    #[value(alias = "js")]
+    Javascript,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -33,10 +46,17 @@ impl NewCommand {
             KindArg::Window => Kind::Window,
         };
         let name = &self.name;
-        new_plugin(name, kind)?;
+        new_plugin(name, kind, self.lang)?;
         println!("created {kind} plugin {}", name.display());
-        println!("  test it:  cd {} && cargo test", name.display());
+        if self.lang == Lang::Rust {
+            println!("  test it:  cd {} && cargo test", name.display());
+        }
         println!("  build it: weir build {}", name.display());
+        println!(
+            "  try it:   weir test --config '{}' --input RECORDS.jsonl {}",
+            example_config(kind),
+            name.with_extension("wasm").display()
+        );
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -48,6 +68,10 @@ pub enum ScaffoldError {
     Exists(PathBuf),
     #[error("`{0}` is not a usable crate name: use letters, digits, `-` and `_`, starting with a letter")]
     BadName(String),
+    #[error(
+        "{0} plugins are written in Rust or Python for now: say `--lang rust` or `--lang python`"
+    )]
+    Unsupported(Kind),
     #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
@@ -63,8 +87,8 @@ pub fn sdk_path() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk"))
 }
 
-/// Write a new plugin crate of `kind` at `dir`; its name is the directory's name.
-pub fn new_plugin(dir: &Path, kind: Kind) -> Result<(), ScaffoldError> {
+/// Write a new plugin of `kind` in `lang` at `dir`; its name is the directory's name.
+pub fn new_plugin(dir: &Path, kind: Kind, lang: Lang) -> Result<(), ScaffoldError> {
     if dir.exists() {
         return Err(ScaffoldError::Exists(dir.to_path_buf()));
     }
@@ -79,6 +103,33 @@ pub fn new_plugin(dir: &Path, kind: Kind) -> Result<(), ScaffoldError> {
     if !valid {
         return Err(ScaffoldError::BadName(name));
     }
+    let files = match lang {
+        Lang::Rust => rust_files(&name, kind),
+        Lang::Python => python_files(&name, kind)?,
+        Lang::Javascript => javascript_files(&name, kind)?,
+    };
+    for (path, text) in files {
+        let path = dir.join(path);
+        let io = |cause| ScaffoldError::Io {
+            path: path.clone(),
+            cause,
+        };
+        std::fs::create_dir_all(path.parent().expect("a file in a directory")).map_err(io)?;
+        std::fs::write(&path, text).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// A configuration the template of `kind` runs with.
+fn example_config(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Filter => r#"{"min": 100}"#,
+        Kind::Transform => r#"{"field": "source", "value": "weir"}"#,
+        Kind::Window => "{}",
+    }
+}
+
+fn rust_files(name: &str, kind: Kind) -> Vec<(&'static str, String)> {
     let sdk = sdk_path();
     let sdk = sdk.canonicalize().unwrap_or(sdk);
     let manifest = format!(
@@ -113,20 +164,56 @@ panic = "abort"
         Kind::Transform => TRANSFORM,
         Kind::Window => WINDOW,
     };
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |cause| ScaffoldError::Io { path, cause }
+    vec![
+        ("Cargo.toml", manifest),
+        ("src/lib.rs", source.into()),
+        (".gitignore", "/target\n".into()),
+    ]
+}
+
+fn python_files(name: &str, kind: Kind) -> Result<Vec<(&'static str, String)>, ScaffoldError> {
+    let source = match kind {
+        Kind::Filter => PY_FILTER,
+        Kind::Transform => PY_TRANSFORM,
+        Kind::Window => PY_WINDOW,
     };
-    let src = dir.join("src");
-    std::fs::create_dir_all(&src).map_err(io(&src))?;
-    for (path, text) in [
-        (dir.join("Cargo.toml"), manifest.as_str()),
-        (src.join("lib.rs"), source),
-        (dir.join(".gitignore"), "/target\n"),
-    ] {
-        std::fs::write(&path, text).map_err(io(&path))?;
-    }
-    Ok(())
+    let manifest = format!(
+        r#"[project]
+name = "{name}"
+version = "0.1.0"
+requires-python = ">=3.11"
+
+# `weir build` makes a `{kind}` component of `plugin.py` with componentize-py.
+[tool.weir]
+world = "{kind}"
+"#
+    );
+    Ok(vec![
+        ("pyproject.toml", manifest),
+        ("plugin.py", source.into()),
+        (".gitignore", "__pycache__/\n".into()),
+    ])
+}
+
+fn javascript_files(name: &str, kind: Kind) -> Result<Vec<(&'static str, String)>, ScaffoldError> {
+    let source = match kind {
+        Kind::Filter => JS_FILTER,
+        Kind::Transform => JS_TRANSFORM,
+        Kind::Window => return Err(ScaffoldError::Unsupported(kind)),
+    };
+    let manifest = serde_json::to_string_pretty(&serde_json::json!({
+        "name": name,
+        "version": "0.1.0",
+        "type": "module",
+        "main": "plugin.js",
+        "weir": {"world": kind.to_string()},
+    }))
+    .expect("JSON");
+    Ok(vec![
+        ("package.json", manifest + "\n"),
+        ("plugin.js", source.into()),
+        (".gitignore", "node_modules/\n".into()),
+    ])
 }
 
 const FILTER: &str = include_str!("../../templates/filter/src/lib.rs");
@@ -134,3 +221,13 @@ const FILTER: &str = include_str!("../../templates/filter/src/lib.rs");
 const TRANSFORM: &str = include_str!("../../templates/transform/src/lib.rs");
 
 const WINDOW: &str = include_str!("../../templates/window/src/lib.rs");
+
+const PY_FILTER: &str = include_str!("../../templates/python/filter.py");
+
+const PY_TRANSFORM: &str = include_str!("../../templates/python/transform.py");
+
+const PY_WINDOW: &str = include_str!("../../templates/python/window.py");
+
+const JS_FILTER: &str = include_str!("../../templates/javascript/filter.js");
+
+const JS_TRANSFORM: &str = include_str!("../../templates/javascript/transform.js");

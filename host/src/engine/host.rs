@@ -224,6 +224,7 @@ impl HostState {
         limits: Limits,
         state: SharedState,
     ) -> Self {
+        let wasi = super::wasi::Wasi::new(&plugin);
         HostState {
             plugin,
             config,
@@ -240,7 +241,7 @@ impl HostState {
             version: 0,
             migrator: None,
             migration_failed: None,
-            wasi: super::wasi::Wasi::new(),
+            wasi,
         }
     }
 

@@ -4,17 +4,20 @@
 //! files, clocks, random, sockets and the CLI environment whether the plugin uses them or not.
 //! weir links those interfaces so such components load, but grants nothing through them: no
 //! arguments, environment, preopened directories or network (opening a file or a socket is an
-//! error to the plugin), stdin closed, stdout and stderr discarded. The clocks are frozen at the
+//! error to the plugin), stdin closed; what it prints goes to weir's log, a line at a time
+//! (stdout at info, stderr at warn), tagged with the plugin. The clocks are frozen at the
 //! Unix epoch and the random sources are a fixed sequence, so a plugin reads no clock and a
 //! record replayed gives the same output (exactly-once replays and `weir test` rely on it).
 //! Rust plugins built by `weir build` import none of this.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
+use bytes::Bytes;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{
     async_trait,
-    p2::{subscribe, Pollable},
+    cli::{IsTerminal, StdoutStream},
+    p2::{subscribe, OutputStream, Pollable, StreamResult},
     random::Deterministic,
     HostWallClock, WasiCtx, WasiCtxView, WasiView,
 };
@@ -61,8 +64,18 @@ pub(super) struct Wasi {
 }
 
 impl Wasi {
-    pub(super) fn new() -> Wasi {
+    /// The context of an instance of `plugin` (the name its printed lines are logged under).
+    pub(super) fn new(plugin: &str) -> Wasi {
+        let plugin: Arc<str> = plugin.into();
         let ctx = WasiCtx::builder()
+            .stdout(LogStream {
+                plugin: plugin.clone(),
+                stderr: false,
+            })
+            .stderr(LogStream {
+                plugin,
+                stderr: true,
+            })
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -91,6 +104,96 @@ impl HostWallClock for Frozen {
 
     fn now(&self) -> Duration {
         Duration::ZERO
+    }
+}
+
+/// A plugin's stdout or stderr: lines to weir's log.
+#[derive(Clone)]
+struct LogStream {
+    plugin: Arc<str>,
+    stderr: bool,
+}
+
+impl IsTerminal for LogStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogStream {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(LogLines {
+            stream: self.clone(),
+            line: Vec::new(),
+        })
+    }
+
+    /// For WASI 0.3, which weir does not link.
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(tokio::io::empty())
+    }
+}
+
+/// Longest line logged whole: a longer one is logged in pieces this long.
+const MAX_LINE: usize = 4096;
+
+/// Bytes written to a [`LogStream`], logged as each line ends (and what is left when dropped).
+struct LogLines {
+    stream: LogStream,
+    line: Vec<u8>,
+}
+
+impl LogLines {
+    fn emit(&mut self) {
+        let text = String::from_utf8_lossy(&self.line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        let plugin = &*self.stream.plugin;
+        if self.stream.stderr {
+            tracing::warn!(plugin, "stderr: {text}");
+        } else {
+            tracing::info!(plugin, "stdout: {text}");
+        }
+        self.line.clear();
+    }
+}
+
+impl OutputStream for LogLines {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        let mut rest: &[u8] = &bytes;
+        while !rest.is_empty() {
+            let room = MAX_LINE - self.line.len();
+            let end = rest[..rest.len().min(room)]
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(rest.len().min(room), |i| i + 1);
+            self.line.extend_from_slice(&rest[..end]);
+            rest = &rest[end..];
+            if self.line.ends_with(b"\n") || self.line.len() == MAX_LINE {
+                self.emit();
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+#[async_trait]
+impl Pollable for LogLines {
+    async fn ready(&mut self) {}
+}
+
+impl Drop for LogLines {
+    fn drop(&mut self) {
+        if !self.line.is_empty() {
+            self.emit();
+        }
     }
 }
 

@@ -30,17 +30,29 @@ optionally the configuration and the record's keyed state: ``f(record)``, ``f(re
 or ``f(record, config, state)``. Raise ``weir.Fail("why")`` (or any exception) to fail one record:
 the pipeline's error policy decides what becomes of it, and its state writes are dropped.
 ``@weir.config`` marks a function that checks the configuration once, when the plugin starts;
-what it returns is the ``config`` the record function gets.
+what it returns is the ``config`` the record function gets. On a class (a dataclass, say), the
+configuration's fields are its arguments: a missing or unknown field fails the start::
+
+    @weir.config
+    @dataclasses.dataclass
+    class Config:
+        min: float
+        currency: str = "EUR"
 
 The batch encoding of weir's contract stays inside this package, as in the Rust SDK.
 """
 
 import json as _json
+import sys as _sys
 
 # Every module is imported here, at build time: componentize-py snapshots the interpreter after
 # the imports, and a running plugin has no files to import anything more from.
 from componentize_py_types import Err as _Err
 from wit_world.imports import host as _host, types as _types
+
+# What a plugin prints goes to weir's log a line at a time: flush stdout at each line, as on a
+# terminal, rather than when its buffer fills.
+_sys.stdout.reconfigure(line_buffering=True)
 
 try:
     from wit_world.imports import state as _wit_state
@@ -186,7 +198,8 @@ class Window:
 
 
 def config(function):
-    """Mark the function that checks the configuration (a dict) and returns what stages get."""
+    """Mark the function that checks the configuration (a dict) and returns what stages get, or
+    the class made from its fields."""
     _plugin["config"] = function
     return function
 

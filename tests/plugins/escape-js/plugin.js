@@ -23,6 +23,12 @@ const attempts = {
     }, 0);
     return !fired;
   },
+  // What it logs goes to weir's log.
+  console: () => {
+    console.log("printed from javascript");
+    console.error("and to stderr");
+    return true;
+  },
   // No process, environment or module loader. (Asked of the global object: the bundler would
   // put its Node.js shim in for a bare `process`.)
   environment: () => !("process" in globalThis) && !("require" in globalThis),

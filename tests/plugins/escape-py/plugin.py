@@ -2,6 +2,7 @@
 kept when the attempt sees what weir grants (nothing), failed with the error otherwise."""
 
 import os
+import sys
 import time
 
 import weir
@@ -27,6 +28,11 @@ def attempt(what):
         return time.monotonic() == before
     if what == "environment":
         return len(os.environ) == 0
+    if what == "print":
+        print("printed from a plugin")
+        print("and to stderr", file=sys.stderr)
+        print("x" * 10000)
+        return True
     raise weir.Fail(f"unknown attempt {what}")
 
 

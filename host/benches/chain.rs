@@ -337,13 +337,14 @@ fn main() {
 
 /// The example plugins built from each language, one stage at a time over the same records:
 /// what a build costs to start (compiled, from the component cache, a fresh instance), its
-/// records/s and µs per record, and the linear memory its instance grew to. Every build must give
+/// records/s and µs per record, the linear memory its instance grew to, and how many times it
+/// had to be restarted (a trap: its memory limit, say, which the default limits must not hit). Every build must give
 /// the Rust build's outputs.
 fn languages(values: &[Vec<u8>]) {
     let n = values.len();
     println!("plugins by language, each stage alone, {n} records (keys: 1000 customers):");
     println!(
-        "  {:<14} {:<10} {:>9} {:>10} {:>9} {:>9} {:>11} {:>10} {:>9}",
+        "  {:<14} {:<10} {:>9} {:>10} {:>9} {:>9} {:>11} {:>10} {:>9} {:>8}",
         "plugin",
         "build",
         "size",
@@ -352,7 +353,8 @@ fn languages(values: &[Vec<u8>]) {
         "instance",
         "records/s",
         "µs/record",
-        "memory"
+        "memory",
+        "restarts"
     );
     let plugins = [
         (
@@ -419,7 +421,7 @@ fn languages(values: &[Vec<u8>]) {
             );
             let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1e3);
             println!(
-                "  {plugin:<14} {language:<10} {:>6.1} MB {:>10} {:>9} {:>9} {:>11.0} {:>10.2} {:>6.1} MB",
+                "  {plugin:<14} {language:<10} {:>6.1} MB {:>10} {:>9} {:>9} {:>11.0} {:>10.2} {:>6.1} MB {:>8}",
                 size as f64 / 1e6,
                 ms(compile),
                 ms(cached),
@@ -427,6 +429,7 @@ fn languages(values: &[Vec<u8>]) {
                 n as f64 / run.elapsed.as_secs_f64(),
                 run.elapsed.as_secs_f64() * 1e6 / n as f64,
                 instance.memory_bytes() as f64 / 1e6,
+                instance.restarts(),
             );
         }
     }

@@ -14,7 +14,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            memory_bytes: 64 << 20,
+            // Room for an interpreter: a JavaScript instance (SpiderMonkey) grows past 64 MiB
+            // under a stateful plugin (the chain benchmark's languages table).
+            memory_bytes: 128 << 20,
             call_timeout: Duration::from_secs(2),
         }
     }

@@ -25,6 +25,12 @@ use weir::{
 /// `weir test PLUGIN --format envelope --config CONFIG` over `input`: its stdout (the outputs)
 /// and its error lines with the stage's name taken out.
 fn weir_test(plugin: &str, config: &Value, input: &Path) -> (String, Vec<String>) {
+    let (out, errors, _) = weir_test_logged(plugin, config, input);
+    (out, errors)
+}
+
+/// [`weir_test`], and the whole log (stderr) beside.
+fn weir_test_logged(plugin: &str, config: &Value, input: &Path) -> (String, Vec<String>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["test", "--format", "envelope", "--config"])
         .arg(config.to_string())
@@ -41,7 +47,11 @@ fn weir_test(plugin: &str, config: &Value, input: &Path) -> (String, Vec<String>
         .filter(|l| l.starts_with("error:"))
         .map(|l| l.replace(&format!("`{plugin}`"), "`PLUGIN`"))
         .collect();
-    (String::from_utf8(out.stdout).unwrap(), errors)
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        errors,
+        stderr.into_owned(),
+    )
 }
 
 /// The component cache the CLI tests share (compiling a Python component takes seconds).
@@ -136,13 +146,14 @@ fn a_python_plugin_gets_no_files_network_clock_or_waiting() {
         "clock",
         "sleep",
         "environment",
+        "print",
     ];
     let lines: Vec<String> = attempts
         .iter()
         .map(|a| format!("{}\n", json!({"key": a, "value": {"do": a}})))
         .collect();
     std::fs::write(&input, lines.concat()).unwrap();
-    let (out, errors) = weir_test("escape-py", &json!({}), &input);
+    let (out, errors, log) = weir_test_logged("escape-py", &json!({}), &input);
     // Kept: the clock reads the Unix epoch and stands still through a sleep of an hour (which
     // returns at once), and the environment is empty.
     let kept: Vec<String> = out
@@ -154,7 +165,27 @@ fn a_python_plugin_gets_no_files_network_clock_or_waiting() {
                 .to_string()
         })
         .collect();
-    assert_eq!(kept, ["clock", "sleep", "environment"], "{errors:#?}");
+    assert_eq!(
+        kept,
+        ["clock", "sleep", "environment", "print"],
+        "{errors:#?}"
+    );
+    // What it prints is logged a line at a time, under its name; a line of 10,000 characters
+    // in pieces of 4096 bytes.
+    let printed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("plugin=\"escape-py\"") && l.contains("std"))
+        .collect();
+    assert!(
+        printed[0].contains("INFO") && printed[0].contains("stdout: printed from a plugin"),
+        "{log}"
+    );
+    assert!(printed[1].contains("WARN") && printed[1].contains("stderr: and to stderr"));
+    let long: Vec<usize> = printed[2..]
+        .iter()
+        .map(|l| l.matches('x').count())
+        .collect();
+    assert_eq!(long, [4096, 4096, 1808], "{log}");
     let expected = [
         "No such file or directory: '/etc/hostname'",
         "No such file or directory: '/tmp/escape-py'",
@@ -336,7 +367,7 @@ config = { field = "/n", into = "/totals" }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Window plugins: the Python sum-window against the Rust one
+// Window plugins: the Python and JavaScript sum-windows against the Rust one
 // ---------------------------------------------------------------------------------------------
 
 /// `n` events on 12 keys, time moving forward with up to 2 s of disorder; amounts whole and
@@ -397,7 +428,7 @@ fn windowed(plugin: &str, window: &str, events: &[Record]) -> (Vec<Record>, Vec<
 }
 
 #[test]
-fn a_python_window_plugin_fires_what_the_rust_one_fires() {
+fn python_and_javascript_window_plugins_fire_what_the_rust_one_fires() {
     let events = window_events(3_000);
     for window in [
         r#"{ kind = "tumbling", size = 10000 }"#,
@@ -407,11 +438,13 @@ fn a_python_window_plugin_fires_what_the_rust_one_fires() {
         let (rust, rust_failures) = windowed("sum-window", window, &events);
         assert!(rust.len() > 100, "{window}: {} windows", rust.len());
         assert!(rust_failures.len() > 40, "{window}: {rust_failures:?}");
-        let (python, python_failures) = windowed("sum-window-py", window, &events);
-        assert_eq!(python_failures, rust_failures, "{window}");
-        assert_eq!(python.len(), rust.len(), "{window}");
-        for (p, r) in python.iter().zip(&rust) {
-            assert_eq!(p, r, "{window}");
+        for build in ["sum-window-py", "sum-window-js"] {
+            let (records, failures) = windowed(build, window, &events);
+            assert_eq!(failures, rust_failures, "{build}, {window}");
+            assert_eq!(records.len(), rust.len(), "{build}, {window}");
+            for (got, want) in records.iter().zip(&rust) {
+                assert_eq!(got, want, "{build}, {window}");
+            }
         }
     }
 }
@@ -420,13 +453,20 @@ fn a_python_window_plugin_fires_what_the_rust_one_fires() {
 fn a_javascript_plugin_gets_no_network_clock_or_timers() {
     let dir = scratch();
     let input = dir.path().join("attempts.jsonl");
-    let attempts = ["fetch", "clock", "monotonic", "timer", "environment"];
+    let attempts = [
+        "fetch",
+        "clock",
+        "monotonic",
+        "timer",
+        "environment",
+        "console",
+    ];
     let lines: Vec<String> = attempts
         .iter()
         .map(|a| format!("{}\n", json!({"key": a, "value": {"do": a}})))
         .collect();
     std::fs::write(&input, lines.concat()).unwrap();
-    let (out, errors) = weir_test("escape-js", &json!({}), &input);
+    let (out, errors, log) = weir_test_logged("escape-js", &json!({}), &input);
     let kept: Vec<String> = out
         .lines()
         .map(|l| {
@@ -438,9 +478,15 @@ fn a_javascript_plugin_gets_no_network_clock_or_timers() {
         .collect();
     assert_eq!(
         kept,
-        ["clock", "monotonic", "timer", "environment"],
+        ["clock", "monotonic", "timer", "environment", "console"],
         "{errors:#?}"
     );
+    let line = |text: &str| {
+        log.lines()
+            .any(|l| l.contains("plugin=\"escape-js\"") && l.contains(text))
+    };
+    assert!(line("stdout: printed from javascript"), "{log}");
+    assert!(line("stderr: and to stderr"), "{log}");
     // `fetch` has no HTTP to go to: the engine traps, and the record fails.
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert!(errors[0].contains("trap"), "{errors:#?}");

@@ -68,10 +68,6 @@ pub enum ScaffoldError {
     Exists(PathBuf),
     #[error("`{0}` is not a usable crate name: use letters, digits, `-` and `_`, starting with a letter")]
     BadName(String),
-    #[error(
-        "{0} plugins are written in Rust or Python for now: say `--lang rust` or `--lang python`"
-    )]
-    Unsupported(Kind),
     #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
@@ -105,8 +101,8 @@ pub fn new_plugin(dir: &Path, kind: Kind, lang: Lang) -> Result<(), ScaffoldErro
     }
     let files = match lang {
         Lang::Rust => rust_files(&name, kind),
-        Lang::Python => python_files(&name, kind)?,
-        Lang::Javascript => javascript_files(&name, kind)?,
+        Lang::Python => python_files(&name, kind),
+        Lang::Javascript => javascript_files(&name, kind),
     };
     for (path, text) in files {
         let path = dir.join(path);
@@ -171,7 +167,7 @@ panic = "abort"
     ]
 }
 
-fn python_files(name: &str, kind: Kind) -> Result<Vec<(&'static str, String)>, ScaffoldError> {
+fn python_files(name: &str, kind: Kind) -> Vec<(&'static str, String)> {
     let source = match kind {
         Kind::Filter => PY_FILTER,
         Kind::Transform => PY_TRANSFORM,
@@ -188,18 +184,18 @@ requires-python = ">=3.11"
 world = "{kind}"
 "#
     );
-    Ok(vec![
+    vec![
         ("pyproject.toml", manifest),
         ("plugin.py", source.into()),
         (".gitignore", "__pycache__/\n".into()),
-    ])
+    ]
 }
 
-fn javascript_files(name: &str, kind: Kind) -> Result<Vec<(&'static str, String)>, ScaffoldError> {
+fn javascript_files(name: &str, kind: Kind) -> Vec<(&'static str, String)> {
     let source = match kind {
         Kind::Filter => JS_FILTER,
         Kind::Transform => JS_TRANSFORM,
-        Kind::Window => return Err(ScaffoldError::Unsupported(kind)),
+        Kind::Window => JS_WINDOW,
     };
     let manifest = serde_json::to_string_pretty(&serde_json::json!({
         "name": name,
@@ -209,11 +205,11 @@ fn javascript_files(name: &str, kind: Kind) -> Result<Vec<(&'static str, String)
         "weir": {"world": kind.to_string()},
     }))
     .expect("JSON");
-    Ok(vec![
+    vec![
         ("package.json", manifest + "\n"),
         ("plugin.js", source.into()),
         (".gitignore", "node_modules/\n".into()),
-    ])
+    ]
 }
 
 const FILTER: &str = include_str!("../../templates/filter/src/lib.rs");
@@ -231,3 +227,5 @@ const PY_WINDOW: &str = include_str!("../../templates/python/window.py");
 const JS_FILTER: &str = include_str!("../../templates/javascript/filter.js");
 
 const JS_TRANSFORM: &str = include_str!("../../templates/javascript/transform.js");
+
+const JS_WINDOW: &str = include_str!("../../templates/javascript/window.js");

@@ -1,15 +1,16 @@
 """Keep orders above a configured amount: {"min": 100}."""
 
+from dataclasses import dataclass
+
 import weir
 
 
 @weir.config
-def configure(raw):
-    if not isinstance(raw.get("min"), (int, float)):
-        raise weir.Fail("`min` must be a number")
-    return raw["min"]
+@dataclass
+class Config:
+    min: float
 
 
 @weir.filter
-def big_orders(record, min_amount):
-    return record.json()["amount"] > min_amount
+def big_orders(record, config):
+    return record.json()["amount"] > config.min

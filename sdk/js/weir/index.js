@@ -18,7 +18,7 @@
 // SDKs. This is the same API as the Python one, in JavaScript's spelling.
 
 import { log as hostLog } from "weir:plugin/host@0.2.0";
-import * as wit from "weir:plugin/state@0.2.0";
+import * as wit from "./state.js";
 
 /** One record's failure; its message is the reason the dead-letter topic records. */
 export class Fail extends Error {}
@@ -107,12 +107,19 @@ export class Record {
  * Plain `JSON.parse` is faster where that does not matter.
  */
 export function parseExact(text) {
-  return JSON.parse(typeof text === "string" ? text : decoder.decode(text), (_key, value, context) => {
+  const json = typeof text === "string" ? text : decoder.decode(text);
+  // Most JSON has no number `JSON.parse` would misread: then it is exact, and much faster than a
+  // reviver called for every value. (A match in a string only costs the slow way.)
+  if (!INEXACT.test(json)) return JSON.parse(json);
+  return JSON.parse(json, (_key, value, context) => {
     if (typeof value !== "number" || !context || context.source === undefined) return value;
     if (/[.eE]/.test(context.source)) return Number.isInteger(value) ? new Float(value) : value;
     return Number.isSafeInteger(value) ? value : BigInt(context.source);
   });
 }
+
+/** What may be a float with a whole value (`2.0`, `1e3`) or an integer past 2^53. */
+const INEXACT = /[0-9](?:[eE][+-]?[0-9]|\.0+(?![0-9]))|[0-9]{16}/;
 
 /**
  * A whole number that was written as a float (`2.0`): `dumps` writes it back with its `.0`.
@@ -142,7 +149,15 @@ function parseJson(data, what) {
 
 /** `value` as compact JSON bytes (BigInts written as integers). */
 export function dumps(value) {
-  return encoder.encode(JSON.stringify(value, (_key, v) => (typeof v === "bigint" ? JSON.rawJSON(v.toString()) : v)));
+  let text;
+  try {
+    text = JSON.stringify(value);
+  } catch (e) {
+    // A BigInt: the replacer (called for every value, so only here) writes it as it is.
+    if (!(e instanceof TypeError)) throw e;
+    text = JSON.stringify(value, (_key, v) => (typeof v === "bigint" ? JSON.rawJSON(v.toString()) : v));
+  }
+  return encoder.encode(text);
 }
 
 /** The keyed state of the record being processed: named JSON values the host keeps. */
@@ -190,7 +205,7 @@ export const current = { index: 0 };
 function register(kind) {
   return (f) => {
     if (plugin.kind) {
-      throw new TypeError(`a plugin hands one function to filter() or transform(); \`${f.name}\` would be a second`);
+      throw new TypeError(`a plugin hands one function to filter(), transform() or window(); \`${f.name}\` would be a second`);
     }
     plugin.kind = kind;
     plugin.function = f;
@@ -202,6 +217,26 @@ function register(kind) {
 export const filter = register("filter");
 /** Make `f(record, config?, state?)` the plugin's transform: a record, an array of them, or null. */
 export const transform = register("transform");
+
+/**
+ * Make `Class` the plugin's window aggregation: weir assigns records to event-time windows (the
+ * pipeline says which), keeps one accumulator per key and window, and fires windows on the
+ * watermark. `new Class(config)` is made once; its methods are `create(window)` (a fresh
+ * accumulator: anything JSON can hold), `add(acc, record)` (returns the accumulator),
+ * `merge(a, b, window)` (two sessions that came to touch) and `emit(window, acc)` (a record, an
+ * array of them, or null). An emitted record without a key gets the window's, and one without a
+ * timestamp the window's last millisecond.
+ */
+export const window = register("window");
+
+/** One window of one key: `[start, end)` in event-time milliseconds; `key` is bytes or null. */
+export class Window {
+  constructor(key, start, end) {
+    this.key = key;
+    this.start = start;
+    this.end = end;
+  }
+}
 
 /** Make `f(raw)` check the configuration (the pipeline's JSON) and return what stages get. */
 export function config(f) {

@@ -2,9 +2,10 @@
 // `weir build` componentizes exports what this one does.
 
 import { config as hostConfig } from "weir:plugin/host@0.2.0";
-import { Fail, Record, State, current, plugin } from "./index.js";
+import { Fail, Record, State, Window, current, dumps, parseExact, plugin } from "./index.js";
 
 const decoder = new TextDecoder();
+const encoder = new TextEncoder();
 
 function message(error) {
   if (error instanceof Fail) return error.message;
@@ -71,7 +72,7 @@ class Out {
     if (!equalHeaders(out.headers, record.headers)) {
       const start = this.headers.length;
       for (const [key, value] of out.headers) {
-        this.headers.push({ key: this.span(new TextEncoder().encode(key)), value: this.span(value) });
+        this.headers.push({ key: this.span(encoder.encode(key)), value: this.span(value) });
       }
       headers = { start, len: out.headers.length };
     }
@@ -95,16 +96,22 @@ class Out {
   }
 }
 
-// What `init` made of the plugin's function: it called with one record.
+// What `init` made of the plugin's function: it called with one record, or the instance of
+// its window class.
 let call = null;
+let aggregate = null;
 
 export function init() {
-  if (!plugin.function) throw "the plugin hands no function to filter() or transform()";
+  if (!plugin.function) throw "the plugin hands nothing to filter(), transform() or window()";
   const f = plugin.function;
   let config;
   try {
     config = JSON.parse(hostConfig());
     if (plugin.config) config = plugin.config(config);
+    if (plugin.kind === "window") {
+      aggregate = new f(config);
+      return;
+    }
   } catch (e) {
     throw `bad config: ${message(e)}`;
   }
@@ -144,4 +151,88 @@ export function transform(batch) {
     }
   });
   return { arena: out.arena(), headers: out.headers, outputs: out.outputs, errors };
+}
+
+function toWindow(w) {
+  return new Window(w.key ?? null, Number(w.start), Number(w.end));
+}
+
+function decode(acc) {
+  try {
+    return parseExact(acc);
+  } catch (e) {
+    throw new Fail(`stored accumulator does not decode: ${e.message}`);
+  }
+}
+
+function encode(acc) {
+  try {
+    return dumps(acc);
+  } catch (e) {
+    throw new Fail(`accumulator does not encode: ${e.message}`);
+  }
+}
+
+function eventRecord(e) {
+  return new Record({
+    key: e.key ?? null,
+    value: e.value ?? null,
+    headers: e.headers.map((h) => [h.key, h.value]),
+    timestamp: Number(e.timestamp),
+    topic: e.topic,
+    partition: e.partition,
+    offset: Number(e.offset),
+  });
+}
+
+/** A pane's accumulator after its events, and the events that failed, by index. */
+function fold(window, acc, events) {
+  let value = acc === undefined || acc === null ? aggregate.create(window) : decode(acc);
+  const errors = [];
+  events.forEach((event, i) => {
+    try {
+      const next = aggregate.add(value, eventRecord(event));
+      if (next !== undefined) value = next; // `add` may change the accumulator in place
+    } catch (e) {
+      errors.push([i, message(e)]);
+    }
+  });
+  return { acc: encode(value), errors };
+}
+
+/** Results as the contract's `result` values: what `f` returns, or why it threw. */
+function each(items, f) {
+  return items.map((item) => {
+    try {
+      return { tag: "ok", val: f(item) };
+    } catch (e) {
+      return { tag: "err", val: message(e) };
+    }
+  });
+}
+
+export function accumulate(panes) {
+  return each(panes, (pane) => fold(toWindow(pane.window), pane.acc, pane.events));
+}
+
+export function merge(window, a, b) {
+  try {
+    return encode(aggregate.merge(decode(a), decode(b), toWindow(window)));
+  } catch (e) {
+    throw message(e);
+  }
+}
+
+export function emit(fired) {
+  return each(fired, ([w, acc]) => {
+    const window = toWindow(w);
+    const result = aggregate.emit(window, decode(acc));
+    const records = result === null || result === undefined ? [] : Array.isArray(result) ? result : [result];
+    return records.map((r) => ({
+      key: r.key ?? w.key,
+      value: r.value ?? undefined,
+      headers: r.headers.map(([key, value]) => ({ key, value })),
+      timestamp: BigInt(r.timestamp === 0 ? window.end - 1 : r.timestamp),
+    }));
+  });
 }

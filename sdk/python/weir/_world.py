@@ -133,7 +133,9 @@ class WitWorld(wit_world.WitWorld):
         try:
             config = json.loads(host.config())
             if "config" in _plugin:
-                config = _plugin["config"](config)
+                check = _plugin["config"]
+                # A class (a dataclass, say) is made from the configuration's fields.
+                config = check(**config) if inspect.isclass(check) else check(config)
             if _plugin["kind"] == "window":
                 _aggregate[0] = function(config) if arity else function()
                 return

@@ -1,6 +1,6 @@
 //! `weir build` of a JavaScript plugin: a directory with a `package.json` whose `weir.world`
-//! names the WIT world (`filter` or `transform`), and whose `main` (`plugin.js` if none) is the
-//! plugin module.
+//! names the WIT world (`filter`, `transform` or `window`), and whose `main` (`plugin.js` if
+//! none) is the plugin module.
 //!
 //! jco (from npm) bundles the module with the `weir` package and whatever it imports from its own
 //! `node_modules`, then componentize-js compiles it with the StarlingMonkey engine into one
@@ -27,7 +27,7 @@ use super::{
 const JCO: &str = "@bytecodealliance/jco@1.34.0";
 
 /// The `weir` package, file by file.
-const SDK: [(&str, &str); 4] = [
+const SDK: [(&str, &str); 5] = [
     (
         "weir/package.json",
         r#"{"name": "weir", "type": "module", "main": "index.js"}"#,
@@ -44,7 +44,16 @@ const SDK: [(&str, &str); 4] = [
         "weir/world.js",
         include_str!("../../../../sdk/js/weir/world.js"),
     ),
+    (
+        "weir/state.js",
+        include_str!("../../../../sdk/js/weir/state.js"),
+    ),
 ];
+
+/// `weir/state.js` for a window plugin, whose world imports no keyed state.
+const NO_STATE: &str = "const none = () => {\n  throw new Error(\"a window plugin keeps no keyed \
+     state: its accumulator is its state\");\n};\nexport { none as get, none as put, none as \
+     delete, none as scan };\n";
 const WIT: &str = include_str!("../../../../wit/weir.wit");
 
 /// Whether `dir` holds a JavaScript plugin.
@@ -61,10 +70,14 @@ pub fn build(dir: &Path, out: &Path) -> Result<(), BuildError> {
         path: dir.to_path_buf(),
         cause,
     })?;
-    // The component's module: the plugin's (which hands its function to `filter` or
-    // `transform`), then the glue that serves the world's exports with it.
+    // The component's module: the plugin's (which hands its function or class to `filter`,
+    // `transform` or `window`), then the glue that serves the world's exports with it.
+    let exports = match world.as_str() {
+        "window" => "accumulate, merge, emit",
+        other => other,
+    };
     let app = format!(
-        "import {};\nexport {{ init, {world} }} from \"weir/world.js\";\n",
+        "import {};\nexport {{ init, {exports} }} from \"weir/world.js\";\n",
         json_string(&entry.to_string_lossy())
     );
     // The bundler finds `weir` in the scratch directory wherever the plugin is, and leaves the
@@ -74,6 +87,9 @@ pub fn build(dir: &Path, out: &Path) -> Result<(), BuildError> {
         json_string(&work.path().join("weir").to_string_lossy())
     );
     let mut files = SDK.to_vec();
+    if world == "window" {
+        files.push(("weir/state.js", NO_STATE));
+    }
     files.extend([
         ("wit/weir.wit", WIT),
         ("package.json", r#"{"type": "module"}"#),
@@ -112,7 +128,7 @@ fn manifest(dir: &Path) -> Result<(String, String), BuildError> {
             path: path.clone(),
             reason: format!("not JSON: {e}"),
         })?;
-    let worlds = ["filter", "transform"];
+    let worlds = ["filter", "transform", "window"];
     let world = scratch::world(
         &path,
         "`weir.world`",

@@ -134,10 +134,29 @@ fn running_total_in_python_and_javascript_keeps_the_rust_ones_totals_and_failure
     );
 }
 
-#[test]
-fn a_python_plugin_gets_no_files_network_clock_or_waiting() {
+/// `weir test` of a sandbox-escaping plugin over one record per attempt (`{"do": attempt}`,
+/// keyed by it): the attempts it kept, its error lines and its log.
+fn attempt(plugin: &str, attempts: &[&str]) -> (Vec<String>, Vec<String>, String) {
     let dir = scratch();
     let input = dir.path().join("attempts.jsonl");
+    let lines: Vec<String> = attempts
+        .iter()
+        .map(|a| format!("{}\n", json!({"key": a, "value": {"do": a}})))
+        .collect();
+    std::fs::write(&input, lines.concat()).unwrap();
+    let (out, errors, log) = weir_test_logged(plugin, &json!({}), &input);
+    let kept = out
+        .lines()
+        .map(|l| {
+            let record: Value = serde_json::from_str(l).unwrap();
+            record["key"].as_str().unwrap().to_string()
+        })
+        .collect();
+    (kept, errors, log)
+}
+
+#[test]
+fn a_python_plugin_gets_no_files_network_clock_or_waiting() {
     let attempts = [
         "open",
         "write",
@@ -148,23 +167,9 @@ fn a_python_plugin_gets_no_files_network_clock_or_waiting() {
         "environment",
         "print",
     ];
-    let lines: Vec<String> = attempts
-        .iter()
-        .map(|a| format!("{}\n", json!({"key": a, "value": {"do": a}})))
-        .collect();
-    std::fs::write(&input, lines.concat()).unwrap();
-    let (out, errors, log) = weir_test_logged("escape-py", &json!({}), &input);
+    let (kept, errors, log) = attempt("escape-py", &attempts);
     // Kept: the clock reads the Unix epoch and stands still through a sleep of an hour (which
     // returns at once), and the environment is empty.
-    let kept: Vec<String> = out
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["key"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
     assert_eq!(
         kept,
         ["clock", "sleep", "environment", "print"],
@@ -451,8 +456,6 @@ fn python_and_javascript_window_plugins_fire_what_the_rust_one_fires() {
 
 #[test]
 fn a_javascript_plugin_gets_no_network_clock_or_timers() {
-    let dir = scratch();
-    let input = dir.path().join("attempts.jsonl");
     let attempts = [
         "fetch",
         "clock",
@@ -461,21 +464,7 @@ fn a_javascript_plugin_gets_no_network_clock_or_timers() {
         "environment",
         "console",
     ];
-    let lines: Vec<String> = attempts
-        .iter()
-        .map(|a| format!("{}\n", json!({"key": a, "value": {"do": a}})))
-        .collect();
-    std::fs::write(&input, lines.concat()).unwrap();
-    let (out, errors, log) = weir_test_logged("escape-js", &json!({}), &input);
-    let kept: Vec<String> = out
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["key"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let (kept, errors, log) = attempt("escape-js", &attempts);
     assert_eq!(
         kept,
         ["clock", "monotonic", "timer", "environment", "console"],

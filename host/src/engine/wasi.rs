@@ -33,7 +33,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     // there is nothing else to wait for.
     linker.allow_shadowing(true);
     let mut clock = linker.instance(MONOTONIC_CLOCK)?;
-    clock.func_wrap("now", |_, (): ()| Ok((0u64,)))?;
+    clock.func_wrap("now", |_, (): ()| Ok((FROZEN_INSTANT,)))?;
     clock.func_wrap("resolution", |_, (): ()| Ok((1_000_000_000u64,)))?;
     for name in ["subscribe-instant", "subscribe-duration"] {
         clock.func_wrap(name, |mut store, (_,): (u64,)| {
@@ -45,6 +45,10 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     linker.allow_shadowing(false);
     Ok(())
 }
+
+/// Where the monotonic clock stands, in nanoseconds: not 0, which Go's runtime takes for a
+/// broken clock (it stops at start with "nanotime returning zero").
+const FROZEN_INSTANT: u64 = 1_000_000_000;
 
 /// The monotonic clock as wasmtime-wasi links it (components importing an older 0.2 get it).
 const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.6";

@@ -101,7 +101,7 @@ fn same_behaviour(rust: &str, builds: &[&str], configs: &[Value]) {
 }
 
 #[test]
-fn json_filter_in_python_and_javascript_keeps_what_the_rust_one_keeps() {
+fn json_filter_in_python_javascript_and_go_keeps_what_the_rust_one_keeps() {
     let condition = |op: &str, value: Value| json!({"path": "/amount", "op": op, "value": value});
     let mut configs: Vec<Value> = ["eq", "ne", "gt", "ge", "lt", "le"]
         .iter()
@@ -116,16 +116,16 @@ fn json_filter_in_python_and_javascript_keeps_what_the_rust_one_keeps() {
     ]);
     same_behaviour(
         "json-filter",
-        &["json-filter-py", "json-filter-js"],
+        &["json-filter-py", "json-filter-js", "json-filter-go"],
         &configs,
     );
 }
 
 #[test]
-fn running_total_in_python_and_javascript_keeps_the_rust_ones_totals_and_failures() {
+fn running_total_in_python_javascript_and_go_keeps_the_rust_ones_totals_and_failures() {
     same_behaviour(
         "running-total",
-        &["running-total-py", "running-total-js"],
+        &["running-total-py", "running-total-js", "running-total-go"],
         &[
             json!({"field": "/amount"}),
             json!({"field": "/amount", "into": "/totals"}),
@@ -297,7 +297,7 @@ fn one_pipeline_writes_the_same_outputs_and_dead_letters_in_every_language() {
     assert_eq!(rust.outputs.len(), 6, "{rust:#?}");
     assert_eq!(rust.letters.len(), 1, "{rust:#?}");
     assert_eq!(rust.letters[0].message, "no number at /amount", "{rust:#?}");
-    for suffix in ["-py", "-js"] {
+    for suffix in ["-py", "-js", "-go"] {
         assert_eq!(
             orders_pipeline_in(suffix),
             rust,
@@ -314,7 +314,7 @@ fn replace_by_rename(from: &Path, to: &Path) {
 }
 
 #[test]
-fn a_stage_reloaded_from_rust_to_python_to_javascript_keeps_its_totals() {
+fn a_stage_reloaded_from_rust_to_python_to_javascript_to_go_keeps_its_totals() {
     let k = kafka();
     let t = Topics::new("lang-reload", 2);
     let plugin = t.dir.path().join("total.wasm");
@@ -333,7 +333,12 @@ config = { field = "/n", into = "/totals" }
         value: json!({ "n": n }).to_string().into_bytes(),
         ..In::default()
     };
-    let builds = ["running-total", "running-total-py", "running-total-js"];
+    let builds = [
+        "running-total",
+        "running-total-py",
+        "running-total-js",
+        "running-total-go",
+    ];
     for (generation, build) in builds.iter().enumerate() {
         if generation > 0 {
             replace_by_rename(&component(build), &plugin);
@@ -347,16 +352,16 @@ config = { field = "/n", into = "/totals" }
         k.produce(&t.source, &records);
         k.read(&t.sink, from as usize + 60, Duration::from_secs(120));
     }
-    let output = k.read(&t.sink, 180, Duration::from_secs(60));
+    let output = k.read(&t.sink, 240, Duration::from_secs(60));
     assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
     let log = weir.log();
-    assert!(log.contains("now runs generation 2"), "log:\n{log}");
+    assert!(log.contains("now runs generation 3"), "log:\n{log}");
     // Each key's totals go on from where the last build left them: its count goes up by one a
     // record, its sum by the record's `n`, through both swaps.
     let mut totals: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     let mut by_n: Vec<&Out> = output.iter().collect();
     by_n.sort_by_key(|o| json_of(o)["n"].as_u64());
-    assert_eq!(by_n.len(), 180, "log:\n{log}");
+    assert_eq!(by_n.len(), 240, "log:\n{log}");
     for o in by_n {
         let v = json_of(o);
         let n = v["n"].as_u64().unwrap();
@@ -479,4 +484,53 @@ fn a_javascript_plugin_gets_no_network_clock_or_timers() {
     // `fetch` has no HTTP to go to: the engine traps, and the record fails.
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert!(errors[0].contains("trap"), "{errors:#?}");
+}
+
+#[test]
+fn a_go_plugin_gets_no_files_network_clock_or_waiting() {
+    // A listener on a real port: the plugin's dial must not reach it. (Go's wasip1 network is
+    // an in-process fake, so the dial is refused without a socket.)
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let socket = format!("socket {}", listener.local_addr().unwrap());
+    let attempts = [
+        "open",
+        "write",
+        "listdir",
+        &socket,
+        "clock",
+        "environment",
+        "print",
+        "sleep",
+    ];
+    let (kept, errors, log) = attempt("escape-go", &attempts);
+    // Kept: the clock reads the Unix epoch, the environment is empty.
+    assert_eq!(kept, ["clock", "environment", "print"], "{errors:#?}");
+    assert!(
+        listener.accept().is_err(),
+        "the plugin reached the listener"
+    );
+    let printed = |text: &str| {
+        log.lines()
+            .any(|l| l.contains("plugin=\"escape-go\"") && l.contains(text))
+    };
+    assert!(
+        printed("INFO") && printed("stdout: printed from a plugin"),
+        "{log}"
+    );
+    assert!(printed("stderr: and to stderr"), "{log}");
+    // No file is there to open (there is no directory to open it in), the dial is refused, and
+    // a sleep waits on a clock that stands still until the call's time limit stops it.
+    let expected = [
+        "open /etc/hostname: Bad file number",
+        "open /tmp/escape-go: Bad file number",
+        "open /: Bad file number",
+        "connect: Connection refused",
+        "timeout: ran past the call time limit",
+    ];
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    for (error, what) in errors.iter().zip(expected) {
+        assert!(error.contains(what), "{error} lacks {what}");
+    }
+    assert!(!Path::new("/tmp/escape-go").exists());
 }

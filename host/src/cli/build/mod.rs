@@ -9,6 +9,7 @@
 //! `rust-web-src`, building `std` from source (`-Zbuild-std`), which is what
 //! `scripts/setup.sh` installs where rustup cannot download targets.
 
+mod go;
 mod javascript;
 mod python;
 mod scratch;
@@ -203,6 +204,8 @@ pub fn build(dirs: &[PathBuf], out_dir: Option<&Path>) -> Result<Vec<PathBuf>, B
             python::build(dir, &out)?;
         } else if javascript::is_javascript(dir) {
             javascript::build(dir, &out)?;
+        } else if go::is_go(dir) {
+            go::build(dir, &out)?;
         } else {
             rust.push(dir);
             continue;

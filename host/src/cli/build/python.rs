@@ -108,24 +108,6 @@ fn componentize_py() -> Result<PathBuf, BuildError> {
         "weir build: installing {COMPONENTIZE_PY} (the Python plugin toolchain) into {}",
         venv.display()
     );
-    let failed = |reason: String| BuildError::Toolchain {
-        path: venv.clone(),
-        reason,
-    };
-    run(Command::new("python3").args(["-m", "venv"]).arg(&venv)).map_err(|e| {
-        failed(format!(
-            "cannot make a virtual environment ({e}): install Python 3.11+ with venv (Debian: \
-             apt-get install python3-venv)"
-        ))
-    })?;
-    run(Command::new(venv.join("bin/pip"))
-        .args([
-            "install",
-            "--disable-pip-version-check",
-            "--progress-bar",
-            "on",
-        ])
-        .arg(COMPONENTIZE_PY))
-    .map_err(|e| failed(format!("pip install {COMPONENTIZE_PY} failed: {e}")))?;
+    scratch::pip_install(&venv, COMPONENTIZE_PY)?;
     Ok(tool)
 }

@@ -1,4 +1,4 @@
-//! What the builds of Python and JavaScript plugins share: a scratch directory where the SDK,
+//! What the builds of Python, JavaScript and Go plugins share: a scratch directory where the SDK,
 //! the WIT contract and the plugin meet, tools run with their output shown, and a component
 //! renamed into place.
 
@@ -97,4 +97,28 @@ pub fn world(
             "no {field}: say which world the plugin serves (`{named}`)"
         ))),
     }
+}
+
+/// Install the PyPI package `spec` into a new virtual environment at `venv`, with pip's
+/// progress shown.
+pub fn pip_install(venv: &Path, spec: &str) -> Result<(), BuildError> {
+    let failed = |reason: String| BuildError::Toolchain {
+        path: venv.to_path_buf(),
+        reason,
+    };
+    run(Command::new("python3").args(["-m", "venv"]).arg(venv)).map_err(|e| {
+        failed(format!(
+            "cannot make a virtual environment ({e}): install Python 3.11+ with venv (Debian: \
+             apt-get install python3-venv)"
+        ))
+    })?;
+    run(Command::new(venv.join("bin/pip"))
+        .args([
+            "install",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "on",
+        ])
+        .arg(spec))
+    .map_err(|e| failed(format!("pip install {spec} failed: {e}")))
 }

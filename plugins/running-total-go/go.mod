@@ -1,0 +1,5 @@
+module running-total
+
+go 1.24
+
+// weir:world transform

@@ -1,0 +1,5 @@
+module escape
+
+go 1.24
+
+// weir:world filter

@@ -90,3 +90,12 @@ func (p Pointer) Put(doc any, value any) error {
 	}
 	return fmt.Errorf("cannot put at the whole value")
 }
+
+// MustPointer is ParsePointer for a pointer written in the code: it panics on a bad one.
+func MustPointer(text string) Pointer {
+	p, err := ParsePointer(text)
+	if err != nil {
+		panic(err)
+	}
+	return p
+}

@@ -16,6 +16,15 @@ func init() {
 		Init:      configure,
 		Filter:    filterBatch,
 		Transform: transformBatch,
+		Accumulate: func(panes []weir_plugin_types.Pane) []witTypes.Result[weir_plugin_types.PaneResult, string] {
+			return registered.window.accumulate(panes)
+		},
+		Merge: func(w weir_plugin_types.KeyedWindow, a, b []byte) ([]byte, error) {
+			return registered.window.merge(w, a, b)
+		},
+		Emit: func(fired []witTypes.Tuple2[weir_plugin_types.KeyedWindow, []byte]) []witTypes.Result[[]weir_plugin_types.Output, string] {
+			return registered.window.emit(fired)
+		},
 	})
 }
 

@@ -10,6 +10,8 @@
 //		Min float64 `json:"min"`
 //	}
 //
+//	var amount = weir.MustPointer("/amount")
+//
 //	func init() {
 //		weir.Config(&config)
 //		weir.Filter(func(r *weir.Record) (bool, error) {
@@ -17,16 +19,17 @@
 //			if err != nil {
 //				return false, err
 //			}
-//			amount, ok := order.(*weir.Object).Get("amount")
-//			n, isNumber := weir.Number(amount)
-//			return ok && isNumber && n > config.Min, nil
+//			value, _ := amount.Get(order)
+//			n, isNumber := weir.Number(value)
+//			return isNumber && n > config.Min, nil
 //		})
 //	}
 //
 //	func main() {}
 //
 // [Filter] functions say whether to keep a record; [Transform] functions return the records a
-// record becomes (none, one or many) and may keep state per key. A function's error fails that
+// record becomes (none, one or many) and may keep state per key; an [Aggregator] folds the
+// records of a key in an event-time window, and [Aggregate] makes it the plugin. A function's error fails that
 // record alone (so does a panic): the pipeline's error policy decides what becomes of it, and its
 // state writes are dropped. `weir build` compiles the package to a component; main is not run.
 //
@@ -108,6 +111,7 @@ type plugin struct {
 	kind      string
 	filter    func(*Record) (bool, error)
 	transform func(*Record, *State) ([]Record, error)
+	window    windowHooks
 	config    any
 }
 
@@ -115,7 +119,7 @@ var registered plugin
 
 func register(kind string) {
 	if registered.kind != "" {
-		panic(fmt.Sprintf("a plugin has one weir.Filter or weir.Transform; a %s would be a second", kind))
+		panic(fmt.Sprintf("a plugin has one weir.Filter, weir.Transform or weir.Aggregate; a %s would be a second", kind))
 	}
 	registered.kind = kind
 }
@@ -147,7 +151,7 @@ type Checker interface {
 
 func configure() error {
 	if registered.kind == "" {
-		return errors.New("the plugin has no weir.Filter or weir.Transform")
+		return errors.New("the plugin has no weir.Filter, weir.Transform or weir.Aggregate")
 	}
 	if registered.config == nil {
 		return nil

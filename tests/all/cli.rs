@@ -1498,10 +1498,10 @@ fn scaffolds_behave(filter: &Path, transform: &Path) {
 }
 
 #[test]
-fn new_python_and_javascript_plugins_build_and_behave_as_the_rust_ones() {
+fn new_python_javascript_and_go_plugins_build_and_behave_as_the_rust_ones() {
     let scratch = common::scratch();
     let dir = scratch.path().canonicalize().unwrap();
-    for lang in ["python", "javascript"] {
+    for lang in ["python", "javascript", "go"] {
         let mut components = Vec::new();
         for kind in ["filter", "transform"] {
             let plugin = dir.join(format!("{lang}-{kind}"));
@@ -1524,8 +1524,8 @@ fn new_python_and_javascript_plugins_build_and_behave_as_the_rust_ones() {
         }
         scaffolds_behave(&components[0], &components[1]);
     }
-    // Window plugins build in both (`weir test` runs windows in a pipeline only).
-    for lang in ["python", "js"] {
+    // Window plugins build in each (`weir test` runs windows in a pipeline only).
+    for lang in ["python", "js", "go"] {
         let window = dir.join(format!("{lang}-window"));
         let args = [
             "new",

@@ -377,7 +377,7 @@ config = { field = "/n", into = "/totals" }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Window plugins: the Python and JavaScript sum-windows against the Rust one
+// Window plugins: the Python, JavaScript and Go sum-windows against the Rust one
 // ---------------------------------------------------------------------------------------------
 
 /// `n` events on 12 keys, time moving forward with up to 2 s of disorder; amounts whole and
@@ -438,7 +438,7 @@ fn windowed(plugin: &str, window: &str, events: &[Record]) -> (Vec<Record>, Vec<
 }
 
 #[test]
-fn python_and_javascript_window_plugins_fire_what_the_rust_one_fires() {
+fn python_javascript_and_go_window_plugins_fire_what_the_rust_one_fires() {
     let events = window_events(3_000);
     for window in [
         r#"{ kind = "tumbling", size = 10000 }"#,
@@ -448,7 +448,7 @@ fn python_and_javascript_window_plugins_fire_what_the_rust_one_fires() {
         let (rust, rust_failures) = windowed("sum-window", window, &events);
         assert!(rust.len() > 100, "{window}: {} windows", rust.len());
         assert!(rust_failures.len() > 40, "{window}: {rust_failures:?}");
-        for build in ["sum-window-py", "sum-window-js"] {
+        for build in ["sum-window-py", "sum-window-js", "sum-window-go"] {
             let (records, failures) = windowed(build, window, &events);
             assert_eq!(failures, rust_failures, "{build}, {window}");
             assert_eq!(records.len(), rust.len(), "{build}, {window}");

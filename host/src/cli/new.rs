@@ -1,5 +1,5 @@
-//! `weir new`: a plugin (a Rust crate, a Python or a JavaScript project) that builds, tests and
-//! runs as it is.
+//! `weir new`: a plugin (a Rust crate, a Python, JavaScript or Go project) that builds, tests
+//! and runs as it is.
 
 use std::{
     path::{Path, PathBuf},
@@ -29,6 +29,7 @@ pub enum Lang {
     Python,
     #[value(alias = "js")]
     Javascript,
+    Go,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -103,6 +104,7 @@ pub fn new_plugin(dir: &Path, kind: Kind, lang: Lang) -> Result<(), ScaffoldErro
         Lang::Rust => rust_files(&name, kind),
         Lang::Python => python_files(&name, kind),
         Lang::Javascript => javascript_files(&name, kind),
+        Lang::Go => go_files(&name, kind),
     };
     for (path, text) in files {
         let path = dir.join(path);
@@ -212,6 +214,19 @@ fn javascript_files(name: &str, kind: Kind) -> Vec<(&'static str, String)> {
     ]
 }
 
+fn go_files(name: &str, kind: Kind) -> Vec<(&'static str, String)> {
+    let source = match kind {
+        Kind::Filter => GO_FILTER,
+        Kind::Transform => GO_TRANSFORM,
+        Kind::Window => GO_WINDOW,
+    };
+    let manifest = format!(
+        "module {name}\n\ngo 1.24\n\n// `weir build` makes a `{kind}` component of this package.\n\
+         // weir:world {kind}\n"
+    );
+    vec![("go.mod", manifest), ("main.go", source.into())]
+}
+
 const FILTER: &str = include_str!("../../templates/filter/src/lib.rs");
 
 const TRANSFORM: &str = include_str!("../../templates/transform/src/lib.rs");
@@ -229,3 +244,9 @@ const JS_FILTER: &str = include_str!("../../templates/javascript/filter.js");
 const JS_TRANSFORM: &str = include_str!("../../templates/javascript/transform.js");
 
 const JS_WINDOW: &str = include_str!("../../templates/javascript/window.js");
+
+const GO_FILTER: &str = include_str!("../../templates/go/filter.go");
+
+const GO_TRANSFORM: &str = include_str!("../../templates/go/transform.go");
+
+const GO_WINDOW: &str = include_str!("../../templates/go/window.go");

@@ -1,5 +1,5 @@
 //! `weir build` of a Go plugin: a directory with a `go.mod` that says which WIT world the
-//! package serves, on a line of its own: `// weir:world filter` (or `transform`).
+//! package serves, on a line of its own: `// weir:world filter` (or `transform`, `window`).
 //!
 //! Go (1.24 and later) builds a WASI reactor module with `-buildmode=c-shared`; its exports and
 //! imports of weir's contract come from bindings that wit-bindgen's Go generator made
@@ -34,13 +34,14 @@ macro_rules! sdk {
         [$(($path, include_str!(concat!("../../../../sdk/go/", $path)))),*]
     };
 }
-const SDK: [(&str, &str); 31] = sdk![
+const SDK: [(&str, &str); 32] = sdk![
     "go.mod",
     "json.go",
     "pointer.go",
     "serve.go",
     "state.go",
     "weir.go",
+    "window.go",
     "pkg/LICENSE",
     "pkg/go.mod",
     "pkg/wit/async/async.go",
@@ -203,7 +204,7 @@ fn world(dir: &Path) -> Result<String, BuildError> {
         &path,
         "`// weir:world` line",
         world,
-        &["filter", "transform"],
+        &["filter", "transform", "window"],
     )
 }
 

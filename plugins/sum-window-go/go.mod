@@ -1,0 +1,5 @@
+module sum-window
+
+go 1.24
+
+// weir:world window

@@ -365,7 +365,12 @@ fn languages(values: &[Vec<u8>]) {
     ];
     for (plugin, config) in plugins {
         let mut reference = None;
-        for (language, suffix) in [("Rust", ""), ("Python", "-py"), ("JavaScript", "-js")] {
+        for (language, suffix) in [
+            ("Rust", ""),
+            ("Python", "-py"),
+            ("JavaScript", "-js"),
+            ("Go", "-go"),
+        ] {
             let name = format!("{plugin}{suffix}");
             let path = kit::root().join("plugins").join(format!("{name}.wasm"));
             let size = std::fs::metadata(&path).map_or(0, |m| m.len());

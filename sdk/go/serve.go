@@ -13,16 +13,28 @@ import (
 // as it does inside the Rust SDK.
 func init() {
 	export_wit_world.Serve(export_wit_world.Hooks{
-		Init:      configure,
-		Filter:    filterBatch,
-		Transform: transformBatch,
+		Init: func() error {
+			defer collect()
+			return configure()
+		},
+		Filter: func(batch weir_plugin_types.Batch) weir_plugin_types.Verdicts {
+			defer collect()
+			return filterBatch(batch)
+		},
+		Transform: func(batch weir_plugin_types.Batch) weir_plugin_types.OutBatch {
+			defer collect()
+			return transformBatch(batch)
+		},
 		Accumulate: func(panes []weir_plugin_types.Pane) []witTypes.Result[weir_plugin_types.PaneResult, string] {
+			defer collect()
 			return registered.window.accumulate(panes)
 		},
 		Merge: func(w weir_plugin_types.KeyedWindow, a, b []byte) ([]byte, error) {
+			defer collect()
 			return registered.window.merge(w, a, b)
 		},
 		Emit: func(fired []witTypes.Tuple2[weir_plugin_types.KeyedWindow, []byte]) []witTypes.Result[[]weir_plugin_types.Output, string] {
+			defer collect()
 			return registered.window.emit(fired)
 		},
 	})

@@ -106,16 +106,7 @@ pub fn new_plugin(dir: &Path, kind: Kind, lang: Lang) -> Result<(), ScaffoldErro
         Lang::Javascript => javascript_files(&name, kind),
         Lang::Go => go_files(&name, kind),
     };
-    for (path, text) in files {
-        let path = dir.join(path);
-        let io = |cause| ScaffoldError::Io {
-            path: path.clone(),
-            cause,
-        };
-        std::fs::create_dir_all(path.parent().expect("a file in a directory")).map_err(io)?;
-        std::fs::write(&path, text).map_err(io)?;
-    }
-    Ok(())
+    super::build::write_files(dir, files).map_err(|(path, cause)| ScaffoldError::Io { path, cause })
 }
 
 /// A configuration the template of `kind` runs with.
@@ -157,11 +148,7 @@ panic = "abort"
 "#,
         sdk = sdk.display()
     );
-    let source = match kind {
-        Kind::Filter => FILTER,
-        Kind::Transform => TRANSFORM,
-        Kind::Window => WINDOW,
-    };
+    let source = by_kind(kind, RUST);
     vec![
         ("Cargo.toml", manifest),
         ("src/lib.rs", source.into()),
@@ -170,11 +157,7 @@ panic = "abort"
 }
 
 fn python_files(name: &str, kind: Kind) -> Vec<(&'static str, String)> {
-    let source = match kind {
-        Kind::Filter => PY_FILTER,
-        Kind::Transform => PY_TRANSFORM,
-        Kind::Window => PY_WINDOW,
-    };
+    let source = by_kind(kind, PY);
     let manifest = format!(
         r#"[project]
 name = "{name}"
@@ -194,11 +177,7 @@ world = "{kind}"
 }
 
 fn javascript_files(name: &str, kind: Kind) -> Vec<(&'static str, String)> {
-    let source = match kind {
-        Kind::Filter => JS_FILTER,
-        Kind::Transform => JS_TRANSFORM,
-        Kind::Window => JS_WINDOW,
-    };
+    let source = by_kind(kind, JS);
     let manifest = serde_json::to_string_pretty(&serde_json::json!({
         "name": name,
         "version": "0.1.0",
@@ -215,11 +194,7 @@ fn javascript_files(name: &str, kind: Kind) -> Vec<(&'static str, String)> {
 }
 
 fn go_files(name: &str, kind: Kind) -> Vec<(&'static str, String)> {
-    let source = match kind {
-        Kind::Filter => GO_FILTER,
-        Kind::Transform => GO_TRANSFORM,
-        Kind::Window => GO_WINDOW,
-    };
+    let source = by_kind(kind, GO);
     let manifest = format!(
         "module {name}\n\ngo 1.24\n\n// `weir build` makes a `{kind}` component of this package.\n\
          // weir:world {kind}\n"
@@ -227,26 +202,35 @@ fn go_files(name: &str, kind: Kind) -> Vec<(&'static str, String)> {
     vec![("go.mod", manifest), ("main.go", source.into())]
 }
 
-const FILTER: &str = include_str!("../../templates/filter/src/lib.rs");
+/// The template of each kind, in the order of [`by_kind`].
+const RUST: [&str; 3] = [
+    include_str!("../../templates/filter/src/lib.rs"),
+    include_str!("../../templates/transform/src/lib.rs"),
+    include_str!("../../templates/window/src/lib.rs"),
+];
+const PY: [&str; 3] = [
+    include_str!("../../templates/python/filter.py"),
+    include_str!("../../templates/python/transform.py"),
+    include_str!("../../templates/python/window.py"),
+];
+const JS: [&str; 3] = [
+    include_str!("../../templates/javascript/filter.js"),
+    include_str!("../../templates/javascript/transform.js"),
+    include_str!("../../templates/javascript/window.js"),
+];
+const GO: [&str; 3] = [
+    include_str!("../../templates/go/filter.go"),
+    include_str!("../../templates/go/transform.go"),
+    include_str!("../../templates/go/window.go"),
+];
 
-const TRANSFORM: &str = include_str!("../../templates/transform/src/lib.rs");
-
-const WINDOW: &str = include_str!("../../templates/window/src/lib.rs");
-
-const PY_FILTER: &str = include_str!("../../templates/python/filter.py");
-
-const PY_TRANSFORM: &str = include_str!("../../templates/python/transform.py");
-
-const PY_WINDOW: &str = include_str!("../../templates/python/window.py");
-
-const JS_FILTER: &str = include_str!("../../templates/javascript/filter.js");
-
-const JS_TRANSFORM: &str = include_str!("../../templates/javascript/transform.js");
-
-const JS_WINDOW: &str = include_str!("../../templates/javascript/window.js");
-
-const GO_FILTER: &str = include_str!("../../templates/go/filter.go");
-
-const GO_TRANSFORM: &str = include_str!("../../templates/go/transform.go");
-
-const GO_WINDOW: &str = include_str!("../../templates/go/window.go");
+/// A language's template for `kind`: `templates` are the filter's, the transform's and the
+/// window's.
+fn by_kind(kind: Kind, templates: [&'static str; 3]) -> &'static str {
+    let [filter, transform, window] = templates;
+    match kind {
+        Kind::Filter => filter,
+        Kind::Transform => transform,
+        Kind::Window => window,
+    }
+}

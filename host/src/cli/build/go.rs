@@ -34,8 +34,9 @@ macro_rules! sdk {
         [$(($path, include_str!(concat!("../../../../sdk/go/", $path)))),*]
     };
 }
-const SDK: [(&str, &str); 32] = sdk![
+const SDK: [(&str, &str); 33] = sdk![
     "go.mod",
+    "gc.go",
     "json.go",
     "pointer.go",
     "serve.go",

@@ -88,7 +88,8 @@ pub fn build(dir: &Path, out: &Path) -> Result<(), BuildError> {
     );
     let mut files = SDK.to_vec();
     if world == "window" {
-        files.push(("weir/state.js", NO_STATE));
+        let state = files.iter_mut().find(|(path, _)| *path == "weir/state.js");
+        state.expect("the SDK has weir/state.js").1 = NO_STATE;
     }
     files.extend([
         ("wit/weir.wit", WIT),

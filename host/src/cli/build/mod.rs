@@ -14,6 +14,8 @@ mod javascript;
 mod python;
 mod scratch;
 
+pub use scratch::write_files;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},

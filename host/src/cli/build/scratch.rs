@@ -30,17 +30,25 @@ impl Scratch {
 
     /// Write `files` (paths relative to the scratch directory, and their text).
     pub fn write(&self, files: &[(&str, &str)]) -> Result<(), BuildError> {
-        for (path, text) in files {
-            let path = self.0.join(path);
-            let io = |cause| BuildError::Io {
-                path: path.clone(),
-                cause,
-            };
-            std::fs::create_dir_all(path.parent().expect("a file in a directory")).map_err(io)?;
-            std::fs::write(&path, text).map_err(io)?;
-        }
-        Ok(())
+        write_files(&self.0, files.iter().copied())
+            .map_err(|(path, cause)| BuildError::Io { path, cause })
     }
+}
+
+/// Write `files` (paths relative to `dir`, and their text), making directories as needed; on
+/// failure, the path that failed and why.
+pub fn write_files<P: AsRef<Path>, T: AsRef<[u8]>>(
+    dir: &Path,
+    files: impl IntoIterator<Item = (P, T)>,
+) -> Result<(), (PathBuf, std::io::Error)> {
+    for (path, text) in files {
+        let path = dir.join(path);
+        let parent = path.parent().expect("a file in a directory");
+        std::fs::create_dir_all(parent)
+            .and_then(|()| std::fs::write(&path, text))
+            .map_err(|cause| (path, cause))?;
+    }
+    Ok(())
 }
 
 impl Drop for Scratch {

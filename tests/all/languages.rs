@@ -534,3 +534,34 @@ fn a_go_plugin_gets_no_files_network_clock_or_waiting() {
     }
     assert!(!Path::new("/tmp/escape-go").exists());
 }
+
+/// The Go SDK's own tests (its JSON reader and writer against encoding/json and serde_json's
+/// formats), run natively with the Go that `weir build` installed for the Go plugins.
+#[test]
+fn the_go_sdk_passes_its_own_tests() {
+    let go = std::env::var_os("WEIR_GO").map_or_else(
+        || {
+            let home = std::env::var_os("HOME").expect("HOME is set");
+            Path::new(&home).join(".cache/weir/toolchains/go/bin/go")
+        },
+        std::path::PathBuf::from,
+    );
+    assert!(
+        go.exists(),
+        "{}: no Go (scripts/build-plugins.sh installs it with the Go plugins)",
+        go.display()
+    );
+    let out = Command::new(&go)
+        .args(["test", "./internal/..."])
+        .current_dir(crate::common::root().join("sdk/go"))
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .output()
+        .expect("go runs");
+    assert!(
+        out.status.success(),
+        "go test failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,7 +1,8 @@
 //! `weir test`: records from a JSONL file through a chain, without a broker.
 //!
 //! Each input line becomes a record whose coordinates are the file (topic), partition 0 and the
-//! line number (offset), so every error names the line it came from.
+//! line number (offset), so every error names the line it came from; an envelope line may name
+//! its topic and partition (`weir capture` writes them, and the offset it was read at).
 
 use std::{
     io::{BufRead, Write},
@@ -81,7 +82,10 @@ fn run_lines(
         summary.input += 1;
         match parse_line(&line, format) {
             Ok(mut rec) => {
-                rec.topic = topic.clone();
+                if rec.topic.is_empty() {
+                    rec.topic = topic.clone();
+                }
+                // The line number, whatever offset a captured line names: errors name the line.
                 rec.offset = line_no;
                 batch.push(rec);
             }
@@ -174,8 +178,7 @@ fn report(
 
 /// One input line to a record (coordinates are filled in by the caller); `Err` says why it is
 /// not a record of its format.
-fn parse_line(line: &str, format: Format) -> Result<Record, String> {
-    let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+pub fn parse_line(line: &str, format: Format) -> Result<Record, String> {
     let mut rec = Record {
         key: None,
         value: None,
@@ -186,47 +189,124 @@ fn parse_line(line: &str, format: Format) -> Result<Record, String> {
         offset: 0,
     };
     match format {
-        Format::Value => rec.value = Some(line.trim().as_bytes().to_vec()),
+        Format::Value => {
+            serde_json::from_str::<&RawValue>(line).map_err(|e| format!("not JSON: {e}"))?;
+            rec.value = Some(line.trim().as_bytes().to_vec());
+        }
         Format::Envelope => {
-            let Value::Object(mut env) = value else {
-                return Err("an envelope line must be a JSON object".into());
+            let env: Map<String, Value> = match serde_json::from_str::<Value>(line) {
+                Ok(Value::Object(env)) => env,
+                Ok(_) => return Err("an envelope line must be a JSON object".into()),
+                Err(e) => return Err(format!("not JSON: {e}")),
             };
-            for field in env.keys() {
-                if !["key", "value", "headers", "timestamp"].contains(&field.as_str()) {
-                    return Err(format!(
-                        "unknown envelope field `{field}` (expected key, value, headers, timestamp)"
-                    ));
-                }
-            }
-            rec.key = match env.remove("key") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s.into_bytes()),
-                Some(other) => Some(other.to_string().into_bytes()),
-            };
-            rec.value = match env.remove("value") {
-                None | Some(Value::Null) => None,
-                Some(v) => Some(v.to_string().into_bytes()),
-            };
-            if let Some(headers) = env.remove("headers") {
-                let Value::Object(headers) = headers else {
-                    return Err("`headers` must be an object of strings".into());
-                };
-                for (key, v) in headers {
-                    let Value::String(v) = v else {
-                        return Err(format!("header `{key}` must be a string"));
-                    };
-                    rec.headers.push(Header {
-                        key,
-                        value: v.into_bytes(),
-                    });
-                }
-            }
-            if let Some(ts) = env.remove("timestamp") {
-                rec.timestamp = ts.as_i64().ok_or("`timestamp` must be an integer (ms)")?;
+            // The value's own text, so its bytes are the line's (a captured record's exactly).
+            let raw: std::collections::HashMap<String, &RawValue> =
+                serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+            for (field, v) in env {
+                envelope_field(&mut rec, &field, v, raw.get(field.as_str()))?;
             }
         }
     }
     Ok(rec)
+}
+
+/// The envelope's fields: `Kafka's coordinates`, and lossless forms of key, value and headers
+/// (`write_captured` writes them). See the README's "Records in files".
+const ENVELOPE_FIELDS: &str = "key, key_base64, value, value_text, value_base64, headers, \
+     timestamp, topic, partition, offset";
+
+fn envelope_field(
+    rec: &mut Record,
+    field: &str,
+    v: Value,
+    raw: Option<&&RawValue>,
+) -> Result<(), String> {
+    let base64 = |v: Value| -> Result<Vec<u8>, String> {
+        let text = v.as_str().ok_or(format!("`{field}` must be a string"))?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| format!("`{field}` is not base64: {e}"))
+    };
+    match field {
+        "key" => {
+            rec.key = match v {
+                Value::Null => None,
+                Value::String(s) => Some(s.into_bytes()),
+                other => Some(other.to_string().into_bytes()),
+            }
+        }
+        "key_base64" => rec.key = Some(base64(v)?),
+        "value" => {
+            rec.value = match (v, raw) {
+                (Value::Null, _) => None,
+                (_, Some(raw)) => Some(raw.get().as_bytes().to_vec()),
+                (other, None) => Some(other.to_string().into_bytes()),
+            }
+        }
+        "value_text" => match v {
+            Value::String(s) => rec.value = Some(s.into_bytes()),
+            _ => return Err("`value_text` must be a string".into()),
+        },
+        "value_base64" => rec.value = Some(base64(v)?),
+        "headers" => rec.headers = headers(v)?,
+        "timestamp" => rec.timestamp = v.as_i64().ok_or("`timestamp` must be an integer (ms)")?,
+        "topic" => {
+            rec.topic = v.as_str().ok_or("`topic` must be a string")?.to_string();
+        }
+        "partition" => {
+            let p = v.as_i64().and_then(|p| i32::try_from(p).ok());
+            rec.partition = p.ok_or("`partition` must be an integer")?;
+        }
+        "offset" => {
+            rec.offset = v.as_i64().ok_or("`offset` must be an integer")?;
+        }
+        other => {
+            return Err(format!(
+                "unknown envelope field `{other}` (expected {ENVELOPE_FIELDS})"
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// Headers as an object of strings, or, keeping order, repeats and any bytes, as a list of
+/// `[name, value]` pairs whose value is a string, `{"base64": …}` or null (read as empty, as
+/// weir's source reads a header without a value).
+fn headers(v: Value) -> Result<Vec<Header>, String> {
+    let pairs: Vec<(String, Value)> = match v {
+        Value::Object(map) => map.into_iter().collect(),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::Array(pair) if pair.len() == 2 => {
+                    let mut pair = pair.into_iter();
+                    match (pair.next(), pair.next()) {
+                        (Some(Value::String(k)), Some(v)) => Ok((k, v)),
+                        _ => Err("a header pair is [name, value] with a string name".to_string()),
+                    }
+                }
+                _ => Err("`headers` as a list holds [name, value] pairs".to_string()),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err("`headers` must be an object of strings or a list of pairs".into()),
+    };
+    pairs
+        .into_iter()
+        .map(|(key, v)| {
+            let value = match v {
+                Value::String(s) => s.into_bytes(),
+                Value::Null => Vec::new(),
+                Value::Object(o) if o.len() == 1 && o.contains_key("base64") => {
+                    let text = o["base64"].as_str().unwrap_or_default();
+                    base64::engine::general_purpose::STANDARD
+                        .decode(text)
+                        .map_err(|e| format!("header `{key}` is not base64: {e}"))?
+                }
+                _ => return Err(format!("header `{key}` must be a string")),
+            };
+            Ok(Header { key, value })
+        })
+        .collect()
 }
 
 /// Write one record as a JSON line.
@@ -280,6 +360,83 @@ pub fn write_record(out: &mut impl Write, rec: &Record, format: Format) -> std::
     }
 }
 
+/// One record read from Kafka as an envelope line that keeps every byte of it, for `weir
+/// capture`: the value as JSON when its bytes are one line of JSON (written as they are),
+/// else as `value_text` (UTF-8) or `value_base64`; the key as a string, else `key_base64`;
+/// headers as an object when their names are distinct and their values UTF-8, else as a list of
+/// `[name, value]` pairs (a value `null` when Kafka's was, `{"base64": …}` when not UTF-8).
+pub fn write_captured(
+    out: &mut impl Write,
+    topic: &str,
+    partition: i32,
+    rec: &crate::kafka::log_reader::CommittedRecord,
+) -> std::io::Result<()> {
+    let mut line = Map::new();
+    line.insert("topic".into(), topic.into());
+    line.insert("partition".into(), partition.into());
+    line.insert("offset".into(), rec.offset.into());
+    line.insert("timestamp".into(), rec.timestamp.into());
+    let b64 = |b: &[u8]| Value::String(base64::engine::general_purpose::STANDARD.encode(b));
+    match rec.key.as_deref().map(std::str::from_utf8) {
+        None => line.insert("key".into(), Value::Null),
+        Some(Ok(text)) => line.insert("key".into(), text.into()),
+        Some(Err(_)) => line.insert("key_base64".into(), b64(rec.key.as_deref().unwrap())),
+    };
+    line.insert("headers".into(), captured_headers(&rec.headers));
+    let mut raw_value = None;
+    match rec.value.as_deref() {
+        None => {
+            line.insert("value".into(), Value::Null);
+        }
+        Some(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) if is_one_line_of_json(text) => raw_value = Some(text),
+            Ok(text) => {
+                line.insert("value_text".into(), text.into());
+            }
+            Err(_) => {
+                line.insert("value_base64".into(), b64(bytes));
+            }
+        },
+    }
+    let mut text = serde_json::to_string(&line)?;
+    if let Some(raw) = raw_value {
+        // Spliced in as it is: serde_json would write the value again in its own way.
+        text.pop();
+        text.push_str(",\"value\":");
+        text.push_str(raw);
+        text.push('}');
+    }
+    out.write_all(text.as_bytes())?;
+    out.write_all(b"\n")
+}
+
+/// Whether `text` is exactly one JSON value with nothing around it and no line break in it.
+fn is_one_line_of_json(text: &str) -> bool {
+    !text.contains(['\n', '\r'])
+        && serde_json::from_str::<&RawValue>(text).is_ok_and(|raw| raw.get().len() == text.len())
+}
+
+fn captured_headers(headers: &[(String, Option<Vec<u8>>)]) -> Value {
+    let plain = headers.iter().enumerate().all(|(i, (k, v))| {
+        v.as_deref().is_some_and(|v| std::str::from_utf8(v).is_ok())
+            && headers[..i].iter().all(|(other, _)| other != k)
+    });
+    if plain {
+        return headers
+            .iter()
+            .map(|(k, v)| (k.clone(), text_or_base64(v.as_deref().unwrap_or_default())))
+            .collect::<Map<_, _>>()
+            .into();
+    }
+    headers
+        .iter()
+        .map(|(k, v)| {
+            let v = v.as_deref().map_or(Value::Null, text_or_base64);
+            Value::Array(vec![k.clone().into(), v])
+        })
+        .collect()
+}
+
 /// UTF-8 bytes as a string; anything else as `{"base64": …}` so no byte is lost.
 fn text_or_base64(bytes: &[u8]) -> Value {
     match std::str::from_utf8(bytes) {
@@ -324,6 +481,70 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("integer"));
+    }
+
+    /// What `write_captured` writes, an envelope line reads back byte for byte.
+    #[test]
+    fn captured_records_read_back_byte_for_byte() {
+        use crate::kafka::log_reader::CommittedRecord;
+        let header = |k: &str, v: Option<&[u8]>| (k.to_string(), v.map(<[u8]>::to_vec));
+        let records = [
+            (
+                Some(&b"k1"[..]),
+                Some(&br#"{"a": 1,  "b":[2.50 ]}"#[..]),
+                vec![header("h", Some(b"v"))],
+            ),
+            (None, Some(&b"plain text, not JSON"[..]), vec![]),
+            (
+                Some(&b"\xff\x00key"[..]),
+                Some(&b"\x00\x9f\x92\x96"[..]),
+                vec![],
+            ),
+            (
+                Some(&b"k"[..]),
+                None,
+                vec![header("a", Some(b"1")), header("a", Some(b"2"))],
+            ),
+            (
+                Some(&b"k"[..]),
+                Some(&b" 12 "[..]),
+                vec![header("bin", Some(b"\xfe")), header("n", None)],
+            ),
+            (
+                Some(&b"k"[..]),
+                Some(&b"{\"a\":\n1}"[..]),
+                vec![header("e", Some(b""))],
+            ),
+        ];
+        for (i, (key, value, headers)) in records.into_iter().enumerate() {
+            let rec = CommittedRecord {
+                offset: 40 + i as i64,
+                key: key.map(<[u8]>::to_vec),
+                value: value.map(<[u8]>::to_vec),
+                headers: headers.clone(),
+                timestamp: 1_700_000_000_000,
+            };
+            let mut out = Vec::new();
+            write_captured(&mut out, "orders", 3, &rec).unwrap();
+            let line = String::from_utf8(out).unwrap();
+            assert_eq!(line.matches('\n').count(), 1, "{line}");
+            let back = parse_line(line.trim_end(), Format::Envelope).unwrap();
+            assert_eq!(back.key, rec.key, "{line}");
+            assert_eq!(back.value, rec.value, "{line}");
+            assert_eq!(
+                (back.topic.as_str(), back.partition, back.offset),
+                ("orders", 3, rec.offset)
+            );
+            assert_eq!(back.timestamp, rec.timestamp);
+            // A header Kafka sent without a value reads as an empty one, as the source reads it.
+            let want: Vec<(String, Vec<u8>)> = headers
+                .into_iter()
+                .map(|(k, v)| (k, v.unwrap_or_default()))
+                .collect();
+            let got: Vec<(String, Vec<u8>)> =
+                back.headers.into_iter().map(|h| (h.key, h.value)).collect();
+            assert_eq!(got, want, "{line}");
+        }
     }
 
     #[test]

@@ -5,9 +5,11 @@
 mod common;
 
 mod admin;
+mod capture;
 mod cli;
 mod committed;
 mod crash;
+mod diff;
 mod engine;
 mod kafka;
 mod languages;

@@ -1,8 +1,10 @@
 //! The `weir` command line: one module per command, each a clap struct with `execute()`.
 
 mod build;
+mod capture;
 mod check;
 mod demo;
+mod diff;
 mod new;
 mod reload;
 mod run;
@@ -53,6 +55,8 @@ enum Command {
     Reload(reload::ReloadCommand),
     Demo(demo::DemoCommand),
     Status(status::StatusCommand),
+    Capture(capture::CaptureCommand),
+    Diff(diff::DiffCommand),
 }
 
 impl Cli {
@@ -66,6 +70,8 @@ impl Cli {
             Command::Reload(c) => c.execute(),
             Command::Demo(c) => c.execute(),
             Command::Status(c) => c.execute(),
+            Command::Capture(c) => c.execute(),
+            Command::Diff(c) => c.execute(),
         }
     }
 }

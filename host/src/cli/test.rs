@@ -54,24 +54,23 @@ impl TestCommand {
         })
     }
 
-    /// The pipeline's chain, or a chain of the one plugin with `--config`.
     fn chain(&self) -> Result<Chain> {
-        let engine = super::engine()?;
-        if self.target.extension().is_some_and(|e| e == "toml") {
-            if self.config.is_some() {
-                bail!("--config is for a single plugin; a pipeline file configures each stage");
-            }
-            return super::load_chain(&engine, &Pipeline::load(&self.target)?);
-        }
-        let config = self.config.as_deref().unwrap_or("{}");
-        serde_json::from_str::<serde_json::Value>(config).context("--config is not valid JSON")?;
-        Ok(Chain::single(
-            &engine,
-            &self.target,
-            config,
-            Limits::default(),
-        )?)
+        chain_of(&self.target, self.config.as_deref())
     }
+}
+
+/// The chain of a pipeline file (`.toml`), or of the one plugin `target` with `config`.
+pub(super) fn chain_of(target: &Path, config: Option<&str>) -> Result<Chain> {
+    let engine = super::engine()?;
+    if target.extension().is_some_and(|e| e == "toml") {
+        if config.is_some() {
+            bail!("--config is for a single plugin; a pipeline file configures each stage");
+        }
+        return super::load_chain(&engine, &Pipeline::load(target)?);
+    }
+    let config = config.unwrap_or("{}");
+    serde_json::from_str::<serde_json::Value>(config).context("--config is not valid JSON")?;
+    Ok(Chain::single(&engine, target, config, Limits::default())?)
 }
 
 /// The summary line on stderr.

@@ -194,16 +194,15 @@ pub fn parse_line(line: &str, format: Format) -> Result<Record, String> {
             rec.value = Some(line.trim().as_bytes().to_vec());
         }
         Format::Envelope => {
-            let env: Map<String, Value> = match serde_json::from_str::<Value>(line) {
-                Ok(Value::Object(env)) => env,
-                Ok(_) => return Err("an envelope line must be a JSON object".into()),
-                Err(e) => return Err(format!("not JSON: {e}")),
-            };
-            // The value's own text, so its bytes are the line's (a captured record's exactly).
-            let raw: std::collections::HashMap<String, &RawValue> =
-                serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
-            for (field, v) in env {
-                envelope_field(&mut rec, &field, v, raw.get(field.as_str()))?;
+            // Each field's own text: a value's bytes are the line's, as `weir capture` wrote
+            // them, and only the other fields are decoded.
+            let fields: std::collections::BTreeMap<String, &RawValue> = serde_json::from_str(line)
+                .map_err(|e| match serde_json::from_str::<&RawValue>(line) {
+                    Ok(_) => "an envelope line must be a JSON object".to_string(),
+                    Err(_) => format!("not JSON: {e}"),
+                })?;
+            for (field, raw) in fields {
+                envelope_field(&mut rec, &field, raw)?;
             }
         }
     }
@@ -215,12 +214,12 @@ pub fn parse_line(line: &str, format: Format) -> Result<Record, String> {
 const ENVELOPE_FIELDS: &str = "key, key_base64, value, value_text, value_base64, headers, \
      timestamp, topic, partition, offset";
 
-fn envelope_field(
-    rec: &mut Record,
-    field: &str,
-    v: Value,
-    raw: Option<&&RawValue>,
-) -> Result<(), String> {
+fn envelope_field(rec: &mut Record, field: &str, raw: &RawValue) -> Result<(), String> {
+    if field == "value" {
+        rec.value = (raw.get() != "null").then(|| raw.get().as_bytes().to_vec());
+        return Ok(());
+    }
+    let v: Value = serde_json::from_str(raw.get()).map_err(|e| format!("`{field}`: {e}"))?;
     let base64 = |v: Value| -> Result<Vec<u8>, String> {
         let text = v.as_str().ok_or(format!("`{field}` must be a string"))?;
         base64::engine::general_purpose::STANDARD
@@ -236,13 +235,6 @@ fn envelope_field(
             }
         }
         "key_base64" => rec.key = Some(base64(v)?),
-        "value" => {
-            rec.value = match (v, raw) {
-                (Value::Null, _) => None,
-                (_, Some(raw)) => Some(raw.get().as_bytes().to_vec()),
-                (other, None) => Some(other.to_string().into_bytes()),
-            }
-        }
         "value_text" => match v {
             Value::String(s) => rec.value = Some(s.into_bytes()),
             _ => return Err("`value_text` must be a string".into()),
@@ -297,7 +289,9 @@ fn headers(v: Value) -> Result<Vec<Header>, String> {
                 Value::String(s) => s.into_bytes(),
                 Value::Null => Vec::new(),
                 Value::Object(o) if o.len() == 1 && o.contains_key("base64") => {
-                    let text = o["base64"].as_str().unwrap_or_default();
+                    let text = o["base64"]
+                        .as_str()
+                        .ok_or(format!("header `{key}`: `base64` must be a string"))?;
                     base64::engine::general_purpose::STANDARD
                         .decode(text)
                         .map_err(|e| format!("header `{key}` is not base64: {e}"))?

@@ -91,13 +91,19 @@ fn decoded(line: &Line) -> (usize, Vec<u8>) {
     (i, value)
 }
 
-#[test]
-fn capture_saves_slices_of_a_topic_that_weir_test_reads_back() {
-    let k = kafka();
-    let t = Topics::new("capture", 2);
+/// A topic of two partitions holding `record(t0, i)` for i in 0..20.
+fn produced(name: &str) -> (Topics, i64, Vec<In>) {
+    let t = Topics::new(name, 2);
     let t0 = t0();
     let records: Vec<In> = (0..20).map(|i| record(t0, i)).collect();
-    k.produce(&t.source, &records);
+    kafka().produce(&t.source, &records);
+    (t, t0, records)
+}
+
+#[test]
+fn capture_saves_slices_by_offset_by_time_and_the_last_n() {
+    let k = kafka();
+    let (t, t0, records) = produced("capture");
     let dir = scratch();
     let file = |name: &str| dir.path().join(name);
 
@@ -142,9 +148,16 @@ fn capture_saves_slices_of_a_topic_that_weir_test_reads_back() {
     let mut keys: Vec<usize> = lines.iter().map(|l| decoded(l).0).collect();
     keys.sort();
     assert_eq!(keys, [5, 6, 7, 8]);
+}
 
-    // The whole topic through a filter: the JSON values come out as they went in (spacing
-    // kept), and the others fail, each error naming its line.
+/// The whole topic through a filter: the JSON values come out as they went in (spacing kept),
+/// and the others fail, each error naming its line.
+#[test]
+fn weir_test_reads_a_capture_back_byte_for_byte() {
+    let k = kafka();
+    let (t, _, records) = produced("capture-all");
+    let dir = scratch();
+    let file = |name: &str| dir.path().join(name);
     let all = capture(&k.brokers, &t.source, &[], &file("all.jsonl"));
     assert_eq!(all.len(), 20);
     let run = Command::new(weir_bin())

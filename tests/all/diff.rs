@@ -123,3 +123,22 @@ fn a_changed_pipeline_shows_outputs_changed_removed_and_errors_gone() {
     );
     assert_eq!(objects[3]["summary"]["differ"], 3);
 }
+
+#[test]
+fn a_comparison_that_cannot_be_made_exits_2_not_1() {
+    let dir = scratch();
+    let input = orders(dir.path());
+    let rust = component("running-total");
+    let missing = dir.path().join("missing.wasm");
+    let (out, _) = diff(&[
+        rust.to_str().unwrap(),
+        missing.to_str().unwrap(),
+        "--config",
+        r#"{"field": "/amount"}"#,
+        "--input",
+        &input,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("missing.wasm"), "{stderr}");
+}

@@ -134,6 +134,14 @@ fn running_total_in_python_javascript_and_go_keeps_the_rust_ones_totals_and_fail
     );
 }
 
+/// One error line per `expected` text, in order, each containing its text.
+fn each_error_says(errors: &[String], expected: &[&str]) {
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    for (error, what) in errors.iter().zip(expected) {
+        assert!(error.contains(what), "{error} lacks {what}");
+    }
+}
+
 /// `weir test` of a sandbox-escaping plugin over one record per attempt (`{"do": attempt}`,
 /// keyed by it): the attempts it kept, its error lines and its log.
 fn attempt(plugin: &str, attempts: &[&str]) -> (Vec<String>, Vec<String>, String) {
@@ -197,10 +205,7 @@ fn a_python_plugin_gets_no_files_network_clock_or_waiting() {
         "No such file or directory: '/'",
         "No module named 'socket'",
     ];
-    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
-    for (error, what) in errors.iter().zip(expected) {
-        assert!(error.contains(what), "{error} lacks {what}");
-    }
+    each_error_says(&errors, &expected);
     assert!(!Path::new("/tmp/escape-py").exists());
 }
 
@@ -510,15 +515,12 @@ fn a_go_plugin_gets_no_files_network_clock_or_waiting() {
         listener.accept().is_err(),
         "the plugin reached the listener"
     );
-    let printed = |text: &str| {
+    let printed = |level: &str, text: &str| {
         log.lines()
-            .any(|l| l.contains("plugin=\"escape-go\"") && l.contains(text))
+            .any(|l| l.contains("plugin=\"escape-go\"") && l.contains(level) && l.contains(text))
     };
-    assert!(
-        printed("INFO") && printed("stdout: printed from a plugin"),
-        "{log}"
-    );
-    assert!(printed("stderr: and to stderr"), "{log}");
+    assert!(printed("INFO", "stdout: printed from a plugin"), "{log}");
+    assert!(printed("WARN", "stderr: and to stderr"), "{log}");
     // No file is there to open (there is no directory to open it in), the dial is refused, and
     // a sleep waits on a clock that stands still until the call's time limit stops it.
     let expected = [
@@ -528,10 +530,7 @@ fn a_go_plugin_gets_no_files_network_clock_or_waiting() {
         "connect: Connection refused",
         "timeout: ran past the call time limit",
     ];
-    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
-    for (error, what) in errors.iter().zip(expected) {
-        assert!(error.contains(what), "{error} lacks {what}");
-    }
+    each_error_says(&errors, &expected);
     assert!(!Path::new("/tmp/escape-go").exists());
 }
 

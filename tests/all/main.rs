@@ -11,6 +11,7 @@ mod committed;
 mod crash;
 mod diff;
 mod engine;
+mod inspect;
 mod kafka;
 mod languages;
 mod postgres;

@@ -44,7 +44,7 @@ pub struct CaptureCommand {
     output: Option<PathBuf>,
 }
 
-/// The offsets of one partition to save: `[start, end)`, and the times kept.
+/// The offsets of one partition to read: `[start, end)`.
 struct Slice {
     partition: i32,
     start: i64,

@@ -5,6 +5,7 @@ mod capture;
 mod check;
 mod demo;
 mod diff;
+mod inspect;
 mod new;
 mod reload;
 mod run;
@@ -57,6 +58,7 @@ enum Command {
     Status(status::StatusCommand),
     Capture(capture::CaptureCommand),
     Diff(diff::DiffCommand),
+    Inspect(inspect::InspectCommand),
 }
 
 impl Cli {
@@ -72,6 +74,7 @@ impl Cli {
             Command::Status(c) => c.execute(),
             Command::Capture(c) => c.execute(),
             Command::Diff(c) => c.execute(),
+            Command::Inspect(c) => c.execute(),
         }
     }
 }

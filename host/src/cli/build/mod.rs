@@ -13,8 +13,10 @@ mod go;
 mod javascript;
 mod python;
 mod scratch;
+mod stamp;
 
 pub use scratch::write_files;
+pub use stamp::SECTION as STAMP_SECTION;
 
 use std::{
     io::{BufRead, BufReader},
@@ -102,6 +104,14 @@ impl Toolchain {
             return Ok(Toolchain::DebianWeb);
         }
         Err(BuildError::NoToolchain)
+    }
+
+    /// How `weir inspect` names it.
+    fn name(&self) -> &'static str {
+        match self {
+            Toolchain::Rustup => "cargo, rustup's wasm32-unknown-unknown",
+            Toolchain::DebianWeb => "cargo, Debian's rustc-web (std built from source)",
+        }
     }
 
     fn cargo(&self) -> Command {
@@ -246,7 +256,7 @@ pub fn build(dirs: &[PathBuf], out_dir: Option<&Path>) -> Result<Vec<PathBuf>, B
                 Some(dir) => dir.join(format!("{}.wasm", p.name)),
                 None => p.dir.with_extension("wasm"),
             };
-            componentize(module, &out)?;
+            componentize(module, &out, toolchain.name())?;
             outputs.push(out);
         }
     }
@@ -364,8 +374,9 @@ fn cargo_build(
     Ok(modules)
 }
 
-/// Wrap a core module carrying a component-type section into a component at `out`.
-pub fn componentize(module: &Path, out: &Path) -> Result<(), BuildError> {
+/// Wrap a core module carrying a component-type section into a component at `out`, stamped as
+/// built from Rust with `toolchain`.
+fn componentize(module: &Path, out: &Path, toolchain: &str) -> Result<(), BuildError> {
     let bytes = std::fs::read(module).map_err(|cause| BuildError::Io {
         path: module.to_path_buf(),
         cause,
@@ -377,6 +388,7 @@ pub fn componentize(module: &Path, out: &Path) -> Result<(), BuildError> {
             module: module.to_path_buf(),
             reason: format!("{e:#}"),
         })?;
+    let component = stamp::stamped(component, "Rust", toolchain);
     // Write then rename, so a watcher (hot reload) never sees half a component.
     let tmp = out.with_extension("wasm.tmp");
     std::fs::write(&tmp, component).map_err(|cause| BuildError::Io {

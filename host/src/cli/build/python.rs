@@ -13,7 +13,7 @@ use std::{
 };
 
 use super::{
-    scratch::{self, publish, run, toolchain_dir, Scratch},
+    scratch::{self, publish, run, Scratch},
     BuildError,
 };
 
@@ -70,6 +70,7 @@ pub fn build(dir: &Path, out: &Path) -> Result<(), BuildError> {
         path: dir.to_path_buf(),
         reason: format!("componentize-py failed ({e}); its errors are above"),
     })?;
+    super::stamp::stamp_file(&tmp, "Python", COMPONENTIZE_PY)?;
     publish(&tmp, out)
 }
 
@@ -96,18 +97,10 @@ fn world(dir: &Path) -> Result<String, BuildError> {
 /// componentize-py: `$WEIR_COMPONENTIZE_PY`, else weir's own copy, installed on first use into
 /// a virtual environment under `~/.cache/weir/toolchains/python`.
 fn componentize_py() -> Result<PathBuf, BuildError> {
-    if let Some(tool) = std::env::var_os("WEIR_COMPONENTIZE_PY") {
-        return Ok(PathBuf::from(tool));
-    }
-    let venv = toolchain_dir("python");
-    let tool = venv.join("bin/componentize-py");
-    if tool.is_file() {
-        return Ok(tool);
-    }
-    eprintln!(
-        "weir build: installing {COMPONENTIZE_PY} (the Python plugin toolchain) into {}",
-        venv.display()
-    );
-    scratch::pip_install(&venv, COMPONENTIZE_PY)?;
-    Ok(tool)
+    scratch::pip_tool(
+        "WEIR_COMPONENTIZE_PY",
+        "python",
+        "componentize-py",
+        COMPONENTIZE_PY,
+    )
 }

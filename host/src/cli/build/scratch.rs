@@ -107,9 +107,33 @@ pub fn world(
     }
 }
 
+/// A toolchain from PyPI: `$override_var` if set, else `bin` of weir's own copy of `spec`,
+/// installed on first use into a virtual environment under `~/.cache/weir/toolchains/NAME`.
+pub fn pip_tool(
+    override_var: &str,
+    name: &str,
+    bin: &str,
+    spec: &str,
+) -> Result<PathBuf, BuildError> {
+    if let Some(tool) = std::env::var_os(override_var) {
+        return Ok(PathBuf::from(tool));
+    }
+    let venv = toolchain_dir(name);
+    let tool = venv.join("bin").join(bin);
+    if tool.is_file() {
+        return Ok(tool);
+    }
+    eprintln!(
+        "weir build: installing {spec} (the {name} plugin toolchain) into {}",
+        venv.display()
+    );
+    pip_install(&venv, spec)?;
+    Ok(tool)
+}
+
 /// Install the PyPI package `spec` into a new virtual environment at `venv`, with pip's
 /// progress shown.
-pub fn pip_install(venv: &Path, spec: &str) -> Result<(), BuildError> {
+fn pip_install(venv: &Path, spec: &str) -> Result<(), BuildError> {
     let failed = |reason: String| BuildError::Toolchain {
         path: venv.to_path_buf(),
         reason,

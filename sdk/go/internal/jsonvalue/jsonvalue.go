@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/big"
+	"reflect"
 	"strconv"
 	"strings"
 )
@@ -66,6 +68,9 @@ func (o *Object) MarshalJSON() ([]byte, error) { return Marshal(o), nil }
 // number is the JSON number text as serde_json reads it: a whole number as int64 or uint64
 // if it fits, else float64.
 func number(text string) (any, error) {
+	if text == "-0" {
+		return math.Copysign(0, -1), nil // serde_json reads it as the float -0.0
+	}
 	if !strings.ContainsAny(text, ".eE") {
 		if i, err := strconv.ParseInt(text, 10, 64); err == nil {
 			return i, nil
@@ -101,7 +106,7 @@ func Number(v any) (float64, bool) {
 
 // Marshal writes v as compact JSON, byte for byte as serde_json writes the same value: keys
 // in their order, floats in their shortest form (1.0, 1e21), no HTML or non-ASCII escaping.
-// Values other than JSON's own (nil, bool, numbers, string, []any, *Object, map[string]any)
+// Values other than JSON's own (nil, bool, numbers, string, []any, *Object)
 // go through encoding/json; one it cannot write panics.
 func Marshal(v any) []byte {
 	var b []byte
@@ -216,10 +221,32 @@ func appendString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
+// integers are a and b as big integers when both are whole numbers (int64 or uint64), so
+// integers past 2^53 compare exactly.
+func integers(a, b any) (*big.Int, *big.Int, bool) {
+	whole := func(v any) (*big.Int, bool) {
+		switch n := v.(type) {
+		case int64:
+			return big.NewInt(n), true
+		case int:
+			return big.NewInt(int64(n)), true
+		case uint64:
+			return new(big.Int).SetUint64(n), true
+		}
+		return nil, false
+	}
+	i, ok := whole(a)
+	j, ok2 := whole(b)
+	return i, j, ok && ok2
+}
+
 // Equal is whether two JSON values are the same: numbers by value (1 is 1.0), objects whatever
 // their keys' order.
 func Equal(a, b any) bool {
 	if x, ok := Number(a); ok {
+		if i, j, whole := integers(a, b); whole {
+			return i.Cmp(j) == 0
+		}
 		y, ok := Number(b)
 		return ok && x == y
 	}
@@ -249,6 +276,6 @@ func Equal(a, b any) bool {
 		return true
 	default:
 		_, bNumber := Number(b)
-		return !bNumber && a == b
+		return !bNumber && reflect.DeepEqual(a, b)
 	}
 }

@@ -87,15 +87,19 @@ func TestParseRefusesInvalidUnicodeAsSerdeJSONDoes(t *testing.T) {
 			t.Errorf("%q: read", doc)
 		}
 	}
-	deep := strings.Repeat("[", 129) + strings.Repeat("]", 129)
-	if _, err := Parse([]byte(deep)); err == nil || !strings.Contains(err.Error(), "recursion") {
-		t.Errorf("129 levels: %v", err)
+	// serde_json reads 127 levels and refuses 128.
+	nested := func(n int) []byte { return []byte(strings.Repeat("[", n) + strings.Repeat("]", n)) }
+	if _, err := Parse(nested(127)); err != nil {
+		t.Errorf("127 levels: %v", err)
+	}
+	if _, err := Parse(nested(128)); err == nil || !strings.Contains(err.Error(), "recursion") {
+		t.Errorf("128 levels: %v", err)
 	}
 }
 
 func TestNumbersAreReadAsSerdeJSONReadsThem(t *testing.T) {
 	cases := map[string]any{
-		`12`: int64(12), `-0`: int64(0), `9223372036854775808`: uint64(9223372036854775808),
+		`12`: int64(12), `-0`: math.Copysign(0, -1), `9223372036854775808`: uint64(9223372036854775808),
 		`18446744073709551616`: 18446744073709551616.0, `2.0`: 2.0, `1e2`: 100.0,
 	}
 	for doc, want := range cases {
@@ -103,6 +107,15 @@ func TestNumbersAreReadAsSerdeJSONReadsThem(t *testing.T) {
 		if err != nil || got != want {
 			t.Errorf("%s: %#v (%v), want %#v", doc, got, err, want)
 		}
+	}
+}
+
+func TestIntegersCompareExactly(t *testing.T) {
+	if Equal(int64(9007199254740993), int64(9007199254740992)) {
+		t.Error("2^53+1 equals 2^53")
+	}
+	if !Equal(int64(3), 3.0) || Equal(uint64(1<<63), int64(1<<62)) {
+		t.Error("3 and 3.0 differ, or 2^63 equals 2^62")
 	}
 }
 
@@ -168,7 +181,12 @@ func randomValue(rng *rand.Rand, depth int) any {
 	case 2:
 		return rng.Int63n(1<<62) - 1<<61
 	case 3:
-		return math.Float64frombits(rng.Uint64()>>2 | 1<<62>>2) // finite, wide range
+		for { // any finite float, of either sign and any exponent
+			f := math.Float64frombits(rng.Uint64())
+			if !math.IsNaN(f) && !math.IsInf(f, 0) {
+				return f
+			}
+		}
 	case 4:
 		return float64(rng.Intn(1000)) + 0.5
 	case 5, 6:

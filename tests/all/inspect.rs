@@ -28,7 +28,7 @@ fn inspect_says_what_a_component_is_and_how_it_was_built() {
         "keyed state  yes",
         "state        version 0",
         "weir:plugin/state@0.2.0",
-        "limits       none declared",
+        "needs        none declared",
     ] {
         assert!(text.contains(line), "no `{line}` in:\n{text}");
     }
@@ -72,4 +72,68 @@ fn inspect_says_what_a_component_is_and_how_it_was_built() {
 fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// A plugin that declares its needs: `inspect` shows them, and a stage that gives it less is
+/// refused at load, naming both figures; one that gives enough loads.
+#[test]
+fn a_stage_that_gives_a_plugin_less_than_it_declares_is_refused() {
+    let dir = crate::common::scratch();
+    let plugin = dir.path().join("hungry");
+    let weir = |args: &[&std::ffi::OsStr]| Command::new(weir_bin()).args(args).output().unwrap();
+    let ok = |out: &std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ok(&weir(&[
+        "new".as_ref(),
+        plugin.as_os_str(),
+        "--lang".as_ref(),
+        "go".as_ref(),
+    ]));
+    let go_mod = plugin.join("go.mod");
+    let text = std::fs::read_to_string(&go_mod).unwrap();
+    std::fs::write(
+        &go_mod,
+        text + "// weir:needs memory_mb=200 timeout_ms=3000\n",
+    )
+    .unwrap();
+    ok(&weir(&["build".as_ref(), plugin.as_os_str()]));
+    let component = plugin.with_extension("wasm");
+    let out = weir(&["inspect".as_ref(), component.as_os_str(), "--json".as_ref()]);
+    ok(&out);
+    let facts: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        facts["needs"],
+        serde_json::json!({"memory_mb": 200, "timeout_ms": 3000})
+    );
+
+    let pipeline = |limits: &str| {
+        let path = dir.path().join("p.toml");
+        let text = format!(
+            "[[stage]]\nname = \"big\"\nplugin = \"{}\"\nconfig = {{ min = 1 }}\n{limits}",
+            component.display()
+        );
+        std::fs::write(&path, text).unwrap();
+        weir(&["check".as_ref(), path.as_os_str()])
+    };
+    let refused = pipeline("");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("needs 200 MiB of memory") && stderr.contains("give it 128"),
+        "{stderr}"
+    );
+    let refused = pipeline("limits = { memory_mb = 256 }\n");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("needs 3000 ms a call") && stderr.contains("give it 2000"),
+        "{stderr}"
+    );
+    ok(&pipeline(
+        "limits = { memory_mb = 256, timeout_ms = 3000 }\n",
+    ));
 }

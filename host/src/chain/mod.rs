@@ -511,6 +511,9 @@ fn load(engine: &Engine, stage: &Stage) -> Result<Plugin, Error> {
         plugin: stage.name.clone(),
         reason,
     };
+    if let Some(short) = plugin.needs().unmet_by(&stage.limits) {
+        return Err(wrong(format!("{short} (the stage at line {})", stage.line)));
+    }
     match (plugin.kind(), &stage.window) {
         (Kind::Window, None) => Err(wrong(
             "is a window plugin: give its stage a `window` (e.g. `window = { kind = \"tumbling\", \

@@ -54,7 +54,7 @@ impl InspectCommand {
             "state_version": self.state_version(plugin),
             "imports": imports,
             "exports": exports,
-            "declared_limits": Value::Null,
+            "needs": needs(plugin),
         })
     }
 
@@ -72,6 +72,22 @@ impl InspectCommand {
     }
 }
 
+/// What the plugin declared it needs, by the names its manifest uses.
+fn needs(plugin: &Plugin) -> Value {
+    let n = plugin.needs();
+    let mut out = serde_json::Map::new();
+    for (name, v) in [
+        ("memory_mb", n.memory_mb),
+        ("timeout_ms", n.timeout_ms),
+        ("state_bytes_per_key", n.state_bytes_per_key),
+    ] {
+        if let Some(v) = v {
+            out.insert(name.into(), v.into());
+        }
+    }
+    out.into()
+}
+
 /// How the component was built: `weir build`'s stamp, else what the toolchains wrote in the
 /// standard `producers` sections (language, processed-by, sdk).
 fn built_with(bytes: &[u8]) -> Value {
@@ -80,7 +96,7 @@ fn built_with(bytes: &[u8]) -> Value {
         let wasmparser::Payload::CustomSection(section) = payload else {
             continue;
         };
-        if section.name() == crate::cli::build::STAMP_SECTION {
+        if section.name() == weir::engine::STAMP_SECTION {
             if let Ok(stamp) = serde_json::from_slice::<Value>(section.data()) {
                 return stamp;
             }
@@ -124,10 +140,21 @@ fn lines(f: &Value) -> String {
         Value::Number(n) => format!("version {n}"),
         other => other.as_str().unwrap_or_default().to_string(),
     };
+    let needs: Vec<String> = f["needs"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect();
+    let needs = if needs.is_empty() {
+        "none declared".to_string()
+    } else {
+        needs.join(", ")
+    };
     format!(
         "plugin       {} ({:.1} MB)\nsha256       {}\nkind         {} ({})\nbuilt        \
          {built}\nkeyed state  {}\nstate        {state}\nimports      {}\nexports      \
-         {}\nlimits       none declared\n",
+         {}\nneeds        {needs}\n",
         f["path"].as_str().unwrap_or_default(),
         f["bytes"].as_u64().unwrap_or(0) as f64 / 1e6,
         f["sha256"].as_str().unwrap_or_default(),

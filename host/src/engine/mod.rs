@@ -13,6 +13,7 @@
 mod bindings;
 mod cache;
 mod host;
+mod needs;
 mod record;
 mod wasi;
 mod wire;
@@ -35,6 +36,7 @@ use bindings::{filter, transform, versioned, window};
 pub(crate) use host::describe_key;
 use host::HostState;
 pub use host::{Entry, MemoryState, SharedState, StateBackend, StateKey};
+pub use needs::{stamp, Needs, NEED_NAMES, STAMP_SECTION};
 pub use record::{Header, Record};
 
 /// What kind of stage a plugin is, from the world its component implements.
@@ -221,6 +223,7 @@ impl Engine {
             kind,
             uses_state,
             interface: Arc::new((imports, names)),
+            needs: Needs::of(bytes),
             pre: Arc::new(pre),
             engine: self.engine.clone(),
         })
@@ -307,6 +310,7 @@ pub struct Plugin {
     kind: Kind,
     /// What the component imports and exports, by name.
     interface: Arc<(Vec<String>, Vec<String>)>,
+    needs: Needs,
     uses_state: bool,
     pre: Arc<Pre>,
     engine: wasmtime::Engine,
@@ -343,6 +347,11 @@ impl Plugin {
     /// The names the component imports (interfaces) and exports (functions, interfaces).
     pub fn interface(&self) -> (&[String], &[String]) {
         (&self.interface.0, &self.interface.1)
+    }
+
+    /// What the plugin declared it needs (its build's stamp).
+    pub fn needs(&self) -> &Needs {
+        &self.needs
     }
 
     /// Lowercase hex SHA-256 of the component file.

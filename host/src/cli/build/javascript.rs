@@ -63,7 +63,7 @@ pub fn is_javascript(dir: &Path) -> bool {
 
 /// Build the JavaScript plugin in `dir` into `out`.
 pub fn build(dir: &Path, out: &Path) -> Result<(), BuildError> {
-    let (world, main) = manifest(dir)?;
+    let (world, main, needs) = manifest(dir)?;
     let jco = jco()?;
     let work = Scratch::new(dir)?;
     let entry = std::path::absolute(dir.join(main)).map_err(|cause| BuildError::Io {
@@ -114,12 +114,20 @@ pub fn build(dir: &Path, out: &Path) -> Result<(), BuildError> {
         path: dir.to_path_buf(),
         reason: format!("jco componentize failed ({e}); its errors are above"),
     })?;
-    super::stamp::stamp_file(&tmp, "JavaScript", JCO)?;
+    let stamp = super::stamp::Stamp {
+        language: "JavaScript",
+        toolchain: JCO,
+        needs,
+    };
+    super::stamp::stamp_file(&tmp, &stamp)?;
     publish(&tmp, out)
 }
 
-/// The WIT world and the module `package.json` names.
-fn manifest(dir: &Path) -> Result<(String, String), BuildError> {
+/// The WIT world, the module and the needs `package.json` names (`weir.world`, `main`, the
+/// rest of `weir`).
+fn manifest(
+    dir: &Path,
+) -> Result<(String, String, serde_json::Map<String, serde_json::Value>), BuildError> {
     let path = dir.join("package.json");
     let text = std::fs::read_to_string(&path).map_err(|cause| BuildError::Io {
         path: path.clone(),
@@ -144,7 +152,9 @@ fn manifest(dir: &Path) -> Result<(String, String), BuildError> {
             reason: format!("the plugin module `{main}` (its `main`) is not there"),
         });
     }
-    Ok((world, main))
+    let declared = doc["weir"].as_object().into_iter().flatten();
+    let needs = super::stamp::needs(&path, declared, &["world"])?;
+    Ok((world, main, needs))
 }
 
 fn json_string(text: &str) -> String {

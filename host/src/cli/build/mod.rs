@@ -16,7 +16,6 @@ mod scratch;
 mod stamp;
 
 pub use scratch::write_files;
-pub use stamp::SECTION as STAMP_SECTION;
 
 use std::{
     io::{BufRead, BufReader},
@@ -153,6 +152,8 @@ fn rustup_has_target() -> bool {
 #[derive(Debug)]
 struct Package {
     name: String,
+    /// `[package.metadata.weir]`: what the plugin declares it needs.
+    needs: serde_json::Map<String, serde_json::Value>,
     dir: PathBuf,
     workspace_root: PathBuf,
     target_dir: PathBuf,
@@ -188,17 +189,22 @@ fn package(dir: &Path) -> Result<Package, BuildError> {
     }
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| not_a_crate(format!("bad cargo metadata: {e}")))?;
-    let name = meta["packages"]
+    let package = meta["packages"]
         .as_array()
         .into_iter()
         .flatten()
         .find(|p| p["manifest_path"].as_str().map(Path::new) == Some(manifest.as_path()))
-        .and_then(|p| p["name"].as_str())
-        .ok_or_else(|| not_a_crate("cargo metadata does not list it as a package".into()))?
-        .to_string();
+        .ok_or_else(|| not_a_crate("cargo metadata does not list it as a package".into()))?;
+    let name = package["name"].as_str().unwrap_or_default().to_string();
+    let declared = package["metadata"]["weir"]
+        .as_object()
+        .into_iter()
+        .flatten();
+    let needs = stamp::needs(&manifest, declared, &[])?;
     let path = |key: &str| meta[key].as_str().map(PathBuf::from).unwrap_or_default();
     Ok(Package {
         name,
+        needs,
         dir: dir.to_path_buf(),
         workspace_root: path("workspace_root"),
         target_dir: path("target_directory"),
@@ -256,7 +262,12 @@ pub fn build(dirs: &[PathBuf], out_dir: Option<&Path>) -> Result<Vec<PathBuf>, B
                 Some(dir) => dir.join(format!("{}.wasm", p.name)),
                 None => p.dir.with_extension("wasm"),
             };
-            componentize(module, &out, toolchain.name())?;
+            let stamp = stamp::Stamp {
+                language: "Rust",
+                toolchain: toolchain.name(),
+                needs: p.needs.clone(),
+            };
+            componentize(module, &out, &stamp)?;
             outputs.push(out);
         }
     }
@@ -374,9 +385,8 @@ fn cargo_build(
     Ok(modules)
 }
 
-/// Wrap a core module carrying a component-type section into a component at `out`, stamped as
-/// built from Rust with `toolchain`.
-fn componentize(module: &Path, out: &Path, toolchain: &str) -> Result<(), BuildError> {
+/// Wrap a core module carrying a component-type section into a component at `out`, stamped.
+fn componentize(module: &Path, out: &Path, stamp: &stamp::Stamp) -> Result<(), BuildError> {
     let bytes = std::fs::read(module).map_err(|cause| BuildError::Io {
         path: module.to_path_buf(),
         cause,
@@ -388,7 +398,7 @@ fn componentize(module: &Path, out: &Path, toolchain: &str) -> Result<(), BuildE
             module: module.to_path_buf(),
             reason: format!("{e:#}"),
         })?;
-    let component = stamp::stamped(component, "Rust", toolchain);
+    let component = stamp::stamped(component, stamp);
     // Write then rename, so a watcher (hot reload) never sees half a component.
     let tmp = out.with_extension("wasm.tmp");
     std::fs::write(&tmp, component).map_err(|cause| BuildError::Io {

@@ -48,7 +48,7 @@ pub fn is_python(dir: &Path) -> bool {
 
 /// Build the Python plugin in `dir` into `out`.
 pub fn build(dir: &Path, out: &Path) -> Result<(), BuildError> {
-    let world = world(dir)?;
+    let (world, needs) = manifest(dir)?;
     let tool = componentize_py()?;
     let work = Scratch::new(dir)?;
     let mut files = SDK.to_vec();
@@ -70,12 +70,17 @@ pub fn build(dir: &Path, out: &Path) -> Result<(), BuildError> {
         path: dir.to_path_buf(),
         reason: format!("componentize-py failed ({e}); its errors are above"),
     })?;
-    super::stamp::stamp_file(&tmp, "Python", COMPONENTIZE_PY)?;
+    let stamp = super::stamp::Stamp {
+        language: "Python",
+        toolchain: COMPONENTIZE_PY,
+        needs,
+    };
+    super::stamp::stamp_file(&tmp, &stamp)?;
     publish(&tmp, out)
 }
 
-/// The WIT world `pyproject.toml` names.
-fn world(dir: &Path) -> Result<String, BuildError> {
+/// The WIT world `pyproject.toml` names in `[tool.weir]`, and the needs it declares there.
+fn manifest(dir: &Path) -> Result<(String, Needs), BuildError> {
     let path = dir.join("pyproject.toml");
     let text = std::fs::read_to_string(&path).map_err(|cause| BuildError::Io {
         path: path.clone(),
@@ -85,14 +90,16 @@ fn world(dir: &Path) -> Result<String, BuildError> {
         path: path.clone(),
         reason: format!("{e}"),
     })?;
-    let world = doc
-        .get("tool")
-        .and_then(|t| t.get("weir"))
-        .and_then(|w| w.get("world"))
-        .and_then(|w| w.as_str());
+    let table = doc.get("tool").and_then(|t| t.get("weir"));
+    let world = table.and_then(|w| w.get("world")).and_then(|w| w.as_str());
     let worlds = ["filter", "transform", "window"];
-    scratch::world(&path, "`world` in [tool.weir]", world, &worlds)
+    let world = scratch::world(&path, "`world` in [tool.weir]", world, &worlds)?;
+    let fields = serde_json::to_value(table).unwrap_or_default();
+    let declared = fields.as_object().into_iter().flatten();
+    Ok((world, super::stamp::needs(&path, declared, &["world"])?))
 }
+
+type Needs = serde_json::Map<String, serde_json::Value>;
 
 /// componentize-py: `$WEIR_COMPONENTIZE_PY`, else weir's own copy, installed on first use into
 /// a virtual environment under `~/.cache/weir/toolchains/python`.

@@ -201,6 +201,22 @@ pub fn parse_line(line: &str, format: Format) -> Result<Record, String> {
                     Ok(_) => "an envelope line must be a JSON object".to_string(),
                     Err(_) => format!("not JSON: {e}"),
                 })?;
+            for forms in [
+                &["key", "key_base64"][..],
+                &["value", "value_text", "value_base64"],
+            ] {
+                let given: Vec<&str> = forms
+                    .iter()
+                    .copied()
+                    .filter(|f| fields.contains_key(*f))
+                    .collect();
+                if given.len() > 1 {
+                    return Err(format!(
+                        "`{}` are two forms of one field: give one",
+                        given.join("` and `")
+                    ));
+                }
+            }
             for (field, raw) in fields {
                 envelope_field(&mut rec, &field, raw)?;
             }
@@ -471,6 +487,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown envelope field `val`"));
+        assert!(
+            parse_line(r#"{"value":1,"value_text":"1"}"#, Format::Envelope)
+                .unwrap_err()
+                .to_string()
+                .contains("`value` and `value_text` are two forms")
+        );
         assert!(parse_line(r#"{"timestamp":"x"}"#, Format::Envelope)
             .unwrap_err()
             .to_string()

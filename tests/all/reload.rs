@@ -320,6 +320,36 @@ fn counted(
         .collect()
 }
 
+/// `component` with a later build stamp that declares it needs `memory_mb`.
+fn needing_memory(component: &Path, memory_mb: u64) -> Vec<u8> {
+    let mut bytes = std::fs::read(component).unwrap();
+    let mut stamp = wasm_encoder::Component::new();
+    stamp.section(&wasm_encoder::CustomSection {
+        name: weir::engine::STAMP_SECTION.into(),
+        data: json!({"needs": {"memory_mb": memory_mb}})
+            .to_string()
+            .into_bytes()
+            .into(),
+    });
+    bytes.extend_from_slice(&stamp.finish()[8..]);
+    bytes
+}
+
+#[test]
+fn a_build_that_needs_more_than_its_stage_gives_is_refused() {
+    let (dir, plugin, reloader, _chain) = watched_tag();
+    let hungry = dir.path().join("hungry.wasm");
+    std::fs::write(&hungry, needing_memory(&common::component("tag-v2"), 4096)).unwrap();
+    replace_by_rename(&hungry, &plugin);
+    checked(&reloader, 1);
+    assert_eq!(reloader.live().rejected(), 1);
+    assert_eq!(reloader.live().current().generation(), 0);
+    // The same build declaring what the stage gives is taken.
+    std::fs::write(&hungry, needing_memory(&common::component("tag-v2"), 64)).unwrap();
+    replace_by_rename(&hungry, &plugin);
+    published(&reloader, 1);
+}
+
 #[test]
 fn a_build_of_a_lower_state_version_is_refused() {
     // count-v2 keeps its state at state version 1, count-v1 at 0.

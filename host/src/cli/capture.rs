@@ -86,7 +86,12 @@ impl CaptureCommand {
                 if in_time(rec.timestamp) {
                     saved += 1;
                     jsonl::write_captured(&mut out, &self.topic, slice.partition, &rec)
-                        .context("writing the capture")?;
+                        .with_context(|| {
+                            format!(
+                                "writing {} partition {} offset {} to the capture",
+                                self.topic, slice.partition, rec.offset
+                            )
+                        })?;
                 }
                 Ok(rec.offset + 1 < slice.end)
             })?;

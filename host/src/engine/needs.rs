@@ -21,17 +21,19 @@ pub struct Needs {
     pub state_bytes_per_key: Option<u64>,
 }
 
-/// The component's `weir-build` section, if it has one.
+/// The component's `weir-build` section, if it has one (the last, if it has several: a stamp
+/// appended later says more recently what the component needs).
 pub fn stamp(component: &[u8]) -> Option<serde_json::Value> {
     wasmparser::Parser::new(0)
         .parse_all(component)
         .flatten()
-        .find_map(|payload| match payload {
+        .filter_map(|payload| match payload {
             wasmparser::Payload::CustomSection(s) if s.name() == STAMP_SECTION => {
                 serde_json::from_slice(s.data()).ok()
             }
             _ => None,
         })
+        .last()
 }
 
 impl Needs {

@@ -70,25 +70,13 @@ fn run_lines(
     err: &mut impl Write,
 ) -> std::io::Result<Summary> {
     let started = Instant::now();
-    let topic = source.to_string();
     let mut summary = Summary::default();
     let mut batch = Vec::with_capacity(BATCH);
-    for (n, line) in input.lines().enumerate() {
-        let line_no = n as i64 + 1;
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
+    for line in records(input, source, format) {
+        let (line_no, parsed) = line?;
         summary.input += 1;
-        match parse_line(&line, format) {
-            Ok(mut rec) => {
-                if rec.topic.is_empty() {
-                    rec.topic = topic.clone();
-                }
-                // The line number, whatever offset a captured line names: errors name the line.
-                rec.offset = line_no;
-                batch.push(rec);
-            }
+        match parsed {
+            Ok(rec) => batch.push(rec),
             Err(e) => {
                 summary.errors += 1;
                 writeln!(err, "error: {source}:{line_no}: {e}")?;
@@ -176,9 +164,36 @@ fn report(
     Ok(())
 }
 
+/// The records of `input`'s lines, each with its line number; blank lines are skipped, and a
+/// line that is not a record of `format` is `Err(why)`. A record's topic is the line's, else
+/// `source`; its offset is its line number, whatever offset a captured line names, so every
+/// error names the line.
+pub fn records<'a>(
+    input: impl BufRead + 'a,
+    source: &'a str,
+    format: Format,
+) -> impl Iterator<Item = std::io::Result<(i64, Result<Record, String>)>> + 'a {
+    input.lines().enumerate().filter_map(move |(n, line)| {
+        let line = match line {
+            Ok(line) if line.trim().is_empty() => return None,
+            Ok(line) => line,
+            Err(e) => return Some(Err(e)),
+        };
+        let line_no = n as i64 + 1;
+        let parsed = parse_line(&line, format).map(|mut rec| {
+            if rec.topic.is_empty() {
+                rec.topic = source.to_string();
+            }
+            rec.offset = line_no;
+            rec
+        });
+        Some(Ok((line_no, parsed)))
+    })
+}
+
 /// One input line to a record (coordinates are filled in by the caller); `Err` says why it is
 /// not a record of its format.
-pub fn parse_line(line: &str, format: Format) -> Result<Record, String> {
+fn parse_line(line: &str, format: Format) -> Result<Record, String> {
     let mut rec = Record {
         key: None,
         value: None,

@@ -3,19 +3,11 @@
 //! both are), and errors that appeared or went away. Exits 1 when anything differs, so a
 //! plugin's CI can gate on it.
 
-use std::{
-    io::{BufRead, BufReader},
-    path::PathBuf,
-    process::ExitCode,
-};
+use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
-use weir::{
-    chain::BatchOutput,
-    engine::Record,
-    jsonl::{self, Format},
-};
+use weir::{chain::BatchOutput, engine::Record, jsonl};
 
 /// Run two builds of a plugin, or two pipelines, over the same records and show what changed.
 #[derive(clap::Args)]
@@ -24,15 +16,8 @@ pub struct DiffCommand {
     old: PathBuf,
     /// The build or pipeline to compare.
     new: PathBuf,
-    /// Input records, one JSON document per line (`weir capture` writes them).
-    #[arg(long)]
-    input: PathBuf,
-    /// The plugins' configuration as JSON (plugins only; a pipeline configures its stages).
-    #[arg(long)]
-    config: Option<String>,
-    /// How input lines are read: record values, or envelopes (`weir capture`'s lines).
-    #[arg(long, value_enum, default_value = "value")]
-    format: Format,
+    #[command(flatten)]
+    records: super::test::Records,
     /// How differences are written: for people, or one JSON object per line.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
@@ -79,25 +64,16 @@ impl DiffCommand {
 
     /// Whether the two agree on every record.
     fn run(&self) -> Result<bool> {
-        let mut old = super::test::chain_of(&self.old, self.config.as_deref())?;
-        let mut new = super::test::chain_of(&self.new, self.config.as_deref())?;
-        let file = std::fs::File::open(&self.input)
-            .with_context(|| format!("cannot open input {}", self.input.display()))?;
+        let config = self.records.config.as_deref();
+        let mut old = super::test::chain_of(&self.old, config)?;
+        let mut new = super::test::chain_of(&self.new, config)?;
+        let (source, input) = self.records.open()?;
         let mut summary = Summary::default();
-        for (n, line) in BufReader::new(file).lines().enumerate() {
-            let line = line.with_context(|| format!("reading {}", self.input.display()))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let mut record = jsonl::parse_line(&line, self.format)
-                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", self.input.display(), n + 1))?;
-            // As `weir test` reads it: the file for a topic unless the line names one.
-            if record.topic.is_empty() {
-                record.topic = self.input.display().to_string();
-            }
-            record.offset = n as i64 + 1;
+        for line in jsonl::records(input, &source, self.records.format) {
+            let (n, parsed) = line.with_context(|| format!("reading {source}"))?;
+            let record = parsed.map_err(|e| anyhow::anyhow!("{source}:{n}: {e}"))?;
             summary.records += 1;
-            let place = format!("line {}", n + 1);
+            let place = format!("line {n}");
             let (a, b) = (
                 made(old.process(vec![record.clone()])),
                 made(new.process(vec![record])),

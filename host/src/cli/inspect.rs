@@ -54,7 +54,7 @@ impl InspectCommand {
             "state_version": self.state_version(plugin),
             "imports": imports,
             "exports": exports,
-            "needs": needs(plugin),
+            "needs": plugin.needs(),
         })
     }
 
@@ -72,35 +72,17 @@ impl InspectCommand {
     }
 }
 
-/// What the plugin declared it needs, by the names its manifest uses.
-fn needs(plugin: &Plugin) -> Value {
-    let n = plugin.needs();
-    let mut out = serde_json::Map::new();
-    for (name, v) in [
-        ("memory_mb", n.memory_mb),
-        ("timeout_ms", n.timeout_ms),
-        ("state_bytes_per_key", n.state_bytes_per_key),
-    ] {
-        if let Some(v) = v {
-            out.insert(name.into(), v.into());
-        }
-    }
-    out.into()
-}
-
 /// How the component was built: `weir build`'s stamp, else what the toolchains wrote in the
 /// standard `producers` sections (language, processed-by, sdk).
 fn built_with(bytes: &[u8]) -> Value {
+    if let Some(stamp) = weir::engine::stamp(bytes) {
+        return stamp;
+    }
     let mut producers = serde_json::Map::new();
     for payload in wasmparser::Parser::new(0).parse_all(bytes).flatten() {
         let wasmparser::Payload::CustomSection(section) = payload else {
             continue;
         };
-        if section.name() == weir::engine::STAMP_SECTION {
-            if let Ok(stamp) = serde_json::from_slice::<Value>(section.data()) {
-                return stamp;
-            }
-        }
         if let wasmparser::KnownCustom::Producers(reader) = section.as_known() {
             for field in reader.into_iter().flatten() {
                 let values = field.values.into_iter().flatten();

@@ -1,7 +1,7 @@
 //! `weir test`: JSON lines through one plugin or a pipeline's chain, without a broker.
 
 use std::{
-    io::{BufReader, Write},
+    io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
     process::ExitCode,
 };
@@ -18,32 +18,49 @@ use weir::{
 pub struct TestCommand {
     /// A plugin component (`.wasm`) or a pipeline file (`.toml`).
     target: PathBuf,
-    /// Input records, one JSON document per line (`-` for stdin).
+    #[command(flatten)]
+    records: Records,
+}
+
+/// The records a command runs plugins over, and the plugins' configuration (`weir test`,
+/// `weir diff`).
+#[derive(clap::Args)]
+pub(super) struct Records {
+    /// Input records, one JSON document per line (`-` for stdin); `weir capture` writes them.
     #[arg(long)]
-    input: PathBuf,
-    /// The plugin's configuration as JSON (single plugin only).
+    pub input: PathBuf,
+    /// The plugin's configuration as JSON (single plugins only; a pipeline file configures its
+    /// stages).
     #[arg(long)]
-    config: Option<String>,
+    pub config: Option<String>,
+    /// How input lines are read: record values, or envelopes (`{"key", "value", "headers",
+    /// "timestamp"}`, and `weir capture`'s fields).
     #[arg(long, value_enum, default_value = "value")]
-    format: Format,
+    pub format: Format,
+}
+
+impl Records {
+    /// The input's name in messages (`stdin` for `-`), and its lines.
+    pub fn open(&self) -> Result<(String, Box<dyn BufRead>)> {
+        if self.input == Path::new("-") {
+            return Ok(("stdin".into(), Box::new(std::io::stdin().lock())));
+        }
+        let source = self.input.display().to_string();
+        let file = std::fs::File::open(&self.input)
+            .with_context(|| format!("cannot open input {source}"))?;
+        Ok((source, Box::new(BufReader::new(file))))
+    }
 }
 
 impl TestCommand {
     pub fn execute(self) -> Result<ExitCode> {
-        let mut chain = self.chain()?;
-        let source = self.input.display().to_string();
+        let mut chain = chain_of(&self.target, self.records.config.as_deref())?;
+        let (source, input) = self.records.open()?;
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
         let mut err = std::io::stderr();
-        let summary = if self.input == Path::new("-") {
-            let stdin = std::io::stdin().lock();
-            jsonl::run(&mut chain, stdin, "stdin", self.format, &mut out, &mut err)?
-        } else {
-            let file = std::fs::File::open(&self.input)
-                .with_context(|| format!("cannot open input {source}"))?;
-            let input = BufReader::new(file);
-            jsonl::run(&mut chain, input, &source, self.format, &mut out, &mut err)?
-        };
+        let format = self.records.format;
+        let summary = jsonl::run(&mut chain, input, &source, format, &mut out, &mut err)?;
         out.flush()?;
         let restarts: u64 = chain.instances().map(|(_, i)| i.restarts()).sum();
         eprintln!("{}", report(&summary, restarts));
@@ -52,10 +69,6 @@ impl TestCommand {
         } else {
             ExitCode::SUCCESS
         })
-    }
-
-    fn chain(&self) -> Result<Chain> {
-        chain_of(&self.target, self.config.as_deref())
     }
 }
 

@@ -13,11 +13,15 @@ pub const STAMP_SECTION: &str = "weir-build";
 /// The names a manifest declares needs by.
 pub const NEED_NAMES: [&str; 3] = ["memory_mb", "timeout_ms", "state_bytes_per_key"];
 
-/// What a plugin declared; `None` where it declared nothing.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What a plugin declared; `None` where it declared nothing. Serialized by the manifest's
+/// names, leaving out what was not declared.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Needs {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_mb: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub state_bytes_per_key: Option<u64>,
 }
 

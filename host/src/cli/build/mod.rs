@@ -391,22 +391,34 @@ fn componentize(module: &Path, out: &Path, stamp: &stamp::Stamp) -> Result<(), B
         path: module.to_path_buf(),
         cause,
     })?;
+    write_component(module, &bytes, None, out, stamp)
+}
+
+/// Make the core module `bytes` (read from `module`, carrying its component-type section) a
+/// component at `out`, with `adapter` in front of its WASI preview 1 imports if given, and
+/// stamped. Written then renamed, so a watcher (hot reload) never sees half a component.
+fn write_component(
+    module: &Path,
+    bytes: &[u8],
+    adapter: Option<&[u8]>,
+    out: &Path,
+    stamp: &stamp::Stamp,
+) -> Result<(), BuildError> {
     let component = wit_component::ComponentEncoder::default()
-        .module(&bytes)
+        .module(bytes)
+        .and_then(|encoder| match adapter {
+            Some(adapter) => encoder.adapter("wasi_snapshot_preview1", adapter),
+            None => Ok(encoder),
+        })
         .and_then(|encoder| encoder.validate(true).encode())
         .map_err(|e| BuildError::Componentize {
             module: module.to_path_buf(),
             reason: format!("{e:#}"),
         })?;
-    let component = stamp::stamped(component, stamp);
-    // Write then rename, so a watcher (hot reload) never sees half a component.
     let tmp = out.with_extension("wasm.tmp");
-    std::fs::write(&tmp, component).map_err(|cause| BuildError::Io {
+    std::fs::write(&tmp, stamp::stamped(component, stamp)).map_err(|cause| BuildError::Io {
         path: tmp.clone(),
         cause,
     })?;
-    std::fs::rename(&tmp, out).map_err(|cause| BuildError::Io {
-        path: out.to_path_buf(),
-        cause,
-    })
+    scratch::publish(&tmp, out)
 }

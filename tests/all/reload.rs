@@ -348,6 +348,18 @@ fn a_build_that_needs_more_than_its_stage_gives_is_refused() {
     std::fs::write(&hungry, needing_memory(&common::component("tag-v2"), 64)).unwrap();
     replace_by_rename(&hungry, &plugin);
     published(&reloader, 1);
+    // Limits lowered below its needs in the pipeline file, the build unchanged: refused too.
+    let limited = "[[stage]]\nname = \"tag\"\nplugin = \"tag.wasm\"\nlimits = { memory_mb = 32 }\n";
+    std::fs::write(dir.path().join("pipeline.toml"), limited).unwrap();
+    let started = Instant::now();
+    while reloader.live().rejected() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not refused within 30s"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(reloader.live().current().generation(), 1);
 }
 
 #[test]

@@ -414,8 +414,9 @@ impl Watch {
     }
 
     /// Refuse a version in which `stage` (running as `old`, from the same file if `same_file`)
-    /// would run `plugin` but cannot: another world, other window settings, or state that was
-    /// not set up when partitions were assigned.
+    /// would run `plugin` but cannot: another world, other window settings, state that was not
+    /// set up when partitions were assigned, or limits below what the plugin declares it needs
+    /// (a new build, or the same build under new limits).
     fn refuse_unfit(
         &self,
         stage: &Stage,
@@ -441,6 +442,13 @@ impl Watch {
                  window settings, which its stored windows were made with: restart \
                  `weir run` to change them",
                 self.started.path.display(),
+                stage.name
+            ));
+        }
+        if let Some(short) = plugin.needs().unmet_by(&stage.limits) {
+            return Err(format!(
+                "reload: {} rejected, the running version stays: stage `{}`'s plugin {short}",
+                stage.plugin.display(),
                 stage.name
             ));
         }
@@ -486,15 +494,9 @@ impl Watch {
         if sha256(&bytes) == old.hash() {
             return Ok(old.clone());
         }
-        let plugin = self
-            .engine
+        self.engine
             .load_bytes(&stage.name, &stage.plugin, &bytes)
-            .map_err(|e| rejected(e.to_string()))?;
-        // A new build may declare more than the stage gives: refused as at start.
-        match plugin.needs().unmet_by(&stage.limits) {
-            Some(short) => Err(rejected(short)),
-            None => Ok(plugin),
-        }
+            .map_err(|e| rejected(e.to_string()))
     }
 
     /// Publish `stages` (validated; `chain` is one of its chains) as the next generation, with

@@ -16,4 +16,5 @@ mod kafka;
 mod languages;
 mod postgres;
 mod reload;
+mod shadow;
 mod windows;

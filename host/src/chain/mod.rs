@@ -16,9 +16,12 @@ use crate::{
     metrics::{Call, Metrics, StageProbe},
 };
 
+pub mod compare;
+mod shadow;
 pub mod window;
 
 use crate::config::LateOutput;
+use shadow::ShadowRun;
 use window::{Clock, Delivered, WindowOutput, WindowStage};
 
 /// A record that failed in some stage, or whose output the sink refused: the one failure type
@@ -103,13 +106,25 @@ pub struct BatchOutput {
     pub records: Vec<Record>,
     pub failures: Vec<Failure>,
     pub late: Vec<LateRecord>,
+    /// Shadows' outputs for their `shadow_topic`, by topic: never the live output.
+    pub shadow: Vec<(String, Record)>,
 }
 
 /// Every stage of a pipeline loaded (compiled, checked, pre-linked) once, to start as many
 /// chains from as there are workers. Window stages share one watermark clock across chains.
 #[derive(Clone)]
 pub struct Stages {
-    stages: Vec<(Stage, Plugin, Option<Arc<Clock>>)>,
+    stages: Vec<Loaded>,
+}
+
+/// One stage's loaded parts.
+#[derive(Clone)]
+struct Loaded {
+    stage: Stage,
+    plugin: Plugin,
+    /// The candidate build of its `shadow`, if it has one.
+    shadow: Option<Plugin>,
+    clock: Option<Arc<Clock>>,
 }
 
 impl Stages {
@@ -119,8 +134,13 @@ impl Stages {
             .stages
             .iter()
             .map(|stage| {
-                let clock = stage.window.as_ref().map(|w| Arc::new(Clock::new(w)));
-                Ok((stage.clone(), load(engine, stage)?, clock))
+                let plugin = load(engine, stage)?;
+                Ok(Loaded {
+                    shadow: load_shadow(engine, stage, &plugin)?,
+                    stage: stage.clone(),
+                    plugin,
+                    clock: stage.window.as_ref().map(|w| Arc::new(Clock::new(w))),
+                })
             })
             .collect::<Result<_, Error>>()?;
         Ok(Stages { stages })
@@ -132,8 +152,8 @@ impl Stages {
         self.stages
             .iter()
             .enumerate()
-            .filter(|(_, (stage, plugin, _))| plugin.uses_state() || stage.window.is_some())
-            .map(|(i, (stage, _, _))| (i, stage.name.clone()))
+            .filter(|(_, l)| l.plugin.uses_state() || l.stage.window.is_some())
+            .map(|(i, l)| (i, l.stage.name.clone()))
             .collect()
     }
 
@@ -143,7 +163,7 @@ impl Stages {
         self.stages
             .iter()
             .enumerate()
-            .filter_map(|(i, (_, _, clock))| Some((i, clock.clone()?)))
+            .filter_map(|(i, l)| Some((i, l.clock.clone()?)))
             .collect()
     }
 
@@ -152,10 +172,12 @@ impl Stages {
         let stages = self
             .stages
             .iter()
-            .map(|(stage, plugin, clock)| {
+            .map(|l| {
+                let stage = &l.stage;
                 let instance =
-                    plugin.instantiate(&stage.config, stage.limits, MemoryState::shared())?;
-                let step = match (&stage.window, clock) {
+                    l.plugin
+                        .instantiate(&stage.config, stage.limits, MemoryState::shared())?;
+                let step = match (&stage.window, &l.clock) {
                     (Some(spec), Some(clock)) => Step::Window(Box::new(WindowStage::new(
                         spec.clone(),
                         instance,
@@ -163,7 +185,15 @@ impl Stages {
                     ))),
                     _ => Step::Plugin(instance),
                 };
-                Ok((stage.name.clone(), step))
+                let shadow = match &l.shadow {
+                    Some(plugin) => Some(Box::new(ShadowRun::start(stage, plugin)?)),
+                    None => None,
+                };
+                Ok(Running {
+                    name: stage.name.clone(),
+                    step,
+                    shadow,
+                })
             })
             .collect::<Result<_, Error>>()?;
         Ok(Chain {
@@ -177,27 +207,40 @@ impl Stages {
 impl Stages {
     /// Each stage's settings and loaded plugin, in chain order.
     pub fn loaded(&self) -> impl ExactSizeIterator<Item = (&Stage, &Plugin)> + '_ {
-        self.stages.iter().map(|(stage, plugin, _)| (stage, plugin))
+        self.stages.iter().map(|l| (&l.stage, &l.plugin))
+    }
+
+    /// The candidate build of stage `name`'s shadow, if it runs one.
+    pub fn shadow(&self, name: &str) -> Option<&Plugin> {
+        self.stages
+            .iter()
+            .find(|l| l.stage.name == name)
+            .and_then(|l| l.shadow.as_ref())
     }
 
     /// The next version of these stages (hot reload): `stages` in their new order, plugins
     /// already loaded and validated. Whatever the chains of a stage share beyond its plugin
     /// carries over to the stage of the same name: a window stage keeps its watermark clock
     /// (reload refuses changes to a window's settings).
-    pub fn next_version(&self, stages: Vec<(Stage, Plugin)>) -> Stages {
+    pub fn next_version(&self, stages: Vec<(Stage, Plugin, Option<Plugin>)>) -> Stages {
         let stages = stages
             .into_iter()
-            .map(|(stage, plugin)| {
+            .map(|(stage, plugin, shadow)| {
                 let kept = self
                     .stages
                     .iter()
-                    .find(|(s, _, _)| s.name == stage.name)
-                    .and_then(|(_, _, clock)| clock.clone());
+                    .find(|l| l.stage.name == stage.name)
+                    .and_then(|l| l.clock.clone());
                 let clock = stage
                     .window
                     .as_ref()
                     .map(|w| kept.unwrap_or_else(|| Arc::new(Clock::new(w))));
-                (stage, plugin, clock)
+                Loaded {
+                    stage,
+                    plugin,
+                    shadow,
+                    clock,
+                }
             })
             .collect();
         Stages { stages }
@@ -208,6 +251,38 @@ impl Stages {
 /// every stage): hot reload loads stages added to a running pipeline through it.
 pub fn load_stage(engine: &Engine, stage: &Stage) -> Result<Plugin, Error> {
     load(engine, stage)
+}
+
+/// What a stage's shadow is called where its plugin is named (its log lines, its errors).
+pub fn shadow_name(stage: &str) -> String {
+    format!("{stage} (shadow)")
+}
+
+/// Load the candidate build of `stage`'s shadow, if it has one: it must be able to run as the
+/// stage (the same world, needs the stage's limits meet), as a reload to it would have to.
+pub fn load_shadow(engine: &Engine, stage: &Stage, live: &Plugin) -> Result<Option<Plugin>, Error> {
+    let Some(shadow) = &stage.shadow else {
+        return Ok(None);
+    };
+    let candidate = Stage {
+        name: shadow_name(&stage.name),
+        plugin: shadow.plugin.clone(),
+        ..stage.clone()
+    };
+    let plugin = load(engine, &candidate)?;
+    if plugin.kind() != live.kind() {
+        return Err(Error::WrongWorld {
+            plugin: stage.name.clone(),
+            reason: format!(
+                "runs a {} plugin, and its shadow {} is a {} plugin: a candidate must be able \
+                 to take the live build's place",
+                live.kind(),
+                shadow.plugin.display(),
+                plugin.kind()
+            ),
+        });
+    }
+    Ok(Some(plugin))
 }
 
 /// One stage's live part.
@@ -226,9 +301,16 @@ impl Step {
     }
 }
 
+/// A stage's live instance in a chain, and its shadow's.
+struct Running {
+    name: String,
+    step: Step,
+    shadow: Option<Box<ShadowRun>>,
+}
+
 /// Live instances of every stage of a pipeline, for one worker's records.
 pub struct Chain {
-    stages: Vec<(String, Step)>,
+    stages: Vec<Running>,
     /// Where each stage's counts and call times go (none until [`Chain::report_to`]).
     probes: Vec<StageProbe>,
     /// `policy = "fail"`: nothing after a batch's first failing input is run (see
@@ -258,12 +340,17 @@ impl Chain {
             config: config.to_string(),
             limits,
             window: None,
+            shadow: None,
             line: 0,
         };
         let plugin = load(engine, &stage)?;
         let instance = plugin.instantiate(&stage.config, stage.limits, MemoryState::shared())?;
         Ok(Chain {
-            stages: vec![(name, Step::Plugin(instance))],
+            stages: vec![Running {
+                name,
+                step: Step::Plugin(instance),
+                shadow: None,
+            }],
             probes: Vec::new(),
             stop_at_failure: false,
         })
@@ -274,19 +361,27 @@ impl Chain {
     pub fn report_to(&mut self, metrics: &Metrics) {
         self.probes = self
             .stages
-            .iter()
-            .map(|(name, step)| {
-                let plugin = step.instance().plugin();
-                metrics
-                    .stage(name)
-                    .probe(&plugin.path().display().to_string(), plugin.hash())
+            .iter_mut()
+            .map(|r| {
+                let plugin = r.step.instance().plugin();
+                let stats = metrics.stage(&r.name);
+                let probe = stats.probe(&plugin.path().display().to_string(), plugin.hash());
+                match &mut r.shadow {
+                    Some(shadow) => shadow.report_to(stats),
+                    None => stats.shadow.ended(),
+                }
+                probe
             })
             .collect();
     }
 
     /// Keep stage `stage`'s state in `state` from the next batch on.
     pub fn set_state(&mut self, stage: usize, state: SharedState) {
-        match &mut self.stages[stage].1 {
+        let running = &mut self.stages[stage];
+        if let Some(shadow) = &mut running.shadow {
+            shadow.set_state(&state);
+        }
+        match &mut running.step {
             Step::Plugin(i) => i.set_state(state),
             Step::Window(w) => w.set_state(state),
         }
@@ -296,14 +391,21 @@ impl Chain {
     pub fn instances(&self) -> impl Iterator<Item = (&str, &Instance)> {
         self.stages
             .iter()
-            .map(|(name, s)| (name.as_str(), s.instance()))
+            .map(|r| (r.name.as_str(), r.step.instance()))
+    }
+
+    /// The stages' shadows' instances, in order.
+    pub fn shadows(&self) -> impl Iterator<Item = (&str, &Instance)> {
+        self.stages
+            .iter()
+            .filter_map(|r| Some((r.name.as_str(), r.shadow.as_ref()?.instance())))
     }
 
     /// Whether any stage is a window stage (they need [`Chain::advance`] now and then).
     pub fn has_windows(&self) -> bool {
         self.stages
             .iter()
-            .any(|(_, s)| matches!(s, Step::Window(_)))
+            .any(|r| matches!(r.step, Step::Window(_)))
     }
 
     /// `policy = "fail"`: from the first input of a batch that fails in any stage on, no
@@ -311,8 +413,8 @@ impl Chain {
     /// the record the run stops at changes state (it would count twice after the restart).
     pub fn stop_at_first_failure(&mut self) {
         self.stop_at_failure = true;
-        for (_, step) in &mut self.stages {
-            if let Step::Window(w) = step {
+        for r in &mut self.stages {
+            if let Step::Window(w) = &mut r.step {
                 w.stop_at_first_failure();
             }
         }
@@ -321,8 +423,8 @@ impl Chain {
     /// At least once: window stages keep a fired window until its outputs are delivered; see
     /// [`Chain::hold`].
     pub fn defer_until_delivered(&mut self) {
-        for (_, step) in &mut self.stages {
-            if let Step::Window(w) = step {
+        for r in &mut self.stages {
+            if let Step::Window(w) = &mut r.step {
                 w.defer_until_delivered(true);
             }
         }
@@ -330,8 +432,8 @@ impl Chain {
 
     /// The outputs of the last call are on their way; `delivered` says when they arrived.
     pub fn hold(&mut self, delivered: &Arc<dyn Delivered>) {
-        for (_, step) in &mut self.stages {
-            if let Step::Window(w) = step {
+        for r in &mut self.stages {
+            if let Step::Window(w) = &mut r.step {
                 w.hold(delivered);
             }
         }
@@ -339,22 +441,26 @@ impl Chain {
 
     /// Take over what the window stages of `old`, the chain this one replaces (hot reload),
     /// keep in memory, stage by stage of the same name: their timers and the fired windows
-    /// that wait for their outputs' delivery, which would otherwise fire again.
+    /// that wait for their outputs' delivery, which would otherwise fire again; and a shadow
+    /// running the same candidate, its state.
     pub fn adopt(&mut self, old: &mut Chain) {
-        for (name, step) in &mut self.stages {
-            if let Step::Window(w) = step {
-                let before = old.stages.iter_mut().find(|(n, _)| n == name);
-                if let Some((_, Step::Window(o))) = before {
-                    w.adopt(o);
-                }
+        for r in &mut self.stages {
+            let Some(before) = old.stages.iter_mut().find(|o| o.name == r.name) else {
+                continue;
+            };
+            if let (Step::Window(w), Step::Window(o)) = (&mut r.step, &mut before.step) {
+                w.adopt(o);
+            }
+            if let (Some(s), Some(o)) = (&mut r.shadow, &mut before.shadow) {
+                s.adopt(o);
             }
         }
     }
 
     /// A partition was revoked: drop what window stages keep in memory for it.
     pub fn forget(&mut self, topic: &str, partition: i32) {
-        for (_, step) in &mut self.stages {
-            if let Step::Window(w) = step {
+        for r in &mut self.stages {
+            if let Step::Window(w) = &mut r.step {
                 w.forget(topic, partition);
             }
         }
@@ -391,7 +497,8 @@ impl Chain {
         let mut records = batch;
         let mut out = BatchOutput::default();
         let stop_at_failure = self.stop_at_failure;
-        for (i, (name, step)) in self.stages.iter_mut().enumerate() {
+        for (i, running) in self.stages.iter_mut().enumerate() {
+            let Running { name, step, shadow } = running;
             let hash = step.instance().plugin().hash().to_string();
             if stop_at_failure {
                 cut_at_first_failure(&mut records, &out.failures);
@@ -408,11 +515,18 @@ impl Chain {
                     if records.is_empty() {
                         continue;
                     }
+                    // The candidate first, on a copy: both start from the same state.
+                    let candidate = shadow.as_mut().map(|s| s.run(records.clone()));
+                    let live_started = Instant::now();
                     let outcomes = if stop_at_failure {
                         instance.process_until_failure(records)
                     } else {
                         instance.process(records)
                     };
+                    if let (Some(s), Some(call)) = (shadow.as_mut(), candidate) {
+                        let took = live_started.elapsed();
+                        out.shadow.extend(s.compare(name, call, &outcomes, took));
+                    }
                     records = Vec::with_capacity(outcomes.len());
                     for outcome in outcomes {
                         match outcome {

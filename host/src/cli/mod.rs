@@ -7,6 +7,7 @@ mod demo;
 mod diff;
 mod inspect;
 mod new;
+mod promote;
 mod reload;
 mod run;
 mod status;
@@ -54,6 +55,7 @@ enum Command {
     Check(check::CheckCommand),
     Run(run::RunCommand),
     Reload(reload::ReloadCommand),
+    Promote(promote::PromoteCommand),
     Demo(demo::DemoCommand),
     Status(status::StatusCommand),
     Capture(capture::CaptureCommand),
@@ -70,6 +72,7 @@ impl Cli {
             Command::Check(c) => c.execute(),
             Command::Run(c) => c.execute(),
             Command::Reload(c) => c.execute(),
+            Command::Promote(c) => c.execute(),
             Command::Demo(c) => c.execute(),
             Command::Status(c) => c.execute(),
             Command::Capture(c) => c.execute(),

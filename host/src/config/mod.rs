@@ -66,8 +66,20 @@ pub struct Stage {
     pub limits: Limits,
     /// Window stages: how records are grouped in event time.
     pub window: Option<Arc<WindowSpec>>,
+    /// A candidate build run beside the live one on the same records (`shadow = "new.wasm"`).
+    pub shadow: Option<Shadow>,
     /// Line of the `[[stage]]` entry, for messages.
     pub line: usize,
+}
+
+/// A stage's shadow: a candidate build that sees the live version's inputs, whose outputs are
+/// compared with the live ones and never reach the sink, and whose state writes stay its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shadow {
+    /// Resolved against the pipeline file, as `plugin` is.
+    pub plugin: PathBuf,
+    /// Where its outputs are written for a closer look (`shadow_topic`); none: only compared.
+    pub topic: Option<String>,
 }
 
 /// Where records come from.
@@ -335,6 +347,8 @@ struct StageFile {
     #[serde(default, deserialize_with = "optional_duration")]
     allowed_lateness: Option<Duration>,
     late: Option<LateFile>,
+    shadow: Option<String>,
+    shadow_topic: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -386,6 +400,40 @@ fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Du
 }
 
 impl StageFile {
+    /// The candidate build to shadow the stage with, if any.
+    fn shadow(&self, base: &Path, window: bool) -> Result<Option<Shadow>, String> {
+        let Some(plugin) = &self.shadow else {
+            if self.shadow_topic.is_some() {
+                return Err(
+                    "`shadow_topic` is set without `shadow`: name the candidate \
+                            build (shadow = \"new.wasm\") whose outputs go there"
+                        .into(),
+                );
+            }
+            return Ok(None);
+        };
+        if window {
+            // Fired windows are not outputs of one input: comparing them needs a matching of
+            // windows (by key and bounds) that is not built yet.
+            return Err(
+                "`shadow` is for filter and transform stages; window stages cannot \
+                        run a shadow yet (try the candidate with `weir diff` instead)"
+                    .into(),
+            );
+        }
+        if self
+            .shadow_topic
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err("`shadow_topic` is empty".into());
+        }
+        Ok(Some(Shadow {
+            plugin: base.join(plugin),
+            topic: self.shadow_topic.clone(),
+        }))
+    }
+
     /// The window settings, checked; `None` for a stage that is not a window stage.
     fn window(&self, errors: &ErrorsConfig) -> Result<Option<WindowSpec>, String> {
         let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as i64;
@@ -603,12 +651,16 @@ impl File {
                 (line, message)
             })?,
         };
+        let shadow = stage
+            .shadow(base, window.is_some())
+            .map_err(|e| (line, format!("stage `{name}`: {e}")))?;
         Ok(Stage {
             plugin: base.join(stage.plugin.get_ref()),
             name,
             config,
             limits: stage.limits.over(self.limits.over(Limits::default())),
             window: window.map(Arc::new),
+            shadow,
             line,
         })
     }
@@ -919,6 +971,32 @@ plugin = "/abs/mask.wasm"
             .to_string();
         assert!(err.contains("line 4"), "{err}");
         assert!(err.contains("confg"), "{err}");
+    }
+
+    #[test]
+    fn a_shadow_resolves_against_the_file_and_is_refused_where_it_cannot_run() {
+        let p = parse(
+            "[[stage]]\nname = \"a\"\nplugin = \"a.wasm\"\nshadow = \"next/a.wasm\"\n\
+             shadow_topic = \"cmp\"\n",
+        )
+        .unwrap();
+        let shadow = p.stages[0].shadow.clone().unwrap();
+        assert_eq!(shadow.plugin, Path::new("/p/next/a.wasm"));
+        assert_eq!(shadow.topic.as_deref(), Some("cmp"));
+        let err = |text: &str| parse(text).unwrap_err().to_string();
+        let stray = err("[[stage]]\nname = \"a\"\nplugin = \"a.wasm\"\nshadow_topic = \"c\"\n");
+        assert!(
+            stray.contains(":1:") && stray.contains("`shadow_topic` is set without `shadow`"),
+            "{stray}"
+        );
+        let window = err(
+            "[[stage]]\nname = \"w\"\nplugin = \"w.wasm\"\nshadow = \"w2.wasm\"\n\
+             window = { kind = \"tumbling\", size = \"1m\" }\n",
+        );
+        assert!(
+            window.contains("stage `w`: `shadow` is for filter and transform stages"),
+            "{window}"
+        );
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub struct SinkContext {
     marks: ChangelogMarks,
     errors: ClientErrors,
     transactional: bool,
+    /// Records whose loss is logged, never fatal (see [`Sink::best_effort`]).
+    lossy: bool,
 }
 
 impl ClientContext for SinkContext {
@@ -128,6 +130,13 @@ impl ProducerContext for SinkContext {
                     }
                 }
                 acks.delivered(true);
+            }
+            Err((cause, message)) if self.lossy => {
+                tracing::warn!(
+                    "a shadow output to `{}` was lost: {cause} (the live run goes on)",
+                    message.topic()
+                );
+                acks.delivered(false);
             }
             Err((cause, _))
                 if self.transactional
@@ -248,6 +257,8 @@ pub struct Sink {
     /// Always `Some` until dropped (see `Drop`).
     producer: Option<ThreadedProducer<SinkContext>>,
     transactional: bool,
+    /// A best-effort sink never waits for room in the producer's queue: it drops the record.
+    lossy: bool,
     metrics: Arc<Metrics>,
     fatal: Arc<Fatal>,
 }
@@ -261,6 +272,30 @@ impl Sink {
         fatal: Arc<Fatal>,
     ) -> Result<Sink, KafkaError> {
         Self::create(brokers, properties, None, marks, metrics, fatal)
+    }
+
+    /// A producer whose records may be lost without consequence for the run: outside every
+    /// transaction, counted apart, its delivery failures logged rather than fatal. What a
+    /// stage's shadow writes its outputs with.
+    pub fn best_effort(brokers: &str, properties: &KafkaProperties) -> Result<Sink, KafkaError> {
+        let config = producer_config(brokers, properties, None);
+        let metrics = Arc::new(Metrics::totals_only());
+        let fatal = Arc::new(Fatal::default());
+        let context = SinkContext {
+            metrics: metrics.clone(),
+            fatal: fatal.clone(),
+            marks: ChangelogMarks::default(),
+            errors: Default::default(),
+            transactional: false,
+            lossy: true,
+        };
+        Ok(Sink {
+            producer: Some(config.create_with_context(context)?),
+            transactional: false,
+            lossy: true,
+            metrics,
+            fatal,
+        })
     }
 
     /// A transactional producer for one source partition, with a transaction open. Its id is
@@ -295,10 +330,12 @@ impl Sink {
             marks,
             errors: Default::default(),
             transactional: transactional_id.is_some(),
+            lossy: false,
         };
         Ok(Sink {
             producer: Some(config.create_with_context(context)?),
             transactional: transactional_id.is_some(),
+            lossy: false,
             metrics,
             fatal,
         })
@@ -423,8 +460,9 @@ impl Sink {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                     // Backpressure: wait for deliveries to make room. Give up only once the run
-                    // is failing anyway, so a dead broker cannot hold the worker forever.
-                    if !(self.fatal.is_set() && waits > 1000) =>
+                    // is failing anyway, so a dead broker cannot hold the worker forever (and
+                    // at once for records that may be lost).
+                    if !(self.lossy || self.fatal.is_set() && waits > 1000) =>
                 {
                     out = back;
                     waits += 1;

@@ -42,6 +42,14 @@ impl Histogram {
             .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
     }
 
+    /// Forget every observation (for counts that start again, as a new shadow's do).
+    pub fn reset(&self) {
+        for bucket in &self.buckets {
+            bucket.store(0, Relaxed);
+        }
+        self.sum_nanos.store(0, Relaxed);
+    }
+
     pub fn snapshot(&self) -> HistogramSnapshot {
         HistogramSnapshot {
             buckets: std::array::from_fn(|i| self.buckets[i].load(Relaxed)),

@@ -9,6 +9,7 @@
 mod histogram;
 mod process;
 mod prometheus;
+mod shadow;
 mod stage;
 mod status;
 
@@ -25,8 +26,12 @@ use crate::error::ErrorKind;
 
 pub use histogram::{Histogram, HistogramSnapshot, BOUNDS};
 pub use prometheus::encode as prometheus_text;
+pub use shadow::{Compared, ShadowStats, ShadowView};
 pub use stage::{Call, PluginInfo, StageProbe, StageStats};
 pub use status::{RestoreProgress, Status, StatusSampler};
+
+/// How often a run logs how its shadows compare with the live builds.
+pub const SHADOW_LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Running totals; every field only grows.
 #[derive(Debug, Default)]
@@ -240,6 +245,16 @@ impl Metrics {
     /// Every stage's stats, in the order first met (the pipeline's order).
     pub fn stages(&self) -> Vec<Arc<StageStats>> {
         lock(&self.stages).clone()
+    }
+
+    /// Log each shadow's comparison with its live version, where it moved since the last time
+    /// (a run does every few seconds, and at its end).
+    pub fn log_shadows(&self) {
+        for stage in self.stages() {
+            if let Some(line) = stage.shadow.report(&stage.name) {
+                tracing::info!("{line}");
+            }
+        }
     }
 
     pub fn set_info(&self, info: RunInfo) {

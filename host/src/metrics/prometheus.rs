@@ -252,6 +252,92 @@ fn stages(m: &Metrics, e: &mut DescriptorEncoder) -> Result<(), FmtError> {
         None,
         Kind::Info,
         plugins,
+    )?;
+    shadows(&stages, e)
+}
+
+/// Per stage that runs a shadow: how the candidate compares with the live build.
+fn shadows(stages: &[Arc<super::StageStats>], e: &mut DescriptorEncoder) -> Result<(), FmtError> {
+    let shadowed: Vec<_> = stages
+        .iter()
+        .filter_map(|s| Some((s, s.shadow.view()?)))
+        .collect();
+    if shadowed.is_empty() {
+        return Ok(());
+    }
+    let per = |f: &dyn Fn(&super::ShadowView) -> u64| -> Vec<([(&str, String); 1], u64)> {
+        shadowed
+            .iter()
+            .map(|(s, v)| ([("stage", s.name.clone())], f(v)))
+            .collect()
+    };
+    family(
+        e,
+        "shadow_records_compared",
+        "Inputs a stage's live build and its shadow both ran.",
+        None,
+        Kind::Counter,
+        per(&|v| v.compared),
+    )?;
+    family(
+        e,
+        "shadow_records_differing",
+        "Inputs whose outputs or errors differ between a stage's live build and its shadow.",
+        None,
+        Kind::Counter,
+        per(&|v| v.differing),
+    )?;
+    let errors: Vec<_> = shadowed
+        .iter()
+        .flat_map(|(s, v)| {
+            [("live", v.live_errors), ("shadow", v.shadow_errors)]
+                .map(|(side, n)| ([("stage", s.name.clone()), ("side", side.to_string())], n))
+        })
+        .collect();
+    family(
+        e,
+        "shadow_records_failed",
+        "Compared inputs each side failed on.",
+        None,
+        Kind::Counter,
+        errors,
+    )?;
+    let calls: Vec<_> = shadowed
+        .iter()
+        .flat_map(|(s, _)| {
+            [
+                ("live", s.shadow.live_calls.snapshot()),
+                ("shadow", s.shadow.shadow_calls.snapshot()),
+            ]
+            .map(|(side, h)| ([("stage", s.name.clone()), ("side", side.to_string())], h))
+        })
+        .collect();
+    histogram(
+        e,
+        "shadow_call_duration",
+        "Calls of a stage's live build and of its shadow, on the batches both ran.",
+        &calls,
+    )?;
+    let builds: Vec<_> = shadowed
+        .iter()
+        .map(|(s, v)| {
+            (
+                [
+                    ("stage", s.name.clone()),
+                    ("file", v.file.clone()),
+                    ("sha256", v.sha256.clone()),
+                ],
+                1u64,
+            )
+        })
+        .collect();
+    family(
+        e,
+        "shadow_plugin",
+        "The candidate build each shadowed stage runs beside its live one.",
+        None,
+        Kind::Info,
+        builds,
     )
 }
 

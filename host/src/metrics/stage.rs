@@ -26,6 +26,8 @@ pub struct StageStats {
     /// Linear memory of each live instance (weak: a replaced chain's instances drop out).
     memory: Mutex<Vec<Weak<AtomicU64>>>,
     plugin: Mutex<PluginInfo>,
+    /// Its shadow's comparison with it, when it runs one.
+    pub shadow: super::ShadowStats,
 }
 
 /// The build a stage runs.

@@ -57,6 +57,9 @@ pub struct StageStatus {
     pub call_p50_ms: Option<f64>,
     pub call_p99_ms: Option<f64>,
     pub memory_bytes: u64,
+    /// How its shadow compares with it, when it runs one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<super::ShadowView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -195,6 +198,7 @@ impl StatusSampler {
                     call_p50_ms: window.quantile(0.5).map(|q| q * 1e3),
                     call_p99_ms: window.quantile(0.99).map(|q| q * 1e3),
                     memory_bytes: s.memory_bytes(),
+                    shadow: s.shadow.view(),
                 }
             })
             .collect();

@@ -224,7 +224,10 @@ impl Watch {
         let mut files: HashSet<PathBuf> = current
             .stages
             .loaded()
-            .map(|(s, _)| key(&s.plugin))
+            .flat_map(|(s, _)| {
+                let shadow = s.shadow.as_ref().map(|shadow| key(&shadow.plugin));
+                [key(&s.plugin)].into_iter().chain(shadow)
+            })
             .collect();
         files.insert(self.pipeline_file.clone());
         files
@@ -394,8 +397,14 @@ impl Watch {
                 None => self.load(stage, None)?,
             };
             self.refuse_unfit(stage, old.copied(), same_file.is_some(), &plugin)?;
+            let shadow = self.shadow(stage, &plugin, current, dirty)?;
             changed.extend(changes(stage, old.copied(), &plugin));
-            stages.push((stage.clone(), plugin));
+            changed.extend(shadow_changes(
+                stage,
+                current.stages.shadow(&stage.name),
+                shadow.as_ref(),
+            ));
+            stages.push((stage.clone(), plugin, shadow));
         }
         for (s, _) in &running {
             if !wanted.iter().any(|w| w.name == s.name) {
@@ -403,7 +412,7 @@ impl Watch {
             }
         }
         let before: Vec<&str> = running.iter().map(|(s, _)| s.name.as_str()).collect();
-        let after: Vec<&str> = stages.iter().map(|(s, _)| s.name.as_str()).collect();
+        let after: Vec<&str> = stages.iter().map(|(s, _, _)| s.name.as_str()).collect();
         if changed.is_empty() && before != after {
             changed.push(format!("stages reordered: {}", after.join(", ")));
         }
@@ -463,6 +472,57 @@ impl Watch {
             ));
         }
         Ok(())
+    }
+
+    /// The candidate build of `stage`'s shadow as its file is now (the one running when the
+    /// file did not change), if the stage has one; refused when it could not take the place of
+    /// `live`, the build the stage runs.
+    fn shadow(
+        &self,
+        stage: &Stage,
+        live: &Plugin,
+        current: &Version,
+        dirty: &HashSet<PathBuf>,
+    ) -> Result<Option<Plugin>, String> {
+        let Some(shadow) = &stage.shadow else {
+            return Ok(None);
+        };
+        let file = key(&shadow.plugin);
+        let running = current
+            .stages
+            .loaded()
+            .find(|(s, _)| s.name == stage.name)
+            .and_then(|(s, _)| Some((s.shadow.as_ref()?, current.stages.shadow(&s.name)?)))
+            .filter(|(s, _)| key(&s.plugin) == file)
+            .map(|(_, p)| p);
+        let as_stage = Stage {
+            name: chain::shadow_name(&stage.name),
+            plugin: shadow.plugin.clone(),
+            ..stage.clone()
+        };
+        let plugin = match running {
+            Some(p) if !dirty.contains(&file) => p.clone(),
+            old => self.load(&as_stage, old)?,
+        };
+        let refused = |why: String| {
+            format!(
+                "reload: {} rejected, the running version stays: stage `{}`'s shadow {why}",
+                shadow.plugin.display(),
+                stage.name
+            )
+        };
+        if plugin.kind() != live.kind() {
+            return Err(refused(format!(
+                "is a {} plugin and the stage runs a {} plugin: a candidate must be able to \
+                 take the live build's place",
+                plugin.kind(),
+                live.kind()
+            )));
+        }
+        if let Some(short) = plugin.needs().unmet_by(&stage.limits) {
+            return Err(refused(short));
+        }
+        Ok(Some(plugin))
     }
 
     /// Load `stage`'s plugin file as it is now; `old` is the plugin the stage runs from that
@@ -689,6 +749,22 @@ fn restart_only_changes(started: &Pipeline, new: &Pipeline) -> Vec<&'static str>
         changed.push("[admin]");
     }
     changed
+}
+
+/// How `stage`'s shadow changes from `old` to `new` (candidate builds), for the log.
+fn shadow_changes(stage: &Stage, old: Option<&Plugin>, new: Option<&Plugin>) -> Option<String> {
+    let name = &stage.name;
+    match (old, new, &stage.shadow) {
+        (Some(_), None, _) => Some(format!("stage `{name}` runs no shadow")),
+        (old, Some(new), Some(shadow)) if old.is_none_or(|o| o.hash() != new.hash()) => {
+            Some(format!(
+                "stage `{name}` shadowed by {} (sha256:{})",
+                shadow.plugin.display(),
+                &new.hash()[..12]
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// What running `plugin` as `stage` changes from `old` (the stage as it runs now), for the log.

@@ -2,16 +2,61 @@
 //! once) state changes, all carrying the batch's acknowledgements; then the partition records
 //! which offset it may commit once they are acknowledged.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::{error_policy, Partition, Shared};
 use crate::{
     chain::{window::Delivered, BatchOutput, Chain, Failure, LateRecord},
-    config::{ErrorPolicy, LateOutput},
+    config::{ErrorPolicy, KafkaProperties, LateOutput},
     engine::{ErrorKind, Record, RecordError},
     kafka::{Acks, SendError, Sink},
     metrics::Metrics,
 };
+
+/// Where shadows write their outputs (`shadow_topic`): a producer of their own, made when first
+/// needed (a shadow may come with a reload), outside every transaction, that drops what it
+/// cannot send at once and logs what it loses. So a shadow can neither fail nor slow the live
+/// run, nor put anything in its transactions; its outputs are at most once.
+pub(super) struct ShadowSink {
+    brokers: String,
+    properties: KafkaProperties,
+    sink: Mutex<Option<Sink>>,
+}
+
+impl ShadowSink {
+    pub(super) fn new(brokers: &str, properties: &KafkaProperties) -> ShadowSink {
+        ShadowSink {
+            brokers: brokers.to_string(),
+            properties: properties.clone(),
+            sink: Mutex::default(),
+        }
+    }
+
+    pub(super) fn send(&self, records: Vec<(String, Record)>) {
+        if records.is_empty() {
+            return;
+        }
+        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        if sink.is_none() {
+            match Sink::best_effort(&self.brokers, &self.properties) {
+                Ok(made) => *sink = Some(made),
+                Err(e) => {
+                    tracing::warn!("shadow outputs: no producer for them: {e}");
+                    return;
+                }
+            }
+        }
+        let Some(sink) = sink.as_ref() else { return };
+        // Acknowledgements nobody waits for: the live batch's are its own.
+        let acks = Acks::new();
+        for (topic, record) in &records {
+            if let Err(e) = sink.send(topic, record, &acks) {
+                tracing::warn!("a shadow output to `{topic}` was dropped: {e}");
+            }
+        }
+        acks.sealed();
+    }
+}
 
 impl Shared {
     /// Hand a chain's `output` for `partition` to the sink (`next_offset`: the offset after the
@@ -51,6 +96,7 @@ impl Shared {
             }
             self.send_output(sink, record, &acks, &mut halt, &mut failures);
         }
+        self.shadow_sink.send(output.shadow);
         for late in output.late {
             if halt.is_none_or(|h| late.record.offset < h) {
                 self.send_late(sink, late, originals, &acks);

@@ -109,6 +109,8 @@ struct Shared {
     /// Exactly once: what a partition's transactional producer is made from.
     exactly_once: Option<Transactions>,
     workers: OnceLock<Vec<Sender<Work>>>,
+    /// Where shadows' outputs go.
+    shadow_sink: delivery::ShadowSink,
     /// Window stages' watermarks: assigned partitions hold them back, revoked ones stop to.
     clocks: Vec<(usize, String, Arc<Clock>)>,
     fatal: Arc<Fatal>,

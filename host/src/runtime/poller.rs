@@ -19,7 +19,7 @@ use rdkafka::{
 use super::{Batch, Shared, Work};
 use crate::{
     kafka::{source, Consumer},
-    metrics::{Metrics, Snapshot},
+    metrics::{Metrics, Snapshot, SHADOW_LOG_EVERY},
 };
 
 /// How often partitions' positions and ends are read for the metrics.
@@ -57,6 +57,7 @@ impl<'a> Poller<'a> {
         let started = Instant::now();
         let mut reported = Snapshot::default();
         let mut observed = Instant::now();
+        let mut shadows_logged = Instant::now();
         let health = &self.shared.metrics.health;
         health.running.store(true, Ordering::Relaxed);
         while !stop.load(Ordering::Relaxed) && !self.shared.fatal.is_set() {
@@ -73,6 +74,10 @@ impl<'a> Poller<'a> {
                     }
                     self.dispatch_all();
                 }
+            }
+            if shadows_logged.elapsed() >= SHADOW_LOG_EVERY {
+                self.shared.metrics.log_shadows();
+                shadows_logged = Instant::now();
             }
             if observed.elapsed() >= OBSERVE_EVERY {
                 self.sample_partitions();
@@ -109,6 +114,7 @@ impl<'a> Poller<'a> {
             }
         }
         health.running.store(false, Ordering::Relaxed);
+        self.shared.metrics.log_shadows();
     }
 
     /// Each assigned partition's position and end, for `/metrics` and the dashboard: the

@@ -27,7 +27,7 @@ use crate::{
     config::{ErrorPolicy, Guarantee, Pipeline, PostgresSource, SinkConfig, SnapshotMode},
     engine::Record,
     kafka::{admin, changelog, positions, Acks, ChangelogMarks, Fatal, Sink},
-    metrics::{Metrics, RunInfo, Snapshot},
+    metrics::{Metrics, RunInfo, Snapshot, SHADOW_LOG_EVERY},
     postgres::{catalog::Catalog, lsn_text, Capture, Captured, Change, Settings},
     reload::{Live, LiveChain},
     Error,
@@ -205,6 +205,8 @@ struct PostgresRun {
     capture: Capture,
     chain: LiveChain,
     sink: Sink,
+    /// Where shadows' outputs go (`shadow_topic`).
+    shadow_sink: super::delivery::ShadowSink,
     fatal: Arc<Fatal>,
     metrics: Arc<Metrics>,
     exactly_once: bool,
@@ -314,6 +316,7 @@ impl PostgresRun {
             capture,
             chain,
             sink,
+            shadow_sink: super::delivery::ShadowSink::new(brokers, &sink_config.kafka),
             fatal,
             metrics,
             exactly_once,
@@ -339,6 +342,7 @@ impl PostgresRun {
         self.metrics.health.running.store(true, Ordering::Relaxed);
         self.metrics.health.assigned.store(1, Ordering::Relaxed);
         let mut last_checkpoint = Instant::now();
+        let mut shadows_logged = Instant::now();
         let result = loop {
             if options.stop.load(Ordering::Relaxed) {
                 break Ok(());
@@ -362,6 +366,10 @@ impl PostgresRun {
             if let Err(e) = self.confirm_recorded() {
                 break Err(e);
             }
+            if shadows_logged.elapsed() >= SHADOW_LOG_EVERY {
+                self.metrics.log_shadows();
+                shadows_logged = Instant::now();
+            }
             if last_checkpoint.elapsed() >= self.checkpoint_every && !self.in_snapshot {
                 if let Err(e) = self.checkpoint() {
                     break Err(e);
@@ -370,6 +378,7 @@ impl PostgresRun {
             }
         };
         self.metrics.health.running.store(false, Ordering::Relaxed);
+        self.metrics.log_shadows();
         match result {
             Ok(()) if !self.in_snapshot => self.finish(),
             Ok(()) => {
@@ -514,6 +523,7 @@ impl PostgresRun {
             // Nothing of this transaction is confirmed: a restart reads it again.
             return Err(failure.to_error());
         }
+        self.shadow_sink.send(output.shadow);
         for record in &output.records {
             let topic = if self.sink_topic.is_empty() {
                 &record.topic

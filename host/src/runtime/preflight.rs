@@ -10,7 +10,7 @@ use std::{
 
 use rdkafka::metadata::Metadata;
 
-use super::{restore, Assigned, RunOptions, Shared};
+use super::{delivery::ShadowSink, restore, Assigned, RunOptions, Shared};
 use crate::{
     chain::Stages,
     config::{ErrorPolicy, Guarantee, LateOutput, Pipeline, SinkConfig, SourceConfig},
@@ -87,6 +87,7 @@ pub(super) fn prepare(
         state,
         exactly_once,
         workers: OnceLock::new(),
+        shadow_sink: ShadowSink::new(sink_brokers, &sink_config.kafka),
         clocks: stages
             .clocks()
             .into_iter()
@@ -126,6 +127,10 @@ fn check_sink_topics(
     for stage in &pipeline.stages {
         if let Some(LateOutput::Topic(topic)) = stage.window.as_ref().map(|w| &w.late) {
             let what = format!("stage `{}` late", stage.name);
+            require_topic(metadata, topic, &what, sink_brokers)?;
+        }
+        if let Some(topic) = stage.shadow.as_ref().and_then(|s| s.topic.as_ref()) {
+            let what = format!("stage `{}` shadow", stage.name);
             require_topic(metadata, topic, &what, sink_brokers)?;
         }
     }

@@ -262,6 +262,7 @@ fn with_weir(
         stop: stop.clone(),
         metrics: metrics.clone(),
         report_every: None,
+        ..RunOptions::default()
     };
     thread::scope(|s| {
         let handle = s.spawn(|| weir::runtime::postgres::run(pipeline, stages, None, options));

@@ -514,6 +514,7 @@ fn with_weir(
         stop: stop.clone(),
         metrics: metrics.clone(),
         report_every: None,
+        ..RunOptions::default()
     };
     thread::scope(|s| {
         let handle = thread::Builder::new()

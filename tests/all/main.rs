@@ -17,4 +17,5 @@ mod languages;
 mod postgres;
 mod reload;
 mod shadow;
+mod state;
 mod windows;

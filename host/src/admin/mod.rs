@@ -12,7 +12,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
-    extract::State,
+    extract::{Path, Query, State},
     http::{header, StatusCode},
     response::{Html, IntoResponse, Response},
     routing, Json, Router,
@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use crate::{
     config::AdminConfig,
     metrics::{prometheus_text, Metrics, StatusSampler},
+    state::query::{Found, Held, Lookup},
     Error,
 };
 
@@ -32,6 +33,7 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 struct Served {
     metrics: Arc<Metrics>,
     sampler: Arc<StatusSampler>,
+    held: Arc<Held>,
 }
 
 /// A bound admin server, to be run with [`AdminServer::serve`].
@@ -92,15 +94,16 @@ impl AdminServer {
             let _on = runtime.enter();
             StatusSampler::start(metrics)
         };
-        runtime.spawn(server.serve(sampler));
+        runtime.spawn(server.serve(sampler, Arc::default()));
         Ok(Some(Background {
             addr,
             _runtime: runtime,
         }))
     }
 
-    /// Serve the metrics `sampler` samples until the runtime stops.
-    pub async fn serve(self, sampler: Arc<StatusSampler>) {
+    /// Serve the metrics `sampler` samples, and queries of the state `held`, until the runtime
+    /// stops.
+    pub async fn serve(self, sampler: Arc<StatusSampler>, held: Arc<Held>) {
         let metrics = sampler.metrics().clone();
         let app = Router::new()
             .route("/", routing::get(|| async { Html(DASHBOARD) }))
@@ -108,7 +111,12 @@ impl AdminServer {
             .route("/api/status", routing::get(status))
             .route("/health", routing::get(health))
             .route("/ready", routing::get(ready))
-            .with_state(Served { metrics, sampler });
+            .route("/api/state/{stage}", routing::get(state))
+            .with_state(Served {
+                metrics,
+                sampler,
+                held,
+            });
         if let Err(e) = axum::serve(self.listener, app).await {
             tracing::warn!("admin server stopped: {e}");
         }
@@ -134,6 +142,41 @@ async fn scrape(State(s): State<Served>) -> Response {
 
 async fn status(State(s): State<Served>) -> Response {
     Json(s.sampler.status()).into_response()
+}
+
+/// `/api/state/{stage}?key=K`, or `?prefix=P&limit=N`: what the run holds of a stage's keyed
+/// state (the source partitions it holds, and the entries found there).
+async fn state(
+    State(s): State<Served>,
+    Path(stage): Path<String>,
+    Query(q): Query<StateQuery>,
+) -> Response {
+    let lookup = match (q.key, q.prefix) {
+        (Some(key), None) => Lookup::Key(Some(key.into_bytes())),
+        (None, prefix) => Lookup::Prefix {
+            prefix: prefix.unwrap_or_default().into_bytes(),
+            limit: q.limit.unwrap_or(100),
+        },
+        (Some(_), Some(_)) => {
+            let why = "give `key` or `prefix`, not both\n";
+            return (StatusCode::BAD_REQUEST, why).into_response();
+        }
+    };
+    let (partitions, found) = s.held.lookup(&stage, &lookup);
+    let partitions: Vec<_> = partitions
+        .into_iter()
+        .map(|(topic, partition)| serde_json::json!({"topic": topic, "partition": partition}))
+        .collect();
+    let entries: Vec<_> = found.iter().map(Found::to_json).collect();
+    Json(serde_json::json!({"stage": stage, "partitions": partitions, "entries": entries}))
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct StateQuery {
+    key: Option<String>,
+    prefix: Option<String>,
+    limit: Option<usize>,
 }
 
 async fn health(State(s): State<Served>) -> Response {

@@ -302,10 +302,10 @@ fn run_until_done(
     metrics: Arc<Metrics>,
 ) -> Result<Counts> {
     let options = RunOptions {
-        stop: Arc::default(),
         metrics,
         workers,
         report_every: None,
+        ..RunOptions::default()
     };
     let (stop, metrics) = (options.stop.clone(), options.metrics.clone());
     let started = Instant::now();

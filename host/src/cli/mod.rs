@@ -10,6 +10,7 @@ mod new;
 mod promote;
 mod reload;
 mod run;
+mod state;
 mod status;
 
 pub use run::LogWriter;
@@ -58,6 +59,7 @@ enum Command {
     Promote(promote::PromoteCommand),
     Demo(demo::DemoCommand),
     Status(status::StatusCommand),
+    State(state::StateCommand),
     Capture(capture::CaptureCommand),
     Diff(diff::DiffCommand),
     Inspect(inspect::InspectCommand),
@@ -75,6 +77,7 @@ impl Cli {
             Command::Promote(c) => c.execute(),
             Command::Demo(c) => c.execute(),
             Command::Status(c) => c.execute(),
+            Command::State(c) => c.execute(),
             Command::Capture(c) => c.execute(),
             Command::Diff(c) => c.execute(),
             Command::Inspect(c) => c.execute(),

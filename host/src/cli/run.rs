@@ -122,7 +122,7 @@ async fn run(
              probes /health /ready",
             server.local_addr()
         );
-        tokio::spawn(server.serve(sampler));
+        tokio::spawn(server.serve(sampler, options.held.clone()));
     }
     // Installed before the run starts, so a SIGHUP never falls to its default action (exit).
     let mut hangup = signal(SignalKind::hangup()).expect("install a SIGHUP handler");

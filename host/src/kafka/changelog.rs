@@ -9,8 +9,21 @@ use std::{
     time::Duration,
 };
 
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer as _},
+    ClientConfig,
+};
+
 use super::log_reader::{self, CommittedError};
-use crate::{state::PartitionState, Error};
+use crate::{
+    config::Pipeline,
+    engine::StateBackend,
+    state::{
+        query::{find, Found, Lookup},
+        PartitionState, StateStore,
+    },
+    Error,
+};
 
 /// Per changelog topic, per partition: the highest offset the broker acknowledged.
 pub type ChangelogMarks = HashMap<String, Vec<Arc<AtomicI64>>>;
@@ -25,6 +38,62 @@ pub fn unmarked(partitions: usize) -> Vec<Arc<AtomicI64>> {
     (0..partitions)
         .map(|_| Arc::new(AtomicI64::new(-1)))
         .collect()
+}
+
+/// What `lookup` finds in stage `stage`'s state, read with no run holding it: the local store
+/// of `pipeline` brought up to date from the stage's changelog, partition by partition, as a
+/// run's start does (so the store, a cache, ends as a run would leave it; the changelog, the
+/// truth, is only read).
+pub fn read_stage_state(
+    pipeline: &Pipeline,
+    stage: &str,
+    lookup: &Lookup,
+) -> Result<Vec<Found>, Error> {
+    let (source, sink) = pipeline.kafka()?;
+    let brokers = sink.brokers.as_deref().unwrap_or(&source.brokers);
+    let changelog = changelog_topic(&source.group, stage);
+    let partitions = partitions_of(brokers, &changelog)?;
+    if partitions == 0 {
+        return Err(Error::Topic(format!(
+            "stage `{stage}` has no changelog `{changelog}` on {brokers}: it keeps no state, \
+             or has never run"
+        )));
+    }
+    let store = StateStore::open(&pipeline.state_dir(&source.group), 0)?;
+    let mut states = Vec::new();
+    for topic in &source.topics {
+        for partition in 0..partitions {
+            let state = store.partition(stage, topic, partition, Arc::new(AtomicI64::new(-1)));
+            restore(&state, brokers, &changelog, partition, &|_| {})?;
+            states.push((topic.as_str(), partition, state));
+        }
+    }
+    let states: Vec<(&str, i32, &dyn StateBackend)> = states
+        .iter()
+        .map(|(t, p, s)| (*t, *p, s as &dyn StateBackend))
+        .collect();
+    Ok(find(&states, lookup))
+}
+
+/// How many partitions `topic` has on `brokers` (0: it does not exist).
+fn partitions_of(brokers: &str, topic: &str) -> Result<i32, Error> {
+    let kafka = |cause| Error::Kafka {
+        what: format!("the metadata of `{topic}` on {brokers}"),
+        cause,
+    };
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .map_err(kafka)?;
+    let metadata = client
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(kafka)?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map_or(0, |t| t.partitions().len() as i32))
 }
 
 /// How a restore went: changes applied, and the changelog offsets read from and to.

@@ -26,6 +26,7 @@ pub(crate) use acks::Acks;
 pub(crate) use admin::settings_error;
 pub use admin::{check_client_settings, check_sink_settings};
 pub(crate) use changelog::ChangelogMarks;
+pub use changelog::{changelog_topic, read_stage_state};
 pub use sink::PRODUCER_DEFAULTS;
 pub(crate) use sink::{Fatal, SendError, Sink};
 pub use source::Consumer;

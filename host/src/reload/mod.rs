@@ -46,7 +46,7 @@ use crossbeam_channel::Sender;
 use self::watch::Watch;
 pub use self::{
     live::{Live, LiveChain, Version},
-    runs::runs_of,
+    runs::{listening, runs_of},
 };
 use crate::{chain::Stages, config::Pipeline, engine::Engine, error::Error};
 

@@ -42,6 +42,7 @@ use crate::{
     kafka::{self, source, Consumer, Fatal, Sink, Transactions},
     metrics::{Metrics, RunInfo, Snapshot},
     reload::{Live, LiveChain},
+    state::query::Held,
     Error,
 };
 
@@ -55,6 +56,8 @@ pub struct RunOptions {
     pub metrics: Arc<Metrics>,
     /// How often to log progress (none: never).
     pub report_every: Option<Duration>,
+    /// Where the keyed state the run holds is found by queries (the admin server's).
+    pub held: Arc<Held>,
 }
 
 impl Default for RunOptions {
@@ -64,6 +67,7 @@ impl Default for RunOptions {
             stop: Arc::default(),
             metrics: Arc::default(),
             report_every: Some(Duration::from_secs(10)),
+            held: Arc::default(),
         }
     }
 }
@@ -115,6 +119,7 @@ struct Shared {
     clocks: Vec<(usize, String, Arc<Clock>)>,
     fatal: Arc<Fatal>,
     metrics: Arc<Metrics>,
+    held: Arc<Held>,
 }
 
 #[derive(Default)]

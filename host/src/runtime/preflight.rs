@@ -95,6 +95,7 @@ pub(super) fn prepare(
             .collect(),
         fatal,
         metrics: options.metrics.clone(),
+        held: options.held.clone(),
     }))
 }
 

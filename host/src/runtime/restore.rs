@@ -100,10 +100,12 @@ impl Shared {
                 restored.applied,
                 started.elapsed().as_secs_f64() * 1e3
             );
+            let state = Arc::new(state);
+            self.held.hold(name, topic, partition, &state);
             states.push(StageState {
                 stage: *stage,
                 changelog: changelog.clone(),
-                state: Arc::new(state),
+                state,
             });
         }
         Ok(states)

@@ -107,6 +107,8 @@ const INSTANCES: usize = 64;
 
 pub use crate::config::DEFAULT_CACHE_BYTES;
 
+pub mod query;
+
 /// Memtable size of the data keyspace. A memtable keeps every version of a key until it is
 /// flushed, and a stage rewrites its hot keys every batch: at fjall's default of 64 MiB each
 /// write searched a skiplist of ~600k versions, and the state benchmark spent nearly a third

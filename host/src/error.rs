@@ -164,11 +164,14 @@ pub enum ErrorKind {
     Migration,
     /// An output of the record is larger than the sink accepts.
     TooLarge,
+    /// The record's state writes would make its key hold more than the plugin declares it
+    /// needs (`state_bytes_per_key`).
+    StateQuota,
 }
 
 impl ErrorKind {
     /// Every kind, in the order of [`ErrorKind::index`].
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 9] = [
         ErrorKind::Plugin,
         ErrorKind::Trap,
         ErrorKind::Timeout,
@@ -177,6 +180,7 @@ impl ErrorKind {
         ErrorKind::Late,
         ErrorKind::Migration,
         ErrorKind::TooLarge,
+        ErrorKind::StateQuota,
     ];
 
     /// The kind's place in [`ErrorKind::ALL`].
@@ -195,6 +199,7 @@ impl ErrorKind {
             ErrorKind::Late => "late",
             ErrorKind::Migration => "state-migration",
             ErrorKind::TooLarge => "too-large",
+            ErrorKind::StateQuota => "state-quota",
         }
     }
 }

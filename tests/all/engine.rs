@@ -159,6 +159,47 @@ fn an_oversized_state_value_fails_its_record_with_a_clear_error() {
 }
 
 #[test]
+fn a_write_past_the_declared_state_quota_fails_its_record_as_state_quota() {
+    let path = common::component("misbehave");
+    let bytes = common::needing(&path, json!({ "state_bytes_per_key": 4096 }));
+    let plugin = engine().load_bytes("misbehave", &path, &bytes).unwrap();
+    let mut inst = plugin
+        .instantiate("{}", Limits::default(), MemoryState::shared())
+        .unwrap();
+    // A key's entries count whole: names and values, a rewrite replacing what it rewrites.
+    let out = inst.process(batch(vec![
+        json!({"state_kb": 2}),
+        json!({"state_kb": 3}),
+        json!({"state_kb": 4}),
+        json!({}),
+    ]));
+    assert_eq!(json_of(&out[0])["seen"], 1);
+    assert_eq!(
+        json_of(&out[1])["seen"],
+        2,
+        "3 KiB in place of 2 is within 4096 bytes"
+    );
+    let failed = &out[2].as_ref().unwrap_err().error;
+    assert_eq!(failed.kind, ErrorKind::StateQuota);
+    assert_eq!(
+        failed.message,
+        "writing state `blob` would make key `k` hold 4105 bytes, over the 4096 bytes per key \
+         the plugin declares it needs (state_bytes_per_key)"
+    );
+    assert_eq!(
+        json_of(&out[3])["seen"],
+        3,
+        "the refused record's writes are undone"
+    );
+    // Other keys have quotas of their own.
+    let other = Record {
+        key: Some(b"other".to_vec()),
+        ..batch(vec![json!({"state_kb": 3})]).remove(0)
+    };
+    assert_eq!(json_of(&inst.process(vec![other])[0])["seen"], 1);
+}
+
+#[test]
 fn a_panic_is_pinned_on_its_record_and_its_state_writes_are_discarded() {
     let mut inst = misbehave(Limits::default());
     let out = inst.process(batch(vec![json!({}), json!({"panic": true}), json!({})]));

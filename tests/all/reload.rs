@@ -322,17 +322,7 @@ fn counted(
 
 /// `component` with a later build stamp that declares it needs `memory_mb`.
 fn needing_memory(component: &Path, memory_mb: u64) -> Vec<u8> {
-    let mut bytes = std::fs::read(component).unwrap();
-    let mut stamp = wasm_encoder::Component::new();
-    stamp.section(&wasm_encoder::CustomSection {
-        name: weir::engine::STAMP_SECTION.into(),
-        data: json!({"needs": {"memory_mb": memory_mb}})
-            .to_string()
-            .into_bytes()
-            .into(),
-    });
-    bytes.extend_from_slice(&stamp.finish()[8..]);
-    bytes
+    common::needing(component, json!({ "memory_mb": memory_mb }))
 }
 
 #[test]

@@ -6,10 +6,13 @@ pub mod filter {
         path: "../wit",
         world: "filter",
         // A value that cannot be migrated to the reading build's shape traps the call: reads
-        // have no error of their own, and the plugin must not go on without its state.
+        // have no error of their own, and the plugin must not go on without its state. A write
+        // past the plugin's declared state quota traps it too: the record fails as
+        // `state-quota`, whatever the plugin would make of an error.
         imports: {
             "weir:plugin/state.get": trappable,
             "weir:plugin/state.scan": trappable,
+            "weir:plugin/state.put": trappable,
         },
     });
 }

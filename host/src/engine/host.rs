@@ -169,6 +169,11 @@ pub(super) struct HostState {
     pub(super) migrator: Option<Box<Migrator>>,
     /// Why the call in progress was stopped: a value it read could not be migrated.
     migration_failed: Option<String>,
+    /// Most bytes the entries of one record key may hold (names and values), as the plugin
+    /// declares it needs (`state_bytes_per_key`); none: no quota.
+    pub(super) state_quota: Option<u64>,
+    /// Why the call in progress was stopped: a write went past the state quota.
+    quota_exceeded: Option<String>,
     /// WASI, for components that import it: an empty context (see `wasi.rs`).
     pub(super) wasi: super::wasi::Wasi,
 }
@@ -241,6 +246,8 @@ impl HostState {
             version: 0,
             migrator: None,
             migration_failed: None,
+            state_quota: None,
+            quota_exceeded: None,
             wasi,
         }
     }
@@ -250,6 +257,7 @@ impl HostState {
         self.pending.clear();
         self.panic = None;
         self.migration_failed = None;
+        self.quota_exceeded = None;
     }
 
     /// Apply the call's state writes.
@@ -283,6 +291,44 @@ impl HostState {
 
     pub(super) fn take_migration_failure(&mut self) -> Option<String> {
         self.migration_failed.take()
+    }
+
+    pub(super) fn take_quota_exceeded(&mut self) -> Option<String> {
+        self.quota_exceeded.take()
+    }
+
+    /// Refuse writing `entry` as `name` of `key` when the key's entries would then hold more
+    /// than the state quota: the message says by how much.
+    fn within_quota(&mut self, key: &Option<Vec<u8>>, name: &str, entry: &Entry) -> bool {
+        let Some(quota) = self.state_quota else {
+            return true;
+        };
+        let mut sizes: BTreeMap<String, u64> = self
+            .state
+            .scan(key, "")
+            .into_iter()
+            .map(|(n, e)| (n.clone(), (n.len() + e.value.len()) as u64))
+            .collect();
+        for ((k, n), e) in self.pending.range((key.clone(), String::new())..) {
+            if k != key {
+                break;
+            }
+            match e {
+                Some(e) => sizes.insert(n.clone(), (n.len() + e.value.len()) as u64),
+                None => sizes.remove(n),
+            };
+        }
+        sizes.insert(name.to_string(), (name.len() + entry.value.len()) as u64);
+        let total: u64 = sizes.values().sum();
+        if total <= quota {
+            return true;
+        }
+        self.quota_exceeded = Some(format!(
+            "writing state `{name}` would make key {} hold {total} bytes, over the \
+             {quota} bytes per key the plugin declares it needs (state_bytes_per_key)",
+            describe_key(key)
+        ));
+        false
     }
 
     /// The state key and event time of record `rec` of the current batch.
@@ -402,13 +448,16 @@ impl state::Host for HostState {
         name: String,
         value: Vec<u8>,
         ttl_ms: Option<u64>,
-    ) -> Result<(), String> {
-        let (key, now) = self.record(rec).map_err(|e| e.to_string())?;
+    ) -> wasmtime::Result<Result<(), String>> {
+        let (key, now) = match self.record(rec) {
+            Ok(found) => found,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
         if value.len() > MAX_STATE_VALUE {
-            return Err(format!(
+            return Ok(Err(format!(
                 "state value `{name}` is {} bytes, over the limit of {MAX_STATE_VALUE}",
                 value.len()
-            ));
+            )));
         }
         let expires = ttl_ms.map(|ttl| now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)));
         let entry = Entry {
@@ -416,8 +465,12 @@ impl state::Host for HostState {
             expires,
             version: self.version,
         };
+        if !self.within_quota(&key, &name, &entry) {
+            let why = self.quota_exceeded.clone().unwrap_or_default();
+            return Err(anyhow::anyhow!(why));
+        }
         self.pending.insert((key, name), Some(entry));
-        Ok(())
+        Ok(Ok(()))
     }
 
     fn delete(&mut self, rec: u32, name: String) {

@@ -402,6 +402,7 @@ impl Plugin {
             &self.engine,
             HostState::new(self.name.clone(), config.clone(), limits, state.clone()),
         );
+        store.data_mut().state_quota = self.needs().state_bytes_per_key;
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(deadline_ticks(limits.call_timeout));
         store.epoch_deadline_trap();
@@ -855,6 +856,9 @@ impl Answer {
 fn classify(err: &wasmtime::Error, host: &mut HostState) -> (ErrorKind, String) {
     if let Some(why) = host.take_migration_failure() {
         return (ErrorKind::Migration, why);
+    }
+    if let Some(why) = host.take_quota_exceeded() {
+        return (ErrorKind::StateQuota, why);
     }
     if let Some(wanted) = host.limiter.take_denied() {
         return (

@@ -43,6 +43,22 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 /// The `weir` binary this test run built.
+/// `component` with a later build stamp that declares `needs` (as `weir build` writes them):
+/// the engine reads the last stamp.
+pub fn needing(component: &Path, needs: serde_json::Value) -> Vec<u8> {
+    let mut bytes = std::fs::read(component).unwrap();
+    let mut stamp = wasm_encoder::Component::new();
+    stamp.section(&wasm_encoder::CustomSection {
+        name: weir::engine::STAMP_SECTION.into(),
+        data: serde_json::json!({ "needs": needs })
+            .to_string()
+            .into_bytes()
+            .into(),
+    });
+    bytes.extend_from_slice(&stamp.finish()[8..]);
+    bytes
+}
+
 pub fn weir_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_weir"))
 }

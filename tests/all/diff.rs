@@ -142,3 +142,75 @@ fn a_comparison_that_cannot_be_made_exits_2_not_1() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("missing.wasm"), "{stderr}");
 }
+
+#[test]
+fn both_sides_can_start_from_captured_state() {
+    let dir = scratch();
+    let input = dir.path().join("in.jsonl");
+    let lines = [
+        json!({"key": "k0", "value": {}}),
+        json!({"key": "k1", "value": {}}),
+    ];
+    let lines: Vec<String> = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&input, lines.concat()).unwrap();
+    // As `weir state scan --json` writes it: k0's count, kept by the second build (state
+    // version 1), which the first cannot read.
+    let state = dir.path().join("state.jsonl");
+    let entry = json!({"topic": "in", "partition": 0, "key": "k0", "name": "seen",
+                       "value": {"count": 10}, "state_version": 1, "expires_ms": null});
+    std::fs::write(&state, format!("{entry}\n")).unwrap();
+    let (v1, v2) = (component("count-v1"), component("count-v2"));
+    let (out, stdout) = diff(&[
+        v1.to_str().unwrap(),
+        v2.to_str().unwrap(),
+        "--format",
+        "envelope",
+        "--input",
+        input.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(
+        lines[0].starts_with(
+            "line 1: output 1 added: {\"key\":\"k0\",\"value\":{\"count\":11,\"version\":2}"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines[1],
+        "line 1: error gone: state-migration: state `seen` of key `k0` was written by state \
+         version 1 of the plugin, newer than this build's 0: a build cannot read the state of a \
+         later one"
+    );
+    assert_eq!(lines[2], "line 2: output 1 changed: value/version 1 → 2");
+    // A state file for a pipeline of several stages must name its stage.
+    let pipeline = dir.path().join("p.toml");
+    let body = format!(
+        "[[stage]]\nname = \"a\"\nplugin = \"{v1}\"\n[[stage]]\nname = \"b\"\nplugin = \"{v1}\"\n",
+        v1 = v1.display()
+    );
+    std::fs::write(&pipeline, body).unwrap();
+    let p = pipeline.to_str().unwrap();
+    let (out, _) = diff(&[
+        p,
+        p,
+        "--input",
+        input.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--state: name the stage whose state it is (STAGE=FILE; stages: a, b)"),
+        "{err}"
+    );
+}

@@ -3,14 +3,19 @@
 //! both are), and errors that appeared or went away. Exits 1 when anything differs, so a
 //! plugin's CI can gate on it.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::json;
 use weir::{
-    chain::{compare, BatchOutput},
-    engine::Record,
+    chain::{compare, BatchOutput, Chain},
+    engine::{Entry, MemoryState, Record, StateKey},
     jsonl,
+    state::query::entry_of,
 };
 
 /// Run two builds of a plugin, or two pipelines, over the same records and show what changed.
@@ -25,6 +30,11 @@ pub struct DiffCommand {
     /// How differences are written: for people, or one JSON object per line.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
+    /// Start both from this keyed state rather than none: lines as `weir state scan --json`
+    /// writes them. `FILE` for a single plugin, `STAGE=FILE` for a stage of a pipeline; again
+    /// for more stages.
+    #[arg(long = "state", value_name = "[STAGE=]FILE")]
+    states: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -71,6 +81,18 @@ impl DiffCommand {
         let config = self.records.config.as_deref();
         let mut old = super::test::chain_of(&self.old, config)?;
         let mut new = super::test::chain_of(&self.new, config)?;
+        for spec in &self.states {
+            let (stage, file) = match spec.split_once('=') {
+                Some((stage, file)) => (Some(stage), file),
+                None => (None, spec.as_str()),
+            };
+            let entries = captured_state(Path::new(file))?;
+            for chain in [&mut old, &mut new] {
+                let state = MemoryState::shared();
+                state.apply(entries.clone());
+                chain.set_state(stage_index(chain, stage)?, state);
+            }
+        }
         let (source, input) = self.records.open()?;
         let mut summary = Summary::default();
         for line in jsonl::records(input, &source, self.records.format) {
@@ -132,6 +154,42 @@ impl DiffCommand {
                     "errors_appeared": s.errors_appeared, "errors_gone": s.errors_gone}})
             ),
         }
+    }
+}
+
+/// The entries of a file of `weir state scan --json` lines.
+fn captured_state(file: &Path) -> Result<BTreeMap<StateKey, Option<Entry>>> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read state from {}", file.display()))?;
+    let mut entries = BTreeMap::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let at = || format!("{}:{}", file.display(), n + 1);
+        let shown: serde_json::Value = serde_json::from_str(line).with_context(at)?;
+        let (key, entry) = entry_of(&shown).map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
+        entries.insert(key, Some(entry));
+    }
+    Ok(entries)
+}
+
+/// Which of `chain`'s stages `stage` names; a chain of one stage needs no name.
+fn stage_index(chain: &Chain, stage: Option<&str>) -> Result<usize> {
+    let names: Vec<&str> = chain.instances().map(|(name, _)| name).collect();
+    match stage {
+        Some(stage) => names.iter().position(|n| *n == stage).with_context(|| {
+            format!(
+                "--state {stage}=…: no stage `{stage}` (stages: {})",
+                names.join(", ")
+            )
+        }),
+        None if names.len() == 1 => Ok(0),
+        None => bail!(
+            "--state: name the stage whose state it is (STAGE=FILE; stages: {})",
+            names.join(", ")
+        ),
     }
 }
 

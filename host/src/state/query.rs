@@ -8,7 +8,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use super::PartitionState;
-use crate::engine::{Entry, StateBackend};
+use crate::engine::{Entry, StateBackend, StateKey};
 
 /// The keyed state a run holds now: each stateful stage's state of each source partition
 /// assigned to it (a revoked partition's drops out when the run lets it go).
@@ -111,7 +111,8 @@ pub fn find(states: &[(&str, i32, &dyn StateBackend)], lookup: &Lookup) -> Vec<F
 
 impl Found {
     /// As JSON: the key as text (or `key_base64`), the value as the JSON it holds (or
-    /// `value_text`, `value_base64`), its state version and expiry, and where it is kept.
+    /// `value_text`, `value_base64`), its state version and expiry, and where it is kept. Every
+    /// byte is kept: [`entry_of`] reads it back.
     pub fn to_json(&self) -> Value {
         let mut out = json!({
             "topic": self.topic,
@@ -126,16 +127,65 @@ impl Found {
             Some(Err(_)) => out["key_base64"] = base64(self.key.as_deref().unwrap()).into(),
         }
         let value = &self.entry.value;
-        match (
-            serde_json::from_slice::<Value>(value),
-            std::str::from_utf8(value),
-        ) {
-            (Ok(json), _) => out["value"] = json,
-            (Err(_), Ok(text)) => out["value_text"] = text.into(),
-            (Err(_), Err(_)) => out["value_base64"] = base64(value).into(),
+        // As JSON only where writing the JSON back gives the same bytes, so nothing is lost.
+        let json = serde_json::from_slice::<Value>(value)
+            .ok()
+            .filter(|json| json.to_string().as_bytes() == value.as_slice());
+        match (json, std::str::from_utf8(value)) {
+            (Some(json), _) => out["value"] = json,
+            (None, Ok(text)) => out["value_text"] = text.into(),
+            (None, Err(_)) => out["value_base64"] = base64(value).into(),
         }
         out
     }
+}
+
+/// An entry as [`Found::to_json`] shows it (`weir state scan --json`), back as the state key
+/// and entry it shows: what `weir diff --state` starts from.
+pub fn entry_of(shown: &Value) -> Result<(StateKey, Entry), String> {
+    let text = |field: &str| shown.get(field).and_then(Value::as_str);
+    let decoded = |field: &str| -> Result<Option<Vec<u8>>, String> {
+        text(field)
+            .map(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .map_err(|e| format!("`{field}` is not base64: {e}"))
+            })
+            .transpose()
+    };
+    let key = match (shown.get("key"), decoded("key_base64")?) {
+        (_, Some(bytes)) => Some(bytes),
+        (Some(Value::String(k)), None) => Some(k.clone().into_bytes()),
+        (Some(Value::Null) | None, None) => None,
+        (Some(other), None) => return Err(format!("`key` is {other}, not text")),
+    };
+    let name = text("name").ok_or("no `name`")?.to_string();
+    let value = match (
+        shown.get("value"),
+        text("value_text"),
+        decoded("value_base64")?,
+    ) {
+        (Some(json), None, None) => json.to_string().into_bytes(),
+        (None, Some(t), None) => t.as_bytes().to_vec(),
+        (None, None, Some(bytes)) => bytes,
+        _ => return Err("give one of `value`, `value_text` and `value_base64`".into()),
+    };
+    let version = match shown.get("state_version") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or(format!("`state_version` is {v}, not a version"))?,
+    };
+    let expires = shown.get("expires_ms").and_then(Value::as_i64);
+    Ok((
+        (key, name),
+        Entry {
+            value,
+            expires,
+            version,
+        },
+    ))
 }
 
 fn base64(bytes: &[u8]) -> String {
@@ -201,5 +251,33 @@ mod tests {
         assert_eq!(scan("", 2), ["k0/seen", "k1/last"]);
         let k2 = find(&states, &Lookup::Key(Some(b"k2".to_vec())));
         assert_eq!(k2[0].to_json()["value_base64"], "/w==");
+    }
+
+    #[test]
+    fn what_is_shown_reads_back_as_the_entry_it_shows() {
+        let entries = [
+            (Some(b"k".to_vec()), br#"{"n":3}"#.to_vec()),
+            (Some(b"k".to_vec()), br#"{ "n": 3 }"#.to_vec()),
+            (Some(vec![0xff, 0]), b"plain text".to_vec()),
+            (None, vec![0xfe, 0x00]),
+        ];
+        for (key, value) in entries {
+            let found = Found {
+                topic: "t".into(),
+                partition: 0,
+                key: key.clone(),
+                name: "seen".into(),
+                entry: Entry {
+                    value: value.clone(),
+                    expires: Some(99),
+                    version: 2,
+                },
+            };
+            let (read_key, entry) = entry_of(&found.to_json()).unwrap();
+            assert_eq!(read_key, (key, "seen".to_string()));
+            assert_eq!(entry, found.entry);
+        }
+        let err = entry_of(&json!({"name": "a", "value": 1, "value_text": "1"})).unwrap_err();
+        assert_eq!(err, "give one of `value`, `value_text` and `value_base64`");
     }
 }

@@ -240,6 +240,15 @@ fn a_shadow_added_live_starts_from_the_live_state_and_promote_makes_it_live() {
         shadow["file"].as_str().unwrap().ends_with("candidate.wasm"),
         "{shadow}"
     );
+    let out = std::process::Command::new(weir_bin())
+        .args(["status", path.to_str().unwrap(), "--admin", &admin])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("candidate.wasm: 60 compared, 60 differ; errors live 0, shadow 0;"),
+        "{table}"
+    );
 
     // Promoted: the file names the candidate as the plugin, and the run swaps it in.
     promote(&path, "count");

@@ -36,6 +36,22 @@ impl StatusCommand {
     }
 }
 
+/// A stage's shadow, under its row: the candidate and how it compares with the live build.
+fn shadow_line(sh: &Value) -> String {
+    let ms = |key: &str| sh[key].as_f64().map_or("-".into(), |v| format!("{v:.3}"));
+    format!(
+        "  shadow {}: {} compared, {} differ; errors live {}, shadow {}; ms/call live {}, shadow \
+         {}\n",
+        text(&sh["file"]),
+        sh["compared"],
+        sh["differing"],
+        sh["live_errors"],
+        sh["shadow_errors"],
+        ms("live_call_ms"),
+        ms("shadow_call_ms"),
+    )
+}
+
 /// The status as text: a heading, the rates line, then a table of stages and one of partitions.
 fn render(s: &Value) -> String {
     let run = &s["run"];
@@ -81,6 +97,9 @@ fn render(s: &Value) -> String {
             text(&st["plugin"]["file"]),
             st["plugin"]["generation"],
         );
+        if let Some(shadow) = st.get("shadow").filter(|s| s.is_object()) {
+            out += &shadow_line(shadow);
+        }
     }
     out += &format!(
         "\n{:<40} {:>6} {:>12} {:>10}\n",

@@ -292,3 +292,74 @@ fn promote(pipeline: &Path, stage: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_window_stage_shadow_is_compared_window_by_window() {
+    let t = Topics::new("shadow-window", 1);
+    let compared = unique("shadow-window-cmp");
+    t.kafka.create_topic(&compared, 1);
+    std::fs::copy(component("sum-window"), t.dir.path().join("sum.wasm")).unwrap();
+    std::fs::copy(component("count-window"), t.dir.path().join("count.wasm")).unwrap();
+    let path = t.write_pipeline(&format!(
+        r#"
+[[stage]]
+name = "win"
+plugin = "sum.wasm"
+config = {{ field = "/amount" }}
+window = {{ kind = "tumbling", size = "10s" }}
+time = {{ field = "/ts" }}
+shadow = "count.wasm"
+shadow_topic = "{compared}"
+"#
+    ));
+    let mut weir = Weir::start(weir_bin(), &path);
+    let admin = weir.admin();
+    weir.wait_for_log("assigned", Duration::from_secs(60));
+    let event = |key: &str, ts: i64, amount: i64| In {
+        key: Some(key.into()),
+        value: json!({ "ts": ts, "amount": amount })
+            .to_string()
+            .into_bytes(),
+        ..In::default()
+    };
+    // Five windows of two keys, a record far ahead to fire them, then one too late for both.
+    let events = [
+        event("a", 1_000, 5),
+        event("b", 2_000, 7),
+        event("a", 11_000, 1),
+        event("b", 12_000, 2),
+        event("a", 21_000, 3),
+        event("flush", 100_000, 0),
+    ];
+    t.kafka.produce(&t.source, &events);
+    let output = t.kafka.read(&t.sink, 5, Duration::from_secs(60));
+    t.kafka.produce(&t.source, &[event("a", 5_000, 9)]);
+    // Five windows and the late input.
+    wait_compared(&mut weir, &admin, "win", 6.0);
+    let log = weir.log();
+    let sums: Vec<(String, i64)> = output
+        .iter()
+        .map(|o| (o.key.clone().unwrap(), json_of(o)["sum"].as_i64().unwrap()))
+        .collect();
+    let want = [("a", 5), ("b", 7), ("a", 1), ("b", 2), ("a", 3)].map(|(k, s)| (k.into(), s));
+    assert_eq!(sums, want, "the live build's sums alone; log:\n{log}");
+    // The candidate counts: each window differs by the sum it does not render.
+    assert_eq!(
+        shadow_metric(&admin, "records_differing_total", "win"),
+        Some(5.0)
+    );
+    assert!(
+        log.contains(
+            "shadow of stage `win` differs on the window [0, 10000) of key a: output 1 \
+                      changed: value/sum removed (was 5)"
+        ),
+        "log:\n{log}"
+    );
+    let theirs = t.kafka.read(&compared, 5, Duration::from_secs(30));
+    let counts: Vec<i64> = theirs
+        .iter()
+        .map(|o| json_of(o)["count"].as_i64().unwrap())
+        .collect();
+    assert_eq!(counts, [1; 5], "log:\n{log}");
+    assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+}

@@ -20,7 +20,7 @@ pub mod compare;
 mod shadow;
 pub mod window;
 
-use crate::config::LateOutput;
+use crate::config::{LateOutput, WindowSpec};
 use shadow::ShadowRun;
 use window::{Clock, Delivered, WindowOutput, WindowStage};
 
@@ -125,6 +125,8 @@ struct Loaded {
     /// The candidate build of its `shadow`, if it has one.
     shadow: Option<Plugin>,
     clock: Option<Arc<Clock>>,
+    /// A window stage's shadow's watermark clock (it follows `clock`'s partitions).
+    shadow_clock: Option<Arc<Clock>>,
 }
 
 impl Stages {
@@ -135,11 +137,13 @@ impl Stages {
             .iter()
             .map(|stage| {
                 let plugin = load(engine, stage)?;
+                let clock = || stage.window.as_ref().map(|w| Arc::new(Clock::new(w)));
                 Ok(Loaded {
                     shadow: load_shadow(engine, stage, &plugin)?,
                     stage: stage.clone(),
                     plugin,
-                    clock: stage.window.as_ref().map(|w| Arc::new(Clock::new(w))),
+                    clock: clock(),
+                    shadow_clock: clock(),
                 })
             })
             .collect::<Result<_, Error>>()?;
@@ -186,7 +190,11 @@ impl Stages {
                     _ => Step::Plugin(instance),
                 };
                 let shadow = match &l.shadow {
-                    Some(plugin) => Some(Box::new(ShadowRun::start(stage, plugin)?)),
+                    Some(plugin) => Some(Box::new(ShadowRun::start(
+                        stage,
+                        plugin,
+                        l.shadow_clock.as_ref(),
+                    )?)),
                     None => None,
                 };
                 Ok(Running {
@@ -226,20 +234,20 @@ impl Stages {
         let stages = stages
             .into_iter()
             .map(|(stage, plugin, shadow)| {
-                let kept = self
-                    .stages
-                    .iter()
-                    .find(|l| l.stage.name == stage.name)
-                    .and_then(|l| l.clock.clone());
-                let clock = stage
-                    .window
-                    .as_ref()
-                    .map(|w| kept.unwrap_or_else(|| Arc::new(Clock::new(w))));
+                let before = self.stages.iter().find(|l| l.stage.name == stage.name);
+                let keep = |kept: Option<Arc<Clock>>| {
+                    let new = |w: &Arc<WindowSpec>| Arc::new(Clock::new(w));
+                    stage
+                        .window
+                        .as_ref()
+                        .map(|w| kept.unwrap_or_else(|| new(w)))
+                };
                 Loaded {
+                    clock: keep(before.and_then(|l| l.clock.clone())),
+                    shadow_clock: keep(before.and_then(|l| l.shadow_clock.clone())),
                     stage,
                     plugin,
                     shadow,
-                    clock,
                 }
             })
             .collect();
@@ -542,24 +550,20 @@ impl Chain {
                     }
                 }
                 Step::Window(window) => {
-                    let had_input = !records.is_empty();
-                    let mut result = if !had_input {
-                        WindowOutput::default()
-                    } else {
-                        window.process(std::mem::take(&mut records), now)
-                    };
-                    match (&how, origin) {
-                        (Drive::End, _) => result.extend(window.finish()),
-                        (Drive::Batch, Some((topic, partition))) if !had_input => {
-                            // Everything was filtered before this stage: the partition is
-                            // still active, and the watermark may have moved.
-                            window.touch(topic, partition, now);
-                            result.extend(window.advance(topic, partition, now));
-                        }
-                        (Drive::Tick, Some((topic, partition))) => {
-                            result.extend(window.advance(topic, partition, now))
-                        }
-                        _ => {}
+                    // The candidate first, on a copy, its clock kept to the live one's.
+                    let candidate = shadow.as_mut().and_then(|s| s.window(window.clock()));
+                    let candidate = candidate.map(|w| {
+                        let started = Instant::now();
+                        let made = run_window(w, records.clone(), &how, origin, now);
+                        (made, started.elapsed())
+                    });
+                    let live_started = Instant::now();
+                    let batch = std::mem::take(&mut records);
+                    let result = run_window(window, batch, &how, origin, now);
+                    if let (Some(s), Some((made, took))) = (shadow.as_mut(), candidate) {
+                        let live_took = live_started.elapsed();
+                        let compared = s.compare_windows(name, made, took, &result, live_took);
+                        out.shadow.extend(compared);
                     }
                     records = result.records;
                     let failed_inputs = result.failures.iter().filter(|f| f.0.offset >= 0);
@@ -597,6 +601,37 @@ impl Chain {
         out.records = records;
         out
     }
+}
+
+/// What window stage `window` makes of `records` (none: a tick, or the end of the input) in a
+/// chain driven `how`, for the batch of `origin`.
+fn run_window(
+    window: &mut WindowStage<Instance>,
+    records: Vec<Record>,
+    how: &Drive,
+    origin: Option<(&str, i32)>,
+    now: Instant,
+) -> WindowOutput {
+    let had_input = !records.is_empty();
+    let mut result = if had_input {
+        window.process(records, now)
+    } else {
+        WindowOutput::default()
+    };
+    match (how, origin) {
+        (Drive::End, _) => result.extend(window.finish()),
+        (Drive::Batch, Some((topic, partition))) if !had_input => {
+            // Everything was filtered before this stage: the partition is still active, and
+            // the watermark may have moved.
+            window.touch(topic, partition, now);
+            result.extend(window.advance(topic, partition, now));
+        }
+        (Drive::Tick, Some((topic, partition))) => {
+            result.extend(window.advance(topic, partition, now))
+        }
+        _ => {}
+    }
+    result
 }
 
 /// Drop the inputs' records at or after the first failed input in `failures` (window results,

@@ -6,9 +6,13 @@
 //! then on the candidate reads and writes its own copy. So it starts from the state the live
 //! version built, and nothing it does reaches the live store, its changelog or the offsets.
 //! The overlay is memory only: after a restart the candidate seeds again from the live state.
+//!
+//! In a window stage the candidate is a window stage of its own, whose clock follows the live
+//! clock's partitions (see [`Clock::follow`]); what is compared there is each fired window's
+//! outputs (by their key and the window's bounds), and which inputs failed or came late.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -20,14 +24,17 @@ use crate::{
     metrics::{Compared, StageStats},
 };
 
-use super::compare::{self, Side};
+use super::{
+    compare::{self, Side},
+    window::{Clock, WindowOutput, WindowStage},
+};
 
 /// Differences a shadow logs in full, per chain; after them only the counts show.
 const LOGGED_IN_FULL: usize = 20;
 
 /// One worker's instance of a stage's shadow.
 pub(super) struct ShadowRun {
-    instance: Instance,
+    step: Step,
     /// Where its outputs go besides the comparison (`shadow_topic`).
     topic: Option<String>,
     /// The candidate's state over each live state it has run on, by the live state it reads
@@ -35,6 +42,13 @@ pub(super) struct ShadowRun {
     overlays: Vec<(SharedState, SharedState)>,
     stats: Option<Arc<StageStats>>,
     logged: usize,
+}
+
+/// The candidate's live part, as the stage's own.
+#[allow(clippy::large_enum_variant)] // one per shadowed stage and worker
+enum Step {
+    Plugin(Instance),
+    Window(Box<WindowStage<Instance>>),
 }
 
 /// What a batch of the shadow made: its outcomes and how long its call took.
@@ -48,12 +62,24 @@ pub(super) struct ShadowCall {
 
 impl ShadowRun {
     /// An instance of the candidate `plugin` for `stage`, past its `init` with the stage's
-    /// config and limits.
-    pub(super) fn start(stage: &Stage, plugin: &Plugin) -> Result<ShadowRun, Error> {
+    /// config and limits; for a window stage, `clock` is its own.
+    pub(super) fn start(
+        stage: &Stage,
+        plugin: &Plugin,
+        clock: Option<&Arc<Clock>>,
+    ) -> Result<ShadowRun, Error> {
         let live = crate::engine::MemoryState::shared();
         let instance = plugin.instantiate(&stage.config, stage.limits, live)?;
+        let step = match (&stage.window, clock) {
+            (Some(spec), Some(clock)) => Step::Window(Box::new(WindowStage::new(
+                spec.clone(),
+                instance,
+                clock.clone(),
+            ))),
+            _ => Step::Plugin(instance),
+        };
         Ok(ShadowRun {
-            instance,
+            step,
             topic: stage.shadow.as_ref().and_then(|s| s.topic.clone()),
             overlays: Vec::new(),
             stats: None,
@@ -62,12 +88,27 @@ impl ShadowRun {
     }
 
     pub(super) fn instance(&self) -> &Instance {
-        &self.instance
+        match &self.step {
+            Step::Plugin(i) => i,
+            Step::Window(w) => w.aggregator(),
+        }
+    }
+
+    /// The candidate's window stage, in a window stage, its clock brought in line with the
+    /// live stage's (`live`) first.
+    pub(super) fn window(&mut self, live: &Clock) -> Option<&mut WindowStage<Instance>> {
+        match &mut self.step {
+            Step::Window(w) => {
+                w.clock().follow(live);
+                Some(w)
+            }
+            Step::Plugin(_) => None,
+        }
     }
 
     /// Count comparisons in `stats` (the stage's).
     pub(super) fn report_to(&mut self, stats: Arc<StageStats>) {
-        let plugin = self.instance.plugin();
+        let plugin = self.instance().plugin();
         stats
             .shadow
             .shadowing(&plugin.path().display().to_string(), plugin.hash());
@@ -86,15 +127,22 @@ impl ShadowRun {
                 overlay
             }
         };
-        self.instance.set_state(overlay);
+        match &mut self.step {
+            Step::Plugin(i) => i.set_state(overlay),
+            Step::Window(w) => w.set_state(overlay),
+        }
     }
 
     /// Take over `old`'s overlays when it runs the same build (hot reload of another stage):
     /// the candidate goes on from its own state rather than seeding again.
     pub(super) fn adopt(&mut self, old: &mut ShadowRun) {
-        if old.instance.plugin().hash() == self.instance.plugin().hash() {
-            self.overlays = std::mem::take(&mut old.overlays);
-            self.logged = old.logged;
+        if old.instance().plugin().hash() != self.instance().plugin().hash() {
+            return;
+        }
+        self.overlays = std::mem::take(&mut old.overlays);
+        self.logged = old.logged;
+        if let (Step::Window(w), Step::Window(o)) = (&mut self.step, &mut old.step) {
+            w.adopt(o);
         }
     }
 
@@ -103,7 +151,10 @@ impl ShadowRun {
         let places = records.iter().map(|r| (r.partition, r.offset)).collect();
         let topic = records.first().map(|r| r.topic.clone()).unwrap_or_default();
         let started = Instant::now();
-        let outcomes = self.instance.process(records);
+        let outcomes = match &mut self.step {
+            Step::Plugin(i) => i.process(records),
+            Step::Window(_) => unreachable!("a window stage's shadow runs as a window stage"),
+        };
         ShadowCall {
             outcomes,
             took: started.elapsed(),
@@ -158,6 +209,83 @@ impl ShadowRun {
         outputs
     }
 
+    /// Compare what the candidate's window stage made of a call (`shadow`, `shadow_took` long)
+    /// with what the live one made (`live`): each fired window's outputs, grouped by their key
+    /// and the window's bounds, and which inputs failed or came late. The candidate's outputs
+    /// for `shadow_topic`, if it has one.
+    pub(super) fn compare_windows(
+        &mut self,
+        stage: &str,
+        shadow: WindowOutput,
+        shadow_took: Duration,
+        live: &WindowOutput,
+        live_took: Duration,
+    ) -> Vec<(String, Record)> {
+        let mut tally = Compared {
+            live_errors: live.failures.len(),
+            shadow_errors: shadow.failures.len(),
+            ..Compared::default()
+        };
+        for (window, (a, b)) in fired_windows(&live.records, &shadow.records) {
+            tally.compared += 1;
+            let changes = compare::changes(
+                Side {
+                    records: &a,
+                    errors: &[],
+                },
+                Side {
+                    records: &b,
+                    errors: &[],
+                },
+            );
+            if !changes.is_empty() {
+                tally.differing += 1;
+                self.log_window(stage, &window, &changes);
+            }
+        }
+        let (theirs, ours) = (failed_or_late(live), failed_or_late(&shadow));
+        let inputs: BTreeSet<&(String, i32, i64)> = theirs.keys().chain(ours.keys()).collect();
+        for place in inputs {
+            tally.compared += 1;
+            let (a, b) = (theirs.get(place), ours.get(place));
+            if a != b {
+                tally.differing += 1;
+                let change = serde_json::json!({
+                    "change": "input",
+                    "error": format!("live: {}; shadow: {}", show(a), show(b)),
+                });
+                self.log(stage, &place.0, (place.1, place.2), &[change]);
+            }
+        }
+        if let Some(stats) = &self.stats {
+            stats.shadow.record(tally, live_took, shadow_took);
+        }
+        match &self.topic {
+            Some(topic) => shadow
+                .records
+                .into_iter()
+                .map(|r| (topic.clone(), r))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    fn log_window(&mut self, stage: &str, window: &WindowId, changes: &[serde_json::Value]) {
+        if self.logged >= LOGGED_IN_FULL {
+            return;
+        }
+        self.logged += 1;
+        let what: Vec<String> = changes.iter().map(compare::describe).collect();
+        let (key, start, end) = window;
+        let key = key.as_deref().map(String::from_utf8_lossy);
+        tracing::warn!(
+            stage,
+            "shadow of stage `{stage}` differs on the window [{start}, {end}) of key {}: {}",
+            key.as_deref().unwrap_or("(none)"),
+            what.join("; ")
+        );
+    }
+
     fn log(
         &mut self,
         stage: &str,
@@ -184,6 +312,59 @@ impl ShadowRun {
             what.join("; ")
         );
     }
+}
+
+/// A fired window as its outputs name it: their key and the window's bounds (from the
+/// `weir.window.start`/`end` headers every window output carries).
+type WindowId = (Option<Vec<u8>>, String, String);
+
+/// The outputs of each window either side fired, live then shadow, by window.
+#[allow(clippy::type_complexity)]
+fn fired_windows(
+    live: &[Record],
+    shadow: &[Record],
+) -> BTreeMap<WindowId, (Vec<Record>, Vec<Record>)> {
+    let id = |r: &Record| -> WindowId {
+        let header = |name: &str| {
+            r.headers
+                .iter()
+                .find(|h| h.key == name)
+                .map(|h| String::from_utf8_lossy(&h.value).into_owned())
+                .unwrap_or_default()
+        };
+        (
+            r.key.clone(),
+            header("weir.window.start"),
+            header("weir.window.end"),
+        )
+    };
+    let mut windows: BTreeMap<WindowId, (Vec<Record>, Vec<Record>)> = BTreeMap::new();
+    for r in live {
+        windows.entry(id(r)).or_default().0.push(r.clone());
+    }
+    for r in shadow {
+        windows.entry(id(r)).or_default().1.push(r.clone());
+    }
+    windows
+}
+
+/// The inputs a window stage's call failed on or found late, by coordinates: what became of
+/// each (`late`, or the error as `kind: message`).
+fn failed_or_late(out: &WindowOutput) -> BTreeMap<(String, i32, i64), String> {
+    let failed = out
+        .failures
+        .iter()
+        .filter(|(r, _)| r.offset >= 0)
+        .map(|(r, e)| (r, format!("{}: {}", e.kind.as_str(), e.message)));
+    let late = out.late.iter().map(|l| (&l.record, "late".to_string()));
+    failed
+        .chain(late)
+        .map(|(r, what)| ((r.topic.clone(), r.partition, r.offset), what))
+        .collect()
+}
+
+fn show(what: Option<&String>) -> &str {
+    what.map_or("processed", String::as_str)
 }
 
 /// An outcome's outputs and errors (as `kind: message`), for the comparison.

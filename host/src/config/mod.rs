@@ -401,7 +401,7 @@ fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Du
 
 impl StageFile {
     /// The candidate build to shadow the stage with, if any.
-    fn shadow(&self, base: &Path, window: bool) -> Result<Option<Shadow>, String> {
+    fn shadow(&self, base: &Path) -> Result<Option<Shadow>, String> {
         let Some(plugin) = &self.shadow else {
             if self.shadow_topic.is_some() {
                 return Err(
@@ -412,15 +412,6 @@ impl StageFile {
             }
             return Ok(None);
         };
-        if window {
-            // Fired windows are not outputs of one input: comparing them needs a matching of
-            // windows (by key and bounds) that is not built yet.
-            return Err(
-                "`shadow` is for filter and transform stages; window stages cannot \
-                        run a shadow yet (try the candidate with `weir diff` instead)"
-                    .into(),
-            );
-        }
         if self
             .shadow_topic
             .as_deref()
@@ -652,7 +643,7 @@ impl File {
             })?,
         };
         let shadow = stage
-            .shadow(base, window.is_some())
+            .shadow(base)
             .map_err(|e| (line, format!("stage `{name}`: {e}")))?;
         Ok(Stage {
             plugin: base.join(stage.plugin.get_ref()),
@@ -988,14 +979,6 @@ plugin = "/abs/mask.wasm"
         assert!(
             stray.contains(":1:") && stray.contains("`shadow_topic` is set without `shadow`"),
             "{stray}"
-        );
-        let window = err(
-            "[[stage]]\nname = \"w\"\nplugin = \"w.wasm\"\nshadow = \"w2.wasm\"\n\
-             window = { kind = \"tumbling\", size = \"1m\" }\n",
-        );
-        assert!(
-            window.contains("stage `w`: `shadow` is for filter and transform stages"),
-            "{window}"
         );
     }
 

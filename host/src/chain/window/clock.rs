@@ -71,6 +71,25 @@ impl Clock {
             .remove(&(topic.to_string(), partition));
     }
 
+    /// Keep to the partitions `live` (the live build's clock) runs, for a shadow's window
+    /// stage: the runtime tells the live clock of assigned and revoked partitions, and this one
+    /// takes them from it before each call (a new one with the live progress), and starts over
+    /// when the live one does. Its own records move it as the live records move the live one,
+    /// so the two fire the same windows at the same times.
+    pub fn follow(&self, live: &Clock) {
+        let theirs = live.lock();
+        let mut mine = self.lock();
+        mine.partitions
+            .retain(|key, _| theirs.partitions.contains_key(key));
+        for (key, progress) in &theirs.partitions {
+            mine.partitions.entry(key.clone()).or_insert(Progress {
+                max_ts: progress.max_ts,
+                active: progress.active,
+            });
+        }
+        mine.watermark = mine.watermark.min(theirs.watermark);
+    }
+
     /// A batch of `topic`/`partition` came by (`max_ts`: its largest event time, if any).
     pub(super) fn observe(&self, topic: &str, partition: i32, max_ts: Option<i64>, now: Instant) {
         let mut inner = self.lock();

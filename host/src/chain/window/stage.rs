@@ -53,6 +53,11 @@ impl<A: Aggregator> WindowStage<A> {
         }
     }
 
+    /// The stage's watermark clock.
+    pub fn clock(&self) -> &Arc<Clock> {
+        &self.clock
+    }
+
     /// The plugin side, e.g. to count its restarts.
     pub fn aggregator(&self) -> &A {
         &self.agg

@@ -662,3 +662,30 @@ fn entry_names_sort_by_start_and_round_trip() {
     assert_eq!(names, sorted);
     assert_eq!(parse_entry_name(&entry_name(-7, 3)), Some((-7, 3)));
 }
+
+#[test]
+fn a_shadow_clock_keeps_to_the_partitions_of_the_live_one() {
+    let spec = spec(WindowKind::Tumbling { size: 60_000 });
+    let (live, shadow) = (Clock::new(&spec), Clock::new(&spec));
+    let now = Instant::now();
+    live.assign("t", 0, now);
+    live.assign("t", 1, now);
+    live.observe("t", 0, Some(10_000), now);
+    shadow.follow(&live);
+    shadow.observe("t", 0, Some(20_000), now);
+    // Partition 1 has no records yet: it holds both back.
+    assert_eq!(
+        (live.watermark(now), shadow.watermark(now)),
+        (i64::MIN, i64::MIN)
+    );
+    live.observe("t", 1, Some(30_000), now);
+    shadow.observe("t", 1, Some(30_000), now);
+    assert_eq!(shadow.watermark(now), 19_999, "its own records move it");
+    // A revoked partition no longer holds it back; a new assignment starts it over.
+    live.forget("t", 0);
+    shadow.follow(&live);
+    assert_eq!(shadow.watermark(now), 29_999);
+    live.assign("t", 2, now);
+    shadow.follow(&live);
+    assert_eq!(shadow.watermark(now), i64::MIN);
+}

@@ -174,6 +174,25 @@ fn a_failing_shadow_never_touches_the_live_output_offsets_or_state() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // A new build of the candidate is swapped in as any plugin is, and compared from then on:
+    // the live build itself, from the live state, agrees on everything.
+    let candidate = t.dir.path().join("candidate.wasm");
+    let next = t.dir.path().join("candidate.wasm.new");
+    std::fs::copy(component("count-v1"), &next).unwrap();
+    std::fs::rename(&next, &candidate).unwrap();
+    weir.wait_for_log(
+        "generation 1 published: stage `count` shadowed by ",
+        Duration::from_secs(60),
+    );
+    let more: Vec<In> = (120..180).map(|n| input(n, json!({}))).collect();
+    t.kafka.produce(&t.source, &more);
+    wait_compared(&mut weir, &admin, "count", 60.0);
+    assert_eq!(
+        shadow_metric(&admin, "records_differing_total", "count"),
+        Some(0.0)
+    );
+    let output = t.kafka.read(&t.sink, 180, Duration::from_secs(60));
+    counted(&output, 1, 30, 1, &weir.log());
     assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
     assert!(
         weir.log().contains("shadow of stage `count` ("),

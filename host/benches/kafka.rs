@@ -36,18 +36,19 @@
 //! 4. Latency: weir runs the same pipeline on a fresh topic while records are produced at a fixed
 //!    moderate rate, each with its send time as the record timestamp (weir keeps timestamps); a
 //!    reader notes receive time − timestamp of every output (and, for reference, of every input:
-//!    the broker's own producer→consumer hop). Millisecond resolution, as Kafka timestamps. This
-//!    broker holds a fetch that finds no new records for the whole `fetch.wait.max.ms`, so weir
-//!    runs twice: with its default consumer settings, and with that wait cut to 10 ms.
+//!    the broker's own producer→consumer hop). Millisecond resolution, as Kafka timestamps. At
+//!    1k, 5k and 50k records/s with weir's defaults, then at 5k with librdkafka's own fetch wait
+//!    (500 ms), which this broker holds a fetch that finds no new records for in full.
 //!
 //! 5. Guarantees: a one-stage keyed running total (state get and put per record, on-disk store,
 //!    changelog topic) over the same input, at least once and exactly once, each steady-state
 //!    rate and their ratio (the issue's target: exactly once at 0.6 of at least once or better).
 //!
 //! Environment: `WEIR_BENCH_RECORDS` (N, default 1000000), `WEIR_BENCH_PARTITIONS` (P, default 2),
-//! `WEIR_BENCH_WORKERS` (weir's workers, default one per core), `WEIR_BENCH_LATENCY_RATE`
-//! (records/s, default 5000), `WEIR_BENCH_LATENCY_SECS` (default 10), `KAFKA_BROKERS`,
-//! `KAFKA_PORT`, `WEIR_LOG` (weir's log filter, default `warn`).
+//! `WEIR_BENCH_WORKERS` (weir's workers, default one per core), `WEIR_BENCH_LATENCY_RATES`
+//! (records/s, default `1000,5000,50000`), `WEIR_BENCH_LATENCY_SECS` (default 10),
+//! `WEIR_BENCH_ONLY=latency` (the latency runs alone), `KAFKA_BROKERS`, `KAFKA_PORT`, `WEIR_LOG`
+//! (weir's log filter, default `warn`).
 
 use std::{
     path::Path,
@@ -714,6 +715,62 @@ struct Latency {
     output: Percentiles,
 }
 
+/// Latency with weir's defaults at each of `rates` (records/s), each beside the broker's own
+/// producer -> consumer hop measured in the same run; then, for reference, at the middle rate
+/// with librdkafka's own fetch wait (500 ms), weir's default before it set one.
+fn latencies(
+    broker: &Broker,
+    stages: &Stages,
+    workers: usize,
+    partitions: i32,
+    rates: &[f64],
+    secs: f64,
+    wrong: &mut Vec<String>,
+) {
+    println!();
+    println!(
+        "latency: records at a fixed rate for {secs} s into a fresh topic, record timestamp = send time (load producer linger.ms=5), \
+         read back by a reader with fetch.wait.max.ms={READER_FETCH_WAIT_MS}"
+    );
+    let old_default = [("fetch.wait.max.ms", "500")];
+    let middle = rates[rates.len() / 2];
+    let runs = rates
+        .iter()
+        .map(|&r| (r, "weir's defaults", &[][..]))
+        .chain([(
+            middle,
+            "fetch.wait.max.ms=500 (librdkafka's, weir's before)",
+            &old_default[..],
+        )]);
+    for (rate, label, extra) in runs {
+        let lat = latency(broker, stages, workers, partitions, rate, secs, extra);
+        println!(
+            "  {rate:>6.0} records/s, {label}: {} records sent ({:.0}/s achieved); first record through the fresh weir after {:.2} s",
+            lat.sent,
+            lat.send_rate,
+            lat.warm_up.as_secs_f64()
+        );
+        for (hop, p) in [
+            ("input  (producer -> broker -> reader)", &lat.input),
+            (
+                "output (... -> broker -> weir -> broker -> reader)",
+                &lat.output,
+            ),
+        ] {
+            println!(
+                "    {hop:<51} {:>7} records   p50 {:>6.1} ms   p99 {:>6.1} ms   max {:>6.1} ms",
+                p.count, p.p50, p.p99, p.max
+            );
+        }
+        if lat.output.count != lat.expected || lat.input.count != lat.sent {
+            wrong.push(format!(
+                "latency ({rate} records/s, {label}): read {} inputs of {} and {} outputs of {}",
+                lat.input.count, lat.sent, lat.output.count, lat.expected
+            ));
+        }
+    }
+}
+
 /// weir on a fresh topic fed at `rate` records/s for `secs` seconds; latencies of every input
 /// and output as a reader sees them.
 fn latency(
@@ -855,9 +912,17 @@ fn main() {
         "WEIR_BENCH_WORKERS",
         thread::available_parallelism().map_or(2, |c| c.get()),
     );
-    let rate: f64 = env_or("WEIR_BENCH_LATENCY_RATE", 5000.0);
+    let latency_rates: Vec<f64> = std::env::var("WEIR_BENCH_LATENCY_RATES")
+        .unwrap_or_else(|_| "1000,5000,50000".into())
+        .split(',')
+        .map(|r| {
+            r.trim()
+                .parse()
+                .expect("WEIR_BENCH_LATENCY_RATES: records/s, comma-separated")
+        })
+        .collect();
     let secs: f64 = env_or("WEIR_BENCH_LATENCY_SECS", 10.0);
-    assert!(n > 0 && partitions > 0 && workers > 0 && rate > 0.0);
+    assert!(n > 0 && partitions > 0 && workers > 0 && !latency_rates.is_empty());
 
     let broker = Broker::start();
     let expected = (0..n).filter(|&i| passes(i)).count() as u64;
@@ -876,6 +941,28 @@ fn main() {
 
     let load_started = Instant::now();
     let engine = Engine::new(Engine::default_cache_dir()).unwrap();
+    if std::env::var("WEIR_BENCH_ONLY").as_deref() == Ok("latency") {
+        let p = pipeline(
+            &broker,
+            &unique("in"),
+            &unique("out"),
+            &unique("group"),
+            &[],
+        );
+        let stages = Stages::load(&engine, &p).unwrap();
+        let mut wrong = Vec::new();
+        latencies(
+            &broker,
+            &stages,
+            workers,
+            partitions,
+            &latency_rates,
+            secs,
+            &mut wrong,
+        );
+        assert!(wrong.is_empty(), "wrong counts:\n  {}", wrong.join("\n  "));
+        return;
+    }
     let input = unique("in");
     let (raw_out, weir_out) = (unique("raw-out"), unique("weir-out"));
     for topic in [&input, &raw_out, &weir_out] {
@@ -1036,46 +1123,15 @@ fn main() {
         wrong.push(format!("weir: consumed {} of {n}", weir.consumed));
     }
 
-    println!();
-    println!(
-        "latency: records at {rate:.0} records/s for {secs} s into a fresh topic, record timestamp = send time (load producer linger.ms=5), \
-         read back by a reader with fetch.wait.max.ms={READER_FETCH_WAIT_MS}"
+    latencies(
+        &broker,
+        &stages,
+        workers,
+        partitions,
+        &latency_rates,
+        secs,
+        &mut wrong,
     );
-    let wait = [("fetch.wait.max.ms", READER_FETCH_WAIT_MS)];
-    let runs: [(&str, &[(&str, &str)]); 2] = [
-        (
-            "weir, default consumer settings (fetch.wait.max.ms=500)",
-            &[],
-        ),
-        ("weir with fetch.wait.max.ms=10 in [source] kafka", &wait),
-    ];
-    for (label, extra) in runs {
-        let lat = latency(&broker, &stages, workers, partitions, rate, secs, extra);
-        println!(
-            "  {label}: {} records sent ({:.0}/s achieved); first record through the fresh weir after {:.2} s",
-            lat.sent,
-            lat.send_rate,
-            lat.warm_up.as_secs_f64()
-        );
-        for (hop, p) in [
-            ("input  (producer -> broker -> reader)", &lat.input),
-            (
-                "output (... -> broker -> weir -> broker -> reader)",
-                &lat.output,
-            ),
-        ] {
-            println!(
-                "    {hop:<51} {:>6} records   p50 {:>6.1} ms   p99 {:>6.1} ms   max {:>6.1} ms",
-                p.count, p.p50, p.p99, p.max
-            );
-        }
-        if lat.output.count != lat.expected || lat.input.count != lat.sent {
-            wrong.push(format!(
-                "latency ({label}): read {} inputs of {} and {} outputs of {}",
-                lat.input.count, lat.sent, lat.output.count, lat.expected
-            ));
-        }
-    }
 
     drop(broker);
     assert!(wrong.is_empty(), "wrong counts:\n  {}", wrong.join("\n  "));

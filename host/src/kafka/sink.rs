@@ -194,6 +194,7 @@ pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     // Java clients' partitioner, so keys land where Kafka Streams or Flink would put them.
     ("partitioner", "murmur2_random"),
     ("linger.ms", "5"),
+    ("socket.nagle.disable", "true"),
     // Bounded: a slow broker fills this and blocks the workers instead of growing memory.
     ("queue.buffering.max.kbytes", "65536"),
     ("queue.buffering.max.messages", "100000"),

@@ -130,6 +130,13 @@ pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("isolation.level", "read_committed"),
     // Bounded prefetch: with a slow sink, consumption stops here rather than in memory.
     ("queued.max.messages.kbytes", "32768"),
+    // Real time by default. Kafka answers a fetch as soon as it has a byte for it
+    // (`fetch.min.bytes` = 1), so this only bounds how long a fetch that finds nothing waits:
+    // an idle consumer asks each broker up to 100 times a second instead of twice. A broker that
+    // holds every fetch for the whole wait (the test broker does) would otherwise add up to
+    // librdkafka's 500 ms to every record's way through.
+    ("fetch.wait.max.ms", "10"),
+    ("socket.nagle.disable", "true"),
 ];
 
 /// The source's consumer settings: weir's defaults under `[source.kafka]`.

@@ -986,8 +986,12 @@ fn main() {
 
     let raw = raw(&broker, &input, &raw_out, n as u64);
     // The full metrics, served by the admin server and scraped every second, as in production.
+    // The high-water mark starts again here (Linux: `clear_refs` 5), so it is weir's run's.
+    let rss_before = memory_mib("VmRSS:");
+    let hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let (weir, scrapes) =
         with_admin(|metrics| weir(&broker, &weir_pipeline, &stages, workers, n as u64, metrics));
+    let weir_peak = memory_mib("VmHWM:");
 
     let verify = Instant::now();
     let (raw_read, _) = count(&broker, &raw_out, n as u64, |_| true);
@@ -1060,9 +1064,20 @@ fn main() {
             (others / side.steady.as_secs_f64()).max(0.0)
         );
     }
+    let plugins = chain_alone(&stages, n.min(100_000));
     println!(
-        "  the 3 stages alone (same records in batches of 512, one thread, no Kafka): {:.1} CPU µs/record",
-        chain_alone(&stages, n.min(100_000))
+        "  the 3 stages alone (same records in batches of 512, one thread, no Kafka): {plugins:.1} CPU µs/record"
+    );
+    let (weir_cpu, raw_cpu) = (side_cpu(&weir, n), side_cpu(&raw, n));
+    println!(
+        "  weir CPU µs/record {weir_cpu:.1}: the plugins' part {plugins:.1} (the stages alone), the host's part {:.1} \
+         (the rest: consumer, Kafka clients, chain, sink); the plain loop {raw_cpu:.1}: weir {:.2}x of it",
+        weir_cpu - plugins,
+        weir_cpu / raw_cpu,
+    );
+    println!(
+        "  peak memory of weir's run (this process's RSS high-water mark{}): {weir_peak:.0} MiB, from {rss_before:.0} MiB before it",
+        if hwm_reset { ", reset before it" } else { " since the bench started: clear_refs refused" }
     );
     println!(
         "start-up: clients, group join, first fetch; steady: first record consumed to last output acknowledged;\n\
@@ -1228,6 +1243,16 @@ fn with_admin<T>(f: impl FnOnce(Arc<Metrics>) -> T) -> (T, u64) {
         result
     });
     (result, scrapes.load(Relaxed))
+}
+
+/// This process's `VmRSS:` or `VmHWM:` in MiB.
+fn memory_mib(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 /// CPU µs per input record of this process over a side's steady state.

@@ -382,3 +382,55 @@ shadow_topic = "{compared}"
     assert_eq!(counts, [1; 5], "log:\n{log}");
     assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
 }
+
+#[test]
+fn a_candidate_that_keeps_state_cannot_shadow_a_stage_that_keeps_none() {
+    let dir = crate::common::scratch();
+    let text = format!(
+        "[[stage]]\nname = \"f\"\nplugin = \"{}\"\nconfig = {{ field = \"/amount\" }}\nshadow = \"{}\"\n",
+        component("json-filter").display(),
+        component("running-total").display()
+    );
+    let path = dir.path().join("p.toml");
+    std::fs::write(&path, text).unwrap();
+    let pipeline = weir::config::Pipeline::load(&path).unwrap();
+    let engine = weir::engine::Engine::new(None).unwrap();
+    let err = match weir::chain::Stages::load(&engine, &pipeline) {
+        Ok(_) => panic!("a stateful candidate was taken for a stateless stage"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("keeps keyed state and the live build keeps none"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_candidate_slower_than_the_call_limit_is_suspended_and_the_live_build_goes_on() {
+    let t = Topics::new("shadow-slow", 1);
+    std::fs::copy(component("count-v1"), t.dir.path().join("live.wasm")).unwrap();
+    std::fs::copy(component("misbehave"), t.dir.path().join("candidate.wasm")).unwrap();
+    let path = t.write_pipeline(
+        "[[stage]]\nname = \"count\"\nplugin = \"live.wasm\"\nshadow = \"candidate.wasm\"\n\
+         limits = { timeout_ms = 300 }\n",
+    );
+    let mut weir = Weir::start(weir_bin(), &path);
+    weir.wait_for_log("assigned", Duration::from_secs(60));
+    // The candidate loops on every tenth record until the call limit stops it.
+    let records: Vec<In> = (0..120)
+        .map(|n| match n % 10 {
+            3 => input(n, json!({ "loop": true })),
+            _ => input(n, json!({})),
+        })
+        .collect();
+    t.kafka.produce(&t.source, &records);
+    let output = t.kafka.read(&t.sink, 120, Duration::from_secs(60));
+    let log = weir.log();
+    assert_eq!(output.len(), 120, "log:\n{log}");
+    counted(&output, 1, 20, 1, &log);
+    assert!(
+        log.contains("shadow of stage `count` suspended: a call took "),
+        "log:\n{log}"
+    );
+    assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+}

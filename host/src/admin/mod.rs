@@ -162,7 +162,14 @@ async fn state(
             return (StatusCode::BAD_REQUEST, why).into_response();
         }
     };
-    let (partitions, found) = s.held.lookup(&stage, &lookup);
+    // Reading a store can take a while: not on the runtime that answers signals and probes.
+    let held = s.held.clone();
+    let name = stage.clone();
+    let looked = tokio::task::spawn_blocking(move || held.lookup(&name, &lookup)).await;
+    let Ok((partitions, found)) = looked else {
+        let why = "the state lookup failed\n";
+        return (StatusCode::INTERNAL_SERVER_ERROR, why).into_response();
+    };
     let partitions: Vec<_> = partitions
         .into_iter()
         .map(|(topic, partition)| serde_json::json!({"topic": topic, "partition": partition}))

@@ -5,7 +5,11 @@
 //! source coordinates (topic, partition, offset) of the input it came from, so a failure deep
 //! in the chain still names the input, and offsets can be committed per input.
 
-use std::{path::Path, sync::Arc, time::Instant};
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use crate::{
     config::{Pipeline, Stage},
@@ -189,14 +193,19 @@ impl Stages {
                     ))),
                     _ => Step::Plugin(instance),
                 };
-                let shadow = match &l.shadow {
-                    Some(plugin) => Some(Box::new(ShadowRun::start(
-                        stage,
-                        plugin,
-                        l.shadow_clock.as_ref(),
-                    )?)),
-                    None => None,
-                };
+                // A candidate that cannot start is left out: it never holds the live build up.
+                let shadow = l.shadow.as_ref().and_then(|plugin| {
+                    ShadowRun::start(stage, plugin, l.shadow_clock.as_ref())
+                        .map_err(|e| {
+                            tracing::warn!(
+                                "stage `{}` runs without its shadow {}: {e}",
+                                stage.name,
+                                plugin.path().display()
+                            )
+                        })
+                        .ok()
+                        .map(Box::new)
+                });
                 Ok(Running {
                     name: stage.name.clone(),
                     step,
@@ -261,6 +270,17 @@ pub fn load_stage(engine: &Engine, stage: &Stage) -> Result<Plugin, Error> {
     load(engine, stage)
 }
 
+/// Why `candidate` cannot shadow `stage`, which runs `live`, beyond its kind: a candidate that
+/// keeps state where the live build keeps none would have no state set up for it.
+pub fn shadow_unfit(stage: &Stage, live: &Plugin, candidate: &Plugin) -> Option<String> {
+    let live_keeps_state = live.uses_state() || stage.window.is_some();
+    (candidate.uses_state() && !live_keeps_state).then(|| {
+        "keeps keyed state and the live build keeps none: only a stage that keeps state has it \
+         set up per partition (try the candidate with `weir diff`)"
+            .to_string()
+    })
+}
+
 /// What a stage's shadow is called where its plugin is named (its log lines, its errors).
 pub fn shadow_name(stage: &str) -> String {
     format!("{stage} (shadow)")
@@ -278,6 +298,12 @@ pub fn load_shadow(engine: &Engine, stage: &Stage, live: &Plugin) -> Result<Opti
         ..stage.clone()
     };
     let plugin = load(engine, &candidate)?;
+    if let Some(why) = shadow_unfit(stage, live, &plugin) {
+        return Err(Error::WrongWorld {
+            plugin: stage.name.clone(),
+            reason: format!("has a shadow, {}, that {why}", shadow.plugin.display()),
+        });
+    }
     if plugin.kind() != live.kind() {
         return Err(Error::WrongWorld {
             plugin: stage.name.clone(),
@@ -425,6 +451,9 @@ impl Chain {
             if let Step::Window(w) = &mut r.step {
                 w.stop_at_first_failure();
             }
+            if let Some(w) = r.shadow.as_mut().and_then(|s| s.window_stage()) {
+                w.stop_at_first_failure();
+            }
         }
     }
 
@@ -469,6 +498,9 @@ impl Chain {
     pub fn forget(&mut self, topic: &str, partition: i32) {
         for r in &mut self.stages {
             if let Step::Window(w) = &mut r.step {
+                w.forget(topic, partition);
+            }
+            if let Some(w) = r.shadow.as_mut().and_then(|s| s.window_stage()) {
                 w.forget(topic, partition);
             }
         }
@@ -518,13 +550,16 @@ impl Chain {
                 ..Call::default()
             };
             let failed_before = out.failures.len();
+            // The candidate's part of the stage's time, which is not the live build's.
+            let shadow_took: Duration;
             match step {
                 Step::Plugin(instance) => {
                     if records.is_empty() {
                         continue;
                     }
                     // The candidate first, on a copy: both start from the same state.
-                    let candidate = shadow.as_mut().map(|s| s.run(records.clone()));
+                    let candidate = shadow.as_mut().and_then(|s| s.run(records.clone()));
+                    shadow_took = candidate.as_ref().map_or(Duration::ZERO, |c| c.took());
                     let live_started = Instant::now();
                     let outcomes = if stop_at_failure {
                         instance.process_until_failure(records)
@@ -557,6 +592,7 @@ impl Chain {
                         let made = run_window(w, records.clone(), &how, origin, now);
                         (made, started.elapsed())
                     });
+                    shadow_took = candidate.as_ref().map_or(Duration::ZERO, |c| c.1);
                     let live_started = Instant::now();
                     let batch = std::mem::take(&mut records);
                     let result = run_window(window, batch, &how, origin, now);
@@ -591,7 +627,7 @@ impl Chain {
                 // A window stage's ticks with nothing in or out are not calls worth timing.
                 if call.records_in > 0 || call.records_out > 0 || call.failed > 0 {
                     let memory = step.instance().memory_bytes();
-                    probe.record(call, started.elapsed(), memory);
+                    probe.record(call, started.elapsed().saturating_sub(shadow_took), memory);
                 }
             }
         }

@@ -42,6 +42,10 @@ pub(super) struct ShadowRun {
     overlays: Vec<(SharedState, SharedState)>,
     stats: Option<Arc<StageStats>>,
     logged: usize,
+    /// A call of the candidate longer than this holds the live build up too long: the shadow
+    /// is suspended in this chain (the stage's call time limit).
+    patience: Duration,
+    suspended: bool,
 }
 
 /// The candidate's live part, as the stage's own.
@@ -58,6 +62,12 @@ pub(super) struct ShadowCall {
     /// The inputs' coordinates, to name them in the log.
     places: Vec<(i32, i64)>,
     topic: String,
+}
+
+impl ShadowCall {
+    pub(super) fn took(&self) -> Duration {
+        self.took
+    }
 }
 
 impl ShadowRun {
@@ -84,6 +94,8 @@ impl ShadowRun {
             overlays: Vec::new(),
             stats: None,
             logged: 0,
+            patience: stage.limits.call_timeout,
+            suspended: false,
         })
     }
 
@@ -97,12 +109,35 @@ impl ShadowRun {
     /// The candidate's window stage, in a window stage, its clock brought in line with the
     /// live stage's (`live`) first.
     pub(super) fn window(&mut self, live: &Clock) -> Option<&mut WindowStage<Instance>> {
+        if self.suspended {
+            return None;
+        }
+        let window = self.window_stage()?;
+        window.clock().follow(live);
+        Some(window)
+    }
+
+    /// The candidate's window stage, if the stage is one, suspended or not.
+    pub(super) fn window_stage(&mut self) -> Option<&mut WindowStage<Instance>> {
         match &mut self.step {
-            Step::Window(w) => {
-                w.clock().follow(live);
-                Some(w)
-            }
+            Step::Window(w) => Some(w),
             Step::Plugin(_) => None,
+        }
+    }
+
+    /// After a call of the candidate that took `took`: one longer than the stage's call time
+    /// limit (a candidate timing out record by record, say) suspends the shadow in this chain,
+    /// so it cannot hold the live build up call after call. A reload starts it again.
+    pub(super) fn check_patience(&mut self, stage: &str, took: Duration) {
+        if took > self.patience && !self.suspended {
+            self.suspended = true;
+            tracing::warn!(
+                stage,
+                "shadow of stage `{stage}` suspended: a call took {:.1} s, over the stage's call \
+                 limit of {:.1} s, and holds the live build up; a reload starts it again",
+                took.as_secs_f64(),
+                self.patience.as_secs_f64()
+            );
         }
     }
 
@@ -117,8 +152,9 @@ impl ShadowRun {
 
     /// Run on `live`'s overlay from the next batch on.
     pub(super) fn set_state(&mut self, live: &SharedState) {
-        // Partitions this worker no longer runs: nothing but this list holds their state.
-        self.overlays.retain(|(l, _)| Arc::strong_count(l) > 1);
+        // Partitions this worker no longer runs: nothing but this list and its overlay hold
+        // their state.
+        self.overlays.retain(|(l, _)| Arc::strong_count(l) > 2);
         let overlay = match self.overlays.iter().find(|(l, _)| Arc::ptr_eq(l, live)) {
             Some((_, overlay)) => overlay.clone(),
             None => {
@@ -147,7 +183,10 @@ impl ShadowRun {
     }
 
     /// Run the candidate on `records`, a copy of the live version's inputs.
-    pub(super) fn run(&mut self, records: Vec<Record>) -> ShadowCall {
+    pub(super) fn run(&mut self, records: Vec<Record>) -> Option<ShadowCall> {
+        if self.suspended {
+            return None;
+        }
         let places = records.iter().map(|r| (r.partition, r.offset)).collect();
         let topic = records.first().map(|r| r.topic.clone()).unwrap_or_default();
         let started = Instant::now();
@@ -155,12 +194,12 @@ impl ShadowRun {
             Step::Plugin(i) => i.process(records),
             Step::Window(_) => unreachable!("a window stage's shadow runs as a window stage"),
         };
-        ShadowCall {
+        Some(ShadowCall {
             outcomes,
             took: started.elapsed(),
             places,
             topic,
-        }
+        })
     }
 
     /// Compare the candidate's `call` with the live version's `live` outcomes (of the same
@@ -174,6 +213,7 @@ impl ShadowRun {
         live: &[Outcome],
         live_took: Duration,
     ) -> Vec<(String, Record)> {
+        self.check_patience(stage, call.took);
         let stop = live
             .iter()
             .position(|o| o.is_err())
@@ -221,6 +261,7 @@ impl ShadowRun {
         live: &WindowOutput,
         live_took: Duration,
     ) -> Vec<(String, Record)> {
+        self.check_patience(stage, shadow_took);
         let mut tally = Compared {
             live_errors: live.failures.len(),
             shadow_errors: shadow.failures.len(),

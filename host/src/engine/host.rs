@@ -298,15 +298,18 @@ impl HostState {
     }
 
     /// Refuse writing `entry` as `name` of `key` when the key's entries would then hold more
-    /// than the state quota: the message says by how much.
-    fn within_quota(&mut self, key: &Option<Vec<u8>>, name: &str, entry: &Entry) -> bool {
+    /// than the state quota: the message says by how much. Entries expired at `now` do not
+    /// count (the plugin can no longer see them to delete them).
+    fn within_quota(&mut self, key: &Option<Vec<u8>>, name: &str, entry: &Entry, now: i64) -> bool {
         let Some(quota) = self.state_quota else {
             return true;
         };
+        let live = |e: &Entry| e.expires.is_none_or(|t| now < t);
         let mut sizes: BTreeMap<String, u64> = self
             .state
             .scan(key, "")
             .into_iter()
+            .filter(|(_, e)| live(e))
             .map(|(n, e)| (n.clone(), (n.len() + e.value.len()) as u64))
             .collect();
         for ((k, n), e) in self.pending.range((key.clone(), String::new())..) {
@@ -314,8 +317,8 @@ impl HostState {
                 break;
             }
             match e {
-                Some(e) => sizes.insert(n.clone(), (n.len() + e.value.len()) as u64),
-                None => sizes.remove(n),
+                Some(e) if live(e) => sizes.insert(n.clone(), (n.len() + e.value.len()) as u64),
+                _ => sizes.remove(n),
             };
         }
         sizes.insert(name.to_string(), (name.len() + entry.value.len()) as u64);
@@ -465,7 +468,7 @@ impl state::Host for HostState {
             expires,
             version: self.version,
         };
-        if !self.within_quota(&key, &name, &entry) {
+        if !self.within_quota(&key, &name, &entry, now) {
             let why = self.quota_exceeded.clone().unwrap_or_default();
             return Err(anyhow::anyhow!(why));
         }
@@ -506,5 +509,40 @@ impl state::Host for HostState {
             }
         }
         Ok(live)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_quota_counts_live_entries_only_and_the_calls_own_writes() {
+        let state = MemoryState::shared();
+        let key = Some(b"k".to_vec());
+        let entry = |len: usize, expires: Option<i64>| Entry {
+            value: vec![0; len],
+            expires,
+            version: 0,
+        };
+        state.apply(BTreeMap::from([
+            ((key.clone(), "old".into()), Some(entry(96, Some(1_000)))),
+            ((key.clone(), "kept".into()), Some(entry(46, None))),
+        ]));
+        let mut host = HostState::new("p".into(), Arc::from("{}"), Limits::default(), state);
+        host.state_quota = Some(100);
+        // Before `old` expires its 99 bytes count (with `kept` 50 and `new` 13); after, it does not.
+        assert!(!host.within_quota(&key, "new", &entry(10, None), 999));
+        assert!(host
+            .take_quota_exceeded()
+            .unwrap()
+            .contains("hold 162 bytes"));
+        assert!(host.within_quota(&key, "new", &entry(10, None), 1_000));
+        // A pending write counts, and a pending delete frees its room.
+        host.pending
+            .insert((key.clone(), "more".into()), Some(entry(40, None)));
+        assert!(!host.within_quota(&key, "new", &entry(10, None), 1_000));
+        host.pending.insert((key.clone(), "kept".into()), None);
+        assert!(host.within_quota(&key, "new", &entry(10, None), 1_000));
     }
 }

@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     chain::{self, Chain, Stages},
-    config::{Pipeline, ReloadConfig, Stage},
+    config::{Pipeline, ReloadConfig, Shadow, Stage},
     engine::{Engine, Plugin},
     metrics::Metrics,
 };
@@ -401,6 +401,7 @@ impl Watch {
             changed.extend(changes(stage, old.copied(), &plugin));
             changed.extend(shadow_changes(
                 stage,
+                old.and_then(|(s, _)| s.shadow.as_ref()),
                 current.stages.shadow(&stage.name),
                 shadow.as_ref(),
             ));
@@ -511,6 +512,9 @@ impl Watch {
                 stage.name
             )
         };
+        if let Some(why) = chain::shadow_unfit(stage, live, &plugin) {
+            return Err(refused(why));
+        }
         if plugin.kind() != live.kind() {
             return Err(refused(format!(
                 "is a {} plugin and the stage runs a {} plugin: a candidate must be able to \
@@ -521,6 +525,11 @@ impl Watch {
         }
         if let Some(short) = plugin.needs().unmet_by(&stage.limits) {
             return Err(refused(short));
+        }
+        // Its init has the last word, as every stage's has before a version is published.
+        let state = crate::engine::MemoryState::shared();
+        if let Err(e) = plugin.instantiate(&stage.config, stage.limits, state) {
+            return Err(refused(format!("cannot start: {e}")));
         }
         Ok(Some(plugin))
     }
@@ -752,7 +761,13 @@ fn restart_only_changes(started: &Pipeline, new: &Pipeline) -> Vec<&'static str>
 }
 
 /// How `stage`'s shadow changes from `old` to `new` (candidate builds), for the log.
-fn shadow_changes(stage: &Stage, old: Option<&Plugin>, new: Option<&Plugin>) -> Option<String> {
+/// `was` is the stage's shadow setting as it runs now.
+fn shadow_changes(
+    stage: &Stage,
+    was: Option<&Shadow>,
+    old: Option<&Plugin>,
+    new: Option<&Plugin>,
+) -> Option<String> {
     let name = &stage.name;
     match (old, new, &stage.shadow) {
         (Some(_), None, _) => Some(format!("stage `{name}` runs no shadow")),
@@ -763,6 +778,9 @@ fn shadow_changes(stage: &Stage, old: Option<&Plugin>, new: Option<&Plugin>) -> 
                 &new.hash()[..12]
             ))
         }
+        (_, Some(_), Some(shadow)) if was.map(|w| &w.topic) != Some(&shadow.topic) => Some(
+            format!("stage `{name}` shadow_topic {:?}", shadow.topic.as_deref()),
+        ),
         _ => None,
     }
 }

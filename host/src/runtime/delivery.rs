@@ -2,7 +2,10 @@
 //! once) state changes, all carrying the batch's acknowledgements; then the partition records
 //! which offset it may commit once they are acknowledged.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc, Mutex,
+};
 
 use super::{error_policy, Partition, Shared};
 use crate::{
@@ -21,6 +24,8 @@ pub(super) struct ShadowSink {
     brokers: String,
     properties: KafkaProperties,
     sink: Mutex<Option<Sink>>,
+    /// Outputs it could not hand to its producer (a full queue, above all), logged now and then.
+    dropped: AtomicU64,
 }
 
 impl ShadowSink {
@@ -29,6 +34,7 @@ impl ShadowSink {
             brokers: brokers.to_string(),
             properties: properties.clone(),
             sink: Mutex::default(),
+            dropped: AtomicU64::new(0),
         }
     }
 
@@ -51,7 +57,10 @@ impl ShadowSink {
         let acks = Acks::new();
         for (topic, record) in &records {
             if let Err(e) = sink.send(topic, record, &acks) {
-                tracing::warn!("a shadow output to `{topic}` was dropped: {e}");
+                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if dropped.is_power_of_two() {
+                    tracing::warn!("{dropped} shadow outputs dropped so far; to `{topic}`: {e}");
+                }
             }
         }
         acks.sealed();

@@ -270,14 +270,25 @@ pub fn load_stage(engine: &Engine, stage: &Stage) -> Result<Plugin, Error> {
     load(engine, stage)
 }
 
-/// Why `candidate` cannot shadow `stage`, which runs `live`, beyond its kind: a candidate that
-/// keeps state where the live build keeps none would have no state set up for it.
+/// Why `candidate` cannot shadow `stage`, which runs `live`: it must be able to take the live
+/// build's place (the same kind), and a candidate that keeps state where the live build keeps
+/// none would have no state set up for it.
 pub fn shadow_unfit(stage: &Stage, live: &Plugin, candidate: &Plugin) -> Option<String> {
     let live_keeps_state = live.uses_state() || stage.window.is_some();
-    (candidate.uses_state() && !live_keeps_state).then(|| {
-        "keeps keyed state and the live build keeps none: only a stage that keeps state has it \
-         set up per partition (try the candidate with `weir diff`)"
-            .to_string()
+    if candidate.uses_state() && !live_keeps_state {
+        return Some(
+            "keeps keyed state and the live build keeps none: only a stage that keeps state has \
+             it set up per partition (try the candidate with `weir diff`)"
+                .to_string(),
+        );
+    }
+    (candidate.kind() != live.kind()).then(|| {
+        format!(
+            "is a {} plugin and the stage runs a {} plugin: a candidate must be able to take \
+             the live build's place",
+            candidate.kind(),
+            live.kind()
+        )
     })
 }
 
@@ -302,18 +313,6 @@ pub fn load_shadow(engine: &Engine, stage: &Stage, live: &Plugin) -> Result<Opti
         return Err(Error::WrongWorld {
             plugin: stage.name.clone(),
             reason: format!("has a shadow, {}, that {why}", shadow.plugin.display()),
-        });
-    }
-    if plugin.kind() != live.kind() {
-        return Err(Error::WrongWorld {
-            plugin: stage.name.clone(),
-            reason: format!(
-                "runs a {} plugin, and its shadow {} is a {} plugin: a candidate must be able \
-                 to take the live build's place",
-                live.kind(),
-                shadow.plugin.display(),
-                plugin.kind()
-            ),
         });
     }
     Ok(Some(plugin))

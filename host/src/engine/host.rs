@@ -304,23 +304,15 @@ impl HostState {
         let Some(quota) = self.state_quota else {
             return true;
         };
-        let live = |e: &Entry| e.expires.is_none_or(|t| now < t);
         let mut sizes: BTreeMap<String, u64> = self
-            .state
-            .scan(key, "")
+            .entries(key, "")
             .into_iter()
-            .filter(|(_, e)| live(e))
-            .map(|(n, e)| (n.clone(), (n.len() + e.value.len()) as u64))
+            .filter_map(|(n, e)| {
+                let e = e.filter(|e| e.expires.is_none_or(|t| now < t))?;
+                let size = (n.len() + e.value.len()) as u64;
+                Some((n, size))
+            })
             .collect();
-        for ((k, n), e) in self.pending.range((key.clone(), String::new())..) {
-            if k != key {
-                break;
-            }
-            match e {
-                Some(e) if live(e) => sizes.insert(n.clone(), (n.len() + e.value.len()) as u64),
-                _ => sizes.remove(n),
-            };
-        }
         sizes.insert(name.to_string(), (name.len() + entry.value.len()) as u64);
         let total: u64 = sizes.values().sum();
         if total <= quota {
@@ -332,6 +324,24 @@ impl HostState {
             describe_key(key)
         ));
         false
+    }
+
+    /// The entries of `key` whose names start with `prefix`, as the call in progress sees them:
+    /// the store's with the call's own writes over them (`None`: deleted by it).
+    fn entries(&self, key: &Option<Vec<u8>>, prefix: &str) -> BTreeMap<String, Option<Entry>> {
+        let mut found: BTreeMap<String, Option<Entry>> = self
+            .state
+            .scan(key, prefix)
+            .into_iter()
+            .map(|(name, entry)| (name, Some(entry)))
+            .collect();
+        for ((k, name), entry) in self.pending.range((key.clone(), prefix.to_string())..) {
+            if k != key || !name.starts_with(prefix) {
+                break;
+            }
+            found.insert(name.clone(), entry.clone());
+        }
+        found
     }
 
     /// The state key and event time of record `rec` of the current batch.
@@ -486,18 +496,7 @@ impl state::Host for HostState {
         let Ok((key, now)) = self.record(rec) else {
             return Ok(Vec::new());
         };
-        let mut found: BTreeMap<String, Option<Entry>> = self
-            .state
-            .scan(&key, &prefix)
-            .into_iter()
-            .map(|(name, entry)| (name, Some(entry)))
-            .collect();
-        for ((k, name), entry) in self.pending.range((key.clone(), prefix.clone())..) {
-            if *k != key || !name.starts_with(&prefix) {
-                break;
-            }
-            found.insert(name.clone(), entry.clone());
-        }
+        let found = self.entries(&key, &prefix);
         let mut live = Vec::with_capacity(found.len());
         for (name, entry) in found {
             match entry {

@@ -515,14 +515,6 @@ impl Watch {
         if let Some(why) = chain::shadow_unfit(stage, live, &plugin) {
             return Err(refused(why));
         }
-        if plugin.kind() != live.kind() {
-            return Err(refused(format!(
-                "is a {} plugin and the stage runs a {} plugin: a candidate must be able to \
-                 take the live build's place",
-                plugin.kind(),
-                live.kind()
-            )));
-        }
         if let Some(short) = plugin.needs().unmet_by(&stage.limits) {
             return Err(refused(short));
         }

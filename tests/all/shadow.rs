@@ -434,3 +434,29 @@ fn a_candidate_slower_than_the_call_limit_is_suspended_and_the_live_build_goes_o
     );
     assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
 }
+
+#[test]
+fn inputs_after_a_live_failure_are_compared_when_the_policy_goes_on() {
+    let t = Topics::new("shadow-after-failure", 1);
+    let compared = unique("shadow-after-failure-cmp");
+    t.kafka.create_topic(&compared, 1);
+    // The same build on both sides, dead letters on: a record they both fail does not end
+    // the comparison of its batch.
+    let path = pipeline(&t, "misbehave", Some(("misbehave", &compared)));
+    let mut weir = Weir::start(weir_bin(), &path);
+    let admin = weir.admin();
+    let records: Vec<In> = (0..60)
+        .map(|n| match n % 10 {
+            4 => input(n, json!({ "fail": "both" })),
+            _ => input(n, json!({})),
+        })
+        .collect();
+    t.kafka.produce(&t.source, &records);
+    assert_eq!(t.kafka.read(&t.sink, 54, Duration::from_secs(60)).len(), 54);
+    wait_compared(&mut weir, &admin, "count", 60.0);
+    assert_eq!(
+        shadow_metric(&admin, "records_differing_total", "count"),
+        Some(0.0)
+    );
+    assert_eq!(weir.stop(), Some(0), "log:\n{}", weir.log());
+}

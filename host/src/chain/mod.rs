@@ -450,8 +450,8 @@ impl Chain {
             if let Step::Window(w) = &mut r.step {
                 w.stop_at_first_failure();
             }
-            if let Some(w) = r.shadow.as_mut().and_then(|s| s.window_stage()) {
-                w.stop_at_first_failure();
+            if let Some(shadow) = &mut r.shadow {
+                shadow.stop_at_first_failure();
             }
         }
     }

@@ -46,6 +46,8 @@ pub(super) struct ShadowRun {
     /// is suspended in this chain (the stage's call time limit).
     patience: Duration,
     suspended: bool,
+    /// `policy = "fail"`: the live build runs nothing after a batch's first failing input.
+    until_failure: bool,
 }
 
 /// The candidate's live part, as the stage's own.
@@ -96,6 +98,7 @@ impl ShadowRun {
             logged: 0,
             patience: stage.limits.call_timeout,
             suspended: false,
+            until_failure: false,
         })
     }
 
@@ -115,6 +118,15 @@ impl ShadowRun {
         let window = self.window_stage()?;
         window.clock().follow(live);
         Some(window)
+    }
+
+    /// `policy = "fail"`: compare inputs only up to the live build's first failing one (it
+    /// runs nothing after it), and have a window stage drop what follows it as the live one does.
+    pub(super) fn stop_at_first_failure(&mut self) {
+        self.until_failure = true;
+        if let Some(w) = self.window_stage() {
+            w.stop_at_first_failure();
+        }
     }
 
     /// The candidate's window stage, if the stage is one, suspended or not.
@@ -214,10 +226,11 @@ impl ShadowRun {
         live_took: Duration,
     ) -> Vec<(String, Record)> {
         self.check_patience(stage, call.took);
-        let stop = live
+        let first_failure = live
             .iter()
             .position(|o| o.is_err())
-            .map_or(live.len(), |i| i + 1);
+            .filter(|_| self.until_failure);
+        let stop = first_failure.map_or(live.len(), |i| i + 1);
         let mut tally = Compared::default();
         let mut outputs = Vec::new();
         for (i, shadow) in call.outcomes.into_iter().enumerate().take(stop) {

@@ -48,7 +48,8 @@
 //! `WEIR_BENCH_WORKERS` (weir's workers, default one per core), `WEIR_BENCH_STAGES` (`three`,
 //! the default, or `filter-enrich`: issue 24's workload), `WEIR_BENCH_LATENCY_RATES`
 //! (records/s, default `1000,5000,50000`), `WEIR_BENCH_LATENCY_SECS` (default 10),
-//! `WEIR_BENCH_ONLY=latency` (the latency runs alone), `KAFKA_BROKERS`, `KAFKA_PORT`, `WEIR_LOG`
+//! `WEIR_BENCH_SCALING` (partition counts of the scaling table, default `1,3,6`),
+//! `WEIR_BENCH_ONLY=throughput|scaling|latency` (that part alone), `KAFKA_BROKERS`, `KAFKA_PORT`, `WEIR_LOG`
 //! (weir's log filter, default `warn`).
 
 use std::{
@@ -81,8 +82,14 @@ use weir::{
     runtime::RunOptions,
 };
 
+/// The allocator the `weir` binary uses, so weir runs here as it runs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "../../tests/all/common/mod.rs"]
 mod kit;
+#[path = "kafka/scaling.rs"]
+mod scaling;
 
 use kit::{
     cpu_secs, env_or,
@@ -142,6 +149,8 @@ struct Workload {
     /// Whether mask-pii runs (outputs then hold no e-mail address).
     masks: bool,
     what: &'static str,
+    /// The same work done by the plain loop itself, where the bench has it written.
+    native: Option<Work>,
 }
 
 fn workload() -> &'static Workload {
@@ -152,12 +161,14 @@ fn workload() -> &'static Workload {
             above: 100.0,
             masks: false,
             what: "json-filter (amount > 100) -> enrich (one field set)",
+            native: Some(filter_enrich_natively),
         },
         Ok("three") | Err(_) => Workload {
             stages: STAGES,
             above: 50.0,
             masks: true,
             what: "json-filter (amount > 50) -> mask-pii (sha256) -> enrich",
+            native: None,
         },
         Ok(other) => panic!("WEIR_BENCH_STAGES={other}: `three` or `filter-enrich`"),
     })
@@ -421,7 +432,26 @@ struct Side {
 }
 
 /// The passthrough: every record of `input` copied to `output` by one thread.
-fn raw(broker: &Broker, input: &str, output: &str, n: u64) -> Side {
+/// What a plain loop does to a record's value when it does the pipeline's work itself: `None`
+/// drops the record.
+type Work = fn(&[u8]) -> Option<Vec<u8>>;
+
+/// Issue 24's workload written as a Rust user would write it without weir: parse the value,
+/// keep it when `amount > 100`, set `/pipeline`, serialise (serde_json, as the plugins use).
+fn filter_enrich_natively(value: &[u8]) -> Option<Vec<u8>> {
+    let mut order: serde_json::Value = serde_json::from_slice(value).ok()?;
+    if order.get("amount")?.as_f64()? <= 100.0 {
+        return None;
+    }
+    order
+        .as_object_mut()?
+        .insert("pipeline".into(), serde_json::Value::from("weir"));
+    serde_json::to_vec(&order).ok()
+}
+
+/// The plain loop: every record copied from `input` to `output` (`work` None: the passthrough),
+/// or what `work` makes of it.
+fn raw(broker: &Broker, input: &str, output: &str, n: u64, work: Option<Work>) -> Side {
     let started = Instant::now();
     let mut config = broker.config();
     config.set("group.id", unique("raw-group"));
@@ -448,11 +478,22 @@ fn raw(broker: &Broker, input: &str, output: &str, n: u64) -> Side {
         if first.is_none() {
             first = Some((Instant::now(), broker.cpu()));
         }
+        consumed += 1;
+        match next.iter_mut().find(|(p, _)| *p == m.partition()) {
+            Some(entry) => entry.1 = m.offset() + 1,
+            None => next.push((m.partition(), m.offset() + 1)),
+        }
+        let worked = work.map(|work| m.payload().and_then(work));
+        let payload = match &worked {
+            Some(None) => continue, // the work dropped it
+            Some(Some(value)) => Some(value.as_slice()),
+            None => m.payload(),
+        };
         let mut record = BaseRecord::to(output);
         if let Some(key) = m.key() {
             record = record.key(key);
         }
-        if let Some(payload) = m.payload() {
+        if let Some(payload) = payload {
             record = record.payload(payload);
         }
         if let Some(headers) = m.headers() {
@@ -462,11 +503,6 @@ fn raw(broker: &Broker, input: &str, output: &str, n: u64) -> Side {
             record = record.timestamp(ts);
         }
         send(&producer, record);
-        consumed += 1;
-        match next.iter_mut().find(|(p, _)| *p == m.partition()) {
-            Some(entry) => entry.1 = m.offset() + 1,
-            None => next.push((m.partition(), m.offset() + 1)),
-        }
     }
     producer.flush(Duration::from_secs(600)).expect("flush");
     let (first, cpu0) = first.expect("consumed at least one record");
@@ -501,21 +537,32 @@ fn pipeline(
     group: &str,
     extra: &[(&str, &str)],
 ) -> Pipeline {
+    let text = pipeline_text(broker, input, output, group, extra);
+    // Plugin paths resolve against the (notional) file's directory: the repository root.
+    Pipeline::parse(&kit::root().join("kafka-bench.toml"), &text)
+        .unwrap_or_else(|e| panic!("the benchmark's pipeline: {e}"))
+}
+
+/// The TOML of [`pipeline`], its plugin paths relative to the repository root.
+fn pipeline_text(
+    broker: &Broker,
+    input: &str,
+    output: &str,
+    group: &str,
+    extra: &[(&str, &str)],
+) -> String {
     let kafka: Vec<String> = SOURCE_KAFKA
         .iter()
         .chain(extra)
         .map(|(k, v)| format!("\"{k}\" = \"{v}\""))
         .collect();
-    let text = format!(
+    format!(
         "[source]\nbrokers = \"{}\"\ntopics = [\"{input}\"]\ngroup = \"{group}\"\nkafka = {{ {} }}\n\n\
          [sink]\ntopic = \"{output}\"\n{}",
         broker.brokers,
         kafka.join(", "),
         workload().stages,
-    );
-    // Plugin paths resolve against the (notional) file's directory: the repository root.
-    Pipeline::parse(&kit::root().join("kafka-bench.toml"), &text)
-        .unwrap_or_else(|e| panic!("the benchmark's pipeline: {e}"))
+    )
 }
 
 /// A one-stage running-total pipeline from `input` to `output` under `guarantee`, keeping its
@@ -967,6 +1014,15 @@ fn main() {
         })
         .collect();
     let secs: f64 = env_or("WEIR_BENCH_LATENCY_SECS", 10.0);
+    let scaling_partitions: Vec<i32> = std::env::var("WEIR_BENCH_SCALING")
+        .unwrap_or_else(|_| "1,3,6".into())
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .parse()
+                .expect("WEIR_BENCH_SCALING: partition counts, comma-separated")
+        })
+        .collect();
     assert!(n > 0 && partitions > 0 && workers > 0 && !latency_rates.is_empty());
 
     let broker = Broker::start();
@@ -989,6 +1045,19 @@ fn main() {
 
     let load_started = Instant::now();
     let engine = Engine::new(Engine::default_cache_dir()).unwrap();
+    if std::env::var("WEIR_BENCH_ONLY").as_deref() == Ok("scaling") {
+        let mut wrong = Vec::new();
+        scaling::scaling(
+            &broker,
+            &engine,
+            workers,
+            n,
+            &scaling_partitions,
+            &mut wrong,
+        );
+        assert!(wrong.is_empty(), "wrong counts:\n  {}", wrong.join("\n  "));
+        return;
+    }
     if std::env::var("WEIR_BENCH_ONLY").as_deref() == Ok("latency") {
         let p = pipeline(
             &broker,
@@ -1012,8 +1081,9 @@ fn main() {
         return;
     }
     let input = unique("in");
-    let (raw_out, weir_out) = (unique("raw-out"), unique("weir-out"));
-    for topic in [&input, &raw_out, &weir_out] {
+    let (raw_out, native_out, weir_out) =
+        (unique("raw-out"), unique("native-out"), unique("weir-out"));
+    for topic in [&input, &raw_out, &native_out, &weir_out] {
         broker.create_topic(topic, partitions);
     }
     let weir_pipeline = pipeline(&broker, &input, &weir_out, &unique("weir-group"), &[]);
@@ -1032,7 +1102,10 @@ fn main() {
         n as f64 / took.as_secs_f64()
     );
 
-    let raw = raw(&broker, &input, &raw_out, n as u64);
+    let native = workload()
+        .native
+        .map(|work| raw(&broker, &input, &native_out, n as u64, Some(work)));
+    let raw = raw(&broker, &input, &raw_out, n as u64, None);
     // The full metrics, served by the admin server and scraped every second, as in production.
     // The high-water mark starts again here (Linux: `clear_refs` 5), so it is weir's run's.
     let rss_before = memory_mib("VmRSS:");
@@ -1041,8 +1114,14 @@ fn main() {
         with_admin(|metrics| weir(&broker, &weir_pipeline, &stages, workers, n as u64, metrics));
     let weir_peak = memory_mib("VmHWM:");
 
+    let mut wrong = Vec::new();
     let verify = Instant::now();
     let (raw_read, _) = count(&broker, &raw_out, n as u64, |_| true);
+    let native_read = native.as_ref().map(|_| {
+        count(&broker, &native_out, expected, |v| {
+            contains(v, br#""pipeline":"weir""#)
+        })
+    });
     let (weir_read, weir_ok) = count(&broker, &weir_out, expected, |v| {
         contains(v, br#""pipeline":"weir""#) && !(workload().masks && contains(v, b"@example.com"))
     });
@@ -1062,7 +1141,12 @@ fn main() {
         "shutdown",
         "CPU µs/record"
     );
-    for (name, side, read) in [("raw", &raw, raw_read), ("weir", &weir, weir_read)] {
+    let mut sides = vec![("raw", &raw, raw_read)];
+    if let (Some(side), Some((read, _))) = (&native, native_read) {
+        sides.push(("plain", side, read));
+    }
+    sides.push(("weir", &weir, weir_read));
+    for &(name, side, read) in &sides {
         let (c0, c1) = &side.cpu;
         let per = |a: f64, b: f64| (b - a) * 1e6 / n as f64;
         let broker_cpu = match (c0.broker, c1.broker) {
@@ -1086,7 +1170,7 @@ fn main() {
         "ratio weir/raw (steady state): {ratio:.2} (target >= 0.80: {})",
         if ratio >= 0.8 { "met" } else { "NOT met" }
     );
-    for (name, side) in [("raw", &raw), ("weir", &weir)] {
+    for &(name, side, _) in &sides {
         let (c0, c1) = &side.cpu;
         let parts: Vec<String> = c1
             .threads
@@ -1119,10 +1203,19 @@ fn main() {
     let (weir_cpu, raw_cpu) = (side_cpu(&weir, n), side_cpu(&raw, n));
     println!(
         "  weir CPU µs/record {weir_cpu:.1}: the plugins' part {plugins:.1} (the stages alone), the host's part {:.1} \
-         (the rest: consumer, Kafka clients, chain, sink); the plain loop {raw_cpu:.1}: weir {:.2}x of it",
+         (the rest: consumer, Kafka clients, chain, sink); the passthrough {raw_cpu:.1}: weir {:.2}x of it",
         weir_cpu - plugins,
         weir_cpu / raw_cpu,
     );
+    if let Some(native) = &native {
+        let native_cpu = side_cpu(native, n);
+        println!(
+            "  the plain loop doing the same work (serde_json in Rust, no wasm) {native_cpu:.1} CPU µs/record: \
+             weir {:.2}x of it (target <= 1.30: {})",
+            weir_cpu / native_cpu,
+            if weir_cpu / native_cpu <= 1.3 { "met" } else { "NOT met" }
+        );
+    }
     println!(
         "  peak memory of weir's run (this process's RSS high-water mark{}): {weir_peak:.0} MiB, from {rss_before:.0} MiB before it",
         if hwm_reset { ", reset before it" } else { " since the bench started: clear_refs refused" }
@@ -1133,11 +1226,38 @@ fn main() {
         verify.as_secs_f64()
     );
 
+    if raw.consumed != n as u64 || raw.delivered != n as u64 || raw_read != n as u64 {
+        wrong.push(format!(
+            "raw: consumed {}, delivered {}, read back {raw_read}; expected {n}",
+            raw.consumed, raw.delivered
+        ));
+    }
+    if let (Some(side), Some((read, ok))) = (&native, native_read) {
+        if side.delivered != expected || read != expected || ok != expected {
+            wrong.push(format!(
+                "plain loop with the work: delivered {}, read back {read} ({ok} enriched); expected {expected}",
+                side.delivered
+            ));
+        }
+    }
+    if weir.delivered != expected || weir_read != expected || weir_ok != expected {
+        wrong.push(format!(
+            "weir: delivered {}, read back {weir_read} ({weir_ok} masked and enriched); expected {expected}",
+            weir.delivered
+        ));
+    }
+    if weir.consumed < n as u64 {
+        wrong.push(format!("weir: consumed {} of {n}", weir.consumed));
+    }
+    if std::env::var("WEIR_BENCH_ONLY").as_deref() == Ok("throughput") {
+        assert!(wrong.is_empty(), "wrong counts:\n  {}", wrong.join("\n  "));
+        return;
+    }
+
     metrics_cost(
         &broker, &input, &stages, workers, n, partitions, &weir, scrapes,
     );
 
-    let mut wrong = Vec::new();
     // Exactly once against at least once: a keyed running total (state get + put per record)
     // over the same input, each with its own group, output and state directory.
     println!();
@@ -1170,21 +1290,14 @@ fn main() {
         if ratio >= 0.6 { "met" } else { "NOT met" }
     );
 
-    if raw.consumed != n as u64 || raw.delivered != n as u64 || raw_read != n as u64 {
-        wrong.push(format!(
-            "raw: consumed {}, delivered {}, read back {raw_read}; expected {n}",
-            raw.consumed, raw.delivered
-        ));
-    }
-    if weir.delivered != expected || weir_read != expected || weir_ok != expected {
-        wrong.push(format!(
-            "weir: delivered {}, read back {weir_read} ({weir_ok} masked and enriched); expected {expected}",
-            weir.delivered
-        ));
-    }
-    if weir.consumed < n as u64 {
-        wrong.push(format!("weir: consumed {} of {n}", weir.consumed));
-    }
+    scaling::scaling(
+        &broker,
+        &engine,
+        workers,
+        n,
+        &scaling_partitions,
+        &mut wrong,
+    );
 
     latencies(
         &broker,
@@ -1295,7 +1408,12 @@ fn with_admin<T>(f: impl FnOnce(Arc<Metrics>) -> T) -> (T, u64) {
 
 /// This process's `VmRSS:` or `VmHWM:` in MiB.
 fn memory_mib(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status_mib("/proc/self/status", field)
+}
+
+/// `field` of the process status file at `path` in MiB.
+fn status_mib(path: &str, field: &str) -> f64 {
+    let status = std::fs::read_to_string(path).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix(field))

@@ -128,8 +128,12 @@ pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("auto.offset.reset", "earliest"),
     // Aborted transactions never enter the pipeline (librdkafka's default, said here).
     ("isolation.level", "read_committed"),
-    // Bounded prefetch: with a slow sink, consumption stops here rather than in memory.
-    ("queued.max.messages.kbytes", "32768"),
+    // Bounded prefetch: with a slow sink, consumption stops here rather than in memory. 8 MB
+    // is tens of thousands of records, more than the workers' queues hold behind it; past it,
+    // librdkafka pauses fetching for `fetch.queue.backoff.ms`, by default a whole second, which
+    // would leave the workers idle once they have drained the queue: a short pause instead.
+    ("queued.max.messages.kbytes", "8192"),
+    ("fetch.queue.backoff.ms", "20"),
     // Real time by default. Kafka answers a fetch as soon as it has a byte for it
     // (`fetch.min.bytes` = 1), so this only bounds how long a fetch that finds nothing waits:
     // an idle consumer asks each broker up to 100 times a second instead of twice. A broker that

@@ -21,7 +21,7 @@ pub(super) fn compile(
     bytes: &[u8],
 ) -> anyhow::Result<Component> {
     let Some(dir) = dir else {
-        return Component::new(engine, bytes);
+        return Ok(Component::new(engine, bytes)?);
     };
     let mut h = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);

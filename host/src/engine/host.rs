@@ -134,7 +134,7 @@ impl ResourceLimiter for Limiter {
         if desired > self.max_bytes {
             self.denied = Some(desired);
             // An error (not `Ok(false)`) traps at once instead of letting the guest limp on.
-            anyhow::bail!("memory limit of {} bytes exceeded", self.max_bytes);
+            wasmtime::bail!("memory limit of {} bytes exceeded", self.max_bytes);
         }
         self.bytes = self.bytes.max(desired);
         Ok(true)
@@ -348,7 +348,7 @@ impl HostState {
     fn record(&self, rec: u32) -> wasmtime::Result<(Option<Vec<u8>>, i64)> {
         match self.batch.get(rec as usize) {
             Some(r) => Ok((r.key.clone(), r.timestamp)),
-            None => anyhow::bail!(
+            None => wasmtime::bail!(
                 "plugin `{}` asked for the state of record {rec} in a batch of {}",
                 self.plugin,
                 self.batch.len()
@@ -408,7 +408,7 @@ impl HostState {
         };
         let message = format!("state `{name}` of key {} {why}", describe_key(key));
         self.migration_failed = Some(message.clone());
-        Err(anyhow::anyhow!(message))
+        Err(wasmtime::format_err!(message))
     }
 }
 
@@ -480,7 +480,7 @@ impl state::Host for HostState {
         };
         if !self.within_quota(&key, &name, &entry, now) {
             let why = self.quota_exceeded.clone().unwrap_or_default();
-            return Err(anyhow::anyhow!(why));
+            return Err(wasmtime::format_err!(why));
         }
         self.pending.insert((key, name), Some(entry));
         Ok(Ok(()))

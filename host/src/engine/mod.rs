@@ -272,7 +272,7 @@ fn detect_kind(engine: &wasmtime::Engine, component: &Component) -> Result<Kind,
     }
     let exports: Vec<String> = ty
         .exports(engine)
-        .filter(|(_, item)| matches!(item, ComponentItem::ComponentFunc(_)))
+        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentFunc(_)))
         .map(|(name, _)| name.to_string())
         .collect();
     let has = |f: &str| exports.iter().any(|e| e == f);

@@ -51,7 +51,10 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 const FROZEN_INSTANT: u64 = 1_000_000_000;
 
 /// The monotonic clock as wasmtime-wasi links it (components importing an older 0.2 get it).
-const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.6";
+/// It must be the exact version wasmtime-wasi links: under any other name the frozen clock is
+/// only found by components that import that very version, and every other one gets the real
+/// clock. Each wasmtime upgrade may move it (wasmtime 46 went from 0.2.6 to 0.2.12).
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
 
 /// A timer on the frozen clock: due at once.
 struct Due;

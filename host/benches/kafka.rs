@@ -1367,12 +1367,13 @@ fn metrics_cost(
     let cost = (best(&on) / best(&off) - 1.0) * 100.0;
     println!(
         "         best of {rounds} each: on {:.0} records/s {:.1} CPU µs/record, off {:.0} records/s {:.1} CPU µs/record: \
-         on is {cost:+.1}% in records/s (target within 3%: {}), {:+.1}% in CPU",
+         on is {cost:+.1}% in records/s (target: at most 3% slower: {}), {:+.1}% in CPU",
         best(&on),
         least(&on),
         best(&off),
         least(&off),
-        if cost.abs() <= 3.0 { "met" } else { "NOT met" },
+        // Faster with metrics on is the machine's noise, not a cost.
+        if cost >= -3.0 { "met" } else { "NOT met" },
         (least(&on) / least(&off) - 1.0) * 100.0
     );
 }

@@ -213,3 +213,54 @@ impl WasiView for HostState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::{component::Component, Config, Engine, Store};
+
+    use super::*;
+    use crate::engine::{
+        host::{MemoryState, SharedState},
+        Limits,
+    };
+
+    /// What `wasi:clocks/monotonic-clock@VERSION`'s `now` reads in a component linked as plugins
+    /// are linked.
+    fn now_at(version: &str) -> u64 {
+        let component = wat::parse_str(format!(
+            r#"(component
+                (import "wasi:clocks/monotonic-clock@{version}" (instance $clock
+                    (export "now" (func (result u64)))))
+                (core func $now (canon lower (func $clock "now")))
+                (core module $m
+                    (import "" "now" (func $now (result i64)))
+                    (func (export "run") (result i64) call $now))
+                (core instance $i (instantiate $m (with "" (instance (export "now" (func $now))))))
+                (func (export "run") (result u64) (canon lift (core func $i "run"))))"#
+        ))
+        .unwrap();
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config).unwrap();
+        let component = Component::new(&engine, component).unwrap();
+        let mut linker = Linker::new(&engine);
+        add_to_linker(&mut linker).unwrap();
+        let state: SharedState = MemoryState::shared();
+        let host = HostState::new("clock".into(), Arc::from("{}"), Limits::default(), state);
+        let mut store = Store::new(&engine, host);
+        let instance = linker.instantiate(&mut store, &component).unwrap();
+        let run = instance
+            .get_typed_func::<(), (u64,)>(&mut store, "run")
+            .unwrap();
+        run.call(&mut store, ()).unwrap().0
+    }
+
+    /// Fails at once, where a plugin would otherwise wait on the real clock, if a wasmtime
+    /// upgrade moves the WASI version that `MONOTONIC_CLOCK` must name.
+    #[test]
+    fn every_wasi_0_2_version_reads_the_frozen_clock() {
+        for version in ["0.2.0", "0.2.3", "0.2.6", "0.2.12"] {
+            assert_eq!(now_at(version), FROZEN_INSTANT, "monotonic-clock@{version}");
+        }
+    }
+}

@@ -67,6 +67,7 @@ pub mod json;
 mod mem;
 mod record;
 mod state;
+pub mod tables;
 mod window;
 
 #[doc(hidden)]
@@ -78,6 +79,7 @@ pub use error::{Error, Result};
 pub use json::JsonDoc;
 pub use record::Record;
 pub use state::State;
+pub use tables::Tables;
 pub use weir_sdk_macros::{filter, state, transform, window};
 pub use window::{Aggregate, Window};
 
@@ -91,7 +93,7 @@ pub use wit_bindgen as __wit_bindgen;
 pub mod prelude {
     pub use crate::{
         debug, error, fail, filter, info, state, transform, warn, window, Aggregate, Error,
-        JsonDoc, Record, Result, State, Window,
+        JsonDoc, Record, Result, State, Tables, Window,
     };
     pub use serde::{Deserialize, Serialize};
     pub use serde_json::{json, Value};

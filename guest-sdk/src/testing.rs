@@ -32,6 +32,7 @@ use std::{cell::RefCell, collections::BTreeMap, marker::PhantomData, rc::Rc};
 use crate::{
     __rt::{self, FilterPlugin, HostApi, Plugin, TransformPlugin, WindowPlugin},
     log::Level,
+    tables::TableKey,
     Error, Record, Result, Window,
 };
 
@@ -107,6 +108,23 @@ impl<P: Plugin> Harness<P> {
             .borrow_mut()
             .insert((Some(key.into()), name.to_string()), entry);
         Ok(())
+    }
+
+    /// Make `row` the row of `table` under `key`, as the table's topic would: what the
+    /// plugin's `&Tables` reads.
+    pub fn put_row(&self, table: &str, key: impl TableKey, row: &serde_json::Value) -> Result<()> {
+        let at = (table.to_string(), key.table_key().into_owned());
+        self.host
+            .tables
+            .borrow_mut()
+            .insert(at, serde_json::to_vec(row)?);
+        Ok(())
+    }
+
+    /// Remove the row of `table` under `key`.
+    pub fn delete_row(&self, table: &str, key: impl TableKey) {
+        let at = (table.to_string(), key.table_key().into_owned());
+        self.host.tables.borrow_mut().remove(&at);
     }
 
     /// What the plugin's `#[state]` migration makes of `old`, stored under `name` by a build of
@@ -277,6 +295,9 @@ fn with_host<R>(host: &Rc<MemoryHost>, f: impl FnOnce() -> R) -> R {
 
 type StateKey = (Option<Vec<u8>>, String);
 
+/// A table's name and a row's key in it.
+type RowKey = (String, Vec<u8>);
+
 /// A stored value, as the host keeps it.
 #[derive(Clone)]
 struct Entry {
@@ -300,6 +321,8 @@ struct MemoryHost {
     pending: RefCell<BTreeMap<StateKey, Option<Entry>>>,
     /// Why the call in progress must fail: a value it read could not be migrated.
     failed: RefCell<Option<String>>,
+    /// Rows of tables, by table and key.
+    tables: RefCell<BTreeMap<RowKey, Vec<u8>>>,
 }
 
 impl MemoryHost {
@@ -397,6 +420,12 @@ impl HostApi for MemoryHost {
         self.pending
             .borrow_mut()
             .insert((key, name.to_string()), None);
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn table_get(&self, table: &str, key: &[u8]) -> Option<Vec<u8>> {
+        let at = (table.to_string(), key.to_vec());
+        self.tables.borrow().get(&at).cloned()
     }
 
     /// Never called: the harness runs natively, where the SDK computes digests itself.

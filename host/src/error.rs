@@ -104,6 +104,20 @@ pub enum Error {
         offset: i64,
         error: RecordError,
     },
+    /// A record of a table's topic cannot be read as a row change, under `policy = "fail"`:
+    /// the table was kept up to, not including, it.
+    #[error(
+        "pipeline stopped: table `{table}` cannot read {topic}[{partition}]@{offset}: {message}; \
+         errors.policy is \"fail\" (with \"skip\" or \"dead-letter\" the table leaves such \
+         records out, logging each)"
+    )]
+    TableRecord {
+        table: String,
+        topic: String,
+        partition: i32,
+        offset: i64,
+        message: String,
+    },
     /// The run could not go on (a delivery, commit or state write failed): offsets were
     /// committed up to, not including, the first record whose output is not safely in the sink.
     #[error("pipeline stopped: {0}")]
@@ -167,11 +181,13 @@ pub enum ErrorKind {
     /// The record's state writes would make its key hold more than the plugin declares it
     /// needs (`state_bytes_per_key`).
     StateQuota,
+    /// The record asked for a table its stage is not granted, or one that cannot be read.
+    Table,
 }
 
 impl ErrorKind {
     /// Every kind, in the order of [`ErrorKind::index`].
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::Plugin,
         ErrorKind::Trap,
         ErrorKind::Timeout,
@@ -181,6 +197,7 @@ impl ErrorKind {
         ErrorKind::Migration,
         ErrorKind::TooLarge,
         ErrorKind::StateQuota,
+        ErrorKind::Table,
     ];
 
     /// The kind's place in [`ErrorKind::ALL`].
@@ -200,6 +217,7 @@ impl ErrorKind {
             ErrorKind::Migration => "state-migration",
             ErrorKind::TooLarge => "too-large",
             ErrorKind::StateQuota => "state-quota",
+            ErrorKind::Table => "table",
         }
     }
 }

@@ -31,8 +31,12 @@ for world in filter transform window; do
         --out-dir "$work/$world" >/dev/null 2>&1
 done
 
+# The hooks the exports call (export_wit_world) are written by hand: keep them.
+hooks=$sdk/wit/exports/export_wit_world/world.go
+cp "$hooks" "$work/hooks.go"
 rm -rf "$sdk/wit" "$sdk/pkg"
-mkdir -p "$sdk/wit/exports/wit_exports"
+mkdir -p "$sdk/wit/exports/wit_exports" "$(dirname "$hooks")"
+cp "$work/hooks.go" "$hooks"
 cp -r "$work/filter/imports" "$sdk/wit/imports"
 # Only the exports use the world's own type aliases.
 rm -rf "$sdk/wit/imports/wit_world"

@@ -25,16 +25,19 @@ pub struct PluginFn {
 enum Param {
     Config(Box<Type>),
     State,
+    Tables,
 }
 
 impl PluginFn {
     pub fn parse(func: &ItemFn, kind: FnKind) -> syn::Result<PluginFn> {
         let usage = match kind {
             FnKind::Transform => {
-                "expected `fn(rec: &Record, [cfg: &Config], [state: &State])`, or `rec: Record` \
-                 to take the record and return it changed"
+                "expected `fn(rec: &Record, [cfg: &Config], [state: &State], [tables: &Tables])`, \
+                 or `rec: Record` to take the record and return it changed"
             }
-            FnKind::Filter => "expected `fn(rec: &Record, [cfg: &Config], [state: &State])`",
+            FnKind::Filter => {
+                "expected `fn(rec: &Record, [cfg: &Config], [state: &State], [tables: &Tables])`"
+            }
         };
         let mut inputs = func.sig.inputs.iter();
         // A transform may take its record by value; the runtime owns it either way.
@@ -54,10 +57,19 @@ impl PluginFn {
             let Type::Reference(reference) = &*arg.ty else {
                 return Err(syn::Error::new(
                     arg.ty.span(),
-                    "parameters after the record are taken by reference: `&Config` or `&State`",
+                    "parameters after the record are taken by reference: `&Config`, `&State` or \
+                     `&Tables`",
                 ));
             };
-            if is_named(&reference.elem, "State") {
+            if is_named(&reference.elem, "Tables") {
+                if params.iter().any(|p| matches!(p, Param::Tables)) {
+                    return Err(syn::Error::new(
+                        arg.ty.span(),
+                        "only one `&Tables` parameter",
+                    ));
+                }
+                params.push(Param::Tables);
+            } else if is_named(&reference.elem, "State") {
                 if params.iter().any(|p| matches!(p, Param::State)) {
                     return Err(syn::Error::new(
                         arg.ty.span(),
@@ -88,7 +100,7 @@ impl PluginFn {
             .iter()
             .find_map(|p| match p {
                 Param::Config(ty) => Some(quote!(#ty)),
-                Param::State => None,
+                Param::State | Param::Tables => None,
             })
             .unwrap_or_else(|| quote!(::weir_sdk::__rt::NoConfig))
     }
@@ -105,6 +117,7 @@ impl PluginFn {
         let args = self.params.iter().map(|p| match p {
             Param::Config(_) => quote!(cfg),
             Param::State => quote!(state),
+            Param::Tables => quote!(&::weir_sdk::Tables::__HOST),
         });
         quote!(#name(#rec #(, #args)*))
     }
@@ -216,6 +229,20 @@ mod tests {
         assert!(t.by_value && !t.keeps_state());
         assert_eq!(t.config_ty().to_string(), ":: weir_sdk :: __rt :: NoConfig");
         assert_eq!(t.call(quote!(rec)).to_string(), "t (rec)");
+
+        let j = parse(
+            parse_quote!(
+                fn j(rec: &Record, tables: &Tables, cfg: &C) {}
+            ),
+            FnKind::Transform,
+        )
+        .unwrap();
+        assert!(!j.keeps_state());
+        assert_eq!(j.config_ty().to_string(), "C");
+        assert_eq!(
+            j.call(quote!(rec)).to_string(),
+            "j (rec , & :: weir_sdk :: Tables :: __HOST , cfg)"
+        );
     }
 
     #[test]
@@ -234,6 +261,12 @@ mod tests {
                 fn f(r: &Record, s: &State, t: &State) {}
             )),
             "only one `&State` parameter"
+        );
+        assert_eq!(
+            filter(parse_quote!(
+                fn f(r: &Record, s: &Tables, t: &weir_sdk::Tables) {}
+            )),
+            "only one `&Tables` parameter"
         );
         assert_eq!(
             filter(parse_quote!(

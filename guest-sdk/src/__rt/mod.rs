@@ -56,6 +56,12 @@ pub trait HostApi {
     ) -> Result<(), String>;
     fn state_delete(&self, rec: u32, name: &str);
     fn state_scan(&self, rec: u32, prefix: &str) -> Vec<(String, Vec<u8>)>;
+    /// A row of a table the stage is granted. Only native hosts are asked: a component calls
+    /// the host's `tables` import itself, so it imports it only if it reads tables.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn table_get(&self, _table: &str, _key: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
     /// Only components ask the host: natively the SDK computes digests itself.
     #[cfg(target_arch = "wasm32")]
     fn sha256(&self, data: &[u8]) -> [u8; 32];

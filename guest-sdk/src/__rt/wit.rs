@@ -42,7 +42,7 @@ macro_rules! bindings {
     };
 }
 
-/// The `filter` world; its imports (`host`, `digest`, `state`) serve every world.
+/// The `filter` world; its imports (`host`, `digest`, `state`, `tables`) serve every world.
 pub mod filter {
     bindings!("filter", "::weir_sdk::__rt::wit::filter", {});
 }
@@ -53,6 +53,7 @@ pub mod transform {
         "weir:plugin/host@0.2.0": super::filter::weir::plugin::host,
         "weir:plugin/digest@0.2.0": super::filter::weir::plugin::digest,
         "weir:plugin/state@0.2.0": super::filter::weir::plugin::state,
+        "weir:plugin/tables@0.2.0": super::filter::weir::plugin::tables,
     });
 }
 

@@ -13,6 +13,7 @@ pub mod filter {
             "weir:plugin/state.get": trappable,
             "weir:plugin/state.scan": trappable,
             "weir:plugin/state.put": trappable,
+            "weir:plugin/tables.get": trappable,
         },
     });
 }
@@ -26,6 +27,7 @@ pub mod transform {
             "weir:plugin/host": super::filter::weir::plugin::host,
             "weir:plugin/digest": super::filter::weir::plugin::digest,
             "weir:plugin/state": super::filter::weir::plugin::state,
+            "weir:plugin/tables": super::filter::weir::plugin::tables,
         },
     });
 }
@@ -49,4 +51,4 @@ pub mod versioned {
     });
 }
 
-pub use filter::weir::plugin::{digest, host, state, types};
+pub use filter::weir::plugin::{digest, host, state, tables, types};

@@ -10,7 +10,7 @@ use std::{
 use wasmtime::ResourceLimiter;
 
 use super::{
-    bindings::{digest, host, state, types},
+    bindings::{digest, host, state, tables, types},
     Limits, Record,
 };
 
@@ -59,6 +59,28 @@ pub trait StateBackend: Send + Sync {
 /// Keyed state of one stage (for one partition), shared by the instances that stage starts over
 /// time: a trap replaces the instance, not the state.
 pub type SharedState = Arc<dyn StateBackend>;
+
+/// The tables a stage may read (`[[table]]`, granted with `tables = [...]` on the stage).
+pub trait TableLookup: Send + Sync {
+    /// The current row of `table` under `key`; `Err` says why the table cannot be read (not
+    /// granted to the stage, not loaded, a failing store), which fails the record.
+    fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, String>;
+}
+
+/// What a stage granted no tables reads: nothing.
+pub struct NoTables;
+
+impl TableLookup for NoTables {
+    fn get(&self, table: &str, _key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        Err(format!(
+            "asked for table `{table}`, but the stage is granted no tables (add \
+             tables = [\"{table}\"] to the stage, and a [[table]] named so)"
+        ))
+    }
+}
+
+/// A stage's grant of tables, shared by its instances.
+pub type SharedTables = Arc<dyn TableLookup>;
 
 /// Keyed state in memory, for `weir test` and unit tests.
 #[derive(Default, Debug)]
@@ -176,6 +198,10 @@ pub(super) struct HostState {
     quota_exceeded: Option<String>,
     /// WASI, for components that import it: an empty context (see `wasi.rs`).
     pub(super) wasi: super::wasi::Wasi,
+    /// The tables the stage may read.
+    pub(super) tables: SharedTables,
+    /// Why the call in progress was stopped: it asked for a table it cannot read.
+    table_refused: Option<String>,
 }
 
 /// Migrates the values older builds wrote for an instance that reads them. It runs the
@@ -249,6 +275,8 @@ impl HostState {
             state_quota: None,
             quota_exceeded: None,
             wasi,
+            tables: Arc::new(NoTables),
+            table_refused: None,
         }
     }
 
@@ -258,6 +286,7 @@ impl HostState {
         self.panic = None;
         self.migration_failed = None;
         self.quota_exceeded = None;
+        self.table_refused = None;
     }
 
     /// Apply the call's state writes.
@@ -295,6 +324,10 @@ impl HostState {
 
     pub(super) fn take_quota_exceeded(&mut self) -> Option<String> {
         self.quota_exceeded.take()
+    }
+
+    pub(super) fn take_table_refused(&mut self) -> Option<String> {
+        self.table_refused.take()
     }
 
     /// Refuse writing `entry` as `name` of `key` when the key's entries would then hold more
@@ -508,6 +541,20 @@ impl state::Host for HostState {
             }
         }
         Ok(live)
+    }
+}
+
+impl tables::Host for HostState {
+    /// A table that cannot be read stops the call (the record fails as `table`): the plugin
+    /// must not take a missing grant for a missing row.
+    fn get(&mut self, table: String, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        match self.tables.get(&table, &key) {
+            Ok(row) => Ok(row),
+            Err(why) => {
+                self.table_refused = Some(why.clone());
+                Err(wasmtime::format_err!(why))
+            }
+        }
     }
 }
 

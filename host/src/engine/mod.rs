@@ -35,7 +35,9 @@ pub use bindings::types::{KeyedWindow, Level, Output, Pane, PaneResult};
 use bindings::{filter, transform, versioned, window};
 pub(crate) use host::describe_key;
 use host::HostState;
-pub use host::{Entry, MemoryState, SharedState, StateBackend, StateKey};
+pub use host::{
+    Entry, MemoryState, NoTables, SharedState, SharedTables, StateBackend, StateKey, TableLookup,
+};
 pub use needs::{stamp, Needs, NEED_NAMES, STAMP_SECTION};
 pub use record::{Header, Record};
 
@@ -100,6 +102,11 @@ impl Engine {
         )
         .map_err(Error::Engine)?;
         bindings::state::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(Error::Engine)?;
+        bindings::tables::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |s| s,
         )
@@ -253,6 +260,7 @@ fn detect_kind(engine: &wasmtime::Engine, component: &Component) -> Result<Kind,
             "weir:plugin/host@",
             "weir:plugin/digest@",
             "weir:plugin/state@",
+            "weir:plugin/tables@",
             "weir:plugin/types@",
             // Linked empty (see `wasi.rs`): what interpreters import.
             "wasi:cli/",
@@ -265,7 +273,7 @@ fn detect_kind(engine: &wasmtime::Engine, component: &Component) -> Result<Kind,
         if !known.iter().any(|k| name.starts_with(k)) {
             return Err(format!(
                 "imports `{name}`, which weir does not provide: plugins get the weir:plugin host, \
-                 digest and state interfaces, and WASI 0.2 with no files, network, clock or \
+                 digest, state and tables interfaces, and WASI 0.2 with no files, network, clock or \
                  environment in it"
             ));
         }
@@ -378,6 +386,7 @@ impl Plugin {
             config,
             limits,
             state,
+            tables: Arc::new(NoTables),
             store,
             exports,
             versioned,
@@ -495,6 +504,7 @@ pub struct Instance {
     config: Arc<str>,
     limits: Limits,
     state: SharedState,
+    tables: SharedTables,
     store: Store<HostState>,
     exports: Exports,
     versioned: Option<versioned::VersionedState>,
@@ -524,6 +534,12 @@ impl Instance {
     pub fn set_state(&mut self, state: SharedState) {
         self.store.data_mut().set_state(state.clone());
         self.state = state;
+    }
+
+    /// Read `tables` from the next call on (the stage's grant; none until this is called).
+    pub fn set_tables(&mut self, tables: SharedTables) {
+        self.store.data_mut().tables = tables.clone();
+        self.tables = tables;
     }
 
     /// The version of the shape of the state this build writes (see the `versioned-state` WIT
@@ -745,6 +761,7 @@ impl Instance {
                 message: format!("could not start a fresh instance after a trap: {e}"),
             })?;
         self.store = store;
+        self.store.data_mut().tables = self.tables.clone();
         self.exports = exports;
         self.versioned = versioned;
         self.poisoned = false;
@@ -859,6 +876,9 @@ fn classify(err: &wasmtime::Error, host: &mut HostState) -> (ErrorKind, String) 
     }
     if let Some(why) = host.take_quota_exceeded() {
         return (ErrorKind::StateQuota, why);
+    }
+    if let Some(why) = host.take_table_refused() {
+        return (ErrorKind::Table, why);
     }
     if let Some(wanted) = host.limiter.take_denied() {
         return (

@@ -1,15 +1,22 @@
-//! Add fields to JSON records: constants, table lookups and derived numbers.
+//! Add fields to JSON records: constants, rows of the pipeline's tables, lookups and derived
+//! numbers.
 //!
 //! ```json
 //! {
 //!   "set": {"/pipeline": "weir"},
+//!   "join": [{"table": "customers", "key": "/customer_id",
+//!             "fields": {"/country": "/country"}, "missing": "keep"}],
 //!   "lookup": [{"from": "/country", "into": "/region",
 //!               "table": {"DE": "eu", "FR": "eu", "US": "na"}, "default": "other"}],
 //!   "derive": [{"into": "/amount_cents", "from": "/amount", "multiply": 100}]
 //! }
 //! ```
-//! All three keys are optional and run in this order, each seeing the fields the previous ones
-//! wrote. `set` puts constants at JSON pointers. `lookup` maps the string (or number or boolean,
+//! All four keys are optional and run in this order, each seeing the fields the previous ones
+//! wrote. `set` puts constants at JSON pointers. `join` looks up the row of a table the stage
+//! is granted (`tables = ["customers"]`) under the value at `key`, and copies `fields` of it
+//! (pointer in the row: pointer in the record) and, with `into`, the whole row; with no row,
+//! `missing` says what happens: `keep` the record as it is (the default), `drop` it (an inner
+//! join), or `fail` it. `lookup` maps the string (or number or boolean,
 //! as its JSON text) at `from` through `table` into `into`; when `from` is missing or not in the
 //! table it writes `default`, or nothing if there is none. `derive` writes `from * multiply` into
 //! `into` (an integer when the product is one), and nothing when `from` is not a number.
@@ -26,9 +33,33 @@ struct Config {
     #[serde(default)]
     set: BTreeMap<Pointer, Value>,
     #[serde(default)]
+    join: Vec<Join>,
+    #[serde(default)]
     lookup: Vec<Lookup>,
     #[serde(default)]
     derive: Vec<Derive>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Join {
+    table: String,
+    key: Pointer,
+    /// Pointer in the row: pointer in the record.
+    #[serde(default)]
+    fields: BTreeMap<Pointer, Pointer>,
+    into: Option<Pointer>,
+    #[serde(default)]
+    missing: Missing,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum Missing {
+    #[default]
+    Keep,
+    Drop,
+    Fail,
 }
 
 #[derive(Deserialize)]
@@ -68,6 +99,40 @@ impl Lookup {
     }
 }
 
+impl Join {
+    /// Copy the row's fields into `doc`; `false` when there is no row and the record goes.
+    fn apply(&self, doc: &mut JsonDoc, tables: &Tables) -> Result<bool> {
+        let key = doc.get(&self.key);
+        let row: Option<Value> = match &key {
+            Some(k @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => {
+                tables.json(&self.table, k)?
+            }
+            _ => None,
+        };
+        let Some(row) = row else {
+            return match self.missing {
+                Missing::Keep => Ok(true),
+                Missing::Drop => Ok(false),
+                Missing::Fail => fail!(
+                    "table `{}` has no row for `{}` = {}",
+                    self.table,
+                    self.key,
+                    key.unwrap_or(Value::Null)
+                ),
+            };
+        };
+        for (from, into) in &self.fields {
+            if let Some(v) = from.get(&row) {
+                doc.set(into, v.clone())?;
+            }
+        }
+        if let Some(into) = &self.into {
+            doc.set(into, row)?;
+        }
+        Ok(true)
+    }
+}
+
 impl Derive {
     fn apply(&self, doc: &mut JsonDoc) -> Result<()> {
         let Some(x) = doc.get(&self.from).as_ref().and_then(Value::as_f64) else {
@@ -95,13 +160,18 @@ fn number(x: f64) -> Option<Value> {
 }
 
 #[transform]
-fn enrich(rec: Record, cfg: &Config) -> Result<Record> {
+fn enrich(rec: Record, cfg: &Config, tables: &Tables) -> Result<Option<Record>> {
     if rec.value.is_none() {
-        return Ok(rec);
+        return Ok(Some(rec));
     }
     let mut doc = rec.json_doc()?;
     for (pointer, value) in &cfg.set {
         doc.set(pointer, value.clone())?;
+    }
+    for join in &cfg.join {
+        if !join.apply(&mut doc, tables)? {
+            return Ok(None);
+        }
     }
     for lookup in &cfg.lookup {
         lookup.apply(&mut doc)?;
@@ -110,7 +180,7 @@ fn enrich(rec: Record, cfg: &Config) -> Result<Record> {
         derive.apply(&mut doc)?;
     }
     let value = doc.into_bytes();
-    Ok(rec.with_value(value))
+    Ok(Some(rec.with_value(value)))
 }
 
 #[cfg(test)]
@@ -283,6 +353,44 @@ mod tests {
             run(&p, json!({})),
             json!({"country": "FR", "price": 3, "region": "eu", "vat": 0.2, "tax": 1.5, "tax_x4": 6})
         );
+    }
+
+    #[test]
+    fn join_copies_fields_of_the_tables_row_and_says_what_a_missing_one_does() {
+        let config = |missing: &str| {
+            json!({"join": [{"table": "customers", "key": "/customer_id",
+                             "fields": {"/country": "/country", "/tier/name": "/tier"},
+                             "into": "/customer", "missing": missing}],
+                   "lookup": [{"from": "/country", "into": "/region", "table": {"DE": "eu"}}]})
+        };
+        let p = weir_sdk::harness!(config("keep")).unwrap();
+        let row = json!({"id": 7, "country": "DE", "tier": {"name": "gold"}});
+        p.put_row("customers", 7u64, &row).unwrap();
+        // The joined country feeds the lookup that follows.
+        assert_eq!(
+            run(&p, json!({"customer_id": 7})),
+            json!({"customer_id": 7, "country": "DE", "tier": "gold", "customer": row, "region": "eu"})
+        );
+        assert_eq!(run(&p, json!({"customer_id": "7"}))["country"], "DE");
+        assert_eq!(
+            run(&p, json!({"customer_id": 8})),
+            json!({"customer_id": 8})
+        );
+        p.delete_row("customers", "7");
+        assert_eq!(
+            run(&p, json!({"customer_id": 7})),
+            json!({"customer_id": 7})
+        );
+
+        let p = weir_sdk::harness!(config("drop")).unwrap();
+        assert_eq!(p.transform(rec(json!({"customer_id": 7}))).unwrap(), vec![]);
+        let p = weir_sdk::harness!(config("fail")).unwrap();
+        let err = p.transform(rec(json!({"customer_id": 7}))).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "table `customers` has no row for `/customer_id` = 7"
+        );
+        assert!(weir_sdk::harness!(config("sometimes")).is_err());
     }
 
     #[test]

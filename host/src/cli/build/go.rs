@@ -37,7 +37,7 @@ macro_rules! sdk {
         [$(($path, include_str!(concat!("../../../../sdk/go/", $path)))),*]
     };
 }
-const SDK: [(&str, &str); 35] = sdk![
+const SDK: [(&str, &str); 38] = sdk![
     "go.mod",
     "gc.go",
     "internal/jsonvalue/jsonvalue.go",
@@ -46,6 +46,7 @@ const SDK: [(&str, &str); 35] = sdk![
     "pointer.go",
     "serve.go",
     "state.go",
+    "tables.go",
     "weir.go",
     "window.go",
     "pkg/LICENSE",
@@ -71,6 +72,8 @@ const SDK: [(&str, &str); 35] = sdk![
     "wit/imports/weir_plugin_host/wit_bindings.go",
     "wit/imports/weir_plugin_state/empty.s",
     "wit/imports/weir_plugin_state/wit_bindings.go",
+    "wit/imports/weir_plugin_tables/empty.s",
+    "wit/imports/weir_plugin_tables/wit_bindings.go",
     "wit/imports/weir_plugin_types/empty.s",
     "wit/imports/weir_plugin_types/wit_bindings.go",
 ];

@@ -33,6 +33,7 @@ fn record(t0: i64, i: usize) -> In {
         headers: vec![("trace".into(), format!("t{i}"))],
         partition: Some((i % 2) as i32),
         timestamp: Some(t0 + i as i64 * 1000),
+        tombstone: false,
     }
 }
 

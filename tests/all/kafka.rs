@@ -124,6 +124,7 @@ fn orders(n: usize) -> Vec<In> {
             headers: vec![("trace".into(), format!("t{i}"))],
             partition: None,
             timestamp: Some(1_700_000_000_000 + i as i64),
+            tombstone: false,
         })
         .collect()
 }
@@ -242,6 +243,7 @@ fn commands() -> Vec<In> {
                 headers: vec![("origin".into(), format!("o{i}"))],
                 partition: None,
                 timestamp: Some(1_000 + i as i64),
+                tombstone: false,
             }
         })
         .collect()

@@ -18,4 +18,5 @@ mod postgres;
 mod reload;
 mod shadow;
 mod state;
+mod tables;
 mod windows;

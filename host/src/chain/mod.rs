@@ -18,6 +18,7 @@ use crate::{
     },
     error::Error,
     metrics::{Call, Metrics, StageProbe},
+    table::Tables,
 };
 
 pub mod compare;
@@ -119,6 +120,8 @@ pub struct BatchOutput {
 #[derive(Clone)]
 pub struct Stages {
     stages: Vec<Loaded>,
+    /// The pipeline's tables, which stages read what they are granted of.
+    tables: Arc<Tables>,
 }
 
 /// One stage's loaded parts.
@@ -151,7 +154,15 @@ impl Stages {
                 })
             })
             .collect::<Result<_, Error>>()?;
-        Ok(Stages { stages })
+        Ok(Stages {
+            stages,
+            tables: Tables::declared(pipeline),
+        })
+    }
+
+    /// The pipeline's tables (`[[table]]`), for the run to fill.
+    pub fn tables(&self) -> &Arc<Tables> {
+        &self.tables
     }
 
     /// The index and name of each stage that keeps keyed state: plugins that use the state
@@ -182,9 +193,11 @@ impl Stages {
             .iter()
             .map(|l| {
                 let stage = &l.stage;
-                let instance =
+                let mut instance =
                     l.plugin
                         .instantiate(&stage.config, stage.limits, MemoryState::shared())?;
+                let tables = self.tables.grant(stage);
+                instance.set_tables(tables.clone());
                 let step = match (&stage.window, &l.clock) {
                     (Some(spec), Some(clock)) => Step::Window(Box::new(WindowStage::new(
                         spec.clone(),
@@ -195,7 +208,7 @@ impl Stages {
                 };
                 // A candidate that cannot start is left out: it never holds the live build up.
                 let shadow = l.shadow.as_ref().and_then(|plugin| {
-                    ShadowRun::start(stage, plugin, l.shadow_clock.as_ref())
+                    ShadowRun::start(stage, plugin, l.shadow_clock.as_ref(), tables.clone())
                         .map_err(|e| {
                             tracing::warn!(
                                 "stage `{}` runs without its shadow {}: {e}",
@@ -260,7 +273,10 @@ impl Stages {
                 }
             })
             .collect();
-        Stages { stages }
+        Stages {
+            stages,
+            tables: self.tables.clone(),
+        }
     }
 }
 
@@ -374,6 +390,7 @@ impl Chain {
             limits,
             window: None,
             shadow: None,
+            tables: Vec::new(),
             line: 0,
         };
         let plugin = load(engine, &stage)?;

@@ -79,9 +79,11 @@ impl ShadowRun {
         stage: &Stage,
         plugin: &Plugin,
         clock: Option<&Arc<Clock>>,
+        tables: crate::engine::SharedTables,
     ) -> Result<ShadowRun, Error> {
         let live = crate::engine::MemoryState::shared();
-        let instance = plugin.instantiate(&stage.config, stage.limits, live)?;
+        let mut instance = plugin.instantiate(&stage.config, stage.limits, live)?;
+        instance.set_tables(tables);
         let step = match (&stage.window, clock) {
             (Some(spec), Some(clock)) => Step::Window(Box::new(WindowStage::new(
                 spec.clone(),

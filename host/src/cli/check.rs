@@ -27,7 +27,7 @@ impl CheckCommand {
             let plugin = instance.plugin();
             writeln!(
                 out,
-                "  {name}: {} {} (sha256:{}){}{}",
+                "  {name}: {} {} (sha256:{}){}{}{}",
                 plugin.kind(),
                 plugin.path().display(),
                 &plugin.hash()[..12],
@@ -39,7 +39,22 @@ impl CheckCommand {
                 stage
                     .window
                     .as_ref()
-                    .map_or(String::new(), |w| format!(", {}", w.describe()))
+                    .map_or(String::new(), |w| format!(", {}", w.describe())),
+                if stage.tables.is_empty() {
+                    String::new()
+                } else {
+                    format!(", reads tables {}", stage.tables.join(", "))
+                }
+            )?;
+        }
+        for table in &pipeline.tables {
+            writeln!(
+                out,
+                "  table {}: kept from {} ({}, keyed by {})",
+                table.name,
+                table.topic,
+                table.format.as_str(),
+                table.key.as_deref().unwrap_or("the record key")
             )?;
         }
         if pipeline.source.is_some() || pipeline.sink.is_some() {

@@ -11,6 +11,7 @@ use weir::{
     chain::Chain,
     config::{Limits, Pipeline},
     jsonl::{self, Format, Summary},
+    table::{MemoryRows, Table},
 };
 
 /// Run JSONL records through one plugin or a pipeline's chain, without a broker.
@@ -20,6 +21,11 @@ pub struct TestCommand {
     target: PathBuf,
     #[command(flatten)]
     records: Records,
+    /// A pipeline's table read from a file, as NAME=FILE: JSON lines of the table topic's
+    /// records as envelopes (`{"key": …, "value": …}`, as `weir capture` writes them), applied
+    /// in order. Repeat it for each table the stages read.
+    #[arg(long = "table", value_name = "NAME=FILE")]
+    tables: Vec<String>,
 }
 
 /// The records a command runs plugins over, and the plugins' configuration (`weir test`,
@@ -54,7 +60,11 @@ impl Records {
 
 impl TestCommand {
     pub fn execute(self) -> Result<ExitCode> {
-        let mut chain = chain_of(&self.target, self.records.config.as_deref())?;
+        let mut chain = if self.tables.is_empty() {
+            chain_of(&self.target, self.records.config.as_deref())?
+        } else {
+            chain_with_tables(&self.target, &self.tables)?
+        };
         let (source, input) = self.records.open()?;
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
@@ -84,6 +94,48 @@ pub(super) fn chain_of(target: &Path, config: Option<&str>) -> Result<Chain> {
     let config = config.unwrap_or("{}");
     serde_json::from_str::<serde_json::Value>(config).context("--config is not valid JSON")?;
     Ok(Chain::single(&engine, target, config, Limits::default())?)
+}
+
+/// The chain of pipeline file `target` with its tables read from files (`NAME=FILE`).
+fn chain_with_tables(target: &Path, tables: &[String]) -> Result<Chain> {
+    if target.extension().is_none_or(|e| e != "toml") {
+        bail!("--table is for a pipeline file, whose [[table]]s its stages read");
+    }
+    let pipeline = Pipeline::load(target)?;
+    let stages = super::load_stages(&super::engine()?, &pipeline)?;
+    for given in tables {
+        let Some((name, file)) = given.split_once('=') else {
+            bail!("--table {given}: write NAME=FILE");
+        };
+        let Some(table) = stages.tables().get(name) else {
+            bail!(
+                "--table {given}: {} has no [[table]] named `{name}`",
+                target.display()
+            );
+        };
+        let rows = read_table(table, Path::new(file))?;
+        eprintln!("weir test: table `{name}`: {} rows from {file}", rows.len());
+        table.attach(std::sync::Arc::new(rows));
+    }
+    stages.start().map_err(|e| super::stage_error(&pipeline, e))
+}
+
+/// The rows a file of a table's records leaves: each line a record (an envelope), applied in
+/// order as the run applies its topic's records.
+fn read_table(table: &Table, path: &Path) -> Result<MemoryRows> {
+    let source = path.display().to_string();
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open table file {source}"))?;
+    let decoder = table.decoder();
+    let mut rows = MemoryRows::default();
+    for line in jsonl::records(BufReader::new(file), &source, Format::Envelope) {
+        let (n, record) = line.with_context(|| format!("reading {source}"))?;
+        let change = record
+            .and_then(|r| decoder.decode(r.key.as_deref(), r.value.as_deref()))
+            .map_err(|why| anyhow::anyhow!("{source}:{n}: {why}"))?;
+        rows.apply(change);
+    }
+    Ok(rows)
 }
 
 /// The summary line on stderr.

@@ -19,12 +19,14 @@ mod admin;
 mod limits;
 mod postgres;
 mod reload;
+mod table;
 mod window;
 
 pub use admin::{parse_listen, AdminConfig, DEFAULT_ADMIN};
 pub use limits::Limits;
 pub use postgres::{PostgresSource, SnapshotMode};
 pub use reload::{ReloadConfig, ROLLBACK_RATE, TRIAL_RECORDS};
+pub use table::{TableConfig, TableFormat};
 pub use window::{EventTime, LateOutput, WindowKind, WindowSpec};
 
 /// The state read cache's size unless `[state] cache_mb` says otherwise.
@@ -41,6 +43,8 @@ pub struct Pipeline {
     pub postgres: Option<PostgresSource>,
     pub sink: Option<SinkConfig>,
     pub stages: Vec<Stage>,
+    /// Tables kept from topics (`[[table]]`), for the stages granted them.
+    pub tables: Vec<TableConfig>,
     pub errors: ErrorsConfig,
     pub delivery: DeliveryConfig,
     /// Where stages keep keyed state on disk (resolved against the file); `None`: the default
@@ -68,6 +72,8 @@ pub struct Stage {
     pub window: Option<Arc<WindowSpec>>,
     /// A candidate build run beside the live one on the same records (`shadow = "new.wasm"`).
     pub shadow: Option<Shadow>,
+    /// The `[[table]]`s its plugin may read (`tables = ["customers"]`).
+    pub tables: Vec<String>,
     /// Line of the `[[stage]]` entry, for messages.
     pub line: usize,
 }
@@ -277,6 +283,8 @@ struct File {
     sink: Option<SinkConfig>,
     #[serde(default, rename = "stage")]
     stages: Vec<Spanned<StageFile>>,
+    #[serde(default, rename = "table")]
+    tables: Vec<Spanned<table::TableFile>>,
     #[serde(default)]
     errors: ErrorsConfig,
     #[serde(default)]
@@ -349,6 +357,8 @@ struct StageFile {
     late: Option<LateFile>,
     shadow: Option<String>,
     shadow_topic: Option<String>,
+    #[serde(default)]
+    tables: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -531,8 +541,10 @@ impl Pipeline {
         let file: File =
             toml::from_str(text).map_err(|e| error(None, e.to_string().trim_end().to_string()))?;
         let base = path.parent().unwrap_or(Path::new(""));
+        let tables = table::tables(&file.tables, |at| line_of(text, at))
+            .map_err(|(line, message)| error(Some(line), message))?;
         let stages = file
-            .stages(base, text)
+            .stages(base, text, &tables)
             .map_err(|(line, message)| error(Some(line), message))?;
         file.check(text)
             .map_err(|(line, message)| error(Some(line), message))?;
@@ -542,6 +554,7 @@ impl Pipeline {
             postgres: file.postgres_source().cloned(),
             sink: file.sink,
             stages,
+            tables,
             errors: file.errors,
             delivery: file.delivery,
             state_dir: file.state.dir.map(|d| base.join(d)),
@@ -553,6 +566,25 @@ impl Pipeline {
             admin: file.admin,
         })
     }
+}
+
+/// Check that every table `stage` is granted is a `[[table]]` of the file, and that a window
+/// stage (whose plugins cannot read tables) is granted none.
+fn granted(stage: &Stage, tables: &[TableConfig]) -> Result<(), Wrong> {
+    let wrong = |message: String| Err((stage.line, format!("stage `{}`: {message}", stage.name)));
+    if stage.window.is_some() && !stage.tables.is_empty() {
+        return wrong("`tables` is for filter and transform stages, not window stages".into());
+    }
+    for name in &stage.tables {
+        if !tables.iter().any(|t| &t.name == name) {
+            let known: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+            return wrong(format!(
+                "tables = [\"{name}\"], but no [[table]] is named `{name}` (the file has [{}])",
+                known.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Consumer settings weir manages, and why: given in `[source.kafka]` they are refused.
@@ -598,14 +630,23 @@ impl File {
     }
 
     /// The `[[stage]]` tables, checked and resolved against the file's directory `base`.
-    fn stages(&self, base: &Path, text: &str) -> Result<Vec<Stage>, Wrong> {
+    fn stages(&self, base: &Path, text: &str, tables: &[TableConfig]) -> Result<Vec<Stage>, Wrong> {
         if self.stages.is_empty() {
             return Err((1, "no [[stage]]: a pipeline needs at least one".into()));
         }
         let mut stages: Vec<Stage> = Vec::new();
         for spanned in &self.stages {
             let stage = self.stage(spanned, &stages, base, text)?;
+            granted(&stage, tables)?;
             stages.push(stage);
+        }
+        if let (Some(table), Some(_)) = (tables.first(), self.postgres_source()) {
+            let message = format!(
+                "table `{}`: tables are kept from Kafka topics for pipelines with a Kafka \
+                 source; a [source] kind = \"postgres\" pipeline cannot use them yet",
+                table.name
+            );
+            return Err((table.line, message));
         }
         Ok(stages)
     }
@@ -652,6 +693,7 @@ impl File {
             limits: stage.limits.over(self.limits.over(Limits::default())),
             window: window.map(Arc::new),
             shadow,
+            tables: stage.tables.clone(),
             line,
         })
     }

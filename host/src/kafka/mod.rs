@@ -10,12 +10,14 @@
 //!   transaction markers, and the topic where exactly-once positions are recorded. Each says in
 //!   its module doc why it exists (the test broker's limits) and why it is right on Apache Kafka
 //!   as well.
+//! - [`follow`]: a reader of a whole topic in no group, from positions its caller keeps (tables).
 //! - `client`: what the clients share (librdkafka's logs and errors, retry backoff).
 
 pub(crate) mod acks;
 pub(crate) mod admin;
 pub(crate) mod changelog;
 mod client;
+pub mod follow;
 pub mod log_reader;
 pub mod positions;
 pub(crate) mod sink;

@@ -96,13 +96,17 @@ pub struct Health {
     pub restore_read: AtomicU64,
     /// The client's last word on the brokers: reachable or not.
     pub brokers_down: AtomicBool,
+    /// Tables not yet read up to their topics' ends (the source starts after them).
+    pub loading_tables: AtomicUsize,
 }
 
 impl Health {
     /// Whether the instance does its work: partitions assigned, none restoring, brokers
     /// reachable.
     pub fn ready(&self) -> Result<(), &'static str> {
-        if !self.running.load(Relaxed) {
+        if self.loading_tables.load(Relaxed) > 0 {
+            Err("reading tables")
+        } else if !self.running.load(Relaxed) {
             Err("not running")
         } else if self.brokers_down.load(Relaxed) {
             Err("the brokers cannot be reached")
@@ -391,6 +395,9 @@ mod tests {
     #[test]
     fn ready_needs_a_running_loop_partitions_no_restore_and_brokers() {
         let h = Health::default();
+        h.loading_tables.store(1, Relaxed);
+        assert_eq!(h.ready(), Err("reading tables"));
+        h.loading_tables.store(0, Relaxed);
         assert_eq!(h.ready(), Err("not running"));
         h.running.store(true, Relaxed);
         assert_eq!(h.ready(), Err("no partitions assigned"));

@@ -749,6 +749,19 @@ fn restart_only_changes(started: &Pipeline, new: &Pipeline) -> Vec<&'static str>
     if started.admin != new.admin {
         changed.push("[admin]");
     }
+    // Where a table is in the file does not matter, only what it is.
+    let tables = |p: &Pipeline| {
+        let mut tables: Vec<_> = p
+            .tables
+            .iter()
+            .map(|t| (t.name.clone(), t.topic.clone(), t.key.clone(), t.format))
+            .collect();
+        tables.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        tables
+    };
+    if tables(started) != tables(new) {
+        changed.push("[[table]]");
+    }
     changed
 }
 
@@ -838,5 +851,16 @@ mod tests {
         assert!(restart_only_changes(&started, &config_only).is_empty());
         let topic = Pipeline::parse(path, &text("other", "{ x = 1 }")).unwrap();
         assert_eq!(restart_only_changes(&started, &topic), vec!["[source]"]);
+        let table = "[[table]]\nname = \"t\"\ntopic = \"t\"\nformat = \"upsert\"\n";
+        let with_table = format!("{table}{}", text("in", "{ x = 1 }"));
+        let with_table = Pipeline::parse(path, &with_table).unwrap();
+        assert_eq!(
+            restart_only_changes(&started, &with_table),
+            vec!["[[table]]"]
+        );
+        // The same table further down the file is no change.
+        let moved = format!("{}{table}", text("in", "{ x = 1 }"));
+        let moved = Pipeline::parse(path, &moved).unwrap();
+        assert!(restart_only_changes(&with_table, &moved).is_empty());
     }
 }

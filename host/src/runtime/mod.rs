@@ -22,6 +22,7 @@ pub mod postgres;
 mod preflight;
 mod rebalance;
 mod restore;
+mod tables;
 mod worker;
 
 use std::{
@@ -121,6 +122,9 @@ struct Shared {
     fatal: Arc<Fatal>,
     metrics: Arc<Metrics>,
     held: Arc<Held>,
+    /// The threads following the tables' topics: they end with the run (`stop`, or a fatal
+    /// error).
+    table_readers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 #[derive(Default)]
@@ -256,6 +260,16 @@ fn shut_down(
     }
     shared.commit_all(&consumer);
     drop(consumer); // leaves the group (a final revoke commits nothing new)
+                    // The loop ended on `stop` or a fatal error, and so do the tables' readers.
+    let readers = std::mem::take(
+        &mut *shared
+            .table_readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
+    for reader in readers {
+        let _ = reader.join();
+    }
     let snapshot = shared.metrics.snapshot();
     match shared.fatal.take() {
         Some(error) => Err(error),

@@ -10,7 +10,7 @@ use std::{
 
 use rdkafka::metadata::Metadata;
 
-use super::{delivery::ShadowSink, restore, Assigned, RunOptions, Shared};
+use super::{delivery::ShadowSink, restore, tables, Assigned, RunOptions, Shared};
 use crate::{
     chain::Stages,
     config::{ErrorPolicy, Guarantee, LateOutput, Pipeline, SinkConfig, SourceConfig},
@@ -38,11 +38,37 @@ pub(super) fn prepare(
     for topic in &source.topics {
         partitions = partitions.max(require_topic(&metadata, topic, "source", &source.brokers)?);
     }
-    let state = restore::prepare_state(pipeline, stages, &source.group, sink_brokers, partitions)?;
+    let store = restore::open_store(pipeline, stages, &source.group)?;
+    let state = restore::prepare_state(
+        stages,
+        store.as_ref(),
+        &source.group,
+        sink_brokers,
+        partitions,
+    )?;
     let marks: ChangelogMarks = state
         .as_ref()
         .map_or_else(Default::default, |s| s.marks.clone());
     let fatal = Arc::new(Fatal::default());
+    let table_readers = match &store {
+        Some(store) if !stages.tables().is_empty() => {
+            let tables_source = tables::Source {
+                brokers: &source.brokers,
+                properties: &source.kafka,
+                policy: pipeline.errors.policy,
+            };
+            let metrics = &options.metrics;
+            tables::keep(
+                stages.tables(),
+                store,
+                &tables_source,
+                &options.stop,
+                &fatal,
+                metrics,
+            )?
+        }
+        _ => Vec::new(),
+    };
     let sink = Sink::new(
         sink_brokers,
         &sink_config.kafka,
@@ -96,6 +122,7 @@ pub(super) fn prepare(
         fatal,
         metrics: options.metrics.clone(),
         held: options.held.clone(),
+        table_readers: Mutex::new(table_readers),
     }))
 }
 

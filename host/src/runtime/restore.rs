@@ -31,21 +31,32 @@ pub(super) struct StateContext {
     brokers: String,
 }
 
-/// Open the state store and make sure every stateful stage has its changelog topic, with at
+/// The state store of a run that keeps state or tables (`None`: it keeps neither).
+pub(super) fn open_store(
+    pipeline: &Pipeline,
+    stages: &Stages,
+    group: &str,
+) -> Result<Option<Arc<StateStore>>, Error> {
+    if stages.stateful().is_empty() && stages.tables().is_empty() {
+        return Ok(None);
+    }
+    StateStore::open(&pipeline.state_dir(group), pipeline.state_cache_bytes).map(Some)
+}
+
+/// Make sure every stateful stage has its changelog topic, with at
 /// least as many partitions as the widest source topic (changelog partition N holds the state
 /// of source partition N).
 pub(super) fn prepare_state(
-    pipeline: &Pipeline,
     stages: &Stages,
+    store: Option<&Arc<StateStore>>,
     group: &str,
     brokers: &str,
     partitions: usize,
 ) -> Result<Option<StateContext>, Error> {
     let stateful = stages.stateful();
-    if stateful.is_empty() {
+    let Some(store) = store.filter(|_| !stateful.is_empty()).cloned() else {
         return Ok(None);
-    }
-    let store = StateStore::open(&pipeline.state_dir(group), pipeline.state_cache_bytes)?;
+    };
     let stages: Vec<(usize, String, String)> = stateful
         .into_iter()
         .map(|(i, name)| {

@@ -124,6 +124,10 @@ pub struct StateStore {
     data: Keyspace,
     /// Per stage and partition: the changelog offset the data is known to include.
     meta: Keyspace,
+    /// Rows of the tables kept from topics, and where each table's topic was read up to (see
+    /// `crate::table`).
+    tables: Keyspace,
+    table_meta: Keyspace,
     /// `None`: no cache (`cache_mb = 0`).
     cache: Option<ReadCache>,
 }
@@ -208,12 +212,16 @@ impl StateStore {
             KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
         })?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        let tables = db.keyspace("tables", KeyspaceCreateOptions::default)?;
+        let table_meta = db.keyspace("table-meta", KeyspaceCreateOptions::default)?;
         tracing::info!("state store: {}", path.display());
         Ok(StateStore {
             dir: path.to_path_buf(),
             db,
             data,
             meta,
+            tables,
+            table_meta,
             cache: (cache_bytes > 0).then(|| ReadCache::new(cache_bytes)),
         })
     }
@@ -250,6 +258,17 @@ impl StateStore {
 
     fn error(&self, cause: fjall::Error) -> Error {
         StoreFailure::new(&self.dir, cause).into_error(None)
+    }
+
+    /// The database, and the keyspaces of tables' rows and of their read positions: the
+    /// `table` module keeps its tables there.
+    pub(crate) fn table_spaces(&self) -> (&Database, &Keyspace, &Keyspace) {
+        (&self.db, &self.tables, &self.table_meta)
+    }
+
+    /// A failed store operation on `whose` data, as the run's error.
+    pub(crate) fn failure(&self, whose: &str, cause: fjall::Error) -> Error {
+        StoreFailure::new(&self.dir, cause).into_error(Some(whose.to_string()))
     }
 }
 

@@ -126,6 +126,8 @@ pub fn unique(name: &str) -> String {
 pub struct In {
     pub key: Option<String>,
     pub value: Vec<u8>,
+    /// No value at all (a tombstone), whatever `value` holds.
+    pub tombstone: bool,
     pub headers: Vec<(String, String)>,
     pub partition: Option<i32>,
     pub timestamp: Option<i64>,
@@ -246,7 +248,10 @@ impl Kafka {
             .create()
             .unwrap();
         for r in records {
-            let mut rec = BaseRecord::<str, [u8]>::to(topic).payload(&r.value);
+            let mut rec = BaseRecord::<str, [u8]>::to(topic);
+            if !r.tombstone {
+                rec = rec.payload(&r.value);
+            }
             if let Some(k) = &r.key {
                 rec = rec.key(k.as_str());
             }

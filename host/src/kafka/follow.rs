@@ -1,0 +1,172 @@
+//! A consumer that reads every partition of one topic, in no group, from positions its caller
+//! keeps: what tables are kept from (each instance keeps a whole table, as Kafka Streams'
+//! global tables do, so nothing is shared through a group or committed to the broker).
+//!
+//! It reads read_committed, as the source does. On Apache Kafka that drops aborted writes; the
+//! test broker hands them over anyway (see `log_reader`), which only matters for a table topic
+//! written in transactions that abort.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::{
+    config::{ClientConfig, RDKafkaLogLevel},
+    consumer::{BaseConsumer, Consumer as _, ConsumerContext},
+    error::KafkaError,
+    message::Message,
+    ClientContext, Offset, TopicPartitionList,
+};
+
+use super::client::{self, ClientErrors};
+
+/// Consumer settings of a follower; the source's `[source.kafka]` (security, timeouts) go over
+/// them, except what only a group member has.
+const FOLLOWER_DEFAULTS: &[(&str, &str)] = &[
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+    ("isolation.level", "read_committed"),
+    ("enable.partition.eof", "false"),
+    ("fetch.wait.max.ms", "50"),
+];
+
+/// Group settings a follower has no use for, dropped from the source's properties.
+const GROUP_ONLY: &[&str] = &[
+    "group.id",
+    "group.instance.id",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "partition.assignment.strategy",
+    "group.protocol",
+    "auto.offset.reset",
+];
+
+/// A partition, its low and its high watermark.
+pub type PartitionEnds = (i32, i64, i64);
+
+/// One record of the topic, as the follower's caller needs it.
+pub struct Change {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+pub struct FollowContext {
+    errors: ClientErrors,
+}
+
+impl ClientContext for FollowContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        client::log(level, facility, message)
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.report("table", &error, reason)
+    }
+}
+
+impl ConsumerContext for FollowContext {}
+
+/// A reader of every partition of one topic.
+pub struct Follower {
+    consumer: BaseConsumer<FollowContext>,
+    topic: String,
+}
+
+impl Follower {
+    /// A reader of `topic` on `brokers` with `properties` (the source's) over the defaults.
+    pub fn new<'a>(
+        brokers: &str,
+        properties: impl IntoIterator<Item = (&'a String, &'a String)>,
+        topic: &str,
+    ) -> Result<Follower, KafkaError> {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", brokers);
+        for (k, v) in FOLLOWER_DEFAULTS {
+            config.set(*k, *v);
+        }
+        for (k, v) in properties {
+            if !GROUP_ONLY.contains(&k.as_str()) {
+                config.set(k, v);
+            }
+        }
+        // librdkafka assigns partitions through its group handle, which needs a name; the
+        // follower never joins the group nor commits to it.
+        config.set("group.id", format!("weir-follow-{topic}"));
+        let consumer = config.create_with_context(FollowContext {
+            errors: ClientErrors::default(),
+        })?;
+        Ok(Follower {
+            consumer,
+            topic: topic.to_string(),
+        })
+    }
+
+    /// The topic's partitions, each with its low and high watermark; `None` when the topic does
+    /// not exist.
+    pub fn ends(&self, timeout: Duration) -> Result<Option<Vec<PartitionEnds>>, KafkaError> {
+        let metadata = self.consumer.fetch_metadata(Some(&self.topic), timeout)?;
+        let Some(topic) = metadata.topics().iter().find(|t| t.name() == self.topic) else {
+            return Ok(None);
+        };
+        if topic.error().is_some() || topic.partitions().is_empty() {
+            return Ok(None);
+        }
+        let mut ends = Vec::with_capacity(topic.partitions().len());
+        for p in topic.partitions() {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(&self.topic, p.id(), timeout)?;
+            ends.push((p.id(), low, high));
+        }
+        ends.sort_unstable();
+        Ok(Some(ends))
+    }
+
+    /// Read each partition from its offset in `from` (partition, offset).
+    pub fn start(&self, from: &[(i32, i64)]) -> Result<(), KafkaError> {
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in from {
+            list.add_partition_offset(&self.topic, *partition, Offset::Offset(*offset))?;
+        }
+        self.consumer.assign(&list)
+    }
+
+    /// Where each partition's reading is (the next offset to fetch), for those it knows: past
+    /// transaction markers and compacted-away records, which no record's offset tells.
+    pub fn positions(&self) -> Result<Vec<(i32, i64)>, KafkaError> {
+        let list = self.consumer.position()?;
+        Ok(list
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The records that arrive within `wait` (waiting only for the first), at most `max`.
+    pub fn poll(&self, max: usize, wait: Duration) -> Result<Vec<Change>, KafkaError> {
+        let mut changes = Vec::new();
+        let deadline = Instant::now() + wait;
+        while changes.len() < max {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout = if changes.is_empty() {
+                left
+            } else {
+                Duration::ZERO
+            };
+            let Some(message) = self.consumer.poll(timeout) else {
+                break;
+            };
+            let message = message?;
+            changes.push(Change {
+                partition: message.partition(),
+                offset: message.offset(),
+                key: message.key().map(<[u8]>::to_vec),
+                value: message.payload().map(<[u8]>::to_vec),
+            });
+        }
+        Ok(changes)
+    }
+}

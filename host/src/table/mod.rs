@@ -1,0 +1,235 @@
+//! Tables kept from topics (`[[table]]`), for plugins to look rows up in: the enrichment a CDC
+//! pipeline does all day (an order needs its customer's current row, and the customers arrive
+//! as another change stream).
+//!
+//! Each process keeps every table whole, as Kafka Streams keeps a global table: any instance
+//! can look up any key, so the table's topic need not be partitioned like the source. A table
+//! lives in the run's state store ([`store`]), rows and read positions written together, so a
+//! restart reads on from where the store is instead of from the beginning. Before the source
+//! starts, each table is read up to the end its topic had ([`reader`]: the bootstrap), so the
+//! first record sees every row written before the run started; afterwards a thread per table
+//! follows its topic (both in `runtime::tables`).
+//!
+//! A stage reads the tables the pipeline grants it (`tables = [...]`), through [`Granted`].
+
+mod format;
+mod store;
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, OnceLock},
+};
+
+pub use format::{key_text, Change, Decoder};
+pub use store::TableStore;
+
+use crate::{
+    config::{Pipeline, Stage, TableConfig},
+    engine::{NoTables, SharedTables, TableLookup},
+};
+
+/// The tables of a run, by name: declared by the pipeline before the stages load, filled when
+/// the run has read them.
+#[derive(Default)]
+pub struct Tables {
+    tables: BTreeMap<String, Arc<Table>>,
+}
+
+/// One table: its settings, and its rows once the run keeps them.
+pub struct Table {
+    pub config: TableConfig,
+    rows: OnceLock<Arc<dyn Rows>>,
+}
+
+/// Where a table's rows are read from: the run's store, or memory (`weir test`).
+pub trait Rows: Send + Sync {
+    /// The row under `key`; `Err` says why it cannot be read.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String>;
+}
+
+impl Rows for TableStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        TableStore::get(self, key)
+    }
+}
+
+/// A table's rows in memory, as `weir test` reads them from a file of the table's records.
+#[derive(Default, Debug)]
+pub struct MemoryRows(BTreeMap<Vec<u8>, Vec<u8>>);
+
+impl MemoryRows {
+    pub fn apply(&mut self, change: Change) {
+        match change {
+            Change::Upsert { key, row } => {
+                self.0.insert(key, row);
+            }
+            Change::Delete { key } => {
+                self.0.remove(&key);
+            }
+            Change::Truncate => self.0.clear(),
+            Change::None => {}
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Rows for MemoryRows {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.0.get(key).cloned())
+    }
+}
+
+impl Tables {
+    /// The tables `pipeline` declares, none of them read yet.
+    pub fn declared(pipeline: &Pipeline) -> Arc<Tables> {
+        let tables = pipeline
+            .tables
+            .iter()
+            .map(|config| {
+                let table = Table {
+                    config: config.clone(),
+                    rows: OnceLock::new(),
+                };
+                (config.name.clone(), Arc::new(table))
+            })
+            .collect();
+        Arc::new(Tables { tables })
+    }
+
+    /// Every table, in name order.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Table>> {
+        self.tables.values()
+    }
+
+    /// The table called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Table>> {
+        self.tables.get(name)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    /// What `stage` may read: the tables it is granted.
+    pub fn grant(&self, stage: &Stage) -> SharedTables {
+        if stage.tables.is_empty() {
+            return Arc::new(NoTables);
+        }
+        let granted = stage
+            .tables
+            .iter()
+            .map(|name| (name.clone(), self.tables.get(name).cloned()))
+            .collect();
+        Arc::new(Granted {
+            stage: stage.name.clone(),
+            tables: granted,
+        })
+    }
+}
+
+impl Table {
+    /// From now on, rows are read from `rows` (the first rows attached stay).
+    pub fn attach(&self, rows: Arc<dyn Rows>) {
+        let _ = self.rows.set(rows);
+    }
+
+    /// How this table reads its topic's records.
+    pub fn decoder(&self) -> Decoder {
+        Decoder::new(self.config.format, self.config.key.clone())
+    }
+}
+
+/// The tables one stage is granted: the only ones its plugin can read.
+pub struct Granted {
+    stage: String,
+    /// By name; `None`: granted, but not a table of this run (a reload granted one the running
+    /// pipeline does not keep).
+    tables: Vec<(String, Option<Arc<Table>>)>,
+}
+
+impl TableLookup for Granted {
+    fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        let Some((_, found)) = self.tables.iter().find(|(name, _)| name == table) else {
+            let names: Vec<&str> = self.tables.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(format!(
+                "asked for table `{table}`, which stage `{}` is not granted (it has tables = \
+                 [{}]: add it there, with a [[table]] named so)",
+                self.stage,
+                names.join(", ")
+            ));
+        };
+        let rows = found.as_ref().and_then(|t| t.rows.get()).ok_or_else(|| {
+            format!(
+                "table `{table}` is not kept here: `weir run` keeps tables, `weir test` reads \
+                 one from a file given with --table {table}=FILE"
+            )
+        })?;
+        rows.get(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn pipeline() -> Pipeline {
+        let text = r#"
+[source]
+brokers = "localhost:9092"
+topics = ["orders"]
+group = "g"
+
+[sink]
+topic = "out"
+
+[[table]]
+name = "customers"
+topic = "shop.public.customers"
+key = "/id"
+format = "debezium"
+
+[[table]]
+name = "rates"
+topic = "rates"
+format = "upsert"
+
+[[stage]]
+name = "join"
+plugin = "join.wasm"
+tables = ["customers"]
+"#;
+        Pipeline::parse(Path::new("p.toml"), text).unwrap()
+    }
+
+    #[test]
+    fn a_stage_reads_only_the_tables_it_is_granted() {
+        let pipeline = pipeline();
+        let tables = Tables::declared(&pipeline);
+        let granted = tables.grant(&pipeline.stages[0]);
+        let not_granted = granted.get("rates", b"x").unwrap_err();
+        assert!(
+            not_granted.contains("`rates`, which stage `join` is not granted")
+                && not_granted.contains("tables = [customers]"),
+            "{not_granted}"
+        );
+        let not_kept = granted.get("customers", b"x").unwrap_err();
+        assert!(not_kept.contains("--table customers=FILE"), "{not_kept}");
+        let mut rows = MemoryRows::default();
+        rows.apply(Change::Upsert {
+            key: b"7".to_vec(),
+            row: b"{}".to_vec(),
+        });
+        tables.get("customers").unwrap().attach(Arc::new(rows));
+        assert_eq!(granted.get("customers", b"7"), Ok(Some(b"{}".to_vec())));
+        assert_eq!(granted.get("customers", b"8"), Ok(None));
+    }
+}

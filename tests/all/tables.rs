@@ -1,0 +1,387 @@
+//! Tables kept from topics (`[[table]]`) and stages that join records with them: the real
+//! binary against the test broker, orders enriched with their customer's row while the customers
+//! change, each output checked against the table as it was when the order went through.
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use serde_json::{json, Value};
+
+use crate::common::{
+    component,
+    kafka::{json_of, unique, In, Out, Topics, Weir},
+    weir_bin,
+};
+
+/// A test's topics, with a customers topic of `partitions` partitions beside them.
+struct Setup {
+    topics: Topics,
+    customers: String,
+    state: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(name: &str, partitions: i32) -> Setup {
+        let topics = Topics::new(name, 1);
+        let customers = unique(&format!("{name}-customers"));
+        topics.kafka.create_topic(&customers, partitions);
+        Setup {
+            topics,
+            customers,
+            state: crate::common::scratch(),
+        }
+    }
+
+    /// A pipeline that enriches orders with their customer's country (none when the customer
+    /// has no row), the table read from the customers topic in `format` (keyed by `/id`).
+    fn pipeline(&self, format: &str, extra: &str) -> PathBuf {
+        self.topics.write_pipeline(&format!(
+            r#"
+[state]
+dir = "{state}"
+
+[errors]
+policy = "dead-letter"
+topic = "{dlq}"
+
+[[table]]
+name = "customers"
+topic = "{customers}"
+key = "/id"
+format = "{format}"
+
+[[stage]]
+name = "join"
+plugin = "{enrich}"
+tables = ["customers"]
+config = {{ join = [{{ table = "customers", key = "/customer", fields = {{ "/country" = "/country" }} }}] }}
+
+{extra}
+"#,
+            state = self.state.path().display(),
+            dlq = self.topics.dlq,
+            customers = self.customers,
+            enrich = component("enrich").display(),
+        ))
+    }
+
+    fn produce_orders(&self, orders: &[(&str, &str)]) {
+        let records: Vec<In> = orders
+            .iter()
+            .map(|(id, customer)| In {
+                key: Some(id.to_string()),
+                value: json!({ "order": id, "customer": customer })
+                    .to_string()
+                    .into_bytes(),
+                ..In::default()
+            })
+            .collect();
+        self.topics.kafka.produce(&self.topics.source, &records);
+    }
+
+    /// Produce customer changes: a row (upsert) or `None` (a tombstone), to the partition the
+    /// id names, so one customer's changes stay in order.
+    fn produce_customers(&self, changes: &[In]) {
+        self.topics.kafka.produce(&self.customers, changes);
+    }
+}
+
+/// What the orders must become, given the table as it is: each order with its customer's
+/// country, or without one when the customer has no row.
+fn expected(orders: &[(&str, &str)], table: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+    orders
+        .iter()
+        .map(|(id, customer)| {
+            let mut out = json!({ "order": id, "customer": customer });
+            if let Some(country) = table.get(*customer).and_then(|row| row.get("country")) {
+                out["country"] = country.clone();
+            }
+            (id.to_string(), out)
+        })
+        .collect()
+}
+
+fn by_order(outs: &[Out]) -> BTreeMap<String, Value> {
+    outs.iter()
+        .map(|o| {
+            let v = json_of(o);
+            (v["order"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+/// An upsert record of customer `id` in `partition`: `row`, or a tombstone.
+fn upsert(id: &str, row: Option<Value>, partition: i32) -> In {
+    In {
+        key: Some(id.to_string()),
+        tombstone: row.is_none(),
+        value: row.map_or_else(Vec::new, |r| r.to_string().into_bytes()),
+        partition: Some(partition),
+        ..In::default()
+    }
+}
+
+/// Produce orders of a probe customer whose row was written last, until an output shows the
+/// probe's `country`: the table has then applied every change before it (one partition).
+fn wait_for_table(s: &Setup, probe_country: &str, outputs_before: usize) -> usize {
+    for attempt in 0..100 {
+        let id = format!("probe-{probe_country}-{attempt}");
+        s.produce_orders(&[(id.as_str(), "probe")]);
+        let outs = s.topics.kafka.read(
+            &s.topics.sink,
+            outputs_before + attempt + 1,
+            Duration::from_secs(10),
+        );
+        if outs
+            .iter()
+            .any(|o| json_of(o)["country"] == json!(probe_country))
+        {
+            return outs.len();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("the table never showed probe country {probe_country}");
+}
+
+#[test]
+fn orders_are_joined_with_the_customer_row_current_when_they_pass() {
+    let s = Setup::new("tables-upsert", 1);
+    let mut table: BTreeMap<String, Value> = BTreeMap::new();
+    let mut changes = Vec::new();
+    for (id, country) in [("c1", "DE"), ("c2", "FR"), ("c3", "US"), ("probe", "P1")] {
+        let row = json!({ "id": id, "country": country });
+        table.insert(id.into(), row.clone());
+        changes.push(upsert(id, Some(row), 0));
+    }
+    // An earlier version of c1, overwritten before the run starts: the latest row wins.
+    changes.insert(
+        0,
+        upsert("c1", Some(json!({ "id": "c1", "country": "old" })), 0),
+    );
+    s.produce_customers(&changes);
+
+    let mut weir = Weir::start(weir_bin(), &s.pipeline("upsert", ""));
+    weir.wait_for_log("table read: 5 records", Duration::from_secs(60));
+    let first = [("o1", "c1"), ("o2", "c2"), ("o3", "c3"), ("o4", "c9")];
+    s.produce_orders(&first);
+    let outs = s
+        .topics
+        .kafka
+        .read(&s.topics.sink, first.len(), Duration::from_secs(60));
+    assert_eq!(by_order(&outs), expected(&first, &table), "{}", weir.log());
+
+    // While the run goes on: c1 moves, c2 is deleted (a tombstone), c9 appears.
+    let mut changes = Vec::new();
+    for (id, row) in [
+        ("c1", Some(json!({ "id": "c1", "country": "UK" }))),
+        ("c2", None),
+        ("c9", Some(json!({ "id": "c9", "country": "JP" }))),
+        ("probe", Some(json!({ "id": "probe", "country": "P2" }))),
+    ] {
+        match &row {
+            Some(r) => table.insert(id.into(), r.clone()),
+            None => table.remove(id),
+        };
+        changes.push(upsert(id, row, 0));
+    }
+    s.produce_customers(&changes);
+    let seen = wait_for_table(&s, "P2", outs.len());
+    let second = [("o5", "c1"), ("o6", "c2"), ("o7", "c3"), ("o8", "c9")];
+    s.produce_orders(&second);
+    let outs = s
+        .topics
+        .kafka
+        .read(&s.topics.sink, seen + second.len(), Duration::from_secs(60));
+    let got = by_order(&outs);
+    for (order, want) in expected(&second, &table) {
+        assert_eq!(
+            got.get(&order),
+            Some(&want),
+            "order {order}; log:\n{}",
+            weir.log()
+        );
+    }
+    assert_eq!(weir.stop(), Some(0), "{}", weir.log());
+    let dead = s
+        .topics
+        .kafka
+        .read(&s.topics.dlq, 0, Duration::from_secs(2));
+    assert!(dead.is_empty(), "{dead:?}");
+}
+
+/// A Debezium change event of customer `id`: `op` with its `after` row, or (`d`) its `before`.
+fn event(op: &str, id: &str, country: &str, partition: i32) -> In {
+    let row = json!({ "id": id, "country": country });
+    let envelope = match op {
+        "d" => json!({ "op": "d", "before": row, "after": null }),
+        _ => json!({ "op": op, "before": null, "after": row }),
+    };
+    In {
+        key: Some(json!({ "id": id }).to_string()),
+        value: envelope.to_string().into_bytes(),
+        partition: Some(partition),
+        ..In::default()
+    }
+}
+
+#[test]
+fn a_debezium_table_is_kept_in_the_store_and_a_restart_reads_only_what_is_new() {
+    let s = Setup::new("tables-debezium", 2);
+    let mut table: BTreeMap<String, Value> = BTreeMap::new();
+    let mut changes = Vec::new();
+    for i in 0..40 {
+        let id = format!("c{i}");
+        let p = i % 2;
+        changes.push(event("r", &id, "DE", p));
+        table.insert(id.clone(), json!({ "id": id, "country": "DE" }));
+        if i % 3 == 0 {
+            changes.push(event("u", &id, "FR", p));
+            table.insert(id.clone(), json!({ "id": id, "country": "FR" }));
+        }
+        if i % 5 == 0 {
+            changes.push(event("d", &id, "FR", p));
+            // Debezium follows a delete with a tombstone.
+            changes.push(In {
+                key: Some(json!({ "id": id }).to_string()),
+                tombstone: true,
+                partition: Some(p),
+                ..In::default()
+            });
+            table.remove(&id);
+        }
+    }
+    // A heartbeat (no `op`) changes no row.
+    changes.push(In {
+        value: json!({ "ts_ms": 1 }).to_string().into_bytes(),
+        partition: Some(0),
+        ..In::default()
+    });
+    let first_read = changes.len();
+    s.produce_customers(&changes);
+
+    let pipeline = s.pipeline("debezium", "");
+    let mut weir = Weir::start(weir_bin(), &pipeline);
+    weir.wait_for_log(
+        &format!("table read: {first_read} records"),
+        Duration::from_secs(60),
+    );
+    let ids: Vec<String> = (0..40).map(|i| format!("c{i}")).collect();
+    let orders: Vec<(String, String)> = ids.iter().map(|c| (format!("a-{c}"), c.clone())).collect();
+    let orders: Vec<(&str, &str)> = orders
+        .iter()
+        .map(|(o, c)| (o.as_str(), c.as_str()))
+        .collect();
+    s.produce_orders(&orders);
+    let outs = s
+        .topics
+        .kafka
+        .read(&s.topics.sink, orders.len(), Duration::from_secs(60));
+    assert_eq!(by_order(&outs), expected(&orders, &table), "{}", weir.log());
+    assert_eq!(weir.stop(), Some(0), "{}", weir.log());
+
+    // While it is down: three changes. The restart reads those, not the topic again.
+    let later = [
+        event("u", "c1", "US", 1),
+        event("c", "c40", "NL", 0),
+        event("d", "c2", "DE", 0),
+    ];
+    table.insert("c1".into(), json!({ "id": "c1", "country": "US" }));
+    table.insert("c40".into(), json!({ "id": "c40", "country": "NL" }));
+    table.remove("c2");
+    s.produce_customers(&later);
+    let mut weir = Weir::start(weir_bin(), &pipeline);
+    // The three changes, not the whole topic again.
+    weir.wait_for_log("table read: 3 records", Duration::from_secs(60));
+    let again = [("b1", "c1"), ("b2", "c2"), ("b3", "c40"), ("b4", "c4")];
+    s.produce_orders(&again);
+    let outs = s.topics.kafka.read(
+        &s.topics.sink,
+        orders.len() + again.len(),
+        Duration::from_secs(60),
+    );
+    let got = by_order(&outs);
+    for (order, want) in expected(&again, &table) {
+        assert_eq!(
+            got.get(&order),
+            Some(&want),
+            "order {order}; log:\n{}",
+            weir.log()
+        );
+    }
+    assert_eq!(weir.stop(), Some(0), "{}", weir.log());
+}
+
+#[test]
+fn a_table_record_that_is_no_row_change_stops_the_run_under_policy_fail_naming_its_place() {
+    let s = Setup::new("tables-bad", 1);
+    s.produce_customers(&[
+        upsert("c1", Some(json!({ "id": "c1", "country": "DE" })), 0),
+        In {
+            key: Some("c2".into()),
+            value: b"{not json".to_vec(),
+            partition: Some(0),
+            ..In::default()
+        },
+    ]);
+    let pipeline = s.pipeline("upsert", "");
+    let text = std::fs::read_to_string(&pipeline)
+        .unwrap()
+        .replace("policy = \"dead-letter\"", "policy = \"fail\"")
+        .replace(
+            &format!("topic = \"{}\"\n\n[[table]]", s.topics.dlq),
+            "\n[[table]]",
+        );
+    std::fs::write(&pipeline, text).unwrap();
+    let mut weir = Weir::start(weir_bin(), &pipeline);
+    let code = weir.wait(Duration::from_secs(60));
+    assert_ne!(code, Some(0), "{}", weir.log());
+    let log = weir.log();
+    let place = format!(
+        "table `customers` cannot read {}[0]@1: the value is not JSON",
+        s.customers
+    );
+    assert!(log.contains(&place), "{log}");
+}
+
+#[test]
+fn a_stage_asking_for_a_table_it_is_not_granted_dead_letters_the_record() {
+    let s = Setup::new("tables-grant", 1);
+    s.produce_customers(&[upsert(
+        "c1",
+        Some(json!({ "id": "c1", "country": "DE" })),
+        0,
+    )]);
+    let pipeline = s.pipeline(
+        "upsert",
+        r#"[[stage]]
+name = "sneaky"
+plugin = "ENRICH"
+config = { join = [{ table = "customers", key = "/customer", into = "/row" }] }
+"#,
+    );
+    let text = std::fs::read_to_string(&pipeline)
+        .unwrap()
+        .replace("ENRICH", &component("enrich").display().to_string());
+    std::fs::write(&pipeline, text).unwrap();
+    let mut weir = Weir::start(weir_bin(), &pipeline);
+    s.produce_orders(&[("o1", "c1")]);
+    let dead = s
+        .topics
+        .kafka
+        .read(&s.topics.dlq, 1, Duration::from_secs(60));
+    assert_eq!(dead.len(), 1, "{}", weir.log());
+    let headers = &dead[0].headers;
+    assert_eq!(
+        headers.get("weir.error.kind").map(String::as_str),
+        Some("table"),
+        "{headers:?}"
+    );
+    let message = headers
+        .get("weir.error.message")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains("asked for table `customers`, but the stage is granted no tables"),
+        "{headers:?}"
+    );
+    assert_eq!(weir.stop(), Some(0), "{}", weir.log());
+}

@@ -385,3 +385,98 @@ config = { join = [{ table = "customers", key = "/customer", into = "/row" }] }
     );
     assert_eq!(weir.stop(), Some(0), "{}", weir.log());
 }
+
+/// Exactly once, `weir run` killed with SIGKILL while orders are being joined: after a restart
+/// every order is in the output once, and no order the table's change came before reads the
+/// row from before it (the restart reads the table on from its store, to its topic's end).
+#[test]
+fn exactly_once_a_kill_9_mid_join_leaves_every_order_once_with_a_row_no_older_than_its_time() {
+    let s = Setup::new("tables-eos", 1);
+    let customers = |country: &str| -> Vec<In> {
+        (0..10)
+            .map(|i| format!("c{i}"))
+            .chain(["probe".to_string()])
+            .map(|id| upsert(&id, Some(json!({ "id": id, "country": country })), 0))
+            .collect()
+    };
+    s.produce_customers(&customers("v1"));
+    let pipeline = s.pipeline("upsert", "");
+    let text = std::fs::read_to_string(&pipeline).unwrap().replace(
+        "checkpoint_interval = \"200ms\"",
+        "checkpoint_interval = \"200ms\"\nguarantee = \"exactly-once\"",
+    );
+    std::fs::write(&pipeline, text).unwrap();
+    let orders = |batch: &str, n: usize| -> Vec<(String, String)> {
+        (0..n)
+            .map(|i| (format!("{batch}{i}"), format!("c{}", i % 10)))
+            .collect()
+    };
+    let produce = |o: &[(String, String)]| {
+        let refs: Vec<(&str, &str)> = o.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        s.produce_orders(&refs);
+    };
+
+    let mut weir = Weir::start(weir_bin(), &pipeline);
+    weir.wait_for_log("table read:", Duration::from_secs(60));
+    let first = orders("a", 200);
+    produce(&first);
+    s.topics
+        .kafka
+        .wait_read_committed(&s.topics.sink, 1, 1, Duration::from_secs(60));
+    // Every customer moves to v2; once the table shows it, the second batch goes in, and the
+    // run is killed while it works through it.
+    s.produce_customers(&customers("v2"));
+    let seen = s
+        .topics
+        .kafka
+        .read(&s.topics.sink, 0, Duration::from_secs(1))
+        .len();
+    wait_for_table(&s, "v2", seen);
+    let second = orders("b", 3000);
+    produce(&second);
+    std::thread::sleep(Duration::from_millis(200));
+    weir.signal("KILL");
+    weir.wait(Duration::from_secs(10));
+    let before = s.topics.kafka.read_committed(&s.topics.sink, 1).len();
+
+    let mut weir = Weir::start(weir_bin(), &pipeline);
+    weir.wait_for_log("table read:", Duration::from_secs(60));
+    let want = first.len() + second.len();
+    let outs =
+        s.topics
+            .kafka
+            .wait_read_committed(&s.topics.sink, 1, want, Duration::from_secs(120));
+    let mut times: BTreeMap<String, usize> = BTreeMap::new();
+    let mut countries: BTreeMap<String, Value> = BTreeMap::new();
+    for out in &outs {
+        let v = json_of(out);
+        let order = v["order"].as_str().unwrap().to_string();
+        *times.entry(order.clone()).or_default() += 1;
+        countries.insert(order, v["country"].clone());
+    }
+    for (order, _) in first.iter().chain(&second) {
+        assert_eq!(
+            times.get(order),
+            Some(&1),
+            "order {order}; log:\n{}",
+            weir.log()
+        );
+    }
+    let twice: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "in the output more than once: {twice:?}");
+    for (order, _) in &first {
+        let country = &countries[order];
+        assert!(country == "v1" || country == "v2", "{order}: {country}");
+    }
+    for (order, _) in &second {
+        assert_eq!(
+            countries[order],
+            json!("v2"),
+            "{order}; log:\n{}",
+            weir.log()
+        );
+    }
+    // The kill landed mid-join: the restart had outputs left to write.
+    assert!(before < want, "all {want} outputs were committed before the kill");
+    assert_eq!(weir.stop(), Some(0), "{}", weir.log());
+}

@@ -125,6 +125,9 @@ struct Shared {
     /// The threads following the tables' topics: they end with the run (`stop`, or a fatal
     /// error).
     table_readers: Mutex<Vec<JoinHandle<()>>>,
+    /// The tables they keep, which assigned partitions wait to catch up with their topics.
+    tables: Arc<crate::table::Tables>,
+    stop: Arc<AtomicBool>,
 }
 
 #[derive(Default)]

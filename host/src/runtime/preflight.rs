@@ -123,6 +123,8 @@ pub(super) fn prepare(
         metrics: options.metrics.clone(),
         held: options.held.clone(),
         table_readers: Mutex::new(table_readers),
+        tables: stages.tables().clone(),
+        stop: options.stop.clone(),
     }))
 }
 

@@ -98,6 +98,7 @@ impl Shared {
                 .map(|t| t.join().expect("a takeover does not panic"))
                 .collect()
         });
+        super::tables::catch_up(&self.tables, consumer, &self.stop);
         health.restoring.fetch_sub(keys.len(), Ordering::Relaxed);
         let mut positions = Vec::new();
         for ((topic, partition), taken) in keys.into_iter().zip(taken) {

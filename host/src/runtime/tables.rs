@@ -15,10 +15,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use rdkafka::consumer::Consumer as _;
+
 use crate::{
     config::{ErrorPolicy, KafkaProperties},
     error::Error,
-    kafka::{follow::Follower, Fatal},
+    kafka::{follow::Follower, Consumer, Fatal},
     metrics::Metrics,
     state::StateStore,
     table::{Decoder, Table, TableStore, Tables},
@@ -79,8 +81,66 @@ pub(crate) fn keep(
     Ok(followers)
 }
 
+/// Longest wait for the tables to catch up with their topics when partitions are assigned.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
+
+/// Wait until every table has taken in what its topic holds now (asking the brokers through
+/// `consumer`). Called when partitions are assigned, before their first record: a partition
+/// taken over from another instance, or after a restart, then never joins a record with an
+/// older row than its previous owner's committed outputs saw, whatever the guarantee.
+pub(crate) fn catch_up(tables: &Tables, consumer: &Consumer, stop: &AtomicBool) {
+    let end =
+        |topic: &str, p: i32| match consumer.fetch_watermarks(topic, p, Duration::from_secs(10)) {
+            Ok((_, high)) => Some(high),
+            Err(e) => {
+                tracing::warn!("cannot ask where {topic}[{p}] ends: {e}");
+                None
+            }
+        };
+    wait_for_ends(tables, end, stop, CATCH_UP_LIMIT);
+}
+
+/// Wait until every table has reached the `end` of each partition of its topic, for at most
+/// `limit`.
+fn wait_for_ends(
+    tables: &Tables,
+    end: impl Fn(&str, i32) -> Option<i64>,
+    stop: &AtomicBool,
+    limit: Duration,
+) {
+    for table in tables.all() {
+        let topic = &table.config.topic;
+        let ends: Vec<(i32, i64)> = table
+            .reached()
+            .into_keys()
+            .filter_map(|p| Some((p, end(topic, p)?)))
+            .collect();
+        let started = Instant::now();
+        loop {
+            let reached = table.reached();
+            let behind: i64 = ends
+                .iter()
+                .map(|(p, high)| (high - reached.get(p).copied().unwrap_or(0)).max(0))
+                .sum();
+            if behind == 0 || stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if started.elapsed() > limit {
+                tracing::warn!(
+                    table = %table.config.name,
+                    "the table is still {behind} offsets short of its topic's end after \
+                     {limit:?}: going on with it as it is"
+                );
+                break;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 /// One table being read.
 struct Reading {
+    table: Arc<Table>,
     name: String,
     topic: String,
     follower: Follower,
@@ -98,7 +158,11 @@ impl Reading {
     /// Open `table`'s part of the store and its topic; read on from the store's positions, or
     /// from the beginning when the store has none, or is not of this table as configured now,
     /// or is past the topic's end or before its start (a topic recreated or cut by retention).
-    fn open(table: &Table, store: &Arc<StateStore>, source: &Source<'_>) -> Result<Reading, Error> {
+    fn open(
+        table: &Arc<Table>,
+        store: &Arc<StateStore>,
+        source: &Source<'_>,
+    ) -> Result<Reading, Error> {
         let config = &table.config;
         let name = config.name.clone();
         let kafka = |what: &str, cause| Error::Kafka {
@@ -149,7 +213,9 @@ impl Reading {
         follower
             .start(&from)
             .map_err(|e| kafka("assigning the partitions", e))?;
+        table.reach(&next);
         Ok(Reading {
+            table: table.clone(),
             decoder: table.decoder(),
             topic: config.topic.clone(),
             ends: ends.iter().map(|(p, _, high)| (*p, *high)).collect(),
@@ -220,14 +286,19 @@ impl Reading {
                 *next = (*next).max(at);
             }
         }
+        self.table.reach(&self.next);
     }
 
     /// Follow the topic until `stop`; an error stops the run.
     fn follow(mut self, stop: &AtomicBool, fatal: &Fatal) {
         while !stop.load(Ordering::Relaxed) && !fatal.is_set() {
-            if let Err(e) = self.step() {
-                fatal.set(e);
-                return;
+            match self.step() {
+                Ok(0) => self.moved_past_markers(),
+                Ok(_) => {}
+                Err(e) => {
+                    fatal.set(e);
+                    return;
+                }
             }
         }
     }
@@ -259,6 +330,7 @@ impl Reading {
         let positions: Vec<(i32, i64)> = moved.into_iter().collect();
         self.rows.apply(&changes, &positions)?;
         self.next.extend(positions);
+        self.table.reach(&self.next);
         self.read += records.len() as u64;
         Ok(records.len())
     }
@@ -282,5 +354,41 @@ impl Reading {
             "record left out of the table: {message}"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Pipeline;
+
+    #[test]
+    fn assigned_partitions_wait_for_the_tables_to_reach_their_topics_end() {
+        let text = "[[table]]\nname = \"t\"\ntopic = \"t\"\nformat = \"upsert\"\n\n\
+                    [[stage]]\nname = \"s\"\nplugin = \"s.wasm\"\n";
+        let tables = Tables::declared(&Pipeline::parse(Path::new("p.toml"), text).unwrap());
+        let table = tables.get("t").unwrap().clone();
+        table.reach(&BTreeMap::from([(0, 3), (1, 10)]));
+        let end = |_: &str, p: i32| Some(if p == 0 { 8 } else { 10 });
+        let stop = AtomicBool::new(false);
+        let reader = {
+            let table = table.clone();
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(100));
+                table.reach(&BTreeMap::from([(0, 8)]));
+            })
+        };
+        let started = Instant::now();
+        wait_for_ends(&tables, end, &stop, Duration::from_secs(10));
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert_eq!(table.reached(), BTreeMap::from([(0, 8), (1, 10)]));
+        reader.join().unwrap();
+        // A table that never gets there holds the assignment up for the limit only.
+        let never = |_: &str, _: i32| Some(1_000);
+        let started = Instant::now();
+        wait_for_ends(&tables, never, &stop, Duration::from_millis(50));
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }

@@ -17,7 +17,7 @@ mod store;
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, OnceLock},
+    sync::{Arc, Mutex, OnceLock},
 };
 
 pub use format::{key_text, Change, Decoder};
@@ -39,6 +39,9 @@ pub struct Tables {
 pub struct Table {
     pub config: TableConfig,
     rows: OnceLock<Arc<dyn Rows>>,
+    /// Per partition of its topic, the next offset its reader will apply: how far the rows
+    /// reach.
+    reached: Mutex<BTreeMap<i32, i64>>,
 }
 
 /// Where a table's rows are read from: the run's store, or memory (`weir test`).
@@ -96,6 +99,7 @@ impl Tables {
                 let table = Table {
                     config: config.clone(),
                     rows: OnceLock::new(),
+                    reached: Mutex::default(),
                 };
                 (config.name.clone(), Arc::new(table))
             })
@@ -138,6 +142,23 @@ impl Table {
     /// From now on, rows are read from `rows` (the first rows attached stay).
     pub fn attach(&self, rows: Arc<dyn Rows>) {
         let _ = self.rows.set(rows);
+    }
+
+    /// Per partition of its topic, the next offset the rows will take in.
+    pub fn reached(&self) -> BTreeMap<i32, i64> {
+        self.reached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The reader has applied everything before `next` (per partition).
+    pub fn reach(&self, next: &BTreeMap<i32, i64>) {
+        let mut reached = self.reached.lock().unwrap_or_else(|e| e.into_inner());
+        for (partition, offset) in next {
+            let at = reached.entry(*partition).or_insert(*offset);
+            *at = (*at).max(*offset);
+        }
     }
 
     /// How this table reads its topic's records.

@@ -1686,7 +1686,80 @@ fn readme_pipeline_is_the_example_file_and_checks() {
     let path = common::root().join("examples/orders.toml");
     weir(&[OsStr::new("check"), path.as_os_str()])
         .assert_ok()
-        .assert_stdout_has(&["ok, 3 stages", "big-orders: filter"]);
+        .assert_stdout_has(&[
+            "ok, 4 stages",
+            "big-orders: filter",
+            "table customers: kept from",
+        ]);
+}
+
+#[test]
+fn the_example_joins_orders_with_a_customers_table_read_from_a_file() {
+    let root = common::root();
+    let example = root.join("examples/orders.toml");
+    let orders = root.join("examples/orders.jsonl");
+    let customers = format!(
+        "customers={}",
+        root.join("examples/customers.jsonl").display()
+    );
+    let args = |table: Option<&str>| {
+        let mut args = vec![
+            "test".to_string(),
+            example.display().to_string(),
+            "--input".into(),
+            orders.display().to_string(),
+            "--format".into(),
+            "envelope".into(),
+        ];
+        args.extend(
+            table
+                .map(|t| ["--table".to_string(), t.to_string()])
+                .into_iter()
+                .flatten(),
+        );
+        args
+    };
+    let run = weir(&args(Some(&customers)));
+    run.assert_ok()
+        .assert_stderr_has(&["table `customers`: 4 rows from"]);
+    // Each big order with its customer's country as the table's file leaves it: customer 2
+    // moved to BE, customer 4 was deleted (its order is small anyway).
+    let got: Vec<(i64, Value)> = run
+        .stdout_lines()
+        .iter()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["value"]["id"].as_i64().unwrap(),
+                v["value"]["customer_country"].clone(),
+            )
+        })
+        .collect();
+    let want: Vec<(i64, Value)> = [
+        (1, "DE"),
+        (3, "NL"),
+        (2, "BE"),
+        (1, "DE"),
+        (5, "US"),
+        (6, "DE"),
+        (7, "BE"),
+    ]
+    .into_iter()
+    .map(|(id, c)| (id, json!(c)))
+    .collect();
+    assert_eq!(got, want, "{run}");
+
+    // Without the table, the joining stage fails each record and says how to give it one.
+    weir(&args(None))
+        .assert_failed()
+        .assert_stderr_has(&["stage `country`", "--table customers=FILE"]);
+    let unknown = format!(
+        "suppliers={}",
+        root.join("examples/customers.jsonl").display()
+    );
+    weir(&args(Some(&unknown)))
+        .assert_failed()
+        .assert_stderr_has(&["has no [[table]] named `suppliers`"]);
 }
 
 #[test]
@@ -1923,7 +1996,19 @@ fn demo_streams_generated_change_events_without_a_broker() {
         let key: Value = serde_json::from_str(record["key"].as_str().unwrap_or_default())
             .unwrap_or_else(|e| panic!("key of {text} is not JSON ({e}):{run}"));
         assert_eq!(key, json!({"id": value["id"]}), "{text}:{run}");
+        // Joined with its customer's row from the customers' table.
+        assert!(
+            value["customer_country"]
+                .as_str()
+                .is_some_and(|c| c.len() == 2),
+            "no customer_country in {text}:{run}"
+        );
     }
+    let customers = lines[line("customers: ")];
+    assert!(
+        count_before(customers, "snapshot") == 200 && count_before(customers, "moves") > 0,
+        "{run}"
+    );
 
     // The dead-letter topic holds the malformed events, each as it came, with its cause.
     let heading = line("`orders.dlq`: ");

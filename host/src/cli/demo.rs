@@ -89,8 +89,15 @@ impl DemoCommand {
     }
 }
 
-/// The topics the demo creates: change events in, big orders out, dead letters.
+/// The topics the demo creates: change events in, big orders out, dead letters, and the
+/// customers' change events, which the example pipeline keeps as a table.
 const INPUT_TOPIC: &str = "orders.cdc";
+const CUSTOMERS_TOPIC: &str = "shop.public.customers";
+/// Customers in the snapshot; orders pick one of them.
+const CUSTOMERS: u64 = 200;
+/// One customer moves country every this many order events, while the orders flow.
+const CUSTOMER_CHANGE_EVERY: u64 = 100;
+const COUNTRIES: &[&str] = &["DE", "FR", "NL", "ES", "IT", "PL", "SE", "US", "GB", "JP"];
 const OUTPUT_TOPIC: &str = "orders.big";
 const DEAD_LETTER_TOPIC: &str = "orders.dlq";
 /// Several partitions so the run spreads them over workers as it would in production; one for
@@ -130,6 +137,9 @@ struct Generated {
     deletes: u64,
     /// Events corrupted into text that is not JSON.
     malformed: u64,
+    /// Change events of the customers (snapshot and moves), into their own topic.
+    customer_rows: u64,
+    customer_moves: u64,
 }
 
 impl Generated {
@@ -155,6 +165,7 @@ pub fn run(
         (INPUT_TOPIC, PARTITIONS),
         (OUTPUT_TOPIC, PARTITIONS),
         (DEAD_LETTER_TOPIC, DEAD_LETTER_PARTITIONS),
+        (CUSTOMERS_TOPIC, 1),
     ] {
         cluster
             .create_topic(topic, partitions, 1)
@@ -172,6 +183,9 @@ pub fn run(
         policy: ErrorPolicy::DeadLetter,
         topic: Some(DEAD_LETTER_TOPIC.into()),
     };
+    // Tables are kept in a store of the run's own: each demo starts a new cluster.
+    let state = tempfile::tempdir().context("creating the demo's state directory")?;
+    pipeline.state_dir = Some(state.path().to_path_buf());
     // More workers than partitions would only sit idle.
     let workers = RunOptions::default().workers.min(PARTITIONS as usize);
     let names: Vec<&str> = pipeline.stages.iter().map(|s| s.name.as_str()).collect();
@@ -184,7 +198,9 @@ pub fn run(
     )?;
     out.flush()?;
 
+    let pipeline_tables: Vec<String> = pipeline.tables.iter().map(|t| t.name.clone()).collect();
     let counts = run_until_done(pipeline, stages, workers, &brokers, records, metrics)?;
+    drop(state);
     let generated = counts.generated;
     writeln!(
         out,
@@ -198,6 +214,18 @@ pub fn run(
         generated.deletes,
         generated.malformed
     )?;
+    if !pipeline_tables.is_empty() {
+        writeln!(
+            out,
+            "customers: {} Debezium change events of shop.public.customers into \
+             `{CUSTOMERS_TOPIC}`: {} snapshot rows and {} moves (a customer moves country \
+             every {CUSTOMER_CHANGE_EVERY} orders), kept as table {}",
+            generated.customer_rows + generated.customer_moves,
+            generated.customer_rows,
+            generated.customer_moves,
+            pipeline_tables.join(", ")
+        )?;
+    }
 
     let mut consumer = reader(&brokers)?;
     let outputs = sample(&mut consumer, OUTPUT_TOPIC, PARTITIONS, SAMPLE)?;
@@ -308,18 +336,25 @@ fn run_until_done(
         ..RunOptions::default()
     };
     let (stop, metrics) = (options.stop.clone(), options.metrics.clone());
+    let customers = Arc::new(AtomicBool::new(false));
+    let mut producer = Some({
+        let (brokers, metrics, stop) = (brokers.to_string(), metrics.clone(), stop.clone());
+        let customers = customers.clone();
+        thread::Builder::new()
+            .name("weir-demo-produce".into())
+            .spawn(move || produce(&brokers, records, &metrics, &stop, &customers))
+            .context("cannot start the producing thread")?
+    });
+    // The customers' snapshot is in its topic before the run starts, as a database's would be.
+    while !customers.load(Ordering::Acquire) && producer.as_ref().is_some_and(|p| !p.is_finished())
+    {
+        thread::sleep(Duration::from_millis(5));
+    }
     let started = Instant::now();
     let handle = thread::Builder::new()
         .name("weir-demo-run".into())
         .spawn(move || weir::runtime::run(&pipeline, &stages, options))
         .context("cannot start the pipeline thread")?;
-    let mut producer = Some({
-        let (brokers, metrics, stop) = (brokers.to_string(), metrics.clone(), stop.clone());
-        thread::Builder::new()
-            .name("weir-demo-produce".into())
-            .spawn(move || produce(&brokers, records, &metrics, &stop))
-            .context("cannot start the producing thread")?
-    });
     let mut generated = None;
 
     let mut progress = Progress::new();
@@ -586,8 +621,15 @@ impl ProducerContext for Delivery {
 
 /// Generate `records` events and produce them to the input topic while the pipeline consumes
 /// them, keyed by order id as Debezium keys them, so every change of one order lands in one
-/// partition, in order. Gives up if `stop` is set while it waits for the pipeline.
-fn produce(brokers: &str, records: u64, metrics: &Metrics, stop: &AtomicBool) -> Result<Generated> {
+/// partition, in order. Gives up if `stop` is set while it waits for the pipeline. The
+/// customers' snapshot goes first, to its own topic; `customers` is set once it is acknowledged.
+fn produce(
+    brokers: &str,
+    records: u64,
+    metrics: &Metrics,
+    stop: &AtomicBool,
+    customers: &AtomicBool,
+) -> Result<Generated> {
     let producer: ThreadedProducer<Delivery> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         // The Java clients' partitioner, as Debezium (Kafka Connect) uses.
@@ -596,6 +638,36 @@ fn produce(brokers: &str, records: u64, metrics: &Metrics, stop: &AtomicBool) ->
         .create_with_context(Delivery::default())
         .context("cannot create the demo's producer")?;
     let mut generator = Generator::new(SEED, records);
+    let send = |topic: &str, event: Event| -> Result<()> {
+        let mut record = BaseRecord::to(topic)
+            .key(event.key.as_bytes())
+            .payload(event.value.as_slice())
+            .timestamp(event.timestamp);
+        loop {
+            match producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                    back,
+                )) => {
+                    record = back;
+                    thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e).context(format!("producing to `{topic}`")),
+            }
+        }
+    };
+    // The customers' snapshot goes first, as Debezium reads a table before it streams.
+    for id in 1..=CUSTOMERS {
+        let event = generator
+            .customer(id, "r")
+            .context("generating a customer")?;
+        send(CUSTOMERS_TOPIC, event)?;
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .with_context(|| format!("waiting for `{CUSTOMERS_TOPIC}` to acknowledge the customers"))?;
+    customers.store(true, Ordering::Release);
     for sent in 0..records {
         while sent.saturating_sub(metrics.consumed.load(Ordering::Relaxed)) >= AHEAD {
             if stop.load(Ordering::Relaxed) {
@@ -606,22 +678,13 @@ fn produce(brokers: &str, records: u64, metrics: &Metrics, stop: &AtomicBool) ->
         let event = generator
             .next_event()
             .context("generating a change event")?;
-        let mut record = BaseRecord::to(INPUT_TOPIC)
-            .key(event.key.as_bytes())
-            .payload(event.value.as_slice())
-            .timestamp(event.timestamp);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
-                    back,
-                )) => {
-                    record = back;
-                    thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => return Err(e).context(format!("producing to `{INPUT_TOPIC}`")),
-            }
+        send(INPUT_TOPIC, event)?;
+        if sent % CUSTOMER_CHANGE_EVERY == CUSTOMER_CHANGE_EVERY - 1 {
+            let id = 1 + generator.rng.u64(..CUSTOMERS);
+            let event = generator
+                .customer(id, "u")
+                .context("generating a customer")?;
+            send(CUSTOMERS_TOPIC, event)?;
         }
     }
     producer
@@ -636,7 +699,7 @@ fn produce(brokers: &str, records: u64, metrics: &Metrics, stop: &AtomicBool) ->
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .unwrap_or_default();
-        bail!("{failed} change events could not be produced to `{INPUT_TOPIC}`: {first}");
+        bail!("{failed} change events could not be produced: {first}");
     }
     Ok(generator.counts)
 }
@@ -650,6 +713,7 @@ fn pick<T: Copy>(rng: &mut fastrand::Rng, items: &[T]) -> T {
 #[derive(Debug, Clone, Serialize)]
 struct Order {
     id: u64,
+    customer_id: u64,
     customer_email: String,
     amount: f64,
     currency: &'static str,
@@ -672,11 +736,19 @@ struct Source {
     lsn: u64,
 }
 
+/// A row of the `customers` table.
+#[derive(Debug, Clone, Serialize)]
+struct Customer {
+    id: u64,
+    name: &'static str,
+    country: &'static str,
+}
+
 /// A change event as Debezium's JSON converter writes it with schemas disabled.
 #[derive(Serialize)]
-struct Envelope<'a> {
-    before: Option<&'a Order>,
-    after: Option<&'a Order>,
+struct Envelope<'a, Row> {
+    before: Option<&'a Row>,
+    after: Option<&'a Row>,
     source: Source,
     op: &'static str,
     ts_ms: i64,
@@ -702,6 +774,8 @@ const STATUSES: &[&str] = &["placed", "paid", "shipped", "delivered"];
 /// snapshot of the rows that existed when capture started, then inserts, updates and deletes.
 struct Generator {
     rng: fastrand::Rng,
+    /// Each customer's country now.
+    countries: std::collections::BTreeMap<u64, &'static str>,
     /// How many of the first events are the initial snapshot.
     snapshot: u64,
     /// Rows that exist now, for updates and deletes to pick from.
@@ -721,6 +795,7 @@ impl Generator {
     fn new(seed: u64, total: u64) -> Generator {
         Generator {
             rng: fastrand::Rng::with_seed(seed),
+            countries: Default::default(),
             snapshot: total / 10,
             live: Vec::new(),
             next_id: 1,
@@ -740,10 +815,61 @@ impl Generator {
         let domain = pick(&mut self.rng, DOMAINS);
         Order {
             id,
+            customer_id: 1 + self.rng.u64(..CUSTOMERS),
             customer_email: format!("{name}.{}@{domain}", self.rng.u64(..500)),
             amount: self.amount(),
             currency: pick(&mut self.rng, CURRENCIES),
             status,
+        }
+    }
+
+    /// A change event of customer `id`: its snapshot row (`op` "r"), or a move to another
+    /// country ("u"), which the table of customers takes in while orders flow.
+    fn customer(&mut self, id: u64, op: &'static str) -> Result<Event, serde_json::Error> {
+        let row = |country| Customer {
+            id,
+            name: NAMES[id as usize % NAMES.len()],
+            country,
+        };
+        let was = self.countries.insert(id, pick(&mut self.rng, COUNTRIES));
+        let before = was.filter(|_| op == "u").map(row);
+        let after = row(self.countries[&id]);
+        match op {
+            "r" => self.counts.customer_rows += 1,
+            _ => self.counts.customer_moves += 1,
+        }
+        let envelope = Envelope {
+            before: before.as_ref(),
+            after: Some(&after),
+            source: self.source("customers", op == "r", false),
+            op,
+            ts_ms: self.ts_ms,
+            transaction: None,
+        };
+        Ok(Event {
+            key: format!("{{\"id\":{id}}}"),
+            value: serde_json::to_vec(&envelope)?,
+            timestamp: self.ts_ms,
+        })
+    }
+
+    /// The `source` block of an event of `table` now.
+    fn source(&self, table: &'static str, in_snapshot: bool, last: bool) -> Source {
+        Source {
+            version: "2.7.0.Final",
+            connector: "postgresql",
+            name: "shop",
+            ts_ms: self.ts_ms,
+            snapshot: match (in_snapshot, last) {
+                (true, true) => "last",
+                (true, false) => "true",
+                (false, _) => "false",
+            },
+            db: "shop",
+            schema: "public",
+            table,
+            tx_id: self.tx_id,
+            lsn: self.lsn,
         }
     }
 
@@ -792,22 +918,7 @@ impl Generator {
         let envelope = Envelope {
             before: before.as_ref(),
             after: after.as_ref(),
-            source: Source {
-                version: "2.7.0.Final",
-                connector: "postgresql",
-                name: "shop",
-                ts_ms: self.ts_ms,
-                snapshot: match (in_snapshot, self.emitted == self.snapshot) {
-                    (true, true) => "last",
-                    (true, false) => "true",
-                    (false, _) => "false",
-                },
-                db: "shop",
-                schema: "public",
-                table: "orders",
-                tx_id: self.tx_id,
-                lsn: self.lsn,
-            },
+            source: self.source("orders", in_snapshot, self.emitted == self.snapshot),
             op,
             ts_ms: self.ts_ms + 1 + self.rng.u64(..20) as i64,
             transaction: None,

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::common::{
     component,
-    kafka::{json_of, unique, In, Out, Topics, Weir},
+    kafka::{http_get, json_of, metric, unique, In, Out, Topics, Weir},
     weir_bin,
 };
 
@@ -200,6 +200,19 @@ fn orders_are_joined_with_the_customer_row_current_when_they_pass() {
             weir.log()
         );
     }
+    // What the admin server shows of the table: every record of its topic read.
+    let at = weir.admin();
+    let (_, text) = http_get(&at, "/metrics");
+    let series = |name: &str| format!("{name}{{table=\"customers\",topic=\"{}\"}}", s.customers);
+    assert_eq!(
+        metric(&text, &series("weir_table_records_read_total")),
+        Some(9.0),
+        "{text}"
+    );
+    let (_, status) = http_get(&at, "/api/status");
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["tables"][0]["table"], "customers", "{status}");
+    assert_eq!(status["tables"][0]["loaded"], true, "{status}");
     assert_eq!(weir.stop(), Some(0), "{}", weir.log());
     let dead = s
         .topics
@@ -477,6 +490,9 @@ fn exactly_once_a_kill_9_mid_join_leaves_every_order_once_with_a_row_no_older_th
         );
     }
     // The kill landed mid-join: the restart had outputs left to write.
-    assert!(before < want, "all {want} outputs were committed before the kill");
+    assert!(
+        before < want,
+        "all {want} outputs were committed before the kill"
+    );
     assert_eq!(weir.stop(), Some(0), "{}", weir.log());
 }

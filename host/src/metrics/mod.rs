@@ -77,6 +77,7 @@ pub struct Metrics {
     pub health: Health,
     stages: Mutex<Vec<Arc<StageStats>>>,
     partitions: Mutex<BTreeMap<(String, i32), PartitionView>>,
+    tables: Mutex<BTreeMap<String, TableView>>,
     recent: Mutex<Recent>,
     info: Mutex<RunInfo>,
 }
@@ -132,6 +133,19 @@ pub struct PartitionView {
     pub high_watermark: Option<i64>,
     /// Event time (ms) the partition's windows are complete up to, per window stage.
     pub watermarks: BTreeMap<String, i64>,
+}
+
+/// A table kept from a topic (`[[table]]`), as this instance reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TableView {
+    pub table: String,
+    pub topic: String,
+    /// Records of the topic applied (or left out as unreadable) since the run started.
+    pub records_read: u64,
+    /// Offsets of the topic not yet read, as last measured.
+    pub lag: i64,
+    /// Whether it has been read to its topic's end once (the source waits for that).
+    pub loaded: bool,
 }
 
 impl PartitionView {
@@ -280,6 +294,20 @@ impl Metrics {
                 ..PartitionView::default()
             });
         update(view);
+    }
+
+    /// Change what is shown of table `name`.
+    pub fn table(&self, name: &str, update: impl FnOnce(&mut TableView)) {
+        let mut all = lock(&self.tables);
+        let view = all.entry(name.to_string()).or_insert_with(|| TableView {
+            table: name.to_string(),
+            ..TableView::default()
+        });
+        update(view);
+    }
+
+    pub fn tables(&self) -> Vec<TableView> {
+        lock(&self.tables).values().cloned().collect()
     }
 
     /// The partition is no longer this instance's.

@@ -40,6 +40,7 @@ impl Collector for Scrape {
         run(m, &mut e)?;
         stages(m, &mut e)?;
         partitions(m, &mut e)?;
+        tables(m, &mut e)?;
         let dead = |k: ErrorKind| m.dead_letter_kinds[k.index()].load(Relaxed);
         family(
             &mut e,
@@ -394,6 +395,28 @@ fn partitions(m: &Metrics, e: &mut DescriptorEncoder) -> Result<(), FmtError> {
         Some(Unit::Seconds),
         Kind::Gauge,
         watermarks,
+    )
+}
+
+/// Per table: records read from its topic, and how far it is behind the topic's end.
+fn tables(m: &Metrics, e: &mut DescriptorEncoder) -> Result<(), FmtError> {
+    let tables = m.tables();
+    let labels = |t: &super::TableView| [("table", t.table.clone()), ("topic", t.topic.clone())];
+    family(
+        e,
+        "table_records_read",
+        "Records of a table's topic this instance has read into the table.",
+        None,
+        Kind::Counter,
+        tables.iter().map(|t| (labels(t), t.records_read)),
+    )?;
+    family(
+        e,
+        "table_lag",
+        "Offsets of a table's topic not yet read into the table, as last measured.",
+        None,
+        Kind::Gauge,
+        tables.iter().map(|t| (labels(t), t.lag.max(0) as u64)),
     )
 }
 

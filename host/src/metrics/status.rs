@@ -31,6 +31,8 @@ pub struct Status {
     pub totals: Snapshot,
     pub stages: Vec<StageStatus>,
     pub partitions: Vec<PartitionStatus>,
+    /// Tables kept from topics.
+    pub tables: Vec<super::TableView>,
     pub checkpoints: Vec<CheckpointView>,
     pub reloads: Vec<ReloadView>,
     pub dead_letters: DeadLetters,
@@ -220,6 +222,7 @@ impl StatusSampler {
                     view,
                 })
                 .collect(),
+            tables: m.tables(),
             checkpoints: m.checkpoints(),
             reloads: m.reloads(),
             dead_letters: DeadLetters {

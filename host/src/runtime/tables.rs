@@ -61,7 +61,7 @@ pub(crate) fn keep(
         .loading_tables
         .store(tables.all().count(), Ordering::Relaxed);
     for table in tables.all() {
-        let reading = Reading::open(table, store, source)?;
+        let reading = Reading::open(table, store, source, metrics.clone())?;
         let reading = reading.bootstrap(stop)?;
         metrics
             .health
@@ -152,7 +152,13 @@ struct Reading {
     ends: BTreeMap<i32, i64>,
     /// Records read (applied or left out).
     read: u64,
+    metrics: Arc<Metrics>,
+    /// When the ends were last asked for (following).
+    measured: Instant,
 }
+
+/// How often a table's reader asks where its topic ends, for its lag.
+const MEASURE_EVERY: Duration = Duration::from_secs(5);
 
 impl Reading {
     /// Open `table`'s part of the store and its topic; read on from the store's positions, or
@@ -162,6 +168,7 @@ impl Reading {
         table: &Arc<Table>,
         store: &Arc<StateStore>,
         source: &Source<'_>,
+        metrics: Arc<Metrics>,
     ) -> Result<Reading, Error> {
         let config = &table.config;
         let name = config.name.clone();
@@ -225,7 +232,31 @@ impl Reading {
             policy: source.policy,
             next,
             read: 0,
+            metrics,
+            measured: Instant::now(),
         })
+    }
+
+    /// Show how far the table is in the run's metrics.
+    fn show(&self, loaded: bool) {
+        let (read, lag) = (self.read, self.behind() as i64);
+        self.metrics.table(&self.name, |view| {
+            view.topic.clone_from(&self.topic);
+            view.records_read = read;
+            view.lag = lag;
+            view.loaded |= loaded;
+        });
+    }
+
+    /// Ask where the topic ends now (every few seconds while following), for the lag.
+    fn measure(&mut self) {
+        if self.measured.elapsed() < MEASURE_EVERY {
+            return;
+        }
+        self.measured = Instant::now();
+        if let Ok(Some(ends)) = self.follower.ends(Duration::from_secs(5)) {
+            self.ends = ends.iter().map(|(p, _, high)| (*p, *high)).collect();
+        }
     }
 
     /// Records left to read to reach the ends.
@@ -258,6 +289,7 @@ impl Reading {
                     break;
                 }
             }
+            self.show(false);
             if said.elapsed() >= PROGRESS_EVERY {
                 said = Instant::now();
                 let done = total - self.behind().min(total);
@@ -275,6 +307,7 @@ impl Reading {
             self.read,
             started.elapsed().as_secs_f64()
         );
+        self.show(true);
         Ok(self)
     }
 
@@ -300,6 +333,8 @@ impl Reading {
                     return;
                 }
             }
+            self.measure();
+            self.show(false);
         }
     }
 

@@ -60,10 +60,12 @@ impl Records {
 
 impl TestCommand {
     pub fn execute(self) -> Result<ExitCode> {
-        let mut chain = if self.tables.is_empty() {
-            chain_of(&self.target, self.records.config.as_deref())?
-        } else {
-            chain_with_tables(&self.target, &self.tables)?
+        let mut chain = match (&self.records.config, self.tables.is_empty()) {
+            (_, true) => chain_of(&self.target, self.records.config.as_deref())?,
+            (None, false) => chain_with_tables(&self.target, &self.tables)?,
+            (Some(_), false) => bail!(
+                "--config is for a single plugin, --table for a pipeline file: give one of them"
+            ),
         };
         let (source, input) = self.records.open()?;
         let stdout = std::io::stdout();
@@ -103,10 +105,16 @@ fn chain_with_tables(target: &Path, tables: &[String]) -> Result<Chain> {
     }
     let pipeline = Pipeline::load(target)?;
     let stages = super::load_stages(&super::engine()?, &pipeline)?;
-    for given in tables {
+    for (i, given) in tables.iter().enumerate() {
         let Some((name, file)) = given.split_once('=') else {
             bail!("--table {given}: write NAME=FILE");
         };
+        if tables[..i]
+            .iter()
+            .any(|t| t.split_once('=').is_some_and(|(n, _)| n == name))
+        {
+            bail!("--table {name}= is given twice: one file per table");
+        }
         let Some(table) = stages.tables().get(name) else {
             bail!(
                 "--table {given}: {} has no [[table]] named `{name}`",

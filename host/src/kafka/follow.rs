@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rdkafka::{
     config::{ClientConfig, RDKafkaLogLevel},
     consumer::{BaseConsumer, Consumer as _, ConsumerContext},
-    error::KafkaError,
+    error::{KafkaError, RDKafkaErrorCode},
     message::Message,
     ClientContext, Offset, TopicPartitionList,
 };
@@ -24,7 +24,12 @@ const FOLLOWER_DEFAULTS: &[(&str, &str)] = &[
     ("enable.auto.commit", "false"),
     ("enable.auto.offset.store", "false"),
     ("isolation.level", "read_committed"),
-    ("enable.partition.eof", "false"),
+    // Reaching the end of what is readable (under read_committed, the last stable offset: a
+    // transaction left open keeps later records back) is an event, which a bootstrap waits for.
+    ("enable.partition.eof", "true"),
+    // A position outside a partition is an error the caller sees (its store is of another
+    // topic), not a silent jump to one end.
+    ("auto.offset.reset", "error"),
     ("fetch.wait.max.ms", "50"),
 ];
 
@@ -41,6 +46,13 @@ const GROUP_ONLY: &[&str] = &[
 
 /// A partition, its low and its high watermark.
 pub type PartitionEnds = (i32, i64, i64);
+
+/// What one poll brought: records, and the partitions found read to their end.
+#[derive(Default)]
+pub struct Polled {
+    pub changes: Vec<Change>,
+    pub at_end: Vec<i32>,
+}
 
 /// One record of the topic, as the follower's caller needs it.
 pub struct Change {
@@ -70,6 +82,8 @@ impl ConsumerContext for FollowContext {}
 pub struct Follower {
     consumer: BaseConsumer<FollowContext>,
     topic: String,
+    /// An error that came after records of a poll: the next poll returns it.
+    pending: Option<KafkaError>,
 }
 
 impl Follower {
@@ -98,6 +112,7 @@ impl Follower {
         Ok(Follower {
             consumer,
             topic: topic.to_string(),
+            pending: None,
         })
     }
 
@@ -108,8 +123,10 @@ impl Follower {
         let Some(topic) = metadata.topics().iter().find(|t| t.name() == self.topic) else {
             return Ok(None);
         };
-        if topic.error().is_some() || topic.partitions().is_empty() {
-            return Ok(None);
+        match topic.error().map(RDKafkaErrorCode::from) {
+            None if !topic.partitions().is_empty() => {}
+            None | Some(RDKafkaErrorCode::UnknownTopicOrPartition) => return Ok(None),
+            Some(code) => return Err(KafkaError::MetadataFetch(code)),
         }
         let mut ends = Vec::with_capacity(topic.partitions().len());
         for p in topic.partitions() {
@@ -145,28 +162,67 @@ impl Follower {
             .collect())
     }
 
-    /// The records that arrive within `wait` (waiting only for the first), at most `max`.
-    pub fn poll(&self, max: usize, wait: Duration) -> Result<Vec<Change>, KafkaError> {
-        let mut changes = Vec::new();
+    /// The records that arrive within `wait` (waiting only for the first), at most `max`, and
+    /// the partitions read to their end meanwhile. Errors the client recovers from itself (a
+    /// broker that went away, a leader that moved) are logged, not returned: the reading goes
+    /// on where it was once the client is back.
+    pub fn poll(&mut self, max: usize, wait: Duration) -> Result<Polled, KafkaError> {
+        if let Some(e) = self.pending.take() {
+            return Err(e);
+        }
+        let mut polled = Polled::default();
         let deadline = Instant::now() + wait;
-        while changes.len() < max {
+        while polled.changes.len() < max {
             let left = deadline.saturating_duration_since(Instant::now());
-            let timeout = if changes.is_empty() {
+            let timeout = if polled.changes.is_empty() {
                 left
             } else {
                 Duration::ZERO
             };
-            let Some(message) = self.consumer.poll(timeout) else {
-                break;
+            let message = match self.consumer.poll(timeout) {
+                None => break,
+                Some(Ok(message)) => message,
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    polled.at_end.push(partition);
+                    continue;
+                }
+                Some(Err(e)) if recoverable(&e) => {
+                    tracing::warn!(topic = %self.topic, "reading the table's topic: {e}");
+                    break;
+                }
+                Some(Err(e)) if polled.changes.is_empty() => return Err(e),
+                Some(Err(e)) => {
+                    self.pending = Some(e);
+                    break;
+                }
             };
-            let message = message?;
-            changes.push(Change {
+            // A record after its partition's end-of-partition event: not at the end after all.
+            polled.at_end.retain(|&p| p != message.partition());
+            polled.changes.push(Change {
                 partition: message.partition(),
                 offset: message.offset(),
                 key: message.key().map(<[u8]>::to_vec),
                 value: message.payload().map(<[u8]>::to_vec),
             });
         }
-        Ok(changes)
+        Ok(polled)
     }
+}
+
+/// Whether a consumer error is one librdkafka recovers from by itself (it reconnects, finds the
+/// new leader, fetches again), rather than one that needs the caller: a position outside the
+/// partition, a topic gone or not allowed.
+fn recoverable(e: &KafkaError) -> bool {
+    !matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::AutoOffsetReset
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownPartition
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::OffsetOutOfRange
+        )
+    )
 }

@@ -122,9 +122,8 @@ struct Shared {
     fatal: Arc<Fatal>,
     metrics: Arc<Metrics>,
     held: Arc<Held>,
-    /// The threads following the tables' topics: they end with the run (`stop`, or a fatal
-    /// error).
-    table_readers: Mutex<Vec<JoinHandle<()>>>,
+    /// The threads following the tables' topics.
+    table_readers: Mutex<Option<tables::Readers>>,
     /// The tables they keep, which assigned partitions wait to catch up with their topics.
     tables: Arc<crate::table::Tables>,
     stop: Arc<AtomicBool>,
@@ -264,15 +263,13 @@ fn shut_down(
     shared.commit_all(&consumer);
     drop(consumer); // leaves the group (a final revoke commits nothing new)
                     // The loop ended on `stop` or a fatal error, and so do the tables' readers.
-    let readers = std::mem::take(
-        &mut *shared
+    drop(
+        shared
             .table_readers
             .lock()
-            .unwrap_or_else(|e| e.into_inner()),
+            .unwrap_or_else(|e| e.into_inner())
+            .take(),
     );
-    for reader in readers {
-        let _ = reader.join();
-    }
     let snapshot = shared.metrics.snapshot();
     match shared.fatal.take() {
         Some(error) => Err(error),

@@ -50,25 +50,6 @@ pub(super) fn prepare(
         .as_ref()
         .map_or_else(Default::default, |s| s.marks.clone());
     let fatal = Arc::new(Fatal::default());
-    let table_readers = match &store {
-        Some(store) if !stages.tables().is_empty() => {
-            let tables_source = tables::Source {
-                brokers: &source.brokers,
-                properties: &source.kafka,
-                policy: pipeline.errors.policy,
-            };
-            let metrics = &options.metrics;
-            tables::keep(
-                stages.tables(),
-                store,
-                &tables_source,
-                &options.stop,
-                &fatal,
-                metrics,
-            )?
-        }
-        _ => Vec::new(),
-    };
     let sink = Sink::new(
         sink_brokers,
         &sink_config.kafka,
@@ -100,6 +81,26 @@ pub(super) fn prepare(
             partitions,
         )?),
         Guarantee::AtLeastOnce => None,
+    };
+    // Last: a pipeline that cannot run says so before minutes of reading tables.
+    let table_readers = match &store {
+        Some(store) if !stages.tables().is_empty() => {
+            let tables_source = tables::Source {
+                brokers: &source.brokers,
+                properties: &source.kafka,
+                policy: pipeline.errors.policy,
+            };
+            let metrics = &options.metrics;
+            Some(tables::keep(
+                stages.tables(),
+                store,
+                &tables_source,
+                &options.stop,
+                &fatal,
+                metrics,
+            )?)
+        }
+        _ => None,
     };
     Ok(Some(Shared {
         assigned: Mutex::new(Assigned {

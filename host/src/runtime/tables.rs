@@ -6,7 +6,7 @@
 //! table and logged (it stays in its topic: a table has no outputs to send a dead letter for).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -15,15 +15,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rdkafka::consumer::Consumer as _;
+use rdkafka::{
+    consumer::Consumer as _,
+    error::{KafkaError, RDKafkaErrorCode},
+};
 
 use crate::{
     config::{ErrorPolicy, KafkaProperties},
     error::Error,
-    kafka::{follow::Follower, Consumer, Fatal},
+    kafka::{
+        follow::{Change, Follower, PartitionEnds},
+        Consumer, Fatal,
+    },
     metrics::Metrics,
     state::StateStore,
-    table::{Decoder, Table, TableStore, Tables},
+    table::{Change as TableChange, Decoder, Table, TableStore, Tables},
 };
 
 /// Most records applied in one write to the store.
@@ -32,11 +38,6 @@ const BATCH: usize = 4096;
 const POLL: Duration = Duration::from_millis(100);
 /// How often the bootstrap says how far it is.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-/// With nothing more arriving for this long after records came, a partition the consumer's
-/// position shows short of its end is taken as read: what is left are transaction markers,
-/// which no record passes. Before any record came, the brokers get longer to answer at all.
-const QUIET: Duration = Duration::from_secs(2);
-const FIRST_QUIET: Duration = Duration::from_secs(30);
 
 /// Where the tables' topics are, and what to do about records they cannot read.
 pub(crate) struct Source<'a> {
@@ -45,8 +46,25 @@ pub(crate) struct Source<'a> {
     pub policy: ErrorPolicy,
 }
 
+/// The tables' reader threads. They end with the run (its `stop`, or a fatal error), and
+/// when this is dropped: a run that fails after they started leaves none behind.
+pub(crate) struct Readers {
+    halt: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        self.halt.store(true, Ordering::Relaxed);
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
 /// Read every table of `tables` up to its topic's end, into `store`; then follow each on a
-/// thread of its own until `stop` is set (or, on an error, until it sets `fatal`).
+/// thread of its own until `stop` is set, a reader fails (it sets `fatal`) or the readers are
+/// dropped.
 pub(crate) fn keep(
     tables: &Tables,
     store: &Arc<StateStore>,
@@ -54,82 +72,88 @@ pub(crate) fn keep(
     stop: &Arc<AtomicBool>,
     fatal: &Arc<Fatal>,
     metrics: &Arc<Metrics>,
-) -> Result<Vec<JoinHandle<()>>, Error> {
-    let mut followers = Vec::new();
-    metrics
-        .health
-        .loading_tables
-        .store(tables.all().count(), Ordering::Relaxed);
+) -> Result<Readers, Error> {
+    let mut readers = Readers {
+        halt: Arc::default(),
+        handles: Vec::new(),
+    };
+    let loading = &metrics.health.loading_tables;
+    loading.store(tables.all().count(), Ordering::Relaxed);
     for table in tables.all() {
         let reading = Reading::open(table, store, source, metrics.clone())?;
         let reading = reading.bootstrap(stop)?;
-        metrics
-            .health
-            .loading_tables
-            .fetch_sub(1, Ordering::Relaxed);
+        loading.fetch_sub(1, Ordering::Relaxed);
         table.attach(Arc::new(reading.rows.clone()));
-        let (stop, fatal) = (stop.clone(), fatal.clone());
+        let (stop, halt, fatal) = (stop.clone(), readers.halt.clone(), fatal.clone());
+        let done = move || stop.load(Ordering::Relaxed) || halt.load(Ordering::Relaxed);
         let handle = thread::Builder::new()
             .name(format!("weir-table-{}", table.config.name))
-            .spawn(move || reading.follow(&stop, &fatal))
+            .spawn(move || reading.follow(done, &fatal))
             .map_err(|e| Error::Io {
                 what: format!("table `{}`: starting its reader thread", table.config.name),
                 cause: e,
             })?;
-        followers.push(handle);
+        readers.handles.push(handle);
     }
-    Ok(followers)
+    Ok(readers)
 }
 
-/// Longest wait for the tables to catch up with their topics when partitions are assigned.
-const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
+/// Longest wait, over all tables, for the tables to catch up with their topics when
+/// partitions are assigned.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(10);
 
 /// Wait until every table has taken in what its topic holds now (asking the brokers through
 /// `consumer`). Called when partitions are assigned, before their first record: a partition
 /// taken over from another instance, or after a restart, then never joins a record with an
 /// older row than its previous owner's committed outputs saw, whatever the guarantee.
 pub(crate) fn catch_up(tables: &Tables, consumer: &Consumer, stop: &AtomicBool) {
-    let end =
-        |topic: &str, p: i32| match consumer.fetch_watermarks(topic, p, Duration::from_secs(10)) {
+    let end = |table: &Table, p: i32| {
+        let topic = &table.config.topic;
+        match consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
             Ok((_, high)) => Some(high),
             Err(e) => {
-                tracing::warn!("cannot ask where {topic}[{p}] ends: {e}");
+                tracing::warn!(table = %table.config.name, "cannot ask where {topic}[{p}] ends: {e}");
                 None
             }
-        };
+        }
+    };
     wait_for_ends(tables, end, stop, CATCH_UP_LIMIT);
 }
 
-/// Wait until every table has reached the `end` of each partition of its topic, for at most
-/// `limit`.
+/// Wait until each table's reader has reached the `end` of each partition of its topic, or
+/// found it read to its end (a transaction left open keeps a read_committed reader short of
+/// the high watermark), for at most `limit` in all.
 fn wait_for_ends(
     tables: &Tables,
-    end: impl Fn(&str, i32) -> Option<i64>,
+    end: impl Fn(&Table, i32) -> Option<i64>,
     stop: &AtomicBool,
     limit: Duration,
 ) {
+    let deadline = Instant::now() + limit;
     for table in tables.all() {
-        let topic = &table.config.topic;
         let ends: Vec<(i32, i64)> = table
             .reached()
+            .next
             .into_keys()
-            .filter_map(|p| Some((p, end(topic, p)?)))
+            .filter_map(|p| Some((p, end(table, p)?)))
             .collect();
-        let started = Instant::now();
         loop {
             let reached = table.reached();
-            let behind: i64 = ends
+            let short: Vec<i32> = ends
                 .iter()
-                .map(|(p, high)| (high - reached.get(p).copied().unwrap_or(0)).max(0))
-                .sum();
-            if behind == 0 || stop.load(Ordering::Relaxed) {
+                .filter(|(p, high)| {
+                    !reached.at_end.contains(p) && reached.next.get(p).is_none_or(|n| n < high)
+                })
+                .map(|(p, _)| *p)
+                .collect();
+            if short.is_empty() || stop.load(Ordering::Relaxed) {
                 break;
             }
-            if started.elapsed() > limit {
+            if Instant::now() > deadline {
                 tracing::warn!(
                     table = %table.config.name,
-                    "the table is still {behind} offsets short of its topic's end after \
-                     {limit:?}: going on with it as it is"
+                    "partitions {short:?} of the table's topic are not read to their end \
+                     within {limit:?}: going on with the table as it is"
                 );
                 break;
             }
@@ -146,10 +170,16 @@ struct Reading {
     follower: Follower,
     decoder: Decoder,
     rows: TableStore,
+    /// What the rows are read with (topic, format, key): a store of other settings is read
+    /// again.
+    settings: String,
     policy: ErrorPolicy,
     /// Per partition: the next offset to read, and the end to reach in the bootstrap.
     next: BTreeMap<i32, i64>,
     ends: BTreeMap<i32, i64>,
+    /// Partitions found read to their end (see [`Reading::read_to_end`]) since their last
+    /// record.
+    at_end: BTreeSet<i32>,
     /// Records read (applied or left out).
     read: u64,
     metrics: Arc<Metrics>,
@@ -161,9 +191,7 @@ struct Reading {
 const MEASURE_EVERY: Duration = Duration::from_secs(5);
 
 impl Reading {
-    /// Open `table`'s part of the store and its topic; read on from the store's positions, or
-    /// from the beginning when the store has none, or is not of this table as configured now,
-    /// or is past the topic's end or before its start (a topic recreated or cut by retention).
+    /// Open `table`'s part of the store and its topic, and read on from where the store is.
     fn open(
         table: &Arc<Table>,
         store: &Arc<StateStore>,
@@ -171,70 +199,110 @@ impl Reading {
         metrics: Arc<Metrics>,
     ) -> Result<Reading, Error> {
         let config = &table.config;
-        let name = config.name.clone();
-        let kafka = |what: &str, cause| Error::Kafka {
-            what: format!("table `{name}`: {what} of topic `{}`", config.topic),
-            cause,
-        };
         let follower = Follower::new(source.brokers, &source.properties.0, &config.topic)
-            .map_err(|e| kafka("a reader", e))?;
-        let ends = follower
-            .ends(Duration::from_secs(30))
-            .map_err(|e| kafka("the partitions", e))?
-            .ok_or_else(|| {
-                Error::Topic(format!(
-                    "table `{name}` (line {}): its topic `{}` does not exist on {}",
-                    config.line, config.topic, source.brokers
-                ))
-            })?;
-        let rows = TableStore::new(store.clone(), &name);
-        let settings = format!(
-            "topic={} format={} key={}",
-            config.topic,
-            config.format.as_str(),
-            config.key.as_deref().unwrap_or("(record key)")
-        );
-        let mut kept = rows.positions()?;
-        let why_again = if rows.settings()?.as_deref() != Some(settings.as_str()) {
-            Some("its settings are new to the store")
-        } else if ends.iter().any(|(p, low, high)| {
-            kept.get(p)
-                .is_some_and(|&at| at > *high || (at < *low && *low > 0))
-        }) {
-            Some("the store's positions are outside the topic's offsets")
-        } else {
-            None
-        };
-        if let Some(why) = why_again {
-            if !kept.is_empty() || why.contains("outside") {
-                tracing::info!(table = %name, "reading the table from the beginning: {why}");
-            }
-            rows.reset(&settings)?;
-            kept.clear();
-        }
-        let next: BTreeMap<i32, i64> = ends
-            .iter()
-            .map(|(p, low, _)| (*p, kept.get(p).copied().unwrap_or(*low).max(*low)))
-            .collect();
-        let from: Vec<(i32, i64)> = next.iter().map(|(p, o)| (*p, *o)).collect();
-        follower
-            .start(&from)
-            .map_err(|e| kafka("assigning the partitions", e))?;
-        table.reach(&next);
-        Ok(Reading {
+            .map_err(|e| kafka_error(&config.name, "a reader", &config.topic, e))?;
+        let mut reading = Reading {
             table: table.clone(),
-            decoder: table.decoder(),
+            name: config.name.clone(),
             topic: config.topic.clone(),
-            ends: ends.iter().map(|(p, _, high)| (*p, *high)).collect(),
-            name,
             follower,
-            rows,
+            decoder: table.decoder(),
+            rows: TableStore::new(store.clone(), &config.name),
+            settings: format!(
+                "topic={} format={} key={}",
+                config.topic,
+                config.format.as_str(),
+                config.key.as_deref().unwrap_or("(record key)")
+            ),
             policy: source.policy,
-            next,
+            next: BTreeMap::new(),
+            ends: BTreeMap::new(),
+            at_end: BTreeSet::new(),
             read: 0,
             metrics,
             measured: Instant::now(),
-        })
+        };
+        let ends = reading.partitions(source.brokers, config.line)?;
+        let next = reading.kept(&ends)?;
+        reading.start_at(next)?;
+        Ok(reading)
+    }
+
+    /// The topic's partitions with their low and high watermarks (the highs are the ends the
+    /// bootstrap reads to).
+    fn partitions(&mut self, brokers: &str, line: usize) -> Result<Vec<PartitionEnds>, Error> {
+        let ends = self
+            .follower
+            .ends(Duration::from_secs(30))
+            .map_err(|e| kafka_error(&self.name, "the partitions", &self.topic, e))?
+            .ok_or_else(|| {
+                Error::Topic(format!(
+                    "table `{}` (line {line}): its topic `{}` does not exist on {brokers}",
+                    self.name, self.topic
+                ))
+            })?;
+        self.ends = ends.iter().map(|(p, _, high)| (*p, *high)).collect();
+        Ok(ends)
+    }
+
+    /// Where to read each partition from: the store's position, unless the store has none,
+    /// is not of this table as configured now, or holds one from before the partition's start
+    /// (retention removed records it never read); then the store is emptied and the partition
+    /// read from its start. A position past the topic's end (a topic deleted and made again)
+    /// is the broker's to refuse: see [`Reading::start_over`].
+    fn kept(&self, ends: &[PartitionEnds]) -> Result<BTreeMap<i32, i64>, Error> {
+        let mut kept = self.rows.positions()?;
+        let why = if self.rows.settings()?.as_deref() != Some(self.settings.as_str()) {
+            Some("its settings are new to the store")
+        } else if ends
+            .iter()
+            .any(|(p, low, _)| kept.get(p).is_some_and(|&at| at < *low))
+        {
+            Some("the topic no longer holds records the store has not read")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            if !kept.is_empty() {
+                tracing::info!(table = %self.name, "reading the table from the beginning: {why}");
+            }
+            self.rows.reset(&self.settings)?;
+            kept.clear();
+        }
+        Ok(ends
+            .iter()
+            .map(|(p, low, _)| (*p, kept.get(p).copied().unwrap_or(*low).max(*low)))
+            .collect())
+    }
+
+    /// Read each partition from its offset in `next` on.
+    fn start_at(&mut self, next: BTreeMap<i32, i64>) -> Result<(), Error> {
+        let from: Vec<(i32, i64)> = next.iter().map(|(p, o)| (*p, *o)).collect();
+        self.follower
+            .start(&from)
+            .map_err(|e| kafka_error(&self.name, "assigning the partitions", &self.topic, e))?;
+        self.table.restart_at(&next);
+        self.next = next;
+        Ok(())
+    }
+
+    /// The broker refused a position the store kept: it is past the partition's end, so the
+    /// topic is not the one the store read (deleted and made again). Read it from the start.
+    fn start_over(&mut self) -> Result<(), Error> {
+        tracing::warn!(
+            table = %self.name,
+            topic = %self.topic,
+            "the topic does not hold the offsets the table was read to (was it deleted and \
+             made again?): reading the table from the beginning"
+        );
+        self.rows.reset(&self.settings)?;
+        let ends = self.follower.ends(Duration::from_secs(30));
+        let ends = ends
+            .map_err(|e| kafka_error(&self.name, "the partitions", &self.topic, e))?
+            .unwrap_or_default();
+        self.ends = ends.iter().map(|(p, _, high)| (*p, *high)).collect();
+        self.at_end.clear();
+        self.start_at(ends.iter().map(|(p, low, _)| (*p, *low)).collect())
     }
 
     /// Show how far the table is in the run's metrics.
@@ -267,28 +335,22 @@ impl Reading {
             .sum()
     }
 
+    /// Whether every partition is read to the end it had when the table was opened, or to
+    /// where the broker says what is readable ends (a transaction left open holds the rest).
+    fn read_to_end(&self) -> bool {
+        self.ends.iter().all(|(p, end)| {
+            self.next.get(p).is_some_and(|next| next >= end) || self.at_end.contains(p)
+        })
+    }
+
     /// Read up to the ends the topic had when the table was opened.
     fn bootstrap(mut self, stop: &AtomicBool) -> Result<Reading, Error> {
         let started = Instant::now();
         let total = self.behind();
-        let (mut said, mut heard) = (Instant::now(), Instant::now());
+        let mut said = Instant::now();
         tracing::info!(table = %self.name, topic = %self.topic, "reading the table: {total} records to read");
-        while self.behind() > 0 && !stop.load(Ordering::Relaxed) {
-            if self.step()? > 0 {
-                heard = Instant::now();
-            } else {
-                self.moved_past_markers();
-                let patience = if self.read > 0 { QUIET } else { FIRST_QUIET };
-                if self.behind() > 0 && heard.elapsed() > patience {
-                    tracing::warn!(
-                        table = %self.name,
-                        "nothing more came for {patience:?} with {} offsets short of the \
-                         topic's end: taking them as transaction markers and going on",
-                        self.behind()
-                    );
-                    break;
-                }
-            }
+        while !self.read_to_end() && !stop.load(Ordering::Relaxed) {
+            self.step()?;
             self.show(false);
             if said.elapsed() >= PROGRESS_EVERY {
                 said = Instant::now();
@@ -319,12 +381,12 @@ impl Reading {
                 *next = (*next).max(at);
             }
         }
-        self.table.reach(&self.next);
+        self.table.reach(&self.next, &self.at_end);
     }
 
-    /// Follow the topic until `stop`; an error stops the run.
-    fn follow(mut self, stop: &AtomicBool, fatal: &Fatal) {
-        while !stop.load(Ordering::Relaxed) && !fatal.is_set() {
+    /// Follow the topic until `done`; an error stops the run.
+    fn follow(mut self, done: impl Fn() -> bool, fatal: &Fatal) {
+        while !done() && !fatal.is_set() {
             match self.step() {
                 Ok(0) => self.moved_past_markers(),
                 Ok(_) => {}
@@ -340,34 +402,53 @@ impl Reading {
 
     /// Read what has come and apply it; returns how many records.
     fn step(&mut self) -> Result<usize, Error> {
-        let records = self
-            .follower
-            .poll(BATCH, POLL)
-            .map_err(|cause| Error::Kafka {
-                what: format!("table `{}`: reading topic `{}`", self.name, self.topic),
-                cause,
-            })?;
+        let polled = match self.follower.poll(BATCH, POLL) {
+            Ok(polled) => polled,
+            Err(e) if out_of_range(&e) => {
+                self.start_over()?;
+                return Ok(0);
+            }
+            Err(e) => return Err(kafka_error(&self.name, "reading", &self.topic, e)),
+        };
+        let records = polled.changes;
+        let (changes, positions, stopped) = self.decode(&records);
+        if !positions.is_empty() {
+            self.rows.apply(&changes, &positions)?;
+            self.next.extend(positions);
+        }
+        if let Some(e) = stopped {
+            return Err(e);
+        }
+        for record in &records {
+            self.at_end.remove(&record.partition);
+        }
+        self.at_end.extend(polled.at_end);
+        self.table.reach(&self.next, &self.at_end);
+        self.read += records.len() as u64;
+        Ok(records.len())
+    }
+
+    /// The row changes of `records`, and the positions (partition, next offset) they take the
+    /// table to; a record that stops the run (`policy = "fail"`) ends them before it, with the
+    /// error.
+    fn decode(&self, records: &[Change]) -> (Vec<TableChange>, Vec<(i32, i64)>, Option<Error>) {
         let mut changes = Vec::with_capacity(records.len());
         let mut moved: BTreeMap<i32, i64> = BTreeMap::new();
-        for record in &records {
+        for record in records {
             match self
                 .decoder
                 .decode(record.key.as_deref(), record.value.as_deref())
             {
                 Ok(change) => changes.push(change),
-                Err(message) => self.unreadable(record.partition, record.offset, message)?,
+                Err(message) => {
+                    if let Err(e) = self.unreadable(record.partition, record.offset, message) {
+                        return (changes, moved.into_iter().collect(), Some(e));
+                    }
+                }
             }
             moved.insert(record.partition, record.offset + 1);
         }
-        if records.is_empty() {
-            return Ok(0);
-        }
-        let positions: Vec<(i32, i64)> = moved.into_iter().collect();
-        self.rows.apply(&changes, &positions)?;
-        self.next.extend(positions);
-        self.table.reach(&self.next);
-        self.read += records.len() as u64;
-        Ok(records.len())
+        (changes, moved.into_iter().collect(), None)
     }
 
     /// A record that is no row change: the policy decides.
@@ -405,25 +486,48 @@ mod tests {
                     [[stage]]\nname = \"s\"\nplugin = \"s.wasm\"\n";
         let tables = Tables::declared(&Pipeline::parse(Path::new("p.toml"), text).unwrap());
         let table = tables.get("t").unwrap().clone();
-        table.reach(&BTreeMap::from([(0, 3), (1, 10)]));
-        let end = |_: &str, p: i32| Some(if p == 0 { 8 } else { 10 });
+        let none = BTreeSet::new();
+        table.reach(
+            &BTreeMap::from([(0, 3), (1, 10), (2, 4)]),
+            &BTreeSet::from([2]),
+        );
+        // Partition 2 is read to its end short of its high watermark (an open transaction).
+        let end = |_: &Table, p: i32| Some([8, 10, 6][p as usize]);
         let stop = AtomicBool::new(false);
         let reader = {
             let table = table.clone();
             thread::spawn(move || {
                 thread::sleep(Duration::from_millis(100));
-                table.reach(&BTreeMap::from([(0, 8)]));
+                table.reach(&BTreeMap::from([(0, 8)]), &BTreeSet::from([2]));
             })
         };
         let started = Instant::now();
         wait_for_ends(&tables, end, &stop, Duration::from_secs(10));
         assert!(started.elapsed() >= Duration::from_millis(100));
-        assert_eq!(table.reached(), BTreeMap::from([(0, 8), (1, 10)]));
+        assert_eq!(
+            table.reached().next,
+            BTreeMap::from([(0, 8), (1, 10), (2, 4)])
+        );
         reader.join().unwrap();
         // A table that never gets there holds the assignment up for the limit only.
-        let never = |_: &str, _: i32| Some(1_000);
+        table.reach(&BTreeMap::new(), &none);
+        let never = |_: &Table, _: i32| Some(1_000);
         let started = Instant::now();
         wait_for_ends(&tables, never, &stop, Duration::from_millis(50));
         assert!(started.elapsed() < Duration::from_secs(5));
     }
+}
+
+/// A Kafka failure of table `table`'s reader, doing `what` with `topic`.
+fn kafka_error(table: &str, what: &str, topic: &str, cause: KafkaError) -> Error {
+    Error::Kafka {
+        what: format!("table `{table}`: {what} of topic `{topic}`"),
+        cause,
+    }
+}
+
+/// Whether the broker refused a position as outside the partition (the follower has no
+/// automatic reset, so this comes back instead of a silent jump).
+fn out_of_range(e: &KafkaError) -> bool {
+    e.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset)
 }

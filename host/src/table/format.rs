@@ -100,18 +100,22 @@ impl Decoder {
         }
     }
 
-    /// The row key a record key names: with a key pointer, the record key is JSON (as Debezium
-    /// writes it: the key columns, perhaps under `payload`) and the pointer finds the key in
-    /// it; a plain JSON value, or bytes that are no JSON, are the key itself.
+    /// The row key a record key names: a JSON string, number or boolean (as a JSON converter
+    /// writes keys) is its text; with a key pointer, a JSON object (as Debezium writes keys:
+    /// the key columns, perhaps under `payload`) holds the key at the pointer; anything else
+    /// (bytes that are no JSON) is the key as it is.
     fn record_key(&self, key: Option<&[u8]>) -> Result<Vec<u8>, String> {
         let Some(key) = key else {
             return Err("a tombstone without a key: it names no row to delete".into());
         };
-        let (Some(pointer), Ok(doc)) = (&self.key, serde_json::from_slice::<Value>(key)) else {
+        let Ok(doc) = serde_json::from_slice::<Value>(key) else {
             return Ok(key.to_vec());
         };
+        let pointer = self.key.as_deref().unwrap_or("");
         match &doc {
-            Value::Object(_) => {
+            // A JSON string, number or boolean (a JSON converter's key) is the key's text.
+            Value::String(_) | Value::Number(_) | Value::Bool(_) => key_text(&doc, pointer),
+            Value::Object(_) if !pointer.is_empty() => {
                 let found = doc
                     .pointer(pointer)
                     .or_else(|| doc.get("payload").and_then(|p| p.pointer(pointer)));
@@ -122,7 +126,7 @@ impl Decoder {
                     )),
                 }
             }
-            scalar => key_text(scalar, pointer),
+            _ => Ok(key.to_vec()),
         }
     }
 }
@@ -184,6 +188,12 @@ mod tests {
             by_record_key.decode(Some(b"c-1"), Some(row.as_bytes())),
             Ok(upsert("c-1", row))
         );
+        // A JSON converter's string key is its text, as a pointer's string value is.
+        assert_eq!(
+            by_record_key.decode(Some(br#""c-1""#), Some(row.as_bytes())),
+            Ok(upsert("c-1", row))
+        );
+        assert_eq!(by_record_key.decode(Some(b"7"), None), Ok(delete("7")));
         let no_key = by_field.decode(Some(b"k"), Some(br#"{"name":"x"}"#));
         assert_eq!(no_key, Err("the row has no key at `/id`".into()));
         assert!(by_field

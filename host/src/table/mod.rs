@@ -4,9 +4,9 @@
 //!
 //! Each process keeps every table whole, as Kafka Streams keeps a global table: any instance
 //! can look up any key, so the table's topic need not be partitioned like the source. A table
-//! lives in the run's state store ([`store`]), rows and read positions written together, so a
+//! lives in the run's state store (`store`), rows and read positions written together, so a
 //! restart reads on from where the store is instead of from the beginning. Before the source
-//! starts, each table is read up to the end its topic had ([`reader`]: the bootstrap), so the
+//! starts, each table is read up to the end its topic had (the bootstrap), so the
 //! first record sees every row written before the run started; afterwards a thread per table
 //! follows its topic (both in `runtime::tables`).
 //!
@@ -16,7 +16,7 @@ mod format;
 mod store;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex, OnceLock},
 };
 
@@ -39,9 +39,18 @@ pub struct Tables {
 pub struct Table {
     pub config: TableConfig,
     rows: OnceLock<Arc<dyn Rows>>,
-    /// Per partition of its topic, the next offset its reader will apply: how far the rows
-    /// reach.
-    reached: Mutex<BTreeMap<i32, i64>>,
+    /// How far its reader is in its topic.
+    reached: Mutex<Reached>,
+}
+
+/// How far a table's reader is in its topic.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reached {
+    /// Per partition, the next offset the rows will take in.
+    pub next: BTreeMap<i32, i64>,
+    /// Partitions the reader last found read to their end: under read_committed, to the last
+    /// stable offset, short of the high watermark while a transaction is open.
+    pub at_end: BTreeSet<i32>,
 }
 
 /// Where a table's rows are read from: the run's store, or memory (`weir test`).
@@ -144,21 +153,32 @@ impl Table {
         let _ = self.rows.set(rows);
     }
 
-    /// Per partition of its topic, the next offset the rows will take in.
-    pub fn reached(&self) -> BTreeMap<i32, i64> {
-        self.reached
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// How far its reader is in its topic.
+    pub fn reached(&self) -> Reached {
+        self.lock_reached().clone()
     }
 
-    /// The reader has applied everything before `next` (per partition).
-    pub fn reach(&self, next: &BTreeMap<i32, i64>) {
-        let mut reached = self.reached.lock().unwrap_or_else(|e| e.into_inner());
+    fn lock_reached(&self) -> std::sync::MutexGuard<'_, Reached> {
+        self.reached.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The reader has applied everything before `next` (per partition), and found the
+    /// partitions `at_end` read to their end.
+    pub fn reach(&self, next: &BTreeMap<i32, i64>, at_end: &BTreeSet<i32>) {
+        let mut reached = self.lock_reached();
         for (partition, offset) in next {
-            let at = reached.entry(*partition).or_insert(*offset);
+            let at = reached.next.entry(*partition).or_insert(*offset);
             *at = (*at).max(*offset);
         }
+        reached.at_end.clone_from(at_end);
+    }
+
+    /// The reader starts again at `next` (per partition), wherever it was.
+    pub fn restart_at(&self, next: &BTreeMap<i32, i64>) {
+        *self.lock_reached() = Reached {
+            next: next.clone(),
+            at_end: BTreeSet::new(),
+        };
     }
 
     /// How this table reads its topic's records.
@@ -186,7 +206,14 @@ impl TableLookup for Granted {
                 names.join(", ")
             ));
         };
-        let rows = found.as_ref().and_then(|t| t.rows.get()).ok_or_else(|| {
+        let Some(found) = found else {
+            return Err(format!(
+                "asked for table `{table}`, which a reload granted stage `{}`, but this run \
+                 keeps no table of that name: a new [[table]] needs a restart of `weir run`",
+                self.stage
+            ));
+        };
+        let rows = found.rows.get().ok_or_else(|| {
             format!(
                 "table `{table}` is not kept here: `weir run` keeps tables, `weir test` reads \
                  one from a file given with --table {table}=FILE"

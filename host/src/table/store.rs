@@ -1,7 +1,7 @@
 //! A table's rows in the run's state store, with where its topic was read up to.
 //!
-//! Rows and positions are written in one batch, so the store never says it has read past a
-//! change it does not hold: after a crash the table reads on from its positions and replays at
+//! Rows and positions are written in one batch (a truncate commits the rows before it first),
+//! so the store never says it has read past a change it does not hold: after a crash the table reads on from its positions and replays at
 //! most what it had read but not yet written, and a replayed change is harmless (the same row
 //! again). The table's settings are stored beside them: a table whose topic, format or key
 //! changed since is read again from the beginning.

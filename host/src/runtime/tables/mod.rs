@@ -1,0 +1,201 @@
+//! Reading tables from their topics: up to the end first (the bootstrap, before the source
+//! starts), then following new changes on a thread per table until the run stops.
+//!
+//! A record that is no row change this table can read stops the run under `policy = "fail"`,
+//! naming the table and the record's place; under the other policies it is left out of the
+//! table and logged (it stays in its topic: a table has no outputs to send a dead letter for).
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use rdkafka::consumer::Consumer as _;
+
+use crate::{
+    config::{ErrorPolicy, KafkaProperties},
+    error::Error,
+    kafka::{Consumer, Fatal},
+    metrics::Metrics,
+    state::StateStore,
+    table::{Table, Tables},
+};
+
+mod reading;
+
+use reading::Reading;
+
+/// Where the tables' topics are, and what to do about records they cannot read.
+pub(crate) struct Source<'a> {
+    pub brokers: &'a str,
+    pub properties: &'a KafkaProperties,
+    pub policy: ErrorPolicy,
+}
+
+/// The tables' reader threads. They end with the run (its `stop`, or a fatal error), and
+/// when this is dropped: a run that fails after they started leaves none behind.
+pub(crate) struct Readers {
+    halt: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        self.halt.store(true, Ordering::Relaxed);
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Read every table of `tables` up to its topic's end, into `store`; then follow each on a
+/// thread of its own until `stop` is set, a reader fails (it sets `fatal`) or the readers are
+/// dropped.
+pub(crate) fn keep(
+    tables: &Tables,
+    store: &Arc<StateStore>,
+    source: &Source<'_>,
+    stop: &Arc<AtomicBool>,
+    fatal: &Arc<Fatal>,
+    metrics: &Arc<Metrics>,
+) -> Result<Readers, Error> {
+    let mut readers = Readers {
+        halt: Arc::default(),
+        handles: Vec::new(),
+    };
+    let loading = &metrics.health.loading_tables;
+    loading.store(tables.all().count(), Ordering::Relaxed);
+    for table in tables.all() {
+        let reading = Reading::open(table, store, source, metrics.clone())?;
+        let reading = reading.bootstrap(stop)?;
+        loading.fetch_sub(1, Ordering::Relaxed);
+        table.attach(Arc::new(reading.rows()));
+        let (stop, halt, fatal) = (stop.clone(), readers.halt.clone(), fatal.clone());
+        let done = move || stop.load(Ordering::Relaxed) || halt.load(Ordering::Relaxed);
+        let handle = thread::Builder::new()
+            .name(format!("weir-table-{}", table.config.name))
+            .spawn(move || reading.follow(done, &fatal))
+            .map_err(|e| Error::Io {
+                what: format!("table `{}`: starting its reader thread", table.config.name),
+                cause: e,
+            })?;
+        readers.handles.push(handle);
+    }
+    Ok(readers)
+}
+
+/// Longest wait, over all tables, for the tables to catch up with their topics when
+/// partitions are assigned.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(10);
+
+/// Wait until every table has taken in what its topic holds now (asking the brokers through
+/// `consumer`). Called when partitions are assigned, before their first record: a partition
+/// taken over from another instance, or after a restart, then never joins a record with an
+/// older row than its previous owner's committed outputs saw, whatever the guarantee.
+pub(crate) fn catch_up(tables: &Tables, consumer: &Consumer, stop: &AtomicBool) {
+    let end = |table: &Table, p: i32| {
+        let topic = &table.config.topic;
+        match consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
+            Ok((_, high)) => Some(high),
+            Err(e) => {
+                tracing::warn!(table = %table.config.name, "cannot ask where {topic}[{p}] ends: {e}");
+                None
+            }
+        }
+    };
+    wait_for_ends(tables, end, stop, CATCH_UP_LIMIT);
+}
+
+/// Wait until each table's reader has reached the `end` of each partition of its topic, or
+/// found it read to its end (a transaction left open keeps a read_committed reader short of
+/// the high watermark), for at most `limit` in all.
+fn wait_for_ends(
+    tables: &Tables,
+    end: impl Fn(&Table, i32) -> Option<i64>,
+    stop: &AtomicBool,
+    limit: Duration,
+) {
+    let deadline = Instant::now() + limit;
+    for table in tables.all() {
+        let ends: Vec<(i32, i64)> = table
+            .reached()
+            .next
+            .into_keys()
+            .filter_map(|p| Some((p, end(table, p)?)))
+            .collect();
+        loop {
+            let reached = table.reached();
+            let short: Vec<i32> = ends
+                .iter()
+                .filter(|(p, high)| {
+                    !reached.at_end.contains(p) && reached.next.get(p).is_none_or(|n| n < high)
+                })
+                .map(|(p, _)| *p)
+                .collect();
+            if short.is_empty() || stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if Instant::now() > deadline {
+                tracing::warn!(
+                    table = %table.config.name,
+                    "partitions {short:?} of the table's topic are not read to their end \
+                     within {limit:?}: going on with the table as it is"
+                );
+                break;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::{BTreeMap, BTreeSet},
+        path::Path,
+    };
+
+    use super::*;
+    use crate::config::Pipeline;
+
+    #[test]
+    fn assigned_partitions_wait_for_the_tables_to_reach_their_topics_end() {
+        let text = "[[table]]\nname = \"t\"\ntopic = \"t\"\nformat = \"upsert\"\n\n\
+                    [[stage]]\nname = \"s\"\nplugin = \"s.wasm\"\n";
+        let tables = Tables::declared(&Pipeline::parse(Path::new("p.toml"), text).unwrap());
+        let table = tables.get("t").unwrap().clone();
+        let none = BTreeSet::new();
+        table.reach(
+            &BTreeMap::from([(0, 3), (1, 10), (2, 4)]),
+            &BTreeSet::from([2]),
+        );
+        // Partition 2 is read to its end short of its high watermark (an open transaction).
+        let end = |_: &Table, p: i32| Some([8, 10, 6][p as usize]);
+        let stop = AtomicBool::new(false);
+        let reader = {
+            let table = table.clone();
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(100));
+                table.reach(&BTreeMap::from([(0, 8)]), &BTreeSet::from([2]));
+            })
+        };
+        let started = Instant::now();
+        wait_for_ends(&tables, end, &stop, Duration::from_secs(10));
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert_eq!(
+            table.reached().next,
+            BTreeMap::from([(0, 8), (1, 10), (2, 4)])
+        );
+        reader.join().unwrap();
+        // A table that never gets there holds the assignment up for the limit only.
+        table.reach(&BTreeMap::new(), &none);
+        let never = |_: &Table, _: i32| Some(1_000);
+        let started = Instant::now();
+        wait_for_ends(&tables, never, &stop, Duration::from_millis(50));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

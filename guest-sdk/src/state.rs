@@ -17,6 +17,12 @@ impl State {
         State { rec }
     }
 
+    /// The record it is the state of, by index in the batch.
+    #[doc(hidden)]
+    pub fn __rec(&self) -> u32 {
+        self.rec
+    }
+
     /// The value stored under `name`, if any.
     pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
         match self.get_bytes(name) {

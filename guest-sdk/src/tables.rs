@@ -26,16 +26,20 @@ use crate::{Error, Result};
 /// Asking for a table the stage is not granted fails the record (its error names the table),
 /// rather than reading as a missing row.
 pub struct Tables {
-    _private: (),
+    /// The record being processed: a table kept as of event time answers as of its time.
+    rec: u32,
 }
 
 impl Tables {
     #[doc(hidden)]
-    pub const __HOST: Tables = Tables { _private: () };
+    pub fn __for_record(rec: u32) -> Self {
+        Tables { rec }
+    }
 
-    /// The current row of `table` under `key`, as the JSON bytes the table's topic held.
+    /// The row of `table` under `key`, as the JSON bytes the table's topic held: the latest,
+    /// or for a table kept `as_of = "event-time"`, the one current at the record's time.
     pub fn get(&self, table: &str, key: impl TableKey) -> Option<Vec<u8>> {
-        lookup(table, &key.table_key())
+        lookup(self.rec, table, &key.table_key())
     }
 
     /// The current row of `table` under `key`, parsed.
@@ -52,13 +56,13 @@ impl Tables {
 }
 
 #[cfg(target_arch = "wasm32")]
-fn lookup(table: &str, key: &[u8]) -> Option<Vec<u8>> {
-    crate::__rt::wit::filter::weir::plugin::tables::get(table, key)
+fn lookup(rec: u32, table: &str, key: &[u8]) -> Option<Vec<u8>> {
+    crate::__rt::wit::filter::weir::plugin::tables::get(rec, table, key)
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-fn lookup(table: &str, key: &[u8]) -> Option<Vec<u8>> {
-    crate::__rt::with_host(|h| h.table_get(table, key))
+fn lookup(rec: u32, table: &str, key: &[u8]) -> Option<Vec<u8>> {
+    crate::__rt::with_host(|h| h.table_get(rec, table, key))
 }
 
 /// What a row can be looked up by: text, bytes, or a JSON value from a record. Rows are keyed

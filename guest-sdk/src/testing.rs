@@ -423,7 +423,8 @@ impl HostApi for MemoryHost {
     }
 
     #[cfg(not(target_arch = "wasm32"))]
-    fn table_get(&self, table: &str, key: &[u8]) -> Option<Vec<u8>> {
+    /// The latest row: the harness keeps no versions.
+    fn table_get(&self, _rec: u32, table: &str, key: &[u8]) -> Option<Vec<u8>> {
         let at = (table.to_string(), key.to_vec());
         self.tables.borrow().get(&at).cloned()
     }

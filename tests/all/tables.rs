@@ -511,3 +511,83 @@ fn exactly_once_a_kill_9_mid_join_leaves_every_order_once_with_a_row_no_older_th
     );
     assert_eq!(weir.stop(), Some(0), "{}", weir.log());
 }
+
+/// `as_of = "event-time"`: each order is joined with its customer's row as it was at the
+/// order's time (Flink's temporal join), whatever changed since; checked against the versions
+/// looked up directly.
+#[test]
+fn as_of_event_time_each_order_gets_the_row_current_at_its_time() {
+    let s = Setup::new("tables-asof", 1);
+    const T0: i64 = 1_700_000_000_000;
+    // Customer versions: id, time after T0, country (none: deleted).
+    let versions: [(&str, i64, Option<&str>); 6] = [
+        ("c1", 1_000, Some("DE")),
+        ("c1", 2_000, Some("FR")),
+        ("c1", 3_000, None),
+        ("c1", 4_000, Some("NL")),
+        ("c2", 1_500, Some("US")),
+        ("c2", 6_000, Some("JP")),
+    ];
+    let changes: Vec<In> = versions
+        .iter()
+        .map(|(id, t, country)| In {
+            timestamp: Some(T0 + t),
+            ..upsert(id, country.map(|c| json!({ "id": id, "country": c })), 0)
+        })
+        .collect();
+    s.produce_customers(&changes);
+    let pipeline = s.pipeline("upsert", "");
+    let text = std::fs::read_to_string(&pipeline).unwrap().replace(
+        "format = \"upsert\"",
+        "format = \"upsert\"\nas_of = \"event-time\"\nretention = \"1h\"",
+    );
+    std::fs::write(&pipeline, text).unwrap();
+    let mut weir = Weir::start(weir_bin(), &pipeline);
+    weir.wait_for_log("table read:", Duration::from_secs(60));
+
+    let orders: [(&str, &str, i64); 9] = [
+        ("o1", "c1", 500),
+        ("o2", "c1", 1_000),
+        ("o3", "c1", 1_999),
+        ("o4", "c1", 2_500),
+        ("o5", "c1", 3_500),
+        ("o6", "c1", 9_000),
+        ("o7", "c2", 1_400),
+        ("o8", "c2", 5_999),
+        ("o9", "c2", 6_000),
+    ];
+    let records: Vec<In> = orders
+        .iter()
+        .map(|(id, customer, t)| In {
+            key: Some(id.to_string()),
+            value: json!({ "order": id, "customer": customer })
+                .to_string()
+                .into_bytes(),
+            timestamp: Some(T0 + t),
+            ..In::default()
+        })
+        .collect();
+    s.topics.kafka.produce(&s.topics.source, &records);
+    let outs = s
+        .topics
+        .kafka
+        .read(&s.topics.sink, orders.len(), Duration::from_secs(60));
+    let got = by_order(&outs);
+    for (order, customer, t) in orders {
+        let current = versions
+            .iter()
+            .rfind(|(id, at, _)| *id == customer && *at <= t)
+            .and_then(|(_, _, country)| *country);
+        let mut want = json!({ "order": order, "customer": customer });
+        if let Some(country) = current {
+            want["country"] = json!(country);
+        }
+        assert_eq!(
+            got.get(order),
+            Some(&want),
+            "order {order}; log:\n{}",
+            weir.log()
+        );
+    }
+    assert_eq!(weir.stop(), Some(0), "{}", weir.log());
+}

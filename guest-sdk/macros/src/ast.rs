@@ -117,7 +117,7 @@ impl PluginFn {
         let args = self.params.iter().map(|p| match p {
             Param::Config(_) => quote!(cfg),
             Param::State => quote!(state),
-            Param::Tables => quote!(&::weir_sdk::Tables::__HOST),
+            Param::Tables => quote!(&::weir_sdk::Tables::__for_record(state.__rec())),
         });
         quote!(#name(#rec #(, #args)*))
     }
@@ -241,7 +241,7 @@ mod tests {
         assert_eq!(j.config_ty().to_string(), "C");
         assert_eq!(
             j.call(quote!(rec)).to_string(),
-            "j (rec , & :: weir_sdk :: Tables :: __HOST , cfg)"
+            "j (rec , & :: weir_sdk :: Tables :: __for_record (state . __rec ()) , cfg)"
         );
     }
 

@@ -59,7 +59,7 @@ pub trait HostApi {
     /// A row of a table the stage is granted. Only native hosts are asked: a component calls
     /// the host's `tables` import itself, so it imports it only if it reads tables.
     #[cfg(not(target_arch = "wasm32"))]
-    fn table_get(&self, _table: &str, _key: &[u8]) -> Option<Vec<u8>> {
+    fn table_get(&self, _rec: u32, _table: &str, _key: &[u8]) -> Option<Vec<u8>> {
         None
     }
     /// Only components ask the host: natively the SDK computes digests itself.

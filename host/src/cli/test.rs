@@ -135,13 +135,16 @@ fn read_table(table: &Table, path: &Path) -> Result<MemoryRows> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open table file {source}"))?;
     let decoder = table.decoder();
-    let mut rows = MemoryRows::default();
+    let mut rows = MemoryRows::new(table.config.as_of);
     for line in jsonl::records(BufReader::new(file), &source, Format::Envelope) {
         let (n, record) = line.with_context(|| format!("reading {source}"))?;
-        let change = record
-            .and_then(|r| decoder.decode(r.key.as_deref(), r.value.as_deref()))
+        let (change, time) = record
+            .and_then(|r| {
+                let (change, at) = decoder.decode_at(r.key.as_deref(), r.value.as_deref())?;
+                Ok((change, at.unwrap_or(r.timestamp)))
+            })
             .map_err(|why| anyhow::anyhow!("{source}:{n}: {why}"))?;
-        rows.apply(change);
+        rows.apply(change, time);
     }
     Ok(rows)
 }

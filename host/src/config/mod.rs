@@ -26,7 +26,7 @@ pub use admin::{parse_listen, AdminConfig, DEFAULT_ADMIN};
 pub use limits::Limits;
 pub use postgres::{PostgresSource, SnapshotMode};
 pub use reload::{ReloadConfig, ROLLBACK_RATE, TRIAL_RECORDS};
-pub use table::{TableConfig, TableFormat};
+pub use table::{AsOf, TableConfig, TableFormat};
 pub use window::{EventTime, LateOutput, WindowKind, WindowSpec};
 
 /// The state read cache's size unless `[state] cache_mb` says otherwise.
@@ -405,7 +405,9 @@ enum LateFile {
     Topic { topic: String },
 }
 
-fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub(super) fn optional_duration<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
     duration(d).map(Some)
 }
 

@@ -1,5 +1,7 @@
 //! `[[table]]`: tables the host keeps from topics, for stages to look rows up in.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -12,9 +14,24 @@ pub struct TableConfig {
     /// JSON pointer to the row's key field; none: the Kafka record key is the row's key.
     pub key: Option<String>,
     pub format: TableFormat,
+    /// Which row a record is joined with: the latest, or the one current at its event time.
+    pub as_of: AsOf,
     /// Line of the `[[table]]` entry, for messages.
     pub line: usize,
 }
+
+/// Which version of a row a lookup finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// The row as the table's topic last changed it (Kafka Streams' KTable join).
+    Latest,
+    /// The row current at the looking record's event time (Flink's temporal join): versions
+    /// are kept for `retention` (ms, in event time) behind the newest of each row.
+    EventTime { retention: i64 },
+}
+
+/// How long row versions are kept unless `retention` says otherwise.
+const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
 
 /// How a table's topic tells a row's changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -43,6 +60,33 @@ pub(super) struct TableFile {
     topic: String,
     key: Option<String>,
     format: TableFormat,
+    as_of: Option<String>,
+    #[serde(default, deserialize_with = "super::optional_duration")]
+    retention: Option<Duration>,
+}
+
+impl TableFile {
+    /// `as_of` and `retention`, checked.
+    fn as_of(&self) -> Result<AsOf, String> {
+        match (self.as_of.as_deref(), self.retention) {
+            (None | Some("latest"), None) => Ok(AsOf::Latest),
+            (None | Some("latest"), Some(_)) => Err(
+                "`retention` is for as_of = \"event-time\" (the versions of a row it keeps)".into(),
+            ),
+            (Some("event-time"), retention) => {
+                let retention = retention.unwrap_or(DEFAULT_RETENTION);
+                if retention.is_zero() {
+                    return Err("`retention` must be longer than 0".into());
+                }
+                Ok(AsOf::EventTime {
+                    retention: retention.as_millis().min(i64::MAX as u128) as i64,
+                })
+            }
+            (Some(other), _) => Err(format!(
+                "as_of = \"{other}\": write \"latest\" (the default) or \"event-time\""
+            )),
+        }
+    }
 }
 
 /// The `[[table]]` entries of a file, checked: names unique and not empty, keys JSON pointers.
@@ -83,11 +127,13 @@ pub(super) fn tables(
             }
             _ => {}
         }
+        let as_of = file.as_of().map_err(wrong)?;
         tables.push(TableConfig {
             name,
             topic: file.topic.clone(),
             key: file.key.clone(),
             format: file.format,
+            as_of,
             line,
         });
     }
@@ -98,7 +144,7 @@ pub(super) fn tables(
 mod tests {
     use std::path::Path;
 
-    use crate::config::{Pipeline, TableFormat};
+    use crate::config::{AsOf, Pipeline, TableFormat};
 
     const STAGE: &str = "[[stage]]\nname = \"join\"\nplugin = \"j.wasm\"\n";
 
@@ -119,6 +165,13 @@ mod tests {
         assert_eq!(p.tables[1].format, TableFormat::Upsert);
         assert_eq!((p.tables[0].line, p.tables[1].line), (1, 7));
         assert_eq!(p.stages[0].tables, ["customers", "rates"]);
+        assert_eq!(p.tables[0].as_of, AsOf::Latest);
+        let as_of = text.replace(
+            "format = \"debezium\"",
+            "format = \"debezium\"\nas_of = \"event-time\"\nretention = \"10m\"",
+        );
+        let p = parse(&as_of).unwrap();
+        assert_eq!(p.tables[0].as_of, AsOf::EventTime { retention: 600_000 });
     }
 
     #[test]
@@ -157,6 +210,20 @@ mod tests {
         ];
         for (text, want) in cases {
             assert_eq!(parse(&text).unwrap_err(), want, "{text}");
+        }
+        for (rest, want) in [
+            ("as_of = \"now\"", "as_of = \"now\": write \"latest\""),
+            (
+                "retention = \"1h\"",
+                "`retention` is for as_of = \"event-time\"",
+            ),
+            (
+                "as_of = \"event-time\"\nretention = 0",
+                "`retention` must be longer than 0",
+            ),
+        ] {
+            let err = parse(&format!("{}{STAGE}", table("t", rest))).unwrap_err();
+            assert!(err.contains(want), "{rest}: {err}");
         }
         let unknown = parse(&format!("{}{STAGE}", table("t", "partitioned = true"))).unwrap_err();
         assert!(unknown.contains("unknown field `partitioned`"), "{unknown}");

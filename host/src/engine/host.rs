@@ -62,16 +62,17 @@ pub type SharedState = Arc<dyn StateBackend>;
 
 /// The tables a stage may read (`[[table]]`, granted with `tables = [...]` on the stage).
 pub trait TableLookup: Send + Sync {
-    /// The current row of `table` under `key`; `Err` says why the table cannot be read (not
-    /// granted to the stage, not loaded, a failing store), which fails the record.
-    fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, String>;
+    /// The row of `table` under `key` for a record of event time `time` (the latest row, or
+    /// the one current then, as the table is kept); `Err` says why the table cannot be read
+    /// (not granted to the stage, not loaded, a failing store), which fails the record.
+    fn get(&self, table: &str, key: &[u8], time: i64) -> Result<Option<Vec<u8>>, String>;
 }
 
 /// What a stage granted no tables reads: nothing.
 pub struct NoTables;
 
 impl TableLookup for NoTables {
-    fn get(&self, table: &str, _key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    fn get(&self, table: &str, _key: &[u8], _time: i64) -> Result<Option<Vec<u8>>, String> {
         Err(format!(
             "asked for table `{table}`, but the stage is granted no tables (add \
              tables = [\"{table}\"] to the stage, and a [[table]] named so)"
@@ -547,8 +548,9 @@ impl state::Host for HostState {
 impl tables::Host for HostState {
     /// A table that cannot be read stops the call (the record fails as `table`): the plugin
     /// must not take a missing grant for a missing row.
-    fn get(&mut self, table: String, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
-        match self.tables.get(&table, &key) {
+    fn get(&mut self, rec: u32, table: String, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        let (_, time) = self.record(rec)?;
+        match self.tables.get(&table, &key, time) {
             Ok(row) => Ok(row),
             Err(why) => {
                 self.table_refused = Some(why.clone());

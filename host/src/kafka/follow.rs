@@ -58,6 +58,8 @@ pub struct Polled {
 pub struct Change {
     pub partition: i32,
     pub offset: i64,
+    /// Milliseconds since the epoch (-1: none).
+    pub timestamp: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
 }
@@ -72,7 +74,10 @@ impl ClientContext for FollowContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        self.errors.report("table", &error, reason)
+        // The end of a partition is news for the reader's poll, not a problem.
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            self.errors.report("table", &error, reason)
+        }
     }
 }
 
@@ -201,6 +206,7 @@ impl Follower {
             polled.changes.push(Change {
                 partition: message.partition(),
                 offset: message.offset(),
+                timestamp: message.timestamp().to_millis().unwrap_or(-1),
                 key: message.key().map(<[u8]>::to_vec),
                 value: message.payload().map(<[u8]>::to_vec),
             });

@@ -754,7 +754,15 @@ fn restart_only_changes(started: &Pipeline, new: &Pipeline) -> Vec<&'static str>
         let mut tables: Vec<_> = p
             .tables
             .iter()
-            .map(|t| (t.name.clone(), t.topic.clone(), t.key.clone(), t.format))
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    t.topic.clone(),
+                    t.key.clone(),
+                    t.format,
+                    t.as_of,
+                )
+            })
             .collect();
         tables.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         tables

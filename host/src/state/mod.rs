@@ -128,6 +128,8 @@ pub struct StateStore {
     /// `crate::table`).
     tables: Keyspace,
     table_meta: Keyspace,
+    /// Versions of rows by event time, for tables looked up as of a record's time.
+    table_versions: Keyspace,
     /// `None`: no cache (`cache_mb = 0`).
     cache: Option<ReadCache>,
 }
@@ -214,6 +216,7 @@ impl StateStore {
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         let tables = db.keyspace("tables", KeyspaceCreateOptions::default)?;
         let table_meta = db.keyspace("table-meta", KeyspaceCreateOptions::default)?;
+        let table_versions = db.keyspace("table-versions", KeyspaceCreateOptions::default)?;
         tracing::info!("state store: {}", path.display());
         Ok(StateStore {
             dir: path.to_path_buf(),
@@ -222,6 +225,7 @@ impl StateStore {
             meta,
             tables,
             table_meta,
+            table_versions,
             cache: (cache_bytes > 0).then(|| ReadCache::new(cache_bytes)),
         })
     }
@@ -260,16 +264,29 @@ impl StateStore {
         StoreFailure::new(&self.dir, cause).into_error(None)
     }
 
-    /// The database, and the keyspaces of tables' rows and of their read positions: the
+    /// The database, and the keyspaces of tables' rows, read positions and row versions: the
     /// `table` module keeps its tables there.
-    pub(crate) fn table_spaces(&self) -> (&Database, &Keyspace, &Keyspace) {
-        (&self.db, &self.tables, &self.table_meta)
+    pub(crate) fn table_spaces(&self) -> TableSpaces<'_> {
+        TableSpaces {
+            db: &self.db,
+            rows: &self.tables,
+            meta: &self.table_meta,
+            versions: &self.table_versions,
+        }
     }
 
     /// A failed store operation on `whose` data, as the run's error.
     pub(crate) fn failure(&self, whose: &str, cause: fjall::Error) -> Error {
         StoreFailure::new(&self.dir, cause).into_error(Some(whose.to_string()))
     }
+}
+
+/// Where the store keeps tables (see `crate::table`).
+pub(crate) struct TableSpaces<'a> {
+    pub db: &'a Database,
+    pub rows: &'a Keyspace,
+    pub meta: &'a Keyspace,
+    pub versions: &'a Keyspace,
 }
 
 /// One stage's state for one source partition: the store's namespace plus the changes made

@@ -36,13 +36,26 @@ impl Decoder {
     /// The change a record with `key` and `value` (none: a tombstone) makes; `Err` says why it
     /// is no change this table can read.
     pub fn decode(&self, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Change, String> {
+        self.decode_at(key, value).map(|(change, _)| change)
+    }
+
+    /// [`Decoder::decode`], with when the change happened where the record says it: a
+    /// Debezium event's commit time (`source.ts_ms`, else `ts_ms`); none for an upsert record,
+    /// whose Kafka timestamp is its time.
+    pub fn decode_at(
+        &self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<(Change, Option<i64>), String> {
         let Some(value) = value else {
-            return self.record_key(key).map(|key| Change::Delete { key });
+            return self
+                .record_key(key)
+                .map(|key| (Change::Delete { key }, None));
         };
         let doc: Value =
             serde_json::from_slice(value).map_err(|e| format!("the value is not JSON: {e}"))?;
         match self.format {
-            TableFormat::Upsert => self.upsert(key, doc, value),
+            TableFormat::Upsert => self.upsert(key, doc, value).map(|c| (c, None)),
             TableFormat::Debezium => self.debezium(key, doc),
         }
     }
@@ -58,13 +71,13 @@ impl Decoder {
         })
     }
 
-    fn debezium(&self, key: Option<&[u8]>, doc: Value) -> Result<Change, String> {
+    fn debezium(&self, key: Option<&[u8]>, doc: Value) -> Result<(Change, Option<i64>), String> {
         // With the JSON converter's schemas on, the envelope is the `payload`.
         let mut envelope = match doc {
             Value::Object(mut wrapper) if !wrapper.contains_key("op") => {
                 match wrapper.remove("payload") {
                     Some(Value::Object(payload)) => payload,
-                    _ => return Ok(Change::None),
+                    _ => return Ok((Change::None, None)),
                 }
             }
             Value::Object(envelope) => envelope,
@@ -76,10 +89,15 @@ impl Decoder {
             .map(str::to_string)
         else {
             // Heartbeats and schema changes carry no `op`: no row changes.
-            return Ok(Change::None);
+            return Ok((Change::None, None));
         };
+        let at = envelope
+            .get("source")
+            .and_then(|s| s.get("ts_ms"))
+            .or_else(|| envelope.get("ts_ms"))
+            .and_then(Value::as_i64);
         let pointer = self.key.as_deref().unwrap_or_default();
-        match op.as_str() {
+        let change = match op.as_str() {
             "c" | "u" | "r" => match envelope.remove("after") {
                 Some(row @ Value::Object(_)) => Ok(Change::Upsert {
                     key: row_key(&row, pointer)?,
@@ -97,7 +115,8 @@ impl Decoder {
             other => Err(format!(
                 "unknown change event op `{other}` (expected c, u, r, d or t)"
             )),
-        }
+        };
+        change.map(|c| (c, at))
     }
 
     /// The row key a record key names: a JSON string, number or boolean (as a JSON converter
@@ -227,6 +246,14 @@ mod tests {
         assert_eq!(d.decode(Some(schema_key), Some(bare)), Ok(delete("c1")));
         assert_eq!(d.decode(Some(br#"{"id":"c1"}"#), None), Ok(delete("c1")));
         assert_eq!(d.decode(None, Some(br#"{"op":"t"}"#)), Ok(Change::Truncate));
+        // When it happened: the commit time, else the event's own time.
+        let at = |value: &[u8]| d.decode_at(None, Some(value)).unwrap().1;
+        assert_eq!(
+            at(br#"{"op":"u","after":{"id":1},"source":{"ts_ms":5},"ts_ms":9}"#),
+            Some(5)
+        );
+        assert_eq!(at(br#"{"op":"d","before":{"id":1},"ts_ms":9}"#), Some(9));
+        assert_eq!(at(br#"{"op":"c","after":{"id":1}}"#), None);
         assert_eq!(
             d.decode(None, Some(br#"{"ts_ms":1}"#)),
             Ok(Change::None),

@@ -24,7 +24,7 @@ pub use format::{key_text, Change, Decoder};
 pub use store::TableStore;
 
 use crate::{
-    config::{Pipeline, Stage, TableConfig},
+    config::{AsOf, Pipeline, Stage, TableConfig},
     engine::{NoTables, SharedTables, TableLookup},
 };
 
@@ -55,46 +55,75 @@ pub struct Reached {
 
 /// Where a table's rows are read from: the run's store, or memory (`weir test`).
 pub trait Rows: Send + Sync {
-    /// The row under `key`; `Err` says why it cannot be read.
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String>;
+    /// The row under `key` (for a table kept as of event time, the version current at
+    /// `time`); `Err` says why it cannot be read.
+    fn get(&self, key: &[u8], time: i64) -> Result<Option<Vec<u8>>, String>;
 }
 
 impl Rows for TableStore {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        TableStore::get(self, key)
+    fn get(&self, key: &[u8], time: i64) -> Result<Option<Vec<u8>>, String> {
+        TableStore::get(self, key, time)
     }
 }
 
-/// A table's rows in memory, as `weir test` reads them from a file of the table's records.
-#[derive(Default, Debug)]
-pub struct MemoryRows(BTreeMap<Vec<u8>, Vec<u8>>);
+/// A table's rows in memory, as `weir test` reads them from a file of the table's records:
+/// every version, by key and time (versions are not expired here).
+#[derive(Debug)]
+pub struct MemoryRows {
+    as_of: AsOf,
+    versions: BTreeMap<(Vec<u8>, i64), Option<Vec<u8>>>,
+    latest: BTreeMap<Vec<u8>, Vec<u8>>,
+}
 
 impl MemoryRows {
-    pub fn apply(&mut self, change: Change) {
+    pub fn new(as_of: AsOf) -> MemoryRows {
+        MemoryRows {
+            as_of,
+            versions: BTreeMap::new(),
+            latest: BTreeMap::new(),
+        }
+    }
+
+    /// Apply `change`, which happened at `time` (event time, ms).
+    pub fn apply(&mut self, change: Change, time: i64) {
         match change {
             Change::Upsert { key, row } => {
-                self.0.insert(key, row);
+                self.versions.insert((key.clone(), time), Some(row.clone()));
+                self.latest.insert(key, row);
             }
             Change::Delete { key } => {
-                self.0.remove(&key);
+                self.latest.remove(&key);
+                self.versions.insert((key, time), None);
             }
-            Change::Truncate => self.0.clear(),
+            Change::Truncate => {
+                self.latest.clear();
+                self.versions.clear();
+            }
             Change::None => {}
         }
     }
 
+    /// Rows the table holds now.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.latest.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.latest.is_empty()
     }
 }
 
 impl Rows for MemoryRows {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        Ok(self.0.get(key).cloned())
+    fn get(&self, key: &[u8], time: i64) -> Result<Option<Vec<u8>>, String> {
+        if self.as_of == AsOf::Latest {
+            return Ok(self.latest.get(key).cloned());
+        }
+        let range = (key.to_vec(), i64::MIN)..=(key.to_vec(), time);
+        Ok(self
+            .versions
+            .range(range)
+            .next_back()
+            .and_then(|(_, row)| row.clone()))
     }
 }
 
@@ -196,7 +225,7 @@ pub struct Granted {
 }
 
 impl TableLookup for Granted {
-    fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    fn get(&self, table: &str, key: &[u8], time: i64) -> Result<Option<Vec<u8>>, String> {
         let Some((_, found)) = self.tables.iter().find(|(name, _)| name == table) else {
             let names: Vec<&str> = self.tables.iter().map(|(n, _)| n.as_str()).collect();
             return Err(format!(
@@ -219,7 +248,7 @@ impl TableLookup for Granted {
                  one from a file given with --table {table}=FILE"
             )
         })?;
-        rows.get(key)
+        rows.get(key, time)
     }
 }
 
@@ -263,21 +292,29 @@ tables = ["customers"]
         let pipeline = pipeline();
         let tables = Tables::declared(&pipeline);
         let granted = tables.grant(&pipeline.stages[0]);
-        let not_granted = granted.get("rates", b"x").unwrap_err();
+        let not_granted = granted.get("rates", b"x", 0).unwrap_err();
         assert!(
             not_granted.contains("`rates`, which stage `join` is not granted")
                 && not_granted.contains("tables = [customers]"),
             "{not_granted}"
         );
-        let not_kept = granted.get("customers", b"x").unwrap_err();
+        let not_kept = granted.get("customers", b"x", 0).unwrap_err();
         assert!(not_kept.contains("--table customers=FILE"), "{not_kept}");
-        let mut rows = MemoryRows::default();
-        rows.apply(Change::Upsert {
+        let mut rows = MemoryRows::new(AsOf::Latest);
+        let row = |r: &str| Change::Upsert {
             key: b"7".to_vec(),
-            row: b"{}".to_vec(),
-        });
+            row: r.as_bytes().to_vec(),
+        };
+        rows.apply(row("{}"), 5);
         tables.get("customers").unwrap().attach(Arc::new(rows));
-        assert_eq!(granted.get("customers", b"7"), Ok(Some(b"{}".to_vec())));
-        assert_eq!(granted.get("customers", b"8"), Ok(None));
+        assert_eq!(granted.get("customers", b"7", 0), Ok(Some(b"{}".to_vec())));
+        assert_eq!(granted.get("customers", b"8", 0), Ok(None));
+        // As of event time, the version current at the time asked about.
+        let mut rows = MemoryRows::new(AsOf::EventTime { retention: 1 });
+        rows.apply(row("old"), 5);
+        rows.apply(row("new"), 10);
+        assert_eq!(rows.get(b"7", 4), Ok(None));
+        assert_eq!(rows.get(b"7", 9), Ok(Some(b"old".to_vec())));
+        assert_eq!(rows.get(b"7", 10), Ok(Some(b"new".to_vec())));
     }
 }

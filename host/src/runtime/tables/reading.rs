@@ -54,6 +54,16 @@ pub(super) struct Reading {
     measured: Instant,
 }
 
+/// What a poll's records do to the table.
+struct Decoded {
+    /// Each change with when it happened (event time, ms).
+    changes: Vec<(TableChange, i64)>,
+    /// Partition and next offset, after the records decoded.
+    positions: Vec<(i32, i64)>,
+    /// The error of a record that stops the run; the changes end before it.
+    stopped: Option<Error>,
+}
+
 /// How often a table's reader asks where its topic ends, for its lag.
 const MEASURE_EVERY: Duration = Duration::from_secs(5);
 
@@ -74,12 +84,13 @@ impl Reading {
             topic: config.topic.clone(),
             follower,
             decoder: table.decoder(),
-            rows: TableStore::new(store.clone(), &config.name),
+            rows: TableStore::new(store.clone(), &config.name, config.as_of),
             settings: format!(
-                "topic={} format={} key={}",
+                "topic={} format={} key={} as_of={:?}",
                 config.topic,
                 config.format.as_str(),
-                config.key.as_deref().unwrap_or("(record key)")
+                config.key.as_deref().unwrap_or("(record key)"),
+                config.as_of
             ),
             policy: source.policy,
             next: BTreeMap::new(),
@@ -283,12 +294,12 @@ impl Reading {
             Err(e) => return Err(kafka_error(&self.name, "reading", &self.topic, e)),
         };
         let records = polled.changes;
-        let (changes, positions, stopped) = self.decode(&records);
-        if !positions.is_empty() {
-            self.rows.apply(&changes, &positions)?;
-            self.next.extend(positions);
+        let decoded = self.decode(&records);
+        if !decoded.positions.is_empty() {
+            self.rows.apply(&decoded.changes, &decoded.positions)?;
+            self.next.extend(decoded.positions);
         }
-        if let Some(e) = stopped {
+        if let Some(e) = decoded.stopped {
             return Err(e);
         }
         for record in &records {
@@ -300,27 +311,35 @@ impl Reading {
         Ok(records.len())
     }
 
-    /// The row changes of `records`, and the positions (partition, next offset) they take the
-    /// table to; a record that stops the run (`policy = "fail"`) ends them before it, with the
-    /// error.
-    fn decode(&self, records: &[Change]) -> (Vec<TableChange>, Vec<(i32, i64)>, Option<Error>) {
-        let mut changes = Vec::with_capacity(records.len());
+    /// The row changes of `records`, and the positions they take the table to; a record that
+    /// stops the run (`policy = "fail"`) ends them before it, with the error.
+    fn decode(&self, records: &[Change]) -> Decoded {
+        let mut decoded = Decoded {
+            changes: Vec::with_capacity(records.len()),
+            positions: Vec::new(),
+            stopped: None,
+        };
         let mut moved: BTreeMap<i32, i64> = BTreeMap::new();
         for record in records {
             match self
                 .decoder
-                .decode(record.key.as_deref(), record.value.as_deref())
+                .decode_at(record.key.as_deref(), record.value.as_deref())
             {
-                Ok(change) => changes.push(change),
+                // When it happened: as the record says, else its Kafka timestamp.
+                Ok((change, at)) => decoded
+                    .changes
+                    .push((change, at.unwrap_or(record.timestamp))),
                 Err(message) => {
                     if let Err(e) = self.unreadable(record.partition, record.offset, message) {
-                        return (changes, moved.into_iter().collect(), Some(e));
+                        decoded.stopped = Some(e);
+                        break;
                     }
                 }
             }
             moved.insert(record.partition, record.offset + 1);
         }
-        (changes, moved.into_iter().collect(), None)
+        decoded.positions = moved.into_iter().collect();
+        decoded
     }
 
     /// A record that is no row change: the policy decides.

@@ -13,9 +13,9 @@ import (
 )
 
 //go:wasmimport weir:plugin/tables@0.2.0 get
-func wasm_import_get(arg0 uintptr, arg1 uint32, arg2 uintptr, arg3 uint32, arg4 uintptr)
+func wasm_import_get(arg0 int32, arg1 uintptr, arg2 uint32, arg3 uintptr, arg4 uint32, arg5 uintptr)
 
-func Get(table string, key []uint8) witTypes.Option[[]uint8] {
+func Get(rec uint32, table string, key []uint8) witTypes.Option[[]uint8] {
 	pinner := &runtime.Pinner{}
 	defer pinner.Unpin()
 
@@ -24,7 +24,7 @@ func Get(table string, key []uint8) witTypes.Option[[]uint8] {
 	pinner.Pin(utf8)
 	data := unsafe.Pointer(unsafe.SliceData(key))
 	pinner.Pin(data)
-	wasm_import_get(uintptr(utf8), uint32(len(table)), uintptr(data), uint32(len(key)), returnArea)
+	wasm_import_get(int32(rec), uintptr(utf8), uint32(len(table)), uintptr(data), uint32(len(key)), returnArea)
 	var option witTypes.Option[[]uint8]
 	switch uint8(*(*uint32)(unsafe.Add(unsafe.Pointer(returnArea), 0))) {
 	case 0:

@@ -214,7 +214,9 @@ impl StateStore {
             KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
         })?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
-        let tables = db.keyspace("tables", KeyspaceCreateOptions::default)?;
+        let tables = db.keyspace("tables", || {
+            KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+        })?;
         let table_meta = db.keyspace("table-meta", KeyspaceCreateOptions::default)?;
         let table_versions = db.keyspace("table-versions", KeyspaceCreateOptions::default)?;
         tracing::info!("state store: {}", path.display());

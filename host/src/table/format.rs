@@ -172,10 +172,11 @@ pub fn key_text(value: &Value, pointer: &str) -> Result<Vec<u8>, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn upsert(key: &str, row: &str) -> Change {
+    /// A change that makes `row` the row under `key`.
+    pub(in crate::table) fn upsert(key: &str, row: &str) -> Change {
         Change::Upsert {
             key: key.into(),
             row: row.into(),

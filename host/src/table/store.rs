@@ -225,13 +225,7 @@ impl TableStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn upsert(key: &str, row: &str) -> Change {
-        Change::Upsert {
-            key: key.into(),
-            row: row.into(),
-        }
-    }
+    use crate::table::format::tests::upsert;
 
     fn at(change: Change, time: i64) -> (Change, i64) {
         (change, time)

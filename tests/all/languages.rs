@@ -564,3 +564,95 @@ fn the_go_sdk_passes_its_own_tests() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_python_plugin_joins_records_with_the_pipelines_tables() {
+    joins_records_with_the_pipelines_tables("join-py");
+}
+
+#[test]
+fn a_go_plugin_joins_records_with_the_pipelines_tables() {
+    joins_records_with_the_pipelines_tables("join-go");
+}
+
+/// `plugin` reads the pipeline's tables (Python's `state.table`, Go's `state.TableJSON`): each
+/// order with its customer's country as the table's file leaves it (`weir test --table`), a
+/// number key found by its JSON text; a table the stage is not granted fails the record, named.
+fn joins_records_with_the_pipelines_tables(plugin: &str) {
+    let dir = scratch();
+    let lines = |values: &[Value]| values.iter().map(|v| format!("{v}\n")).collect::<String>();
+    let customers = dir.path().join("customers.jsonl");
+    std::fs::write(
+        &customers,
+        lines(&[
+            json!({"key": "c1", "value": {"id": "c1", "country": "DE"}}),
+            json!({"key": "c2", "value": {"id": "c2", "country": "FR"}}),
+            json!({"key": "c2", "value": null}),
+            json!({"key": "7", "value": {"id": 7, "country": "JP"}}),
+        ]),
+    )
+    .unwrap();
+    let orders = dir.path().join("orders.jsonl");
+    let order = |id: &str, customer: Value| json!({"key": id, "value": {"order": id, "customer": customer}});
+    std::fs::write(
+        &orders,
+        lines(&[
+            order("o1", json!("c1")),
+            order("o2", json!("c2")),
+            order("o3", json!(7)),
+            order("o4", json!("c9")),
+        ]),
+    )
+    .unwrap();
+    // `config` is TOML: the stage's config table.
+    let run = |config: &str| {
+        let pipeline = dir.path().join("join.toml");
+        std::fs::write(
+            &pipeline,
+            format!(
+                "[[table]]\nname = \"customers\"\ntopic = \"customers\"\nkey = \"/id\"\n\
+                 format = \"upsert\"\n\n[[stage]]\nname = \"join\"\nplugin = \"{}\"\n\
+                 tables = [\"customers\"]\nconfig = {config}\n",
+                component(plugin).display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["test", "--format", "envelope", "--input"])
+            .arg(&orders)
+            .arg("--table")
+            .arg(format!("customers={}", customers.display()))
+            .arg(&pipeline)
+            .env("WEIR_CACHE_DIR", scratch_cache())
+            .stdin(Stdio::null())
+            .output()
+            .expect("weir test runs");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let countries: Vec<(String, Value)> = stdout
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                let order = v["value"]["order"].as_str().unwrap().to_string();
+                (order, v["value"]["country"].clone())
+            })
+            .collect();
+        (countries, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (countries, stderr) = run("{}");
+    let want: Vec<(String, Value)> = [
+        ("o1", json!("DE")),
+        ("o2", Value::Null),
+        ("o3", json!("JP")),
+        ("o4", Value::Null),
+    ]
+    .into_iter()
+    .map(|(o, c)| (o.to_string(), c))
+    .collect();
+    assert_eq!(countries, want, "{stderr}");
+    let (countries, stderr) = run("{ table = \"other\" }");
+    assert!(countries.is_empty(), "{stderr}");
+    assert!(
+        stderr.contains("asked for table `other`, which stage `join` is not granted"),
+        "{stderr}"
+    );
+}

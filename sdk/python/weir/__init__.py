@@ -59,6 +59,11 @@ try:
 except ImportError:  # a world without keyed state
     _wit_state = None
 
+try:
+    from wit_world.imports import tables as _wit_tables
+except ImportError:  # a world without tables
+    _wit_tables = None
+
 __all__ = [
     "Record", "Fail", "State", "Pointer", "MISSING", "Window", "filter", "transform", "window",
     "config", "log", "dumps",
@@ -162,6 +167,27 @@ class State:
     def scan(self, prefix=""):
         """(name, bytes) of every entry whose name starts with ``prefix``, in name order."""
         return _wit_state.scan(_current[0], prefix)
+
+    def table(self, name, key):
+        """The row of the pipeline's table ``name`` under ``key`` (parsed JSON), or None: the
+        latest, or for a table kept ``as_of = "event-time"`` the one current at the record's
+        time. ``key`` is the key field's text: a str, or a number or bool (its JSON text). The
+        stage must be granted the table (``tables = [...]``): asking for another fails the
+        record."""
+        raw = self.table_bytes(name, key)
+        if raw is None:
+            return None
+        try:
+            return _json.loads(raw)
+        except ValueError as e:
+            raise Fail(f"a row of table `{name}` is not the expected JSON: {e}") from None
+
+    def table_bytes(self, name, key):
+        """The row of table ``name`` under ``key`` as the bytes its topic held, or None."""
+        if _wit_tables is None:
+            raise Fail("window plugins read no tables")
+        text = key if isinstance(key, str) else _json.dumps(key)
+        return _wit_tables.get(_current[0], name, text.encode())
 
 
 # The index in the batch of the record being processed: state calls name it.

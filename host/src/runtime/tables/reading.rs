@@ -123,34 +123,19 @@ impl Reading {
         Ok(ends)
     }
 
-    /// Where to read each partition from: the store's position, unless the store has none,
-    /// is not of this table as configured now, or holds one from before the partition's start
-    /// (retention removed records it never read); then the store is emptied and the partition
-    /// read from its start. A position past the topic's end (a topic deleted and made again)
-    /// is the broker's to refuse: see [`Reading::start_over`].
+    /// Where to read each partition from (see [`resume_from`]); a store that cannot be read
+    /// on from is emptied first.
     fn kept(&self, ends: &[PartitionEnds]) -> Result<BTreeMap<i32, i64>, Error> {
-        let mut kept = self.rows.positions()?;
-        let why = if self.rows.settings()?.as_deref() != Some(self.settings.as_str()) {
-            Some("its settings are new to the store")
-        } else if ends
-            .iter()
-            .any(|(p, low, _)| kept.get(p).is_some_and(|&at| at < *low))
-        {
-            Some("the topic no longer holds records the store has not read")
-        } else {
-            None
-        };
+        let kept = self.rows.positions()?;
+        let same = self.rows.settings()?.as_deref() == Some(self.settings.as_str());
+        let (next, why) = resume_from(&kept, same, ends);
         if let Some(why) = why {
             if !kept.is_empty() {
                 tracing::info!(table = %self.name, "reading the table from the beginning: {why}");
             }
             self.rows.reset(&self.settings)?;
-            kept.clear();
         }
-        Ok(ends
-            .iter()
-            .map(|(p, low, _)| (*p, kept.get(p).copied().unwrap_or(*low).max(*low)))
-            .collect())
+        Ok(next)
     }
 
     /// Read each partition from its offset in `next` on.
@@ -364,6 +349,36 @@ impl Reading {
     }
 }
 
+/// Where to read each partition of `ends` (partition, low, high) from: the store's position
+/// (`kept`), unless the store holds none, is of other settings (`same` false), or holds one
+/// from before a partition's start (retention removed records it never read); then every
+/// partition from its start, with why. A position past the topic's end (a topic deleted and
+/// made again) is the broker's to refuse: see [`Reading::start_over`].
+fn resume_from(
+    kept: &BTreeMap<i32, i64>,
+    same: bool,
+    ends: &[PartitionEnds],
+) -> (BTreeMap<i32, i64>, Option<&'static str>) {
+    let why = if !same {
+        Some("its settings are new to the store")
+    } else if ends
+        .iter()
+        .any(|(p, low, _)| kept.get(p).is_some_and(|&at| at < *low))
+    {
+        Some("the topic no longer holds records the store has not read")
+    } else {
+        None
+    };
+    let next = ends
+        .iter()
+        .map(|(p, low, _)| {
+            let at = kept.get(p).filter(|_| why.is_none()).copied();
+            (*p, at.unwrap_or(*low).max(*low))
+        })
+        .collect();
+    (next, why)
+}
+
 /// A Kafka failure of table `table`'s reader, doing `what` with `topic`.
 fn kafka_error(table: &str, what: &str, topic: &str, cause: KafkaError) -> Error {
     Error::Kafka {
@@ -376,4 +391,30 @@ fn kafka_error(table: &str, what: &str, topic: &str, cause: KafkaError) -> Error
 /// automatic reset, so this comes back instead of a silent jump).
 fn out_of_range(e: &KafkaError) -> bool {
     e.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_reads_on_from_its_store_unless_the_store_cannot_be_trusted() {
+        let ends = [(0, 0, 50), (1, 10, 40), (2, 0, 0)];
+        let kept = BTreeMap::from([(0, 30), (1, 12)]);
+        // On from the store; a partition it never read from its start.
+        let (next, why) = resume_from(&kept, true, &ends);
+        assert_eq!(
+            (next, why),
+            (BTreeMap::from([(0, 30), (1, 12), (2, 0)]), None)
+        );
+        // Other settings: from the start.
+        let (next, why) = resume_from(&kept, false, &ends);
+        assert_eq!(next, BTreeMap::from([(0, 0), (1, 10), (2, 0)]));
+        assert_eq!(why, Some("its settings are new to the store"));
+        // Retention removed offsets 12..20 of partition 1 before they were read.
+        let cut = [(0, 0, 50), (1, 20, 40), (2, 0, 0)];
+        let (next, why) = resume_from(&kept, true, &cut);
+        assert_eq!(next, BTreeMap::from([(0, 0), (1, 20), (2, 0)]));
+        assert!(why.unwrap().contains("no longer holds"));
+    }
 }

@@ -1,0 +1,5 @@
+module join
+
+go 1.24
+
+// weir:world transform

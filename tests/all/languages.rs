@@ -575,7 +575,13 @@ fn a_go_plugin_joins_records_with_the_pipelines_tables() {
     joins_records_with_the_pipelines_tables("join-go");
 }
 
-/// `plugin` reads the pipeline's tables (Python's `state.table`, Go's `state.TableJSON`): each
+#[test]
+fn a_javascript_plugin_joins_records_with_the_pipelines_tables() {
+    joins_records_with_the_pipelines_tables("join-js");
+}
+
+/// `plugin` reads the pipeline's tables (`state.table` in Python and JavaScript, Go's
+/// `state.TableJSON`): each
 /// order with its customer's country as the table's file leaves it (`weir test --table`), a
 /// number key found by its JSON text; a table the stage is not granted fails the record, named.
 fn joins_records_with_the_pipelines_tables(plugin: &str) {

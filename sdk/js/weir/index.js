@@ -19,6 +19,7 @@
 
 import { log as hostLog } from "weir:plugin/host@0.2.0";
 import * as wit from "./state.js";
+import * as tables from "./tables.js";
 
 /** One record's failure; its message is the reason the dead-letter topic records. */
 export class Fail extends Error {}
@@ -195,6 +196,23 @@ export class State {
   /** `[name, bytes]` of every entry whose name starts with `prefix`, in name order. */
   scan(prefix = "") {
     return wit.scan(current.index, prefix);
+  }
+
+  /**
+   * The row of the pipeline's table `name` under `key` (parsed JSON), or null: the latest, or
+   * for a table kept `as_of = "event-time"` the one current at the record's time. `key` is the
+   * key field's text: a string, or a number, BigInt or boolean (its JSON text). The stage must
+   * be granted the table (`tables = [...]`): asking for another fails the record.
+   */
+  table(name, key) {
+    const text = typeof key === "string" ? key : typeof key === "bigint" ? key.toString() : JSON.stringify(key);
+    const raw = tables.get(current.index, name, encoder.encode(text));
+    if (raw === undefined || raw === null) return null;
+    try {
+      return parseExact(raw);
+    } catch (e) {
+      throw new Fail(`a row of table \`${name}\` is not the expected JSON: ${e.message}`);
+    }
   }
 }
 

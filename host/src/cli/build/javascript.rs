@@ -27,7 +27,7 @@ use super::{
 const JCO: &str = "@bytecodealliance/jco@1.34.0";
 
 /// The `weir` package, file by file.
-const SDK: [(&str, &str); 5] = [
+const SDK: [(&str, &str); 6] = [
     (
         "weir/package.json",
         r#"{"name": "weir", "type": "module", "main": "index.js"}"#,
@@ -48,12 +48,19 @@ const SDK: [(&str, &str); 5] = [
         "weir/state.js",
         include_str!("../../../../sdk/js/weir/state.js"),
     ),
+    (
+        "weir/tables.js",
+        include_str!("../../../../sdk/js/weir/tables.js"),
+    ),
 ];
 
 /// `weir/state.js` for a window plugin, whose world imports no keyed state.
 const NO_STATE: &str = "const none = () => {\n  throw new Error(\"a window plugin keeps no keyed \
      state: its accumulator is its state\");\n};\nexport { none as get, none as put, none as \
      delete, none as scan };\n";
+/// `weir/tables.js` for a window plugin, whose world reads no tables.
+const NO_TABLES: &str = "export const get = () => {\n  throw new Error(\"a window plugin reads no \
+     tables\");\n};\n";
 const WIT: &str = include_str!("../../../../wit/weir.wit");
 
 /// Whether `dir` holds a JavaScript plugin.
@@ -88,8 +95,10 @@ pub fn build(dir: &Path, out: &Path) -> Result<(), BuildError> {
     );
     let mut files = SDK.to_vec();
     if world == "window" {
-        let state = files.iter_mut().find(|(path, _)| *path == "weir/state.js");
-        state.expect("the SDK has weir/state.js").1 = NO_STATE;
+        for (file, stand_in) in [("weir/state.js", NO_STATE), ("weir/tables.js", NO_TABLES)] {
+            let found = files.iter_mut().find(|(path, _)| *path == file);
+            found.expect("the SDK has the file").1 = stand_in;
+        }
     }
     files.extend([
         ("wit/weir.wit", WIT),

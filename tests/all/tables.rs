@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::common::{
     component,
-    kafka::{http_get, json_of, metric, unique, In, Out, Topics, Weir},
+    kafka::{http_get, json_of, kafka, metric, unique, Dedicated, In, Kafka, Out, Topics, Weir},
     weir_bin,
 };
 
@@ -21,7 +21,12 @@ struct Setup {
 
 impl Setup {
     fn new(name: &str, partitions: i32) -> Setup {
-        let topics = Topics::new(name, 1);
+        Setup::on(kafka(), name, partitions)
+    }
+
+    /// The same on broker `k`.
+    fn on(k: &Kafka, name: &str, partitions: i32) -> Setup {
+        let topics = Topics::on(k, name, 1);
         let customers = unique(&format!("{name}-customers"));
         topics.kafka.create_topic(&customers, partitions);
         Setup {
@@ -589,5 +594,32 @@ fn as_of_event_time_each_order_gets_the_row_current_at_its_time() {
             weir.log()
         );
     }
+    assert_eq!(weir.stop(), Some(0), "{}", weir.log());
+}
+
+/// The broker stops answering (SIGSTOP: a long pause, a network partition) while the table is
+/// followed: the run waits it out, as its source does, and takes in what changes once it is
+/// back.
+#[test]
+fn a_table_follows_its_topic_through_a_broker_that_stops_answering() {
+    let broker = Dedicated::start(19099);
+    let s = Setup::on(&broker.kafka, "tables-pause", 1);
+    let probe = |country: &str| {
+        upsert(
+            "probe",
+            Some(json!({ "id": "probe", "country": country })),
+            0,
+        )
+    };
+    s.produce_customers(&[probe("P1")]);
+    let mut weir = Weir::start(weir_bin(), &s.pipeline("upsert", ""));
+    weir.wait_for_log("table read:", Duration::from_secs(60));
+    let seen = wait_for_table(&s, "P1", 0);
+    broker.pause();
+    std::thread::sleep(Duration::from_secs(8));
+    broker.resume();
+    s.produce_customers(&[probe("P2")]);
+    wait_for_table(&s, "P2", seen);
+    assert!(weir.running(), "{}", weir.log());
     assert_eq!(weir.stop(), Some(0), "{}", weir.log());
 }

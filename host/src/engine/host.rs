@@ -378,12 +378,14 @@ impl HostState {
         found
     }
 
-    /// The state key and event time of record `rec` of the current batch.
+    /// The state key and event time of record `rec` of the current batch (state and table
+    /// lookups name their record by it).
     fn record(&self, rec: u32) -> wasmtime::Result<(Option<Vec<u8>>, i64)> {
         match self.batch.get(rec as usize) {
             Some(r) => Ok((r.key.clone(), r.timestamp)),
             None => wasmtime::bail!(
-                "plugin `{}` asked for the state of record {rec} in a batch of {}",
+                "plugin `{}` asked about record {rec} (its state or a table row) in a batch \
+                 of {}",
                 self.plugin,
                 self.batch.len()
             ),

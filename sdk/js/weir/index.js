@@ -164,13 +164,7 @@ export function dumps(value) {
 /** The keyed state of the record being processed: named JSON values the host keeps. */
 export class State {
   get(name) {
-    const raw = this.getBytes(name);
-    if (raw === undefined || raw === null) return null;
-    try {
-      return parseExact(raw);
-    } catch (e) {
-      throw new Fail(`state \`${name}\` is not the expected JSON: ${e.message}`);
-    }
+    return parsed(this.getBytes(name), `state \`${name}\``);
   }
 
   put(name, value, ttlMs) {
@@ -206,13 +200,17 @@ export class State {
    */
   table(name, key) {
     const text = typeof key === "string" ? key : typeof key === "bigint" ? key.toString() : JSON.stringify(key);
-    const raw = tables.get(current.index, name, encoder.encode(text));
-    if (raw === undefined || raw === null) return null;
-    try {
-      return parseExact(raw);
-    } catch (e) {
-      throw new Fail(`a row of table \`${name}\` is not the expected JSON: ${e.message}`);
-    }
+    return parsed(tables.get(current.index, name, encoder.encode(text)), `a row of table \`${name}\``);
+  }
+}
+
+/** `raw` JSON bytes parsed exactly (none stays null); `what` names them when they are no JSON. */
+function parsed(raw, what) {
+  if (raw === undefined || raw === null) return null;
+  try {
+    return parseExact(raw);
+  } catch (e) {
+    throw new Fail(`${what} is not the expected JSON: ${e.message}`);
   }
 }
 

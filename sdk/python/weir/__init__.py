@@ -141,13 +141,7 @@ class State:
     """The keyed state of the record being processed: named JSON values the host keeps."""
 
     def get(self, name):
-        raw = self.get_bytes(name)
-        if raw is None:
-            return None
-        try:
-            return _json.loads(raw)
-        except ValueError as e:
-            raise Fail(f"state `{name}` is not the expected JSON: {e}") from None
+        return _parsed(self.get_bytes(name), f"state `{name}`")
 
     def put(self, name, value, ttl_ms=None):
         self.put_bytes(name, dumps(value), ttl_ms)
@@ -174,13 +168,7 @@ class State:
         time. ``key`` is the key field's text: a str, or a number or bool (its JSON text). The
         stage must be granted the table (``tables = [...]``): asking for another fails the
         record."""
-        raw = self.table_bytes(name, key)
-        if raw is None:
-            return None
-        try:
-            return _json.loads(raw)
-        except ValueError as e:
-            raise Fail(f"a row of table `{name}` is not the expected JSON: {e}") from None
+        return _parsed(self.table_bytes(name, key), f"a row of table `{name}`")
 
     def table_bytes(self, name, key):
         """The row of table ``name`` under ``key`` as the bytes its topic held, or None."""
@@ -188,6 +176,16 @@ class State:
             raise Fail("window plugins read no tables")
         text = key if isinstance(key, str) else _json.dumps(key)
         return _wit_tables.get(_current[0], name, text.encode())
+
+
+def _parsed(raw, what):
+    """``raw`` JSON bytes parsed (None stays None); ``what`` names them when they are no JSON."""
+    if raw is None:
+        return None
+    try:
+        return _json.loads(raw)
+    except ValueError as e:
+        raise Fail(f"{what} is not the expected JSON: {e}") from None
 
 
 # The index in the batch of the record being processed: state calls name it.

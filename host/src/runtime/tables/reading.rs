@@ -119,8 +119,13 @@ impl Reading {
                     self.name, self.topic
                 ))
             })?;
-        self.ends = ends.iter().map(|(p, _, high)| (*p, *high)).collect();
+        self.take_ends(&ends);
         Ok(ends)
+    }
+
+    /// The partitions' high watermarks in `ends` are the ones to reach now.
+    fn take_ends(&mut self, ends: &[PartitionEnds]) {
+        self.ends = ends.iter().map(|(p, _, high)| (*p, *high)).collect();
     }
 
     /// Where to read each partition from (see [`resume_from`]); a store that cannot be read
@@ -163,7 +168,7 @@ impl Reading {
         let ends = ends
             .map_err(|e| kafka_error(&self.name, "the partitions", &self.topic, e))?
             .unwrap_or_default();
-        self.ends = ends.iter().map(|(p, _, high)| (*p, *high)).collect();
+        self.take_ends(&ends);
         self.at_end.clear();
         self.start_at(ends.iter().map(|(p, low, _)| (*p, *low)).collect())
     }
@@ -191,7 +196,7 @@ impl Reading {
         }
         self.measured = Instant::now();
         if let Ok(Some(ends)) = self.follower.ends(Duration::from_secs(5)) {
-            self.ends = ends.iter().map(|(p, _, high)| (*p, *high)).collect();
+            self.take_ends(&ends);
         }
     }
 

@@ -26,7 +26,12 @@ impl Setup {
 
     /// The same on broker `k`.
     fn on(k: &Kafka, name: &str, partitions: i32) -> Setup {
-        let topics = Topics::on(k, name, 1);
+        Setup::with(k, name, 1, partitions)
+    }
+
+    /// On broker `k`, with a source of `source_partitions` partitions.
+    fn with(k: &Kafka, name: &str, source_partitions: i32, partitions: i32) -> Setup {
+        let topics = Topics::on(k, name, source_partitions);
         let customers = unique(&format!("{name}-customers"));
         topics.kafka.create_topic(&customers, partitions);
         Setup {
@@ -70,15 +75,15 @@ config = {{ join = [{{ table = "customers", key = "/customer", fields = {{ "/cou
     }
 
     fn produce_orders(&self, orders: &[(&str, &str)]) {
+        let records: Vec<In> = orders.iter().map(|(id, c)| order(id, c, None)).collect();
+        self.topics.kafka.produce(&self.topics.source, &records);
+    }
+
+    /// Produce orders, each to the partition of its customer (`partition_of`).
+    fn produce_orders_by_customer(&self, orders: &[(&str, &str)]) {
         let records: Vec<In> = orders
             .iter()
-            .map(|(id, customer)| In {
-                key: Some(id.to_string()),
-                value: json!({ "order": id, "customer": customer })
-                    .to_string()
-                    .into_bytes(),
-                ..In::default()
-            })
+            .map(|(id, c)| order(id, c, Some(partition_of(c))))
             .collect();
         self.topics.kafka.produce(&self.topics.source, &records);
     }
@@ -88,6 +93,32 @@ config = {{ join = [{{ table = "customers", key = "/customer", fields = {{ "/cou
     fn produce_customers(&self, changes: &[In]) {
         self.topics.kafka.produce(&self.customers, changes);
     }
+}
+
+/// Order `id` of `customer`, to `partition` (none: the producer's choice).
+fn order(id: &str, customer: &str, partition: Option<i32>) -> In {
+    In {
+        key: Some(id.to_string()),
+        value: json!({ "order": id, "customer": customer })
+            .to_string()
+            .into_bytes(),
+        partition,
+        ..In::default()
+    }
+}
+
+/// Orders as the helpers take them.
+fn orders(round: &[(String, String)]) -> Vec<(&str, &str)> {
+    round
+        .iter()
+        .map(|(o, c)| (o.as_str(), c.as_str()))
+        .collect()
+}
+
+/// Where a co-partitioned test puts customer `id`'s rows and orders (two partitions): by its
+/// last digit.
+fn partition_of(id: &str) -> i32 {
+    i32::from(id.as_bytes()[id.len() - 1] - b'0') % 2
 }
 
 /// What the orders must become, given the table as it is: each order with its customer's
@@ -622,4 +653,156 @@ fn a_table_follows_its_topic_through_a_broker_that_stops_answering() {
     wait_for_table(&s, "P2", seen);
     assert!(weir.running(), "{}", weir.log());
     assert_eq!(weir.stop(), Some(0), "{}", weir.log());
+}
+
+/// A partitioned table (`partitioned = true`, a KTable): customers and orders both in two
+/// partitions by customer. One instance reads the whole table while it has both partitions; a
+/// second joins the group, reads only the table partition of the source partition it is given
+/// before it processes a record of it, and each follows its partitions' changes.
+#[test]
+fn a_partitioned_table_is_read_per_assigned_partition_and_moves_with_it() {
+    let s = Setup::with(kafka(), "tables-part", 2, 2);
+    let customers = ["c0", "c1", "c2", "c3", "c4", "c5", "p0", "p1"];
+    let row = |id: &str, country: &str| json!({ "id": id, "country": country });
+    let mut table: BTreeMap<String, Value> = BTreeMap::new();
+    let mut changes = Vec::new();
+    for id in customers {
+        let country = format!("{}-v1", id.to_uppercase());
+        table.insert(id.into(), row(id, &country));
+        changes.push(upsert(id, Some(row(id, &country)), partition_of(id)));
+    }
+    s.produce_customers(&changes);
+    let text = std::fs::read_to_string(s.pipeline("upsert", "")).unwrap();
+    let text = text.replace(
+        "format = \"upsert\"",
+        "format = \"upsert\"\npartitioned = true",
+    );
+    let pipeline_a = s.topics.dir.path().join("a.toml");
+    std::fs::write(&pipeline_a, &text).unwrap();
+    let state_b = crate::common::scratch();
+    let pipeline_b = s.topics.dir.path().join("b.toml");
+    let text_b = text.replace(
+        &s.state.path().display().to_string(),
+        &state_b.path().display().to_string(),
+    );
+    std::fs::write(&pipeline_b, text_b).unwrap();
+
+    let mut a = Weir::start(weir_bin(), &pipeline_a);
+    a.wait_for_log(
+        "reading partitions {0, 1} of the table",
+        Duration::from_secs(60),
+    );
+    let round = |n: usize| -> Vec<(String, String)> {
+        customers[..6]
+            .iter()
+            .map(|c| (format!("o{n}-{c}"), c.to_string()))
+            .collect()
+    };
+    let first = round(1);
+    s.produce_orders_by_customer(&orders(&first));
+    let outs = s
+        .topics
+        .kafka
+        .read(&s.topics.sink, 6, Duration::from_secs(60));
+    assert_eq!(
+        by_order(&outs),
+        expected(&orders(&first), &table),
+        "{}",
+        a.log()
+    );
+    let read = |weir: &mut Weir| {
+        let (_, text) = http_get(&weir.admin(), "/metrics");
+        let series = format!(
+            "weir_table_records_read_total{{table=\"customers\",topic=\"{}\"}}",
+            s.customers
+        );
+        metric(&text, &series)
+    };
+    assert_eq!(read(&mut a), Some(8.0), "{}", a.log());
+
+    // B joins: one partition moves to it, and B reads that partition of the table only.
+    let mut b = Weir::start(weir_bin(), &pipeline_b);
+    b.wait_for_log("partition assigned", Duration::from_secs(60));
+    a.wait_for_log("partition revoked", Duration::from_secs(60));
+    let second = round(2);
+    s.produce_orders_by_customer(&orders(&second));
+    let outs = s
+        .topics
+        .kafka
+        .read(&s.topics.sink, 12, Duration::from_secs(60));
+    let got = by_order(&outs);
+    for (order, want) in expected(&orders(&second), &table) {
+        assert_eq!(got.get(&order), Some(&want), "log of B:\n{}", b.log());
+    }
+    assert_eq!(read(&mut b), Some(4.0), "{}", b.log());
+
+    // Every customer moves; each instance takes in its partitions' changes.
+    let mut changes = Vec::new();
+    for id in customers {
+        let country = format!("{}-v2", id.to_uppercase());
+        table.insert(id.into(), row(id, &country));
+        changes.push(upsert(id, Some(row(id, &country)), partition_of(id)));
+    }
+    s.produce_customers(&changes);
+    let mut seen = outs.len();
+    for probe in ["p0", "p1"] {
+        let want = format!("{}-v2", probe.to_uppercase());
+        let shows = |outs: &[Out]| outs.iter().any(|o| json_of(o)["country"] == json!(want));
+        for attempt in 0..100 {
+            let id = format!("{probe}-{attempt}");
+            s.produce_orders_by_customer(&[(id.as_str(), probe)]);
+            let outs = s
+                .topics
+                .kafka
+                .read(&s.topics.sink, seen + 1, Duration::from_secs(10));
+            seen = outs.len();
+            if shows(&outs) {
+                break;
+            }
+            assert!(attempt < 99, "{probe} never showed {want}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let third = round(3);
+    s.produce_orders_by_customer(&orders(&third));
+    let outs = s
+        .topics
+        .kafka
+        .read(&s.topics.sink, seen + 6, Duration::from_secs(60));
+    let got = by_order(&outs);
+    for (order, want) in expected(&orders(&third), &table) {
+        assert_eq!(
+            got.get(&order),
+            Some(&want),
+            "log of A:\n{}\nlog of B:\n{}",
+            a.log(),
+            b.log()
+        );
+    }
+    assert_eq!(a.stop(), Some(0), "{}", a.log());
+    assert_eq!(b.stop(), Some(0), "{}", b.log());
+}
+
+#[test]
+fn a_partitioned_table_partitioned_unlike_the_source_is_refused_naming_both_counts() {
+    let s = Setup::new("tables-part-count", 2);
+    let pipeline = s.pipeline("upsert", "");
+    let text = std::fs::read_to_string(&pipeline).unwrap().replace(
+        "format = \"upsert\"",
+        "format = \"upsert\"\npartitioned = true",
+    );
+    std::fs::write(&pipeline, text).unwrap();
+    let mut weir = Weir::start(weir_bin(), &pipeline);
+    assert_ne!(
+        weir.wait(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        weir.log()
+    );
+    let want = format!(
+        "is partitioned = true, so its topic must be partitioned as the source's are, but `{}` \
+         has 2 partitions and source topic `{}` has 1",
+        s.customers, s.topics.source
+    );
+    assert!(weir.log().contains(&want), "{}", weir.log());
 }

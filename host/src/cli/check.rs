@@ -50,11 +50,15 @@ impl CheckCommand {
         for table in &pipeline.tables {
             writeln!(
                 out,
-                "  table {}: kept from {} ({}, keyed by {})",
+                "  table {}: kept from {} ({}, keyed by {}{})",
                 table.name,
                 table.topic,
                 table.format.as_str(),
-                table.key.as_deref().unwrap_or("the record key")
+                table.key.as_deref().unwrap_or("the record key"),
+                match table.partitioned {
+                    true => ", partitioned like the source",
+                    false => "",
+                }
             )?;
         }
         if pipeline.source.is_some() || pipeline.sink.is_some() {

@@ -16,6 +16,10 @@ pub struct TableConfig {
     pub format: TableFormat,
     /// Which row a record is joined with: the latest, or the one current at its event time.
     pub as_of: AsOf,
+    /// Kept per partition, co-partitioned with the source (a KTable): each instance reads and
+    /// keeps only the partitions whose numbers it is assigned of the source's topics. False:
+    /// every instance keeps the whole table (a GlobalKTable).
+    pub partitioned: bool,
     /// Line of the `[[table]]` entry, for messages.
     pub line: usize,
 }
@@ -63,6 +67,8 @@ pub(super) struct TableFile {
     as_of: Option<String>,
     #[serde(default, deserialize_with = "super::optional_duration")]
     retention: Option<Duration>,
+    #[serde(default)]
+    partitioned: bool,
 }
 
 impl TableFile {
@@ -134,6 +140,7 @@ pub(super) fn tables(
             key: file.key.clone(),
             format: file.format,
             as_of,
+            partitioned: file.partitioned,
             line,
         });
     }
@@ -166,6 +173,10 @@ mod tests {
         assert_eq!((p.tables[0].line, p.tables[1].line), (1, 7));
         assert_eq!(p.stages[0].tables, ["customers", "rates"]);
         assert_eq!(p.tables[0].as_of, AsOf::Latest);
+        assert!(!p.tables[0].partitioned);
+        let partitioned =
+            text.replace("topic = \"rates\"", "topic = \"rates\"\npartitioned = true");
+        assert!(parse(&partitioned).unwrap().tables[1].partitioned);
         let as_of = text.replace(
             "format = \"debezium\"",
             "format = \"debezium\"\nas_of = \"event-time\"\nretention = \"10m\"",
@@ -225,8 +236,8 @@ mod tests {
             let err = parse(&format!("{}{STAGE}", table("t", rest))).unwrap_err();
             assert!(err.contains(want), "{rest}: {err}");
         }
-        let unknown = parse(&format!("{}{STAGE}", table("t", "partitioned = true"))).unwrap_err();
-        assert!(unknown.contains("unknown field `partitioned`"), "{unknown}");
+        let unknown = parse(&format!("{}{STAGE}", table("t", "partition = true"))).unwrap_err();
+        assert!(unknown.contains("unknown field `partition`"), "{unknown}");
         let format = parse(&table("t", "").replace("upsert", "avro")).unwrap_err();
         assert!(format.contains("unknown variant `avro`"), "{format}");
     }

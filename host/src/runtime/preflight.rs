@@ -38,6 +38,7 @@ pub(super) fn prepare(
     for topic in &source.topics {
         partitions = partitions.max(require_topic(&metadata, topic, "source", &source.brokers)?);
     }
+    check_partitioned_tables(pipeline, &metadata, source)?;
     let store = restore::open_store(pipeline, stages, &source.group)?;
     let state = restore::prepare_state(
         stages,
@@ -127,6 +128,36 @@ pub(super) fn prepare(
         tables: stages.tables().clone(),
         stop: options.stop.clone(),
     }))
+}
+
+/// Check that each partitioned table's topic has as many partitions as every source topic: a
+/// record of source partition `p` is looked up in table partition `p` only.
+fn check_partitioned_tables(
+    pipeline: &Pipeline,
+    metadata: &Metadata,
+    source: &SourceConfig,
+) -> Result<(), Error> {
+    for table in pipeline.tables.iter().filter(|t| t.partitioned) {
+        let role = format!("table `{}`", table.name);
+        let count = require_topic(metadata, &table.topic, &role, &source.brokers)?;
+        for topic in &source.topics {
+            let theirs = require_topic(metadata, topic, "source", &source.brokers)?;
+            if theirs != count {
+                return Err(Error::Topic(format!(
+                    "table `{}` ({}:{}) is partitioned = true, so its topic must be partitioned \
+                     as the source's are, but `{}` has {count} partitions and source topic \
+                     `{topic}` has {theirs}: give them the same number (and the same key, so \
+                     a key is in the same partition of both), or drop `partitioned` to keep the \
+                     whole table in every instance",
+                    table.name,
+                    pipeline.path.display(),
+                    table.line,
+                    table.topic
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Check that the sink, dead-letter and late topics exist on the sink's brokers.

@@ -98,7 +98,9 @@ impl Shared {
                 .map(|t| t.join().expect("a takeover does not panic"))
                 .collect()
         });
-        super::tables::catch_up(&self.tables, consumer, &self.stop);
+        self.want_table_partitions(&keys);
+        let done = || self.stop.load(Ordering::Relaxed) || self.fatal.is_set();
+        super::tables::catch_up(&self.tables, consumer, &done);
         health.restoring.fetch_sub(keys.len(), Ordering::Relaxed);
         let mut positions = Vec::new();
         for ((topic, partition), taken) in keys.into_iter().zip(taken) {
@@ -107,6 +109,14 @@ impl Shared {
             }
         }
         positions
+    }
+
+    /// Partitioned tables read the partitions of the numbers assigned of the source's topics:
+    /// those assigned before, and `new`.
+    fn want_table_partitions(&self, new: &[(String, i32)]) {
+        let assigned = self.lock_assigned();
+        let numbers = assigned.partitions.keys().chain(new).map(|(_, p)| *p);
+        super::tables::want(&self.tables, &numbers.collect());
     }
 
     /// What a new owner of `topic`/`partition` needs before its first record: under exactly
@@ -220,6 +230,7 @@ impl Shared {
             self.metrics.forget_partition(&p.topic, p.partition);
             tracing::info!(topic = %p.topic, partition = p.partition, "partition revoked");
         }
+        self.want_table_partitions(&[]);
     }
 
     /// Exactly once: each worker commits the transaction of its revoked partitions, unless the

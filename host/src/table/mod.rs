@@ -41,6 +41,16 @@ pub struct Table {
     rows: OnceLock<Arc<dyn Rows>>,
     /// How far its reader is in its topic.
     reached: Mutex<Reached>,
+    /// A partitioned table: the partitions to read (the run's assigned partition numbers).
+    wanted: Mutex<Wanted>,
+}
+
+/// The partitions a partitioned table's reader is to read, changed on every rebalance.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Wanted {
+    pub partitions: BTreeSet<i32>,
+    /// One more for each change, so the reader sees that there was one.
+    pub generation: u64,
 }
 
 /// How far a table's reader is in its topic.
@@ -138,6 +148,7 @@ impl Tables {
                     config: config.clone(),
                     rows: OnceLock::new(),
                     reached: Mutex::default(),
+                    wanted: Mutex::default(),
                 };
                 (config.name.clone(), Arc::new(table))
             })
@@ -200,6 +211,31 @@ impl Table {
             *at = (*at).max(*offset);
         }
         reached.at_end.clone_from(at_end);
+    }
+
+    /// A partitioned table is to read `partitions` from now on. How far those newly wanted are
+    /// read is unknown until the reader has taken them up: what it said of them before (while
+    /// it read them for an earlier assignment) may be out of date.
+    pub fn want(&self, partitions: BTreeSet<i32>) {
+        let mut wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        if wanted.partitions == partitions {
+            return;
+        }
+        let mut reached = self.lock_reached();
+        for p in partitions.difference(&wanted.partitions) {
+            reached.next.remove(p);
+            reached.at_end.remove(p);
+        }
+        wanted.partitions = partitions;
+        wanted.generation += 1;
+    }
+
+    /// The partitions a partitioned table is to read.
+    pub fn wanted(&self) -> Wanted {
+        self.wanted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The reader starts again at `next` (per partition), wherever it was.

@@ -6,6 +6,7 @@
 //! table and logged (it stays in its topic: a table has no outputs to send a dead letter for).
 
 use std::{
+    collections::BTreeSet,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -71,7 +72,11 @@ pub(crate) fn keep(
     loading.store(tables.all().count(), Ordering::Relaxed);
     for table in tables.all() {
         let reading = Reading::open(table, store, source, metrics.clone())?;
-        let reading = reading.bootstrap(stop)?;
+        // A partitioned table's partitions are read as the source's are assigned.
+        let reading = match table.config.partitioned {
+            false => reading.bootstrap(stop)?,
+            true => reading,
+        };
         loading.fetch_sub(1, Ordering::Relaxed);
         table.attach(Arc::new(reading.rows()));
         let (stop, halt, fatal) = (stop.clone(), readers.halt.clone(), fatal.clone());
@@ -88,15 +93,26 @@ pub(crate) fn keep(
     Ok(readers)
 }
 
-/// Longest wait, over all tables, for the tables to catch up with their topics when
-/// partitions are assigned.
+/// Longest wait, over all global tables, for them to catch up with their topics when
+/// partitions are assigned. A partitioned table is waited for until it has caught up: its
+/// newly assigned partitions may have never been read here, and a record must not be processed
+/// before the rows of its partition are there (as Kafka Streams restores a task's state first).
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(10);
 
+/// Partitioned tables: read the partitions of the numbers in `partitions` (those of the
+/// source's topics now assigned), and no others.
+pub(crate) fn want(tables: &Tables, partitions: &BTreeSet<i32>) {
+    for table in tables.all().filter(|t| t.config.partitioned) {
+        table.want(partitions.clone());
+    }
+}
+
 /// Wait until every table has taken in what its topic holds now (asking the brokers through
-/// `consumer`). Called when partitions are assigned, before their first record: a partition
-/// taken over from another instance, or after a restart, then never joins a record with an
-/// older row than its previous owner's committed outputs saw, whatever the guarantee.
-pub(crate) fn catch_up(tables: &Tables, consumer: &Consumer, stop: &AtomicBool) {
+/// `consumer`), or `done` says to stop waiting. Called when partitions are assigned, before
+/// their first record: a partition taken over from another instance, or after a restart, then
+/// never joins a record with an older row than its previous owner's committed outputs saw,
+/// whatever the guarantee.
+pub(crate) fn catch_up(tables: &Tables, consumer: &Consumer, done: &dyn Fn() -> bool) {
     let end = |table: &Table, p: i32| {
         let topic = &table.config.topic;
         match consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
@@ -107,26 +123,31 @@ pub(crate) fn catch_up(tables: &Tables, consumer: &Consumer, stop: &AtomicBool) 
             }
         }
     };
-    wait_for_ends(tables, end, stop, CATCH_UP_LIMIT);
+    wait_for_ends(tables, end, done, CATCH_UP_LIMIT);
 }
 
-/// Wait until each table's reader has reached the `end` of each partition of its topic, or
-/// found it read to its end (a transaction left open keeps a read_committed reader short of
-/// the high watermark), for at most `limit` in all.
+/// Wait until each table's reader has reached the `end` of each partition of its topic it
+/// reads, or found it read to its end (a transaction left open keeps a read_committed reader
+/// short of the high watermark): global tables for at most `limit` in all, partitioned ones
+/// until they are there (or `done`).
 fn wait_for_ends(
     tables: &Tables,
     end: impl Fn(&Table, i32) -> Option<i64>,
-    stop: &AtomicBool,
+    done: &dyn Fn() -> bool,
     limit: Duration,
 ) {
     let deadline = Instant::now() + limit;
     for table in tables.all() {
-        let ends: Vec<(i32, i64)> = table
-            .reached()
-            .next
-            .into_keys()
+        let partitioned = table.config.partitioned;
+        let partitions: Vec<i32> = match partitioned {
+            true => table.wanted().partitions.into_iter().collect(),
+            false => table.reached().next.into_keys().collect(),
+        };
+        let ends: Vec<(i32, i64)> = partitions
+            .into_iter()
             .filter_map(|p| Some((p, end(table, p)?)))
             .collect();
+        let mut said = Instant::now();
         loop {
             let reached = table.reached();
             let short: Vec<i32> = ends
@@ -136,10 +157,19 @@ fn wait_for_ends(
                 })
                 .map(|(p, _)| *p)
                 .collect();
-            if short.is_empty() || stop.load(Ordering::Relaxed) {
+            if short.is_empty() || done() {
                 break;
             }
-            if Instant::now() > deadline {
+            if partitioned {
+                if said.elapsed() >= Duration::from_secs(5) {
+                    said = Instant::now();
+                    tracing::info!(
+                        table = %table.config.name,
+                        "reading partitions {short:?} of the table before the source's \
+                         partitions of the same numbers start"
+                    );
+                }
+            } else if Instant::now() > deadline {
                 tracing::warn!(
                     table = %table.config.name,
                     "partitions {short:?} of the table's topic are not read to their end \
@@ -175,7 +205,7 @@ mod tests {
         );
         // Partition 2 is read to its end short of its high watermark (an open transaction).
         let end = |_: &Table, p: i32| Some([8, 10, 6][p as usize]);
-        let stop = AtomicBool::new(false);
+        let done = || false;
         let reader = {
             let table = table.clone();
             thread::spawn(move || {
@@ -184,7 +214,7 @@ mod tests {
             })
         };
         let started = Instant::now();
-        wait_for_ends(&tables, end, &stop, Duration::from_secs(10));
+        wait_for_ends(&tables, end, &done, Duration::from_secs(10));
         assert!(started.elapsed() >= Duration::from_millis(100));
         assert_eq!(
             table.reached().next,
@@ -195,7 +225,39 @@ mod tests {
         table.reach(&BTreeMap::new(), &none);
         let never = |_: &Table, _: i32| Some(1_000);
         let started = Instant::now();
-        wait_for_ends(&tables, never, &stop, Duration::from_millis(50));
+        wait_for_ends(&tables, never, &done, Duration::from_millis(50));
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_partitioned_table_holds_its_assigned_partitions_back_until_they_are_read() {
+        let text = "[[table]]\nname = \"t\"\ntopic = \"t\"\nformat = \"upsert\"\n\
+                    partitioned = true\n\n[[stage]]\nname = \"s\"\nplugin = \"s.wasm\"\n";
+        let tables = Tables::declared(&Pipeline::parse(Path::new("p.toml"), text).unwrap());
+        let table = tables.get("t").unwrap().clone();
+        // Read for an earlier assignment: partition 1 to its end, which is out of date now.
+        table.reach(&BTreeMap::from([(1, 5)]), &BTreeSet::from([1]));
+        want(&tables, &BTreeSet::from([0, 1]));
+        assert_eq!(table.wanted().partitions, BTreeSet::from([0, 1]));
+        assert_eq!(table.reached(), Default::default());
+        let end = |_: &Table, p: i32| Some([4, 9][p as usize]);
+        let reader = {
+            let table = table.clone();
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(200));
+                table.restart_at(&BTreeMap::from([(0, 0), (1, 5)]));
+                table.reach(&BTreeMap::from([(0, 4), (1, 9)]), &BTreeSet::new());
+            })
+        };
+        // Past the global tables' limit: a partitioned table is waited for until it is read.
+        let started = Instant::now();
+        wait_for_ends(&tables, end, &|| false, Duration::from_millis(50));
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(table.reached().next, BTreeMap::from([(0, 4), (1, 9)]));
+        reader.join().unwrap();
+        // Unless the run stops meanwhile.
+        want(&tables, &BTreeSet::from([0, 1, 2]));
+        let never = |_: &Table, _: i32| Some(1_000);
+        wait_for_ends(&tables, never, &|| true, Duration::from_millis(50));
     }
 }

@@ -47,6 +47,9 @@ pub(super) struct Reading {
     /// Partitions found read to their end (see [`Reading::read_to_end`]) since their last
     /// record.
     at_end: BTreeSet<i32>,
+    /// A partitioned table: the partitions it reads, as of which change of those wanted
+    /// ([`Table::want`]). None: every partition (a global table).
+    only: Option<(BTreeSet<i32>, u64)>,
     /// Records read (applied or left out).
     read: u64,
     metrics: Arc<Metrics>,
@@ -96,14 +99,53 @@ impl Reading {
             next: BTreeMap::new(),
             ends: BTreeMap::new(),
             at_end: BTreeSet::new(),
+            only: config.partitioned.then(|| (BTreeSet::new(), 0)),
             read: 0,
             metrics,
             measured: Instant::now(),
         };
         let ends = reading.partitions(source.brokers, config.line)?;
-        let next = reading.kept(&ends)?;
+        let mut next = reading.kept(&ends)?;
+        next.retain(|p, _| reading.reads(*p));
         reading.start_at(next)?;
         Ok(reading)
+    }
+
+    /// Whether partition `p` of the topic is read.
+    fn reads(&self, p: i32) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|(partitions, _)| partitions.contains(&p))
+    }
+
+    /// A partitioned table: if a rebalance changed the partitions it is to read, read those
+    /// now, each from where the store has it.
+    fn reassign(&mut self) -> Result<(), Error> {
+        let wanted = self.table.wanted();
+        match &self.only {
+            Some((_, generation)) if *generation != wanted.generation => {}
+            _ => return Ok(()),
+        }
+        let ends = self.follower.ends(Duration::from_secs(30));
+        let ends = ends
+            .map_err(|e| kafka_error(&self.name, "the partitions", &self.topic, e))?
+            .unwrap_or_default();
+        tracing::info!(
+            table = %self.name,
+            topic = %self.topic,
+            "reading partitions {:?} of the table (the source's assigned partitions)",
+            wanted.partitions
+        );
+        self.only = Some((wanted.partitions, wanted.generation));
+        let ends: Vec<PartitionEnds> = ends.into_iter().filter(|e| self.reads(e.0)).collect();
+        self.take_ends(&ends);
+        let (next, why) = resume_from(&self.rows.positions()?, true, &ends);
+        if let Some(why) = why {
+            tracing::info!(table = %self.name, "reading the table from the beginning: {why}");
+            self.rows.reset(&self.settings)?;
+        }
+        self.at_end.clear();
+        self.start_at(next)
     }
 
     /// The topic's partitions with their low and high watermarks (the highs are the ends the
@@ -123,9 +165,14 @@ impl Reading {
         Ok(ends)
     }
 
-    /// The partitions' high watermarks in `ends` are the ones to reach now.
+    /// The partitions' high watermarks in `ends` are the ones to reach now (of the partitions
+    /// read).
     fn take_ends(&mut self, ends: &[PartitionEnds]) {
-        self.ends = ends.iter().map(|(p, _, high)| (*p, *high)).collect();
+        self.ends = ends
+            .iter()
+            .filter(|(p, _, _)| self.reads(*p))
+            .map(|(p, _, high)| (*p, *high))
+            .collect();
     }
 
     /// Where to read each partition from (see [`resume_from`]); a store that cannot be read
@@ -170,7 +217,8 @@ impl Reading {
             .unwrap_or_default();
         self.take_ends(&ends);
         self.at_end.clear();
-        self.start_at(ends.iter().map(|(p, low, _)| (*p, *low)).collect())
+        let from = ends.iter().filter(|(p, _, _)| self.reads(*p));
+        self.start_at(from.map(|(p, low, _)| (*p, *low)).collect())
     }
 
     /// Its rows, for lookups.
@@ -260,6 +308,10 @@ impl Reading {
     /// Follow the topic until `done`; an error stops the run.
     pub(super) fn follow(mut self, done: impl Fn() -> bool, fatal: &Fatal) {
         while !done() && !fatal.is_set() {
+            if let Err(e) = self.reassign() {
+                fatal.set(e);
+                return;
+            }
             match self.step() {
                 Ok(0) => self.moved_past_markers(),
                 Ok(_) => {}
@@ -269,7 +321,8 @@ impl Reading {
                 }
             }
             self.measure();
-            self.show(false);
+            // A partitioned table is loaded once its first partitions are read to their end.
+            self.show(self.read_to_end());
         }
     }
 

@@ -183,11 +183,13 @@ pub enum ErrorKind {
     StateQuota,
     /// The record asked for a table its stage is not granted, or one that cannot be read.
     Table,
+    /// A join stage could not read the record's join key (or its value, which must be JSON).
+    Join,
 }
 
 impl ErrorKind {
     /// Every kind, in the order of [`ErrorKind::index`].
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::Plugin,
         ErrorKind::Trap,
         ErrorKind::Timeout,
@@ -198,6 +200,7 @@ impl ErrorKind {
         ErrorKind::TooLarge,
         ErrorKind::StateQuota,
         ErrorKind::Table,
+        ErrorKind::Join,
     ];
 
     /// The kind's place in [`ErrorKind::ALL`].
@@ -218,6 +221,7 @@ impl ErrorKind {
             ErrorKind::TooLarge => "too-large",
             ErrorKind::StateQuota => "state-quota",
             ErrorKind::Table => "table",
+            ErrorKind::Join => "join",
         }
     }
 }

@@ -84,7 +84,7 @@ fn run_lines(
         }
         // Window stages advance the watermark per batch: one record per batch makes a file's
         // result that of a stream with a watermark after every record, whatever its size.
-        if batch.len() == BATCH || chain.has_windows() {
+        if batch.len() == BATCH || chain.has_timers() {
             flush(chain, &mut batch, source, format, &mut summary, out, err)?;
         }
     }
@@ -111,7 +111,7 @@ fn flush(
     let offsets: Vec<i64> = batch.iter().map(|r| r.offset).collect();
     let result = chain.process(std::mem::take(batch));
     // Records a window stage takes in come out later, as window results: not "filtered".
-    let offsets = if chain.has_windows() {
+    let offsets = if chain.has_timers() {
         &[][..]
     } else {
         &offsets

@@ -12,6 +12,7 @@ mod crash;
 mod diff;
 mod engine;
 mod inspect;
+mod joins;
 mod kafka;
 mod languages;
 mod postgres;

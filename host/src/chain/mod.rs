@@ -14,7 +14,8 @@ use std::{
 use crate::{
     config::{Pipeline, Stage},
     engine::{
-        Engine, Instance, Kind, Limits, MemoryState, Plugin, Record, RecordError, SharedState,
+        Engine, Instance, Kind, Limits, MemoryState, Outcome, Plugin, Record, RecordError,
+        SharedState,
     },
     error::Error,
     metrics::{Call, Metrics, StageProbe},
@@ -22,10 +23,12 @@ use crate::{
 };
 
 pub mod compare;
+pub mod join;
 mod shadow;
 pub mod window;
 
 use crate::config::{LateOutput, WindowSpec};
+use join::{JoinStage, Side};
 use shadow::ShadowRun;
 use window::{Clock, Delivered, WindowOutput, WindowStage};
 
@@ -166,12 +169,14 @@ impl Stages {
     }
 
     /// The index and name of each stage that keeps keyed state: plugins that use the state
-    /// API, and window stages (their accumulators).
+    /// API, window stages (their accumulators) and join stages (the records they keep).
     pub fn stateful(&self) -> Vec<(usize, String)> {
         self.stages
             .iter()
             .enumerate()
-            .filter(|(_, l)| l.plugin.uses_state() || l.stage.window.is_some())
+            .filter(|(_, l)| {
+                l.plugin.uses_state() || l.stage.window.is_some() || l.stage.join.is_some()
+            })
             .map(|(i, l)| (i, l.stage.name.clone()))
             .collect()
     }
@@ -188,44 +193,47 @@ impl Stages {
 
     /// Fresh instances of every stage, each past its `init`.
     pub fn start(&self) -> Result<Chain, Error> {
-        let stages = self
-            .stages
-            .iter()
-            .map(|l| {
-                let stage = &l.stage;
-                let mut instance =
-                    l.plugin
-                        .instantiate(&stage.config, stage.limits, MemoryState::shared())?;
-                let tables = self.tables.grant(stage);
-                instance.set_tables(tables.clone());
-                let step = match (&stage.window, &l.clock) {
-                    (Some(spec), Some(clock)) => Step::Window(Box::new(WindowStage::new(
-                        spec.clone(),
-                        instance,
-                        clock.clone(),
-                    ))),
-                    _ => Step::Plugin(instance),
-                };
-                // A candidate that cannot start is left out: it never holds the live build up.
-                let shadow = l.shadow.as_ref().and_then(|plugin| {
-                    ShadowRun::start(stage, plugin, l.shadow_clock.as_ref(), tables.clone())
-                        .map_err(|e| {
-                            tracing::warn!(
-                                "stage `{}` runs without its shadow {}: {e}",
-                                stage.name,
-                                plugin.path().display()
-                            )
-                        })
-                        .ok()
-                        .map(Box::new)
-                });
-                Ok(Running {
-                    name: stage.name.clone(),
-                    step,
-                    shadow,
+        let stages =
+            self.stages
+                .iter()
+                .map(|l| {
+                    let stage = &l.stage;
+                    let mut instance =
+                        l.plugin
+                            .instantiate(&stage.config, stage.limits, MemoryState::shared())?;
+                    let tables = self.tables.grant(stage);
+                    instance.set_tables(tables.clone());
+                    let step =
+                        match (&stage.window, &l.clock, &stage.join) {
+                            (Some(spec), Some(clock), _) => Step::Window(Box::new(
+                                WindowStage::new(spec.clone(), instance, clock.clone()),
+                            )),
+                            (_, _, Some(spec)) => Step::Join(
+                                Box::new(JoinStage::new(spec.clone(), &stage.name)),
+                                instance,
+                            ),
+                            _ => Step::Plugin(instance),
+                        };
+                    // A candidate that cannot start is left out: it never holds the live build up.
+                    let shadow = l.shadow.as_ref().and_then(|plugin| {
+                        ShadowRun::start(stage, plugin, l.shadow_clock.as_ref(), tables.clone())
+                            .map_err(|e| {
+                                tracing::warn!(
+                                    "stage `{}` runs without its shadow {}: {e}",
+                                    stage.name,
+                                    plugin.path().display()
+                                )
+                            })
+                            .ok()
+                            .map(Box::new)
+                    });
+                    Ok(Running {
+                        name: stage.name.clone(),
+                        step,
+                        shadow,
+                    })
                 })
-            })
-            .collect::<Result<_, Error>>()?;
+                .collect::<Result<_, Error>>()?;
         Ok(Chain {
             stages,
             probes: Vec::new(),
@@ -339,12 +347,14 @@ pub fn load_shadow(engine: &Engine, stage: &Stage, live: &Plugin) -> Result<Opti
 enum Step {
     Plugin(Instance),
     Window(Box<WindowStage<Instance>>),
+    /// The host pairs records, the plugin renders each pair.
+    Join(Box<JoinStage>, Instance),
 }
 
 impl Step {
     fn instance(&self) -> &Instance {
         match self {
-            Step::Plugin(i) => i,
+            Step::Plugin(i) | Step::Join(_, i) => i,
             Step::Window(w) => w.aggregator(),
         }
     }
@@ -389,6 +399,7 @@ impl Chain {
             config: config.to_string(),
             limits,
             window: None,
+            join: None,
             shadow: None,
             tables: Vec::new(),
             line: 0,
@@ -434,6 +445,18 @@ impl Chain {
         match &mut running.step {
             Step::Plugin(i) => i.set_state(state),
             Step::Window(w) => w.set_state(state),
+            Step::Join(j, i) => {
+                j.set_state(state.clone());
+                i.set_state(state);
+            }
+        }
+    }
+
+    /// Join stage `stage` reads the other topic's records of the next batches' partition from
+    /// `side`.
+    pub fn set_side(&mut self, stage: usize, side: Arc<dyn Side>) {
+        if let Step::Join(j, _) = &mut self.stages[stage].step {
+            j.set_side(side);
         }
     }
 
@@ -451,11 +474,12 @@ impl Chain {
             .filter_map(|r| Some((r.name.as_str(), r.shadow.as_ref()?.instance())))
     }
 
-    /// Whether any stage is a window stage (they need [`Chain::advance`] now and then).
-    pub fn has_windows(&self) -> bool {
+    /// Whether any stage is a window or join stage (they need [`Chain::advance`] now and
+    /// then).
+    pub fn has_timers(&self) -> bool {
         self.stages
             .iter()
-            .any(|r| matches!(r.step, Step::Window(_)))
+            .any(|r| matches!(r.step, Step::Window(_) | Step::Join(..)))
     }
 
     /// `policy = "fail"`: from the first input of a batch that fails in any stage on, no
@@ -477,8 +501,10 @@ impl Chain {
     /// [`Chain::hold`].
     pub fn defer_until_delivered(&mut self) {
         for r in &mut self.stages {
-            if let Step::Window(w) = &mut r.step {
-                w.defer_until_delivered(true);
+            match &mut r.step {
+                Step::Window(w) => w.defer_until_delivered(true),
+                Step::Join(j, _) => j.defer_until_delivered(true),
+                Step::Plugin(_) => {}
             }
         }
     }
@@ -486,8 +512,10 @@ impl Chain {
     /// The outputs of the last call are on their way; `delivered` says when they arrived.
     pub fn hold(&mut self, delivered: &Arc<dyn Delivered>) {
         for r in &mut self.stages {
-            if let Step::Window(w) = &mut r.step {
-                w.hold(delivered);
+            match &mut r.step {
+                Step::Window(w) => w.hold(delivered),
+                Step::Join(j, _) => j.hold(delivered),
+                Step::Plugin(_) => {}
             }
         }
     }
@@ -501,8 +529,10 @@ impl Chain {
             let Some(before) = old.stages.iter_mut().find(|o| o.name == r.name) else {
                 continue;
             };
-            if let (Step::Window(w), Step::Window(o)) = (&mut r.step, &mut before.step) {
-                w.adopt(o);
+            match (&mut r.step, &mut before.step) {
+                (Step::Window(w), Step::Window(o)) => w.adopt(o),
+                (Step::Join(j, _), Step::Join(o, _)) => j.adopt(o),
+                _ => {}
             }
             if let (Some(s), Some(o)) = (&mut r.shadow, &mut before.shadow) {
                 s.adopt(o);
@@ -513,8 +543,10 @@ impl Chain {
     /// A partition was revoked: drop what window stages keep in memory for it.
     pub fn forget(&mut self, topic: &str, partition: i32) {
         for r in &mut self.stages {
-            if let Step::Window(w) = &mut r.step {
-                w.forget(topic, partition);
+            match &mut r.step {
+                Step::Window(w) => w.forget(topic, partition),
+                Step::Join(j, _) => j.forget(topic, partition),
+                Step::Plugin(_) => {}
             }
             if let Some(w) = r.shadow.as_mut().and_then(|s| s.window_stage()) {
                 w.forget(topic, partition);
@@ -577,27 +609,36 @@ impl Chain {
                     let candidate = shadow.as_mut().and_then(|s| s.run(records.clone()));
                     shadow_took = candidate.as_ref().map_or(Duration::ZERO, |c| c.took());
                     let live_started = Instant::now();
-                    let outcomes = if stop_at_failure {
-                        instance.process_until_failure(records)
-                    } else {
-                        instance.process(records)
-                    };
+                    let outcomes = run_plugin(instance, records, stop_at_failure);
                     if let (Some(s), Some(call)) = (shadow.as_mut(), candidate) {
                         let took = live_started.elapsed();
                         out.shadow.extend(s.compare(name, call, &outcomes, took));
                     }
-                    records = Vec::with_capacity(outcomes.len());
-                    for outcome in outcomes {
-                        match outcome {
-                            Ok(outputs) if outputs.is_empty() => call.filtered += 1,
-                            Ok(outputs) => records.extend(outputs),
-                            Err(failed) => out.failures.push(Failure {
-                                record: failed.record,
-                                stage: name.clone(),
-                                plugin_hash: Some(hash.clone()),
-                                error: failed.error,
-                            }),
-                        }
+                    let failed = FailedIn {
+                        stage: name,
+                        hash: &hash,
+                    };
+                    records = failed.take(outcomes, &mut call, &mut out);
+                }
+                Step::Join(join, instance) => {
+                    shadow_took = Duration::ZERO;
+                    let formed = run_join(join, std::mem::take(&mut records), &how, origin, now);
+                    let failed = FailedIn {
+                        stage: name,
+                        hash: &hash,
+                    };
+                    failed.add(formed.failures, &mut out);
+                    out.late
+                        .extend(formed.late.into_iter().map(|late| LateRecord {
+                            record: late.record,
+                            stage: name.clone(),
+                            plugin_hash: hash.clone(),
+                            to: join.late_output().clone(),
+                            watermark: late.watermark,
+                        }));
+                    if !formed.records.is_empty() {
+                        let outcomes = run_plugin(instance, formed.records, stop_at_failure);
+                        records = failed.take(outcomes, &mut call, &mut out);
                     }
                 }
                 Step::Window(window) => {
@@ -652,6 +693,75 @@ impl Chain {
         }
         out.records = records;
         out
+    }
+}
+
+/// A plugin's outcomes for `records`: up to the first failure only under `policy = "fail"`.
+fn run_plugin(
+    instance: &mut Instance,
+    records: Vec<Record>,
+    stop_at_failure: bool,
+) -> Vec<Outcome> {
+    if stop_at_failure {
+        instance.process_until_failure(records)
+    } else {
+        instance.process(records)
+    }
+}
+
+/// The stage records failed in, for the chain's failures.
+struct FailedIn<'a> {
+    stage: &'a String,
+    hash: &'a String,
+}
+
+impl FailedIn<'_> {
+    /// The records of `outcomes` that go on, counting those filtered; failures to `out`.
+    fn take(&self, outcomes: Vec<Outcome>, call: &mut Call, out: &mut BatchOutput) -> Vec<Record> {
+        let mut records = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            match outcome {
+                Ok(outputs) if outputs.is_empty() => call.filtered += 1,
+                Ok(outputs) => records.extend(outputs),
+                Err(failed) => self.add([(failed.record, failed.error)], out),
+            }
+        }
+        records
+    }
+
+    fn add(
+        &self,
+        failures: impl IntoIterator<Item = (Record, RecordError)>,
+        out: &mut BatchOutput,
+    ) {
+        out.failures
+            .extend(failures.into_iter().map(|(record, error)| Failure {
+                record,
+                stage: self.stage.clone(),
+                plugin_hash: Some(self.hash.clone()),
+                error,
+            }));
+    }
+}
+
+/// What join stage `join` makes of `records` (none: a tick, or the end of the input) for the
+/// batch of `origin`.
+fn run_join(
+    join: &mut JoinStage,
+    records: Vec<Record>,
+    how: &Drive,
+    origin: Option<(&str, i32)>,
+    now: Instant,
+) -> WindowOutput {
+    match (how, origin) {
+        (Drive::End, _) => {
+            let mut out = join.process(records, now);
+            out.extend(join.finish());
+            out
+        }
+        _ if !records.is_empty() => join.process(records, now),
+        (_, Some((topic, partition))) => join.advance(topic, partition, now),
+        (_, None) => WindowOutput::default(),
     }
 }
 
@@ -716,6 +826,11 @@ fn load(engine: &Engine, stage: &Stage) -> Result<Plugin, Error> {
         return Err(wrong(format!("{short} (the stage at line {})", stage.line)));
     }
     match (plugin.kind(), &stage.window) {
+        (Kind::Window, None) if stage.join.is_some() => Err(wrong(
+            "is a window plugin, but its stage is a join stage: pairs are rendered by a filter \
+             or transform plugin"
+                .into(),
+        )),
         (Kind::Window, None) => Err(wrong(
             "is a window plugin: give its stage a `window` (e.g. `window = { kind = \"tumbling\", \
              size = \"1m\" }`) in a pipeline file"

@@ -36,10 +36,11 @@ impl CheckCommand {
                 } else {
                     ""
                 },
-                stage
-                    .window
-                    .as_ref()
-                    .map_or(String::new(), |w| format!(", {}", w.describe())),
+                match (&stage.window, &stage.join) {
+                    (Some(w), _) => format!(", {}", w.describe()),
+                    (_, Some(j)) => format!(", {}", j.describe()),
+                    _ => String::new(),
+                },
                 if stage.tables.is_empty() {
                     String::new()
                 } else {

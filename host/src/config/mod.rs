@@ -16,6 +16,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod admin;
+mod join;
 mod limits;
 mod postgres;
 mod reload;
@@ -23,6 +24,7 @@ mod table;
 mod window;
 
 pub use admin::{parse_listen, AdminConfig, DEFAULT_ADMIN};
+pub use join::{JoinSpec, Outer};
 pub use limits::Limits;
 pub use postgres::{PostgresSource, SnapshotMode};
 pub use reload::{ReloadConfig, ROLLBACK_RATE, TRIAL_RECORDS};
@@ -70,6 +72,8 @@ pub struct Stage {
     pub limits: Limits,
     /// Window stages: how records are grouped in event time.
     pub window: Option<Arc<WindowSpec>>,
+    /// Join stages: the topic the stage's records are joined with, and how.
+    pub join: Option<Arc<JoinSpec>>,
     /// A candidate build run beside the live one on the same records (`shadow = "new.wasm"`).
     pub shadow: Option<Shadow>,
     /// The `[[table]]`s its plugin may read (`tables = ["customers"]`).
@@ -201,7 +205,7 @@ impl Guarantee {
 }
 
 /// `"250ms"`, `"5s"`, `"2m"`, or a whole number of milliseconds.
-fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(super) fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
@@ -355,6 +359,7 @@ struct StageFile {
     #[serde(default, deserialize_with = "optional_duration")]
     allowed_lateness: Option<Duration>,
     late: Option<LateFile>,
+    join: Option<join::JoinFile>,
     shadow: Option<String>,
     shadow_topic: Option<String>,
     #[serde(default)]
@@ -441,6 +446,9 @@ impl StageFile {
     fn window(&self, errors: &ErrorsConfig) -> Result<Option<WindowSpec>, String> {
         let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as i64;
         let Some(window) = &self.window else {
+            if self.join.is_some() {
+                return Ok(None);
+            }
             let stray = [
                 (self.time.is_some(), "time"),
                 (self.watermark.is_some(), "watermark"),
@@ -449,11 +457,15 @@ impl StageFile {
             ];
             return match stray.iter().find(|(set, _)| *set) {
                 Some((_, key)) => Err(format!(
-                    "`{key}` is a window setting, but the stage has no `window`"
+                    "`{key}` is a window (or join) setting, but the stage has no `window` (or \
+                     `join`)"
                 )),
                 None => Ok(None),
             };
         };
+        if self.join.is_some() {
+            return Err("a stage has `window` or `join`, not both".into());
+        }
         let positive = |what: &str, d: Duration| {
             if d.is_zero() {
                 Err(format!("window {what} must be longer than 0"))
@@ -473,7 +485,42 @@ impl StageFile {
                 gap: positive("gap", *gap)?,
             },
         };
-        let time = match &self.time {
+        let (max_out_of_order, idle_timeout) = self.watermark();
+        Ok(Some(WindowSpec {
+            kind,
+            time: self.time()?,
+            max_out_of_order,
+            idle_timeout,
+            allowed_lateness: self.allowed_lateness.map_or(0, ms),
+            late: self.late(errors)?,
+        }))
+    }
+
+    /// The join settings, checked; `None` for a stage that is not a join stage.
+    fn join(&self, errors: &ErrorsConfig) -> Result<Option<JoinSpec>, String> {
+        let Some(join) = &self.join else {
+            return Ok(None);
+        };
+        if self.allowed_lateness.is_some() {
+            return Err(
+                "`allowed_lateness` is for window stages; a join keeps each record \
+                        for `within` after the watermark passes it"
+                    .into(),
+            );
+        }
+        if self.shadow.is_some() {
+            return Err("a join stage cannot have a `shadow` yet".into());
+        }
+        if !self.tables.is_empty() {
+            return Err("`tables` is for filter and transform stages, not join stages".into());
+        }
+        let spec = join.spec(self.time()?, self.watermark(), self.late(errors)?)?;
+        Ok(Some(spec))
+    }
+
+    /// `time`: where a record's event time comes from.
+    fn time(&self) -> Result<EventTime, String> {
+        Ok(match &self.time {
             None => EventTime::Record,
             Some(TimeFile::Named(name)) if name == "record" => EventTime::Record,
             Some(TimeFile::Named(other)) => {
@@ -490,8 +537,22 @@ impl StageFile {
                     "time.field = \"{field}\" is not a JSON pointer (those start with `/`)"
                 ))
             }
-        };
-        let late = match &self.late {
+        })
+    }
+
+    /// `watermark`: how far behind the event time it trails (ms), and the idle timeout.
+    fn watermark(&self) -> (i64, Option<Duration>) {
+        let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as i64;
+        let watermark = self.watermark.as_ref();
+        (
+            watermark.and_then(|w| w.max_out_of_order).map_or(0, ms),
+            watermark.and_then(|w| w.idle_timeout),
+        )
+    }
+
+    /// `late`: where records too late go.
+    fn late(&self, errors: &ErrorsConfig) -> Result<LateOutput, String> {
+        Ok(match &self.late {
             None => LateOutput::Drop,
             Some(LateFile::Named(n)) if n == "drop" => LateOutput::Drop,
             Some(LateFile::Named(n)) if n == "dead-letter" => {
@@ -510,16 +571,7 @@ impl StageFile {
                 ))
             }
             Some(LateFile::Topic { topic }) => LateOutput::Topic(topic.clone()),
-        };
-        let watermark = self.watermark.as_ref();
-        Ok(Some(WindowSpec {
-            kind,
-            time,
-            max_out_of_order: watermark.and_then(|w| w.max_out_of_order).map_or(0, ms),
-            idle_timeout: watermark.and_then(|w| w.idle_timeout),
-            allowed_lateness: self.allowed_lateness.map_or(0, ms),
-            late,
-        }))
+        })
     }
 }
 
@@ -642,6 +694,11 @@ impl File {
             granted(&stage, tables)?;
             stages.push(stage);
         }
+        for stage in &stages {
+            if let Some(why) = self.unjoinable(stage) {
+                return Err((stage.line, format!("stage `{}`: {why}", stage.name)));
+            }
+        }
         if let (Some(table), Some(_)) = (tables.first(), self.postgres_source()) {
             let message = format!(
                 "table `{}`: tables are kept from Kafka topics for pipelines with a Kafka \
@@ -651,6 +708,33 @@ impl File {
             return Err((table.line, message));
         }
         Ok(stages)
+    }
+
+    /// Why a join stage cannot join what it names, if it cannot.
+    fn unjoinable(&self, stage: &Stage) -> Option<String> {
+        let join = stage.join.as_ref()?;
+        let Some(source) = self.kafka_source() else {
+            return Some(
+                "join stages join two Kafka topics; a [source] kind = \"postgres\" pipeline \
+                 cannot have one yet"
+                    .into(),
+            );
+        };
+        if source.topics.contains(&join.topic) {
+            return Some(format!(
+                "join.topic `{}` is also a source topic: the stream comes from [source], the \
+                 topic it joins from `join`",
+                join.topic
+            ));
+        }
+        let sink = self.sink.as_ref()?;
+        let same_brokers = sink.brokers.as_ref().is_none_or(|b| *b == source.brokers);
+        (same_brokers && sink.topic == join.topic).then(|| {
+            format!(
+                "join.topic `{}` is the sink topic: every output would be joined again",
+                join.topic
+            )
+        })
     }
 
     /// One `[[stage]]` table, checked against the stages `before` it.
@@ -678,6 +762,9 @@ impl File {
         let window = stage
             .window(&self.errors)
             .map_err(|e| (line, format!("stage `{name}`: {e}")))?;
+        let join = stage
+            .join(&self.errors)
+            .map_err(|e| (line, format!("stage `{name}`: {e}")))?;
         let config = match &stage.config {
             None => "{}".to_string(),
             Some(value) => serde_json::to_string(value).map_err(|e| {
@@ -694,6 +781,7 @@ impl File {
             config,
             limits: stage.limits.over(self.limits.over(Limits::default())),
             window: window.map(Arc::new),
+            join: join.map(Arc::new),
             shadow,
             tables: stage.tables.clone(),
             line,

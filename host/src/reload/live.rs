@@ -275,6 +275,14 @@ impl LiveChain {
         }
     }
 
+    /// Join stage `stage` of the first version reads the other topic from `side` (translated
+    /// as [`LiveChain::set_state`] does).
+    pub fn set_side(&mut self, stage: usize, side: Arc<dyn crate::chain::join::Side>) {
+        if let Some(Some(index)) = self.version.state_index.get(stage) {
+            self.chain.set_side(*index, side);
+        }
+    }
+
     /// Run one batch through the chain; while the version is on trial, count its failures and
     /// ask for a rollback once they are too many.
     pub fn process(&mut self, batch: Vec<Record>) -> BatchOutput {

@@ -455,6 +455,15 @@ impl Watch {
                 stage.name
             ));
         }
+        if old.is_some_and(|(s, _)| s.join != stage.join) {
+            return Err(format!(
+                "reload: {} rejected, the running pipeline stays: stage `{}` changes its join \
+                 settings, which the records it keeps and the topic it reads were set up with: \
+                 restart `weir run` to change them",
+                self.started.path.display(),
+                stage.name
+            ));
+        }
         if let Some(short) = plugin.needs().unmet_by(&stage.limits) {
             return Err(format!(
                 "reload: {} rejected, the running version stays: stage `{}`'s plugin {short}",
@@ -462,7 +471,7 @@ impl Watch {
                 stage.name
             ));
         }
-        let keeps_state = plugin.uses_state() || stage.window.is_some();
+        let keeps_state = plugin.uses_state() || stage.window.is_some() || stage.join.is_some();
         if keeps_state && !self.live.base_stateful.contains(&stage.name) {
             return Err(format!(
                 "reload: {} rejected, the running version stays: stage `{}` would keep keyed \

@@ -16,6 +16,7 @@
 mod checkpoint;
 mod delivery;
 mod error_policy;
+mod join;
 mod partition;
 mod poller;
 pub mod postgres;
@@ -126,6 +127,8 @@ struct Shared {
     table_readers: Mutex<Option<tables::Readers>>,
     /// The tables they keep, which assigned partitions wait to catch up with their topics.
     tables: Arc<crate::table::Tables>,
+    /// Join stages, whose other topics each assigned partition reads its partition of.
+    joins: join::Joins,
     stop: Arc<AtomicBool>,
 }
 

@@ -17,6 +17,7 @@ use std::{
 };
 
 use crate::{
+    chain::join::{Side, Sides},
     kafka::{Acks, Sink},
     state::PartitionState,
 };
@@ -27,6 +28,12 @@ pub struct StageState {
     pub stage: usize,
     pub changelog: String,
     pub state: Arc<PartitionState>,
+}
+
+impl std::fmt::Debug for dyn Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Side")
+    }
 }
 
 impl std::fmt::Debug for StageState {
@@ -48,6 +55,8 @@ pub struct Partition {
     pub worker: usize,
     /// The keyed state of each stateful stage for this partition.
     pub states: Vec<StageState>,
+    /// Each join stage's reader of this partition of the topic it joins, by stage index.
+    pub sides: Sides,
     /// Exactly once: this partition's transactional producer (outputs, changelogs and offsets
     /// of the partition commit together).
     pub transaction: Option<Sink>,
@@ -77,6 +86,7 @@ impl Partition {
         partition: i32,
         worker: usize,
         states: Vec<StageState>,
+        sides: Sides,
         transaction: Option<Sink>,
     ) -> Arc<Partition> {
         Arc::new(Partition {
@@ -84,6 +94,7 @@ impl Partition {
             partition,
             worker,
             states,
+            sides,
             transaction,
             next: AtomicI64::new(-1),
             revoked: AtomicBool::new(false),
@@ -198,7 +209,7 @@ mod tests {
 
     #[test]
     fn commits_only_the_acknowledged_prefix() {
-        let p = Partition::new("t".into(), 0, 0, Vec::new(), None);
+        let p = Partition::new("t".into(), 0, 0, Vec::new(), Vec::new(), None);
         let (a, b) = (Acks::new(), Acks::new());
         a.expect();
         a.sealed();
@@ -218,7 +229,7 @@ mod tests {
 
     #[test]
     fn a_failed_delivery_blocks_every_later_offset() {
-        let p = Partition::new("t".into(), 0, 0, Vec::new(), None);
+        let p = Partition::new("t".into(), 0, 0, Vec::new(), Vec::new(), None);
         let (a, b) = (Acks::new(), Acks::new());
         a.expect();
         a.sealed();
@@ -231,7 +242,7 @@ mod tests {
 
     #[test]
     fn a_halted_partition_commits_up_to_the_failing_record() {
-        let p = Partition::new("t".into(), 0, 0, Vec::new(), None);
+        let p = Partition::new("t".into(), 0, 0, Vec::new(), Vec::new(), None);
         let (a, b) = (Acks::new(), Acks::new());
         a.sealed();
         b.sealed();
@@ -242,7 +253,7 @@ mod tests {
 
     #[test]
     fn revoked_partitions_take_no_more_batches() {
-        let p = Partition::new("t".into(), 0, 0, Vec::new(), None);
+        let p = Partition::new("t".into(), 0, 0, Vec::new(), Vec::new(), None);
         assert!(p.dispatch());
         p.revoke();
         assert!(!p.dispatch());

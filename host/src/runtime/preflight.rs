@@ -10,7 +10,7 @@ use std::{
 
 use rdkafka::metadata::Metadata;
 
-use super::{delivery::ShadowSink, restore, tables, Assigned, RunOptions, Shared};
+use super::{delivery::ShadowSink, join, restore, tables, Assigned, RunOptions, Shared};
 use crate::{
     chain::Stages,
     config::{ErrorPolicy, Guarantee, LateOutput, Pipeline, SinkConfig, SourceConfig},
@@ -39,6 +39,7 @@ pub(super) fn prepare(
         partitions = partitions.max(require_topic(&metadata, topic, "source", &source.brokers)?);
     }
     check_partitioned_tables(pipeline, &metadata, source)?;
+    join::check_partitions(pipeline, &metadata, source)?;
     let store = restore::open_store(pipeline, stages, &source.group)?;
     let state = restore::prepare_state(
         stages,
@@ -126,6 +127,7 @@ pub(super) fn prepare(
         held: options.held.clone(),
         table_readers: Mutex::new(table_readers),
         tables: stages.tables().clone(),
+        joins: join::Joins::of(pipeline, source),
         stop: options.stop.clone(),
     }))
 }

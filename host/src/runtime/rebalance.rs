@@ -15,7 +15,8 @@ use rdkafka::{
 
 use super::{partition::StageState, Partition, Shared, Slot, Work, DRAIN_TIMEOUT};
 use crate::{
-    chain::window,
+    chain::{join::Sides, window},
+    engine::SharedState,
     kafka::{source::Positions, Consumer, Sink},
     Error,
 };
@@ -26,6 +27,7 @@ struct Takeover {
     /// Where to start reading, when the pipeline keeps the position itself.
     position: Option<i64>,
     states: Vec<StageState>,
+    sides: Sides,
 }
 
 /// The consumer's rebalance callback, which reaches the run through `slot` once it is set.
@@ -132,10 +134,16 @@ impl Shared {
             None => (None, None),
         };
         let states = self.restore(topic, partition)?;
+        let shared: Vec<(usize, SharedState)> = states
+            .iter()
+            .map(|s| (s.stage, s.state.clone() as SharedState))
+            .collect();
+        let sides = self.joins.open(partition, &shared, &self.fatal)?;
         Ok(Takeover {
             transaction,
             position,
             states,
+            sides,
         })
     }
 
@@ -147,12 +155,12 @@ impl Shared {
             .min_by_key(|&w| assigned.load[w])
             .unwrap_or(0);
         assigned.load[worker] += 1;
-        let (transaction, position, states) = match taken {
-            Ok(t) => (t.transaction, t.position, t.states),
+        let (transaction, position, states, sides) = match taken {
+            Ok(t) => (t.transaction, t.position, t.states, t.sides),
             Err(e) => {
                 self.fatal
                     .stop(format!("cannot take over {topic}[{partition}]: {e}"));
-                (None, None, Vec::new())
+                (None, None, Vec::new(), Vec::new())
             }
         };
         if let Some(offset) = position {
@@ -174,7 +182,7 @@ impl Shared {
             .partition(&topic, partition, |view| view.worker = worker);
         assigned.partitions.insert(
             (topic.clone(), partition),
-            Partition::new(topic, partition, worker, states, transaction),
+            Partition::new(topic, partition, worker, states, sides, transaction),
         );
         let count = assigned.partitions.len();
         self.metrics.health.assigned.store(count, Ordering::Relaxed);

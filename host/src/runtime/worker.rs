@@ -48,7 +48,7 @@ struct Worker<'a> {
 
 impl<'a> Worker<'a> {
     fn new(id: usize, mut chain: LiveChain, shared: &'a Shared, interval: Duration) -> Self {
-        let windows = chain.has_windows();
+        let windows = chain.has_timers();
         let defer = windows && shared.exactly_once.is_none();
         let stop_at_failure = shared.policy == ErrorPolicy::Fail;
         let metrics = shared.metrics.clone();
@@ -198,9 +198,7 @@ fn process(chain: &mut LiveChain, batch: Batch, shared: &Shared) {
     }
     let count = batch.records.len();
     let originals = shared.dead_letters.is_some().then(|| batch.records.clone());
-    for s in &batch.partition.states {
-        chain.set_state(s.stage, s.state.clone());
-    }
+    prepare(chain, &batch.partition);
     let output = chain.process(batch.records);
     shared.deliver(
         chain,
@@ -212,15 +210,23 @@ fn process(chain: &mut LiveChain, batch: Batch, shared: &Shared) {
     Metrics::add(&shared.metrics.processed, count);
 }
 
+/// Point the chain's stages at `partition`'s state and join sides.
+fn prepare(chain: &mut LiveChain, partition: &Partition) {
+    for s in &partition.states {
+        chain.set_state(s.stage, s.state.clone());
+    }
+    for (stage, side) in &partition.sides {
+        chain.set_side(*stage, side.clone());
+    }
+}
+
 /// Fire the windows of `partition` that the watermark passed since its last batch; true if
 /// anything came of it.
 fn tick(chain: &mut LiveChain, partition: &Arc<Partition>, shared: &Shared) -> bool {
     if shared.fatal.is_set() || !partition.dispatch() {
         return false;
     }
-    for s in &partition.states {
-        chain.set_state(s.stage, s.state.clone());
-    }
+    prepare(chain, partition);
     let output = chain.advance(&partition.topic, partition.partition);
     let any = !(output.records.is_empty() && output.failures.is_empty());
     shared.deliver(chain, output, partition, partition.next_offset(), None);

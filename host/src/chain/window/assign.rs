@@ -83,7 +83,7 @@ pub(super) fn sessions(
 }
 
 /// The event time of `rec`, or why it has none.
-pub(super) fn event_time(time: &EventTime, rec: &Record) -> Result<i64, String> {
+pub(crate) fn event_time(time: &EventTime, rec: &Record) -> Result<i64, String> {
     let pointer = match time {
         EventTime::Record => return Ok(rec.timestamp),
         EventTime::Field(pointer) => pointer,

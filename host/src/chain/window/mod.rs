@@ -34,6 +34,7 @@ mod store;
 mod timers;
 
 pub use aggregator::Aggregator;
+pub(crate) use assign::event_time;
 pub use clock::{resume, Clock};
 pub use stage::WindowStage;
 

@@ -1,0 +1,479 @@
+//! Interval joins (Flink's `intervalJoin`): the host half of a join stage.
+//!
+//! A join stage pairs each record of its stream (the *left* side) with each record of another
+//! topic (the *right* side) that has the same join key and an event time at most `within`
+//! before or after its own. The right topic is partitioned as the source is, and partition `p`
+//! of it is read by whoever owns partition `p` of the stream (see [`Side`]), so both sides of a
+//! key meet in one partition's state and, exactly once, in one transaction: no shuffle, and
+//! no group assignor of weir's own.
+//!
+//! Both sides are kept in the stage's keyed state until the watermark passes them by `within`
+//! (one entry per record, named by side, event time and offset, so a key's records scan in time
+//! order), which makes them checkpointed, changelogged and restored like any other state; the
+//! expiry timers are rebuilt from the entries. A pair is emitted once, when its second record
+//! arrives. With `outer`, a record that paired with nothing is emitted alone when it expires. A
+//! record older than the watermark when it arrives is late (Flink drops those; here it goes to
+//! the stage's `late` output).
+//!
+//! The watermark is per partition: the smaller of the two sides' largest event times, less
+//! `max_out_of_order` (and 1 ms, as Flink's), leaving out a side idle for `idle_timeout`; it
+//! never goes back, and it is kept in state, so a restart goes on from it.
+//!
+//! What the stage hands its plugin is one record per pair, whose value is
+//! `{"left": <the stream's record>, "right": <the topic's record>}` (`null` for the side an
+//! outer record lacks): the plugin renders it as any transform renders a record.
+
+mod entry;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+    time::Instant,
+};
+
+use entry::{Buffered, LEFT, RIGHT};
+
+use super::window::{event_time, Delivered, Late, WindowOutput};
+use crate::{
+    config::JoinSpec,
+    engine::{MemoryState, Record, RecordError, SharedState, StateKey},
+};
+
+/// The other topic's records, as the run reads them: its partition of the number the stage's
+/// records are of, from the position the stage keeps ([`position`]).
+pub trait Side: Send + Sync {
+    /// Records that arrived since the last call, at most `max` (a failure to read them is the
+    /// run's to stop on, not the stage's).
+    fn poll(&self, max: usize) -> Vec<Record>;
+}
+
+/// Each join stage's [`Side`] for one partition, by stage index.
+pub type Sides = Vec<(usize, Arc<dyn Side>)>;
+
+/// Most records of the other topic taken in one call.
+const SIDE_BATCH: usize = 2048;
+
+/// The offset to read the other topic's partition from, as `state` (a partition's state of a
+/// join stage) keeps it; none for a partition never read.
+pub fn position(state: &SharedState) -> Option<i64> {
+    entry::read_i64(&**state, &entry::next_key())
+}
+
+/// A join stage: the pairing of its partitions' records, and the plugin that renders pairs
+/// (run by the chain).
+pub struct JoinStage {
+    spec: Arc<JoinSpec>,
+    name: String,
+    state: Option<SharedState>,
+    side: Option<Arc<dyn Side>>,
+    partitions: HashMap<(String, i32), Pairing>,
+    /// At least once: expiries and the other topic's position are written only once the
+    /// outputs they come with are delivered (a crash before re-reads and re-emits them).
+    defer: bool,
+}
+
+/// One partition's join.
+struct Pairing {
+    state: SharedState,
+    /// When each kept record expires, by its entry.
+    timers: BTreeSet<(i64, StateKey)>,
+    /// Each side's largest event time.
+    max: [i64; 2],
+    /// When each side last had a record (or when the partition started).
+    seen: [Instant; 2],
+    watermark: i64,
+    /// Changes made with the last call's outputs, waiting for their delivery (at least once).
+    unheld: Vec<Deferred>,
+    held: Vec<(Arc<dyn Delivered>, Vec<Deferred>)>,
+}
+
+/// A change that waits for outputs' delivery.
+enum Deferred {
+    Remove(StateKey),
+    /// The other topic's partition is read up to here.
+    Next(i64),
+}
+
+/// Where the records of a call come from, for the outputs' coordinates.
+struct Origin<'a> {
+    topic: &'a str,
+    partition: i32,
+}
+
+impl JoinStage {
+    pub fn new(spec: Arc<JoinSpec>, name: &str) -> JoinStage {
+        JoinStage {
+            spec,
+            name: name.to_string(),
+            state: None,
+            side: None,
+            partitions: HashMap::new(),
+            defer: false,
+        }
+    }
+
+    /// Where the stage's late records go.
+    pub fn late_output(&self) -> &crate::config::LateOutput {
+        &self.spec.late
+    }
+
+    /// Keep the next batches' partition in `state`.
+    pub fn set_state(&mut self, state: SharedState) {
+        self.state = Some(state);
+    }
+
+    /// Read the other topic's records of the next batches' partition from `side`.
+    pub fn set_side(&mut self, side: Arc<dyn Side>) {
+        self.side = Some(side);
+    }
+
+    /// At least once: hold expiries and positions until the outputs are delivered.
+    pub fn defer_until_delivered(&mut self, defer: bool) {
+        self.defer = defer;
+    }
+
+    /// The outputs of the last call are on their way; apply what waited for them once
+    /// `delivered` says so.
+    pub fn hold(&mut self, delivered: &Arc<dyn Delivered>) {
+        for p in self.partitions.values_mut() {
+            if !p.unheld.is_empty() {
+                let changes = std::mem::take(&mut p.unheld);
+                p.held.push((delivered.clone(), changes));
+            }
+        }
+    }
+
+    /// Take over what `old` (this stage in the chain this one replaces) keeps in memory.
+    pub fn adopt(&mut self, old: &mut JoinStage) {
+        self.partitions = std::mem::take(&mut old.partitions);
+    }
+
+    /// Forget a revoked partition (its state stays in the store).
+    pub fn forget(&mut self, topic: &str, partition: i32) {
+        self.partitions.remove(&(topic.to_string(), partition));
+    }
+
+    /// Pair a batch of the stream's records (one partition's) with what is kept, take in the
+    /// other topic's new records, and expire what the watermark passed.
+    pub fn process(&mut self, records: Vec<Record>, now: Instant) -> WindowOutput {
+        let Some(first) = records.first() else {
+            return WindowOutput::default();
+        };
+        let (topic, partition) = (first.topic.clone(), first.partition);
+        self.run(&topic, partition, records, now)
+    }
+
+    /// The same without new records of the stream: between batches, as time passes.
+    pub fn advance(&mut self, topic: &str, partition: i32, now: Instant) -> WindowOutput {
+        self.run(topic, partition, Vec::new(), now)
+    }
+
+    /// The input has ended (`weir test`): every kept record expires, and the outer ones that
+    /// never paired are emitted.
+    pub fn finish(&mut self) -> WindowOutput {
+        let mut out = WindowOutput::default();
+        let (spec, defer) = (self.spec.clone(), self.defer);
+        for ((topic, partition), p) in &mut self.partitions {
+            p.watermark = i64::MAX;
+            let origin = Origin {
+                topic,
+                partition: *partition,
+            };
+            p.expire(&spec, &origin, Instant::now(), defer, &mut out);
+        }
+        out
+    }
+
+    fn run(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        records: Vec<Record>,
+        now: Instant,
+    ) -> WindowOutput {
+        let others = match &self.side {
+            Some(side) => side.poll(SIDE_BATCH),
+            None => Vec::new(),
+        };
+        let (spec, name, defer) = (self.spec.clone(), self.name.clone(), self.defer);
+        let p = self.pairing(topic, partition, now);
+        p.release();
+        let origin = Origin { topic, partition };
+        let mut out = WindowOutput::default();
+        let before = p.max;
+        for rec in records {
+            p.take(&spec, &name, LEFT, rec, &origin, now, &mut out);
+        }
+        let mut next = None;
+        for rec in others {
+            next = Some(rec.offset + 1);
+            p.take(&spec, &name, RIGHT, rec, &origin, now, &mut out);
+        }
+        for side in [LEFT, RIGHT] {
+            if p.max[side] != before[side] {
+                entry::write_i64(&*p.state, entry::max_key(side), p.max[side]);
+            }
+        }
+        if let Some(next) = next {
+            p.change(Deferred::Next(next), defer);
+        }
+        p.expire(&spec, &origin, now, defer, &mut out);
+        out
+    }
+
+    /// The join of `topic`/`partition`, rebuilt from its state the first time (or when the
+    /// partition's state is new: it was revoked and assigned again).
+    fn pairing(&mut self, topic: &str, partition: i32, now: Instant) -> &mut Pairing {
+        let key = (topic.to_string(), partition);
+        let state = self.state.clone();
+        let stale = match (self.partitions.get(&key), &state) {
+            (Some(p), Some(s)) => !Arc::ptr_eq(&p.state, s),
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        if stale {
+            let state = state.unwrap_or_else(MemoryState::shared);
+            let pairing = Pairing::restore(state, self.spec.within, now);
+            self.partitions.insert(key.clone(), pairing);
+        }
+        self.partitions.get_mut(&key).expect("inserted above")
+    }
+}
+
+impl Pairing {
+    /// A partition's join as its state has it: the kept records' timers, the sides' progress
+    /// and the watermark.
+    fn restore(state: SharedState, within: i64, now: Instant) -> Pairing {
+        let mut timers = BTreeSet::new();
+        for ((key, name), _) in state.all() {
+            if let Some((_, time, _)) = entry::parse_name(&name) {
+                timers.insert((time.saturating_add(within), (key, name)));
+            }
+        }
+        let read = |key: StateKey| entry::read_i64(&*state, &key).unwrap_or(i64::MIN);
+        Pairing {
+            max: [read(entry::max_key(LEFT)), read(entry::max_key(RIGHT))],
+            watermark: read(entry::watermark_key()),
+            seen: [now, now],
+            timers,
+            state,
+            unheld: Vec::new(),
+            held: Vec::new(),
+        }
+    }
+
+    /// Apply the changes whose outputs were delivered.
+    fn release(&mut self) {
+        let state = self.state.clone();
+        self.held.retain_mut(|(delivered, changes)| {
+            if !delivered.delivered() {
+                return true;
+            }
+            for change in std::mem::take(changes) {
+                apply(&*state, change);
+            }
+            false
+        });
+    }
+
+    /// Make `change` now, or (`defer`) once this call's outputs are delivered.
+    fn change(&mut self, change: Deferred, defer: bool) {
+        if defer {
+            self.unheld.push(change);
+        } else {
+            apply(&*self.state, change);
+        }
+    }
+
+    /// Pair one record of `side` with the other side's kept records of its key, and keep it.
+    #[allow(clippy::too_many_arguments)]
+    fn take(
+        &mut self,
+        spec: &JoinSpec,
+        stage: &str,
+        side: usize,
+        rec: Record,
+        origin: &Origin<'_>,
+        now: Instant,
+        out: &mut WindowOutput,
+    ) {
+        let read = entry::read_record(spec, side, &rec);
+        let (time, key) = match read {
+            Ok(read) => read,
+            Err((kind, message)) => {
+                let error = RecordError {
+                    plugin: stage.to_string(),
+                    kind,
+                    message: format!("{}: {message}", place(&rec)),
+                };
+                out.failures.push((as_failed(side, rec), error));
+                return;
+            }
+        };
+        if time < self.watermark {
+            let record = as_failed(side, rec);
+            out.late.push(Late {
+                record,
+                watermark: self.watermark,
+            });
+            return;
+        }
+        self.max[side] = self.max[side].max(time);
+        self.seen[side] = now;
+        let this = Buffered::of(&rec);
+        let mut paired = false;
+        let other = 1 - side;
+        for (name, stored) in self.state.scan(&Some(key.clone()), entry::prefix(other)) {
+            let Some((_, t, _)) = entry::parse_name(&name) else {
+                continue;
+            };
+            if (t - time).abs() > spec.within {
+                continue;
+            }
+            let Some(mut kept) = Buffered::decode(&stored.value) else {
+                continue;
+            };
+            paired = true;
+            let (left, right) = match side {
+                LEFT => (Some((&this, time)), Some((&kept, t))),
+                _ => (Some((&kept, t)), Some((&this, time))),
+            };
+            out.records
+                .push(output(left, right, coordinates(side, &rec, origin)));
+            if !kept.paired {
+                kept.paired = true;
+                let entry = kept.encode();
+                self.state
+                    .apply(BTreeMap::from([((Some(key.clone()), name), Some(entry))]));
+            }
+        }
+        let mut this = this;
+        this.paired = paired;
+        let name = entry::name(side, time, rec.offset);
+        let expires = time.saturating_add(spec.within);
+        self.timers
+            .insert((expires, (Some(key.clone()), name.clone())));
+        self.state
+            .apply(BTreeMap::from([((Some(key), name), Some(this.encode()))]));
+    }
+
+    /// Move the watermark on, and let go of the records it passed by `within`: alone, those of
+    /// an outer side that never paired.
+    fn expire(
+        &mut self,
+        spec: &JoinSpec,
+        origin: &Origin<'_>,
+        now: Instant,
+        defer: bool,
+        out: &mut WindowOutput,
+    ) {
+        let active: Vec<usize> = [LEFT, RIGHT]
+            .into_iter()
+            .filter(|&s| now.duration_since(self.seen[s]) < spec.idle_timeout)
+            .collect();
+        let sides = if active.is_empty() {
+            vec![LEFT, RIGHT]
+        } else {
+            active
+        };
+        let lowest = sides.iter().map(|&s| self.max[s]).min().unwrap_or(i64::MIN);
+        let watermark = lowest
+            .saturating_sub(spec.max_out_of_order)
+            .saturating_sub(1);
+        if watermark > self.watermark {
+            self.watermark = watermark;
+            entry::write_i64(&*self.state, entry::watermark_key(), watermark);
+        }
+        while let Some((at, _)) = self.timers.first() {
+            if *at >= self.watermark {
+                break;
+            }
+            let (_, key) = self.timers.pop_first().expect("looked at above");
+            let Some(stored) = self.state.get(&key) else {
+                continue;
+            };
+            let (side, time) = match entry::parse_name(&key.1) {
+                Some((side, time, _)) => (side, time),
+                None => continue,
+            };
+            if let Some(kept) = Buffered::decode(&stored.value) {
+                if !kept.paired && spec.outer.keeps(side == LEFT) {
+                    let alone = Some((&kept, time));
+                    let (left, right) = if side == LEFT {
+                        (alone, None)
+                    } else {
+                        (None, alone)
+                    };
+                    let at = (origin.topic.to_string(), origin.partition, -1);
+                    out.records.push(output(left, right, at));
+                }
+            }
+            self.change(Deferred::Remove(key), defer);
+        }
+    }
+}
+
+fn apply(state: &dyn crate::engine::StateBackend, change: Deferred) {
+    match change {
+        Deferred::Remove(key) => state.apply(BTreeMap::from([(key, None)])),
+        Deferred::Next(next) => entry::write_i64(state, entry::next_key(), next),
+    }
+}
+
+/// `topic[partition]@offset` of `rec`.
+fn place(rec: &Record) -> String {
+    format!("{}[{}]@{}", rec.topic, rec.partition, rec.offset)
+}
+
+/// A record of `side` as a failed or late one: a record of the other topic is no input of the
+/// batch (offset -1, as a window's result), so the error policy takes it as it is.
+fn as_failed(side: usize, mut rec: Record) -> Record {
+    if side == RIGHT {
+        rec.offset = -1;
+    }
+    rec
+}
+
+/// The source coordinates of what a record of `side` makes: a record of the stream's own; a
+/// record of the other topic stands for no input of the batch (offset -1).
+fn coordinates(side: usize, rec: &Record, origin: &Origin<'_>) -> (String, i32, i64) {
+    match side {
+        LEFT => (rec.topic.clone(), rec.partition, rec.offset),
+        _ => (origin.topic.to_string(), origin.partition, -1),
+    }
+}
+
+/// The record a pair (or an outer record alone) is handed to the plugin as: the value
+/// `{"left": …, "right": …}`, the left record's key (the right one's when alone), the later
+/// of the two event times.
+fn output(
+    left: Option<(&Buffered, i64)>,
+    right: Option<(&Buffered, i64)>,
+    (topic, partition, offset): (String, i32, i64),
+) -> Record {
+    fn part(side: Option<(&Buffered, i64)>) -> &[u8] {
+        side.and_then(|(b, _)| b.value.as_deref())
+            .unwrap_or(b"null")
+    }
+    let mut value = Vec::with_capacity(20 + part(left).len() + part(right).len());
+    value.extend_from_slice(b"{\"left\":");
+    value.extend_from_slice(part(left));
+    value.extend_from_slice(b",\"right\":");
+    value.extend_from_slice(part(right));
+    value.push(b'}');
+    let timestamp = left
+        .map_or(i64::MIN, |l| l.1)
+        .max(right.map_or(i64::MIN, |r| r.1));
+    let key = left.or(right).and_then(|(b, _)| b.key.clone());
+    Record {
+        key,
+        value: Some(value),
+        headers: Vec::new(),
+        timestamp,
+        topic,
+        partition,
+        offset,
+    }
+}

@@ -1,0 +1,250 @@
+use std::{
+    collections::{BTreeSet, VecDeque},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::config::{EventTime, LateOutput, Outer};
+
+/// The other topic's records, handed over as a test adds them.
+#[derive(Default)]
+struct Queue(Mutex<VecDeque<Record>>);
+
+impl Side for Queue {
+    fn poll(&self, max: usize) -> Vec<Record> {
+        let mut queue = self.0.lock().unwrap();
+        let n = queue.len().min(max);
+        queue.drain(..n).collect()
+    }
+}
+
+fn spec(within: i64, outer: Outer) -> Arc<JoinSpec> {
+    Arc::new(JoinSpec {
+        topic: "payments".into(),
+        key: Some("/id".into()),
+        other_key: Some("/order".into()),
+        within,
+        outer,
+        time: EventTime::Field("/ts".into()),
+        max_out_of_order: 100,
+        idle_timeout: Duration::from_secs(3600),
+        late: LateOutput::Drop,
+    })
+}
+
+/// A record of the stream (`orders`, keyed `/id`) or of the other topic (`payments`, `/order`).
+fn rec(left: bool, offset: i64, key: u32, ts: i64) -> Record {
+    let (topic, value) = match left {
+        true => ("orders", json!({ "id": key, "ts": ts, "n": offset })),
+        false => ("payments", json!({ "order": key, "ts": ts, "n": offset })),
+    };
+    Record {
+        key: Some(format!("k{key}").into_bytes()),
+        value: Some(value.to_string().into_bytes()),
+        headers: Vec::new(),
+        timestamp: ts,
+        topic: topic.into(),
+        partition: 0,
+        offset,
+    }
+}
+
+/// What an output pairs: the `n` (offset) of its left and right record, if it has one.
+fn pair_of(out: &Record) -> (Option<i64>, Option<i64>) {
+    let v: Value = serde_json::from_slice(out.value.as_deref().unwrap()).unwrap();
+    (v["left"]["n"].as_i64(), v["right"]["n"].as_i64())
+}
+
+/// A run's records: each side in roughly rising time, out of order by less than the
+/// watermark's bound, so that none is late.
+fn records(seed: u64, n: i64) -> (Vec<Record>, Vec<Record>) {
+    let mut state = seed;
+    let mut next = move |below: u64| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % below
+    };
+    let mut make = |left: bool| -> Vec<Record> {
+        (0..n)
+            .map(|i| {
+                let ts = 1_000 + i * 10 + next(60) as i64;
+                rec(left, i, next(7) as u32, ts)
+            })
+            .collect()
+    };
+    (make(true), make(false))
+}
+
+/// The join computed directly: every pair of the same key at most `within` apart, then the
+/// unpaired records of the outer sides alone.
+fn reference(
+    left: &[Record],
+    right: &[Record],
+    within: i64,
+    outer: Outer,
+) -> BTreeSet<(Option<i64>, Option<i64>)> {
+    let json = |r: &Record| serde_json::from_slice::<Value>(r.value.as_deref().unwrap()).unwrap();
+    let mut pairs = BTreeSet::new();
+    for l in left {
+        let lj = json(l);
+        for r in right {
+            let rj = json(r);
+            let apart = (lj["ts"].as_i64().unwrap() - rj["ts"].as_i64().unwrap()).abs();
+            if lj["id"] == rj["order"] && apart <= within {
+                pairs.insert((Some(l.offset), Some(r.offset)));
+            }
+        }
+    }
+    let paired_left: BTreeSet<i64> = pairs.iter().filter_map(|p| p.0).collect();
+    let paired_right: BTreeSet<i64> = pairs.iter().filter_map(|p| p.1).collect();
+    if outer.keeps(true) {
+        let alone = left.iter().filter(|l| !paired_left.contains(&l.offset));
+        pairs.extend(alone.map(|l| (Some(l.offset), None)));
+    }
+    if outer.keeps(false) {
+        let alone = right.iter().filter(|r| !paired_right.contains(&r.offset));
+        pairs.extend(alone.map(|r| (None, Some(r.offset))));
+    }
+    pairs
+}
+
+/// Run the join over `left` in batches of `batch`, the other side arriving between them;
+/// `restart_every` batches, a new stage takes over the state (a restart).
+fn run(
+    spec: &Arc<JoinSpec>,
+    left: &[Record],
+    right: &[Record],
+    batch: usize,
+    restart_every: Option<usize>,
+) -> Vec<(Option<i64>, Option<i64>)> {
+    let state = MemoryState::shared();
+    let side = Arc::new(Queue::default());
+    let start = || {
+        let mut stage = JoinStage::new(spec.clone(), "join");
+        stage.set_state(state.clone());
+        stage.set_side(side.clone());
+        stage
+    };
+    let mut stage = start();
+    let mut outputs = Vec::new();
+    let now = Instant::now();
+    for (i, (l, r)) in left.chunks(batch).zip(right.chunks(batch)).enumerate() {
+        if restart_every.is_some_and(|every| i > 0 && i % every == 0) {
+            stage = start();
+        }
+        side.0.lock().unwrap().extend(r.iter().cloned());
+        let out = stage.process(l.to_vec(), now);
+        assert!(out.failures.is_empty() && out.late.is_empty(), "{out:?}");
+        outputs.extend(out.records);
+    }
+    outputs.extend(stage.advance("orders", 0, now).records);
+    outputs.extend(stage.finish().records);
+    outputs.iter().map(pair_of).collect()
+}
+
+#[test]
+fn every_pair_within_the_bound_is_emitted_once_as_a_direct_computation_finds() {
+    for outer in [Outer::Inner, Outer::Left, Outer::Right, Outer::Full] {
+        for seed in 1..4 {
+            let (left, right) = records(seed, 300);
+            let spec = spec(40, outer);
+            let want = reference(&left, &right, 40, outer);
+            for (batch, restart) in [(1, None), (17, None), (50, Some(2))] {
+                let got = run(&spec, &left, &right, batch, restart);
+                let unique: BTreeSet<_> = got.iter().copied().collect();
+                assert_eq!(unique.len(), got.len(), "a pair emitted twice ({outer:?})");
+                assert_eq!(unique, want, "{outer:?} seed {seed} batch {batch}");
+            }
+        }
+    }
+}
+
+#[test]
+fn records_leave_the_state_once_the_watermark_passes_them_by_the_bound() {
+    let spec = spec(40, Outer::Left);
+    let state = MemoryState::shared();
+    let mut stage = JoinStage::new(spec, "join");
+    stage.set_state(state.clone());
+    let now = Instant::now();
+    let kept = |state: &SharedState| {
+        let all = state.all();
+        all.iter()
+            .filter(|((_, name), _)| entry::parse_name(name).is_some())
+            .count()
+    };
+    let out = stage.process(vec![rec(true, 0, 1, 1_000)], now);
+    assert!(out.records.is_empty());
+    assert_eq!(kept(&state), 1);
+    // Only the stream has records: the other side holds the watermark back until idle.
+    let out = stage.process(vec![rec(true, 1, 2, 5_000)], now);
+    assert!(out.records.is_empty());
+    let later = now + Duration::from_secs(3601);
+    let out = stage.process(vec![rec(true, 2, 2, 5_001)], later);
+    // 5_001 - 100 - 1 is past 1_000 + 40: the first order is alone, and gone.
+    assert_eq!(
+        out.records.iter().map(pair_of).collect::<Vec<_>>(),
+        [(Some(0), None)]
+    );
+    assert_eq!(kept(&state), 2);
+    assert_eq!(
+        entry::read_i64(&*state, &entry::watermark_key()),
+        Some(4_900)
+    );
+}
+
+#[test]
+fn a_record_behind_the_watermark_is_late_and_bad_ones_fail_naming_their_place() {
+    let mut stage = JoinStage::new(spec(40, Outer::Inner), "join");
+    stage.set_state(MemoryState::shared());
+    let side = Arc::new(Queue::default());
+    stage.set_side(side.clone());
+    let now = Instant::now();
+    side.0.lock().unwrap().push_back(rec(false, 0, 1, 10_000));
+    stage.process(vec![rec(true, 0, 1, 10_000)], now);
+    let out = stage.process(vec![rec(true, 1, 1, 9_000)], now);
+    assert_eq!(out.late.len(), 1);
+    assert_eq!(out.late[0].watermark, 9_899);
+    let mut bad = rec(true, 2, 1, 10_000);
+    bad.value = Some(b"{\"ts\": 10000}".to_vec());
+    side.0.lock().unwrap().push_back(Record {
+        value: Some(b"not json".to_vec()),
+        ..rec(false, 7, 1, 10_000)
+    });
+    let out = stage.process(vec![bad], now);
+    let messages: Vec<String> = out
+        .failures
+        .iter()
+        .map(|(r, e)| format!("{}@{} {}: {}", r.topic, r.offset, e.kind, e.message))
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "orders@2 join: orders[0]@2: the value has no join key `/id`",
+            "payments@-1 event-time: payments[0]@7: no event time: the value is not JSON \
+             (expected ident at line 1 column 2)"
+        ]
+    );
+}
+
+#[test]
+fn a_kept_record_survives_its_encoding() {
+    let kept = Buffered {
+        paired: true,
+        key: Some(b"k".to_vec()),
+        value: Some(b"{}".to_vec()),
+    };
+    assert_eq!(Buffered::decode(&kept.encode().value), Some(kept));
+    let keyless = Buffered {
+        paired: false,
+        key: None,
+        value: Some(b"[1]".to_vec()),
+    };
+    assert_eq!(Buffered::decode(&keyless.encode().value), Some(keyless));
+    let name = entry::name(RIGHT, -5, 42);
+    assert_eq!(entry::parse_name(&name), Some((RIGHT, -5, 42)));
+    assert!(entry::name(LEFT, -5, 1) < entry::name(LEFT, 3, 0));
+}

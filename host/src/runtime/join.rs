@@ -1,0 +1,164 @@
+//! The other topic of a join stage: partition `p` of it is read by the run that owns partition
+//! `p` of the source, from the position the stage keeps in that partition's state (so under
+//! exactly once the position commits with the partition's transaction, and a new owner reads on
+//! from where the last commit left it).
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use rdkafka::metadata::Metadata;
+
+use crate::{
+    chain::join::{self, Side, Sides},
+    config::{JoinSpec, KafkaProperties, Pipeline, SourceConfig},
+    engine::{Record, SharedState},
+    kafka::{admin::require_topic, follow::Follower, Fatal},
+    Error,
+};
+
+/// What the run needs to read its join stages' other topics.
+pub(super) struct Joins {
+    /// Stage index, stage name and settings of each join stage.
+    pub stages: Vec<(usize, String, Arc<JoinSpec>)>,
+    brokers: String,
+    properties: KafkaProperties,
+}
+
+impl Joins {
+    pub(super) fn of(pipeline: &Pipeline, source: &SourceConfig) -> Joins {
+        let stages = pipeline.stages.iter().enumerate();
+        let stages = stages.filter_map(|(i, s)| Some((i, s.name.clone(), s.join.clone()?)));
+        Joins {
+            stages: stages.collect(),
+            brokers: source.brokers.clone(),
+            properties: source.kafka.clone(),
+        }
+    }
+
+    /// Readers of partition `partition` of each join stage's other topic, from where `states`
+    /// (the partition's stage states, by stage index) say they were read to.
+    pub(super) fn open(
+        &self,
+        partition: i32,
+        states: &[(usize, SharedState)],
+        fatal: &Arc<Fatal>,
+    ) -> Result<Sides, Error> {
+        let mut sides: Sides = Vec::new();
+        for (stage, name, spec) in &self.stages {
+            let state = states.iter().find(|(i, _)| i == stage).map(|(_, s)| s);
+            let from = state.and_then(join::position);
+            let reader = SideReader::open(self, name, &spec.topic, partition, from, fatal)?;
+            sides.push((*stage, Arc::new(reader)));
+        }
+        Ok(sides)
+    }
+}
+
+/// Check that each join stage's topic exists with as many partitions as every source topic:
+/// partition `p` of it meets partition `p` of the source.
+pub(super) fn check_partitions(
+    pipeline: &Pipeline,
+    metadata: &Metadata,
+    source: &SourceConfig,
+) -> Result<(), Error> {
+    for stage in &pipeline.stages {
+        let Some(spec) = &stage.join else { continue };
+        let role = format!("stage `{}` join", stage.name);
+        let count = require_topic(metadata, &spec.topic, &role, &source.brokers)?;
+        for topic in &source.topics {
+            let theirs = require_topic(metadata, topic, "source", &source.brokers)?;
+            if theirs != count {
+                return Err(Error::Topic(format!(
+                    "stage `{}` ({}:{}) joins `{}`, which has {count} partitions, but source \
+                     topic `{topic}` has {theirs}: a join reads partition p of both together, \
+                     so give them the same number (and the same key, so a key is in the same \
+                     partition of both)",
+                    stage.name,
+                    pipeline.path.display(),
+                    stage.line,
+                    spec.topic
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One partition of a join stage's other topic.
+struct SideReader {
+    follower: Mutex<Follower>,
+    stage: String,
+    topic: String,
+    partition: i32,
+    fatal: Arc<Fatal>,
+}
+
+impl SideReader {
+    /// Read `topic`'s `partition` from `from`, or from its start when the stage never read it.
+    fn open(
+        joins: &Joins,
+        stage: &str,
+        topic: &str,
+        partition: i32,
+        from: Option<i64>,
+        fatal: &Arc<Fatal>,
+    ) -> Result<SideReader, Error> {
+        let failed = |what: &str, cause| Error::Kafka {
+            what: format!("stage `{stage}`: {what} {topic}[{partition}]"),
+            cause,
+        };
+        let follower = Follower::new(&joins.brokers, &joins.properties.0, topic)
+            .map_err(|e| failed("a reader of", e))?;
+        let from = match from {
+            Some(offset) => offset,
+            None => {
+                let ends = follower.ends(Duration::from_secs(30));
+                let ends = ends.map_err(|e| failed("the start of", e))?;
+                let ends = ends.unwrap_or_default();
+                let low = ends.iter().find(|(p, _, _)| *p == partition);
+                low.map_or(0, |(_, low, _)| *low)
+            }
+        };
+        follower
+            .start(&[(partition, from)])
+            .map_err(|e| failed("reading", e))?;
+        tracing::debug!(%stage, %topic, partition, from, "join reads the other topic");
+        Ok(SideReader {
+            follower: Mutex::new(follower),
+            stage: stage.to_string(),
+            topic: topic.to_string(),
+            partition,
+            fatal: fatal.clone(),
+        })
+    }
+}
+
+impl Side for SideReader {
+    fn poll(&self, max: usize) -> Vec<Record> {
+        let mut follower = self.follower.lock().unwrap_or_else(|e| e.into_inner());
+        match follower.poll(max, Duration::ZERO) {
+            Ok(polled) => polled
+                .changes
+                .into_iter()
+                .map(|c| Record {
+                    key: c.key,
+                    value: c.value,
+                    headers: Vec::new(),
+                    timestamp: c.timestamp,
+                    topic: self.topic.clone(),
+                    partition: c.partition,
+                    offset: c.offset,
+                })
+                .collect(),
+            Err(e) => {
+                self.fatal.stop(format!(
+                    "stage `{}`: reading {}[{}], the topic it joins: {e}",
+                    self.stage, self.topic, self.partition
+                ));
+                Vec::new()
+            }
+        }
+    }
+}

@@ -1763,6 +1763,61 @@ fn the_example_joins_orders_with_a_customers_table_read_from_a_file() {
 }
 
 #[test]
+fn the_paid_example_joins_orders_with_payments_read_from_a_file() {
+    let root = common::root();
+    let example = root.join("examples/paid.toml");
+    let args = |join: Option<&str>| {
+        let mut args = vec![
+            "test".to_string(),
+            example.display().to_string(),
+            "--input".into(),
+            root.join("examples/orders.jsonl").display().to_string(),
+            "--format".into(),
+            "envelope".into(),
+        ];
+        args.extend(
+            join.map(|j| ["--join".to_string(), j.to_string()])
+                .into_iter()
+                .flatten(),
+        );
+        args
+    };
+    let payments = format!("paid={}", root.join("examples/payments.jsonl").display());
+    let run = weir(&args(Some(&payments)));
+    run.assert_ok()
+        .assert_stderr_has(&["stage `paid` joins 5 records of `payments`"]);
+    // Each order placed, with the payment made within ten minutes of it: order 3 was paid a
+    // quarter of an hour later, 4 and 5 never; updates and deletes are no new orders.
+    let mut got: Vec<(i64, Value)> = run
+        .stdout_lines()
+        .iter()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let v = &v["value"];
+            (v["id"].as_i64().unwrap(), v["payment"]["payment"].clone())
+        })
+        .collect();
+    got.sort_by_key(|(id, _)| *id);
+    let want: Vec<(i64, Value)> = [
+        (1, json!(1)),
+        (2, json!(2)),
+        (3, Value::Null),
+        (4, Value::Null),
+        (5, Value::Null),
+        (6, json!(4)),
+        (7, json!(5)),
+    ]
+    .into();
+    assert_eq!(got, want, "{run}");
+    weir(&args(Some("unpaid=x.jsonl")))
+        .assert_failed()
+        .assert_stderr_has(&["has no join stage named `unpaid`"]);
+    weir(&[OsStr::new("check"), example.as_os_str()])
+        .assert_ok()
+        .assert_stdout_has(&["paid: transform", "joins `payments` within 600000 ms"]);
+}
+
+#[test]
 fn readme_plugin_is_what_weir_new_writes() {
     let dir = common::scratch();
     let crate_dir = dir.path().join("big-orders");

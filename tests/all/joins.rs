@@ -86,15 +86,14 @@ time = {{ field = "/ts" }}
     }
 }
 
-/// Orders and payments over 12 order ids, each side in rising event time per order id (as
-/// they would be written), some payments too far from their order to pair, some orders
-/// without one; then one order and one payment an hour later on each partition, whose
-/// watermark lets every earlier record go.
-fn events() -> (Vec<Event>, Vec<Event>) {
+/// `n` orders and their payments over `ids` order ids, each side in rising event time (as they
+/// would be written), some payments too far from their order to pair, some orders without
+/// one, some with two.
+fn events(n: i64, ids: i64) -> (Vec<Event>, Vec<Event>) {
     let mut orders = Vec::new();
     let mut payments = Vec::new();
-    for i in 0..60 {
-        let order = i % 12;
+    for i in 0..n {
+        let order = i % ids;
         let ts = 1_000_000 + i * 1_000;
         orders.push(Event { n: i, order, ts });
         // Payments for most orders, some late beyond the bound, some twice.
@@ -125,20 +124,17 @@ fn events() -> (Vec<Event>, Vec<Event>) {
         }
     }
     payments.sort_by_key(|p| p.ts);
-    for order in [100, 101] {
-        let ts = 10_000_000;
-        orders.push(Event {
-            n: 9_000 + order,
-            order,
-            ts,
-        });
-        payments.push(Event {
-            n: 9_500 + order,
-            order,
-            ts,
-        });
-    }
     (orders, payments)
+}
+
+/// One order and one payment an hour after everything else on each partition: their
+/// watermark lets every earlier record go (an unpaired order out alone).
+fn last() -> (Vec<Event>, Vec<Event>) {
+    let ts = 100_000_000;
+    let event = |n: i64, order: i64| Event { n, order, ts };
+    let orders = [100, 101].map(|order| event(90_000 + order, order));
+    let payments = [100, 101].map(|order| event(95_000 + order, order));
+    (orders.to_vec(), payments.to_vec())
 }
 
 /// The join computed directly: each (order, payment) pair of one order id at most [`WITHIN`]
@@ -179,7 +175,10 @@ fn got(outs: &[Out]) -> BTreeMap<(Option<i64>, Option<i64>), usize> {
 #[test]
 fn an_interval_join_pairs_each_order_with_its_payments_within_the_bound_as_computed_directly() {
     let s = Setup::new("join-left");
-    let (orders, payments) = events();
+    let (mut orders, mut payments) = events(60, 12);
+    let (o, p) = last();
+    orders.extend(o);
+    payments.extend(p);
     s.produce(&orders, &payments);
     let want = reference(&orders, &payments, true);
     let mut weir = Weir::start(weir_bin(), &s.pipeline("left", ""));
@@ -196,4 +195,81 @@ fn an_interval_join_pairs_each_order_with_its_payments_within_the_bound_as_compu
     assert_eq!(got(&more), want, "log:\n{}", weir.log());
     assert_eq!(outs.len(), total);
     assert_eq!(weir.stop(), Some(0), "{}", weir.log());
+}
+
+/// Exactly once, `weir run` killed with SIGKILL while orders and payments stream in: after a
+/// restart every pair (and every unpaired order) is in the committed output once.
+#[test]
+fn exactly_once_a_kill_9_mid_join_leaves_every_pair_once() {
+    let s = Setup::new("join-eos");
+    let pipeline = s.pipeline("left", "");
+    let text = std::fs::read_to_string(&pipeline).unwrap().replace(
+        "checkpoint_interval = \"200ms\"",
+        "checkpoint_interval = \"200ms\"\nguarantee = \"exactly-once\"",
+    );
+    std::fs::write(&pipeline, text).unwrap();
+    let (orders, payments) = events(3_000, 40);
+    let mut weir = Weir::start(weir_bin(), &pipeline);
+    weir.wait_for_log("partition assigned", Duration::from_secs(60));
+    // Streamed over about two seconds, and the run killed on the way.
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let chunks = orders
+                .chunks(150)
+                .zip(payments.chunks(payments.len() / 20 + 1));
+            for (o, p) in chunks {
+                s.produce(o, p);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(1_200));
+        weir.signal("KILL");
+    });
+    weir.wait(Duration::from_secs(10));
+    let before = s.topics.kafka.read_committed(&s.topics.sink, 2).len();
+
+    let mut weir = Weir::start(weir_bin(), &pipeline);
+    let (o, p) = last();
+    s.produce(&o, &p);
+    let mut all_orders = orders.clone();
+    all_orders.extend(o);
+    let mut all_payments = payments.clone();
+    all_payments.extend(p);
+    let want = reference(&all_orders, &all_payments, true);
+    let total: usize = want.values().sum();
+    let outs =
+        s.topics
+            .kafka
+            .wait_read_committed(&s.topics.sink, 2, total, Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(2));
+    let outs = s
+        .topics
+        .kafka
+        .read_committed(&s.topics.sink, 2)
+        .max_len(outs);
+    eprintln!(
+        "{before} committed outputs before the kill, {} after the restart",
+        outs.len()
+    );
+    assert!(
+        before < total,
+        "the kill came after the run had finished: {before}"
+    );
+    assert_eq!(got(&outs), want, "log:\n{}", weir.log());
+    assert_eq!(weir.stop(), Some(0), "{}", weir.log());
+}
+
+/// The longer of two reads.
+trait Longer {
+    fn max_len(self, other: Self) -> Self;
+}
+
+impl Longer for Vec<Out> {
+    fn max_len(self, other: Vec<Out>) -> Vec<Out> {
+        if self.len() >= other.len() {
+            self
+        } else {
+            other
+        }
+    }
 }

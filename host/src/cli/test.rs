@@ -8,8 +8,9 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use weir::{
-    chain::Chain,
+    chain::{join::Given, Chain},
     config::{Limits, Pipeline},
+    engine::Record,
     jsonl::{self, Format, Summary},
     table::{MemoryRows, Table},
 };
@@ -26,6 +27,10 @@ pub struct TestCommand {
     /// in order. Repeat it for each table the stages read.
     #[arg(long = "table", value_name = "NAME=FILE")]
     tables: Vec<String>,
+    /// The topic a join stage joins, read from a file, as STAGE=FILE: JSON lines of its
+    /// records as envelopes, in the order the topic holds them. Repeat it for each join stage.
+    #[arg(long = "join", value_name = "STAGE=FILE")]
+    joins: Vec<String>,
 }
 
 /// The records a command runs plugins over, and the plugins' configuration (`weir test`,
@@ -60,11 +65,13 @@ impl Records {
 
 impl TestCommand {
     pub fn execute(self) -> Result<ExitCode> {
-        let mut chain = match (&self.records.config, self.tables.is_empty()) {
+        let files = self.tables.is_empty() && self.joins.is_empty();
+        let mut chain = match (&self.records.config, files) {
             (_, true) => chain_of(&self.target, self.records.config.as_deref())?,
-            (None, false) => chain_with_tables(&self.target, &self.tables)?,
+            (None, false) => chain_with_files(&self.target, &self.tables, &self.joins)?,
             (Some(_), false) => bail!(
-                "--config is for a single plugin, --table for a pipeline file: give one of them"
+                "--config is for a single plugin, --table and --join for a pipeline file: give \
+                 one of them"
             ),
         };
         let (source, input) = self.records.open()?;
@@ -98,26 +105,18 @@ pub(super) fn chain_of(target: &Path, config: Option<&str>) -> Result<Chain> {
     Ok(Chain::single(&engine, target, config, Limits::default())?)
 }
 
-/// The chain of pipeline file `target` with its tables read from files (`NAME=FILE`).
-fn chain_with_tables(target: &Path, tables: &[String]) -> Result<Chain> {
+/// The chain of pipeline file `target` with its tables (`NAME=FILE`) and the topics its join
+/// stages join (`STAGE=FILE`) read from files.
+fn chain_with_files(target: &Path, tables: &[String], joins: &[String]) -> Result<Chain> {
     if target.extension().is_none_or(|e| e != "toml") {
-        bail!("--table is for a pipeline file, whose [[table]]s its stages read");
+        bail!("--table and --join are for a pipeline file, whose [[table]]s and join stages read them");
     }
     let pipeline = Pipeline::load(target)?;
     let stages = super::load_stages(&super::engine()?, &pipeline)?;
-    for (i, given) in tables.iter().enumerate() {
-        let Some((name, file)) = given.split_once('=') else {
-            bail!("--table {given}: write NAME=FILE");
-        };
-        if tables[..i]
-            .iter()
-            .any(|t| t.split_once('=').is_some_and(|(n, _)| n == name))
-        {
-            bail!("--table {name}= is given twice: one file per table");
-        }
+    for (name, file) in named_files("table", tables)? {
         let Some(table) = stages.tables().get(name) else {
             bail!(
-                "--table {given}: {} has no [[table]] named `{name}`",
+                "--table {name}={file}: {} has no [[table]] named `{name}`",
                 target.display()
             );
         };
@@ -125,7 +124,56 @@ fn chain_with_tables(target: &Path, tables: &[String]) -> Result<Chain> {
         eprintln!("weir test: table `{name}`: {} rows from {file}", rows.len());
         table.attach(std::sync::Arc::new(rows));
     }
-    stages.start().map_err(|e| super::stage_error(&pipeline, e))
+    let mut chain = stages
+        .start()
+        .map_err(|e| super::stage_error(&pipeline, e))?;
+    for (name, file) in named_files("join", joins)? {
+        let stage = pipeline.stages.iter().position(|s| s.name == name);
+        let Some((i, spec)) = stage.and_then(|i| Some((i, pipeline.stages[i].join.as_ref()?)))
+        else {
+            bail!(
+                "--join {name}={file}: {} has no join stage named `{name}`",
+                target.display()
+            );
+        };
+        let records = read_records(&spec.topic, Path::new(file))?;
+        eprintln!(
+            "weir test: stage `{name}` joins {} records of `{}` from {file}",
+            records.len(),
+            spec.topic
+        );
+        chain.set_side(i, std::sync::Arc::new(Given::new(records)));
+    }
+    Ok(chain)
+}
+
+/// `NAME=FILE` arguments of option `--what`, each name once.
+fn named_files<'a>(what: &str, given: &'a [String]) -> Result<Vec<(&'a str, &'a str)>> {
+    let mut named: Vec<(&str, &str)> = Vec::new();
+    for arg in given {
+        let Some((name, file)) = arg.split_once('=') else {
+            bail!("--{what} {arg}: write NAME=FILE");
+        };
+        if named.iter().any(|(n, _)| *n == name) {
+            bail!("--{what} {name}= is given twice: one file each");
+        }
+        named.push((name, file));
+    }
+    Ok(named)
+}
+
+/// The records of a file of `topic`'s records (envelopes), as a join stage reads them.
+fn read_records(topic: &str, path: &Path) -> Result<Vec<Record>> {
+    let source = path.display().to_string();
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {source}"))?;
+    let mut records = Vec::new();
+    for line in jsonl::records(BufReader::new(file), &source, Format::Envelope) {
+        let (n, record) = line.with_context(|| format!("reading {source}"))?;
+        let mut record = record.map_err(|why| anyhow::anyhow!("{source}:{n}: {why}"))?;
+        record.topic = topic.to_string();
+        records.push(record);
+    }
+    Ok(records)
 }
 
 /// The rows a file of a table's records leaves: each line a record (an envelope), applied in

@@ -28,8 +28,8 @@ mod entry;
 mod tests;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    sync::Arc,
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    sync::{Arc, Mutex},
     time::Instant,
 };
 
@@ -47,6 +47,32 @@ pub trait Side: Send + Sync {
     /// Records that arrived since the last call, at most `max` (a failure to read them is the
     /// run's to stop on, not the stage's).
     fn poll(&self, max: usize) -> Vec<Record>;
+}
+
+/// The other topic's records given up front (`weir test --join`), handed over in order.
+#[derive(Default)]
+pub struct Given(Mutex<VecDeque<Record>>);
+
+impl Given {
+    pub fn new(records: impl IntoIterator<Item = Record>) -> Given {
+        Given(Mutex::new(records.into_iter().collect()))
+    }
+
+    /// `records` come after those given so far.
+    pub fn add(&self, records: impl IntoIterator<Item = Record>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(records);
+    }
+}
+
+impl Side for Given {
+    fn poll(&self, max: usize) -> Vec<Record> {
+        let mut queue = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = queue.len().min(max);
+        queue.drain(..n).collect()
+    }
 }
 
 /// Each join stage's [`Side`] for one partition, by stage index.

@@ -1,6 +1,6 @@
 use std::{
-    collections::{BTreeSet, VecDeque},
-    sync::{Arc, Mutex},
+    collections::BTreeSet,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -8,18 +8,6 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::config::{EventTime, LateOutput, Outer};
-
-/// The other topic's records, handed over as a test adds them.
-#[derive(Default)]
-struct Queue(Mutex<VecDeque<Record>>);
-
-impl Side for Queue {
-    fn poll(&self, max: usize) -> Vec<Record> {
-        let mut queue = self.0.lock().unwrap();
-        let n = queue.len().min(max);
-        queue.drain(..n).collect()
-    }
-}
 
 fn spec(within: i64, outer: Outer) -> Arc<JoinSpec> {
     Arc::new(JoinSpec {
@@ -122,7 +110,7 @@ fn run(
     restart_every: Option<usize>,
 ) -> Vec<(Option<i64>, Option<i64>)> {
     let state = MemoryState::shared();
-    let side = Arc::new(Queue::default());
+    let side = Arc::new(Given::default());
     let start = || {
         let mut stage = JoinStage::new(spec.clone(), "join");
         stage.set_state(state.clone());
@@ -136,7 +124,7 @@ fn run(
         if restart_every.is_some_and(|every| i > 0 && i % every == 0) {
             stage = start();
         }
-        side.0.lock().unwrap().extend(r.iter().cloned());
+        side.add(r.iter().cloned());
         let out = stage.process(l.to_vec(), now);
         assert!(out.failures.is_empty() && out.late.is_empty(), "{out:?}");
         outputs.extend(out.records);
@@ -200,20 +188,20 @@ fn records_leave_the_state_once_the_watermark_passes_them_by_the_bound() {
 fn a_record_behind_the_watermark_is_late_and_bad_ones_fail_naming_their_place() {
     let mut stage = JoinStage::new(spec(40, Outer::Inner), "join");
     stage.set_state(MemoryState::shared());
-    let side = Arc::new(Queue::default());
+    let side = Arc::new(Given::default());
     stage.set_side(side.clone());
     let now = Instant::now();
-    side.0.lock().unwrap().push_back(rec(false, 0, 1, 10_000));
+    side.add([rec(false, 0, 1, 10_000)]);
     stage.process(vec![rec(true, 0, 1, 10_000)], now);
     let out = stage.process(vec![rec(true, 1, 1, 9_000)], now);
     assert_eq!(out.late.len(), 1);
     assert_eq!(out.late[0].watermark, 9_899);
     let mut bad = rec(true, 2, 1, 10_000);
     bad.value = Some(b"{\"ts\": 10000}".to_vec());
-    side.0.lock().unwrap().push_back(Record {
+    side.add([Record {
         value: Some(b"not json".to_vec()),
         ..rec(false, 7, 1, 10_000)
-    });
+    }]);
     let out = stage.process(vec![bad], now);
     let messages: Vec<String> = out
         .failures

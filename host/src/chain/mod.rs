@@ -116,6 +116,8 @@ pub struct BatchOutput {
     pub late: Vec<LateRecord>,
     /// Shadows' outputs for their `shadow_topic`, by topic: never the live output.
     pub shadow: Vec<(String, Record)>,
+    /// A stage changed state without records to show for it (see [`WindowOutput::changed`]).
+    pub changed: bool,
 }
 
 /// Every stage of a pipeline loaded (compiled, checked, pre-linked) once, to start as many
@@ -488,8 +490,10 @@ impl Chain {
     pub fn stop_at_first_failure(&mut self) {
         self.stop_at_failure = true;
         for r in &mut self.stages {
-            if let Step::Window(w) = &mut r.step {
-                w.stop_at_first_failure();
+            match &mut r.step {
+                Step::Window(w) => w.stop_at_first_failure(),
+                Step::Join(j, _) => j.stop_at_first_failure(),
+                Step::Plugin(_) => {}
             }
             if let Some(shadow) = &mut r.shadow {
                 shadow.stop_at_first_failure();
@@ -623,22 +627,25 @@ impl Chain {
                 Step::Join(join, instance) => {
                     shadow_took = Duration::ZERO;
                     let formed = run_join(join, std::mem::take(&mut records), &how, origin, now);
+                    out.changed |= formed.changed;
                     let failed = FailedIn {
                         stage: name,
                         hash: &hash,
                     };
                     failed.add(formed.failures, &mut out);
+                    let to = join.late_output();
                     out.late
-                        .extend(formed.late.into_iter().map(|late| LateRecord {
-                            record: late.record,
-                            stage: name.clone(),
-                            plugin_hash: hash.clone(),
-                            to: join.late_output().clone(),
-                            watermark: late.watermark,
-                        }));
+                        .extend(formed.late.into_iter().map(|l| failed.late(l, to)));
                     if !formed.records.is_empty() {
                         let outcomes = run_plugin(instance, formed.records, stop_at_failure);
                         records = failed.take(outcomes, &mut call, &mut out);
+                    }
+                    if stop_at_failure {
+                        // A join's failure stands for its whole call (see
+                        // `JoinStage::stop_at_first_failure`).
+                        for f in &mut out.failures[failed_before..] {
+                            f.record.offset = -1;
+                        }
                     }
                 }
                 Step::Window(window) => {
@@ -668,14 +675,13 @@ impl Chain {
                             plugin_hash: Some(hash.clone()),
                             error,
                         }));
+                    let to = window.late_output();
+                    let failed = FailedIn {
+                        stage: name,
+                        hash: &hash,
+                    };
                     out.late
-                        .extend(result.late.into_iter().map(|late| LateRecord {
-                            record: late.record,
-                            stage: name.clone(),
-                            plugin_hash: hash.clone(),
-                            to: window.late_output().clone(),
-                            watermark: late.watermark,
-                        }));
+                        .extend(result.late.into_iter().map(|l| failed.late(l, to)));
                 }
             }
             call.records_out = records.len();
@@ -716,6 +722,17 @@ struct FailedIn<'a> {
 }
 
 impl FailedIn<'_> {
+    /// A record too late for the stage, to go to `to`.
+    fn late(&self, late: window::Late, to: &LateOutput) -> LateRecord {
+        LateRecord {
+            record: late.record,
+            stage: self.stage.clone(),
+            plugin_hash: self.hash.clone(),
+            to: to.clone(),
+            watermark: late.watermark,
+        }
+    }
+
     /// The records of `outcomes` that go on, counting those filtered; failures to `out`.
     fn take(&self, outcomes: Vec<Outcome>, call: &mut Call, out: &mut BatchOutput) -> Vec<Record> {
         let mut records = Vec::with_capacity(outcomes.len());
@@ -760,7 +777,9 @@ fn run_join(
             out
         }
         _ if !records.is_empty() => join.process(records, now),
-        (_, Some((topic, partition))) => join.advance(topic, partition, now),
+        // Everything was filtered before this stage: the stream is still active.
+        (Drive::Batch, Some((topic, partition))) => join.advance(topic, partition, now, true),
+        (Drive::Tick, Some((topic, partition))) => join.advance(topic, partition, now, false),
         (_, None) => WindowOutput::default(),
     }
 }

@@ -457,8 +457,7 @@ impl StageFile {
             ];
             return match stray.iter().find(|(set, _)| *set) {
                 Some((_, key)) => Err(format!(
-                    "`{key}` is a window (or join) setting, but the stage has no `window` (or \
-                     `join`)"
+                    "`{key}` is a window setting, but the stage has no `window` (nor `join`)"
                 )),
                 None => Ok(None),
             };
@@ -720,6 +719,13 @@ impl File {
                     .into(),
             );
         };
+        if source.topics.len() > 1 {
+            return Some(format!(
+                "a join stage reads one stream: [source] has {} topics, each of whose partitions \
+                 would pair with the joined topic's alone",
+                source.topics.len()
+            ));
+        }
         if source.topics.contains(&join.topic) {
             return Some(format!(
                 "join.topic `{}` is also a source topic: the stream comes from [source], the \

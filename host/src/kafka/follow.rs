@@ -1,6 +1,8 @@
-//! A consumer that reads every partition of one topic, in no group, from positions its caller
-//! keeps: what tables are kept from (each instance keeps a whole table, as Kafka Streams'
-//! global tables do, so nothing is shared through a group or committed to the broker).
+//! A consumer that reads partitions of one topic, in no group, from positions its caller keeps:
+//! what tables are kept from (each instance keeps a whole table, as Kafka Streams' global tables
+//! do, or the partitions it is assigned of a partitioned one), and what a join stage reads the
+//! topic it joins with (the partition of the number it owns of the source). Nothing is shared
+//! through a group or committed to the broker.
 //!
 //! It reads read_committed, as the source does. On Apache Kafka that drops aborted writes; the
 //! test broker hands them over anyway (see `log_reader`), which only matters for a table topic
@@ -70,6 +72,8 @@ pub struct Change {
 
 pub struct FollowContext {
     errors: ClientErrors,
+    /// What the topic is read for, in messages: "table", "join".
+    role: &'static str,
 }
 
 impl ClientContext for FollowContext {
@@ -80,7 +84,7 @@ impl ClientContext for FollowContext {
     fn error(&self, error: KafkaError, reason: &str) {
         // The end of a partition is news for the reader's poll, not a problem.
         if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
-            self.errors.report("table", &error, reason)
+            self.errors.report(self.role, &error, reason)
         }
     }
 }
@@ -91,16 +95,19 @@ impl ConsumerContext for FollowContext {}
 pub struct Follower {
     consumer: BaseConsumer<FollowContext>,
     topic: String,
+    role: &'static str,
     /// An error that came after records of a poll: the next poll returns it.
     pending: Option<KafkaError>,
 }
 
 impl Follower {
-    /// A reader of `topic` on `brokers` with `properties` (the source's) over the defaults.
+    /// A reader of `topic` on `brokers` with `properties` (the source's) over the defaults,
+    /// for a `role` ("table", "join") its messages name.
     pub fn new<'a>(
         brokers: &str,
         properties: impl IntoIterator<Item = (&'a String, &'a String)>,
         topic: &str,
+        role: &'static str,
     ) -> Result<Follower, KafkaError> {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", brokers);
@@ -117,10 +124,12 @@ impl Follower {
         config.set("group.id", format!("weir-follow-{topic}"));
         let consumer = config.create_with_context(FollowContext {
             errors: ClientErrors::default(),
+            role,
         })?;
         Ok(Follower {
             consumer,
             topic: topic.to_string(),
+            role,
             pending: None,
         })
     }
@@ -146,6 +155,14 @@ impl Follower {
         }
         ends.sort_unstable();
         Ok(Some(ends))
+    }
+
+    /// The first offset `partition` holds (its low watermark).
+    pub fn start_of(&self, partition: i32, timeout: Duration) -> Result<i64, KafkaError> {
+        let (low, _) = self
+            .consumer
+            .fetch_watermarks(&self.topic, partition, timeout)?;
+        Ok(low)
     }
 
     /// Read each partition from its offset in `from` (partition, offset).
@@ -196,7 +213,7 @@ impl Follower {
                     continue;
                 }
                 Some(Err(e)) if recoverable(&e) => {
-                    tracing::warn!(topic = %self.topic, "reading the table's topic: {e}");
+                    tracing::warn!(topic = %self.topic, "reading the {} topic: {e}", self.role);
                     break;
                 }
                 Some(Err(e)) if polled.changes.is_empty() => return Err(e),

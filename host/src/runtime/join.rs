@@ -4,17 +4,27 @@
 //! from where the last commit left it).
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
-use rdkafka::metadata::Metadata;
+use rdkafka::{
+    error::{KafkaError, RDKafkaErrorCode},
+    metadata::Metadata,
+};
 
 use crate::{
     chain::join::{self, Side, Sides},
     config::{JoinSpec, KafkaProperties, Pipeline, SourceConfig},
     engine::{Record, SharedState},
-    kafka::{admin::require_topic, follow::Follower, Fatal},
+    kafka::{
+        admin::require_topic,
+        follow::{Change, Follower},
+        Fatal,
+    },
     Error,
 };
 
@@ -92,6 +102,8 @@ struct SideReader {
     stage: String,
     topic: String,
     partition: i32,
+    /// Whether the last poll found the partition read to its end.
+    at_end: AtomicBool,
     fatal: Arc<Fatal>,
 }
 
@@ -109,17 +121,13 @@ impl SideReader {
             what: format!("stage `{stage}`: {what} {topic}[{partition}]"),
             cause,
         };
-        let follower = Follower::new(&joins.brokers, &joins.properties.0, topic)
+        let follower = Follower::new(&joins.brokers, &joins.properties.0, topic, "join")
             .map_err(|e| failed("a reader of", e))?;
         let from = match from {
             Some(offset) => offset,
-            None => {
-                let ends = follower.ends(Duration::from_secs(30));
-                let ends = ends.map_err(|e| failed("the start of", e))?;
-                let ends = ends.unwrap_or_default();
-                let low = ends.iter().find(|(p, _, _)| *p == partition);
-                low.map_or(0, |(_, low, _)| *low)
-            }
+            None => follower
+                .start_of(partition, Duration::from_secs(30))
+                .map_err(|e| failed("the start of", e))?,
         };
         follower
             .start(&[(partition, from)])
@@ -130,28 +138,44 @@ impl SideReader {
             stage: stage.to_string(),
             topic: topic.to_string(),
             partition,
+            at_end: AtomicBool::new(false),
             fatal: fatal.clone(),
         })
+    }
+
+    /// The broker refused the stored position: retention removed records the join never read
+    /// (they are gone; say so), or the topic was made again. Read on from its start.
+    fn start_over(&self, follower: &Follower) -> Result<(), KafkaError> {
+        let from = follower.start_of(self.partition, Duration::from_secs(30))?;
+        tracing::warn!(
+            stage = %self.stage,
+            topic = %self.topic,
+            partition = self.partition,
+            from,
+            "the topic no longer holds the offset the join had read to (retention removed \
+             records it never read, or the topic was made again): reading on from its start"
+        );
+        follower.start(&[(self.partition, from)])
     }
 }
 
 impl Side for SideReader {
     fn poll(&self, max: usize) -> Vec<Record> {
         let mut follower = self.follower.lock().unwrap_or_else(|e| e.into_inner());
-        match follower.poll(max, Duration::ZERO) {
-            Ok(polled) => polled
-                .changes
-                .into_iter()
-                .map(|c| Record {
-                    key: c.key,
-                    value: c.value,
-                    headers: Vec::new(),
-                    timestamp: c.timestamp,
-                    topic: self.topic.clone(),
-                    partition: c.partition,
-                    offset: c.offset,
-                })
-                .collect(),
+        let polled = match follower.poll(max, Duration::ZERO) {
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset) => {
+                self.start_over(&follower).map(|()| Default::default())
+            }
+            polled => polled,
+        };
+        match polled {
+            Ok(polled) => {
+                let at_end = polled.changes.is_empty() && !polled.at_end.is_empty();
+                if at_end || !polled.changes.is_empty() {
+                    self.at_end.store(at_end, Ordering::Relaxed);
+                }
+                polled.changes.into_iter().map(|c| self.record(c)).collect()
+            }
             Err(e) => {
                 self.fatal.stop(format!(
                     "stage `{}`: reading {}[{}], the topic it joins: {e}",
@@ -159,6 +183,24 @@ impl Side for SideReader {
                 ));
                 Vec::new()
             }
+        }
+    }
+
+    fn at_end(&self) -> bool {
+        self.at_end.load(Ordering::Relaxed)
+    }
+}
+
+impl SideReader {
+    fn record(&self, c: Change) -> Record {
+        Record {
+            key: c.key,
+            value: c.value,
+            headers: Vec::new(),
+            timestamp: c.timestamp,
+            topic: self.topic.clone(),
+            partition: c.partition,
+            offset: c.offset,
         }
     }
 }

@@ -17,7 +17,7 @@ use std::{
 };
 
 use crate::{
-    chain::join::{Side, Sides},
+    chain::join::Sides,
     kafka::{Acks, Sink},
     state::PartitionState,
 };
@@ -28,12 +28,6 @@ pub struct StageState {
     pub stage: usize,
     pub changelog: String,
     pub state: Arc<PartitionState>,
-}
-
-impl std::fmt::Debug for dyn Side {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Side")
-    }
 }
 
 impl std::fmt::Debug for StageState {

@@ -228,7 +228,8 @@ fn tick(chain: &mut LiveChain, partition: &Arc<Partition>, shared: &Shared) -> b
     }
     prepare(chain, partition);
     let output = chain.advance(&partition.topic, partition.partition);
-    let any = !(output.records.is_empty() && output.failures.is_empty());
+    let any = !(output.records.is_empty() && output.failures.is_empty() && output.late.is_empty())
+        || output.changed;
     shared.deliver(chain, output, partition, partition.next_offset(), None);
     any
 }

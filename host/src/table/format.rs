@@ -150,6 +150,17 @@ impl Decoder {
     }
 }
 
+/// The text of a Kafka record key as a pointer into a value finds it: a JSON string, number or
+/// boolean (as a JSON converter writes keys) is its text; anything else is the key as it is.
+pub fn kafka_key_text(key: &[u8]) -> Vec<u8> {
+    match serde_json::from_slice::<Value>(key) {
+        Ok(doc @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => {
+            key_text(&doc, "").unwrap_or_else(|_| key.to_vec())
+        }
+        _ => key.to_vec(),
+    }
+}
+
 /// The key of `row`: the text of the value at `pointer`.
 fn row_key(row: &Value, pointer: &str) -> Result<Vec<u8>, String> {
     match row.pointer(pointer) {

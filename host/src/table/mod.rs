@@ -20,7 +20,7 @@ use std::{
     sync::{Arc, Mutex, OnceLock},
 };
 
-pub use format::{key_text, Change, Decoder};
+pub use format::{kafka_key_text, key_text, Change, Decoder};
 pub use store::TableStore;
 
 use crate::{

@@ -7,7 +7,7 @@
 use crate::{
     config::JoinSpec,
     engine::{Entry, ErrorKind, Record, StateBackend, StateKey},
-    table::key_text,
+    table::{kafka_key_text, key_text},
 };
 
 use super::event_time;
@@ -19,10 +19,11 @@ pub(super) const RIGHT: usize = 1;
 
 const PREFIXES: [&str; 2] = ["jl", "jr"];
 
-/// The name of the entry of a record of `side` at `time` and `offset`.
-pub(super) fn name(side: usize, time: i64, offset: i64) -> String {
+/// The name of the entry of a record of `side` at `time` and `offset`, the `seq`-th of those
+/// with that offset (a flat-map before the stage makes several of one input).
+pub(super) fn name(side: usize, time: i64, offset: i64, seq: u32) -> String {
     format!(
-        "{}{:016x}{:016x}",
+        "{}{:016x}{:016x}{seq:08x}",
         PREFIXES[side],
         (time as u64) ^ (1 << 63),
         offset as u64
@@ -38,11 +39,12 @@ pub(super) fn prefix(side: usize) -> &'static str {
 pub(super) fn parse_name(name: &str) -> Option<(usize, i64, i64)> {
     let side = PREFIXES.iter().position(|p| name.starts_with(p))?;
     let hex = &name[2..];
-    if hex.len() != 32 {
+    if hex.len() != 40 || !hex.is_ascii() {
         return None;
     }
     let time = u64::from_str_radix(&hex[..16], 16).ok()? ^ (1 << 63);
-    let offset = u64::from_str_radix(&hex[16..], 16).ok()?;
+    let offset = u64::from_str_radix(&hex[16..32], 16).ok()?;
+    u32::from_str_radix(&hex[32..], 16).ok()?;
     Some((side, time as i64, offset as i64))
 }
 
@@ -149,7 +151,8 @@ pub(super) fn read_record(
         }
         None => rec
             .key
-            .clone()
+            .as_deref()
+            .map(kafka_key_text)
             .ok_or_else(|| join("the record has no key to join on".into()))?,
     };
     Ok((time, key))

@@ -47,6 +47,9 @@ pub trait Side: Send + Sync {
     /// Records that arrived since the last call, at most `max` (a failure to read them is the
     /// run's to stop on, not the stage's).
     fn poll(&self, max: usize) -> Vec<Record>;
+    /// Whether the last call found the partition read to its end: only then may the other
+    /// side count as idle (a reader still starting is not idle).
+    fn at_end(&self) -> bool;
 }
 
 /// The other topic's records given up front (`weir test --join`), handed over in order.
@@ -60,23 +63,34 @@ impl Given {
 
     /// `records` come after those given so far.
     pub fn add(&self, records: impl IntoIterator<Item = Record>) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(records);
+        self.lock().extend(records);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Record>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl Side for Given {
     fn poll(&self, max: usize) -> Vec<Record> {
-        let mut queue = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queue = self.lock();
         let n = queue.len().min(max);
         queue.drain(..n).collect()
+    }
+
+    fn at_end(&self) -> bool {
+        self.lock().is_empty()
     }
 }
 
 /// Each join stage's [`Side`] for one partition, by stage index.
 pub type Sides = Vec<(usize, Arc<dyn Side>)>;
+
+impl std::fmt::Debug for dyn Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Side")
+    }
+}
 
 /// Most records of the other topic taken in one call.
 const SIDE_BATCH: usize = 2048;
@@ -91,13 +105,15 @@ pub fn position(state: &SharedState) -> Option<i64> {
 /// (run by the chain).
 pub struct JoinStage {
     spec: Arc<JoinSpec>,
-    name: String,
+    name: Arc<str>,
     state: Option<SharedState>,
     side: Option<Arc<dyn Side>>,
     partitions: HashMap<(String, i32), Pairing>,
     /// At least once: expiries and the other topic's position are written only once the
     /// outputs they come with are delivered (a crash before re-reads and re-emits them).
     defer: bool,
+    /// `policy = "fail"`: nothing after a batch's first failing record is taken in.
+    stop_at_failure: bool,
 }
 
 /// One partition's join.
@@ -109,10 +125,13 @@ struct Pairing {
     max: [i64; 2],
     /// When each side last had a record (or when the partition started).
     seen: [Instant; 2],
+    /// Whether the other topic's partition was last found read to its end.
+    side_at_end: bool,
     watermark: i64,
-    /// Changes made with the last call's outputs, waiting for their delivery (at least once).
+    /// Changes made with the last call's outputs, waiting for their delivery (at least once),
+    /// and those of earlier calls, in call order.
     unheld: Vec<Deferred>,
-    held: Vec<(Arc<dyn Delivered>, Vec<Deferred>)>,
+    held: VecDeque<(Arc<dyn Delivered>, Vec<Deferred>)>,
 }
 
 /// A change that waits for outputs' delivery.
@@ -122,21 +141,28 @@ enum Deferred {
     Next(i64),
 }
 
-/// Where the records of a call come from, for the outputs' coordinates.
-struct Origin<'a> {
-    topic: &'a str,
+/// What one call of a partition's join needs besides the partition.
+struct Call {
+    spec: Arc<JoinSpec>,
+    stage: Arc<str>,
+    topic: String,
     partition: i32,
+    now: Instant,
+    defer: bool,
+    /// `policy = "fail"`: a failing record fails the whole call (see [`as_failed`]).
+    stop: bool,
 }
 
 impl JoinStage {
     pub fn new(spec: Arc<JoinSpec>, name: &str) -> JoinStage {
         JoinStage {
             spec,
-            name: name.to_string(),
+            name: name.into(),
             state: None,
             side: None,
             partitions: HashMap::new(),
             defer: false,
+            stop_at_failure: false,
         }
     }
 
@@ -160,13 +186,20 @@ impl JoinStage {
         self.defer = defer;
     }
 
+    /// `policy = "fail"`: a batch's records after its first failing one are not taken in, and
+    /// the failure stands for the whole call (the run stops without committing any of it:
+    /// what the call stored of other records cannot be told apart from the failing one's).
+    pub fn stop_at_first_failure(&mut self) {
+        self.stop_at_failure = true;
+    }
+
     /// The outputs of the last call are on their way; apply what waited for them once
     /// `delivered` says so.
     pub fn hold(&mut self, delivered: &Arc<dyn Delivered>) {
         for p in self.partitions.values_mut() {
             if !p.unheld.is_empty() {
                 let changes = std::mem::take(&mut p.unheld);
-                p.held.push((delivered.clone(), changes));
+                p.held.push_back((delivered.clone(), changes));
             }
         }
     }
@@ -191,25 +224,53 @@ impl JoinStage {
         self.run(&topic, partition, records, now)
     }
 
-    /// The same without new records of the stream: between batches, as time passes.
-    pub fn advance(&mut self, topic: &str, partition: i32, now: Instant) -> WindowOutput {
+    /// The same without new records of the stream: between batches, as time passes, or
+    /// (`active`) after a batch the stages before this one filtered out whole.
+    pub fn advance(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        now: Instant,
+        active: bool,
+    ) -> WindowOutput {
+        if active {
+            self.pairing(topic, partition, now).seen[LEFT] = now;
+        }
         self.run(topic, partition, Vec::new(), now)
     }
 
-    /// The input has ended (`weir test`): every kept record expires, and the outer ones that
-    /// never paired are emitted.
+    /// The input has ended (`weir test`): the other topic's records are all taken in, every
+    /// kept record expires, and the outer ones that never paired are emitted.
     pub fn finish(&mut self) -> WindowOutput {
+        let now = Instant::now();
         let mut out = WindowOutput::default();
-        let (spec, defer) = (self.spec.clone(), self.defer);
-        for ((topic, partition), p) in &mut self.partitions {
+        let mut keys: Vec<(String, i32)> = self.partitions.keys().cloned().collect();
+        if keys.is_empty() && self.side.as_ref().is_some_and(|s| !s.at_end()) {
+            keys.push((self.spec.topic.clone(), 0));
+        }
+        for (topic, partition) in keys {
+            while self.side.as_ref().is_some_and(|s| !s.at_end()) {
+                out.extend(self.run(&topic, partition, Vec::new(), now));
+            }
+            let call = self.call(&topic, partition, now);
+            let p = self.pairing(&topic, partition, now);
             p.watermark = i64::MAX;
-            let origin = Origin {
-                topic,
-                partition: *partition,
-            };
-            p.expire(&spec, &origin, Instant::now(), defer, &mut out);
+            p.expire(&call, &mut out);
         }
         out
+    }
+
+    /// The settings of a call for `topic`/`partition`.
+    fn call(&self, topic: &str, partition: i32, now: Instant) -> Call {
+        Call {
+            spec: self.spec.clone(),
+            stage: self.name.clone(),
+            topic: topic.to_string(),
+            partition,
+            now,
+            defer: self.defer,
+            stop: self.stop_at_failure,
+        }
     }
 
     fn run(
@@ -219,23 +280,23 @@ impl JoinStage {
         records: Vec<Record>,
         now: Instant,
     ) -> WindowOutput {
-        let others = match &self.side {
-            Some(side) => side.poll(SIDE_BATCH),
-            None => Vec::new(),
-        };
-        let (spec, name, defer) = (self.spec.clone(), self.name.clone(), self.defer);
+        let side = self.side.clone();
+        let call = self.call(topic, partition, now);
         let p = self.pairing(topic, partition, now);
         p.release();
-        let origin = Origin { topic, partition };
         let mut out = WindowOutput::default();
         let before = p.max;
-        for rec in records {
-            p.take(&spec, &name, LEFT, rec, &origin, now, &mut out);
+        if !p.take_stream(&call, records, &mut out) {
+            // Under `fail`: the run stops at the failing record, and nothing of this call
+            // commits.
+            return out;
         }
-        let mut next = None;
+        let others = side.as_ref().map_or_else(Vec::new, |s| s.poll(SIDE_BATCH));
+        p.side_at_end = side.as_ref().is_none_or(|s| s.at_end());
+        out.changed = !others.is_empty();
+        let next = others.last().map(|r| r.offset + 1);
         for rec in others {
-            next = Some(rec.offset + 1);
-            p.take(&spec, &name, RIGHT, rec, &origin, now, &mut out);
+            p.take(&call, RIGHT, rec, 0, &mut out);
         }
         for side in [LEFT, RIGHT] {
             if p.max[side] != before[side] {
@@ -243,9 +304,9 @@ impl JoinStage {
             }
         }
         if let Some(next) = next {
-            p.change(Deferred::Next(next), defer);
+            p.change(Deferred::Next(next), call.defer);
         }
-        p.expire(&spec, &origin, now, defer, &mut out);
+        p.expire(&call, &mut out);
         out
     }
 
@@ -283,25 +344,24 @@ impl Pairing {
             max: [read(entry::max_key(LEFT)), read(entry::max_key(RIGHT))],
             watermark: read(entry::watermark_key()),
             seen: [now, now],
+            side_at_end: false,
             timers,
             state,
             unheld: Vec::new(),
-            held: Vec::new(),
+            held: VecDeque::new(),
         }
     }
 
-    /// Apply the changes whose outputs were delivered.
+    /// Apply the changes whose outputs were delivered, in call order, up to the first call
+    /// whose outputs are still on their way: a later call's position must not be written
+    /// while an earlier call's pairs could still be lost.
     fn release(&mut self) {
-        let state = self.state.clone();
-        self.held.retain_mut(|(delivered, changes)| {
-            if !delivered.delivered() {
-                return true;
+        while self.held.front().is_some_and(|(d, _)| d.delivered()) {
+            let (_, changes) = self.held.pop_front().expect("looked at above");
+            for change in changes {
+                apply(&*self.state, change);
             }
-            for change in std::mem::take(changes) {
-                apply(&*state, change);
-            }
-            false
-        });
+        }
     }
 
     /// Make `change` now, or (`defer`) once this call's outputs are delivered.
@@ -313,92 +373,117 @@ impl Pairing {
         }
     }
 
-    /// Pair one record of `side` with the other side's kept records of its key, and keep it.
-    #[allow(clippy::too_many_arguments)]
+    /// Take in the stream's `records`; false if one failed and the call stops there.
+    fn take_stream(&mut self, call: &Call, records: Vec<Record>, out: &mut WindowOutput) -> bool {
+        // Records a flat-map before the stage made of one input share its offset: the n-th of
+        // them is told apart by n, the same on a replay.
+        let mut last = (i64::MIN, 0u32);
+        for rec in records {
+            let seq = if rec.offset == last.0 { last.1 + 1 } else { 0 };
+            last = (rec.offset, seq);
+            if !self.take(call, LEFT, rec, seq, out) && call.stop {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Pair one record of `side` with the other side's kept records of its key, and keep it;
+    /// false if it failed.
     fn take(
         &mut self,
-        spec: &JoinSpec,
-        stage: &str,
+        call: &Call,
         side: usize,
         rec: Record,
-        origin: &Origin<'_>,
-        now: Instant,
+        seq: u32,
         out: &mut WindowOutput,
-    ) {
-        let read = entry::read_record(spec, side, &rec);
-        let (time, key) = match read {
+    ) -> bool {
+        let (time, key) = match entry::read_record(&call.spec, side, &rec) {
             Ok(read) => read,
             Err((kind, message)) => {
                 let error = RecordError {
-                    plugin: stage.to_string(),
+                    plugin: call.stage.to_string(),
                     kind,
                     message: format!("{}: {message}", place(&rec)),
                 };
-                out.failures.push((as_failed(side, rec), error));
-                return;
+                out.failures.push((as_failed(call, side, rec), error));
+                return false;
             }
         };
-        if time < self.watermark {
-            let record = as_failed(side, rec);
-            out.late.push(Late {
-                record,
-                watermark: self.watermark,
-            });
-            return;
+        let name = entry::name(side, time, rec.offset, seq);
+        let entry_key: StateKey = (Some(key), name);
+        // A record kept already is one read again after a crash (at least once, the state ran
+        // ahead of the outputs): it pairs again, whatever the watermark says now.
+        let kept = self
+            .state
+            .get(&entry_key)
+            .and_then(|e| Buffered::decode(&e.value));
+        if kept.is_none() && time < self.watermark {
+            let record = as_failed(call, side, rec);
+            let watermark = self.watermark;
+            out.late.push(Late { record, watermark });
+            return true;
         }
         self.max[side] = self.max[side].max(time);
-        self.seen[side] = now;
-        let this = Buffered::of(&rec);
+        self.seen[side] = call.now;
+        let mut this = Buffered::of(&rec);
+        let paired = self.pair(call, side, (&this, time), &entry_key, &rec, out);
+        this.paired = paired || kept.is_some_and(|k| k.paired);
+        let expires = time.saturating_add(call.spec.within);
+        self.timers.insert((expires, entry_key.clone()));
+        self.state
+            .apply(BTreeMap::from([(entry_key, Some(this.encode()))]));
+        true
+    }
+
+    /// Emit a pair of `this` (of `side`, at `entry`) with each kept record of the other side
+    /// within the bound, marking those paired; whether there was one.
+    fn pair(
+        &mut self,
+        call: &Call,
+        side: usize,
+        this: (&Buffered, i64),
+        entry: &StateKey,
+        rec: &Record,
+        out: &mut WindowOutput,
+    ) -> bool {
         let mut paired = false;
-        let other = 1 - side;
-        for (name, stored) in self.state.scan(&Some(key.clone()), entry::prefix(other)) {
+        let key = &entry.0;
+        for (name, stored) in self.state.scan(key, entry::prefix(1 - side)) {
             let Some((_, t, _)) = entry::parse_name(&name) else {
                 continue;
             };
-            if (t - time).abs() > spec.within {
+            if (t - this.1).abs() > call.spec.within {
                 continue;
             }
-            let Some(mut kept) = Buffered::decode(&stored.value) else {
+            let Some(mut other) = Buffered::decode(&stored.value) else {
                 continue;
             };
             paired = true;
             let (left, right) = match side {
-                LEFT => (Some((&this, time)), Some((&kept, t))),
-                _ => (Some((&kept, t)), Some((&this, time))),
+                LEFT => (Some(this), Some((&other, t))),
+                _ => (Some((&other, t)), Some(this)),
             };
             out.records
-                .push(output(left, right, coordinates(side, &rec, origin)));
-            if !kept.paired {
-                kept.paired = true;
-                let entry = kept.encode();
-                self.state
-                    .apply(BTreeMap::from([((Some(key.clone()), name), Some(entry))]));
+                .push(output(left, right, coordinates(call, side, rec)));
+            if !other.paired {
+                other.paired = true;
+                let write = BTreeMap::from([((key.clone(), name), Some(other.encode()))]);
+                self.state.apply(write);
             }
         }
-        let mut this = this;
-        this.paired = paired;
-        let name = entry::name(side, time, rec.offset);
-        let expires = time.saturating_add(spec.within);
-        self.timers
-            .insert((expires, (Some(key.clone()), name.clone())));
-        self.state
-            .apply(BTreeMap::from([((Some(key), name), Some(this.encode()))]));
+        paired
     }
 
     /// Move the watermark on, and let go of the records it passed by `within`: alone, those of
     /// an outer side that never paired.
-    fn expire(
-        &mut self,
-        spec: &JoinSpec,
-        origin: &Origin<'_>,
-        now: Instant,
-        defer: bool,
-        out: &mut WindowOutput,
-    ) {
-        let active: Vec<usize> = [LEFT, RIGHT]
-            .into_iter()
-            .filter(|&s| now.duration_since(self.seen[s]) < spec.idle_timeout)
-            .collect();
+    fn expire(&mut self, call: &Call, out: &mut WindowOutput) {
+        let spec = &call.spec;
+        let idle = |s: usize| {
+            call.now.duration_since(self.seen[s]) >= spec.idle_timeout
+                && (s == LEFT || self.side_at_end)
+        };
+        let active: Vec<usize> = [LEFT, RIGHT].into_iter().filter(|&s| !idle(s)).collect();
         let sides = if active.is_empty() {
             vec![LEFT, RIGHT]
         } else {
@@ -412,19 +497,18 @@ impl Pairing {
             self.watermark = watermark;
             entry::write_i64(&*self.state, entry::watermark_key(), watermark);
         }
-        while let Some((at, _)) = self.timers.first() {
-            if *at >= self.watermark {
-                break;
-            }
+        while self
+            .timers
+            .first()
+            .is_some_and(|(at, _)| *at < self.watermark)
+        {
             let (_, key) = self.timers.pop_first().expect("looked at above");
-            let Some(stored) = self.state.get(&key) else {
-                continue;
-            };
-            let (side, time) = match entry::parse_name(&key.1) {
-                Some((side, time, _)) => (side, time),
-                None => continue,
-            };
-            if let Some(kept) = Buffered::decode(&stored.value) {
+            out.changed = true;
+            let stored = self
+                .state
+                .get(&key)
+                .and_then(|e| Buffered::decode(&e.value));
+            if let (Some(kept), Some((side, time, _))) = (stored, entry::parse_name(&key.1)) {
                 if !kept.paired && spec.outer.keeps(side == LEFT) {
                     let alone = Some((&kept, time));
                     let (left, right) = if side == LEFT {
@@ -432,11 +516,11 @@ impl Pairing {
                     } else {
                         (None, alone)
                     };
-                    let at = (origin.topic.to_string(), origin.partition, -1);
+                    let at = (call.topic.clone(), call.partition, -1);
                     out.records.push(output(left, right, at));
                 }
             }
-            self.change(Deferred::Remove(key), defer);
+            self.change(Deferred::Remove(key), call.defer);
         }
     }
 }
@@ -444,7 +528,11 @@ impl Pairing {
 fn apply(state: &dyn crate::engine::StateBackend, change: Deferred) {
     match change {
         Deferred::Remove(key) => state.apply(BTreeMap::from([(key, None)])),
-        Deferred::Next(next) => entry::write_i64(state, entry::next_key(), next),
+        // Never back: positions of calls released out of order cannot undo a later one.
+        Deferred::Next(next) => {
+            let now = entry::read_i64(state, &entry::next_key()).unwrap_or(i64::MIN);
+            entry::write_i64(state, entry::next_key(), next.max(now));
+        }
     }
 }
 
@@ -454,9 +542,10 @@ fn place(rec: &Record) -> String {
 }
 
 /// A record of `side` as a failed or late one: a record of the other topic is no input of the
-/// batch (offset -1, as a window's result), so the error policy takes it as it is.
-fn as_failed(side: usize, mut rec: Record) -> Record {
-    if side == RIGHT {
+/// batch (offset -1, as a window's result), so the error policy takes it as it is; under
+/// `fail`, no failing record is (the run stops without committing anything of the call).
+fn as_failed(call: &Call, side: usize, mut rec: Record) -> Record {
+    if side == RIGHT || call.stop {
         rec.offset = -1;
     }
     rec
@@ -464,10 +553,10 @@ fn as_failed(side: usize, mut rec: Record) -> Record {
 
 /// The source coordinates of what a record of `side` makes: a record of the stream's own; a
 /// record of the other topic stands for no input of the batch (offset -1).
-fn coordinates(side: usize, rec: &Record, origin: &Origin<'_>) -> (String, i32, i64) {
+fn coordinates(call: &Call, side: usize, rec: &Record) -> (String, i32, i64) {
     match side {
         LEFT => (rec.topic.clone(), rec.partition, rec.offset),
-        _ => (origin.topic.to_string(), origin.partition, -1),
+        _ => (call.topic.clone(), call.partition, -1),
     }
 }
 

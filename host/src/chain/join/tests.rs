@@ -129,7 +129,7 @@ fn run(
         assert!(out.failures.is_empty() && out.late.is_empty(), "{out:?}");
         outputs.extend(out.records);
     }
-    outputs.extend(stage.advance("orders", 0, now).records);
+    outputs.extend(stage.advance("orders", 0, now, false).records);
     outputs.extend(stage.finish().records);
     outputs.iter().map(pair_of).collect()
 }
@@ -232,7 +232,178 @@ fn a_kept_record_survives_its_encoding() {
         value: Some(b"[1]".to_vec()),
     };
     assert_eq!(Buffered::decode(&keyless.encode().value), Some(keyless));
-    let name = entry::name(RIGHT, -5, 42);
+    let name = entry::name(RIGHT, -5, 42, 1);
     assert_eq!(entry::parse_name(&name), Some((RIGHT, -5, 42)));
-    assert!(entry::name(LEFT, -5, 1) < entry::name(LEFT, 3, 0));
+    assert!(entry::name(LEFT, -5, 1, 0) < entry::name(LEFT, 3, 0, 0));
+    assert_eq!(entry::parse_name("jl\u{e9}"), None);
+}
+
+/// Whether a call's outputs were delivered, as a test says.
+#[derive(Default)]
+struct Flag(std::sync::atomic::AtomicBool);
+
+impl Delivered for Flag {
+    fn delivered(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Flag {
+    fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[test]
+fn at_least_once_a_crash_before_delivery_pairs_the_records_read_again_and_loses_none() {
+    let spec = spec(40, Outer::Left);
+    let (left, right) = records(7, 200);
+    let want = reference(&left, &right, 40, Outer::Left);
+    let state = MemoryState::shared();
+    let start = |side: &Arc<Given>| {
+        let mut stage = JoinStage::new(spec.clone(), "join");
+        stage.defer_until_delivered(true);
+        stage.set_state(state.clone());
+        stage.set_side(side.clone());
+        stage
+    };
+    let now = Instant::now();
+    let mut got = Vec::new();
+    // The first run delivers its first 10 calls' outputs only, then dies; the state it wrote
+    // (at least once: ahead of the outputs) stays.
+    let side = Arc::new(Given::default());
+    let mut first = start(&side);
+    let calls: Vec<_> = left.chunks(10).zip(right.chunks(10)).collect();
+    for (i, (l, r)) in calls.iter().enumerate() {
+        side.add(r.iter().cloned());
+        let out = first.process(l.to_vec(), now);
+        assert!(out.late.is_empty(), "{:?}", out.late);
+        let flag = Arc::new(Flag::default());
+        if i < 10 {
+            flag.set();
+            got.extend(out.records.iter().map(pair_of));
+        }
+        first.hold(&(flag as Arc<dyn Delivered>));
+        if i == 14 {
+            break;
+        }
+    }
+    // The restart reads the stream again from call 10 (its committed offset) and the other
+    // topic from the position the state has.
+    let from = position(&state).unwrap_or(0) as usize;
+    assert!(
+        from <= 100,
+        "the position ran ahead of the delivered outputs: {from}"
+    );
+    let side = Arc::new(Given::new(right[from..].iter().cloned()));
+    let mut second = start(&side);
+    for l in left[100..].chunks(10) {
+        let out = second.process(l.to_vec(), now);
+        assert!(out.late.is_empty(), "read again, not late: {:?}", out.late);
+        got.extend(out.records.iter().map(pair_of));
+    }
+    got.extend(second.finish().records.iter().map(pair_of));
+    let got: BTreeSet<_> = got.into_iter().collect();
+    assert!(
+        want.is_subset(&got),
+        "lost: {:?}",
+        want.difference(&got).collect::<Vec<_>>()
+    );
+    assert_eq!(got.len(), want.len(), "pairs that should not be");
+}
+
+#[test]
+fn a_call_s_position_is_written_only_once_it_and_every_call_before_it_are_delivered() {
+    let mut stage = JoinStage::new(spec(40, Outer::Inner), "join");
+    stage.defer_until_delivered(true);
+    let state = MemoryState::shared();
+    stage.set_state(state.clone());
+    let side = Arc::new(Given::default());
+    stage.set_side(side.clone());
+    let now = Instant::now();
+    let flags: Vec<Arc<Flag>> = (0..2).map(|_| Arc::new(Flag::default())).collect();
+    for (i, flag) in flags.iter().enumerate() {
+        side.add([rec(false, i as i64, 1, 1_000)]);
+        stage.process(vec![rec(true, i as i64, 1, 1_000)], now);
+        stage.hold(&(flag.clone() as Arc<dyn Delivered>));
+    }
+    // The second call's outputs arrive first: its position waits for the first call's.
+    flags[1].set();
+    stage.advance("orders", 0, now, false);
+    assert_eq!(position(&state), None);
+    flags[0].set();
+    stage.advance("orders", 0, now, false);
+    assert_eq!(position(&state), Some(2));
+}
+
+#[test]
+fn under_fail_nothing_after_a_failing_record_is_taken_in() {
+    let mut stage = JoinStage::new(spec(40, Outer::Inner), "join");
+    stage.stop_at_first_failure();
+    let state = MemoryState::shared();
+    stage.set_state(state.clone());
+    let side = Arc::new(Given::new([rec(false, 0, 1, 1_000)]));
+    stage.set_side(side.clone());
+    let mut bad = rec(true, 1, 1, 1_000);
+    bad.value = Some(b"{\"ts\": 1000}".to_vec());
+    let out = stage.process(
+        vec![rec(true, 0, 2, 1_000), bad, rec(true, 2, 1, 1_000)],
+        Instant::now(),
+    );
+    assert_eq!(out.failures.len(), 1);
+    assert_eq!(out.failures[0].0.offset, -1, "stands for the whole call");
+    assert!(
+        !side.at_end(),
+        "the other topic is not read in a failed call"
+    );
+    let kept: Vec<String> = state.all().into_iter().map(|((_, n), _)| n).collect();
+    assert_eq!(
+        kept.len(),
+        1,
+        "only the record before the failing one: {kept:?}"
+    );
+}
+
+#[test]
+fn records_a_flat_map_made_of_one_input_are_each_kept_and_paired() {
+    let mut stage = JoinStage::new(spec(40, Outer::Inner), "join");
+    stage.set_state(MemoryState::shared());
+    let side = Arc::new(Given::default());
+    stage.set_side(side.clone());
+    let now = Instant::now();
+    let mut twin = rec(true, 5, 1, 1_000);
+    twin.value = Some(
+        json!({ "id": 1, "ts": 1_000, "n": 50 })
+            .to_string()
+            .into_bytes(),
+    );
+    stage.process(vec![rec(true, 5, 1, 1_000), twin], now);
+    side.add([rec(false, 9, 1, 1_010)]);
+    let out = stage.advance("orders", 0, now, false);
+    let mut pairs: Vec<_> = out.records.iter().map(pair_of).collect();
+    pairs.sort();
+    assert_eq!(pairs, [(Some(5), Some(9)), (Some(50), Some(9))]);
+}
+
+#[test]
+fn the_other_side_stops_holding_the_watermark_once_read_to_its_end_and_idle() {
+    let spec = Arc::new(JoinSpec {
+        idle_timeout: Duration::from_secs(10),
+        ..(*spec(40, Outer::Left)).clone()
+    });
+    let mut stage = JoinStage::new(spec, "join");
+    stage.set_state(MemoryState::shared());
+    let side = Arc::new(Given::new([rec(false, 0, 9, 0)]));
+    stage.set_side(side.clone());
+    let now = Instant::now();
+    stage.process(vec![rec(true, 0, 1, 1_000)], now);
+    stage.process(vec![rec(true, 1, 2, 50_000)], now);
+    // The other side holds it back while the stream goes on...
+    let out = stage.process(vec![rec(true, 2, 3, 50_001)], now + Duration::from_secs(9));
+    assert!(out.records.is_empty());
+    // ...until it has been read to its end and idle for 10 s: the stream's alone moves it.
+    let later = now + Duration::from_secs(11);
+    let out = stage.process(vec![rec(true, 3, 4, 50_002)], later);
+    let alone: Vec<_> = out.records.iter().map(pair_of).collect();
+    assert_eq!(alone, [(Some(0), None)]);
 }

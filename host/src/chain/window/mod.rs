@@ -58,6 +58,9 @@ pub struct WindowOutput {
     /// with offset -1: it stands for no single input).
     pub failures: Vec<(Record, RecordError)>,
     pub late: Vec<Late>,
+    /// A join stage changed its state (took records in, let records go) though it may have
+    /// nothing to show for it: under exactly once, that is still something to commit.
+    pub changed: bool,
 }
 
 impl WindowOutput {
@@ -65,6 +68,7 @@ impl WindowOutput {
         self.records.extend(other.records);
         self.failures.extend(other.failures);
         self.late.extend(other.late);
+        self.changed |= other.changed;
     }
 }
 

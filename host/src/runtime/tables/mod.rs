@@ -94,10 +94,15 @@ pub(crate) fn keep(
 }
 
 /// Longest wait, over all global tables, for them to catch up with their topics when
-/// partitions are assigned. A partitioned table is waited for until it has caught up: its
-/// newly assigned partitions may have never been read here, and a record must not be processed
-/// before the rows of its partition are there (as Kafka Streams restores a task's state first).
+/// partitions are assigned.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(10);
+
+/// The same for partitioned tables: their newly assigned partitions may never have been read
+/// here, and a record should not be processed before the rows of its partition are there (as
+/// Kafka Streams restores a task's state first). The wait runs in the group's rebalance
+/// callback, so it stays below librdkafka's default `max.poll.interval.ms` (5 min), past which
+/// the group would count this instance gone and move its partitions again.
+const PARTITIONED_LIMIT: Duration = Duration::from_secs(240);
 
 /// Partitioned tables: read the partitions of the numbers in `partitions` (those of the
 /// source's topics now assigned), and no others.
@@ -123,30 +128,28 @@ pub(crate) fn catch_up(tables: &Tables, consumer: &Consumer, done: &dyn Fn() -> 
             }
         }
     };
-    wait_for_ends(tables, end, done, CATCH_UP_LIMIT);
+    wait_for_ends(tables, end, done, [CATCH_UP_LIMIT, PARTITIONED_LIMIT]);
 }
 
 /// Wait until each table's reader has reached the `end` of each partition of its topic it
 /// reads, or found it read to its end (a transaction left open keeps a read_committed reader
-/// short of the high watermark): global tables for at most `limit` in all, partitioned ones
-/// until they are there (or `done`).
+/// short of the high watermark), for at most `limits[0]` in all for global tables and
+/// `limits[1]` for partitioned ones (or until `done`).
 fn wait_for_ends(
     tables: &Tables,
     end: impl Fn(&Table, i32) -> Option<i64>,
     done: &dyn Fn() -> bool,
-    limit: Duration,
+    limits: [Duration; 2],
 ) {
-    let deadline = Instant::now() + limit;
+    let started = Instant::now();
     for table in tables.all() {
         let partitioned = table.config.partitioned;
+        let deadline = started + limits[usize::from(partitioned)];
         let partitions: Vec<i32> = match partitioned {
             true => table.wanted().partitions.into_iter().collect(),
             false => table.reached().next.into_keys().collect(),
         };
-        let ends: Vec<(i32, i64)> = partitions
-            .into_iter()
-            .filter_map(|p| Some((p, end(table, p)?)))
-            .collect();
+        let ends = ends_of(table, partitions, &end, partitioned, done, deadline);
         let mut said = Instant::now();
         loop {
             let reached = table.reached();
@@ -160,26 +163,54 @@ fn wait_for_ends(
             if short.is_empty() || done() {
                 break;
             }
-            if partitioned {
-                if said.elapsed() >= Duration::from_secs(5) {
-                    said = Instant::now();
-                    tracing::info!(
-                        table = %table.config.name,
-                        "reading partitions {short:?} of the table before the source's \
-                         partitions of the same numbers start"
-                    );
-                }
-            } else if Instant::now() > deadline {
+            if partitioned && said.elapsed() >= Duration::from_secs(5) {
+                said = Instant::now();
+                tracing::info!(
+                    table = %table.config.name,
+                    "reading partitions {short:?} of the table before the source's \
+                     partitions of the same numbers start"
+                );
+            }
+            if Instant::now() > deadline {
                 tracing::warn!(
                     table = %table.config.name,
                     "partitions {short:?} of the table's topic are not read to their end \
-                     within {limit:?}: going on with the table as it is"
+                     within {:?}: going on with the table as it is",
+                    limits[usize::from(partitioned)]
                 );
                 break;
             }
             thread::sleep(Duration::from_millis(5));
         }
     }
+}
+
+/// The end of each of `partitions` of `table`'s topic. A partitioned table's are asked again
+/// until the brokers answer (a leader moving in a rolling restart): without its end, a
+/// partition would not be waited for at all. A global table goes on without the ones it
+/// cannot get: it was read to its end before the run began.
+fn ends_of(
+    table: &Table,
+    partitions: Vec<i32>,
+    end: &impl Fn(&Table, i32) -> Option<i64>,
+    partitioned: bool,
+    done: &dyn Fn() -> bool,
+    deadline: Instant,
+) -> Vec<(i32, i64)> {
+    let mut ends = Vec::with_capacity(partitions.len());
+    for p in partitions {
+        loop {
+            if let Some(high) = end(table, p) {
+                ends.push((p, high));
+                break;
+            }
+            if !partitioned || done() || Instant::now() > deadline {
+                break;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+    ends
 }
 
 #[cfg(test)]
@@ -214,7 +245,7 @@ mod tests {
             })
         };
         let started = Instant::now();
-        wait_for_ends(&tables, end, &done, Duration::from_secs(10));
+        wait_for_ends(&tables, end, &done, [Duration::from_secs(10); 2]);
         assert!(started.elapsed() >= Duration::from_millis(100));
         assert_eq!(
             table.reached().next,
@@ -225,7 +256,7 @@ mod tests {
         table.reach(&BTreeMap::new(), &none);
         let never = |_: &Table, _: i32| Some(1_000);
         let started = Instant::now();
-        wait_for_ends(&tables, never, &done, Duration::from_millis(50));
+        wait_for_ends(&tables, never, &done, [Duration::from_millis(50); 2]);
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 
@@ -249,15 +280,16 @@ mod tests {
                 table.reach(&BTreeMap::from([(0, 4), (1, 9)]), &BTreeSet::new());
             })
         };
-        // Past the global tables' limit: a partitioned table is waited for until it is read.
+        // Past the global tables' limit: a partitioned table is waited for longer.
         let started = Instant::now();
-        wait_for_ends(&tables, end, &|| false, Duration::from_millis(50));
+        let limits = [Duration::from_millis(50), Duration::from_secs(10)];
+        wait_for_ends(&tables, end, &|| false, limits);
         assert!(started.elapsed() >= Duration::from_millis(200));
         assert_eq!(table.reached().next, BTreeMap::from([(0, 4), (1, 9)]));
         reader.join().unwrap();
         // Unless the run stops meanwhile.
         want(&tables, &BTreeSet::from([0, 1, 2]));
         let never = |_: &Table, _: i32| Some(1_000);
-        wait_for_ends(&tables, never, &|| true, Duration::from_millis(50));
+        wait_for_ends(&tables, never, &|| true, limits);
     }
 }

@@ -79,7 +79,7 @@ impl Reading {
         metrics: Arc<Metrics>,
     ) -> Result<Reading, Error> {
         let config = &table.config;
-        let follower = Follower::new(source.brokers, &source.properties.0, &config.topic)
+        let follower = Follower::new(source.brokers, &source.properties.0, &config.topic, "table")
             .map_err(|e| kafka_error(&config.name, "a reader", &config.topic, e))?;
         let mut reading = Reading {
             table: table.clone(),
@@ -139,11 +139,26 @@ impl Reading {
         self.only = Some((wanted.partitions, wanted.generation));
         let ends: Vec<PartitionEnds> = ends.into_iter().filter(|e| self.reads(e.0)).collect();
         self.take_ends(&ends);
-        let (next, why) = resume_from(&self.rows.positions()?, true, &ends);
-        if let Some(why) = why {
-            tracing::info!(table = %self.name, "reading the table from the beginning: {why}");
-            self.rows.reset(&self.settings)?;
-        }
+        let kept = self.rows.positions()?;
+        // The table is not emptied for a partition whose stored position the topic no longer
+        // holds: the other partitions' rows are in use. Rows whose deletes retention removed
+        // may linger there until their keys change again.
+        let next = ends
+            .iter()
+            .map(|(p, low, _)| {
+                let at = kept.get(p).copied().unwrap_or(*low);
+                if at < *low {
+                    tracing::warn!(
+                        table = %self.name,
+                        partition = p,
+                        "the topic no longer holds records of this partition the table has \
+                         not read (retention removed them): reading on from its start, rows \
+                         those records deleted may linger"
+                    );
+                }
+                (*p, at.max(*low))
+            })
+            .collect();
         self.at_end.clear();
         self.start_at(next)
     }
@@ -322,7 +337,7 @@ impl Reading {
             }
             self.measure();
             // A partitioned table is loaded once its first partitions are read to their end.
-            self.show(self.read_to_end());
+            self.show(!self.ends.is_empty() && self.read_to_end());
         }
     }
 

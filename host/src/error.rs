@@ -171,7 +171,8 @@ pub enum ErrorKind {
     OutOfMemory,
     /// A window stage could not read the record's event time.
     EventTime,
-    /// A record came later than its window's allowed lateness (a window stage's `late` output).
+    /// A record came later than its window's allowed lateness, or behind a join stage's
+    /// watermark (a window or join stage's `late` output).
     Late,
     /// State the record needed was written by another build of the plugin and could not be
     /// migrated to this build's shape.

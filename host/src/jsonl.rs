@@ -36,7 +36,7 @@ pub struct Summary {
     pub filtered: u64,
     /// Unreadable lines plus records a stage failed on.
     pub errors: u64,
-    /// Records a window stage found too late for all their windows.
+    /// Records a window or join stage found behind its watermark, too late to be taken in.
     pub late: u64,
     pub elapsed: Duration,
 }
@@ -133,8 +133,8 @@ fn report(
     for late in &result.late {
         writeln!(
             err,
-            "late: {source}:{}: stage `{}`: behind the watermark {} by more than the allowed \
-             lateness",
+            "late: {source}:{}: stage `{}`: behind the watermark {}, later than the stage keeps \
+             what it belongs with",
             late.record.offset, late.stage, late.watermark
         )?;
     }

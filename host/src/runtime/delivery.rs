@@ -187,8 +187,8 @@ impl Shared {
         Metrics::add(&self.metrics.late, 1);
         let place = || {
             format!(
-                "stage `{}`: {}[{}]@{} is behind the watermark {} by more than the allowed \
-                 lateness",
+                "stage `{}`: {}[{}]@{} is behind the watermark {}, later than the stage keeps \
+                 what it belongs with",
                 late.stage,
                 late.record.topic,
                 late.record.partition,
@@ -214,7 +214,8 @@ impl Shared {
             }
             LateOutput::DeadLetter => {
                 let message = format!(
-                    "behind the watermark {} by more than the allowed lateness",
+                    "behind the watermark {}, later than the stage keeps what it belongs with \
+                     (a window past its allowed lateness, or a join's records past `within`)",
                     late.watermark
                 );
                 let failure = Failure {

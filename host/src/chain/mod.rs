@@ -195,51 +195,55 @@ impl Stages {
 
     /// Fresh instances of every stage, each past its `init`.
     pub fn start(&self) -> Result<Chain, Error> {
-        let stages =
-            self.stages
-                .iter()
-                .map(|l| {
-                    let stage = &l.stage;
-                    let mut instance =
-                        l.plugin
-                            .instantiate(&stage.config, stage.limits, MemoryState::shared())?;
-                    let tables = self.tables.grant(stage);
-                    instance.set_tables(tables.clone());
-                    let step =
-                        match (&stage.window, &l.clock, &stage.join) {
-                            (Some(spec), Some(clock), _) => Step::Window(Box::new(
-                                WindowStage::new(spec.clone(), instance, clock.clone()),
-                            )),
-                            (_, _, Some(spec)) => Step::Join(
-                                Box::new(JoinStage::new(spec.clone(), &stage.name)),
-                                instance,
-                            ),
-                            _ => Step::Plugin(instance),
-                        };
-                    // A candidate that cannot start is left out: it never holds the live build up.
-                    let shadow = l.shadow.as_ref().and_then(|plugin| {
-                        ShadowRun::start(stage, plugin, l.shadow_clock.as_ref(), tables.clone())
-                            .map_err(|e| {
-                                tracing::warn!(
-                                    "stage `{}` runs without its shadow {}: {e}",
-                                    stage.name,
-                                    plugin.path().display()
-                                )
-                            })
-                            .ok()
-                            .map(Box::new)
-                    });
-                    Ok(Running {
-                        name: stage.name.clone(),
-                        step,
-                        shadow,
-                    })
-                })
-                .collect::<Result<_, Error>>()?;
+        let stages = self
+            .stages
+            .iter()
+            .map(|l| self.run(l))
+            .collect::<Result<_, Error>>()?;
         Ok(Chain {
             stages,
             probes: Vec::new(),
             stop_at_failure: false,
+        })
+    }
+
+    /// A fresh instance of stage `l`, in the step its kind runs in, with its shadow's.
+    fn run(&self, l: &Loaded) -> Result<Running, Error> {
+        let stage = &l.stage;
+        let mut instance =
+            l.plugin
+                .instantiate(&stage.config, stage.limits, MemoryState::shared())?;
+        let tables = self.tables.grant(stage);
+        instance.set_tables(tables.clone());
+        let step = match (&stage.window, &l.clock, &stage.join) {
+            (Some(spec), Some(clock), _) => Step::Window(Box::new(WindowStage::new(
+                spec.clone(),
+                instance,
+                clock.clone(),
+            ))),
+            (_, _, Some(spec)) => Step::Join(
+                Box::new(JoinStage::new(spec.clone(), &stage.name)),
+                instance,
+            ),
+            _ => Step::Plugin(instance),
+        };
+        // A candidate that cannot start is left out: it never holds the live build up.
+        let shadow = l.shadow.as_ref().and_then(|plugin| {
+            ShadowRun::start(stage, plugin, l.shadow_clock.as_ref(), tables)
+                .map_err(|e| {
+                    tracing::warn!(
+                        "stage `{}` runs without its shadow {}: {e}",
+                        stage.name,
+                        plugin.path().display()
+                    )
+                })
+                .ok()
+                .map(Box::new)
+        });
+        Ok(Running {
+            name: stage.name.clone(),
+            step,
+            shadow,
         })
     }
 }
@@ -717,8 +721,8 @@ fn run_plugin(
 
 /// The stage records failed in, for the chain's failures.
 struct FailedIn<'a> {
-    stage: &'a String,
-    hash: &'a String,
+    stage: &'a str,
+    hash: &'a str,
 }
 
 impl FailedIn<'_> {
@@ -726,8 +730,8 @@ impl FailedIn<'_> {
     fn late(&self, late: window::Late, to: &LateOutput) -> LateRecord {
         LateRecord {
             record: late.record,
-            stage: self.stage.clone(),
-            plugin_hash: self.hash.clone(),
+            stage: self.stage.to_string(),
+            plugin_hash: self.hash.to_string(),
             to: to.clone(),
             watermark: late.watermark,
         }
@@ -754,8 +758,8 @@ impl FailedIn<'_> {
         out.failures
             .extend(failures.into_iter().map(|(record, error)| Failure {
                 record,
-                stage: self.stage.clone(),
-                plugin_hash: Some(self.hash.clone()),
+                stage: self.stage.to_string(),
+                plugin_hash: Some(self.hash.to_string()),
                 error,
             }));
     }

@@ -2,7 +2,11 @@
 //! broker, orders joined with their payments within a time bound, each run's outputs checked
 //! against the join computed directly from what was produced.
 
-use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde_json::{json, Value};
 
@@ -14,6 +18,9 @@ use crate::common::{
 
 /// Records are at most this far apart in event time to pair (ms).
 const WITHIN: i64 = 10_000;
+
+/// What a join emits, by the `n` of its order and payment (`None`: alone), with how often.
+type Pairs = BTreeMap<(Option<i64>, Option<i64>), usize>;
 
 /// A test's topics: orders (the source) and payments, two partitions each, by order id.
 struct Setup {
@@ -139,11 +146,7 @@ fn last() -> (Vec<Event>, Vec<Event>) {
 
 /// The join computed directly: each (order, payment) pair of one order id at most [`WITHIN`]
 /// apart, and with `left`, each order that has none alone.
-fn reference(
-    orders: &[Event],
-    payments: &[Event],
-    left: bool,
-) -> BTreeMap<(Option<i64>, Option<i64>), usize> {
+fn reference(orders: &[Event], payments: &[Event], left: bool) -> Pairs {
     let mut want = BTreeMap::new();
     for o in orders {
         let paired: Vec<&Event> = payments
@@ -161,7 +164,7 @@ fn reference(
 }
 
 /// Each output's (order, payment) by their `n`, counted.
-fn got(outs: &[Out]) -> BTreeMap<(Option<i64>, Option<i64>), usize> {
+fn got(outs: &[Out]) -> Pairs {
     let mut got = BTreeMap::new();
     for o in outs {
         let v: Value = json_of(o);
@@ -197,21 +200,11 @@ fn an_interval_join_pairs_each_order_with_its_payments_within_the_bound_as_compu
     assert_eq!(weir.stop(), Some(0), "{}", weir.log());
 }
 
-/// Exactly once, `weir run` killed with SIGKILL while orders and payments stream in: after a
-/// restart every pair (and every unpaired order) is in the committed output once.
-#[test]
-fn exactly_once_a_kill_9_mid_join_leaves_every_pair_once() {
-    let s = Setup::new("join-eos");
-    let pipeline = s.pipeline("left", "");
-    let text = std::fs::read_to_string(&pipeline).unwrap().replace(
-        "checkpoint_interval = \"200ms\"",
-        "checkpoint_interval = \"200ms\"\nguarantee = \"exactly-once\"",
-    );
-    std::fs::write(&pipeline, text).unwrap();
-    let (orders, payments) = events(3_000, 40);
-    let mut weir = Weir::start(weir_bin(), &pipeline);
+/// Start a run of `pipeline`, stream `orders` and `payments` in over about two seconds, and
+/// kill the run (SIGKILL) on the way.
+fn kill_mid_stream(s: &Setup, pipeline: &Path, orders: &[Event], payments: &[Event]) {
+    let mut weir = Weir::start(weir_bin(), pipeline);
     weir.wait_for_log("partition assigned", Duration::from_secs(60));
-    // Streamed over about two seconds, and the run killed on the way.
     std::thread::scope(|scope| {
         scope.spawn(|| {
             let chunks = orders
@@ -226,16 +219,40 @@ fn exactly_once_a_kill_9_mid_join_leaves_every_pair_once() {
         weir.signal("KILL");
     });
     weir.wait(Duration::from_secs(10));
-    let before = s.topics.kafka.read_committed(&s.topics.sink, 2).len();
+}
 
-    let mut weir = Weir::start(weir_bin(), &pipeline);
+/// Start the run of `pipeline` again and produce the [`last`] order and payment; the run, and
+/// the join of everything produced, computed directly.
+fn restart(
+    s: &Setup,
+    pipeline: &Path,
+    mut orders: Vec<Event>,
+    mut payments: Vec<Event>,
+) -> (Weir, Pairs) {
+    let weir = Weir::start(weir_bin(), pipeline);
     let (o, p) = last();
     s.produce(&o, &p);
-    let mut all_orders = orders.clone();
-    all_orders.extend(o);
-    let mut all_payments = payments.clone();
-    all_payments.extend(p);
-    let want = reference(&all_orders, &all_payments, true);
+    orders.extend(o);
+    payments.extend(p);
+    (weir, reference(&orders, &payments, true))
+}
+
+/// Exactly once, `weir run` killed with SIGKILL while orders and payments stream in: after a
+/// restart every pair (and every unpaired order) is in the committed output once.
+#[test]
+fn exactly_once_a_kill_9_mid_join_leaves_every_pair_once() {
+    let s = Setup::new("join-eos");
+    let pipeline = s.pipeline("left", "");
+    let text = std::fs::read_to_string(&pipeline).unwrap().replace(
+        "checkpoint_interval = \"200ms\"",
+        "checkpoint_interval = \"200ms\"\nguarantee = \"exactly-once\"",
+    );
+    std::fs::write(&pipeline, text).unwrap();
+    let (orders, payments) = events(3_000, 40);
+    kill_mid_stream(&s, &pipeline, &orders, &payments);
+    let before = s.topics.kafka.read_committed(&s.topics.sink, 2).len();
+
+    let (mut weir, want) = restart(&s, &pipeline, orders, payments);
     let total: usize = want.values().sum();
     let outs =
         s.topics
@@ -268,30 +285,9 @@ fn at_least_once_a_kill_9_mid_join_loses_no_pair() {
     let s = Setup::new("join-alo");
     let pipeline = s.pipeline("left", "");
     let (orders, payments) = events(3_000, 40);
-    let mut weir = Weir::start(weir_bin(), &pipeline);
-    weir.wait_for_log("partition assigned", Duration::from_secs(60));
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            let chunks = orders
-                .chunks(150)
-                .zip(payments.chunks(payments.len() / 20 + 1));
-            for (o, p) in chunks {
-                s.produce(o, p);
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        std::thread::sleep(Duration::from_millis(1_200));
-        weir.signal("KILL");
-    });
-    weir.wait(Duration::from_secs(10));
+    kill_mid_stream(&s, &pipeline, &orders, &payments);
 
-    let mut weir = Weir::start(weir_bin(), &pipeline);
-    let (o, p) = last();
-    s.produce(&o, &p);
-    let (mut all_orders, mut all_payments) = (orders, payments);
-    all_orders.extend(o);
-    all_payments.extend(p);
-    let want = reference(&all_orders, &all_payments, true);
+    let (mut weir, want) = restart(&s, &pipeline, orders, payments);
     let started = std::time::Instant::now();
     let mut outs = Vec::new();
     while started.elapsed() < Duration::from_secs(120) {

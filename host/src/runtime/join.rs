@@ -16,12 +16,12 @@ use rdkafka::{
     metadata::Metadata,
 };
 
+use super::preflight::unlike_source;
 use crate::{
     chain::join::{self, Side, Sides},
     config::{JoinSpec, KafkaProperties, Pipeline, SourceConfig},
     engine::{Record, SharedState},
     kafka::{
-        admin::require_topic,
         follow::{Change, Follower},
         Fatal,
     },
@@ -76,21 +76,17 @@ pub(super) fn check_partitions(
     for stage in &pipeline.stages {
         let Some(spec) = &stage.join else { continue };
         let role = format!("stage `{}` join", stage.name);
-        let count = require_topic(metadata, &spec.topic, &role, &source.brokers)?;
-        for topic in &source.topics {
-            let theirs = require_topic(metadata, topic, "source", &source.brokers)?;
-            if theirs != count {
-                return Err(Error::Topic(format!(
-                    "stage `{}` ({}:{}) joins `{}`, which has {count} partitions, but source \
-                     topic `{topic}` has {theirs}: a join reads partition p of both together, \
-                     so give them the same number (and the same key, so a key is in the same \
-                     partition of both)",
-                    stage.name,
-                    pipeline.path.display(),
-                    stage.line,
-                    spec.topic
-                )));
-            }
+        if let Some((count, topic, theirs)) = unlike_source(metadata, source, &spec.topic, &role)? {
+            return Err(Error::Topic(format!(
+                "stage `{}` ({}:{}) joins `{}`, which has {count} partitions, but source topic \
+                 `{topic}` has {theirs}: a join reads partition p of both together, so give \
+                 them the same number (and the same key, so a key is in the same partition of \
+                 both)",
+                stage.name,
+                pipeline.path.display(),
+                stage.line,
+                spec.topic
+            )));
         }
     }
     Ok(())

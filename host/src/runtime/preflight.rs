@@ -141,25 +141,40 @@ fn check_partitioned_tables(
 ) -> Result<(), Error> {
     for table in pipeline.tables.iter().filter(|t| t.partitioned) {
         let role = format!("table `{}`", table.name);
-        let count = require_topic(metadata, &table.topic, &role, &source.brokers)?;
-        for topic in &source.topics {
-            let theirs = require_topic(metadata, topic, "source", &source.brokers)?;
-            if theirs != count {
-                return Err(Error::Topic(format!(
-                    "table `{}` ({}:{}) is partitioned = true, so its topic must be partitioned \
-                     as the source's are, but `{}` has {count} partitions and source topic \
-                     `{topic}` has {theirs}: give them the same number (and the same key, so \
-                     a key is in the same partition of both), or drop `partitioned` to keep the \
-                     whole table in every instance",
-                    table.name,
-                    pipeline.path.display(),
-                    table.line,
-                    table.topic
-                )));
-            }
+        if let Some((count, topic, theirs)) = unlike_source(metadata, source, &table.topic, &role)?
+        {
+            return Err(Error::Topic(format!(
+                "table `{}` ({}:{}) is partitioned = true, so its topic must be partitioned as \
+                 the source's are, but `{}` has {count} partitions and source topic `{topic}` \
+                 has {theirs}: give them the same number (and the same key, so a key is in the \
+                 same partition of both), or drop `partitioned` to keep the whole table in \
+                 every instance",
+                table.name,
+                pipeline.path.display(),
+                table.line,
+                table.topic
+            )));
         }
     }
     Ok(())
+}
+
+/// `topic` (which must exist, for `role`) and the first source topic with another number of
+/// partitions, with both numbers; none if every source topic has as many as `topic`.
+pub(super) fn unlike_source<'a>(
+    metadata: &Metadata,
+    source: &'a SourceConfig,
+    topic: &str,
+    role: &str,
+) -> Result<Option<(usize, &'a str, usize)>, Error> {
+    let count = require_topic(metadata, topic, role, &source.brokers)?;
+    for other in &source.topics {
+        let theirs = require_topic(metadata, other, "source", &source.brokers)?;
+        if theirs != count {
+            return Ok(Some((count, other, theirs)));
+        }
+    }
+    Ok(None)
 }
 
 /// Check that the sink, dead-letter and late topics exist on the sink's brokers.

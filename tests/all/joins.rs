@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::common::{
     component,
-    kafka::{json_of, unique, In, Out, Topics, Weir},
+    kafka::{http_get, json_of, metric, unique, In, Out, Topics, Weir},
     weir_bin,
 };
 
@@ -197,6 +197,28 @@ fn an_interval_join_pairs_each_order_with_its_payments_within_the_bound_as_compu
         .read(&s.topics.sink, total + 1, Duration::from_secs(3));
     assert_eq!(got(&more), want, "log:\n{}", weir.log());
     assert_eq!(outs.len(), total);
+    // What the admin server shows of the joined topic: every payment taken in, none behind.
+    let at = weir.admin();
+    let (_, text) = http_get(&at, "/metrics");
+    let series = |name: &str, p: i32| {
+        let labels = format!("stage=\"paid\",topic=\"{}\",partition=\"{p}\"", s.payments);
+        metric(&text, &format!("{name}{{{labels}}}")).unwrap_or_else(|| panic!("{text}"))
+    };
+    let read =
+        series("weir_join_records_read_total", 0) + series("weir_join_records_read_total", 1);
+    assert_eq!(read as usize, payments.len(), "{text}");
+    assert_eq!(
+        series("weir_join_lag", 0) + series("weir_join_lag", 1),
+        0.0,
+        "{text}"
+    );
+    let (_, status) = http_get(&at, "/api/status");
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        status["joins"].as_array().map(Vec::len),
+        Some(2),
+        "{status}"
+    );
     assert_eq!(weir.stop(), Some(0), "{}", weir.log());
 }
 

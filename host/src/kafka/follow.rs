@@ -157,6 +157,11 @@ impl Follower {
         Ok(Some(ends))
     }
 
+    /// The end of `partition` as the last fetch saw it (no request to the broker).
+    pub fn cached_end(&self, partition: i32) -> Option<i64> {
+        super::source::cached_end(&self.consumer, &self.topic, partition)
+    }
+
     /// The first offset `partition` holds (its low watermark).
     pub fn start_of(&self, partition: i32, timeout: Duration) -> Result<i64, KafkaError> {
         let (low, _) = self

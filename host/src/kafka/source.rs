@@ -194,7 +194,11 @@ pub fn record(message: &BorrowedMessage<'_>) -> Record {
 
 /// The end of `topic`/`partition` as the consumer's last fetch of it saw it: librdkafka's cached
 /// value, so no request to the broker; `None` before the first fetch.
-pub fn cached_end(consumer: &Consumer, topic: &str, partition: i32) -> Option<i64> {
+pub fn cached_end<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client handle lives as long as `consumer`, the topic name is a valid C string

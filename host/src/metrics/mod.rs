@@ -78,6 +78,8 @@ pub struct Metrics {
     stages: Mutex<Vec<Arc<StageStats>>>,
     partitions: Mutex<BTreeMap<(String, i32), PartitionView>>,
     tables: Mutex<BTreeMap<String, TableView>>,
+    /// Join stages' reads of the topics they join, by stage and partition.
+    joins: Mutex<BTreeMap<(String, i32), JoinView>>,
     recent: Mutex<Recent>,
     info: Mutex<RunInfo>,
 }
@@ -146,6 +148,18 @@ pub struct TableView {
     pub lag: i64,
     /// Whether it has been read to its topic's end once (the source waits for that).
     pub loaded: bool,
+}
+
+/// One partition of the topic a join stage joins, as this instance reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct JoinView {
+    pub stage: String,
+    pub topic: String,
+    pub partition: i32,
+    /// Records of the partition taken into the join since it was assigned here.
+    pub records_read: u64,
+    /// Offsets of the partition not yet taken in, as librdkafka last saw its end.
+    pub lag: i64,
 }
 
 impl PartitionView {
@@ -308,6 +322,28 @@ impl Metrics {
 
     pub fn tables(&self) -> Vec<TableView> {
         lock(&self.tables).values().cloned().collect()
+    }
+
+    /// Change what is shown of partition `partition` of the topic join stage `stage` joins.
+    pub fn join(&self, stage: &str, partition: i32, update: impl FnOnce(&mut JoinView)) {
+        let mut all = lock(&self.joins);
+        let view = all
+            .entry((stage.to_string(), partition))
+            .or_insert_with(|| JoinView {
+                stage: stage.to_string(),
+                partition,
+                ..JoinView::default()
+            });
+        update(view);
+    }
+
+    /// The partition of the topic `stage` joins is no longer read here.
+    pub fn forget_join(&self, stage: &str, partition: i32) {
+        lock(&self.joins).remove(&(stage.to_string(), partition));
+    }
+
+    pub fn joins(&self) -> Vec<JoinView> {
+        lock(&self.joins).values().cloned().collect()
     }
 
     /// The partition is no longer this instance's.

@@ -41,6 +41,7 @@ impl Collector for Scrape {
         stages(m, &mut e)?;
         partitions(m, &mut e)?;
         tables(m, &mut e)?;
+        joins(m, &mut e)?;
         let dead = |k: ErrorKind| m.dead_letter_kinds[k.index()].load(Relaxed);
         family(
             &mut e,
@@ -417,6 +418,35 @@ fn tables(m: &Metrics, e: &mut DescriptorEncoder) -> Result<(), FmtError> {
         None,
         Kind::Gauge,
         tables.iter().map(|t| (labels(t), t.lag.max(0) as u64)),
+    )
+}
+
+/// Per join stage and partition of the topic it joins: records taken in, and how far behind.
+fn joins(m: &Metrics, e: &mut DescriptorEncoder) -> Result<(), FmtError> {
+    let joins = m.joins();
+    let labels = |j: &super::JoinView| {
+        [
+            ("stage", j.stage.clone()),
+            ("topic", j.topic.clone()),
+            ("partition", j.partition.to_string()),
+        ]
+    };
+    family(
+        e,
+        "join_records_read",
+        "Records of the topic a join stage joins, taken into the join since the partition was \
+         assigned here.",
+        None,
+        Kind::Counter,
+        joins.iter().map(|j| (labels(j), j.records_read)),
+    )?;
+    family(
+        e,
+        "join_lag",
+        "Offsets of the topic a join stage joins not yet taken in, as last seen.",
+        None,
+        Kind::Gauge,
+        joins.iter().map(|j| (labels(j), j.lag.max(0) as u64)),
     )
 }
 

@@ -33,6 +33,8 @@ pub struct Status {
     pub partitions: Vec<PartitionStatus>,
     /// Tables kept from topics.
     pub tables: Vec<super::TableView>,
+    /// The topics join stages join, per partition read here.
+    pub joins: Vec<super::JoinView>,
     pub checkpoints: Vec<CheckpointView>,
     pub reloads: Vec<ReloadView>,
     pub dead_letters: DeadLetters,
@@ -223,6 +225,7 @@ impl StatusSampler {
                 })
                 .collect(),
             tables: m.tables(),
+            joins: m.joins(),
             checkpoints: m.checkpoints(),
             reloads: m.reloads(),
             dead_letters: DeadLetters {

@@ -5,7 +5,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicI64, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -25,6 +25,7 @@ use crate::{
         follow::{Change, Follower},
         Fatal,
     },
+    metrics::Metrics,
     Error,
 };
 
@@ -34,16 +35,18 @@ pub(super) struct Joins {
     pub stages: Vec<(usize, String, Arc<JoinSpec>)>,
     brokers: String,
     properties: KafkaProperties,
+    metrics: Arc<Metrics>,
 }
 
 impl Joins {
-    pub(super) fn of(pipeline: &Pipeline, source: &SourceConfig) -> Joins {
+    pub(super) fn of(pipeline: &Pipeline, source: &SourceConfig, metrics: &Arc<Metrics>) -> Joins {
         let stages = pipeline.stages.iter().enumerate();
         let stages = stages.filter_map(|(i, s)| Some((i, s.name.clone(), s.join.clone()?)));
         Joins {
             stages: stages.collect(),
             brokers: source.brokers.clone(),
             properties: source.kafka.clone(),
+            metrics: metrics.clone(),
         }
     }
 
@@ -100,7 +103,16 @@ struct SideReader {
     partition: i32,
     /// Whether the last poll found the partition read to its end.
     at_end: AtomicBool,
+    /// The next offset to take in, for the lag.
+    next: AtomicI64,
     fatal: Arc<Fatal>,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for SideReader {
+    fn drop(&mut self) {
+        self.metrics.forget_join(&self.stage, self.partition);
+    }
 }
 
 impl SideReader {
@@ -135,7 +147,9 @@ impl SideReader {
             topic: topic.to_string(),
             partition,
             at_end: AtomicBool::new(false),
+            next: AtomicI64::new(from),
             fatal: fatal.clone(),
+            metrics: joins.metrics.clone(),
         })
     }
 
@@ -170,6 +184,7 @@ impl Side for SideReader {
                 if at_end || !polled.changes.is_empty() {
                     self.at_end.store(at_end, Ordering::Relaxed);
                 }
+                self.show(&follower, &polled.changes);
                 polled.changes.into_iter().map(|c| self.record(c)).collect()
             }
             Err(e) => {
@@ -188,6 +203,20 @@ impl Side for SideReader {
 }
 
 impl SideReader {
+    /// Show what `changes` took in, and how far behind the partition's end that leaves it.
+    fn show(&self, follower: &Follower, changes: &[Change]) {
+        if let Some(last) = changes.last() {
+            self.next.store(last.offset + 1, Ordering::Relaxed);
+        }
+        let next = self.next.load(Ordering::Relaxed);
+        let lag = follower.cached_end(self.partition).map(|end| end - next);
+        self.metrics.join(&self.stage, self.partition, |view| {
+            view.topic.clone_from(&self.topic);
+            view.records_read += changes.len() as u64;
+            view.lag = lag.unwrap_or(view.lag).max(0);
+        });
+    }
+
     fn record(&self, c: Change) -> Record {
         Record {
             key: c.key,

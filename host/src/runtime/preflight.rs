@@ -127,7 +127,7 @@ pub(super) fn prepare(
         held: options.held.clone(),
         table_readers: Mutex::new(table_readers),
         tables: stages.tables().clone(),
-        joins: join::Joins::of(pipeline, source),
+        joins: join::Joins::of(pipeline, source, &options.metrics),
         stop: options.stop.clone(),
     }))
 }

@@ -162,12 +162,11 @@ impl Follower {
         super::source::cached_end(&self.consumer, &self.topic, partition)
     }
 
-    /// The first offset `partition` holds (its low watermark).
-    pub fn start_of(&self, partition: i32, timeout: Duration) -> Result<i64, KafkaError> {
-        let (low, _) = self
-            .consumer
-            .fetch_watermarks(&self.topic, partition, timeout)?;
-        Ok(low)
+    /// The first offset `partition` holds and the one after its last (its low and high
+    /// watermarks).
+    pub fn bounds(&self, partition: i32, timeout: Duration) -> Result<(i64, i64), KafkaError> {
+        self.consumer
+            .fetch_watermarks(&self.topic, partition, timeout)
     }
 
     /// Read each partition from its offset in `from` (partition, offset).

@@ -116,7 +116,9 @@ impl Drop for SideReader {
 }
 
 impl SideReader {
-    /// Read `topic`'s `partition` from `from`, or from its start when the stage never read it.
+    /// Read `topic`'s `partition` from `from`; when the stage never read it, from where the
+    /// source starts a partition it has no offset for (`auto.offset.reset`: its start unless
+    /// the source says `latest`).
     fn open(
         joins: &Joins,
         stage: &str,
@@ -133,9 +135,16 @@ impl SideReader {
             .map_err(|e| failed("a reader of", e))?;
         let from = match from {
             Some(offset) => offset,
-            None => follower
-                .start_of(partition, Duration::from_secs(30))
-                .map_err(|e| failed("the start of", e))?,
+            None => {
+                let (low, high) = follower
+                    .bounds(partition, Duration::from_secs(30))
+                    .map_err(|e| failed("the start of", e))?;
+                let reset = joins.properties.0.get("auto.offset.reset");
+                match reset.map(String::as_str) {
+                    Some("latest" | "largest" | "end") => high,
+                    _ => low,
+                }
+            }
         };
         follower
             .start(&[(partition, from)])
@@ -156,7 +165,7 @@ impl SideReader {
     /// The broker refused the stored position: retention removed records the join never read
     /// (they are gone; say so), or the topic was made again. Read on from its start.
     fn start_over(&self, follower: &Follower) -> Result<(), KafkaError> {
-        let from = follower.start_of(self.partition, Duration::from_secs(30))?;
+        let (from, _) = follower.bounds(self.partition, Duration::from_secs(30))?;
         tracing::warn!(
             stage = %self.stage,
             topic = %self.topic,

@@ -150,6 +150,35 @@ impl Decoder {
     }
 }
 
+/// What Debezium writes for a column it did not read: an unchanged TOAST column (a large
+/// value stored apart) of a table without `REPLICA IDENTITY FULL`, in an update's `after`.
+const UNAVAILABLE: &str = "__debezium_unavailable_value";
+
+/// `row` with each top-level column Debezium marked unavailable taken from `previous`, the row
+/// as the table had it (Debezium's own advice: the column did not change); `None` when `row`
+/// has no such column. Without a previous value the marker stays: nothing better is known.
+pub fn fill_unavailable(row: &[u8], previous: Option<&[u8]>) -> Option<Vec<u8>> {
+    let marker = UNAVAILABLE.as_bytes();
+    if !row.windows(marker.len()).any(|w| w == marker) {
+        return None;
+    }
+    let Ok(Value::Object(mut new)) = serde_json::from_slice::<Value>(row) else {
+        return None;
+    };
+    let old = previous.and_then(|p| match serde_json::from_slice::<Value>(p) {
+        Ok(Value::Object(old)) => Some(old),
+        _ => None,
+    });
+    for (column, value) in new.iter_mut() {
+        if value.as_str() == Some(UNAVAILABLE) {
+            if let Some(before) = old.as_ref().and_then(|o| o.get(column)) {
+                value.clone_from(before);
+            }
+        }
+    }
+    serde_json::to_vec(&new).ok()
+}
+
 /// The text of a Kafka record key as a pointer into a value finds it: a JSON string, number or
 /// boolean (as a JSON converter writes keys) is its text; anything else is the key as it is.
 pub fn kafka_key_text(key: &[u8]) -> Vec<u8> {
@@ -185,6 +214,21 @@ pub fn key_text(value: &Value, pointer: &str) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+
+    #[test]
+    fn a_column_debezium_could_not_read_keeps_the_tables_value() {
+        let old = br#"{"id":1,"bio":"long text","n":1}"#;
+        let new = br#"{"id":1,"bio":"__debezium_unavailable_value","n":2}"#;
+        let filled = fill_unavailable(new, Some(old)).unwrap();
+        let filled: Value = serde_json::from_slice(&filled).unwrap();
+        assert_eq!(
+            filled,
+            serde_json::json!({"id": 1, "bio": "long text", "n": 2})
+        );
+        assert_eq!(fill_unavailable(old, None), None, "nothing to fill");
+        let alone = fill_unavailable(new, None).unwrap();
+        assert!(String::from_utf8(alone).unwrap().contains(UNAVAILABLE));
+    }
 
     /// A change that makes `row` the row under `key`.
     pub(in crate::table) fn upsert(key: &str, row: &str) -> Change {

@@ -20,7 +20,7 @@ use std::{
     sync::{Arc, Mutex, OnceLock},
 };
 
-pub use format::{kafka_key_text, key_text, Change, Decoder};
+pub use format::{fill_unavailable, kafka_key_text, key_text, Change, Decoder};
 pub use store::TableStore;
 
 use crate::{
@@ -98,6 +98,8 @@ impl MemoryRows {
     pub fn apply(&mut self, change: Change, time: i64) {
         match change {
             Change::Upsert { key, row } => {
+                let previous = self.latest.get(&key).map(Vec::as_slice);
+                let row = fill_unavailable(&row, previous).unwrap_or(row);
                 self.versions.insert((key.clone(), time), Some(row.clone()));
                 self.latest.insert(key, row);
             }

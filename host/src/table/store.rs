@@ -154,9 +154,11 @@ impl TableStore {
         let spaces = self.store.table_spaces();
         let fail = |e| self.store.failure(&self.whose, e);
         let mut batch = spaces.db.batch();
-        for (change, time) in changes {
+        for (i, (change, time)) in changes.iter().enumerate() {
             match change {
                 Change::Upsert { key, row } => {
+                    let filled = self.fill_unavailable(key, row, &changes[..i])?;
+                    let row = filled.as_ref().unwrap_or(row);
                     batch.insert(spaces.rows, self.row_key(key), row.as_slice());
                     self.version(&mut batch, key, *time, Some(row))?;
                 }
@@ -184,6 +186,37 @@ impl TableStore {
             batch.insert(spaces.meta, at, offset.to_be_bytes());
         }
         batch.commit().map_err(fail)
+    }
+
+    /// `row` with the columns Debezium could not read taken from the row as the table has it:
+    /// as `earlier` changes of this batch left it, or else as the store does. `None` when it
+    /// has none such (almost always: no lookup then).
+    fn fill_unavailable(
+        &self,
+        key: &[u8],
+        row: &[u8],
+        earlier: &[(Change, i64)],
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let marker = b"__debezium_unavailable_value";
+        if !row.windows(marker.len()).any(|w| w == marker) {
+            return Ok(None);
+        }
+        let in_batch = earlier.iter().rev().find_map(|(c, _)| match c {
+            Change::Upsert { key: k, row } if k == key => Some(Some(row.clone())),
+            Change::Delete { key: k } if k == key => Some(None),
+            Change::Truncate => Some(None),
+            _ => None,
+        });
+        let previous = match in_batch {
+            Some(previous) => previous,
+            None => {
+                let spaces = self.store.table_spaces();
+                let stored = spaces.rows.get(self.row_key(key));
+                let stored = stored.map_err(|e| self.store.failure(&self.whose, e))?;
+                stored.map(|r| r.to_vec())
+            }
+        };
+        Ok(super::fill_unavailable(row, previous.as_deref()))
     }
 
     /// Keep version `row` (`None`: deleted) of `key` at `time`, if the table keeps versions,
@@ -275,6 +308,28 @@ mod tests {
         // A table whose name starts with another's keeps its rows.
         let other = TableStore::new(store, "customers2", AsOf::Latest);
         assert_eq!(other.get(b"1", 0), Ok(Some(b"x".to_vec())));
+    }
+
+    #[test]
+    fn a_column_debezium_could_not_read_keeps_the_value_the_table_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), 0).unwrap();
+        let table = TableStore::new(store, "customers", AsOf::Latest);
+        let bio = |n: u32, bio: &str| format!(r#"{{"n":{n},"bio":"{bio}"}}"#);
+        let unread = "__debezium_unavailable_value";
+        table
+            .apply(&[at(upsert("1", &bio(1, "long")), 0)], &[(0, 1)])
+            .unwrap();
+        // From the store, and from an earlier change of the same batch.
+        let changes = [
+            at(upsert("1", &bio(2, unread)), 0),
+            at(upsert("2", &bio(1, "other")), 0),
+            at(upsert("2", &bio(2, unread)), 0),
+        ];
+        table.apply(&changes, &[(0, 4)]).unwrap();
+        let row = |key: &[u8]| String::from_utf8(table.get(key, 0).unwrap().unwrap()).unwrap();
+        assert_eq!(row(b"1"), bio(2, "long"));
+        assert_eq!(row(b"2"), bio(2, "other"));
     }
 
     #[test]

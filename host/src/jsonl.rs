@@ -161,6 +161,11 @@ fn report(
     for rec in &result.records {
         write_record(out, rec, format)?;
     }
+    // Records for a topic of their own (a join's `unmatched`): not the output, but shown.
+    for (topic, rec) in &result.routed {
+        write!(err, "to {topic}: ")?;
+        write_record(err, rec, format)?;
+    }
     Ok(())
 }
 

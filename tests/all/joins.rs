@@ -222,6 +222,51 @@ fn an_interval_join_pairs_each_order_with_its_payments_within_the_bound_as_compu
     assert_eq!(weir.stop(), Some(0), "{}", weir.log());
 }
 
+/// With `unmatched = { topic }`, the orders that paired with nothing go to a topic of their
+/// own, as they came, and the sink has the pairs only.
+#[test]
+fn an_outer_join_sends_its_unpaired_records_to_a_topic_of_their_own() {
+    let s = Setup::new("join-unmatched");
+    let unpaid = unique("join-unpaid");
+    s.topics.kafka.create_topic(&unpaid, 1);
+    let (mut orders, mut payments) = events(60, 12);
+    let (o, p) = last();
+    orders.extend(o);
+    payments.extend(p);
+    s.produce(&orders, &payments);
+    let pipeline = s.pipeline("left", "");
+    let text = std::fs::read_to_string(&pipeline).unwrap().replace(
+        "outer = \"left\" }",
+        &format!("outer = \"left\", unmatched = {{ topic = \"{unpaid}\" }} }}"),
+    );
+    std::fs::write(&pipeline, text).unwrap();
+    let mut weir = Weir::start(weir_bin(), &pipeline);
+    let want = reference(&orders, &payments, true);
+    let pairs: Pairs = want
+        .clone()
+        .into_iter()
+        .filter(|(k, _)| k.1.is_some())
+        .collect();
+    let alone: Vec<i64> = want
+        .keys()
+        .filter(|k| k.1.is_none())
+        .filter_map(|k| k.0)
+        .collect();
+    let k = &s.topics.kafka;
+    let outs = k.read(&s.topics.sink, pairs.len(), Duration::from_secs(90));
+    let unpaired = k.read(&unpaid, alone.len(), Duration::from_secs(30));
+    let more = k.read(&s.topics.sink, pairs.len() + 1, Duration::from_secs(2));
+    assert_eq!(got(&more), pairs, "log:\n{}", weir.log());
+    assert_eq!(outs.len(), pairs.len());
+    let mut unpaired: Vec<i64> = unpaired
+        .iter()
+        .map(|o| json_of(o)["n"].as_i64().unwrap())
+        .collect();
+    unpaired.sort_unstable();
+    assert_eq!(unpaired, alone, "the orders as they came: {unpaired:?}");
+    assert_eq!(weir.stop(), Some(0), "{}", weir.log());
+}
+
 /// Start a run of `pipeline`, stream `orders` and `payments` in over about two seconds, and
 /// kill the run (SIGKILL) on the way.
 fn kill_mid_stream(s: &Setup, pipeline: &Path, orders: &[Event], payments: &[Event]) {

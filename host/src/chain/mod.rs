@@ -118,6 +118,8 @@ pub struct BatchOutput {
     pub shadow: Vec<(String, Record)>,
     /// A stage changed state without records to show for it (see [`WindowOutput::changed`]).
     pub changed: bool,
+    /// Records for topics of their own (a join's unpaired records, `unmatched`), by topic.
+    pub routed: Vec<(String, Record)>,
 }
 
 /// Every stage of a pipeline loaded (compiled, checked, pre-linked) once, to start as many
@@ -632,6 +634,7 @@ impl Chain {
                     shadow_took = Duration::ZERO;
                     let formed = run_join(join, std::mem::take(&mut records), &how, origin, now);
                     out.changed |= formed.changed;
+                    out.routed.extend(formed.routed);
                     let failed = FailedIn {
                         stage: name,
                         hash: &hash,

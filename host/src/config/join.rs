@@ -21,6 +21,9 @@ pub struct JoinSpec {
     pub within: i64,
     /// Which records that paired with nothing are emitted alone once the watermark passes them.
     pub outer: Outer,
+    /// Where those go instead of to the plugin, as they came (`unmatched = { topic = "…" }`);
+    /// none: to the plugin, as a pair with `null` for the side they lack.
+    pub unmatched: Option<String>,
     pub time: EventTime,
     pub max_out_of_order: i64,
     /// A side without records for this long stops holding the watermark back.
@@ -68,6 +71,14 @@ pub(super) struct JoinFile {
     #[serde(deserialize_with = "super::duration")]
     within: Duration,
     outer: Option<Outer>,
+    unmatched: Option<UnmatchedFile>,
+}
+
+/// `{ topic = "…" }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnmatchedFile {
+    topic: String,
 }
 
 impl JoinFile {
@@ -92,12 +103,28 @@ impl JoinFile {
                 ));
             }
         }
+        let outer = self.outer.unwrap_or(Outer::Inner);
+        let unmatched = self.unmatched.as_ref().map(|u| u.topic.trim().to_string());
+        match (&unmatched, outer) {
+            (Some(_), Outer::Inner) => {
+                return Err(
+                    "join.unmatched is for outer joins, whose unpaired records it \
+                            takes: set outer = \"left\", \"right\" or \"full\""
+                        .into(),
+                )
+            }
+            (Some(topic), _) if topic.is_empty() => {
+                return Err("join.unmatched.topic is empty".into())
+            }
+            _ => {}
+        }
         Ok(JoinSpec {
             topic: self.topic.clone(),
             key: self.key.clone(),
             other_key: self.other_key.clone().or_else(|| self.key.clone()),
             within: self.within.as_millis().min(i64::MAX as u128) as i64,
-            outer: self.outer.unwrap_or(Outer::Inner),
+            outer,
+            unmatched,
             time,
             max_out_of_order: watermark.0,
             idle_timeout: watermark.1.unwrap_or(DEFAULT_IDLE),
@@ -115,8 +142,12 @@ impl JoinSpec {
             Outer::Right => "pairs, and the topic's unpaired records",
             Outer::Full => "pairs, and every unpaired record",
         };
+        let to = match &self.unmatched {
+            Some(topic) => format!(", unpaired ones to `{topic}`"),
+            None => String::new(),
+        };
         format!(
-            "joins `{}` within {} ms ({outer}), watermark {} ms behind",
+            "joins `{}` within {} ms ({outer}{to}), watermark {} ms behind",
             self.topic, self.within, self.max_out_of_order
         )
     }
@@ -192,6 +223,10 @@ mod tests {
             (
                 "join = { topic = \"payments\", within = \"1s\", outer = \"both\" }",
                 "unknown variant `both`",
+            ),
+            (
+                "join = { topic = \"payments\", within = \"1s\", unmatched = { topic = \"x\" } }",
+                "p.toml:9: stage `paid`: join.unmatched is for outer joins",
             ),
         ] {
             let err = parse(stage).unwrap_err();

@@ -106,6 +106,15 @@ impl Shared {
             self.send_output(sink, record, &acks, &mut halt, &mut failures);
         }
         self.shadow_sink.send(output.shadow);
+        for (topic, record) in &output.routed {
+            if let Err(e) = sink.send(topic, record, &acks) {
+                // Nothing of the batch may be committed: the record would be lost.
+                acks.fail();
+                self.fatal.stop(format!(
+                    "sending an unpaired record to `{topic}` failed: {e}"
+                ));
+            }
+        }
         for late in output.late {
             if halt.is_none_or(|h| late.record.offset < h) {
                 self.send_late(sink, late, originals, &acks);

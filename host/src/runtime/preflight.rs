@@ -208,6 +208,10 @@ fn check_sink_topics(
             let what = format!("stage `{}` late", stage.name);
             require_topic(metadata, topic, &what, sink_brokers)?;
         }
+        if let Some(topic) = stage.join.as_ref().and_then(|j| j.unmatched.as_ref()) {
+            let what = format!("stage `{}` unmatched", stage.name);
+            require_topic(metadata, topic, &what, sink_brokers)?;
+        }
         if let Some(topic) = stage.shadow.as_ref().and_then(|s| s.topic.as_ref()) {
             let what = format!("stage `{}` shadow", stage.name);
             require_topic(metadata, topic, &what, sink_brokers)?;

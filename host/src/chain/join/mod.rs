@@ -510,14 +510,7 @@ impl Pairing {
                 .and_then(|e| Buffered::decode(&e.value));
             if let (Some(kept), Some((side, time, _))) = (stored, entry::parse_name(&key.1)) {
                 if !kept.paired && spec.outer.keeps(side == LEFT) {
-                    let alone = Some((&kept, time));
-                    let (left, right) = if side == LEFT {
-                        (alone, None)
-                    } else {
-                        (None, alone)
-                    };
-                    let at = (call.topic.clone(), call.partition, -1);
-                    out.records.push(output(left, right, at));
+                    alone(call, kept, side, time, out);
                 }
             }
             self.change(Deferred::Remove(key), call.defer);
@@ -534,6 +527,32 @@ fn apply(state: &dyn crate::engine::StateBackend, change: Deferred) {
             entry::write_i64(state, entry::next_key(), next.max(now));
         }
     }
+}
+
+/// An unpaired record of `side` at `time`, out alone: to the plugin as a pair with `null` for
+/// the other side, or as it came to the stage's `unmatched` topic.
+fn alone(call: &Call, kept: Buffered, side: usize, time: i64, out: &mut WindowOutput) {
+    let at = (call.topic.clone(), call.partition, -1);
+    let Some(topic) = &call.spec.unmatched else {
+        let alone = Some((&kept, time));
+        let (left, right) = if side == LEFT {
+            (alone, None)
+        } else {
+            (None, alone)
+        };
+        out.records.push(output(left, right, at));
+        return;
+    };
+    let record = Record {
+        key: kept.key,
+        value: kept.value,
+        headers: Vec::new(),
+        timestamp: time,
+        topic: at.0,
+        partition: at.1,
+        offset: at.2,
+    };
+    out.routed.push((topic.clone(), record));
 }
 
 /// `topic[partition]@offset` of `rec`.

@@ -16,6 +16,7 @@ fn spec(within: i64, outer: Outer) -> Arc<JoinSpec> {
         other_key: Some("/order".into()),
         within,
         outer,
+        unmatched: None,
         time: EventTime::Field("/ts".into()),
         max_out_of_order: 100,
         idle_timeout: Duration::from_secs(3600),

@@ -61,6 +61,8 @@ pub struct WindowOutput {
     /// A join stage changed its state (took records in, let records go) though it may have
     /// nothing to show for it: under exactly once, that is still something to commit.
     pub changed: bool,
+    /// Records for a topic of their own (a join's unpaired records), with the topic.
+    pub routed: Vec<(String, Record)>,
 }
 
 impl WindowOutput {
@@ -69,6 +71,7 @@ impl WindowOutput {
         self.failures.extend(other.failures);
         self.late.extend(other.late);
         self.changed |= other.changed;
+        self.routed.extend(other.routed);
     }
 }
 

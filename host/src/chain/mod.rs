@@ -120,6 +120,9 @@ pub struct BatchOutput {
     pub changed: bool,
     /// Records for topics of their own (a join's unpaired records, `unmatched`), by topic.
     pub routed: Vec<(String, Record)>,
+    /// Under `fail`, a join took part: a failure stands for the whole call, not one input
+    /// (the sink refusing an output too).
+    pub whole: bool,
 }
 
 /// Every stage of a pipeline loaded (compiled, checked, pre-linked) once, to start as many
@@ -595,6 +598,8 @@ impl Chain {
         let mut records = batch;
         let mut out = BatchOutput::default();
         let stop_at_failure = self.stop_at_failure;
+        // The failures' index when the first join stage ran, if one did.
+        let mut joined_at: Option<usize> = None;
         for (i, running) in self.stages.iter_mut().enumerate() {
             let Running { name, step, shadow } = running;
             let hash = step.instance().plugin().hash().to_string();
@@ -647,13 +652,7 @@ impl Chain {
                         let outcomes = run_plugin(instance, formed.records, stop_at_failure);
                         records = failed.take(outcomes, &mut call, &mut out);
                     }
-                    if stop_at_failure {
-                        // A join's failure stands for its whole call (see
-                        // `JoinStage::stop_at_first_failure`).
-                        for f in &mut out.failures[failed_before..] {
-                            f.record.offset = -1;
-                        }
-                    }
+                    joined_at.get_or_insert(failed_before);
                 }
                 Step::Window(window) => {
                     // The candidate first, on a copy, its clock kept to the live one's.
@@ -700,6 +699,15 @@ impl Chain {
                     probe.record(call, started.elapsed().saturating_sub(shadow_took), memory);
                 }
             }
+        }
+        if let Some(from) = joined_at.filter(|_| stop_at_failure) {
+            // Under `fail`, a failure in or after a join stands for the whole call: what the
+            // join stored of the records after it cannot be told apart (see
+            // `JoinStage::stop_at_first_failure`), so nothing of the call may commit.
+            for f in &mut out.failures[from..] {
+                f.record.offset = -1;
+            }
+            out.whole = true;
         }
         if stop_at_failure {
             cut_at_first_failure(&mut records, &out.failures);

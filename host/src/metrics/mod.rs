@@ -160,6 +160,9 @@ pub struct JoinView {
     pub records_read: u64,
     /// Offsets of the partition not yet taken in, as librdkafka last saw its end.
     pub lag: i64,
+    /// Which reader shows it (a partition moved between workers has two for a moment).
+    #[serde(skip)]
+    pub reader: u64,
 }
 
 impl PartitionView {
@@ -337,9 +340,14 @@ impl Metrics {
         update(view);
     }
 
-    /// The partition of the topic `stage` joins is no longer read here.
-    pub fn forget_join(&self, stage: &str, partition: i32) {
-        lock(&self.joins).remove(&(stage.to_string(), partition));
+    /// Reader `reader` of the partition of the topic `stage` joins is gone: forget what it
+    /// showed, unless another reader of it shows something by now.
+    pub fn forget_join(&self, stage: &str, partition: i32, reader: u64) {
+        let mut all = lock(&self.joins);
+        let key = (stage.to_string(), partition);
+        if all.get(&key).is_some_and(|v| v.reader == reader) {
+            all.remove(&key);
+        }
     }
 
     pub fn joins(&self) -> Vec<JoinView> {

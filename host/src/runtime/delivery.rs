@@ -105,6 +105,13 @@ impl Shared {
             }
             self.send_output(sink, record, &acks, &mut halt, &mut failures);
         }
+        if output.whole {
+            // A refused output stands for the whole call too (see `BatchOutput::whole`).
+            for f in &mut failures {
+                f.record.offset = -1;
+            }
+            halt = None;
+        }
         self.shadow_sink.send(output.shadow);
         for (topic, record) in &output.routed {
             if let Err(e) = sink.send(topic, record, &acks) {

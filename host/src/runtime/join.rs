@@ -5,7 +5,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicI64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -95,6 +95,9 @@ pub(super) fn check_partitions(
     Ok(())
 }
 
+/// Readers made so far, to number them.
+static READERS: AtomicU64 = AtomicU64::new(0);
+
 /// One partition of a join stage's other topic.
 struct SideReader {
     follower: Mutex<Follower>,
@@ -105,13 +108,18 @@ struct SideReader {
     at_end: AtomicBool,
     /// The next offset to take in, for the lag.
     next: AtomicI64,
+    /// Where it began, when the partition had no stored position.
+    start: Option<i64>,
+    /// Which reader this is, so that dropping it forgets its own metrics only.
+    id: u64,
     fatal: Arc<Fatal>,
     metrics: Arc<Metrics>,
 }
 
 impl Drop for SideReader {
     fn drop(&mut self) {
-        self.metrics.forget_join(&self.stage, self.partition);
+        self.metrics
+            .forget_join(&self.stage, self.partition, self.id);
     }
 }
 
@@ -133,6 +141,7 @@ impl SideReader {
         };
         let follower = Follower::new(&joins.brokers, &joins.properties.0, topic, "join")
             .map_err(|e| failed("a reader of", e))?;
+        let stored = from;
         let from = match from {
             Some(offset) => offset,
             None => {
@@ -157,6 +166,8 @@ impl SideReader {
             partition,
             at_end: AtomicBool::new(false),
             next: AtomicI64::new(from),
+            start: stored.is_none().then_some(from),
+            id: READERS.fetch_add(1, Ordering::Relaxed),
             fatal: fatal.clone(),
             metrics: joins.metrics.clone(),
         })
@@ -166,6 +177,7 @@ impl SideReader {
     /// (they are gone; say so), or the topic was made again. Read on from its start.
     fn start_over(&self, follower: &Follower) -> Result<(), KafkaError> {
         let (from, _) = follower.bounds(self.partition, Duration::from_secs(30))?;
+        self.next.store(from, Ordering::Relaxed);
         tracing::warn!(
             stage = %self.stage,
             topic = %self.topic,
@@ -189,7 +201,9 @@ impl Side for SideReader {
         };
         match polled {
             Ok(polled) => {
-                let at_end = polled.changes.is_empty() && !polled.at_end.is_empty();
+                // The end-of-partition event comes once per time the end is reached, often in the
+                // poll that brought the last records; a poll with neither changes nothing.
+                let at_end = polled.at_end.contains(&self.partition);
                 if at_end || !polled.changes.is_empty() {
                     self.at_end.store(at_end, Ordering::Relaxed);
                 }
@@ -209,6 +223,10 @@ impl Side for SideReader {
     fn at_end(&self) -> bool {
         self.at_end.load(Ordering::Relaxed)
     }
+
+    fn start(&self) -> Option<i64> {
+        self.start
+    }
 }
 
 impl SideReader {
@@ -220,6 +238,7 @@ impl SideReader {
         let next = self.next.load(Ordering::Relaxed);
         let lag = follower.cached_end(self.partition).map(|end| end - next);
         self.metrics.join(&self.stage, self.partition, |view| {
+            view.reader = self.id;
             view.topic.clone_from(&self.topic);
             view.records_read += changes.len() as u64;
             view.lag = lag.unwrap_or(view.lag).max(0);

@@ -50,6 +50,10 @@ pub trait Side: Send + Sync {
     /// Whether the last call found the partition read to its end: only then may the other
     /// side count as idle (a reader still starting is not idle).
     fn at_end(&self) -> bool;
+    /// Where the reader began, if the partition had no stored position.
+    fn start(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// The other topic's records given up front (`weir test --join`), handed over in order.
@@ -209,9 +213,11 @@ impl JoinStage {
         self.partitions = std::mem::take(&mut old.partitions);
     }
 
-    /// Forget a revoked partition (its state stays in the store).
+    /// Forget a revoked partition (its state stays in the store), and let its reader of the
+    /// other topic go (the next batch names the side it reads).
     pub fn forget(&mut self, topic: &str, partition: i32) {
         self.partitions.remove(&(topic.to_string(), partition));
+        self.side = None;
     }
 
     /// Pair a batch of the stream's records (one partition's) with what is kept, take in the
@@ -294,7 +300,11 @@ impl JoinStage {
         let others = side.as_ref().map_or_else(Vec::new, |s| s.poll(SIDE_BATCH));
         p.side_at_end = side.as_ref().is_none_or(|s| s.at_end());
         out.changed = !others.is_empty();
-        let next = others.last().map(|r| r.offset + 1);
+        // A partition never read keeps where its reader began (`latest` would move on).
+        let first = (position(&p.state).is_none())
+            .then(|| side.as_ref()?.start())
+            .flatten();
+        let next = others.last().map(|r| r.offset + 1).or(first);
         for rec in others {
             p.take(&call, RIGHT, rec, 0, &mut out);
         }
@@ -410,6 +420,12 @@ impl Pairing {
                 return false;
             }
         };
+        // Records of no single input (a window's results, an earlier join's) share offset -1:
+        // each gets a number of its own, kept in state, and is never taken for a replay.
+        let seq = match rec.offset {
+            0.. => seq,
+            _ => self.next_unnumbered(),
+        };
         let name = entry::name(side, time, rec.offset, seq);
         let entry_key: StateKey = (Some(key), name);
         // A record kept already is one read again after a crash (at least once, the state ran
@@ -418,14 +434,14 @@ impl Pairing {
             .state
             .get(&entry_key)
             .and_then(|e| Buffered::decode(&e.value));
+        self.seen[side] = call.now;
         if kept.is_none() && time < self.watermark {
-            let record = as_failed(call, side, rec);
+            let record = as_late(side, rec);
             let watermark = self.watermark;
             out.late.push(Late { record, watermark });
             return true;
         }
         self.max[side] = self.max[side].max(time);
-        self.seen[side] = call.now;
         let mut this = Buffered::of(&rec);
         let paired = self.pair(call, side, (&this, time), &entry_key, &rec, out);
         this.paired = paired || kept.is_some_and(|k| k.paired);
@@ -434,6 +450,14 @@ impl Pairing {
         self.state
             .apply(BTreeMap::from([(entry_key, Some(this.encode()))]));
         true
+    }
+
+    /// The next number for a record of no single input (see [`Pairing::take`]).
+    fn next_unnumbered(&mut self) -> u32 {
+        let key = entry::unnumbered_key();
+        let n = entry::read_i64(&*self.state, &key).unwrap_or(0);
+        entry::write_i64(&*self.state, key, n.wrapping_add(1));
+        n as u32
     }
 
     /// Emit a pair of `this` (of `side`, at `entry`) with each kept record of the other side
@@ -453,7 +477,7 @@ impl Pairing {
             let Some((_, t, _)) = entry::parse_name(&name) else {
                 continue;
             };
-            if (t - this.1).abs() > call.spec.within {
+            if t.abs_diff(this.1) > call.spec.within.unsigned_abs() {
                 continue;
             }
             let Some(mut other) = Buffered::decode(&stored.value) else {
@@ -521,11 +545,7 @@ impl Pairing {
 fn apply(state: &dyn crate::engine::StateBackend, change: Deferred) {
     match change {
         Deferred::Remove(key) => state.apply(BTreeMap::from([(key, None)])),
-        // Never back: positions of calls released out of order cannot undo a later one.
-        Deferred::Next(next) => {
-            let now = entry::read_i64(state, &entry::next_key()).unwrap_or(i64::MIN);
-            entry::write_i64(state, entry::next_key(), next.max(now));
-        }
+        Deferred::Next(next) => entry::write_i64(state, entry::next_key(), next),
     }
 }
 
@@ -565,6 +585,14 @@ fn place(rec: &Record) -> String {
 /// `fail`, no failing record is (the run stops without committing anything of the call).
 fn as_failed(call: &Call, side: usize, mut rec: Record) -> Record {
     if side == RIGHT || call.stop {
+        rec.offset = -1;
+    }
+    rec
+}
+
+/// A record of `side` as a late one: a record of the other topic is no input of the batch.
+fn as_late(side: usize, mut rec: Record) -> Record {
+    if side == RIGHT {
         rec.offset = -1;
     }
     rec

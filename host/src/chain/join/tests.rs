@@ -408,3 +408,28 @@ fn the_other_side_stops_holding_the_watermark_once_read_to_its_end_and_idle() {
     let alone: Vec<_> = out.records.iter().map(pair_of).collect();
     assert_eq!(alone, [(Some(0), None)]);
 }
+
+#[test]
+fn records_of_no_single_input_are_each_kept_whatever_call_they_come_in() {
+    let mut stage = JoinStage::new(spec(40, Outer::Inner), "join");
+    stage.set_state(MemoryState::shared());
+    let side = Arc::new(Given::default());
+    stage.set_side(side.clone());
+    let now = Instant::now();
+    // Two window results (offset -1) of one key and time, in two calls.
+    for n in [1, 2] {
+        let mut result = rec(true, -1, 1, 1_000);
+        result.value = Some(
+            json!({ "id": 1, "ts": 1_000, "n": n })
+                .to_string()
+                .into_bytes(),
+        );
+        let out = stage.process(vec![result], now);
+        assert!(out.late.is_empty() && out.failures.is_empty());
+    }
+    side.add([rec(false, 9, 1, 1_010)]);
+    let out = stage.advance("orders", 0, now, false);
+    let mut pairs: Vec<_> = out.records.iter().map(pair_of).collect();
+    pairs.sort();
+    assert_eq!(pairs, [(Some(1), Some(9)), (Some(2), Some(9))]);
+}

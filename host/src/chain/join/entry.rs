@@ -58,6 +58,11 @@ pub(super) fn max_key(side: usize) -> StateKey {
     (None, ["join-max-left", "join-max-right"][side].into())
 }
 
+/// The offset after the last record of the stream taken in.
+pub(super) fn taken_key() -> StateKey {
+    (None, "join-taken".into())
+}
+
 /// The next number of a record of no single input.
 pub(super) fn unnumbered_key() -> StateKey {
     (None, "join-unnumbered".into())

@@ -131,6 +131,9 @@ struct Pairing {
     seen: [Instant; 2],
     /// Whether the other topic's partition was last found read to its end.
     side_at_end: bool,
+    /// The offset after the last record of the stream taken in. At least once the state runs
+    /// ahead of the outputs, so a record before it is one read again after a crash.
+    taken_through: i64,
     watermark: i64,
     /// Changes made with the last call's outputs, waiting for their delivery (at least once),
     /// and those of earlier calls, in call order.
@@ -306,7 +309,7 @@ impl JoinStage {
             .flatten();
         let next = others.last().map(|r| r.offset + 1).or(first);
         for rec in others {
-            p.take(&call, RIGHT, rec, 0, &mut out);
+            p.take(&call, RIGHT, rec, 0, false, &mut out);
         }
         for side in [LEFT, RIGHT] {
             if p.max[side] != before[side] {
@@ -353,6 +356,7 @@ impl Pairing {
         Pairing {
             max: [read(entry::max_key(LEFT)), read(entry::max_key(RIGHT))],
             watermark: read(entry::watermark_key()),
+            taken_through: read(entry::taken_key()),
             seen: [now, now],
             side_at_end: false,
             timers,
@@ -385,17 +389,30 @@ impl Pairing {
 
     /// Take in the stream's `records`; false if one failed and the call stops there.
     fn take_stream(&mut self, call: &Call, records: Vec<Record>, out: &mut WindowOutput) -> bool {
+        let before = self.taken_through;
+        let after = records
+            .iter()
+            .map(|r| r.offset + 1)
+            .max()
+            .unwrap_or(i64::MIN);
         // Records a flat-map before the stage made of one input share its offset: the n-th of
         // them is told apart by n, the same on a replay.
         let mut last = (i64::MIN, 0u32);
+        let mut complete = true;
         for rec in records {
             let seq = if rec.offset == last.0 { last.1 + 1 } else { 0 };
             last = (rec.offset, seq);
-            if !self.take(call, LEFT, rec, seq, out) && call.stop {
-                return false;
+            let again = (0..before).contains(&rec.offset);
+            if !self.take(call, LEFT, rec, seq, again, out) && call.stop {
+                complete = false;
+                break;
             }
         }
-        true
+        if complete && after > before {
+            self.taken_through = after;
+            entry::write_i64(&*self.state, entry::taken_key(), after);
+        }
+        complete
     }
 
     /// Pair one record of `side` with the other side's kept records of its key, and keep it;
@@ -406,6 +423,7 @@ impl Pairing {
         side: usize,
         rec: Record,
         seq: u32,
+        again: bool,
         out: &mut WindowOutput,
     ) -> bool {
         let (time, key) = match entry::read_record(&call.spec, side, &rec) {
@@ -428,14 +446,15 @@ impl Pairing {
         };
         let name = entry::name(side, time, rec.offset, seq);
         let entry_key: StateKey = (Some(key), name);
-        // A record kept already is one read again after a crash (at least once, the state ran
-        // ahead of the outputs): it pairs again, whatever the watermark says now.
+        // A record read `again`, or kept already, is one read again after a crash (at least
+        // once, the state ran ahead of the outputs): it pairs again, whatever the watermark
+        // says now (it may have expired since, after its pairs were delivered).
         let kept = self
             .state
             .get(&entry_key)
             .and_then(|e| Buffered::decode(&e.value));
         self.seen[side] = call.now;
-        if kept.is_none() && time < self.watermark {
+        if !again && kept.is_none() && time < self.watermark {
             let record = as_late(side, rec);
             let watermark = self.watermark;
             out.late.push(Late { record, watermark });

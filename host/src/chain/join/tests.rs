@@ -433,3 +433,38 @@ fn records_of_no_single_input_are_each_kept_whatever_call_they_come_in() {
     pairs.sort();
     assert_eq!(pairs, [(Some(1), Some(9)), (Some(2), Some(9))]);
 }
+
+#[test]
+fn at_least_once_a_record_read_again_after_it_expired_is_not_late() {
+    let spec = spec(40, Outer::Left);
+    let state = MemoryState::shared();
+    let side = Arc::new(Given::default());
+    let start = || {
+        let mut stage = JoinStage::new(spec.clone(), "join");
+        stage.defer_until_delivered(true);
+        stage.set_state(state.clone());
+        stage.set_side(side.clone());
+        stage
+    };
+    let now = Instant::now();
+    let mut stage = start();
+    stage.process(vec![rec(true, 0, 1, 1_000)], now);
+    side.add([rec(false, 0, 2, 100_000)]);
+    let out = stage.process(vec![rec(true, 1, 2, 100_000)], now);
+    assert_eq!(
+        out.records.iter().map(pair_of).collect::<Vec<_>>(),
+        [(Some(1), Some(0)), (Some(0), None)]
+    );
+    let delivered = Arc::new(Flag::default());
+    delivered.set();
+    stage.hold(&(delivered as Arc<dyn Delivered>));
+    stage.advance("orders", 0, now, false);
+    // Its removal is written; the crash comes before its offset is committed.
+    let mut stage = start();
+    let out = stage.process(vec![rec(true, 0, 1, 1_000)], now);
+    assert!(out.late.is_empty(), "read again, not late: {:?}", out.late);
+    assert_eq!(
+        out.records.iter().map(pair_of).collect::<Vec<_>>(),
+        [(Some(0), None)]
+    );
+}

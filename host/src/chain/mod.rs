@@ -644,10 +644,7 @@ impl Chain {
                         stage: name,
                         hash: &hash,
                     };
-                    failed.add(formed.failures, &mut out);
-                    let to = join.late_output();
-                    out.late
-                        .extend(formed.late.into_iter().map(|l| failed.late(l, to)));
+                    failed.set_aside(formed.failures, formed.late, join.late_output(), &mut out);
                     if !formed.records.is_empty() {
                         let outcomes = run_plugin(instance, formed.records, stop_at_failure);
                         records = failed.take(outcomes, &mut call, &mut out);
@@ -674,20 +671,12 @@ impl Chain {
                     records = result.records;
                     let failed_inputs = result.failures.iter().filter(|f| f.0.offset >= 0);
                     call.filtered = call.records_in.saturating_sub(failed_inputs.count());
-                    out.failures
-                        .extend(result.failures.into_iter().map(|(record, error)| Failure {
-                            record,
-                            stage: name.clone(),
-                            plugin_hash: Some(hash.clone()),
-                            error,
-                        }));
-                    let to = window.late_output();
                     let failed = FailedIn {
                         stage: name,
                         hash: &hash,
                     };
-                    out.late
-                        .extend(result.late.into_iter().map(|l| failed.late(l, to)));
+                    let to = window.late_output();
+                    failed.set_aside(result.failures, result.late, to, &mut out);
                 }
             }
             call.records_out = records.len();
@@ -737,17 +726,6 @@ struct FailedIn<'a> {
 }
 
 impl FailedIn<'_> {
-    /// A record too late for the stage, to go to `to`.
-    fn late(&self, late: window::Late, to: &LateOutput) -> LateRecord {
-        LateRecord {
-            record: late.record,
-            stage: self.stage.to_string(),
-            plugin_hash: self.hash.to_string(),
-            to: to.clone(),
-            watermark: late.watermark,
-        }
-    }
-
     /// The records of `outcomes` that go on, counting those filtered; failures to `out`.
     fn take(&self, outcomes: Vec<Outcome>, call: &mut Call, out: &mut BatchOutput) -> Vec<Record> {
         let mut records = Vec::with_capacity(outcomes.len());
@@ -759,6 +737,25 @@ impl FailedIn<'_> {
             }
         }
         records
+    }
+
+    /// What a window or join stage set aside: records that failed in it, and records too
+    /// late for it, to go to `to`.
+    fn set_aside(
+        &self,
+        failures: Vec<(Record, RecordError)>,
+        late: Vec<window::Late>,
+        to: &LateOutput,
+        out: &mut BatchOutput,
+    ) {
+        self.add(failures, out);
+        out.late.extend(late.into_iter().map(|late| LateRecord {
+            record: late.record,
+            stage: self.stage.to_string(),
+            plugin_hash: self.hash.to_string(),
+            to: to.clone(),
+            watermark: late.watermark,
+        }));
     }
 
     fn add(

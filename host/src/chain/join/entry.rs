@@ -6,9 +6,11 @@
 
 use crate::{
     config::JoinSpec,
-    engine::{Entry, ErrorKind, Record, StateBackend, StateKey},
+    engine::{Entry, ErrorKind, Record, StateKey},
     table::{kafka_key_text, key_text},
 };
+
+pub(super) use crate::chain::window::{read_i64, write_i64};
 
 use super::event_time;
 
@@ -70,16 +72,6 @@ pub(super) fn unnumbered_key() -> StateKey {
 
 pub(super) fn watermark_key() -> StateKey {
     (None, "join-watermark".into())
-}
-
-pub(super) fn read_i64(state: &dyn StateBackend, key: &StateKey) -> Option<i64> {
-    let entry = state.get(key)?;
-    Some(i64::from_be_bytes(entry.value.as_slice().try_into().ok()?))
-}
-
-pub(super) fn write_i64(state: &dyn StateBackend, key: StateKey, value: i64) {
-    let entry = Entry::new(value.to_be_bytes().to_vec(), 0);
-    state.apply([(key, Some(entry))].into());
 }
 
 /// A kept record: whether it paired, and what an output needs of it.

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::store::{progress_key, read_time};
+use super::store::{progress_key, read_i64};
 use crate::{config::WindowSpec, engine::StateBackend};
 
 /// The watermark of one window stage, over every partition any worker runs it for.
@@ -144,7 +144,7 @@ impl Clock {
 /// watermark where it left off (or, new, holding it back until it has records or goes idle).
 pub fn resume(clock: &Clock, state: &dyn StateBackend, topic: &str, partition: i32, now: Instant) {
     clock.assign(topic, partition, now);
-    if let Some(max_ts) = read_time(state, &progress_key()) {
+    if let Some(max_ts) = read_i64(state, &progress_key()) {
         clock.observe(topic, partition, Some(max_ts), now);
     }
 }

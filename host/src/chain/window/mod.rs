@@ -37,6 +37,7 @@ pub use aggregator::Aggregator;
 pub(crate) use assign::event_time;
 pub use clock::{resume, Clock};
 pub use stage::WindowStage;
+pub(crate) use store::{read_i64, write_i64};
 
 use crate::engine::{Record, RecordError};
 

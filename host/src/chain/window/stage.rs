@@ -12,7 +12,7 @@ use super::{
     assign::{event_time, sessions, Pending},
     clock::Clock,
     store::{
-        apply, entry_name, fired_through_key, parse_entry_name, progress_key, read_time, release,
+        apply, entry_name, fired_through_key, parse_entry_name, progress_key, read_i64, release,
         stored_acc, Change, Panes, FIRED,
     },
     timers::Timers,
@@ -137,7 +137,7 @@ impl<A: Aggregator> WindowStage<A> {
                     timers.set(at, (key, name));
                 }
             }
-            let fired_through = read_time(&*state, &fired_through_key()).unwrap_or(i64::MIN);
+            let fired_through = read_i64(&*state, &fired_through_key()).unwrap_or(i64::MIN);
             self.partitions.insert(
                 key.clone(),
                 Panes {
@@ -250,7 +250,7 @@ impl<A: Aggregator> WindowStage<A> {
         // The partition's progress in event time is kept with its windows: after a restart or a
         // move, a partition with nothing new to read must not hold the watermark back.
         if let Some(max_ts) = batch.max_ts {
-            if read_time(&*state, &progress_key()).is_none_or(|stored| stored < max_ts) {
+            if read_i64(&*state, &progress_key()).is_none_or(|stored| stored < max_ts) {
                 let entry = Entry::new(max_ts.to_be_bytes().to_vec(), 0);
                 folded.writes.insert(progress_key(), Some(entry));
             }

@@ -63,9 +63,17 @@ pub(super) fn fired_through_key() -> StateKey {
     (None, "fired-through".into())
 }
 
-pub(super) fn read_time(state: &dyn StateBackend, key: &StateKey) -> Option<i64> {
+/// A number the host keeps beside a stage's entries (a window stage's progress, a join's
+/// watermark and position): eight big-endian bytes, as [`write_i64`] writes it.
+pub(crate) fn read_i64(state: &dyn StateBackend, key: &StateKey) -> Option<i64> {
     let entry = state.get(key)?;
     Some(i64::from_be_bytes(entry.value.as_slice().try_into().ok()?))
+}
+
+/// Keep `value` at `key` (see [`read_i64`]).
+pub(crate) fn write_i64(state: &dyn StateBackend, key: StateKey, value: i64) {
+    let entry = Entry::new(value.to_be_bytes().to_vec(), 0);
+    state.apply([(key, Some(entry))].into());
 }
 
 /// Apply held changes whose outputs were delivered.
@@ -106,7 +114,7 @@ pub(super) fn apply(state: &SharedState, changes: Vec<Change>) {
     }
     if let Some(watermark) = through {
         let key = fired_through_key();
-        if read_time(&**state, &key).is_none_or(|stored| stored < watermark) {
+        if read_i64(&**state, &key).is_none_or(|stored| stored < watermark) {
             writes.insert(key, Some(Entry::new(watermark.to_be_bytes().to_vec(), 0)));
         }
     }

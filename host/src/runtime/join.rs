@@ -16,11 +16,11 @@ use rdkafka::{
     metadata::Metadata,
 };
 
-use super::preflight::unlike_source;
+use super::{partition::StageState, preflight::unlike_source};
 use crate::{
     chain::join::{self, Side, Sides},
     config::{JoinSpec, KafkaProperties, Pipeline, SourceConfig},
-    engine::{Record, SharedState},
+    engine::Record,
     kafka::{
         follow::{Change, Follower},
         Fatal,
@@ -55,13 +55,13 @@ impl Joins {
     pub(super) fn open(
         &self,
         partition: i32,
-        states: &[(usize, SharedState)],
+        states: &[StageState],
         fatal: &Arc<Fatal>,
     ) -> Result<Sides, Error> {
         let mut sides: Sides = Vec::new();
         for (stage, name, spec) in &self.stages {
-            let state = states.iter().find(|(i, _)| i == stage).map(|(_, s)| s);
-            let from = state.and_then(join::position);
+            let state = states.iter().find(|s| s.stage == *stage);
+            let from = state.and_then(|s| join::position(&*s.state));
             let reader = SideReader::open(self, name, &spec.topic, partition, from, fatal)?;
             sides.push((*stage, Arc::new(reader)));
         }

@@ -16,7 +16,6 @@ use rdkafka::{
 use super::{partition::StageState, Partition, Shared, Slot, Work, DRAIN_TIMEOUT};
 use crate::{
     chain::{join::Sides, window},
-    engine::SharedState,
     kafka::{source::Positions, Consumer, Sink},
     Error,
 };
@@ -134,11 +133,7 @@ impl Shared {
             None => (None, None),
         };
         let states = self.restore(topic, partition)?;
-        let shared: Vec<(usize, SharedState)> = states
-            .iter()
-            .map(|s| (s.stage, s.state.clone() as SharedState))
-            .collect();
-        let sides = self.joins.open(partition, &shared, &self.fatal)?;
+        let sides = self.joins.open(partition, &states, &self.fatal)?;
         Ok(Takeover {
             transaction,
             position,

@@ -38,7 +38,7 @@ use entry::{Buffered, LEFT, RIGHT};
 use super::window::{event_time, Delivered, Late, WindowOutput};
 use crate::{
     config::JoinSpec,
-    engine::{MemoryState, Record, RecordError, SharedState, StateKey},
+    engine::{MemoryState, Record, RecordError, SharedState, StateBackend, StateKey},
 };
 
 /// The other topic's records, as the run reads them: its partition of the number the stage's
@@ -101,8 +101,8 @@ const SIDE_BATCH: usize = 2048;
 
 /// The offset to read the other topic's partition from, as `state` (a partition's state of a
 /// join stage) keeps it; none for a partition never read.
-pub fn position(state: &SharedState) -> Option<i64> {
-    entry::read_i64(&**state, &entry::next_key())
+pub fn position(state: &dyn StateBackend) -> Option<i64> {
+    entry::read_i64(state, &entry::next_key())
 }
 
 /// A join stage: the pairing of its partitions' records, and the plugin that renders pairs
@@ -303,11 +303,13 @@ impl JoinStage {
         let others = side.as_ref().map_or_else(Vec::new, |s| s.poll(SIDE_BATCH));
         p.side_at_end = side.as_ref().is_none_or(|s| s.at_end());
         out.changed = !others.is_empty();
-        // A partition never read keeps where its reader began (`latest` would move on).
-        let first = (position(&p.state).is_none())
-            .then(|| side.as_ref()?.start())
-            .flatten();
-        let next = others.last().map(|r| r.offset + 1).or(first);
+        // A partition never read keeps where its reader began (`latest` would move on): asked
+        // only when nothing came, not on every call that took records in.
+        let next = match others.last() {
+            Some(last) => Some(last.offset + 1),
+            None if position(&*p.state).is_none() => side.as_ref().and_then(|s| s.start()),
+            None => None,
+        };
         for rec in others {
             p.take(&call, RIGHT, rec, 0, false, &mut out);
         }
@@ -561,7 +563,7 @@ impl Pairing {
     }
 }
 
-fn apply(state: &dyn crate::engine::StateBackend, change: Deferred) {
+fn apply(state: &dyn StateBackend, change: Deferred) {
     match change {
         Deferred::Remove(key) => state.apply(BTreeMap::from([(key, None)])),
         Deferred::Next(next) => entry::write_i64(state, entry::next_key(), next),

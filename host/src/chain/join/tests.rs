@@ -291,7 +291,7 @@ fn at_least_once_a_crash_before_delivery_pairs_the_records_read_again_and_loses_
     }
     // The restart reads the stream again from call 10 (its committed offset) and the other
     // topic from the position the state has.
-    let from = position(&state).unwrap_or(0) as usize;
+    let from = position(&*state).unwrap_or(0) as usize;
     assert!(
         from <= 100,
         "the position ran ahead of the delivered outputs: {from}"
@@ -331,10 +331,10 @@ fn a_call_s_position_is_written_only_once_it_and_every_call_before_it_are_delive
     // The second call's outputs arrive first: its position waits for the first call's.
     flags[1].set();
     stage.advance("orders", 0, now, false);
-    assert_eq!(position(&state), None);
+    assert_eq!(position(&*state), None);
     flags[0].set();
     stage.advance("orders", 0, now, false);
-    assert_eq!(position(&state), Some(2));
+    assert_eq!(position(&*state), Some(2));
 }
 
 #[test]

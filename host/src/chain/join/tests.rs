@@ -24,6 +24,14 @@ fn spec(within: i64, outer: Outer) -> Arc<JoinSpec> {
     })
 }
 
+/// A join stage of `spec` over `state`, reading the other topic from `side`.
+fn joining(spec: &Arc<JoinSpec>, state: &SharedState, side: &Arc<Given>) -> JoinStage {
+    let mut stage = JoinStage::new(spec.clone(), "join");
+    stage.set_state(state.clone());
+    stage.set_side(side.clone());
+    stage
+}
+
 /// A record of the stream (`orders`, keyed `/id`) or of the other topic (`payments`, `/order`).
 fn rec(left: bool, offset: i64, key: u32, ts: i64) -> Record {
     let (topic, value) = match left {
@@ -112,12 +120,7 @@ fn run(
 ) -> Vec<(Option<i64>, Option<i64>)> {
     let state = MemoryState::shared();
     let side = Arc::new(Given::default());
-    let start = || {
-        let mut stage = JoinStage::new(spec.clone(), "join");
-        stage.set_state(state.clone());
-        stage.set_side(side.clone());
-        stage
-    };
+    let start = || joining(spec, &state, &side);
     let mut stage = start();
     let mut outputs = Vec::new();
     let now = Instant::now();
@@ -187,10 +190,8 @@ fn records_leave_the_state_once_the_watermark_passes_them_by_the_bound() {
 
 #[test]
 fn a_record_behind_the_watermark_is_late_and_bad_ones_fail_naming_their_place() {
-    let mut stage = JoinStage::new(spec(40, Outer::Inner), "join");
-    stage.set_state(MemoryState::shared());
     let side = Arc::new(Given::default());
-    stage.set_side(side.clone());
+    let mut stage = joining(&spec(40, Outer::Inner), &MemoryState::shared(), &side);
     let now = Instant::now();
     side.add([rec(false, 0, 1, 10_000)]);
     stage.process(vec![rec(true, 0, 1, 10_000)], now);
@@ -262,10 +263,8 @@ fn at_least_once_a_crash_before_delivery_pairs_the_records_read_again_and_loses_
     let want = reference(&left, &right, 40, Outer::Left);
     let state = MemoryState::shared();
     let start = |side: &Arc<Given>| {
-        let mut stage = JoinStage::new(spec.clone(), "join");
+        let mut stage = joining(&spec, &state, side);
         stage.defer_until_delivered(true);
-        stage.set_state(state.clone());
-        stage.set_side(side.clone());
         stage
     };
     let now = Instant::now();
@@ -315,12 +314,10 @@ fn at_least_once_a_crash_before_delivery_pairs_the_records_read_again_and_loses_
 
 #[test]
 fn a_call_s_position_is_written_only_once_it_and_every_call_before_it_are_delivered() {
-    let mut stage = JoinStage::new(spec(40, Outer::Inner), "join");
-    stage.defer_until_delivered(true);
     let state = MemoryState::shared();
-    stage.set_state(state.clone());
     let side = Arc::new(Given::default());
-    stage.set_side(side.clone());
+    let mut stage = joining(&spec(40, Outer::Inner), &state, &side);
+    stage.defer_until_delivered(true);
     let now = Instant::now();
     let flags: Vec<Arc<Flag>> = (0..2).map(|_| Arc::new(Flag::default())).collect();
     for (i, flag) in flags.iter().enumerate() {
@@ -339,12 +336,10 @@ fn a_call_s_position_is_written_only_once_it_and_every_call_before_it_are_delive
 
 #[test]
 fn under_fail_nothing_after_a_failing_record_is_taken_in() {
-    let mut stage = JoinStage::new(spec(40, Outer::Inner), "join");
-    stage.stop_at_first_failure();
     let state = MemoryState::shared();
-    stage.set_state(state.clone());
     let side = Arc::new(Given::new([rec(false, 0, 1, 1_000)]));
-    stage.set_side(side.clone());
+    let mut stage = joining(&spec(40, Outer::Inner), &state, &side);
+    stage.stop_at_first_failure();
     let mut bad = rec(true, 1, 1, 1_000);
     bad.value = Some(b"{\"ts\": 1000}".to_vec());
     let out = stage.process(
@@ -367,10 +362,8 @@ fn under_fail_nothing_after_a_failing_record_is_taken_in() {
 
 #[test]
 fn records_a_flat_map_made_of_one_input_are_each_kept_and_paired() {
-    let mut stage = JoinStage::new(spec(40, Outer::Inner), "join");
-    stage.set_state(MemoryState::shared());
     let side = Arc::new(Given::default());
-    stage.set_side(side.clone());
+    let mut stage = joining(&spec(40, Outer::Inner), &MemoryState::shared(), &side);
     let now = Instant::now();
     let mut twin = rec(true, 5, 1, 1_000);
     twin.value = Some(
@@ -392,10 +385,8 @@ fn the_other_side_stops_holding_the_watermark_once_read_to_its_end_and_idle() {
         idle_timeout: Duration::from_secs(10),
         ..(*spec(40, Outer::Left)).clone()
     });
-    let mut stage = JoinStage::new(spec, "join");
-    stage.set_state(MemoryState::shared());
     let side = Arc::new(Given::new([rec(false, 0, 9, 0)]));
-    stage.set_side(side.clone());
+    let mut stage = joining(&spec, &MemoryState::shared(), &side);
     let now = Instant::now();
     stage.process(vec![rec(true, 0, 1, 1_000)], now);
     stage.process(vec![rec(true, 1, 2, 50_000)], now);
@@ -411,10 +402,8 @@ fn the_other_side_stops_holding_the_watermark_once_read_to_its_end_and_idle() {
 
 #[test]
 fn records_of_no_single_input_are_each_kept_whatever_call_they_come_in() {
-    let mut stage = JoinStage::new(spec(40, Outer::Inner), "join");
-    stage.set_state(MemoryState::shared());
     let side = Arc::new(Given::default());
-    stage.set_side(side.clone());
+    let mut stage = joining(&spec(40, Outer::Inner), &MemoryState::shared(), &side);
     let now = Instant::now();
     // Two window results (offset -1) of one key and time, in two calls.
     for n in [1, 2] {
@@ -440,10 +429,8 @@ fn at_least_once_a_record_read_again_after_it_expired_is_not_late() {
     let state = MemoryState::shared();
     let side = Arc::new(Given::default());
     let start = || {
-        let mut stage = JoinStage::new(spec.clone(), "join");
+        let mut stage = joining(&spec, &state, &side);
         stage.defer_until_delivered(true);
-        stage.set_state(state.clone());
-        stage.set_side(side.clone());
         stage
     };
     let now = Instant::now();

@@ -74,6 +74,17 @@ config = {{ join = [{{ table = "customers", key = "/customer", fields = {{ "/cou
         ))
     }
 
+    /// [`Setup::pipeline`] of an upsert table with more `[[table]]` settings (lines).
+    fn upsert_pipeline_with(&self, settings: &str) -> PathBuf {
+        let path = self.pipeline("upsert", "");
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "format = \"upsert\"",
+            &format!("format = \"upsert\"\n{settings}"),
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     fn produce_orders(&self, orders: &[(&str, &str)]) {
         let records: Vec<In> = orders.iter().map(|(id, c)| order(id, c, None)).collect();
         self.topics.kafka.produce(&self.topics.source, &records);
@@ -572,12 +583,7 @@ fn as_of_event_time_each_order_gets_the_row_current_at_its_time() {
         })
         .collect();
     s.produce_customers(&changes);
-    let pipeline = s.pipeline("upsert", "");
-    let text = std::fs::read_to_string(&pipeline).unwrap().replace(
-        "format = \"upsert\"",
-        "format = \"upsert\"\nas_of = \"event-time\"\nretention = \"1h\"",
-    );
-    std::fs::write(&pipeline, text).unwrap();
+    let pipeline = s.upsert_pipeline_with("as_of = \"event-time\"\nretention = \"1h\"");
     let mut weir = Weir::start(weir_bin(), &pipeline);
     weir.wait_for_log("table read:", Duration::from_secs(60));
 
@@ -672,11 +678,7 @@ fn a_partitioned_table_is_read_per_assigned_partition_and_moves_with_it() {
         changes.push(upsert(id, Some(row(id, &country)), partition_of(id)));
     }
     s.produce_customers(&changes);
-    let text = std::fs::read_to_string(s.pipeline("upsert", "")).unwrap();
-    let text = text.replace(
-        "format = \"upsert\"",
-        "format = \"upsert\"\npartitioned = true",
-    );
+    let text = std::fs::read_to_string(s.upsert_pipeline_with("partitioned = true")).unwrap();
     let pipeline_a = s.topics.dir.path().join("a.toml");
     std::fs::write(&pipeline_a, &text).unwrap();
     let state_b = crate::common::scratch();
@@ -786,12 +788,7 @@ fn a_partitioned_table_is_read_per_assigned_partition_and_moves_with_it() {
 #[test]
 fn a_partitioned_table_partitioned_unlike_the_source_is_refused_naming_both_counts() {
     let s = Setup::new("tables-part-count", 2);
-    let pipeline = s.pipeline("upsert", "");
-    let text = std::fs::read_to_string(&pipeline).unwrap().replace(
-        "format = \"upsert\"",
-        "format = \"upsert\"\npartitioned = true",
-    );
-    std::fs::write(&pipeline, text).unwrap();
+    let pipeline = s.upsert_pipeline_with("partitioned = true");
     let mut weir = Weir::start(weir_bin(), &pipeline);
     assert_ne!(
         weir.wait(Duration::from_secs(60)),

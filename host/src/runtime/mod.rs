@@ -83,6 +83,8 @@ impl Default for RunOptions {
 const WORKER_QUEUE: usize = 16;
 /// Longest wait for the sink on a rebalance or at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for the consumer to leave the group at the end of a run.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What a worker is asked to do.
 enum Work {
@@ -264,8 +266,8 @@ fn shut_down(
         ));
     }
     shared.commit_all(&consumer);
-    drop(consumer); // leaves the group (a final revoke commits nothing new)
-                    // The loop ended on `stop` or a fatal error, and so do the tables' readers.
+    leave_group(consumer);
+    // The loop ended on `stop` or a fatal error, and so do the tables' readers.
     drop(
         shared
             .table_readers
@@ -277,6 +279,30 @@ fn shut_down(
     match shared.fatal.take() {
         Some(error) => Err(error),
         None => Ok(snapshot),
+    }
+}
+
+/// Leave the group (the final revoke commits nothing new), waiting at most [`LEAVE_TIMEOUT`].
+/// librdkafka's close waits for the coordinator's answers (to the leave, to commits and
+/// assignments in flight), each up to `socket.timeout.ms`, and rdkafka's drop polls until it is
+/// closed, without a bound: a coordinator that did not answer held a stop past a minute. All is
+/// committed by now, and a member that leaves without a word is dropped by the group after
+/// `session.timeout.ms`, so the run ends anyway, and the close goes on in the background.
+fn leave_group(consumer: Consumer) {
+    let (left, leaving) = crossbeam_channel::bounded(1);
+    thread::Builder::new()
+        .name("weir-leave".into())
+        .spawn(move || {
+            drop(consumer);
+            let _ = left.send(());
+        })
+        .expect("spawn a thread");
+    if leaving.recv_timeout(LEAVE_TIMEOUT).is_err() {
+        tracing::warn!(
+            "the consumer did not leave the group within {LEAVE_TIMEOUT:?} (its coordinator did \
+             not answer); stopping without waiting: the group drops this member after its \
+             session timeout"
+        );
     }
 }
 

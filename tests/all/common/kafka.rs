@@ -553,9 +553,10 @@ impl Weir {
                 return status.code();
             }
             if started.elapsed() > timeout {
+                let stacks = stacks(self.pid());
                 self.child.kill().ok();
                 panic!(
-                    "weir run did not exit within {timeout:?}; log:\n{}",
+                    "weir run did not exit within {timeout:?}; log:\n{}\n{stacks}",
                     self.log()
                 );
             }
@@ -686,4 +687,23 @@ pub fn http_get(at: &str, path: &str) -> (u16, String) {
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Every thread's stack of the process `pid`, through gdb where it is installed: what a run that
+/// does not stop is waiting for.
+fn stacks(pid: u32) -> String {
+    let out = Command::new("gdb")
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(out) => format!("threads (gdb):\n{}", String::from_utf8_lossy(&out.stdout)),
+        Err(e) => format!("(no thread stacks: gdb: {e})"),
+    }
 }

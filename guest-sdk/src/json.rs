@@ -438,8 +438,13 @@ fn find<T: Token>(text: &[u8], nodes: &[Node], tokens: impl Iterator<Item = T>) 
         match node.kind {
             Kind::Scalar => return Found::Absent,
             Kind::Object => {
+                let token = token.as_ref();
                 while child < node.skip as usize {
-                    if key_is(text, &nodes[child], token.as_ref()) {
+                    // Most keys differ in length: told apart here, without a call (which in
+                    // wasm also checks the time limit).
+                    let member = &nodes[child];
+                    let len = (member.key_end - member.key_start) as usize;
+                    if (len == token.len() || member.key_escaped) && key_is(text, member, token) {
                         duplicate |= found.is_some();
                         found = Some(child);
                     }

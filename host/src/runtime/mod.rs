@@ -282,26 +282,31 @@ fn shut_down(
     }
 }
 
-/// Leave the group (the final revoke commits nothing new), waiting at most [`LEAVE_TIMEOUT`].
-/// librdkafka's close waits for the coordinator's answers (to the leave, to commits and
-/// assignments in flight), each up to `socket.timeout.ms`, and rdkafka's drop polls until it is
-/// closed, without a bound: a coordinator that did not answer held a stop past a minute. All is
-/// committed by now, and a member that leaves without a word is dropped by the group after
-/// `session.timeout.ms`, so the run ends anyway, and the close goes on in the background.
+/// Leave the group, waiting at most [`LEAVE_TIMEOUT`]. librdkafka's close waits for the
+/// coordinator's answers (to the leave, to commits and assignments in flight), each up to
+/// `socket.timeout.ms`, and rdkafka's drop polls until it is closed, without a bound: a
+/// coordinator that did not answer held a stop past a minute. The final revoke commits again
+/// what the run delivered; cut short, at least once, its records are read again by the next
+/// owner (exactly once, the workers committed their transactions when they stopped). A member
+/// that leaves without a word is dropped by the group after `session.timeout.ms`.
 fn leave_group(consumer: Consumer) {
     let (left, leaving) = crossbeam_channel::bounded(1);
-    thread::Builder::new()
+    // A thread that cannot start drops the consumer in place, waiting as long as it takes.
+    let spawned = thread::Builder::new()
         .name("weir-leave".into())
         .spawn(move || {
             drop(consumer);
             let _ = left.send(());
-        })
-        .expect("spawn a thread");
-    if leaving.recv_timeout(LEAVE_TIMEOUT).is_err() {
+        });
+    let timed_out = matches!(
+        leaving.recv_timeout(LEAVE_TIMEOUT),
+        Err(crossbeam_channel::RecvTimeoutError::Timeout)
+    );
+    if spawned.is_ok() && timed_out {
         tracing::warn!(
             "the consumer did not leave the group within {LEAVE_TIMEOUT:?} (its coordinator did \
              not answer); stopping without waiting: the group drops this member after its \
-             session timeout"
+             session timeout, and offsets not committed by then are read again"
         );
     }
 }

@@ -690,20 +690,31 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 }
 
 /// Every thread's stack of the process `pid`, through gdb where it is installed: what a run that
-/// does not stop is waiting for.
+/// does not stop is waiting for. gdb gets a minute (`timeout`): it can hang on a process in an
+/// uninterruptible wait.
 fn stacks(pid: u32) -> String {
-    let out = Command::new("gdb")
-        .args([
-            "-p",
-            &pid.to_string(),
-            "-batch",
-            "-ex",
-            "thread apply all bt",
-        ])
+    let pid = pid.to_string();
+    let gdb = [
+        "-nx",
+        "-batch",
+        "-iex",
+        "set debuginfod enabled off",
+        "-p",
+        &pid,
+    ];
+    let out = Command::new("timeout")
+        .args(["-k", "5", "60", "gdb"])
+        .args(gdb)
+        .args(["-ex", "thread apply all bt"])
         .stdin(std::process::Stdio::null())
         .output();
     match out {
-        Ok(out) => format!("threads (gdb):\n{}", String::from_utf8_lossy(&out.stdout)),
-        Err(e) => format!("(no thread stacks: gdb: {e})"),
+        Ok(out) => format!(
+            "threads (gdb, {}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => format!("(no thread stacks: {e})"),
     }
 }

@@ -187,6 +187,9 @@ pub fn is_fenced(error: &KafkaError) -> bool {
     ) || error.to_string().contains("fences the current one")
 }
 
+/// The producer queue's byte bound, in KiB (`queue.buffering.max.kbytes` below).
+const QUEUE_KBYTES: u64 = 16384;
+
 /// Producer settings weir starts from; the pipeline's `[sink.kafka]` overrides them.
 pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     // Retries must not reorder or duplicate within a partition.
@@ -217,6 +220,18 @@ pub(crate) fn producer_config(
     }
     for (k, v) in &properties.0 {
         config.set(k, v);
+    }
+    // A record larger than the queue's byte bound never fits in it (librdkafka answers "queue
+    // full" to it for ever): the queue holds at least one record of the largest size allowed.
+    let largest_kb = properties
+        .0
+        .get("message.max.bytes")
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|bytes| bytes / 1024 + 1);
+    if let Some(kb) = largest_kb.filter(|kb| *kb > QUEUE_KBYTES) {
+        if !properties.0.contains_key("queue.buffering.max.kbytes") {
+            config.set("queue.buffering.max.kbytes", kb.to_string());
+        }
     }
     if let Some(id) = transactional_id {
         config.set("transactional.id", id);
@@ -514,4 +529,36 @@ fn headers(headers: &[Header]) -> OwnedHeaders {
                 value: Some(&x.value),
             })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kafka(pairs: &[(&str, &str)]) -> KafkaProperties {
+        let mut properties = KafkaProperties::default();
+        for (k, v) in pairs {
+            properties.0.insert(k.to_string(), v.to_string());
+        }
+        properties
+    }
+
+    #[test]
+    fn the_queue_holds_at_least_one_record_of_the_largest_size() {
+        let queue = |pairs: &[(&str, &str)]| {
+            let config = producer_config("b", &kafka(pairs), None);
+            config
+                .get("queue.buffering.max.kbytes")
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(queue(&[]), QUEUE_KBYTES.to_string());
+        assert_eq!(queue(&[("message.max.bytes", "1000000")]), "16384");
+        assert_eq!(queue(&[("message.max.bytes", "33554432")]), "32769");
+        let both = [
+            ("message.max.bytes", "33554432"),
+            ("queue.buffering.max.kbytes", "9"),
+        ];
+        assert_eq!(queue(&both), "9", "the pipeline's own bound stands");
+    }
 }

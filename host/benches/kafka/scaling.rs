@@ -201,8 +201,8 @@ fn peak_mib(pid: u32) -> f64 {
 
 /// `weir run FILE` logging as it does by default (the tests' debug lines would cost CPU here).
 fn start(file: &Path) -> Weir {
-    std::env::set_var("WEIR_TEST_LOG", "warn,weir=info");
-    Weir::start_with(kit::weir_bin(), file, &["--admin", "127.0.0.1:0"])
+    let args = ["--admin", "127.0.0.1:0"];
+    Weir::start_logging(kit::weir_bin(), file, &args, "warn,weir=info")
 }
 
 /// Consumed, processed, produced and delivered records, summed over the admin servers at `admins`.

@@ -489,6 +489,12 @@ impl Weir {
     /// `weir run PIPELINE ARGS…`, its admin server on a port of its own unless `ARGS` say
     /// where (see [`Weir::admin`]).
     pub fn start_with(weir: &Path, pipeline: &Path, args: &[&str]) -> Weir {
+        let filter = std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "warn,weir=debug".into());
+        Weir::start_logging(weir, pipeline, args, &filter)
+    }
+
+    /// [`Weir::start_with`], logging what `filter` (`WEIR_LOG`) lets through.
+    pub fn start_logging(weir: &Path, pipeline: &Path, args: &[&str], filter: &str) -> Weir {
         static RUNS: AtomicUsize = AtomicUsize::new(0);
         let log = pipeline.with_extension(format!("{}.log", RUNS.fetch_add(1, Ordering::Relaxed)));
         let admin: &[&str] = if args.contains(&"--admin") {
@@ -501,10 +507,7 @@ impl Weir {
             .arg(pipeline)
             .args(args)
             .args(admin)
-            .env(
-                "WEIR_LOG",
-                std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "warn,weir=debug".into()),
-            )
+            .env("WEIR_LOG", filter)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

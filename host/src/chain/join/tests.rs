@@ -34,9 +34,15 @@ fn joining(spec: &Arc<JoinSpec>, state: &SharedState, side: &Arc<Given>) -> Join
 
 /// A record of the stream (`orders`, keyed `/id`) or of the other topic (`payments`, `/order`).
 fn rec(left: bool, offset: i64, key: u32, ts: i64) -> Record {
+    numbered(left, offset, key, ts, offset)
+}
+
+/// [`rec`] with `n` in its value instead of its offset: records of one offset (a flat-map's) or
+/// of none (-1) told apart.
+fn numbered(left: bool, offset: i64, key: u32, ts: i64, n: i64) -> Record {
     let (topic, value) = match left {
-        true => ("orders", json!({ "id": key, "ts": ts, "n": offset })),
-        false => ("payments", json!({ "order": key, "ts": ts, "n": offset })),
+        true => ("orders", json!({ "id": key, "ts": ts, "n": n })),
+        false => ("payments", json!({ "order": key, "ts": ts, "n": n })),
     };
     Record {
         key: Some(format!("k{key}").into_bytes()),
@@ -365,12 +371,7 @@ fn records_a_flat_map_made_of_one_input_are_each_kept_and_paired() {
     let side = Arc::new(Given::default());
     let mut stage = joining(&spec(40, Outer::Inner), &MemoryState::shared(), &side);
     let now = Instant::now();
-    let mut twin = rec(true, 5, 1, 1_000);
-    twin.value = Some(
-        json!({ "id": 1, "ts": 1_000, "n": 50 })
-            .to_string()
-            .into_bytes(),
-    );
+    let twin = numbered(true, 5, 1, 1_000, 50);
     stage.process(vec![rec(true, 5, 1, 1_000), twin], now);
     side.add([rec(false, 9, 1, 1_010)]);
     let out = stage.advance("orders", 0, now, false);
@@ -407,13 +408,7 @@ fn records_of_no_single_input_are_each_kept_whatever_call_they_come_in() {
     let now = Instant::now();
     // Two window results (offset -1) of one key and time, in two calls.
     for n in [1, 2] {
-        let mut result = rec(true, -1, 1, 1_000);
-        result.value = Some(
-            json!({ "id": 1, "ts": 1_000, "n": n })
-                .to_string()
-                .into_bytes(),
-        );
-        let out = stage.process(vec![result], now);
+        let out = stage.process(vec![numbered(true, -1, 1, 1_000, n)], now);
         assert!(out.late.is_empty() && out.failures.is_empty());
     }
     side.add([rec(false, 9, 1, 1_010)]);

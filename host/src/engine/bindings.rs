@@ -1,7 +1,11 @@
-//! Host bindings of the WIT worlds. The `filter` world's bindings own the shared interfaces;
-//! the other worlds reuse them, so a record is the same Rust type in every stage.
+//! Host bindings of the WIT worlds. One generation of the `filter` world owns the shared
+//! interfaces and every world uses them, so a record is the same Rust type in every stage.
 
-pub mod filter {
+mod bulk;
+
+/// The contract as bindgen makes it. The worlds below use its interfaces, bar `types`, where
+/// [`types`] replaces the batch with one whose records are lowered in bulk.
+mod generated {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "filter",
@@ -18,16 +22,36 @@ pub mod filter {
     });
 }
 
+/// The contract's types, with [`bulk`]'s batch.
+pub mod types {
+    pub use super::bulk::{Batch, EventRef};
+    pub use super::generated::weir::plugin::types::*;
+}
+
+pub mod filter {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "filter",
+        with: {
+            "weir:plugin/types": super::types,
+            "weir:plugin/host": super::generated::weir::plugin::host,
+            "weir:plugin/digest": super::generated::weir::plugin::digest,
+            "weir:plugin/state": super::generated::weir::plugin::state,
+            "weir:plugin/tables": super::generated::weir::plugin::tables,
+        },
+    });
+}
+
 pub mod transform {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "transform",
         with: {
-            "weir:plugin/types": super::filter::weir::plugin::types,
-            "weir:plugin/host": super::filter::weir::plugin::host,
-            "weir:plugin/digest": super::filter::weir::plugin::digest,
-            "weir:plugin/state": super::filter::weir::plugin::state,
-            "weir:plugin/tables": super::filter::weir::plugin::tables,
+            "weir:plugin/types": super::types,
+            "weir:plugin/host": super::generated::weir::plugin::host,
+            "weir:plugin/digest": super::generated::weir::plugin::digest,
+            "weir:plugin/state": super::generated::weir::plugin::state,
+            "weir:plugin/tables": super::generated::weir::plugin::tables,
         },
     });
 }
@@ -37,9 +61,9 @@ pub mod window {
         path: "../wit",
         world: "window",
         with: {
-            "weir:plugin/types": super::filter::weir::plugin::types,
-            "weir:plugin/host": super::filter::weir::plugin::host,
-            "weir:plugin/digest": super::filter::weir::plugin::digest,
+            "weir:plugin/types": super::types,
+            "weir:plugin/host": super::generated::weir::plugin::host,
+            "weir:plugin/digest": super::generated::weir::plugin::digest,
         },
     });
 }
@@ -51,4 +75,4 @@ pub mod versioned {
     });
 }
 
-pub use filter::weir::plugin::{digest, host, state, tables, types};
+pub use generated::weir::plugin::{digest, host, state, tables};

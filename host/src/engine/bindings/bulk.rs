@@ -5,6 +5,10 @@
 //! chain. [`EventRef`] has bindgen's record's fields, and its type check, its flat form and the
 //! lowering of one descriptor alone are bindgen's code; what it changes is that a list of them
 //! is written straight into the slice of memory the list was given.
+//!
+//! The traits' list method is wasmtime's own hook for this (its integer types use it), but it is
+//! `#[doc(hidden)]`: a wasmtime upgrade may change it, and the unit tests below check the layout
+//! written against the canonical ABI's own sizes and offsets.
 
 use std::mem::MaybeUninit;
 

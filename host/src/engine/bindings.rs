@@ -28,32 +28,30 @@ pub mod types {
     pub use super::generated::weir::plugin::types::*;
 }
 
+/// The bindings of `world`, over the shared interfaces above (a world that imports fewer of them
+/// lists its own: bindgen refuses a mapping the world does not use).
+macro_rules! world {
+    ($world:literal) => {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: $world,
+            with: {
+                "weir:plugin/types": super::types,
+                "weir:plugin/host": super::generated::weir::plugin::host,
+                "weir:plugin/digest": super::generated::weir::plugin::digest,
+                "weir:plugin/state": super::generated::weir::plugin::state,
+                "weir:plugin/tables": super::generated::weir::plugin::tables,
+            },
+        });
+    };
+}
+
 pub mod filter {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "filter",
-        with: {
-            "weir:plugin/types": super::types,
-            "weir:plugin/host": super::generated::weir::plugin::host,
-            "weir:plugin/digest": super::generated::weir::plugin::digest,
-            "weir:plugin/state": super::generated::weir::plugin::state,
-            "weir:plugin/tables": super::generated::weir::plugin::tables,
-        },
-    });
+    world!("filter");
 }
 
 pub mod transform {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "transform",
-        with: {
-            "weir:plugin/types": super::types,
-            "weir:plugin/host": super::generated::weir::plugin::host,
-            "weir:plugin/digest": super::generated::weir::plugin::digest,
-            "weir:plugin/state": super::generated::weir::plugin::state,
-            "weir:plugin/tables": super::generated::weir::plugin::tables,
-        },
-    });
+    world!("transform");
 }
 
 pub mod window {

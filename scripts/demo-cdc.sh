@@ -10,7 +10,7 @@
 # (scripts/kafka-broker.sh) on ports of their own, and stops them when done.
 #
 #   DEMO_SECONDS     how long the application writes (default 20)
-#   DEMO_PG_PORT     the database's port (default 55450)
+#   DEMO_PG_PORT     the database's port (default 25450)
 #   DEMO_KAFKA_PORT  the broker's port (default 19450)
 #   DEMO_SKIP_BUILD  1: take the weir binary (WEIR_BIN) and plugins as they are, install nothing
 #                    (the test that runs this script does)
@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_TO_WRITE=${DEMO_SECONDS:-20}
-PG_PORT=${DEMO_PG_PORT:-55450}
+PG_PORT=${DEMO_PG_PORT:-25450}
 KAFKA_PORT=${DEMO_KAFKA_PORT:-19450}
 export PG_PORT KAFKA_PORT
 say() { echo "demo-cdc: $*"; }

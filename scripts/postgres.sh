@@ -16,7 +16,10 @@
 #   psql     psql connected to the server as the superuser, with the remaining arguments
 #
 # Environment:
-#   PG_PORT           port on 127.0.0.1 (default 55432); one server (one data directory) per port
+#   PG_PORT           port on 127.0.0.1 (default 25432); one server (one data directory) per port.
+#                     The project's ports sit below Linux's ephemeral range (32768-60999): a port
+#                     in it may be taken by any outgoing connection's local end, and the server
+#                     then cannot bind it
 #   PG_HOME           where data directories live (default /tmp/weir-postgres): $PG_HOME/$PG_PORT
 #   PG_PASSWORD       the superuser `postgres`'s password (default weir); connections over TCP need
 #                     it (scram-sha-256), as a real deployment's would
@@ -30,7 +33,7 @@ set -euo pipefail
 die() { echo "postgres: $*" >&2; exit 1; }
 say() { echo "postgres: $*"; }
 
-PORT=${PG_PORT:-55432}
+PORT=${PG_PORT:-25432}
 HOME_DIR=${PG_HOME:-/tmp/weir-postgres}
 PASSWORD=${PG_PASSWORD:-weir}
 START_TIMEOUT=${PG_START_TIMEOUT:-30}

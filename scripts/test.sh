@@ -9,7 +9,7 @@ scripts/build-plugins.sh
 # The Kafka tests start their broker (scripts/kafka-broker.sh) on this port; stop it when done.
 export WEIR_TEST_KAFKA_PORT="${WEIR_TEST_KAFKA_PORT:-19092}"
 # The change-data-capture tests start a PostgreSQL server (scripts/postgres.sh) on this one.
-export WEIR_TEST_PG_PORT="${WEIR_TEST_PG_PORT:-55433}"
+export WEIR_TEST_PG_PORT="${WEIR_TEST_PG_PORT:-25433}"
 stop_servers() {
   KAFKA_PORT=$WEIR_TEST_KAFKA_PORT scripts/kafka-broker.sh stop >/dev/null 2>&1 || true
   PG_PORT=$WEIR_TEST_PG_PORT scripts/postgres.sh stop >/dev/null 2>&1 || true

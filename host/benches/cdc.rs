@@ -12,7 +12,7 @@
 //! decoding (the walsender) is the same work for both.
 //!
 //! 1. The server is the project's `scripts/postgres.sh` on a port of its own
-//!    (`WEIR_BENCH_PG_PORT`, default 55460), started afresh and stopped at the end; the broker
+//!    (`WEIR_BENCH_PG_PORT`, default 25460), started afresh and stopped at the end; the broker
 //!    `scripts/kafka-broker.sh` on `KAFKA_PORT` (default 19192) or `$KAFKA_BROKERS`. The server is
 //!    tuned for tests (fsync off), which makes commits cheap but not the capture.
 //! 2. Backlog: a table `orders` gets N inserted rows (`WEIR_BENCH_ROWS`, default 200000) in
@@ -85,7 +85,7 @@ fn main() {
     assert!(rows > 0 && txn_rows > 0 && rate > 0.0 && secs > 1.0);
 
     let (kafka, started_broker) = bench_broker(19192);
-    let server = Dedicated::start(env_or("WEIR_BENCH_PG_PORT", 55460), &[]);
+    let server = Dedicated::start(env_or("WEIR_BENCH_PG_PORT", 25460), &[]);
     let db = server.server.database("weir_bench");
     db.execute(
         "CREATE TABLE orders (id bigint PRIMARY KEY, customer int NOT NULL, \

@@ -432,7 +432,7 @@ fn exactly_once_across_kill_9_during_concurrent_transactions() {
 fn a_database_restart_mid_stream_is_ridden_out_exactly_once() {
     use crate::common::kafka::{kafka, unique, Weir};
     use crate::common::postgres::Dedicated;
-    let server = Dedicated::start(55434, &[]);
+    let server = Dedicated::start(25434, &[]);
     let db = server.server.database("cdc_restart");
     db.execute("CREATE TABLE orders (id int PRIMARY KEY, amount int)");
     let dir = crate::common::scratch();
@@ -476,7 +476,7 @@ fn a_database_restart_mid_stream_is_ridden_out_exactly_once() {
 #[test]
 fn a_server_without_logical_wal_is_named_with_the_fix() {
     use crate::common::postgres::Dedicated;
-    let server = Dedicated::start(55435, &[("PG_WAL_LEVEL", "replica")]);
+    let server = Dedicated::start(25435, &[("PG_WAL_LEVEL", "replica")]);
     let db = server.server.database("cdc_wal_level");
     db.execute("CREATE TABLE t (id int PRIMARY KEY)");
     let settings = Settings::new(&db.source(&["t"], "p")).unwrap();

@@ -80,7 +80,7 @@ pub fn postgres() -> &'static Postgres {
         let port: u16 = std::env::var("WEIR_TEST_PG_PORT")
             .ok()
             .and_then(|p| p.parse().ok())
-            .unwrap_or(55433);
+            .unwrap_or(25433);
         password();
         script(port, "start", &[]);
         Postgres { port }

@@ -24,7 +24,7 @@ mod generated {
 
 /// The contract's types, with [`bulk`]'s batch.
 pub mod types {
-    pub use super::bulk::{Batch, EventRef};
+    pub use super::bulk::Batch;
     pub use super::generated::weir::plugin::types::*;
 }
 

@@ -11,7 +11,7 @@
 use weir_wire as wire;
 
 pub(super) use super::bindings::types::{Batch, OutBatch, OutputRef, Verdicts};
-use super::bindings::types::{EventRef, HeaderRef, Part, Span};
+use super::bindings::types::{HeaderRef, Part, Span};
 use super::{Answer, Header, Record};
 
 /// The largest arena an instance keeps between calls: one batch of big records must not pin
@@ -157,20 +157,6 @@ impl From<wire::HeaderRef> for HeaderRef {
     }
 }
 
-impl From<wire::EventRef> for EventRef {
-    fn from(e: wire::EventRef) -> Self {
-        EventRef {
-            key: e.key.map(Span::from),
-            value: e.value.map(Span::from),
-            headers: e.headers.into(),
-            timestamp: e.timestamp,
-            topic: e.topic,
-            partition: e.partition,
-            offset: e.offset,
-        }
-    }
-}
-
 impl From<Part> for wire::Part {
     fn from(p: Part) -> Self {
         match p {
@@ -229,8 +215,8 @@ mod tests {
         encode(&[rec("k1", "one", 0), rec("k2", "two", 1)], &mut batch);
         assert_eq!(batch.topics, vec!["orders".to_string()]);
         assert_eq!(batch.arena, b"hxk1onehxk2two");
-        let e = &batch.events[1];
-        let at = |s: Span| (s.start, s.len);
+        let e = &batch.events[1].0;
+        let at = |s: wire::Span| (s.start, s.len);
         assert_eq!(
             (e.key.map(at), e.value.map(at), at(e.headers)),
             (Some((9, 2)), Some((11, 3)), (1, 1))

@@ -2,9 +2,9 @@
 //!
 //! Bindgen's types lower a list of records field by field, and each field's store looks the
 //! instance's memory up again: about ten lookups per record and stage, a few percent of a cheap
-//! chain. [`EventRef`] has bindgen's record's fields, and its type check, its flat form and the
-//! lowering of one descriptor alone are bindgen's code; what it changes is that a list of them
-//! is written straight into the slice of memory the list was given.
+//! chain. [`EventRef`] is weir-wire's descriptor, as the encoder makes it; its type check, its
+//! flat form and the lowering of one descriptor alone are bindgen's code, and what it changes is
+//! that a list of them is written straight into the slice of memory the list was given.
 //!
 //! The traits' list method is wasmtime's own hook for this (its integer types use it), but it is
 //! `#[doc(hidden)]`: a wasmtime upgrade may change it, and the unit tests below check the layout
@@ -20,16 +20,14 @@ use wasmtime::component::{
 use super::generated::weir::plugin::types as generated;
 pub use generated::Span;
 
-/// An input record of a batch: the contract's `event-ref`.
+/// An input record of a batch: the contract's `event-ref`, as weir-wire's encoder makes it.
 #[derive(Clone, Copy, Debug)]
-pub struct EventRef {
-    pub key: Option<Span>,
-    pub value: Option<Span>,
-    pub headers: Span,
-    pub timestamp: i64,
-    pub topic: u32,
-    pub partition: i32,
-    pub offset: i64,
+pub struct EventRef(pub weir_wire::EventRef);
+
+impl From<weir_wire::EventRef> for EventRef {
+    fn from(e: weir_wire::EventRef) -> Self {
+        EventRef(e)
+    }
 }
 
 /// The records of one call: the contract's `batch`, with its records lowered by [`EventRef`].
@@ -105,20 +103,21 @@ unsafe impl Lower for EventRef {
 
 impl EventRef {
     fn generated(&self) -> generated::EventRef {
+        let e = &self.0;
         generated::EventRef {
-            key: self.key,
-            value: self.value,
-            headers: self.headers,
-            timestamp: self.timestamp,
-            topic: self.topic,
-            partition: self.partition,
-            offset: self.offset,
+            key: e.key.map(Span::from),
+            value: e.value.map(Span::from),
+            headers: e.headers.into(),
+            timestamp: e.timestamp,
+            topic: e.topic,
+            partition: e.partition,
+            offset: e.offset,
         }
     }
 
     /// This descriptor's canonical ABI bytes.
     fn write(&self, slot: &mut [u8]) {
-        let e = self;
+        let e = &self.0;
         write_option(&mut slot[at::KEY..at::VALUE], e.key);
         write_option(&mut slot[at::VALUE..at::HEADERS], e.value);
         write_span(&mut slot[at::HEADERS..at::TIMESTAMP], e.headers);
@@ -130,15 +129,12 @@ impl EventRef {
 }
 
 /// An `option<span>`: its tag, padding, and the span (zero when there is none).
-fn write_option(slot: &mut [u8], span: Option<Span>) {
+fn write_option(slot: &mut [u8], span: Option<weir_wire::Span>) {
     slot[..at::PAYLOAD].copy_from_slice(&[u8::from(span.is_some()), 0, 0, 0]);
-    write_span(
-        &mut slot[at::PAYLOAD..],
-        span.unwrap_or(Span { start: 0, len: 0 }),
-    );
+    write_span(&mut slot[at::PAYLOAD..], span.unwrap_or_default());
 }
 
-fn write_span(slot: &mut [u8], span: Span) {
+fn write_span(slot: &mut [u8], span: weir_wire::Span) {
     slot[..4].copy_from_slice(&span.start.to_le_bytes());
     slot[4..8].copy_from_slice(&span.len.to_le_bytes());
 }
@@ -187,15 +183,16 @@ mod tests {
 
     #[test]
     fn a_descriptor_is_written_field_by_field() {
-        let event = EventRef {
+        let span = |start, len| weir_wire::Span { start, len };
+        let event = EventRef(weir_wire::EventRef {
             key: None,
-            value: Some(Span { start: 7, len: 9 }),
-            headers: Span { start: 1, len: 2 },
+            value: Some(span(7, 9)),
+            headers: span(1, 2),
             timestamp: -1,
             topic: 3,
             partition: -2,
             offset: 0x0102_0304_0506_0708,
-        };
+        });
         let mut slot = [0xaa; at::SIZE];
         event.write(&mut slot);
         let mut want = Vec::new();

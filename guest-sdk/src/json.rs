@@ -330,16 +330,54 @@ fn write_string(out: &mut Vec<u8>, s: &str) {
 }
 
 /// The value of a checked span of the text. A string without escapes becomes a `String` of
-/// its bytes at once; the rest goes through serde_json.
+/// its bytes at once, a number in its common forms its `Number` at once ([`number_value`]);
+/// the rest goes through serde_json.
 fn parse_span(text: &[u8]) -> Option<Value> {
-    if let [b'"', inner @ .., b'"'] = text {
-        if plain(inner) {
+    match text {
+        [b'"', inner @ .., b'"'] if plain(inner) => {
             // The whole text was checked as UTF-8 and the quotes are ASCII, so this is UTF-8;
             // checked again all the same, which the ASCII fast path makes cheap.
             return utf8(inner).map(|s| Value::String(s.into()));
         }
+        [b'-' | b'0'..=b'9', ..] => {
+            if let Some(number) = number_value(text) {
+                return Some(Value::Number(number));
+            }
+        }
+        _ => {}
     }
     serde_json::from_slice(text).ok()
+}
+
+/// The number a checked JSON number's text is, as serde_json makes it, for the forms records
+/// mostly hold; `None` sends the rest (-0, integers beyond 64 bits) to serde_json. An integer
+/// becomes a `u64`, or an `i64` if negative; a decimal or exponent form an `f64`, which Rust's
+/// parser rounds correctly, as serde_json does with `float_roundtrip` (this workspace's
+/// setting). Worth having in wasm above all: serde_json's number parsing is many small calls,
+/// and each call there also checks the time limit.
+fn number_value(text: &[u8]) -> Option<serde_json::Number> {
+    let (negative, digits) = match text {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, text),
+    };
+    if !digits.iter().all(u8::is_ascii_digit) {
+        let x: f64 = utf8(text)?.parse().ok()?;
+        return serde_json::Number::from_f64(x);
+    }
+    // At most 19 digits are below 10^19, which fits a u64; longer ones are serde_json's.
+    if digits.len() > 19 {
+        return None;
+    }
+    let n = digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    match (negative, n) {
+        (false, n) => Some(n.into()),
+        // serde_json makes -0 an f64 and takes anything below i64::MIN as one too.
+        (true, 0) => None,
+        (true, n) if n <= 1 << 63 => Some((n as i64).wrapping_neg().into()),
+        (true, _) => None,
+    }
 }
 
 /// Whether `bytes` hold no quote, backslash or control character: nothing JSON escapes in a
@@ -1067,6 +1105,85 @@ mod tests {
         assert_eq!(doc.get("/ts"), Some(json!(1700000000000123u64)));
         assert_eq!(doc.get("/n"), Some(json!(12345678)));
         assert_eq!(doc.get("/m"), Some(json!(-0.25)));
+    }
+
+    #[test]
+    fn numbers_read_as_serde_json_reads_them() {
+        let mut rng = Rng::new(11);
+        let mut texts: Vec<String> = [
+            "0",
+            "-0",
+            "-0.0",
+            "0.0",
+            "1",
+            "-1",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "18446744073709551615",
+            "18446744073709551616",
+            "9999999999999999999",
+            "99999999999999999999",
+            "1e308",
+            "-1e-400",
+            "4.9e-324",
+            "2.2250738585072011e-308",
+            "0.1",
+            "123.456e-7",
+            "1E2",
+            "1e+2",
+            "-12.50",
+            "17976931348623157e292",
+            "7.0e-10",
+            "5e-1",
+        ]
+        .map(String::from)
+        .to_vec();
+        for _ in 0..20_000 {
+            let mut t = String::new();
+            if rng.below(3) == 0 {
+                t.push('-');
+            }
+            let int = 1 + rng.below(22);
+            t.push(char::from(b'1' + rng.below(9) as u8));
+            for _ in 1..int {
+                t.push(char::from(b'0' + rng.below(10) as u8));
+            }
+            if rng.below(2) == 0 {
+                t.push('.');
+                for _ in 0..1 + rng.below(20) {
+                    t.push(char::from(b'0' + rng.below(10) as u8));
+                }
+            }
+            if rng.below(3) == 0 {
+                t.push_str(rng.pick(&["e", "E", "e-", "e+"]));
+                t.push_str(&rng.below(330).to_string());
+            }
+            texts.push(t);
+        }
+        for text in texts {
+            let Ok(theirs) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
+            let ours = parse_span(text.as_bytes()).expect("serde_json reads it");
+            let (a, b) = (ours.as_number().unwrap(), theirs.as_number().unwrap());
+            assert_eq!(
+                (
+                    a.as_u64(),
+                    a.as_i64(),
+                    a.is_f64(),
+                    a.as_f64().map(f64::to_bits)
+                ),
+                (
+                    b.as_u64(),
+                    b.as_i64(),
+                    b.is_f64(),
+                    b.as_f64().map(f64::to_bits)
+                ),
+                "{text}"
+            );
+        }
     }
 
     #[test]

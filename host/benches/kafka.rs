@@ -1045,38 +1045,36 @@ fn main() {
 
     let load_started = Instant::now();
     let engine = Engine::new(Engine::default_cache_dir()).unwrap();
-    if std::env::var("WEIR_BENCH_ONLY").as_deref() == Ok("scaling") {
-        let mut wrong = Vec::new();
-        scaling::scaling(
-            &broker,
-            &engine,
-            workers,
-            n,
-            &scaling_partitions,
-            &mut wrong,
-        );
-        assert!(wrong.is_empty(), "wrong counts:\n  {}", wrong.join("\n  "));
-        return;
-    }
-    if std::env::var("WEIR_BENCH_ONLY").as_deref() == Ok("latency") {
-        let p = pipeline(
-            &broker,
-            &unique("in"),
-            &unique("out"),
-            &unique("group"),
-            &[],
-        );
-        let stages = Stages::load(&engine, &p).unwrap();
-        let mut wrong = Vec::new();
+    // The last two sections of a full run, which `WEIR_BENCH_ONLY` can also run alone.
+    let scale = |wrong: &mut Vec<String>| {
+        scaling::scaling(&broker, &engine, workers, n, &scaling_partitions, wrong)
+    };
+    let latency = |stages: &Stages, wrong: &mut Vec<String>| {
         latencies(
             &broker,
-            &stages,
+            stages,
             workers,
             partitions,
             &latency_rates,
             secs,
-            &mut wrong,
-        );
+            wrong,
+        )
+    };
+    let only = std::env::var("WEIR_BENCH_ONLY").ok();
+    if let Some(section @ ("scaling" | "latency")) = only.as_deref() {
+        let mut wrong = Vec::new();
+        if section == "scaling" {
+            scale(&mut wrong);
+        } else {
+            let p = pipeline(
+                &broker,
+                &unique("in"),
+                &unique("out"),
+                &unique("group"),
+                &[],
+            );
+            latency(&Stages::load(&engine, &p).unwrap(), &mut wrong);
+        }
         assert!(wrong.is_empty(), "wrong counts:\n  {}", wrong.join("\n  "));
         return;
     }
@@ -1290,24 +1288,8 @@ fn main() {
         if ratio >= 0.6 { "met" } else { "NOT met" }
     );
 
-    scaling::scaling(
-        &broker,
-        &engine,
-        workers,
-        n,
-        &scaling_partitions,
-        &mut wrong,
-    );
-
-    latencies(
-        &broker,
-        &stages,
-        workers,
-        partitions,
-        &latency_rates,
-        secs,
-        &mut wrong,
-    );
+    scale(&mut wrong);
+    latency(&stages, &mut wrong);
 
     drop(broker);
     assert!(wrong.is_empty(), "wrong counts:\n  {}", wrong.join("\n  "));

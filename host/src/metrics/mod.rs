@@ -302,25 +302,26 @@ impl Metrics {
 
     /// Record partition `topic`/`partition`'s view (assigned to `worker`); `update` changes it.
     pub fn partition(&self, topic: &str, partition: i32, update: impl FnOnce(&mut PartitionView)) {
-        let mut all = lock(&self.partitions);
-        let view = all
-            .entry((topic.to_string(), partition))
-            .or_insert_with(|| PartitionView {
-                topic: topic.to_string(),
-                partition,
-                ..PartitionView::default()
-            });
-        update(view);
+        let new = || PartitionView {
+            topic: topic.to_string(),
+            partition,
+            ..PartitionView::default()
+        };
+        change(
+            &self.partitions,
+            (topic.to_string(), partition),
+            new,
+            update,
+        );
     }
 
     /// Change what is shown of table `name`.
     pub fn table(&self, name: &str, update: impl FnOnce(&mut TableView)) {
-        let mut all = lock(&self.tables);
-        let view = all.entry(name.to_string()).or_insert_with(|| TableView {
+        let new = || TableView {
             table: name.to_string(),
             ..TableView::default()
-        });
-        update(view);
+        };
+        change(&self.tables, name.to_string(), new, update);
     }
 
     pub fn tables(&self) -> Vec<TableView> {
@@ -329,15 +330,12 @@ impl Metrics {
 
     /// Change what is shown of partition `partition` of the topic join stage `stage` joins.
     pub fn join(&self, stage: &str, partition: i32, update: impl FnOnce(&mut JoinView)) {
-        let mut all = lock(&self.joins);
-        let view = all
-            .entry((stage.to_string(), partition))
-            .or_insert_with(|| JoinView {
-                stage: stage.to_string(),
-                partition,
-                ..JoinView::default()
-            });
-        update(view);
+        let new = || JoinView {
+            stage: stage.to_string(),
+            partition,
+            ..JoinView::default()
+        };
+        change(&self.joins, (stage.to_string(), partition), new, update);
     }
 
     /// Reader `reader` of the partition of the topic `stage` joins is gone: forget what it
@@ -434,6 +432,16 @@ pub fn now_ms() -> u64 {
 /// A poisoned lock still holds metrics worth reading.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Change the view under `key` in `views`, made by `new` if there is none yet.
+fn change<K: Ord, V>(
+    views: &Mutex<BTreeMap<K, V>>,
+    key: K,
+    new: impl FnOnce() -> V,
+    update: impl FnOnce(&mut V),
+) {
+    update(lock(views).entry(key).or_insert_with(new));
 }
 
 impl std::fmt::Display for Snapshot {

@@ -188,7 +188,7 @@ pub fn is_fenced(error: &KafkaError) -> bool {
 }
 
 /// The producer queue's byte bound, in KiB (`queue.buffering.max.kbytes` below).
-const QUEUE_KBYTES: u64 = 16384;
+const QUEUE_KBYTES: &str = "16384";
 
 /// Producer settings weir starts from; the pipeline's `[sink.kafka]` overrides them.
 pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
@@ -202,7 +202,7 @@ pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     // full load the broker lags and the queue stays full: 16 MB (tens of thousands of records,
     // over 20 ms of the fastest output) held the Kafka bench's throughput of 64 MB, and a
     // `weir run`'s peak memory fell from 108 to 87-91 MiB at six partitions.
-    ("queue.buffering.max.kbytes", "16384"),
+    ("queue.buffering.max.kbytes", QUEUE_KBYTES),
     ("queue.buffering.max.messages", "25000"),
 ];
 
@@ -228,7 +228,8 @@ pub(crate) fn producer_config(
         .get("message.max.bytes")
         .and_then(|v| v.parse::<u64>().ok())
         .map(|bytes| bytes / 1024 + 1);
-    if let Some(kb) = largest_kb.filter(|kb| *kb > QUEUE_KBYTES) {
+    let default_kb: u64 = QUEUE_KBYTES.parse().expect("a number of KiB");
+    if let Some(kb) = largest_kb.filter(|kb| *kb > default_kb) {
         if !properties.0.contains_key("queue.buffering.max.kbytes") {
             config.set("queue.buffering.max.kbytes", kb.to_string());
         }
@@ -552,7 +553,7 @@ mod tests {
                 .unwrap()
                 .to_string()
         };
-        assert_eq!(queue(&[]), QUEUE_KBYTES.to_string());
+        assert_eq!(queue(&[]), QUEUE_KBYTES);
         assert_eq!(queue(&[("message.max.bytes", "1000000")]), "16384");
         assert_eq!(queue(&[("message.max.bytes", "33554432")]), "32769");
         let both = [
